@@ -1,0 +1,24 @@
+//! keygate's pure core.
+//!
+//! Everything here is deterministic given its inputs (randomness and time are passed in
+//! or drawn from the OS RNG only when minting fresh material) and does no I/O: no
+//! actix, no sled, no reqwest. The server and the store build on these types.
+//!
+//! * [`keyring`] — the master keyring (key-encryption keys with a `kid`).
+//! * [`vault`] — sealing a person's OpenAI key into a compact JWE bound to its record.
+//! * [`token`] — the `kg_<grant>_<secret><checksum>` grant token format.
+//! * [`ids`] — typed identifiers for users, grants and vault keys.
+//! * [`secret`] — secret newtypes whose `Debug` never prints the secret.
+//! * [`openai_error`] — errors in OpenAI's wire shape.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod error;
+pub mod ids;
+pub mod keyring;
+pub mod openai_error;
+pub mod secret;
+pub mod time;
+pub mod token;
+pub mod vault;
+
+pub use error::CoreError;

@@ -1,0 +1,244 @@
+//! Errors in OpenAI's wire shape, `{"error":{"message","type","param","code"}}`, so the
+//! official SDKs raise the exception a developer expects (AuthenticationError for 401,
+//! PermissionDeniedError for 403, RateLimitError for 429, ...).
+
+use serde::Serialize;
+
+/// An error as the app will see it. `status` and the retry hints travel beside the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAiError {
+    pub status: u16,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    /// Seconds, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
+    /// Sent as `x-should-retry`, which the official SDKs obey over their own defaults.
+    pub should_retry: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+const INVALID_REQUEST: &str = "invalid_request_error";
+
+impl OpenAiError {
+    fn new(
+        status: u16,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: Some(code),
+            retry_after: None,
+            should_retry: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// The JSON body.
+    pub fn to_json(&self) -> String {
+        let envelope = Envelope {
+            error: Body {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param.as_deref(),
+                code: self.code,
+            },
+        };
+        // Serialising plain strings cannot fail; fall back to a fixed body regardless.
+        serde_json::to_string(&envelope).unwrap_or_else(|_| {
+            r#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#
+                .to_owned()
+        })
+    }
+
+    pub fn missing_api_key() -> Self {
+        Self::new(
+            401,
+            INVALID_REQUEST,
+            "missing_api_key",
+            "You didn't provide an API key. Send your keygate key in an Authorization header: \
+             `Authorization: Bearer kg_...`.",
+        )
+    }
+
+    /// `why` says what was wrong with the header or key, never the key itself.
+    pub fn invalid_api_key(why: &str) -> Self {
+        Self::new(
+            401,
+            INVALID_REQUEST,
+            "invalid_api_key",
+            format!("Incorrect API key provided: {why}."),
+        )
+    }
+
+    pub fn expired_api_key() -> Self {
+        Self::new(
+            401,
+            INVALID_REQUEST,
+            "expired_api_key",
+            "This API key has expired.",
+        )
+    }
+
+    pub fn revoked_api_key() -> Self {
+        Self::new(
+            401,
+            INVALID_REQUEST,
+            "revoked_api_key",
+            "This API key has been revoked by its owner.",
+        )
+    }
+
+    pub fn model_not_allowed(model: &str) -> Self {
+        Self::new(
+            403,
+            INVALID_REQUEST,
+            "model_not_allowed",
+            format!("This API key is not allowed to use the model `{model}`."),
+        )
+        .with_param("model")
+    }
+
+    pub fn rate_limit_exceeded(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(429, "requests", "rate_limit_exceeded", message);
+        e.retry_after = Some(retry_after_secs.max(1));
+        e
+    }
+
+    pub fn insufficient_quota(message: impl Into<String>) -> Self {
+        let mut e = Self::new(429, "insufficient_quota", "insufficient_quota", message);
+        e.should_retry = Some(false);
+        e
+    }
+
+    pub fn request_too_large(limit_bytes: u64) -> Self {
+        let mut e = Self::new(
+            413,
+            INVALID_REQUEST,
+            "request_too_large",
+            format!("The request body is larger than this server's limit of {limit_bytes} bytes."),
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
+    pub fn key_not_enrolled() -> Self {
+        let mut e = Self::new(
+            409,
+            INVALID_REQUEST,
+            "key_not_enrolled",
+            "The owner of this API key has not stored an OpenAI key in keygate yet.",
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
+    pub fn upstream_timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "server_error", "upstream_timeout", message)
+    }
+
+    pub fn upstream_unavailable(message: impl Into<String>) -> Self {
+        Self::new(502, "server_error", "upstream_unavailable", message)
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(400, INVALID_REQUEST, "invalid_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, INVALID_REQUEST, "not_found", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "server_error", "internal_error", message)
+    }
+
+    pub fn service_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "server_error", "service_unavailable", message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_openai_shape() {
+        let v: serde_json::Value =
+            serde_json::from_str(&OpenAiError::model_not_allowed("gpt-4o").to_json()).unwrap();
+        assert_eq!(v["error"]["code"], "model_not_allowed");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "model");
+        assert!(v["error"]["message"].as_str().unwrap().contains("gpt-4o"));
+        let v: serde_json::Value =
+            serde_json::from_str(&OpenAiError::missing_api_key().to_json()).unwrap();
+        assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn statuses_and_codes() {
+        let table = [
+            (OpenAiError::missing_api_key(), 401, "missing_api_key"),
+            (OpenAiError::invalid_api_key("x"), 401, "invalid_api_key"),
+            (OpenAiError::expired_api_key(), 401, "expired_api_key"),
+            (OpenAiError::revoked_api_key(), 401, "revoked_api_key"),
+            (
+                OpenAiError::model_not_allowed("m"),
+                403,
+                "model_not_allowed",
+            ),
+            (
+                OpenAiError::rate_limit_exceeded("x", 0),
+                429,
+                "rate_limit_exceeded",
+            ),
+            (
+                OpenAiError::insufficient_quota("x"),
+                429,
+                "insufficient_quota",
+            ),
+            (OpenAiError::request_too_large(1), 413, "request_too_large"),
+            (OpenAiError::key_not_enrolled(), 409, "key_not_enrolled"),
+            (OpenAiError::upstream_timeout("x"), 504, "upstream_timeout"),
+            (
+                OpenAiError::upstream_unavailable("x"),
+                502,
+                "upstream_unavailable",
+            ),
+        ];
+        for (e, status, code) in table {
+            assert_eq!((e.status, e.code), (status, Some(code)));
+        }
+        assert_eq!(
+            OpenAiError::rate_limit_exceeded("x", 0).retry_after,
+            Some(1)
+        );
+        assert_eq!(
+            OpenAiError::insufficient_quota("x").should_retry,
+            Some(false)
+        );
+    }
+}

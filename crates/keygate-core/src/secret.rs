@@ -1,0 +1,74 @@
+//! Secret newtypes. None derives `Serialize` or `Debug`: the hand-written `Debug`
+//! prints at most the last four characters, and the value is reachable only through
+//! `expose_secret()` at the one place it is used.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::CoreError;
+
+/// The longest OpenAI key we accept; real ones are ~50–200 characters.
+const MAX_OPENAI_KEY_LEN: usize = 512;
+
+/// A person's OpenAI API key.
+pub struct OpenAiKey(SecretString);
+
+impl OpenAiKey {
+    /// Accepts what a person pastes: surrounding whitespace is trimmed; the rest must be
+    /// printable ASCII without spaces (it ends up in an HTTP header).
+    pub fn parse(raw: &str) -> Result<Self, CoreError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(CoreError::InvalidOpenAiKey("it is empty"));
+        }
+        if trimmed.len() > MAX_OPENAI_KEY_LEN {
+            return Err(CoreError::InvalidOpenAiKey(
+                "it is longer than 512 characters",
+            ));
+        }
+        if !trimmed.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(CoreError::InvalidOpenAiKey(
+                "it may contain only printable ASCII characters without spaces",
+            ));
+        }
+        Ok(Self(SecretString::from(trimmed.to_owned())))
+    }
+
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The last four characters, shown to the person so they can recognise the key.
+    pub fn last4(&self) -> String {
+        let s = self.0.expose_secret();
+        let start = s.len().saturating_sub(4);
+        s.get(start..).unwrap_or_default().to_owned()
+    }
+}
+
+impl fmt::Debug for OpenAiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OpenAiKey(…{})", self.last4())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_only_last4() {
+        let k = OpenAiKey::parse("  sk-proj-abcdefSECRET1234 \n").unwrap();
+        assert_eq!(format!("{k:?}"), "OpenAiKey(…1234)");
+        assert_eq!(k.expose_secret(), "sk-proj-abcdefSECRET1234");
+    }
+
+    #[test]
+    fn refuses_unusable_keys() {
+        assert!(OpenAiKey::parse("   ").is_err());
+        assert!(OpenAiKey::parse("sk-with space").is_err());
+        assert!(OpenAiKey::parse("sk-\u{e9}").is_err());
+        assert!(OpenAiKey::parse(&"a".repeat(513)).is_err());
+    }
+}
