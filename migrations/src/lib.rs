@@ -1,1 +1,138 @@
+//! keygate's ordered schema and data migrations for the sled store.
+//!
+//! Each step lives in its own file (`m0001_initial.rs`, ...), is applied at most once,
+//! and records the schema version it reaches in the `meta` tree. A store written by a
+//! newer keygate (a version above [`LATEST`]) is refused rather than misread.
 
+use thiserror::Error;
+
+mod m0001_initial;
+
+/// The `meta` tree and the key under which the schema version (u32, big endian) lives.
+pub const META_TREE: &str = "meta";
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// One migration step.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    apply: fn(&sled::Db) -> Result<(), MigrationError>,
+}
+
+#[derive(Debug, Error)]
+pub enum MigrationError {
+    #[error("MG0001 store error during migration: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(
+        "MG0002 the store is at schema version {found}, newer than this keygate understands \
+         ({latest}); upgrade keygate or restore a backup"
+    )]
+    TooNew { found: u32, latest: u32 },
+    #[error("MG0003 the schema version record is corrupt")]
+    CorruptVersion,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    apply: m0001_initial::apply,
+}];
+
+/// The schema version a fully migrated store has.
+pub const LATEST: u32 = 1;
+
+/// All known steps, in order.
+pub fn all() -> &'static [Migration] {
+    MIGRATIONS
+}
+
+/// The store's current schema version (0 for a new, empty store).
+pub fn current_version(db: &sled::Db) -> Result<u32, MigrationError> {
+    let meta = db.open_tree(META_TREE)?;
+    match meta.get(SCHEMA_VERSION_KEY)? {
+        None => Ok(0),
+        Some(v) => {
+            let bytes: [u8; 4] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| MigrationError::CorruptVersion)?;
+            Ok(u32::from_be_bytes(bytes))
+        }
+    }
+}
+
+/// Applies every pending step in order and flushes; returns the version reached.
+pub fn run(db: &sled::Db) -> Result<u32, MigrationError> {
+    let mut version = current_version(db)?;
+    if version > LATEST {
+        return Err(MigrationError::TooNew {
+            found: version,
+            latest: LATEST,
+        });
+    }
+    let start = version;
+    for m in MIGRATIONS.iter().filter(|m| m.version > start) {
+        tracing::info!(version = m.version, name = m.name, "applying store migration");
+        (m.apply)(db)?;
+        set_version(db, m.version)?;
+        db.flush()?;
+        version = m.version;
+    }
+    Ok(version)
+}
+
+fn set_version(db: &sled::Db, version: u32) -> Result<(), MigrationError> {
+    db.open_tree(META_TREE)?
+        .insert(SCHEMA_VERSION_KEY, &version.to_be_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(dir: &std::path::Path) -> sled::Db {
+        sled::Config::new().path(dir).open().unwrap()
+    }
+
+    #[test]
+    fn steps_are_ordered_and_end_at_latest() {
+        let versions: Vec<u32> = all().iter().map(|m| m.version).collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(versions.last().copied(), Some(LATEST));
+    }
+
+    #[test]
+    fn fresh_store_reaches_latest_and_rerun_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = db(dir.path());
+            assert_eq!(current_version(&db).unwrap(), 0);
+            assert_eq!(run(&db).unwrap(), LATEST);
+            assert_eq!(run(&db).unwrap(), LATEST);
+        }
+        // Survives a reopen.
+        let db = db(dir.path());
+        assert_eq!(current_version(&db).unwrap(), LATEST);
+        let names = db.tree_names();
+        for tree in m0001_initial::TREES {
+            assert!(names.iter().any(|n| n.as_ref() == tree.as_bytes()), "{tree}");
+        }
+    }
+
+    #[test]
+    fn newer_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(dir.path());
+        set_version(&db, LATEST + 1).unwrap();
+        assert!(matches!(run(&db), Err(MigrationError::TooNew { .. })));
+    }
+
+    #[test]
+    fn corrupt_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(dir.path());
+        db.open_tree(META_TREE).unwrap().insert(SCHEMA_VERSION_KEY, b"x").unwrap();
+        assert!(matches!(run(&db), Err(MigrationError::CorruptVersion)));
+    }
+}

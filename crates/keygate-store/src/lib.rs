@@ -1,1 +1,13 @@
+//! keygate's embedded store on sled.
+//!
+//! Typed trees hold versioned records ([`records`]); opening the store runs the
+//! migrations in `keygate-migrations`. The store never sees a plaintext OpenAI key or
+//! grant secret: vault records carry a sealed JWE, grants the SHA-256 of their secret.
 
+mod error;
+pub mod records;
+mod store;
+
+pub use error::StoreError;
+pub use records::{GrantRecord, GrantState, UserRecord, VaultRecord};
+pub use store::{Store, StoreOptions};

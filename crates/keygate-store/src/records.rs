@@ -1,0 +1,99 @@
+//! Versioned records, kanidm-style: each tree stores an enum tagged `"v"`; a migration
+//! adds `V2` and never edits `V1`. Code works with the latest shape only.
+
+use keygate_core::ids::{GrantId, KeyId, UserId};
+use keygate_core::time::UnixTime;
+use serde::{Deserialize, Serialize};
+
+/// A person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub name: String,
+    pub created_at: UnixTime,
+}
+
+/// A person's sealed OpenAI key and the plaintext metadata shown beside it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultRecord {
+    pub user_id: UserId,
+    pub key_id: KeyId,
+    /// Compact JWE (see `keygate_core::vault`); never the key itself.
+    pub sealed: String,
+    /// The master `kid` the JWE was sealed under, for the re-seal loop.
+    pub kid: String,
+    pub last4: String,
+    pub created_at: UnixTime,
+    pub last_validated_at: Option<UnixTime>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantState {
+    Active,
+    Disabled,
+    Revoked,
+}
+
+/// What an app holds instead of the person's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    pub id: GrantId,
+    pub user_id: UserId,
+    pub name: String,
+    /// The app origin the grant is bound to (connect flow); `None` for admin/dashboard.
+    pub origin: Option<String>,
+    /// Models allowed; empty means all.
+    pub models: Vec<String>,
+    pub state: GrantState,
+    /// Lowercase hex SHA-256 of the token's secret part.
+    pub secret_hash: String,
+    pub created_at: UnixTime,
+    pub last_used_at: Option<UnixTime>,
+    pub revoked_at: Option<UnixTime>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(crate) enum StoredUser {
+    #[serde(rename = "1")]
+    V1(UserRecord),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(crate) enum StoredVault {
+    #[serde(rename = "1")]
+    V1(VaultRecord),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(crate) enum StoredGrant {
+    #[serde(rename = "1")]
+    V1(GrantRecord),
+}
+
+impl From<StoredUser> for UserRecord {
+    fn from(s: StoredUser) -> Self {
+        match s {
+            StoredUser::V1(r) => r,
+        }
+    }
+}
+
+impl From<StoredVault> for VaultRecord {
+    fn from(s: StoredVault) -> Self {
+        match s {
+            StoredVault::V1(r) => r,
+        }
+    }
+}
+
+impl From<StoredGrant> for GrantRecord {
+    fn from(s: StoredGrant) -> Self {
+        match s {
+            StoredGrant::V1(r) => r,
+        }
+    }
+}

@@ -1,0 +1,251 @@
+use std::path::Path;
+
+use keygate_core::ids::{GrantId, UserId};
+use keygate_core::time::UnixTime;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Tree;
+
+use crate::StoreError;
+use crate::records::{
+    GrantRecord, GrantState, StoredGrant, StoredUser, StoredVault, UserRecord, VaultRecord,
+};
+
+/// Tuning for the embedded store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes. Small by default: records are tiny and the OS page
+    /// cache sits underneath anyway.
+    pub cache_capacity: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The open store. Cheap to clone (sled handles are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    users: Tree,
+    vault: Tree,
+    grants: Tree,
+    grants_by_user: Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` and runs pending migrations.
+    /// sled allows one open per process and directory; a second one reports `Locked`.
+    pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_capacity)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked {
+                        path: dir.display().to_string(),
+                    }
+                }
+                sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked {
+                    path: dir.display().to_string(),
+                },
+                other => StoreError::Sled(other),
+            })?;
+        keygate_migrations::run(&db)?;
+        Ok(Self {
+            users: db.open_tree("users")?,
+            vault: db.open_tree("vault")?,
+            grants: db.open_tree("grants")?,
+            grants_by_user: db.open_tree("grants_by_user")?,
+            db,
+        })
+    }
+
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        Ok(keygate_migrations::current_version(&self.db)?)
+    }
+
+    /// Makes every write so far durable. Security-relevant writes call this before
+    /// answering.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// A cheap read that proves the store answers (for `/readyz`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.schema_version().map(|_| ())
+    }
+
+    // --- users -------------------------------------------------------------------
+
+    pub fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        put(&self.users, user.id.as_str(), &StoredUser::V1(user.clone()))
+    }
+
+    pub fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
+        Ok(get::<StoredUser>(&self.users, "users", id.as_str())?.map(Into::into))
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.users
+            .iter()
+            .values()
+            .map(|v| Ok(decode::<StoredUser>("users", &v?)?.into()))
+            .collect()
+    }
+
+    // --- vault -------------------------------------------------------------------
+
+    /// Stores (or replaces) a person's sealed key.
+    pub fn put_vault(&self, record: &VaultRecord) -> Result<(), StoreError> {
+        put(&self.vault, record.user_id.as_str(), &StoredVault::V1(record.clone()))
+    }
+
+    pub fn vault(&self, user: &UserId) -> Result<Option<VaultRecord>, StoreError> {
+        Ok(get::<StoredVault>(&self.vault, "vault", user.as_str())?.map(Into::into))
+    }
+
+    pub fn delete_vault(&self, user: &UserId) -> Result<bool, StoreError> {
+        Ok(self.vault.remove(user.as_str())?.is_some())
+    }
+
+    /// Every vault record (for the re-seal loop and the admin API).
+    pub fn vault_records(&self) -> Result<Vec<VaultRecord>, StoreError> {
+        self.vault
+            .iter()
+            .values()
+            .map(|v| Ok(decode::<StoredVault>("vault", &v?)?.into()))
+            .collect()
+    }
+
+    // --- grants ------------------------------------------------------------------
+
+    pub fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
+        put(&self.grants, grant.id.as_str(), &StoredGrant::V1(grant.clone()))?;
+        self.grants_by_user
+            .insert(index_key(&grant.user_id, &grant.id), &[])?;
+        Ok(())
+    }
+
+    pub fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>, StoreError> {
+        Ok(get::<StoredGrant>(&self.grants, "grants", id.as_str())?.map(Into::into))
+    }
+
+    /// A person's grants, oldest first.
+    pub fn grants_for_user(&self, user: &UserId) -> Result<Vec<GrantRecord>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.grants_by_user.scan_prefix(user.as_str()).keys() {
+            let key = key?;
+            let id = key
+                .get(user.as_str().len()..)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| GrantId::parse(s).ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    tree: "grants_by_user",
+                    reason: "bad index key".into(),
+                })?;
+            if let Some(grant) = self.grant(&id)? {
+                out.push(grant);
+            }
+        }
+        out.sort_by_key(|g| (g.created_at, g.id.clone()));
+        Ok(out)
+    }
+
+    /// Atomically applies `change` to a grant; returns the updated record, or `None` if
+    /// there is no such grant.
+    pub fn update_grant(
+        &self,
+        id: &GrantId,
+        change: impl Fn(&mut GrantRecord),
+    ) -> Result<Option<GrantRecord>, StoreError> {
+        let mut failure = None;
+        let updated = self.grants.update_and_fetch(id.as_str(), |old| {
+            let old = old?;
+            let mut rec: GrantRecord = match decode::<StoredGrant>("grants", old) {
+                Ok(r) => r.into(),
+                Err(e) => {
+                    failure = Some(e);
+                    return Some(old.to_vec());
+                }
+            };
+            change(&mut rec);
+            match serde_json::to_vec(&StoredGrant::V1(rec)) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    failure = Some(StoreError::Encode(e.to_string()));
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        updated
+            .map(|v| Ok(decode::<StoredGrant>("grants", &v)?.into()))
+            .transpose()
+    }
+
+    /// Marks a grant revoked. Returns the updated grant, `None` if unknown.
+    pub fn revoke_grant(&self, id: &GrantId, now: UnixTime) -> Result<Option<GrantRecord>, StoreError> {
+        self.update_grant(id, |g| {
+            if g.state != GrantState::Revoked {
+                g.state = GrantState::Revoked;
+                g.revoked_at = Some(now);
+            }
+        })
+    }
+
+    /// Records `last_used_at` for a batch of grants (the proxy batches these).
+    pub fn touch_grants(&self, used: &[(GrantId, UnixTime)]) -> Result<(), StoreError> {
+        for (id, at) in used {
+            self.update_grant(id, |g| {
+                if g.last_used_at.is_none_or(|prev| prev < *at) {
+                    g.last_used_at = Some(*at);
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn index_key(user: &UserId, grant: &GrantId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.as_str().len() + grant.as_str().len());
+    k.extend_from_slice(user.as_str().as_bytes());
+    k.extend_from_slice(grant.as_str().as_bytes());
+    k
+}
+
+fn put<T: Serialize>(tree: &Tree, key: &str, value: &T) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
+    tree.insert(key, bytes)?;
+    Ok(())
+}
+
+fn get<T: DeserializeOwned>(
+    tree: &Tree,
+    name: &'static str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    tree.get(key)?.map(|v| decode(name, &v)).transpose()
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,107 @@
+//! The store on a real sled directory.
+
+use keygate_core::ids::{GrantId, KeyId, UserId};
+use keygate_store::{GrantRecord, GrantState, Store, StoreError, StoreOptions, UserRecord, VaultRecord};
+
+fn user() -> UserRecord {
+    UserRecord { id: UserId::generate(), name: "Ada".into(), created_at: 10 }
+}
+
+fn grant(user: &UserId, created_at: u64) -> GrantRecord {
+    GrantRecord {
+        id: GrantId::generate(),
+        user_id: user.clone(),
+        name: "app".into(),
+        origin: None,
+        models: vec!["gpt-4o-mini".into()],
+        state: GrantState::Active,
+        secret_hash: "ab".repeat(32),
+        created_at,
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn everything_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let u = user();
+    let g1 = grant(&u.id, 2);
+    let g2 = grant(&u.id, 1);
+    let v = VaultRecord {
+        user_id: u.id.clone(),
+        key_id: KeyId::generate(),
+        sealed: "a.b.c.d.e".into(),
+        kid: "mk-1".into(),
+        last4: "WXYZ".into(),
+        created_at: 11,
+        last_validated_at: None,
+    };
+    {
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        store.insert_user(&u).unwrap();
+        store.put_vault(&v).unwrap();
+        store.insert_grant(&g1).unwrap();
+        store.insert_grant(&g2).unwrap();
+        store.revoke_grant(&g1.id, 99).unwrap().unwrap();
+        store.touch_grants(&[(g2.id.clone(), 50)]).unwrap();
+        store.flush().await.unwrap();
+    }
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), keygate_migrations::LATEST);
+    assert_eq!(store.user(&u.id).unwrap().unwrap(), u);
+    assert_eq!(store.users().unwrap().len(), 1);
+    assert_eq!(store.vault(&u.id).unwrap().unwrap(), v);
+    let grants = store.grants_for_user(&u.id).unwrap();
+    assert_eq!(grants.iter().map(|g| &g.id).collect::<Vec<_>>(), [&g2.id, &g1.id]);
+    let revoked = store.grant(&g1.id).unwrap().unwrap();
+    assert_eq!((revoked.state, revoked.revoked_at), (GrantState::Revoked, Some(99)));
+    assert_eq!(store.grant(&g2.id).unwrap().unwrap().last_used_at, Some(50));
+    assert!(store.grants_for_user(&UserId::generate()).unwrap().is_empty());
+}
+
+#[test]
+fn unknown_records_are_none_and_updates_of_them_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    assert!(store.user(&UserId::generate()).unwrap().is_none());
+    assert!(store.grant(&GrantId::generate()).unwrap().is_none());
+    assert!(store.revoke_grant(&GrantId::generate(), 1).unwrap().is_none());
+    assert!(!store.delete_vault(&UserId::generate()).unwrap());
+}
+
+#[test]
+fn touch_never_moves_last_used_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let u = user();
+    let g = grant(&u.id, 1);
+    store.insert_grant(&g).unwrap();
+    store.touch_grants(&[(g.id.clone(), 20)]).unwrap();
+    store.touch_grants(&[(g.id.clone(), 10)]).unwrap();
+    assert_eq!(store.grant(&g.id).unwrap().unwrap().last_used_at, Some(20));
+}
+
+#[test]
+fn a_second_open_in_the_same_process_is_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    match Store::open(dir.path(), &StoreOptions::default()) {
+        Err(StoreError::Locked { .. }) => {}
+        other => panic!("expected Locked, got {other:?}"),
+    }
+}
+
+#[test]
+fn corrupt_records_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = GrantId::generate();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        keygate_migrations::run(&db).unwrap();
+        db.open_tree("grants").unwrap().insert(id.as_str(), b"{not json").unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    assert!(matches!(store.grant(&id), Err(StoreError::Corrupt { .. })));
+}
