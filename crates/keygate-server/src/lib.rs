@@ -1,1 +1,19 @@
+//! keygate's HTTP server: the application builder, the admin API, the `/v1` streaming
+//! proxy and the embedded web pages. Routes are thin: they parse, call a service
+//! function, and map its error through [`error::ServerError`], the one place errors
+//! become HTTP.
 
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod keyfile;
+pub mod proxy;
+pub mod request_id;
+pub mod routes;
+pub mod services;
+pub mod state;
+pub mod telemetry;
+pub mod upstream;
+
+pub use app::Application;
+pub use config::{Config, RawConfig};

@@ -51,6 +51,8 @@ pub struct GrantRecord {
     pub created_at: UnixTime,
     pub last_used_at: Option<UnixTime>,
     pub revoked_at: Option<UnixTime>,
+    #[serde(default)]
+    pub expires_at: Option<UnixTime>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -19,6 +19,7 @@ fn grant(user: &UserId, created_at: u64) -> GrantRecord {
         created_at,
         last_used_at: None,
         revoked_at: None,
+        expires_at: None,
     }
 }
 

@@ -1,0 +1,401 @@
+//! Typed configuration. A TOML file plus `KEYGATE_*` environment variables (which win)
+//! deserialise into [`RawConfig`] (unknown keys are errors); [`RawConfig::validate`]
+//! turns it into [`Config`], reporting every problem at once, before any port opens.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+const DEFAULT_UPSTREAM: &str = "https://api.openai.com/v1";
+const MIN_ADMIN_KEY_LEN: usize = 16;
+
+/// The configuration as written: every field optional, defaults applied in `validate`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub upstream_url: Option<String>,
+    pub admin_key: Option<String>,
+    pub master_keys: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub upstream_connect_timeout_ms: Option<u64>,
+    pub upstream_first_byte_timeout_ms: Option<u64>,
+    pub upstream_idle_timeout_ms: Option<u64>,
+    pub shutdown_timeout_secs: Option<u64>,
+    pub workers: Option<usize>,
+    pub store_cache_bytes: Option<u64>,
+    pub log_format: Option<String>,
+}
+
+/// The checked configuration.
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Origin (and optional path prefix) under which people and apps reach keygate,
+    /// without a trailing slash.
+    pub public_url: Url,
+    /// The OpenAI-compatible API base, without a trailing slash.
+    pub upstream_url: Url,
+    pub admin_key: Option<SecretString>,
+    /// `KEYGATE_MASTER_KEYS`; when absent the key file in `data_dir` is used.
+    pub master_keys: Option<SecretString>,
+    pub max_body_bytes: u64,
+    pub upstream: UpstreamTimeouts,
+    pub shutdown_timeout: Duration,
+    /// HTTP worker threads; `None` = one per core.
+    pub workers: Option<usize>,
+    pub store_cache_bytes: u64,
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every problem found, one per line, each naming its setting.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl RawConfig {
+    /// Reads the optional file, then `KEYGATE_*` variables from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(vec![format!(
+                    "config file {}: not found or not a file",
+                    path.display()
+                )]));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Serialized::defaults(env_overrides()?));
+        figment.extract().map_err(|e| {
+            ConfigError(
+                e.into_iter()
+                    .map(|e| {
+                        let name = e
+                            .path
+                            .last()
+                            .map(|k| format!("{k} (KEYGATE_{})", k.to_ascii_uppercase()))
+                            .unwrap_or_else(|| "config".into());
+                        format!("{name}: {}", e.kind)
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |setting: &str, msg: String| {
+            problems.push(format!("{setting} (KEYGATE_{}): {msg}", setting.to_ascii_uppercase()))
+        };
+
+        let listen_raw = self.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let listen = match listen_raw.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problem("listen", format!("`{listen_raw}` is not an address like 127.0.0.1:8080"));
+                None
+            }
+        };
+
+        let public_url = match (&self.public_url, listen) {
+            (Some(raw), _) => parse_base_url(raw).map_err(|m| problem("public_url", m)).ok(),
+            (None, Some(addr)) => parse_base_url(&format!("http://{addr}")).ok(),
+            (None, None) => None,
+        };
+        let upstream_url = parse_base_url(self.upstream_url.as_deref().unwrap_or(DEFAULT_UPSTREAM))
+            .map_err(|m| problem("upstream_url", m))
+            .ok();
+
+        let admin_key = match self.admin_key {
+            Some(k) if k.trim().len() < MIN_ADMIN_KEY_LEN => {
+                problem(
+                    "admin_key",
+                    format!("must be at least {MIN_ADMIN_KEY_LEN} characters (generate one with `openssl rand -hex 32`)"),
+                );
+                None
+            }
+            Some(k) if !k.trim().bytes().all(|b| b.is_ascii_graphic()) => {
+                problem("admin_key", "may contain only printable ASCII without spaces".into());
+                None
+            }
+            Some(k) => Some(SecretString::from(k.trim().to_owned())),
+            None => None,
+        };
+        let master_keys = match self.master_keys {
+            Some(text) => match keygate_core::keyring::Keyring::parse(&text) {
+                Ok(_) => Some(SecretString::from(text)),
+                Err(e) => {
+                    problem("master_keys", e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let max_body_bytes = self.max_body_bytes.unwrap_or(32 * 1024 * 1024);
+        if max_body_bytes == 0 {
+            problem("max_body_bytes", "must be greater than 0".into());
+        }
+        let ms = |v: Option<u64>, default: u64, name: &str, problem: &mut dyn FnMut(&str, String)| {
+            let v = v.unwrap_or(default);
+            if v == 0 {
+                problem(name, "must be greater than 0".into());
+            }
+            Duration::from_millis(v)
+        };
+        let upstream = UpstreamTimeouts {
+            connect: ms(self.upstream_connect_timeout_ms, 10_000, "upstream_connect_timeout_ms", &mut problem),
+            first_byte: ms(self.upstream_first_byte_timeout_ms, 600_000, "upstream_first_byte_timeout_ms", &mut problem),
+            idle: ms(self.upstream_idle_timeout_ms, 300_000, "upstream_idle_timeout_ms", &mut problem),
+        };
+        if self.workers == Some(0) {
+            problem("workers", "must be at least 1".into());
+        }
+        let log_format = match self.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                problem("log_format", format!("`{other}` is not one of: text, json"));
+                LogFormat::Text
+            }
+        };
+
+        match (listen, public_url, upstream_url) {
+            (Some(listen), Some(public_url), Some(upstream_url)) if problems.is_empty() => Ok(Config {
+                data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./keygate-data")),
+                listen,
+                public_url,
+                upstream_url,
+                admin_key,
+                master_keys,
+                max_body_bytes,
+                upstream,
+                shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(30)),
+                workers: self.workers,
+                store_cache_bytes: self.store_cache_bytes.unwrap_or(16 * 1024 * 1024),
+                log_format,
+            }),
+            _ => Err(ConfigError(problems)),
+        }
+    }
+}
+
+/// `KEYGATE_*` variables as a map of typed values. Read by hand rather than through
+/// figment's `Env`, which guesses types from the text: a numeric admin key must stay a
+/// string, and a mistyped variable name must be an error, not silently ignored.
+fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+    let mut map = serde_json::Map::new();
+    let mut problems = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let Some(key) = name.strip_prefix("KEYGATE_") else { continue };
+        let key = key.to_ascii_lowercase();
+        if key == "config" {
+            continue;
+        }
+        let Some(value) = value.to_str() else {
+            problems.push(format!("{name}: not valid UTF-8"));
+            continue;
+        };
+        if !ENV_KEYS.contains(&key.as_str()) {
+            problems.push(format!("{name}: unknown setting (known: {})", ENV_KEYS.join(", ")));
+        } else if NUMERIC_KEYS.contains(&key.as_str()) {
+            match value.trim().parse::<u64>() {
+                Ok(n) => {
+                    map.insert(key, n.into());
+                }
+                Err(_) => problems.push(format!("{name}: `{value}` is not a whole number")),
+            }
+        } else {
+            map.insert(key, value.into());
+        }
+    }
+    if problems.is_empty() { Ok(map) } else { Err(ConfigError(problems)) }
+}
+
+const NUMERIC_KEYS: [&str; 7] = [
+    "max_body_bytes",
+    "upstream_connect_timeout_ms",
+    "upstream_first_byte_timeout_ms",
+    "upstream_idle_timeout_ms",
+    "shutdown_timeout_secs",
+    "workers",
+    "store_cache_bytes",
+];
+
+const ENV_KEYS: [&str; 14] = [
+    "data_dir",
+    "listen",
+    "public_url",
+    "upstream_url",
+    "admin_key",
+    "master_keys",
+    "max_body_bytes",
+    "upstream_connect_timeout_ms",
+    "upstream_first_byte_timeout_ms",
+    "upstream_idle_timeout_ms",
+    "shutdown_timeout_secs",
+    "workers",
+    "store_cache_bytes",
+    "log_format",
+];
+
+impl Config {
+    /// The configuration the testkit uses: everything in `dir`, port 0, the given
+    /// upstream, a fixed admin key.
+    pub fn for_tests(dir: &Path, upstream_url: &str, admin_key: &str) -> Result<Self, ConfigError> {
+        RawConfig {
+            data_dir: Some(dir.to_path_buf()),
+            listen: Some("127.0.0.1:0".into()),
+            upstream_url: Some(upstream_url.into()),
+            admin_key: Some(admin_key.into()),
+            workers: Some(1),
+            shutdown_timeout_secs: Some(1),
+            ..RawConfig::default()
+        }
+        .validate()
+    }
+
+    /// `public_url + "/v1"`: what apps configure as their OpenAI `baseURL`.
+    pub fn base_url(&self) -> String {
+        format!("{}/v1", self.public_url.as_str().trim_end_matches('/'))
+    }
+
+    pub fn admin_key_exposed(&self) -> Option<&str> {
+        self.admin_key.as_ref().map(|k| k.expose_secret())
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url.as_str())
+            .field("upstream_url", &self.upstream_url.as_str())
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
+            .field("master_keys", &self.master_keys.as_ref().map(|_| "<set>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_base_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("`{raw}` must start with http:// or https://"));
+    }
+    if url.host().is_none() {
+        return Err(format!("`{raw}` has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{raw}` must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{raw}` must not contain credentials"));
+    }
+    // Normalise away a trailing slash so joining paths is plain concatenation.
+    let trimmed = url.as_str().trim_end_matches('/').to_owned();
+    Url::parse(&trimmed).map_err(|e| format!("`{raw}` is not a URL ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.base_url(), "http://127.0.0.1:8080/v1");
+        assert_eq!(c.upstream_url.as_str(), "https://api.openai.com/v1");
+        assert_eq!(c.data_dir, PathBuf::from("./keygate-data"));
+        assert_eq!(c.max_body_bytes, 32 * 1024 * 1024);
+    }
+
+    #[test]
+    fn every_problem_is_reported_and_named() {
+        let err = RawConfig {
+            listen: Some("nope".into()),
+            upstream_url: Some("ftp://x".into()),
+            public_url: Some("https://vault.example/?q=1".into()),
+            admin_key: Some("short".into()),
+            master_keys: Some("k1:zz".into()),
+            max_body_bytes: Some(0),
+            log_format: Some("xml".into()),
+            ..RawConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        for name in [
+            "KEYGATE_LISTEN",
+            "KEYGATE_UPSTREAM_URL",
+            "KEYGATE_PUBLIC_URL",
+            "KEYGATE_ADMIN_KEY",
+            "KEYGATE_MASTER_KEYS",
+            "KEYGATE_MAX_BODY_BYTES",
+            "KEYGATE_LOG_FORMAT",
+        ] {
+            assert!(err.contains(name), "{name} missing from: {err}");
+        }
+        assert!(!err.contains("short"), "admin key echoed: {err}");
+    }
+
+    #[test]
+    fn public_url_trailing_slash_is_normalised() {
+        let c = RawConfig {
+            public_url: Some("https://vault.example/".into()),
+            ..RawConfig::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.base_url(), "https://vault.example/v1");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let c = RawConfig {
+            admin_key: Some("admin-key-0123456789-secret".into()),
+            ..RawConfig::default()
+        }
+        .validate()
+        .unwrap();
+        assert!(!format!("{c:?}").contains("0123456789"));
+    }
+}

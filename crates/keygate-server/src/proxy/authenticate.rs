@@ -1,0 +1,124 @@
+//! Phase 1: who is calling? `Authorization: Bearer kg_...` → an active grant.
+//!
+//! Every malformed header is a 401 in OpenAI's shape before any lookup: missing,
+//! empty, other schemes, several values, non-ASCII bytes, oversized values. The token's
+//! checksum is verified before the store is read; the secret hash is compared in
+//! constant time before the grant's state is revealed.
+
+use actix_web::HttpRequest;
+use actix_web::http::header::AUTHORIZATION;
+use keygate_core::ids::GrantId;
+use keygate_core::openai_error::OpenAiError;
+use keygate_core::time;
+use keygate_core::token::{self, SecretHash};
+use keygate_store::{GrantRecord, GrantState};
+
+use crate::error::ServerError;
+use crate::state::AppState;
+
+/// Longest Authorization value worth parsing; ours are ~76 bytes.
+const MAX_AUTHORIZATION_LEN: usize = 512;
+
+/// A grant whose token was verified and which may be used now.
+#[derive(Debug)]
+pub struct AuthenticatedGrant(GrantRecord);
+
+impl AuthenticatedGrant {
+    pub fn id(&self) -> &GrantId {
+        &self.0.id
+    }
+
+    pub fn record(&self) -> &GrantRecord {
+        &self.0
+    }
+}
+
+pub fn authenticate(st: &AppState, req: &HttpRequest) -> Result<AuthenticatedGrant, ServerError> {
+    let presented = bearer_token(req)?;
+    let parsed = token::parse(presented)
+        .map_err(|e| OpenAiError::invalid_api_key(&e.to_string()))?;
+    let unknown = || OpenAiError::invalid_api_key("the key is not known to this keygate");
+    let grant = st.store.grant(&parsed.grant_id)?.ok_or_else(unknown)?;
+    let stored = SecretHash::from_hex(&grant.secret_hash)
+        .ok_or_else(|| ServerError::Internal(format!("grant {} has a corrupt secret hash", grant.id)))?;
+    if !stored.ct_eq(&parsed.hash) {
+        return Err(unknown().into());
+    }
+    match grant.state {
+        GrantState::Active => {}
+        GrantState::Revoked => return Err(OpenAiError::revoked_api_key().into()),
+        GrantState::Disabled => {
+            return Err(OpenAiError::invalid_api_key("the key has been disabled by an administrator").into());
+        }
+    }
+    if grant.expires_at.is_some_and(|at| at <= time::now()) {
+        return Err(OpenAiError::expired_api_key().into());
+    }
+    Ok(AuthenticatedGrant(grant))
+}
+
+/// Extracts the token from exactly one well-formed `Authorization: Bearer <token>`.
+pub fn bearer_token(req: &HttpRequest) -> Result<&str, OpenAiError> {
+    let mut values = req.headers().get_all(AUTHORIZATION);
+    let value = values.next().ok_or_else(OpenAiError::missing_api_key)?;
+    if values.next().is_some() {
+        return Err(OpenAiError::invalid_api_key("send exactly one Authorization header"));
+    }
+    if value.len() > MAX_AUTHORIZATION_LEN {
+        return Err(OpenAiError::invalid_api_key("the Authorization header is too long"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| OpenAiError::invalid_api_key("the Authorization header is not plain ASCII"))?
+        .trim();
+    if value.is_empty() {
+        return Err(OpenAiError::missing_api_key());
+    }
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(OpenAiError::invalid_api_key(
+            "use the Bearer scheme: `Authorization: Bearer kg_...`",
+        ));
+    }
+    let token = rest.trim();
+    if token.is_empty() {
+        return Err(OpenAiError::missing_api_key());
+    }
+    if token.contains(|c: char| c.is_ascii_whitespace() || c == ',') {
+        return Err(OpenAiError::invalid_api_key("send exactly one key"));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn with(values: &[&[u8]]) -> HttpRequest {
+        let mut req = TestRequest::default();
+        for v in values {
+            req = req.append_header((AUTHORIZATION, actix_web::http::header::HeaderValue::from_bytes(v).unwrap()));
+        }
+        req.to_http_request()
+    }
+
+    #[test]
+    fn header_shapes() {
+        let code = |values: &[&[u8]]| bearer_token(&with(values)).err().and_then(|e| e.code);
+        assert_eq!(code(&[]), Some("missing_api_key"));
+        assert_eq!(code(&[b""]), Some("missing_api_key"));
+        assert_eq!(code(&[b"Bearer"]), Some("missing_api_key"));
+        assert_eq!(code(&[b"Bearer   "]), Some("missing_api_key"));
+        assert_eq!(code(&[b"Basic dXNlcjpwYXNz"]), Some("invalid_api_key"));
+        assert_eq!(code(&[b"kg_abc"]), Some("invalid_api_key"));
+        assert_eq!(code(&[b"Bearer a b"]), Some("invalid_api_key"));
+        assert_eq!(code(&[b"Bearer a,Bearer b"]), Some("invalid_api_key"));
+        assert_eq!(code(&[b"Bearer a", b"Bearer b"]), Some("invalid_api_key"));
+        assert_eq!(code(&[b"Bearer \xff\xfe"]), Some("invalid_api_key"));
+        let long = format!("Bearer {}", "a".repeat(8192));
+        assert_eq!(code(&[long.as_bytes()]), Some("invalid_api_key"));
+        assert_eq!(bearer_token(&with(&[b"bearer tok"])).unwrap(), "tok");
+        assert_eq!(bearer_token(&with(&[b"BEARER tok"])).unwrap(), "tok");
+    }
+}

@@ -1,0 +1,164 @@
+//! Phase 2: the request body. Bounded everywhere: a `Content-Length` over the limit is
+//! refused before a byte is read; JSON bodies are buffered (up to the limit) only to
+//! learn `model` and `stream` and are forwarded unchanged; other bodies stream through
+//! a counting pump. Multipart bodies are buffered only when the grant restricts models,
+//! to read their `model` field.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use actix_web::{HttpRequest, web};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use keygate_core::openai_error::OpenAiError;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::ProxyCtx;
+use crate::error::ServerError;
+
+/// The body as it will be sent upstream.
+pub enum RequestBody {
+    Empty,
+    Buffered(Bytes),
+    Streaming {
+        chunks: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        content_length: Option<u64>,
+        /// Set by the pump when the body outgrew the limit mid-stream.
+        too_large: Arc<AtomicBool>,
+    },
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    model: Option<serde_json::Value>,
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+}
+
+pub async fn read(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: u64,
+    need_model: bool,
+    ctx: &mut ProxyCtx,
+) -> Result<RequestBody, ServerError> {
+    let content_length = match req.headers().get(CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| OpenAiError::invalid_request("Content-Length is not a number"))?,
+        ),
+    };
+    if content_length.is_some_and(|n| n > limit) {
+        return Err(OpenAiError::request_too_large(limit).into());
+    }
+    let chunked = req.headers().contains_key(TRANSFER_ENCODING);
+    if content_length == Some(0) || (content_length.is_none() && !chunked) {
+        return Ok(RequestBody::Empty);
+    }
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let is_json = essence == "application/json" || essence.ends_with("+json");
+    let is_multipart = essence == "multipart/form-data";
+
+    if is_json {
+        let bytes = buffer(&mut payload, limit, content_length).await?;
+        let peek: Peek = serde_json::from_slice(&bytes).map_err(|_| {
+            OpenAiError::invalid_request(
+                "We could not parse the JSON body of your request. The body must be a JSON object.",
+            )
+        })?;
+        ctx.model = match peek.model {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(m)) => Some(m),
+            Some(_) => {
+                return Err(OpenAiError::invalid_request("`model` must be a string")
+                    .with_param("model")
+                    .into());
+            }
+        };
+        ctx.stream = matches!(peek.stream, Some(serde_json::Value::Bool(true)));
+        return Ok(RequestBody::Buffered(bytes));
+    }
+    if is_multipart && need_model {
+        let bytes = buffer(&mut payload, limit, content_length).await?;
+        ctx.model = multipart_model(&content_type, bytes.clone()).await?;
+        return Ok(RequestBody::Buffered(bytes));
+    }
+    Ok(pump(payload, limit, content_length))
+}
+
+async fn buffer(payload: &mut web::Payload, limit: u64, hint: Option<u64>) -> Result<Bytes, ServerError> {
+    let mut buf = BytesMut::with_capacity(hint.unwrap_or(8 * 1024).min(1024 * 1024) as usize);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| OpenAiError::invalid_request("the request body could not be read"))?;
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(OpenAiError::request_too_large(limit).into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Streams the body through a channel (actix's payload is not `Send`; reqwest's body
+/// must be), stopping with an error once more than `limit` bytes arrived.
+fn pump(mut payload: web::Payload, limit: u64, content_length: Option<u64>) -> RequestBody {
+    let (tx, rx) = mpsc::channel(8);
+    let too_large = Arc::new(AtomicBool::new(false));
+    let flag = too_large.clone();
+    actix_web::rt::spawn(async move {
+        let mut seen: u64 = 0;
+        while let Some(chunk) = payload.next().await {
+            let item = match chunk {
+                Ok(bytes) => {
+                    seen += bytes.len() as u64;
+                    if seen > limit {
+                        flag.store(true, Ordering::SeqCst);
+                        Err(std::io::Error::other("request body over the limit"))
+                    } else {
+                        Ok(bytes)
+                    }
+                }
+                Err(_) => Err(std::io::Error::other("client body read failed")),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    RequestBody::Streaming {
+        chunks: rx,
+        content_length,
+        too_large,
+    }
+}
+
+async fn multipart_model(content_type: &str, body: Bytes) -> Result<Option<String>, ServerError> {
+    let bad = || OpenAiError::invalid_request("the multipart body could not be parsed");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| bad())?;
+    let stream = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut model = None;
+    while let Some(field) = form.next_field().await.map_err(|_| bad())? {
+        if field.name() == Some("model") {
+            if model.is_some() {
+                return Err(OpenAiError::invalid_request("`model` is given more than once")
+                    .with_param("model")
+                    .into());
+            }
+            model = Some(field.text().await.map_err(|_| bad())?);
+        }
+    }
+    Ok(model)
+}

@@ -1,0 +1,117 @@
+//! Phase 5: send the request upstream with the person's key, within the connect and
+//! first-byte timeouts.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::HttpRequest;
+use keygate_core::openai_error::OpenAiError;
+use keygate_core::vault::UnsealedKey;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::ProxyCtx;
+use super::body::RequestBody;
+use super::headers::upstream_headers;
+use crate::error::{ServerError, UpstreamError};
+use crate::state::AppState;
+
+pub async fn forward(
+    st: &AppState,
+    req: &HttpRequest,
+    body: RequestBody,
+    key: &UnsealedKey,
+    _ctx: &ProxyCtx,
+) -> Result<reqwest::Response, ServerError> {
+    let url = upstream_url(st, req)?;
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+        .map_err(|_| OpenAiError::invalid_request("unsupported HTTP method"))?;
+
+    let mut headers = HeaderMap::new();
+    let inbound: Vec<(&str, &[u8])> = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+    for (name, value) in upstream_headers(&inbound) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
+            headers.append(n, v);
+        }
+    }
+    let mut auth = HeaderValue::try_from(format!("Bearer {}", key.key.expose_secret()))
+        .map_err(|_| ServerError::Internal("stored key is not a valid header value".into()))?;
+    auth.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, auth);
+    for (name, value) in [("openai-organization", &key.org), ("openai-project", &key.project)] {
+        if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+
+    let mut too_large = None;
+    let body = match body {
+        RequestBody::Empty => None,
+        RequestBody::Buffered(bytes) => Some(reqwest::Body::from(bytes)),
+        RequestBody::Streaming { chunks, content_length, too_large: flag } => {
+            if let Some(len) = content_length {
+                headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+            too_large = Some(flag);
+            Some(reqwest::Body::wrap_stream(ReceiverStream::new(chunks)))
+        }
+    };
+    let mut builder = st.upstream.request(method, url).headers(headers);
+    if let Some(body) = body {
+        builder = builder.body(body);
+    }
+    let timeouts = st.config.upstream;
+    let sent = tokio::time::timeout(timeouts.first_byte, builder.send()).await;
+    let over_limit = || too_large.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
+    match sent {
+        Err(_) => Err(UpstreamError::FirstByteTimeout(timeouts.first_byte).into()),
+        Ok(Ok(res)) if over_limit() => {
+            drop(res);
+            Err(OpenAiError::request_too_large(st.config.max_body_bytes).into())
+        }
+        Ok(Ok(res)) => Ok(res),
+        Ok(Err(_)) if over_limit() => Err(OpenAiError::request_too_large(st.config.max_body_bytes).into()),
+        Ok(Err(e)) if e.is_connect() && (e.is_timeout() || is_timeout_source(&e)) => {
+            Err(UpstreamError::ConnectTimeout(timeouts.connect).into())
+        }
+        Ok(Err(e)) if e.is_connect() => {
+            tracing::warn!(error = %e, "upstream connect failed");
+            Err(UpstreamError::Connect.into())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "upstream request failed");
+            Err(UpstreamError::Request.into())
+        }
+    }
+}
+
+fn is_timeout_source(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.to_string().to_ascii_lowercase().contains("timed out") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// `upstream_url` + the path after `/v1` + the query, refusing dot segments (which a
+/// URL parser would resolve, escaping the upstream's `/v1`).
+fn upstream_url(st: &AppState, req: &HttpRequest) -> Result<reqwest::Url, ServerError> {
+    let path = req.uri().path();
+    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    let bad_segment = rest.split('/').any(|seg| {
+        let lowered = seg.to_ascii_lowercase().replace("%2e", ".");
+        lowered == "." || lowered == ".."
+    });
+    if bad_segment || rest.contains('\\') || rest.to_ascii_lowercase().contains("%2f") {
+        return Err(OpenAiError::invalid_request("the request path is not valid").into());
+    }
+    let mut url = format!("{}{}", st.config.upstream_url.as_str().trim_end_matches('/'), rest);
+    if let Some(q) = req.uri().query() {
+        url.push('?');
+        url.push_str(q);
+    }
+    reqwest::Url::parse(&url).map_err(|_| OpenAiError::invalid_request("the request path is not valid").into())
+}
+

@@ -1,0 +1,65 @@
+//! The `/v1/*` proxy: five phases, read top to bottom in [`proxy_v1`].
+//!
+//! authenticate (401 family) → read the body far enough to learn `model`/`stream`
+//! (413, 400) → authorize (403) → unseal the person's key (409) → forward upstream
+//! (502/504) → stream the answer back as it arrives, with an idle timeout and an
+//! abnormal end (never a fabricated `[DONE]`) when the upstream breaks.
+
+mod authenticate;
+mod authorize;
+mod body;
+mod forward;
+pub mod headers;
+mod stream;
+mod unseal;
+
+use std::time::Instant;
+
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+
+use crate::error::ServerError;
+use crate::request_id::RequestId;
+use crate::state::AppState;
+
+pub use authenticate::{AuthenticatedGrant, bearer_token};
+
+/// What the phases learn about one request.
+#[derive(Debug)]
+pub struct ProxyCtx {
+    pub request_id: String,
+    pub started: Instant,
+    pub model: Option<String>,
+    pub stream: bool,
+}
+
+impl ProxyCtx {
+    fn new(req: &HttpRequest) -> Self {
+        Self {
+            request_id: req
+                .extensions()
+                .get::<RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+            started: Instant::now(),
+            model: None,
+            stream: false,
+        }
+    }
+}
+
+pub async fn proxy_v1(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ServerError> {
+    let mut ctx = ProxyCtx::new(&req);
+    let grant = authenticate::authenticate(&st, &req)?;
+    let restricted = !grant.record().models.is_empty();
+    let body = body::read(&req, payload, st.config.max_body_bytes, restricted, &mut ctx).await?;
+    authorize::authorize(&st, &grant, &req, &ctx)?;
+    let key = unseal::unseal(&st, &grant)?;
+    tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");
+    let upstream = forward::forward(&st, &req, body, &key, &ctx).await?;
+    drop(key);
+    Ok(stream::respond(&st, &req, upstream, grant, ctx))
+}

@@ -1,0 +1,62 @@
+//! `x-request-id` on every response, and a tracing span per request carrying it.
+
+use std::time::Instant;
+
+use actix_web::HttpMessage;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use rand::RngCore;
+use tracing::Instrument;
+
+pub const HEADER: &str = "x-request-id";
+
+/// The id of the request being served, in request extensions.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    fn new() -> Self {
+        let mut b = [0u8; 12];
+        rand::rng().fill_bytes(&mut b);
+        Self(format!("req_{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+    }
+
+    /// An inbound id is kept only if it is short and plain, so it is safe in logs.
+    fn from_inbound(v: &HeaderValue) -> Option<Self> {
+        let s = v.to_str().ok()?;
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        ok.then(|| Self(s.to_owned()))
+    }
+}
+
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(RequestId::from_inbound)
+        .unwrap_or_else(RequestId::new);
+    req.extensions_mut().insert(id.clone());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id.0,
+        method = %req.method(),
+        path = %req.path(),
+    );
+    let start = Instant::now();
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    if let Ok(v) = HeaderValue::from_str(&id.0) {
+        res.headers_mut().insert(HeaderName::from_static(HEADER), v);
+    }
+    let status = res.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(status, elapsed_us = start.elapsed().as_micros() as u64, "response headers sent")
+    });
+    Ok(res)
+}

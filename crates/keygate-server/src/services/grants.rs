@@ -1,0 +1,124 @@
+use keygate_core::ids::{GrantId, UserId};
+use keygate_core::openai_error::OpenAiError;
+use keygate_core::time::{self, UnixTime};
+use keygate_core::token;
+use keygate_store::{GrantRecord, GrantState, Store};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::error::ServerError;
+use crate::services::users::parse_name;
+
+const MAX_MODELS: usize = 256;
+
+/// A new grant and its token, which exists only in this value: shown once.
+pub struct NewGrant {
+    pub token: SecretString,
+    pub grant: GrantRecord,
+}
+
+/// What a grant looks like on the wire; never carries a secret or its hash.
+#[derive(Serialize)]
+pub struct GrantView {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub origin: Option<String>,
+    pub models: Vec<String>,
+    pub state: GrantState,
+    pub created_at: UnixTime,
+    pub last_used_at: Option<UnixTime>,
+    pub expires_at: Option<UnixTime>,
+    pub revoked_at: Option<UnixTime>,
+}
+
+impl From<&GrantRecord> for GrantView {
+    fn from(g: &GrantRecord) -> Self {
+        Self {
+            id: g.id.to_string(),
+            user_id: g.user_id.to_string(),
+            name: g.name.clone(),
+            origin: g.origin.clone(),
+            models: g.models.clone(),
+            state: g.state,
+            created_at: g.created_at,
+            last_used_at: g.last_used_at,
+            expires_at: g.expires_at,
+            revoked_at: g.revoked_at,
+        }
+    }
+}
+
+/// Model ids: trimmed, non-empty, printable, de-duplicated, order kept.
+pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError> {
+    let mut out: Vec<String> = Vec::new();
+    for m in raw.unwrap_or_default() {
+        let m = m.trim().to_owned();
+        if m.is_empty() || m.len() > 128 || !m.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(OpenAiError::invalid_request(
+                "each entry of `models` must be a model id of 1–128 printable characters",
+            )
+            .with_param("models")
+            .into());
+        }
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    if out.len() > MAX_MODELS {
+        return Err(OpenAiError::invalid_request(format!("at most {MAX_MODELS} models"))
+            .with_param("models")
+            .into());
+    }
+    Ok(out)
+}
+
+pub async fn create(
+    store: &Store,
+    user: &UserId,
+    name: &str,
+    models: Option<Vec<String>>,
+    origin: Option<String>,
+) -> Result<NewGrant, ServerError> {
+    let id = GrantId::generate();
+    let issued = token::issue(&id);
+    let grant = GrantRecord {
+        id,
+        user_id: user.clone(),
+        name: parse_name(name, "name")?,
+        origin,
+        models: parse_models(models)?,
+        state: GrantState::Active,
+        secret_hash: issued.hash.to_hex(),
+        created_at: time::now(),
+        last_used_at: None,
+        revoked_at: None,
+        expires_at: None,
+    };
+    store.insert_grant(&grant)?;
+    store.flush().await?;
+    tracing::info!(grant_id = %grant.id, user_id = %user, "grant created");
+    Ok(NewGrant {
+        token: issued.token,
+        grant,
+    })
+}
+
+pub fn list(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {
+    Ok(store.grants_for_user(user)?.iter().map(GrantView::from).collect())
+}
+
+/// Revokes a grant; with `owner`, only if it belongs to that person. Durable before
+/// returning, so the very next request with the token is refused.
+pub async fn revoke(store: &Store, id: &str, owner: Option<&UserId>) -> Result<GrantRecord, ServerError> {
+    let not_found = || OpenAiError::not_found("No such grant.");
+    let id = GrantId::parse(id).map_err(|_| not_found())?;
+    let existing = store.grant(&id)?.ok_or_else(not_found)?;
+    if owner.is_some_and(|o| *o != existing.user_id) {
+        return Err(not_found().into());
+    }
+    let revoked = store.revoke_grant(&id, time::now())?.ok_or_else(not_found)?;
+    store.flush().await?;
+    tracing::info!(grant_id = %id, "grant revoked");
+    Ok(revoked)
+}

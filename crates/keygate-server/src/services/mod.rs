@@ -1,0 +1,7 @@
+//! Service functions: the logic behind routes, free of HTTP types. Each validates its
+//! input into domain types, does its store work, and flushes security-relevant writes
+//! before returning.
+
+pub mod grants;
+pub mod users;
+pub mod vault;

@@ -1,0 +1,100 @@
+//! Shared state handed to every route.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keygate_core::ids::GrantId;
+use keygate_core::keyring::Keyring;
+use keygate_core::time::UnixTime;
+use keygate_store::Store;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    /// One pooled client for every upstream call.
+    pub upstream: reqwest::Client,
+    pub last_used: LastUsed,
+    admin_key_hash: Option<[u8; 32]>,
+}
+
+impl AppState {
+    pub fn new(config: Config, store: Store, keyring: Keyring, upstream: reqwest::Client) -> Self {
+        let admin_key_hash = config
+            .admin_key
+            .as_ref()
+            .map(|k| Sha256::digest(k.expose_secret().as_bytes()).into());
+        Self {
+            config: Arc::new(config),
+            store,
+            keyring: Arc::new(keyring),
+            upstream,
+            last_used: LastUsed::default(),
+            admin_key_hash,
+        }
+    }
+
+    pub fn admin_enabled(&self) -> bool {
+        self.admin_key_hash.is_some()
+    }
+
+    /// Constant-time check of a presented admin key (compared as SHA-256 digests so the
+    /// time does not depend on the key's length either).
+    pub fn is_admin_key(&self, presented: &str) -> bool {
+        let Some(expected) = &self.admin_key_hash else {
+            return false;
+        };
+        let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        got.ct_eq(expected).into()
+    }
+}
+
+/// `last_used_at` updates, batched: the proxy notes a use in memory and a background
+/// task writes them at most once a second, so requests never wait on a store write.
+#[derive(Clone, Default)]
+pub struct LastUsed(Arc<Mutex<HashMap<GrantId, UnixTime>>>);
+
+impl LastUsed {
+    pub fn note(&self, grant: &GrantId, at: UnixTime) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(grant.clone(), at);
+        }
+    }
+
+    pub fn drain(&self) -> Vec<(GrantId, UnixTime)> {
+        match self.0.lock() {
+            Ok(mut map) => map.drain().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Writes pending updates; called by the flusher and at shutdown.
+    pub fn write_to(&self, store: &Store) {
+        let batch = self.drain();
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = store.touch_grants(&batch) {
+            tracing::warn!(error = %e, "could not record last-used times");
+        }
+    }
+
+    pub fn spawn_flusher(&self, store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                this.write_to(&store);
+            }
+        })
+    }
+}
