@@ -72,7 +72,11 @@ pub fn run(db: &sled::Db) -> Result<u32, MigrationError> {
     }
     let start = version;
     for m in MIGRATIONS.iter().filter(|m| m.version > start) {
-        tracing::info!(version = m.version, name = m.name, "applying store migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applying store migration"
+        );
         (m.apply)(db)?;
         set_version(db, m.version)?;
         db.flush()?;
@@ -116,7 +120,10 @@ mod tests {
         assert_eq!(current_version(&db).unwrap(), LATEST);
         let names = db.tree_names();
         for tree in m0001_initial::TREES {
-            assert!(names.iter().any(|n| n.as_ref() == tree.as_bytes()), "{tree}");
+            assert!(
+                names.iter().any(|n| n.as_ref() == tree.as_bytes()),
+                "{tree}"
+            );
         }
     }
 
@@ -132,7 +139,10 @@ mod tests {
     fn corrupt_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(dir.path());
-        db.open_tree(META_TREE).unwrap().insert(SCHEMA_VERSION_KEY, b"x").unwrap();
+        db.open_tree(META_TREE)
+            .unwrap()
+            .insert(SCHEMA_VERSION_KEY, b"x")
+            .unwrap();
         assert!(matches!(run(&db), Err(MigrationError::CorruptVersion)));
     }
 }

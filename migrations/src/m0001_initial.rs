@@ -15,7 +15,11 @@ pub fn apply(db: &sled::Db) -> Result<(), MigrationError> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     db.open_tree(META_TREE)?
-        .compare_and_swap("created_at", None as Option<&[u8]>, Some(&created.to_be_bytes()))?
+        .compare_and_swap(
+            "created_at",
+            None as Option<&[u8]>,
+            Some(&created.to_be_bytes()),
+        )?
         .ok();
     Ok(())
 }

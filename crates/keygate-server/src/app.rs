@@ -22,13 +22,19 @@ const MAX_API_JSON_BYTES: usize = 64 * 1024;
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
     #[error("store: {0}")]
     Store(#[from] keygate_store::StoreError),
     #[error("could not listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("upstream client: {0}")]
     Upstream(#[from] reqwest::Error),
 }
@@ -51,7 +57,7 @@ impl Application {
         Self::build_with_keyring(config, keyring)
     }
 
-    pub fn build_with_keyring(config: Config, keyring: Keyring) -> Result<Self, StartError> {
+    pub fn build_with_keyring(mut config: Config, keyring: Keyring) -> Result<Self, StartError> {
         let store = Store::open(
             &keyfile::store_path(&config.data_dir),
             &StoreOptions {
@@ -69,6 +75,13 @@ impl Application {
                 source,
             })?
             .port();
+        if !config.public_url_explicit && config.listen.port() != port {
+            let mut bound = config.listen;
+            bound.set_port(port);
+            if let Ok(url) = url::Url::parse(&format!("http://{bound}")) {
+                config.public_url = url;
+            }
+        }
         let client = upstream::client(&config)?;
         let shutdown = config.shutdown_timeout;
         let workers = config.workers;

@@ -43,6 +43,9 @@ pub struct Config {
     /// Origin (and optional path prefix) under which people and apps reach keygate,
     /// without a trailing slash.
     pub public_url: Url,
+    /// False when `public_url` was derived from `listen`; then it follows the port
+    /// actually bound (port 0 in tests).
+    pub public_url_explicit: bool,
     /// The OpenAI-compatible API base, without a trailing slash.
     pub upstream_url: Url,
     pub admin_key: Option<SecretString>,
@@ -119,20 +122,28 @@ impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let mut problem = |setting: &str, msg: String| {
-            problems.push(format!("{setting} (KEYGATE_{}): {msg}", setting.to_ascii_uppercase()))
+            problems.push(format!(
+                "{setting} (KEYGATE_{}): {msg}",
+                setting.to_ascii_uppercase()
+            ))
         };
 
         let listen_raw = self.listen.as_deref().unwrap_or("127.0.0.1:8080");
         let listen = match listen_raw.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                problem("listen", format!("`{listen_raw}` is not an address like 127.0.0.1:8080"));
+                problem(
+                    "listen",
+                    format!("`{listen_raw}` is not an address like 127.0.0.1:8080"),
+                );
                 None
             }
         };
 
         let public_url = match (&self.public_url, listen) {
-            (Some(raw), _) => parse_base_url(raw).map_err(|m| problem("public_url", m)).ok(),
+            (Some(raw), _) => parse_base_url(raw)
+                .map_err(|m| problem("public_url", m))
+                .ok(),
             (None, Some(addr)) => parse_base_url(&format!("http://{addr}")).ok(),
             (None, None) => None,
         };
@@ -144,12 +155,17 @@ impl RawConfig {
             Some(k) if k.trim().len() < MIN_ADMIN_KEY_LEN => {
                 problem(
                     "admin_key",
-                    format!("must be at least {MIN_ADMIN_KEY_LEN} characters (generate one with `openssl rand -hex 32`)"),
+                    format!(
+                        "must be at least {MIN_ADMIN_KEY_LEN} characters (generate one with `openssl rand -hex 32`)"
+                    ),
                 );
                 None
             }
             Some(k) if !k.trim().bytes().all(|b| b.is_ascii_graphic()) => {
-                problem("admin_key", "may contain only printable ASCII without spaces".into());
+                problem(
+                    "admin_key",
+                    "may contain only printable ASCII without spaces".into(),
+                );
                 None
             }
             Some(k) => Some(SecretString::from(k.trim().to_owned())),
@@ -170,17 +186,33 @@ impl RawConfig {
         if max_body_bytes == 0 {
             problem("max_body_bytes", "must be greater than 0".into());
         }
-        let ms = |v: Option<u64>, default: u64, name: &str, problem: &mut dyn FnMut(&str, String)| {
-            let v = v.unwrap_or(default);
-            if v == 0 {
-                problem(name, "must be greater than 0".into());
-            }
-            Duration::from_millis(v)
-        };
+        let ms =
+            |v: Option<u64>, default: u64, name: &str, problem: &mut dyn FnMut(&str, String)| {
+                let v = v.unwrap_or(default);
+                if v == 0 {
+                    problem(name, "must be greater than 0".into());
+                }
+                Duration::from_millis(v)
+            };
         let upstream = UpstreamTimeouts {
-            connect: ms(self.upstream_connect_timeout_ms, 10_000, "upstream_connect_timeout_ms", &mut problem),
-            first_byte: ms(self.upstream_first_byte_timeout_ms, 600_000, "upstream_first_byte_timeout_ms", &mut problem),
-            idle: ms(self.upstream_idle_timeout_ms, 300_000, "upstream_idle_timeout_ms", &mut problem),
+            connect: ms(
+                self.upstream_connect_timeout_ms,
+                10_000,
+                "upstream_connect_timeout_ms",
+                &mut problem,
+            ),
+            first_byte: ms(
+                self.upstream_first_byte_timeout_ms,
+                600_000,
+                "upstream_first_byte_timeout_ms",
+                &mut problem,
+            ),
+            idle: ms(
+                self.upstream_idle_timeout_ms,
+                300_000,
+                "upstream_idle_timeout_ms",
+                &mut problem,
+            ),
         };
         if self.workers == Some(0) {
             problem("workers", "must be at least 1".into());
@@ -195,20 +227,25 @@ impl RawConfig {
         };
 
         match (listen, public_url, upstream_url) {
-            (Some(listen), Some(public_url), Some(upstream_url)) if problems.is_empty() => Ok(Config {
-                data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./keygate-data")),
-                listen,
-                public_url,
-                upstream_url,
-                admin_key,
-                master_keys,
-                max_body_bytes,
-                upstream,
-                shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(30)),
-                workers: self.workers,
-                store_cache_bytes: self.store_cache_bytes.unwrap_or(16 * 1024 * 1024),
-                log_format,
-            }),
+            (Some(listen), Some(public_url), Some(upstream_url)) if problems.is_empty() => {
+                Ok(Config {
+                    data_dir: self
+                        .data_dir
+                        .unwrap_or_else(|| PathBuf::from("./keygate-data")),
+                    listen,
+                    public_url,
+                    public_url_explicit: self.public_url.is_some(),
+                    upstream_url,
+                    admin_key,
+                    master_keys,
+                    max_body_bytes,
+                    upstream,
+                    shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(30)),
+                    workers: self.workers,
+                    store_cache_bytes: self.store_cache_bytes.unwrap_or(16 * 1024 * 1024),
+                    log_format,
+                })
+            }
             _ => Err(ConfigError(problems)),
         }
     }
@@ -222,7 +259,9 @@ fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigE
     let mut problems = Vec::new();
     for (name, value) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
-        let Some(key) = name.strip_prefix("KEYGATE_") else { continue };
+        let Some(key) = name.strip_prefix("KEYGATE_") else {
+            continue;
+        };
         let key = key.to_ascii_lowercase();
         if key == "config" {
             continue;
@@ -232,7 +271,10 @@ fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigE
             continue;
         };
         if !ENV_KEYS.contains(&key.as_str()) {
-            problems.push(format!("{name}: unknown setting (known: {})", ENV_KEYS.join(", ")));
+            problems.push(format!(
+                "{name}: unknown setting (known: {})",
+                ENV_KEYS.join(", ")
+            ));
         } else if NUMERIC_KEYS.contains(&key.as_str()) {
             match value.trim().parse::<u64>() {
                 Ok(n) => {
@@ -244,7 +286,11 @@ fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigE
             map.insert(key, value.into());
         }
     }
-    if problems.is_empty() { Ok(map) } else { Err(ConfigError(problems)) }
+    if problems.is_empty() {
+        Ok(map)
+    } else {
+        Err(ConfigError(problems))
+    }
 }
 
 const NUMERIC_KEYS: [&str; 7] = [

@@ -50,12 +50,12 @@ impl ServerError {
         match self {
             ServerError::Client(e) => e.clone(),
             ServerError::Upstream(u) => match u {
-                UpstreamError::ConnectTimeout(_) => OpenAiError::upstream_timeout(format!(
-                    "keygate {u}. Try again later."
-                )),
-                UpstreamError::FirstByteTimeout(_) => OpenAiError::upstream_timeout(format!(
-                    "keygate: {u}. Try again later."
-                )),
+                UpstreamError::ConnectTimeout(_) => {
+                    OpenAiError::upstream_timeout(format!("keygate {u}. Try again later."))
+                }
+                UpstreamError::FirstByteTimeout(_) => {
+                    OpenAiError::upstream_timeout(format!("keygate: {u}. Try again later."))
+                }
                 UpstreamError::Connect | UpstreamError::Request => {
                     OpenAiError::upstream_unavailable(format!("keygate {u}. Try again later."))
                 }
@@ -108,14 +108,34 @@ mod tests {
     #[test]
     fn every_variant_maps_to_its_status_and_code() {
         let table: Vec<(ServerError, u16, &str)> = vec![
-            (OpenAiError::missing_api_key().into(), 401, "missing_api_key"),
-            (OpenAiError::request_too_large(1).into(), 413, "request_too_large"),
-            (UpstreamError::ConnectTimeout(Duration::from_secs(1)).into(), 504, "upstream_timeout"),
-            (UpstreamError::FirstByteTimeout(Duration::from_secs(1)).into(), 504, "upstream_timeout"),
+            (
+                OpenAiError::missing_api_key().into(),
+                401,
+                "missing_api_key",
+            ),
+            (
+                OpenAiError::request_too_large(1).into(),
+                413,
+                "request_too_large",
+            ),
+            (
+                UpstreamError::ConnectTimeout(Duration::from_secs(1)).into(),
+                504,
+                "upstream_timeout",
+            ),
+            (
+                UpstreamError::FirstByteTimeout(Duration::from_secs(1)).into(),
+                504,
+                "upstream_timeout",
+            ),
             (UpstreamError::Connect.into(), 502, "upstream_unavailable"),
             (UpstreamError::Request.into(), 502, "upstream_unavailable"),
             (ServerError::Internal("x".into()), 500, "internal_error"),
-            (ServerError::Vault(CoreError::Unseal("x")), 500, "internal_error"),
+            (
+                ServerError::Vault(CoreError::Unseal("x")),
+                500,
+                "internal_error",
+            ),
         ];
         for (err, status, code) in table {
             let res = err.error_response();

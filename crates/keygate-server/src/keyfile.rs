@@ -20,9 +20,15 @@ pub const STORE_DIR: &str = "store";
 #[derive(Debug, Error)]
 pub enum KeyFileError {
     #[error("KF0001 {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("KF0002 {path}: {source}")]
-    Parse { path: String, source: keygate_core::CoreError },
+    Parse {
+        path: String,
+        source: keygate_core::CoreError,
+    },
     #[error(
         "KF0003 the store in {store} exists but the master key file {file} is missing; \
          restore it from your backup or set KEYGATE_MASTER_KEYS (a new key could not open \
@@ -163,8 +169,14 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-            assert_eq!(fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+            assert_eq!(
+                fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            assert_eq!(
+                fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+                0o700
+            );
         }
         assert_eq!(read(&file).unwrap().active_kid(), ring.active_kid());
         assert!(matches!(init(&data), Err(KeyFileError::AlreadyExists(_))));
@@ -174,7 +186,12 @@ mod tests {
     fn never_recreated_beside_an_existing_store() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(store_path(dir.path())).unwrap();
-        let config = Config::for_tests(dir.path(), "http://127.0.0.1:1/v1", "admin-key-for-tests-0001").unwrap();
+        let config = Config::for_tests(
+            dir.path(),
+            "http://127.0.0.1:1/v1",
+            "admin-key-for-tests-0001",
+        )
+        .unwrap();
         assert!(matches!(
             load_or_create(&config),
             Err(KeyFileError::MissingForExistingStore { .. })
@@ -184,7 +201,12 @@ mod tests {
     #[test]
     fn first_serve_creates_then_reuses() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::for_tests(dir.path(), "http://127.0.0.1:1/v1", "admin-key-for-tests-0001").unwrap();
+        let config = Config::for_tests(
+            dir.path(),
+            "http://127.0.0.1:1/v1",
+            "admin-key-for-tests-0001",
+        )
+        .unwrap();
         let a = load_or_create(&config).unwrap();
         let b = load_or_create(&config).unwrap();
         assert_eq!(a.active_kid(), b.active_kid());

@@ -20,7 +20,10 @@ impl RequestId {
     fn new() -> Self {
         let mut b = [0u8; 12];
         rand::rng().fill_bytes(&mut b);
-        Self(format!("req_{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+        Self(format!(
+            "req_{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ))
     }
 
     /// An inbound id is kept only if it is short and plain, so it is safe in logs.
@@ -28,7 +31,8 @@ impl RequestId {
         let s = v.to_str().ok()?;
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
         ok.then(|| Self(s.to_owned()))
     }
 }
@@ -56,7 +60,11 @@ pub async fn middleware(
     }
     let status = res.status().as_u16();
     span.in_scope(|| {
-        tracing::info!(status, elapsed_us = start.elapsed().as_micros() as u64, "response headers sent")
+        tracing::info!(
+            status,
+            elapsed_us = start.elapsed().as_micros() as u64,
+            "response headers sent"
+        )
     });
     Ok(res)
 }

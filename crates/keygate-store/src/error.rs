@@ -10,7 +10,9 @@ pub enum StoreError {
     Corrupt { tree: &'static str, reason: String },
     #[error("ST0004 record could not be encoded: {0}")]
     Encode(String),
-    #[error("ST0005 the store at {path} is locked by another process (is keygate already running?)")]
+    #[error(
+        "ST0005 the store at {path} is locked by another process (is keygate already running?)"
+    )]
     Locked { path: String },
     #[error("ST0006 {what} not found")]
     NotFound { what: &'static str },

@@ -111,7 +111,11 @@ impl Store {
 
     /// Stores (or replaces) a person's sealed key.
     pub fn put_vault(&self, record: &VaultRecord) -> Result<(), StoreError> {
-        put(&self.vault, record.user_id.as_str(), &StoredVault::V1(record.clone()))
+        put(
+            &self.vault,
+            record.user_id.as_str(),
+            &StoredVault::V1(record.clone()),
+        )
     }
 
     pub fn vault(&self, user: &UserId) -> Result<Option<VaultRecord>, StoreError> {
@@ -134,7 +138,11 @@ impl Store {
     // --- grants ------------------------------------------------------------------
 
     pub fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
-        put(&self.grants, grant.id.as_str(), &StoredGrant::V1(grant.clone()))?;
+        put(
+            &self.grants,
+            grant.id.as_str(),
+            &StoredGrant::V1(grant.clone()),
+        )?;
         self.grants_by_user
             .insert(index_key(&grant.user_id, &grant.id), &[])?;
         Ok(())
@@ -200,7 +208,11 @@ impl Store {
     }
 
     /// Marks a grant revoked. Returns the updated grant, `None` if unknown.
-    pub fn revoke_grant(&self, id: &GrantId, now: UnixTime) -> Result<Option<GrantRecord>, StoreError> {
+    pub fn revoke_grant(
+        &self,
+        id: &GrantId,
+        now: UnixTime,
+    ) -> Result<Option<GrantRecord>, StoreError> {
         self.update_grant(id, |g| {
             if g.state != GrantState::Revoked {
                 g.state = GrantState::Revoked;

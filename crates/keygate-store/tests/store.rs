@@ -1,10 +1,16 @@
 //! The store on a real sled directory.
 
 use keygate_core::ids::{GrantId, KeyId, UserId};
-use keygate_store::{GrantRecord, GrantState, Store, StoreError, StoreOptions, UserRecord, VaultRecord};
+use keygate_store::{
+    GrantRecord, GrantState, Store, StoreError, StoreOptions, UserRecord, VaultRecord,
+};
 
 fn user() -> UserRecord {
-    UserRecord { id: UserId::generate(), name: "Ada".into(), created_at: 10 }
+    UserRecord {
+        id: UserId::generate(),
+        name: "Ada".into(),
+        created_at: 10,
+    }
 }
 
 fn grant(user: &UserId, created_at: u64) -> GrantRecord {
@@ -54,11 +60,22 @@ async fn everything_survives_a_reopen() {
     assert_eq!(store.users().unwrap().len(), 1);
     assert_eq!(store.vault(&u.id).unwrap().unwrap(), v);
     let grants = store.grants_for_user(&u.id).unwrap();
-    assert_eq!(grants.iter().map(|g| &g.id).collect::<Vec<_>>(), [&g2.id, &g1.id]);
+    assert_eq!(
+        grants.iter().map(|g| &g.id).collect::<Vec<_>>(),
+        [&g2.id, &g1.id]
+    );
     let revoked = store.grant(&g1.id).unwrap().unwrap();
-    assert_eq!((revoked.state, revoked.revoked_at), (GrantState::Revoked, Some(99)));
+    assert_eq!(
+        (revoked.state, revoked.revoked_at),
+        (GrantState::Revoked, Some(99))
+    );
     assert_eq!(store.grant(&g2.id).unwrap().unwrap().last_used_at, Some(50));
-    assert!(store.grants_for_user(&UserId::generate()).unwrap().is_empty());
+    assert!(
+        store
+            .grants_for_user(&UserId::generate())
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -67,7 +84,12 @@ fn unknown_records_are_none_and_updates_of_them_too() {
     let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
     assert!(store.user(&UserId::generate()).unwrap().is_none());
     assert!(store.grant(&GrantId::generate()).unwrap().is_none());
-    assert!(store.revoke_grant(&GrantId::generate(), 1).unwrap().is_none());
+    assert!(
+        store
+            .revoke_grant(&GrantId::generate(), 1)
+            .unwrap()
+            .is_none()
+    );
     assert!(!store.delete_vault(&UserId::generate()).unwrap());
 }
 
@@ -100,7 +122,10 @@ fn corrupt_records_are_errors_not_panics() {
     {
         let db = sled::open(dir.path()).unwrap();
         keygate_migrations::run(&db).unwrap();
-        db.open_tree("grants").unwrap().insert(id.as_str(), b"{not json").unwrap();
+        db.open_tree("grants")
+            .unwrap()
+            .insert(id.as_str(), b"{not json")
+            .unwrap();
         db.flush().unwrap();
     }
     let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();

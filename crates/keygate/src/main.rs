@@ -83,13 +83,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let config = load(config.as_ref())?;
-            keygate_server::telemetry::init(config.log_format, std::io::stderr, std::io::stderr().is_terminal());
+            keygate_server::telemetry::init(
+                config.log_format,
+                std::io::stderr,
+                std::io::stderr().is_terminal(),
+            );
             serve(config)
         }
         Command::Init { config } => {
             let config = load(config.as_ref())?;
             if config.master_keys.is_some() {
-                anyhow::bail!("KEYGATE_MASTER_KEYS is set; the keyring comes from it, no key file is needed");
+                anyhow::bail!(
+                    "KEYGATE_MASTER_KEYS is set; the keyring comes from it, no key file is needed"
+                );
             }
             let (file, ring) = keyfile::init(&config.data_dir)?;
             out(&format!(
@@ -100,7 +106,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { config } => {
             let config = load(config.as_ref())?;
-            keygate_server::telemetry::init(config.log_format, std::io::stderr, std::io::stderr().is_terminal());
+            keygate_server::telemetry::init(
+                config.log_format,
+                std::io::stderr,
+                std::io::stderr().is_terminal(),
+            );
             let store = keygate_store::Store::open(
                 &keyfile::store_path(&config.data_dir),
                 &keygate_store::StoreOptions::default(),
@@ -112,7 +122,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let config = load(config.as_ref())?;
                 let ring = keyring(&config)?;
                 for kid in ring.kids() {
-                    let mark = if kid == ring.active_kid() { " (active)" } else { "" };
+                    let mark = if kid == ring.active_kid() {
+                        " (active)"
+                    } else {
+                        ""
+                    };
                     out(&format!("{kid}{mark}"))?;
                 }
                 Ok(())
@@ -129,7 +143,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let kid = ring.add_generated()?.to_owned();
                 let tmp = file.with_extension("keys.new");
                 keyfile::write_new(&tmp, &ring)?;
-                std::fs::rename(&tmp, &file).with_context(|| format!("replacing {}", file.display()))?;
+                std::fs::rename(&tmp, &file)
+                    .with_context(|| format!("replacing {}", file.display()))?;
                 out(&format!(
                     "new active master key {kid}; older keys are kept so existing records still open"
                 ))
@@ -158,4 +173,3 @@ fn serve(config: keygate_server::Config) -> anyhow::Result<()> {
         app.run_until_stopped().await.context("server error")
     })
 }
-

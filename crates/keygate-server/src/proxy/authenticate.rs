@@ -35,12 +35,13 @@ impl AuthenticatedGrant {
 
 pub fn authenticate(st: &AppState, req: &HttpRequest) -> Result<AuthenticatedGrant, ServerError> {
     let presented = bearer_token(req)?;
-    let parsed = token::parse(presented)
-        .map_err(|e| OpenAiError::invalid_api_key(&e.to_string()))?;
+    let parsed =
+        token::parse(presented).map_err(|e| OpenAiError::invalid_api_key(&e.to_string()))?;
     let unknown = || OpenAiError::invalid_api_key("the key is not known to this keygate");
     let grant = st.store.grant(&parsed.grant_id)?.ok_or_else(unknown)?;
-    let stored = SecretHash::from_hex(&grant.secret_hash)
-        .ok_or_else(|| ServerError::Internal(format!("grant {} has a corrupt secret hash", grant.id)))?;
+    let stored = SecretHash::from_hex(&grant.secret_hash).ok_or_else(|| {
+        ServerError::Internal(format!("grant {} has a corrupt secret hash", grant.id))
+    })?;
     if !stored.ct_eq(&parsed.hash) {
         return Err(unknown().into());
     }
@@ -48,7 +49,10 @@ pub fn authenticate(st: &AppState, req: &HttpRequest) -> Result<AuthenticatedGra
         GrantState::Active => {}
         GrantState::Revoked => return Err(OpenAiError::revoked_api_key().into()),
         GrantState::Disabled => {
-            return Err(OpenAiError::invalid_api_key("the key has been disabled by an administrator").into());
+            return Err(OpenAiError::invalid_api_key(
+                "the key has been disabled by an administrator",
+            )
+            .into());
         }
     }
     if grant.expires_at.is_some_and(|at| at <= time::now()) {
@@ -62,10 +66,14 @@ pub fn bearer_token(req: &HttpRequest) -> Result<&str, OpenAiError> {
     let mut values = req.headers().get_all(AUTHORIZATION);
     let value = values.next().ok_or_else(OpenAiError::missing_api_key)?;
     if values.next().is_some() {
-        return Err(OpenAiError::invalid_api_key("send exactly one Authorization header"));
+        return Err(OpenAiError::invalid_api_key(
+            "send exactly one Authorization header",
+        ));
     }
     if value.len() > MAX_AUTHORIZATION_LEN {
-        return Err(OpenAiError::invalid_api_key("the Authorization header is too long"));
+        return Err(OpenAiError::invalid_api_key(
+            "the Authorization header is too long",
+        ));
     }
     let value = value
         .to_str()
@@ -98,7 +106,10 @@ mod tests {
     fn with(values: &[&[u8]]) -> HttpRequest {
         let mut req = TestRequest::default();
         for v in values {
-            req = req.append_header((AUTHORIZATION, actix_web::http::header::HeaderValue::from_bytes(v).unwrap()));
+            req = req.append_header((
+                AUTHORIZATION,
+                actix_web::http::header::HeaderValue::from_bytes(v).unwrap(),
+            ));
         }
         req.to_http_request()
     }

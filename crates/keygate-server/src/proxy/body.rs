@@ -98,10 +98,15 @@ pub async fn read(
     Ok(pump(payload, limit, content_length))
 }
 
-async fn buffer(payload: &mut web::Payload, limit: u64, hint: Option<u64>) -> Result<Bytes, ServerError> {
+async fn buffer(
+    payload: &mut web::Payload,
+    limit: u64,
+    hint: Option<u64>,
+) -> Result<Bytes, ServerError> {
     let mut buf = BytesMut::with_capacity(hint.unwrap_or(8 * 1024).min(1024 * 1024) as usize);
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| OpenAiError::invalid_request("the request body could not be read"))?;
+        let chunk = chunk
+            .map_err(|_| OpenAiError::invalid_request("the request body could not be read"))?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(OpenAiError::request_too_large(limit).into());
         }
@@ -153,9 +158,11 @@ async fn multipart_model(content_type: &str, body: Bytes) -> Result<Option<Strin
     while let Some(field) = form.next_field().await.map_err(|_| bad())? {
         if field.name() == Some("model") {
             if model.is_some() {
-                return Err(OpenAiError::invalid_request("`model` is given more than once")
-                    .with_param("model")
-                    .into());
+                return Err(
+                    OpenAiError::invalid_request("`model` is given more than once")
+                        .with_param("model")
+                        .into(),
+                );
             }
             model = Some(field.text().await.map_err(|_| bad())?);
         }

@@ -27,9 +27,16 @@ pub async fn forward(
         .map_err(|_| OpenAiError::invalid_request("unsupported HTTP method"))?;
 
     let mut headers = HeaderMap::new();
-    let inbound: Vec<(&str, &[u8])> = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+    let inbound: Vec<(&str, &[u8])> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
     for (name, value) in upstream_headers(&inbound) {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
             headers.append(n, v);
         }
     }
@@ -37,7 +44,10 @@ pub async fn forward(
         .map_err(|_| ServerError::Internal("stored key is not a valid header value".into()))?;
     auth.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, auth);
-    for (name, value) in [("openai-organization", &key.org), ("openai-project", &key.project)] {
+    for (name, value) in [
+        ("openai-organization", &key.org),
+        ("openai-project", &key.project),
+    ] {
         if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
             headers.insert(HeaderName::from_static(name), v);
         }
@@ -47,7 +57,11 @@ pub async fn forward(
     let body = match body {
         RequestBody::Empty => None,
         RequestBody::Buffered(bytes) => Some(reqwest::Body::from(bytes)),
-        RequestBody::Streaming { chunks, content_length, too_large: flag } => {
+        RequestBody::Streaming {
+            chunks,
+            content_length,
+            too_large: flag,
+        } => {
             if let Some(len) = content_length {
                 headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(len));
             }
@@ -69,7 +83,9 @@ pub async fn forward(
             Err(OpenAiError::request_too_large(st.config.max_body_bytes).into())
         }
         Ok(Ok(res)) => Ok(res),
-        Ok(Err(_)) if over_limit() => Err(OpenAiError::request_too_large(st.config.max_body_bytes).into()),
+        Ok(Err(_)) if over_limit() => {
+            Err(OpenAiError::request_too_large(st.config.max_body_bytes).into())
+        }
         Ok(Err(e)) if e.is_connect() && (e.is_timeout() || is_timeout_source(&e)) => {
             Err(UpstreamError::ConnectTimeout(timeouts.connect).into())
         }
@@ -107,11 +123,15 @@ fn upstream_url(st: &AppState, req: &HttpRequest) -> Result<reqwest::Url, Server
     if bad_segment || rest.contains('\\') || rest.to_ascii_lowercase().contains("%2f") {
         return Err(OpenAiError::invalid_request("the request path is not valid").into());
     }
-    let mut url = format!("{}{}", st.config.upstream_url.as_str().trim_end_matches('/'), rest);
+    let mut url = format!(
+        "{}{}",
+        st.config.upstream_url.as_str().trim_end_matches('/'),
+        rest
+    );
     if let Some(q) = req.uri().query() {
         url.push('?');
         url.push_str(q);
     }
-    reqwest::Url::parse(&url).map_err(|_| OpenAiError::invalid_request("the request path is not valid").into())
+    reqwest::Url::parse(&url)
+        .map_err(|_| OpenAiError::invalid_request("the request path is not valid").into())
 }
-

@@ -94,7 +94,10 @@ pub fn downstream_headers(upstream: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> 
         .filter(|(n, _)| keep(n, &NEVER_DOWNSTREAM, &listed) && !n.starts_with("access-control-"))
         .map(|(n, v)| (n, v.to_vec()))
         .collect();
-    if let Some((_, v)) = upstream.iter().find(|(n, _)| n.eq_ignore_ascii_case("x-request-id")) {
+    if let Some((_, v)) = upstream
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
+    {
         out.push(("x-upstream-request-id".into(), v.to_vec()));
     }
     out
@@ -134,7 +137,13 @@ mod tests {
         ];
         assert_eq!(
             names(upstream_headers(&inbound)),
-            ["content-type", "accept", "user-agent", "x-stainless-lang", "openai-beta"]
+            [
+                "content-type",
+                "accept",
+                "user-agent",
+                "x-stainless-lang",
+                "openai-beta"
+            ]
         );
     }
 
@@ -160,7 +169,12 @@ mod tests {
         let out = downstream_headers(&upstream);
         assert_eq!(
             names(out.clone()),
-            ["content-type", "openai-processing-ms", "x-ratelimit-remaining-requests", "x-upstream-request-id"]
+            [
+                "content-type",
+                "openai-processing-ms",
+                "x-ratelimit-remaining-requests",
+                "x-upstream-request-id"
+            ]
         );
         assert_eq!(out[3].1, b"req_upstream");
     }

@@ -55,7 +55,14 @@ pub async fn proxy_v1(
     let mut ctx = ProxyCtx::new(&req);
     let grant = authenticate::authenticate(&st, &req)?;
     let restricted = !grant.record().models.is_empty();
-    let body = body::read(&req, payload, st.config.max_body_bytes, restricted, &mut ctx).await?;
+    let body = body::read(
+        &req,
+        payload,
+        st.config.max_body_bytes,
+        restricted,
+        &mut ctx,
+    )
+    .await?;
     authorize::authorize(&st, &grant, &req, &ctx)?;
     let key = unseal::unseal(&st, &grant)?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");

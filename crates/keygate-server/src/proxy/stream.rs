@@ -32,19 +32,30 @@ pub fn respond(
     grant: AuthenticatedGrant,
     ctx: ProxyCtx,
 ) -> HttpResponse {
-    let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut res = HttpResponse::build(status);
     let upstream_headers = upstream.headers();
-    let pairs: Vec<(&str, &[u8])> = upstream_headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+    let pairs: Vec<(&str, &[u8])> = upstream_headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
     for (name, value) in downstream_headers(&pairs) {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
             res.append_header((n, v));
         }
     }
     let is_sse = upstream_headers
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
     if is_sse {
         // Tell buffering reverse proxies in front of keygate to pass events through.
         res.insert_header(("x-accel-buffering", "no"));
@@ -82,7 +93,12 @@ pub fn respond(
 
 enum State {
     Streaming,
-    Fail(std::io::Error),
+    /// Fail on the next poll; `flushed` once we have returned `Pending` one time, so
+    /// actix writes out the error event before it sees the error and cuts the line.
+    Fail {
+        err: std::io::Error,
+        flushed: bool,
+    },
     Done,
 }
 
@@ -144,7 +160,15 @@ where
         let mut this = self.project();
         match std::mem::replace(this.state, State::Streaming) {
             State::Streaming => {}
-            State::Fail(err) => {
+            State::Fail {
+                err,
+                flushed: false,
+            } => {
+                *this.state = State::Fail { err, flushed: true };
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            State::Fail { err, flushed: true } => {
                 *this.state = State::Done;
                 return Poll::Ready(Some(Err(err)));
             }
@@ -195,7 +219,10 @@ fn fail(state: &mut State, error_event: bool, err: &OpenAiError) -> Result<Bytes
     let io = std::io::Error::other(err.message.clone());
     if error_event {
         let event = Bytes::from(format!("data: {}\n\n", err.to_json()));
-        *state = State::Fail(io);
+        *state = State::Fail {
+            err: io,
+            flushed: false,
+        };
         Ok(event)
     } else {
         *state = State::Done;
@@ -206,7 +233,11 @@ fn fail(state: &mut State, error_event: bool, err: &OpenAiError) -> Result<Bytes
 /// SSE events end with a blank line; remember whether the bytes so far end on one.
 fn track_boundary(at_boundary: &mut bool, last_byte: &mut Option<u8>, chunk: &[u8]) {
     let Some(&end) = chunk.last() else { return };
-    let prev = if chunk.len() >= 2 { chunk.get(chunk.len() - 2).copied() } else { *last_byte };
+    let prev = if chunk.len() >= 2 {
+        chunk.get(chunk.len() - 2).copied()
+    } else {
+        *last_byte
+    };
     *at_boundary = end == b'\n' && matches!(prev, Some(b'\n'));
     *last_byte = Some(end);
 }

@@ -9,7 +9,10 @@ use crate::state::AppState;
 
 pub fn unseal(st: &AppState, grant: &AuthenticatedGrant) -> Result<UnsealedKey, ServerError> {
     let user = &grant.record().user_id;
-    let record = st.store.vault(user)?.ok_or_else(OpenAiError::key_not_enrolled)?;
+    let record = st
+        .store
+        .vault(user)?
+        .ok_or_else(OpenAiError::key_not_enrolled)?;
     let sealed = SealedKey::from_compact(record.sealed).map_err(ServerError::Vault)?;
     let binding = Binding {
         user_id: record.user_id,

@@ -91,7 +91,13 @@ pub async fn put_openai_key(
     body: web::Json<PutKey>,
 ) -> Result<HttpResponse, ServerError> {
     let user = users::get(&st.store, &id)?;
-    vault::put_key(&st.store, &st.keyring, &user.id, body.api_key.expose_secret()).await?;
+    vault::put_key(
+        &st.store,
+        &st.keyring,
+        &user.id,
+        body.api_key.expose_secret(),
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

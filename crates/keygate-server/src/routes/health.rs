@@ -13,7 +13,8 @@ pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(e) => {
             tracing::error!(error = %e, "store not ready");
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "store unavailable"}))
+            HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({"status": "store unavailable"}))
         }
     }
 }

@@ -13,7 +13,11 @@ use crate::proxy;
 pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
     cfg.app_data(json_config(max_json_bytes))
         .app_data(web::PathConfig::default().error_handler(|_, _| {
-            error::InternalError::from_response("bad path", render(&OpenAiError::not_found("Not found."))).into()
+            error::InternalError::from_response(
+                "bad path",
+                render(&OpenAiError::not_found("Not found.")),
+            )
+            .into()
         }))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
@@ -22,7 +26,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/users", web::post().to(admin::create_user))
                 .route("/users", web::get().to(admin::list_users))
                 .route("/users/{id}", web::get().to(admin::get_user))
-                .route("/users/{id}/openai-key", web::put().to(admin::put_openai_key))
+                .route(
+                    "/users/{id}/openai-key",
+                    web::put().to(admin::put_openai_key),
+                )
                 .route("/users/{id}/grants", web::post().to(admin::create_grant))
                 .route("/users/{id}/grants", web::get().to(admin::list_grants))
                 .route("/grants/{id}", web::delete().to(admin::revoke_grant))
@@ -37,18 +44,22 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
 
 /// JSON bodies of keygate's own API: bounded, and errors in OpenAI's shape.
 fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default().limit(limit).error_handler(|err, _req| {
-        let e = match &err {
-            error::JsonPayloadError::OverflowKnownLength { .. } | error::JsonPayloadError::Overflow { .. } => {
-                OpenAiError::request_too_large(0)
-            }
-            error::JsonPayloadError::ContentType => {
-                OpenAiError::invalid_request("Send the body as JSON with Content-Type: application/json.")
-            }
-            _ => OpenAiError::invalid_request(format!("The JSON body could not be parsed: {}", short(&err))),
-        };
-        error::InternalError::from_response(err, render(&e)).into()
-    })
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|err, _req| {
+            let e = match &err {
+                error::JsonPayloadError::OverflowKnownLength { .. }
+                | error::JsonPayloadError::Overflow { .. } => OpenAiError::request_too_large(0),
+                error::JsonPayloadError::ContentType => OpenAiError::invalid_request(
+                    "Send the body as JSON with Content-Type: application/json.",
+                ),
+                _ => OpenAiError::invalid_request(format!(
+                    "The JSON body could not be parsed: {}",
+                    short(&err)
+                )),
+            };
+            error::InternalError::from_response(err, render(&e)).into()
+        })
 }
 
 /// serde's message names the field and position, never the value.

@@ -27,6 +27,9 @@ fn serve(path: &str) -> Result<HttpResponse, ServerError> {
         .insert_header((CONTENT_TYPE, file.metadata.mimetype()))
         .insert_header((CACHE_CONTROL, "no-cache"))
         .insert_header(("x-content-type-options", "nosniff"))
-        .insert_header(("content-security-policy", "default-src 'self'; frame-ancestors 'none'"))
+        .insert_header((
+            "content-security-policy",
+            "default-src 'self'; frame-ancestors 'none'",
+        ))
         .body(file.data.into_owned()))
 }

@@ -66,9 +66,11 @@ pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError
         }
     }
     if out.len() > MAX_MODELS {
-        return Err(OpenAiError::invalid_request(format!("at most {MAX_MODELS} models"))
-            .with_param("models")
-            .into());
+        return Err(
+            OpenAiError::invalid_request(format!("at most {MAX_MODELS} models"))
+                .with_param("models")
+                .into(),
+        );
     }
     Ok(out)
 }
@@ -105,19 +107,29 @@ pub async fn create(
 }
 
 pub fn list(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {
-    Ok(store.grants_for_user(user)?.iter().map(GrantView::from).collect())
+    Ok(store
+        .grants_for_user(user)?
+        .iter()
+        .map(GrantView::from)
+        .collect())
 }
 
 /// Revokes a grant; with `owner`, only if it belongs to that person. Durable before
 /// returning, so the very next request with the token is refused.
-pub async fn revoke(store: &Store, id: &str, owner: Option<&UserId>) -> Result<GrantRecord, ServerError> {
+pub async fn revoke(
+    store: &Store,
+    id: &str,
+    owner: Option<&UserId>,
+) -> Result<GrantRecord, ServerError> {
     let not_found = || OpenAiError::not_found("No such grant.");
     let id = GrantId::parse(id).map_err(|_| not_found())?;
     let existing = store.grant(&id)?.ok_or_else(not_found)?;
     if owner.is_some_and(|o| *o != existing.user_id) {
         return Err(not_found().into());
     }
-    let revoked = store.revoke_grant(&id, time::now())?.ok_or_else(not_found)?;
+    let revoked = store
+        .revoke_grant(&id, time::now())?
+        .ok_or_else(not_found)?;
     store.flush().await?;
     tracing::info!(grant_id = %id, "grant revoked");
     Ok(revoked)

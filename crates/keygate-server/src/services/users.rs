@@ -11,9 +11,11 @@ const MAX_NAME_CHARS: usize = 200;
 pub fn parse_name(raw: &str, what: &str) -> Result<String, ServerError> {
     let name = raw.trim();
     if name.is_empty() {
-        return Err(OpenAiError::invalid_request(format!("`{what}` must not be empty"))
-            .with_param(what)
-            .into());
+        return Err(
+            OpenAiError::invalid_request(format!("`{what}` must not be empty"))
+                .with_param(what)
+                .into(),
+        );
     }
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(OpenAiError::invalid_request(format!(

@@ -1,0 +1,212 @@
+//! `spawn_app`: the real keygate `Application` on port 0, with its own temp data dir
+//! and its own mock OpenAI upstream, plus a client with one method per endpoint.
+
+use std::sync::Once;
+
+use keygate_server::config::RawConfig;
+use keygate_server::{Application, Config};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::mock_openai::MockOpenAi;
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+/// A fake OpenAI key whose every occurrence can be searched for.
+pub const FAKE_OPENAI_KEY: &str = "sk-test-keygate-fake-key-0000000000000000WXYZ";
+
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    pub port: u16,
+    /// `address + "/v1"`: what apps configure as `baseURL`.
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub mock: MockOpenAi,
+    pub data_dir: TempDir,
+    handle: actix_web::dev::ServerHandle,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// A person with a stored OpenAI key and one grant.
+pub struct TestGrant {
+    pub user_id: String,
+    pub grant_id: String,
+    pub api_key: String,
+}
+
+static TRACING: Once = Once::new();
+
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            keygate_server::telemetry::init(
+                keygate_server::config::LogFormat::Text,
+                std::io::stderr,
+                false,
+            );
+        }
+    });
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], letting the test adjust the configuration first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
+    init_tracing();
+    let mock = MockOpenAi::start().await;
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut raw = RawConfig {
+        data_dir: Some(data_dir.path().to_path_buf()),
+        listen: Some("127.0.0.1:0".into()),
+        upstream_url: Some(mock.base_url()),
+        admin_key: Some(ADMIN_KEY.into()),
+        workers: Some(1),
+        shutdown_timeout_secs: Some(1),
+        ..RawConfig::default()
+    };
+    adjust(&mut raw);
+    let config: Config = raw.validate().expect("valid test config");
+    let app = Application::build(config).expect("application builds");
+    let port = app.port();
+    let handle = app.handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    let address = format!("http://127.0.0.1:{port}");
+    TestApp {
+        base_url: format!("{address}/v1"),
+        address,
+        port,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        mock,
+        data_dir,
+        handle,
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_KEY)
+    }
+
+    pub async fn create_user(&self, name: &str) -> String {
+        let res = self
+            .admin(reqwest::Method::POST, "/admin/users")
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 201, "create user");
+        let v: Value = res.json().await.expect("json");
+        v["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn put_openai_key(&self, user_id: &str, key: &str) -> reqwest::Response {
+        self.admin(
+            reqwest::Method::PUT,
+            &format!("/admin/users/{user_id}/openai-key"),
+        )
+        .json(&json!({ "api_key": key }))
+        .send()
+        .await
+        .expect("request")
+    }
+
+    pub async fn create_grant(&self, user_id: &str, name: &str, models: Option<&[&str]>) -> Value {
+        let mut body = json!({ "name": name });
+        if let Some(m) = models {
+            body["models"] = json!(m);
+        }
+        let res = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/users/{user_id}/grants"),
+            )
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 201, "create grant");
+        res.json().await.expect("json")
+    }
+
+    pub async fn revoke(&self, grant_id: &str) -> reqwest::Response {
+        self.admin(
+            reqwest::Method::DELETE,
+            &format!("/admin/grants/{grant_id}"),
+        )
+        .send()
+        .await
+        .expect("request")
+    }
+
+    /// A new person with [`FAKE_OPENAI_KEY`] stored and a grant (all models, or `models`).
+    pub async fn enrolled_grant(&self, models: Option<&[&str]>) -> TestGrant {
+        let user_id = self.create_user("Test Person").await;
+        assert_eq!(
+            self.put_openai_key(&user_id, FAKE_OPENAI_KEY)
+                .await
+                .status(),
+            204
+        );
+        let created = self.create_grant(&user_id, "test app", models).await;
+        TestGrant {
+            user_id,
+            grant_id: created["grant"]["id"]
+                .as_str()
+                .expect("grant id")
+                .to_owned(),
+            api_key: created["api_key"].as_str().expect("api key").to_owned(),
+        }
+    }
+
+    /// A request to the proxy, `path` relative to `/v1`.
+    pub fn v1(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        api_key: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.base_url, path))
+            .bearer_auth(api_key)
+    }
+
+    pub async fn chat_completions(&self, api_key: &str, body: &Value) -> reqwest::Response {
+        self.v1(reqwest::Method::POST, "/chat/completions", api_key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Stops the server gracefully and waits for it (store flushed, sled lock
+    /// released); hands back the data dir so a test can start again on it.
+    pub async fn stop(mut self) -> TempDir {
+        self.handle.stop(true).await;
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        let empty = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.data_dir, empty)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { handle.stop(false).await });
+        }
+    }
+}

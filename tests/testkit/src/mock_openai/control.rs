@@ -1,0 +1,52 @@
+//! `/__mock/*`: inspect and reset the mock from scripts that are not written in Rust.
+
+use hyper::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::body::MockBody;
+use super::routes::{error_response, json_response};
+
+pub(crate) fn handle(method: &Method, op: &str, shared: &Shared) -> Response<MockBody> {
+    match (method, op) {
+        (&Method::GET, "requests") => {
+            let requests: Vec<Value> = shared
+                .lock_requests()
+                .iter()
+                .map(|r| {
+                    let mut headers = serde_json::Map::new();
+                    for (name, value) in &r.headers {
+                        match headers.get_mut(name) {
+                            Some(Value::String(existing)) => {
+                                existing.push_str(", ");
+                                existing.push_str(value);
+                            }
+                            _ => {
+                                headers.insert(name.clone(), Value::String(value.clone()));
+                            }
+                        }
+                    }
+                    json!({
+                        "method": r.method,
+                        "path": r.path,
+                        "headers": headers,
+                        "body": String::from_utf8_lossy(&r.body),
+                        "body_len": r.body.len(),
+                    })
+                })
+                .collect();
+            json_response(StatusCode::OK, &Value::Array(requests))
+        }
+        (&Method::GET, "stats") => json_response(StatusCode::OK, &shared.stats()),
+        (&Method::POST, "reset") => {
+            shared.reset();
+            json_response(StatusCode::OK, &shared.stats())
+        }
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            &format!("mock control: no {method} /__mock/{op}"),
+            "invalid_request_error",
+            None,
+        ),
+    }
+}

@@ -1,0 +1,12 @@
+//! keygate's HTTP integration tests: one binary (zero2prod/kanidm style), each module
+//! a part of the public interface, each test against the real server on a port with its
+//! own sled directory and its own mock OpenAI upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod admin;
+mod health;
+mod helpers;
+mod proxy_auth;
+mod proxy_forward;
+mod proxy_limits;
+mod proxy_stream;

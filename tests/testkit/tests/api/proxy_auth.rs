@@ -1,0 +1,198 @@
+use keygate_testkit::spawn_app;
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+
+use crate::helpers::{assert_openai_error, chat};
+
+/// Every malformed `Authorization` is a 401 in OpenAI's shape and never reaches upstream.
+#[tokio::test]
+async fn malformed_authorization_headers_are_401_and_never_forwarded() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    let long = format!("Bearer {}", "k".repeat(8 * 1024));
+    let cases: Vec<(&str, Vec<Vec<u8>>, &str)> = vec![
+        ("missing", vec![], "missing_api_key"),
+        ("empty", vec![b"".to_vec()], "missing_api_key"),
+        ("bearer alone", vec![b"Bearer".to_vec()], "missing_api_key"),
+        ("bearer space", vec![b"Bearer ".to_vec()], "missing_api_key"),
+        (
+            "basic",
+            vec![b"Basic dXNlcjpwYXNz".to_vec()],
+            "invalid_api_key",
+        ),
+        (
+            "token without scheme",
+            vec![g.api_key.as_bytes().to_vec()],
+            "invalid_api_key",
+        ),
+        ("8 KiB", vec![long.into_bytes()], "invalid_api_key"),
+        (
+            "non-ascii",
+            vec![b"Bearer kg_\xff\xfe\xfd".to_vec()],
+            "invalid_api_key",
+        ),
+        (
+            "two keys in one",
+            vec![format!("Bearer {} {}", g.api_key, g.api_key).into_bytes()],
+            "invalid_api_key",
+        ),
+        (
+            "comma list",
+            vec![format!("Bearer {},Bearer {}", g.api_key, g.api_key).into_bytes()],
+            "invalid_api_key",
+        ),
+        (
+            "two headers",
+            vec![
+                format!("Bearer {}", g.api_key).into_bytes(),
+                format!("Bearer {}", g.api_key).into_bytes(),
+            ],
+            "invalid_api_key",
+        ),
+        (
+            "openai key",
+            vec![b"Bearer sk-proj-abcdef".to_vec()],
+            "invalid_api_key",
+        ),
+        (
+            "truncated",
+            vec![format!("Bearer {}", &g.api_key[..g.api_key.len() - 1]).into_bytes()],
+            "invalid_api_key",
+        ),
+    ];
+    for (name, values, code) in cases {
+        let mut req = app
+            .client
+            .post(format!("{}/chat/completions", app.base_url))
+            .json(&chat("gpt-4o-mini"));
+        for v in values {
+            req = req.header(AUTHORIZATION, HeaderValue::from_bytes(&v).unwrap());
+        }
+        let res = req.send().await.unwrap();
+        let body = assert_openai_error(res, 401, code).await;
+        assert!(
+            !body.to_string().contains(&g.api_key[20..]),
+            "{name}: key echoed"
+        );
+    }
+    assert_eq!(
+        app.mock.request_count(),
+        0,
+        "a malformed request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let res = app
+            .client
+            .get(format!("{}/models", app.base_url))
+            .header(AUTHORIZATION, format!("{scheme} {}", g.api_key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn well_formed_but_wrong_keys_are_invalid() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    // A different, valid-looking token for the same grant id: right checksum, wrong secret.
+    let other = app.enrolled_grant(None).await;
+    let forged = other.api_key.replace(&other.grant_id, &g.grant_id);
+    let res = app.chat_completions(&forged, &chat("gpt-4o-mini")).await;
+    assert_openai_error(res, 401, "invalid_api_key").await;
+    // An unknown grant.
+    app.revoke(&other.grant_id).await;
+    let unknown = format!("kg_{}{}", "a".repeat(16), &g.api_key[19..]);
+    let res = app.chat_completions(&unknown, &chat("gpt-4o-mini")).await;
+    assert_openai_error(res, 401, "invalid_api_key").await;
+    assert_eq!(app.mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn no_key_enrolled_is_409() {
+    let app = spawn_app().await;
+    let uid = app.create_user("No Key").await;
+    let created = app.create_grant(&uid, "app", None).await;
+    let res = app
+        .chat_completions(created["api_key"].as_str().unwrap(), &chat("gpt-4o-mini"))
+        .await;
+    assert_eq!(res.headers()["x-should-retry"], "false");
+    assert_openai_error(res, 409, "key_not_enrolled").await;
+    assert_eq!(app.mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn models_outside_the_grant_are_403_and_never_forwarded() {
+    let app = spawn_app().await;
+    let g = app
+        .enrolled_grant(Some(&["gpt-4o-mini", "text-embedding-3-small"]))
+        .await;
+    let res = app.chat_completions(&g.api_key, &chat("gpt-4o")).await;
+    let body = assert_openai_error(res, 403, "model_not_allowed").await;
+    assert_eq!(body["error"]["param"], "model");
+    // Duplicate `model` keys could be read differently upstream: refused.
+    let res = app
+        .v1(Method::POST, "/chat/completions", &g.api_key)
+        .header("content-type", "application/json")
+        .body(r#"{"model":"gpt-4o-mini","model":"gpt-4o","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(res, 400, "invalid_request").await;
+    // Multipart bodies (audio, images) are checked too.
+    let form = reqwest::multipart::Form::new()
+        .text("model", "whisper-1")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(vec![0u8; 64]).file_name("a.wav"),
+        );
+    let res = app
+        .v1(Method::POST, "/audio/transcriptions", &g.api_key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(res, 403, "model_not_allowed").await;
+    // Batches name their models in a file keygate does not read.
+    let res = app
+        .v1(Method::POST, "/batches", &g.api_key)
+        .json(&serde_json::json!({"input_file_id": "file-1", "endpoint": "/v1/chat/completions"}))
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(res, 403, "model_not_allowed").await;
+    assert_eq!(app.mock.request_count(), 0);
+
+    // The allowed ones pass.
+    assert_eq!(
+        app.chat_completions(&g.api_key, &chat("gpt-4o-mini"))
+            .await
+            .status(),
+        200
+    );
+    let res = app
+        .v1(Method::POST, "/embeddings", &g.api_key)
+        .json(&serde_json::json!({"model": "text-embedding-3-small", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let form = reqwest::multipart::Form::new()
+        .text("model", "gpt-4o-mini")
+        .text("x", "y");
+    let res = app
+        .v1(Method::POST, "/audio/transcriptions", &g.api_key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.mock.request_count(), 3);
+}
