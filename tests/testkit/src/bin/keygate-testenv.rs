@@ -1,0 +1,59 @@
+//! A running test environment for test suites outside Rust (the official Python and
+//! Node SDKs, the browser tests): a mock OpenAI upstream, keygate on port 0 in front of
+//! it, and a few grants. Prints one JSON line describing it, then runs until stdin
+//! closes or SIGTERM/SIGINT.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+
+use keygate_testkit::{ADMIN_KEY, spawn_app_with};
+use serde_json::json;
+
+const MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+#[tokio::main]
+async fn main() {
+    let app = spawn_app_with(|c| {
+        c.max_body_bytes = Some(MAX_BODY_BYTES);
+        // The SDK suites make several requests per test; two workers like production.
+        c.workers = Some(2);
+    })
+    .await;
+    let all = app.enrolled_grant(None).await;
+    let restricted = app.enrolled_grant(Some(&["gpt-4o-mini"])).await;
+    let revoked = app.enrolled_grant(None).await;
+    assert_eq!(app.revoke(&revoked.grant_id).await.status(), 204);
+    let lonely = app.create_user("No Key Yet").await;
+    let not_enrolled = app.create_grant(&lonely, "app", None).await;
+
+    let mock = app.mock.base_url();
+    let env = json!({
+        "base_url": app.base_url,
+        "public_url": app.address,
+        "mock_url": mock.trim_end_matches("/v1"),
+        "admin_key": ADMIN_KEY,
+        "max_body_bytes": MAX_BODY_BYTES,
+        "keys": {
+            "all": all.api_key,
+            "restricted": restricted.api_key,
+            "revoked": revoked.api_key,
+            "not_enrolled": not_enrolled["api_key"],
+        },
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{env}").unwrap();
+    out.flush().unwrap();
+    drop(out);
+
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    tokio::select! {
+        _ = stdin_closed => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    app.stop().await;
+}
