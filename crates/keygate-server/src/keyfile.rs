@@ -146,13 +146,13 @@ fn warn_if_readable_by_others(file: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = fs::metadata(file) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    file = %file.display(),
-                    "master key file is readable by group or others; run chmod 600 on it"
-                );
-            }
+        if let Ok(meta) = fs::metadata(file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                file = %file.display(),
+                "master key file is readable by group or others; run chmod 600 on it"
+            );
         }
     }
 }

@@ -1,5 +1,8 @@
 //! The store on a real sled directory.
 
+// Integration-test helpers are test code too; clippy only exempts #[test] fns.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use keygate_core::ids::{GrantId, KeyId, UserId};
 use keygate_store::{
     GrantRecord, GrantState, Store, StoreError, StoreOptions, UserRecord, VaultRecord,

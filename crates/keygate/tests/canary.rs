@@ -12,7 +12,10 @@ use keygate_testkit::mock_openai::MockOpenAi;
 use serde_json::json;
 
 fn random_suffix() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{t:x}{:x}", std::process::id())
 }
 
@@ -30,7 +33,9 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -40,7 +45,13 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
     let data = dir.path().join("data");
     let log = dir.path().join("keygate.log");
     let mock = MockOpenAi::start().await;
-    let mut server = serve(&data, &mock.base_url(), log.clone(), &[("RUST_LOG", "debug")]).await;
+    let mut server = serve(
+        &data,
+        &mock.base_url(),
+        log.clone(),
+        &[("RUST_LOG", "debug")],
+    )
+    .await;
     let client = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", server.address);
     let mut responses: Vec<Vec<u8>> = Vec::new();
@@ -92,36 +103,124 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
 
     let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
     let stream = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    let v1 = |method: reqwest::Method, p: &str| client.request(method, url(&format!("/v1{p}"))).bearer_auth(&grant_key);
-    assert_eq!(keep!(v1(reqwest::Method::POST, "/chat/completions").json(&chat).send().await.unwrap()), 200);
-    assert_eq!(keep!(v1(reqwest::Method::POST, "/chat/completions").json(&stream).send().await.unwrap()), 200);
+    let v1 = |method: reqwest::Method, p: &str| {
+        client
+            .request(method, url(&format!("/v1{p}")))
+            .bearer_auth(&grant_key)
+    };
+    assert_eq!(
+        keep!(
+            v1(reqwest::Method::POST, "/chat/completions")
+                .json(&chat)
+                .send()
+                .await
+                .unwrap()
+        ),
+        200
+    );
+    assert_eq!(
+        keep!(
+            v1(reqwest::Method::POST, "/chat/completions")
+                .json(&stream)
+                .send()
+                .await
+                .unwrap()
+        ),
+        200
+    );
     let emb = json!({"model": "text-embedding-3-small", "input": "hi"});
-    assert_eq!(keep!(v1(reqwest::Method::POST, "/embeddings").json(&emb).send().await.unwrap()), 200);
-    assert_eq!(keep!(v1(reqwest::Method::GET, "/models").send().await.unwrap()), 200);
+    assert_eq!(
+        keep!(
+            v1(reqwest::Method::POST, "/embeddings")
+                .json(&emb)
+                .send()
+                .await
+                .unwrap()
+        ),
+        200
+    );
+    assert_eq!(
+        keep!(v1(reqwest::Method::GET, "/models").send().await.unwrap()),
+        200
+    );
     let denied = json!({"model": "gpt-4o", "messages": []});
-    assert_eq!(keep!(v1(reqwest::Method::POST, "/chat/completions").json(&denied).send().await.unwrap()), 403);
+    assert_eq!(
+        keep!(
+            v1(reqwest::Method::POST, "/chat/completions")
+                .json(&denied)
+                .send()
+                .await
+                .unwrap()
+        ),
+        403
+    );
     for scenario in ["error-429", "error-500", "reset-mid-stream", "set-cookie"] {
-        keep!(v1(reqwest::Method::POST, "/chat/completions").header("x-mock-scenario", scenario).json(&stream).send().await.unwrap());
+        keep!(
+            v1(reqwest::Method::POST, "/chat/completions")
+                .header("x-mock-scenario", scenario)
+                .json(&stream)
+                .send()
+                .await
+                .unwrap()
+        );
     }
-    let bad = client.post(url("/v1/chat/completions")).bearer_auth(format!("{grant_key}x")).json(&chat);
+    let bad = client
+        .post(url("/v1/chat/completions"))
+        .bearer_auth(format!("{grant_key}x"))
+        .json(&chat);
     assert_eq!(keep!(bad.send().await.unwrap()), 401);
-    let list = client.get(url(&format!("/admin/users/{uid}/grants"))).bearer_auth(ADMIN_KEY);
+    let list = client
+        .get(url(&format!("/admin/users/{uid}/grants")))
+        .bearer_auth(ADMIN_KEY);
     assert_eq!(keep!(list.send().await.unwrap()), 200);
     // Revoke, then use: the refusal path is logged too.
-    let del = client.delete(url(&format!("/admin/grants/{}", created["grant"]["id"].as_str().unwrap()))).bearer_auth(ADMIN_KEY);
+    let del = client
+        .delete(url(&format!(
+            "/admin/grants/{}",
+            created["grant"]["id"].as_str().unwrap()
+        )))
+        .bearer_auth(ADMIN_KEY);
     assert_eq!(keep!(del.send().await.unwrap()), 204);
-    assert_eq!(keep!(v1(reqwest::Method::POST, "/chat/completions").json(&chat).send().await.unwrap()), 401);
+    assert_eq!(
+        keep!(
+            v1(reqwest::Method::POST, "/chat/completions")
+                .json(&chat)
+                .send()
+                .await
+                .unwrap()
+        ),
+        401
+    );
     assert!(server.terminate(), "keygate did not shut down cleanly");
 
     // The traffic really carried the canary to the upstream: this test can fail.
     let forwarded = mock.requests();
-    assert!(forwarded.iter().any(|r| r.header("authorization") == Some(format!("Bearer {canary}").as_str())));
+    assert!(
+        forwarded
+            .iter()
+            .any(|r| r.header("authorization") == Some(format!("Bearer {canary}").as_str()))
+    );
 
     let logs = std::fs::read(&log).unwrap();
-    assert!(contains(&logs, "DEBUG"), "RUST_LOG=debug did not take effect");
+    assert!(
+        contains(&logs, "DEBUG"),
+        "RUST_LOG=debug did not take effect"
+    );
     let master = std::fs::read_to_string(data.join("master.keys")).unwrap();
-    let master_key = master.lines().last().unwrap().split_once(':').unwrap().1.to_owned();
-    let needles = [canary.as_str(), &canary[10..30], grant_secret.as_str(), master_key.as_str()];
+    let master_key = master
+        .lines()
+        .last()
+        .unwrap()
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_owned();
+    let needles = [
+        canary.as_str(),
+        &canary[10..30],
+        grant_secret.as_str(),
+        master_key.as_str(),
+    ];
 
     for needle in needles {
         assert!(!contains(&logs, needle), "secret in logs: {needle}");
@@ -132,14 +231,26 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
         }
         let bytes = std::fs::read(&file).unwrap();
         for needle in needles {
-            assert!(!contains(&bytes, needle), "secret in {}: {needle}", file.display());
+            assert!(
+                !contains(&bytes, needle),
+                "secret in {}: {needle}",
+                file.display()
+            );
         }
     }
     for body in &responses {
         for needle in needles {
-            assert!(!contains(body, needle), "secret in a response: {}", String::from_utf8_lossy(body));
+            assert!(
+                !contains(body, needle),
+                "secret in a response: {}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
     // The grant key appears exactly where it is handed out, and only there.
-    assert!(files_under(&data).iter().all(|f| !contains(&std::fs::read(f).unwrap(), &grant_key)));
+    assert!(
+        files_under(&data)
+            .iter()
+            .all(|f| !contains(&std::fs::read(f).unwrap(), &grant_key))
+    );
 }

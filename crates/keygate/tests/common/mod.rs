@@ -28,7 +28,11 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Server {
@@ -38,7 +42,12 @@ pub struct Server {
 }
 
 /// `keygate serve` with stderr/stdout going to `log`; waits until `/healthz` answers.
-pub async fn serve(data_dir: &Path, upstream: &str, log: PathBuf, extra: &[(&str, &str)]) -> Server {
+pub async fn serve(
+    data_dir: &Path,
+    upstream: &str,
+    log: PathBuf,
+    extra: &[(&str, &str)],
+) -> Server {
     let port = free_port();
     let file = std::fs::File::create(&log).unwrap();
     let mut cmd = keygate();
@@ -59,19 +68,35 @@ pub async fn serve(data_dir: &Path, upstream: &str, log: PathBuf, extra: &[(&str
     let deadline = Instant::now() + Duration::from_secs(30);
     let client = reqwest::Client::new();
     loop {
-        if client.get(format!("{address}/healthz")).send().await.is_ok() {
+        if client
+            .get(format!("{address}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "keygate did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "keygate did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Server { child, address, log }
+    Server {
+        child,
+        address,
+        log,
+    }
 }
 
 impl Server {
     /// SIGTERM, then wait; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -49,7 +49,8 @@ async fn main() {
         let mut sink = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut sink);
     });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     tokio::select! {
         _ = stdin_closed => {}
         _ = term.recv() => {}

@@ -40,10 +40,10 @@ pub(crate) fn parse_lines(name: &str, text: &str) -> Result<Vec<Value>, String> 
 pub(crate) fn fill(value: &mut Value, vars: &Vars<'_>) {
     match value {
         Value::String(s) => {
-            if let Some(name) = s.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")) {
-                if let Some((_, v)) = vars.iter().find(|(k, _)| *k == name) {
-                    *value = v.clone();
-                }
+            if let Some(name) = s.strip_prefix("{{").and_then(|s| s.strip_suffix("}}"))
+                && let Some((_, v)) = vars.iter().find(|(k, _)| *k == name)
+            {
+                *value = v.clone();
             }
         }
         Value::Array(items) => items.iter_mut().for_each(|v| fill(v, vars)),

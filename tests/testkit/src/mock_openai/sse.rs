@@ -54,10 +54,11 @@ fn usage_vars(prompt_tokens: u64, completion_tokens: u64) -> [(&'static str, Val
 /// Finishes a chunk: token counts, and `"usage": null` on ordinary chunks when usage was asked for.
 fn finish_chunk(mut chunk: Value, include_usage: bool, vars: &fixtures::Vars<'_>) -> Value {
     fixtures::fill(&mut chunk, vars);
-    if include_usage && !is_usage_chunk(&chunk) {
-        if let Some(map) = chunk.as_object_mut() {
-            map.insert("usage".to_owned(), Value::Null);
-        }
+    if include_usage
+        && !is_usage_chunk(&chunk)
+        && let Some(map) = chunk.as_object_mut()
+    {
+        map.insert("usage".to_owned(), Value::Null);
     }
     chunk
 }

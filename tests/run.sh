@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole keygate test suite, from a fresh clone: formatting, lints, every Rust test
+# (unit, store, HTTP integration, binary/CLI, canary), then the official openai SDKs
+# (Python and Node) against a live keygate. Installs what it needs itself, idempotently.
+#
+#   bash tests/run.sh            # everything
+#   KG_SKIP_SDK=1 bash tests/run.sh   # Rust only (a quick local loop)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, store, integration, CLI, canary)"
+cargo test --workspace --locked
+
+if [[ "${KG_SKIP_SDK:-}" != "1" ]]; then
+  step "official openai SDKs (Python, Node) against keygate"
+  bash tests/sdk/run.sh
+fi
+
+step "all suites passed"
