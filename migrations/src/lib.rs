@@ -7,6 +7,7 @@
 use thiserror::Error;
 
 mod m0001_initial;
+mod m0002_passkeys_sessions;
 
 /// The `meta` tree and the key under which the schema version (u32, big endian) lives.
 pub const META_TREE: &str = "meta";
@@ -32,14 +33,21 @@ pub enum MigrationError {
     CorruptVersion,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    apply: m0001_initial::apply,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        apply: m0001_initial::apply,
+    },
+    Migration {
+        version: 2,
+        name: "passkeys_sessions",
+        apply: m0002_passkeys_sessions::apply,
+    },
+];
 
 /// The schema version a fully migrated store has.
-pub const LATEST: u32 = 1;
+pub const LATEST: u32 = 2;
 
 /// All known steps, in order.
 pub fn all() -> &'static [Migration] {
@@ -119,12 +127,35 @@ mod tests {
         let db = db(dir.path());
         assert_eq!(current_version(&db).unwrap(), LATEST);
         let names = db.tree_names();
-        for tree in m0001_initial::TREES {
+        for tree in m0001_initial::TREES
+            .iter()
+            .chain(m0002_passkeys_sessions::TREES.iter())
+        {
             assert!(
                 names.iter().any(|n| n.as_ref() == tree.as_bytes()),
                 "{tree}"
             );
         }
+    }
+
+    #[test]
+    fn a_version_1_store_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(dir.path());
+        m0001_initial::apply(&db).unwrap();
+        set_version(&db, 1).unwrap();
+        db.open_tree("users").unwrap().insert("u", b"kept").unwrap();
+        assert_eq!(run(&db).unwrap(), LATEST);
+        assert_eq!(
+            db.open_tree("users")
+                .unwrap()
+                .get("u")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            b"kept"
+        );
+        assert!(db.tree_names().iter().any(|n| n.as_ref() == b"sessions"));
     }
 
     #[test]

@@ -102,6 +102,12 @@ id_type!(
     "key id"
 );
 
+id_type!(
+    /// One of a person's passkeys (keygate's id, not the WebAuthn credential id).
+    PasskeyId,
+    "passkey id"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -164,6 +164,55 @@ impl OpenAiError {
         Self::new(502, "server_error", "upstream_unavailable", message)
     }
 
+    /// The vault API's own errors (pages read `code` and react to it).
+    pub fn not_signed_in() -> Self {
+        Self::new(
+            401,
+            INVALID_REQUEST,
+            "not_signed_in",
+            "You are not signed in, or your session has expired. Sign in again.",
+        )
+    }
+
+    pub fn fresh_passkey_required() -> Self {
+        Self::new(
+            403,
+            INVALID_REQUEST,
+            "fresh_passkey_required",
+            "Confirm with your passkey to continue: this action needs a passkey check from the last 5 minutes.",
+        )
+    }
+
+    pub fn csrf_failed() -> Self {
+        Self::new(
+            403,
+            INVALID_REQUEST,
+            "csrf_failed",
+            "This request did not come from keygate's own pages (its Origin header is missing or foreign).",
+        )
+    }
+
+    pub fn ceremony_failed(message: impl Into<String>) -> Self {
+        Self::new(400, INVALID_REQUEST, "ceremony_failed", message)
+    }
+
+    pub fn passkeys_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "server_error", "passkeys_unavailable", message)
+    }
+
+    pub fn last_passkey() -> Self {
+        Self::new(
+            409,
+            INVALID_REQUEST,
+            "last_passkey",
+            "This is your only passkey. Add another one before removing it.",
+        )
+    }
+
+    pub fn key_rejected(message: impl Into<String>) -> Self {
+        Self::new(400, INVALID_REQUEST, "key_rejected", message).with_param("api_key")
+    }
+
     pub fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(400, INVALID_REQUEST, "invalid_request", message)
     }

@@ -94,6 +94,9 @@ impl Application {
             admin_api = state.admin_enabled(),
             "keygate ready"
         );
+        if let Some(why) = state.passkeys.unavailable_reason() {
+            tracing::warn!("passkeys are disabled: {why}");
+        }
         let data = web::Data::new(state.clone());
         let mut server = HttpServer::new(move || {
             App::new()
@@ -143,8 +146,10 @@ impl Application {
             .state
             .last_used
             .spawn_flusher(self.state.store.clone(), Duration::from_secs(1));
+        let sweeper = spawn_sweeper(&self.state);
         let result = self.server.await;
         flusher.abort();
+        sweeper.abort();
         self.state.last_used.write_to(&self.state.store);
         if let Err(e) = self.state.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
@@ -152,4 +157,24 @@ impl Application {
         tracing::info!("keygate stopped");
         result
     }
+}
+
+/// Drops expired sessions and ceremonies once a minute.
+fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let store = state.store.clone();
+    let idle = state.config.session_idle_timeout.as_secs();
+    let absolute = state.config.session_absolute_timeout.as_secs();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let now = keygate_core::time::now();
+            if let Err(e) = store.sweep_sessions(now, idle, absolute) {
+                tracing::warn!(error = %e, "session sweep failed");
+            }
+            if let Err(e) = store.sweep_ceremonies(now) {
+                tracing::warn!(error = %e, "ceremony sweep failed");
+            }
+        }
+    })
 }

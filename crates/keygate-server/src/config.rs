@@ -34,6 +34,12 @@ pub struct RawConfig {
     pub workers: Option<usize>,
     pub store_cache_bytes: Option<u64>,
     pub log_format: Option<String>,
+    pub rp_id: Option<String>,
+    pub rp_origin: Option<String>,
+    pub session_idle_timeout_secs: Option<u64>,
+    pub session_absolute_timeout_secs: Option<u64>,
+    pub ceremony_ttl_secs: Option<u64>,
+    pub validate_openai_keys: Option<bool>,
 }
 
 /// The checked configuration.
@@ -58,6 +64,15 @@ pub struct Config {
     pub workers: Option<usize>,
     pub store_cache_bytes: u64,
     pub log_format: LogFormat,
+    /// WebAuthn relying party id; `None` = the public URL's host.
+    pub rp_id: Option<String>,
+    /// WebAuthn origin; `None` = the public URL's origin.
+    pub rp_origin: Option<Url>,
+    pub session_idle_timeout: Duration,
+    pub session_absolute_timeout: Duration,
+    pub ceremony_ttl: Duration,
+    /// Check a pasted OpenAI key against the upstream's `/models` before storing it.
+    pub validate_openai_keys: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -226,6 +241,38 @@ impl RawConfig {
             }
         };
 
+        let rp_origin = self.rp_origin.as_deref().and_then(|raw| {
+            parse_base_url(raw)
+                .map_err(|m| problem("rp_origin", m))
+                .ok()
+        });
+        let secs =
+            |v: Option<u64>, default: u64, name: &str, problem: &mut dyn FnMut(&str, String)| {
+                let v = v.unwrap_or(default);
+                if v == 0 {
+                    problem(name, "must be greater than 0".into());
+                }
+                Duration::from_secs(v)
+            };
+        let session_idle_timeout = secs(
+            self.session_idle_timeout_secs,
+            24 * 3600,
+            "session_idle_timeout_secs",
+            &mut problem,
+        );
+        let session_absolute_timeout = secs(
+            self.session_absolute_timeout_secs,
+            7 * 24 * 3600,
+            "session_absolute_timeout_secs",
+            &mut problem,
+        );
+        let ceremony_ttl = secs(
+            self.ceremony_ttl_secs,
+            300,
+            "ceremony_ttl_secs",
+            &mut problem,
+        );
+
         match (listen, public_url, upstream_url) {
             (Some(listen), Some(public_url), Some(upstream_url)) if problems.is_empty() => {
                 Ok(Config {
@@ -244,6 +291,12 @@ impl RawConfig {
                     workers: self.workers,
                     store_cache_bytes: self.store_cache_bytes.unwrap_or(16 * 1024 * 1024),
                     log_format,
+                    rp_id: self.rp_id,
+                    rp_origin,
+                    session_idle_timeout,
+                    session_absolute_timeout,
+                    ceremony_ttl,
+                    validate_openai_keys: self.validate_openai_keys.unwrap_or(true),
                 })
             }
             _ => Err(ConfigError(problems)),
@@ -275,6 +328,16 @@ fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigE
                 "{name}: unknown setting (known: {})",
                 ENV_KEYS.join(", ")
             ));
+        } else if BOOL_KEYS.contains(&key.as_str()) {
+            match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => {
+                    map.insert(key, true.into());
+                }
+                "false" | "0" | "no" => {
+                    map.insert(key, false.into());
+                }
+                _ => problems.push(format!("{name}: `{value}` is not true or false")),
+            }
         } else if NUMERIC_KEYS.contains(&key.as_str()) {
             match value.trim().parse::<u64>() {
                 Ok(n) => {
@@ -293,7 +356,12 @@ fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigE
     }
 }
 
-const NUMERIC_KEYS: [&str; 7] = [
+const BOOL_KEYS: [&str; 1] = ["validate_openai_keys"];
+
+const NUMERIC_KEYS: [&str; 10] = [
+    "session_idle_timeout_secs",
+    "session_absolute_timeout_secs",
+    "ceremony_ttl_secs",
     "max_body_bytes",
     "upstream_connect_timeout_ms",
     "upstream_first_byte_timeout_ms",
@@ -303,7 +371,13 @@ const NUMERIC_KEYS: [&str; 7] = [
     "store_cache_bytes",
 ];
 
-const ENV_KEYS: [&str; 14] = [
+const ENV_KEYS: [&str; 20] = [
+    "rp_id",
+    "rp_origin",
+    "session_idle_timeout_secs",
+    "session_absolute_timeout_secs",
+    "ceremony_ttl_secs",
+    "validate_openai_keys",
     "data_dir",
     "listen",
     "public_url",
@@ -334,6 +408,11 @@ impl Config {
             ..RawConfig::default()
         }
         .validate()
+    }
+
+    /// The public URL's origin (`scheme://host[:port]`), which browsers send as `Origin`.
+    pub fn public_origin(&self) -> String {
+        self.public_url.origin().ascii_serialization()
     }
 
     /// `public_url + "/v1"`: what apps configure as their OpenAI `baseURL`.

@@ -4,6 +4,7 @@
 //! become HTTP.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod keyfile;

@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::auth::Passkeys;
 use crate::config::Config;
 
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct AppState {
     /// One pooled client for every upstream call.
     pub upstream: reqwest::Client,
     pub last_used: LastUsed,
+    pub passkeys: Passkeys,
     admin_key_hash: Option<[u8; 32]>,
 }
 
@@ -31,7 +33,9 @@ impl AppState {
             .admin_key
             .as_ref()
             .map(|k| Sha256::digest(k.expose_secret().as_bytes()).into());
+        let passkeys = Passkeys::new(&config);
         Self {
+            passkeys,
             config: Arc::new(config),
             store,
             keyring: Arc::new(keyring),

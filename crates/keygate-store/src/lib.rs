@@ -4,10 +4,14 @@
 //! migrations in `keygate-migrations`. The store never sees a plaintext OpenAI key or
 //! grant secret: vault records carry a sealed JWE, grants the SHA-256 of their secret.
 
+mod auth;
 mod error;
 pub mod records;
 mod store;
 
+pub use auth::DeletePasskey;
 pub use error::StoreError;
-pub use records::{GrantRecord, GrantState, UserRecord, VaultRecord};
+pub use records::{
+    CeremonyRecord, GrantRecord, GrantState, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
+};
 pub use store::{Store, StoreOptions};

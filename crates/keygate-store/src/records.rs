@@ -1,7 +1,7 @@
 //! Versioned records, kanidm-style: each tree stores an enum tagged `"v"`; a migration
 //! adds `V2` and never edits `V1`. Code works with the latest shape only.
 
-use keygate_core::ids::{GrantId, KeyId, UserId};
+use keygate_core::ids::{GrantId, KeyId, PasskeyId, UserId};
 use keygate_core::time::UnixTime;
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,89 @@ pub struct GrantRecord {
     pub revoked_at: Option<UnixTime>,
     #[serde(default)]
     pub expires_at: Option<UnixTime>,
+}
+
+/// A registered passkey. `passkey` is webauthn-rs's serialised credential (public key,
+/// counter, backup flags): opaque to the store, which does not depend on webauthn-rs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasskeyRecord {
+    pub id: PasskeyId,
+    pub user_id: UserId,
+    pub name: String,
+    /// base64url of the WebAuthn credential id.
+    pub credential_id: String,
+    pub passkey: String,
+    pub created_at: UnixTime,
+    pub last_used_at: Option<UnixTime>,
+    pub sign_count: u32,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+}
+
+/// A signed-in browser. Keyed by the SHA-256 of the cookie's session id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub user_id: UserId,
+    pub created_at: UnixTime,
+    pub last_seen_at: UnixTime,
+    /// Until when a passkey assertion counts as fresh (step-up for sensitive actions).
+    pub fresh_until: UnixTime,
+}
+
+/// A WebAuthn ceremony in progress: single use, short-lived.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CeremonyRecord {
+    pub kind: String,
+    /// webauthn-rs's serialised ceremony state (the challenge; not a long-term secret).
+    pub state: String,
+    pub user_id: Option<UserId>,
+    pub name: Option<String>,
+    pub expires_at: UnixTime,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(crate) enum StoredPasskey {
+    #[serde(rename = "1")]
+    V1(PasskeyRecord),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(crate) enum StoredSession {
+    #[serde(rename = "1")]
+    V1(SessionRecord),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(crate) enum StoredCeremony {
+    #[serde(rename = "1")]
+    V1(CeremonyRecord),
+}
+
+impl From<StoredPasskey> for PasskeyRecord {
+    fn from(s: StoredPasskey) -> Self {
+        match s {
+            StoredPasskey::V1(r) => r,
+        }
+    }
+}
+
+impl From<StoredSession> for SessionRecord {
+    fn from(s: StoredSession) -> Self {
+        match s {
+            StoredSession::V1(r) => r,
+        }
+    }
+}
+
+impl From<StoredCeremony> for CeremonyRecord {
+    fn from(s: StoredCeremony) -> Self {
+        match s {
+            StoredCeremony::V1(r) => r,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]

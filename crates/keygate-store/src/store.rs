@@ -35,6 +35,12 @@ pub struct Store {
     vault: Tree,
     grants: Tree,
     grants_by_user: Tree,
+    pub(crate) passkeys: Tree,
+    pub(crate) passkeys_by_user: Tree,
+    pub(crate) credential_ids: Tree,
+    pub(crate) sessions: Tree,
+    pub(crate) sessions_by_user: Tree,
+    pub(crate) ceremonies: Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -69,6 +75,12 @@ impl Store {
             vault: db.open_tree("vault")?,
             grants: db.open_tree("grants")?,
             grants_by_user: db.open_tree("grants_by_user")?,
+            passkeys: db.open_tree("passkeys")?,
+            passkeys_by_user: db.open_tree("passkeys_by_user")?,
+            credential_ids: db.open_tree("credential_ids")?,
+            sessions: db.open_tree("sessions")?,
+            sessions_by_user: db.open_tree("sessions_by_user")?,
+            ceremonies: db.open_tree("ceremonies")?,
             db,
         })
     }
@@ -221,6 +233,18 @@ impl Store {
         })
     }
 
+    /// Removes a grant entirely (account deletion).
+    pub fn delete_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
+        self.grants.remove(grant.id.as_str())?;
+        self.grants_by_user
+            .remove(index_key(&grant.user_id, &grant.id))?;
+        Ok(())
+    }
+
+    pub fn delete_user_record(&self, user: &UserId) -> Result<bool, StoreError> {
+        Ok(self.users.remove(user.as_str())?.is_some())
+    }
+
     /// Records `last_used_at` for a batch of grants (the proxy batches these).
     pub fn touch_grants(&self, used: &[(GrantId, UnixTime)]) -> Result<(), StoreError> {
         for (id, at) in used {
@@ -235,19 +259,23 @@ impl Store {
 }
 
 fn index_key(user: &UserId, grant: &GrantId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(user.as_str().len() + grant.as_str().len());
-    k.extend_from_slice(user.as_str().as_bytes());
-    k.extend_from_slice(grant.as_str().as_bytes());
+    pair_key(user.as_str(), grant.as_str())
+}
+
+pub(crate) fn pair_key(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len());
+    k.extend_from_slice(a.as_bytes());
+    k.extend_from_slice(b.as_bytes());
     k
 }
 
-fn put<T: Serialize>(tree: &Tree, key: &str, value: &T) -> Result<(), StoreError> {
+pub(crate) fn put<T: Serialize>(tree: &Tree, key: &str, value: &T) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
     tree.insert(key, bytes)?;
     Ok(())
 }
 
-fn get<T: DeserializeOwned>(
+pub(crate) fn get<T: DeserializeOwned>(
     tree: &Tree,
     name: &'static str,
     key: &str,
@@ -255,7 +283,10 @@ fn get<T: DeserializeOwned>(
     tree.get(key)?.map(|v| decode(name, &v)).transpose()
 }
 
-fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         tree,
         reason: e.to_string(),

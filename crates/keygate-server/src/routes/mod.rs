@@ -1,12 +1,15 @@
 //! Every route keygate serves, in one table.
 
 mod admin;
+mod api;
 mod health;
 mod web_pages;
 
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, error, web};
 use keygate_core::openai_error::OpenAiError;
 
+use crate::auth::csrf;
 use crate::error::{ServerError, render};
 use crate::proxy;
 
@@ -35,9 +38,39 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/grants/{id}", web::delete().to(admin::revoke_grant))
                 .default_service(web::to(not_found)),
         )
+        .service(
+            web::scope("/api")
+                .wrap(from_fn(csrf::middleware))
+                .route("/auth/register/start", web::post().to(api::register_start))
+                .route(
+                    "/auth/register/finish",
+                    web::post().to(api::register_finish),
+                )
+                .route("/auth/login/start", web::post().to(api::login_start))
+                .route("/auth/login/finish", web::post().to(api::login_finish))
+                .route("/auth/reauth/start", web::post().to(api::reauth_start))
+                .route("/auth/reauth/finish", web::post().to(api::reauth_finish))
+                .route("/auth/logout", web::post().to(api::logout))
+                .route("/me", web::get().to(api::me))
+                .route("/key", web::get().to(api::get_key))
+                .route("/key", web::put().to(api::put_key))
+                .route("/key", web::delete().to(api::delete_key))
+                .route("/grants", web::get().to(api::list_grants))
+                .route("/grants", web::post().to(api::create_grant))
+                .route("/grants/{id}", web::delete().to(api::revoke_grant))
+                .route("/passkeys", web::get().to(api::list_passkeys))
+                .route("/passkeys/start", web::post().to(api::add_passkey_start))
+                .route("/passkeys/finish", web::post().to(api::add_passkey_finish))
+                .route("/passkeys/{id}", web::patch().to(api::rename_passkey))
+                .route("/passkeys/{id}", web::delete().to(api::delete_passkey))
+                .route("/account", web::delete().to(api::delete_account))
+                .default_service(web::to(not_found)),
+        )
         .service(web::scope("/v1").default_service(web::to(proxy::proxy_v1)))
         .route("/v1", web::to(proxy::proxy_v1))
         .route("/", web::get().to(web_pages::index))
+        .route("/login", web::get().to(web_pages::login))
+        .route("/dashboard", web::get().to(web_pages::dashboard))
         .route("/{file:.*}", web::get().to(web_pages::asset))
         .default_service(web::to(not_found));
 }

@@ -17,6 +17,14 @@ pub async fn index() -> Result<HttpResponse, ServerError> {
     serve("index.html")
 }
 
+pub async fn login() -> Result<HttpResponse, ServerError> {
+    serve("login.html")
+}
+
+pub async fn dashboard() -> Result<HttpResponse, ServerError> {
+    serve("dashboard.html")
+}
+
 pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, ServerError> {
     serve(&path)
 }

@@ -1,0 +1,45 @@
+//! CSRF defence for the cookie-authenticated API: a state-changing request must carry
+//! an `Origin` equal to keygate's own public origin. Browsers always send `Origin` on
+//! cross-site and same-site POST/PUT/PATCH/DELETE `fetch`es, so a missing one means
+//! "not our page" too. Endpoints that are not cookie-authenticated opt out.
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::web;
+use keygate_core::openai_error::OpenAiError;
+
+use crate::error::render;
+use crate::state::AppState;
+
+/// Paths under `/api` that apps call from their servers (no cookie, no Origin).
+const EXEMPT: [&str; 1] = ["/api/connect/token"];
+
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if safe || EXEMPT.contains(&req.path()) {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
+    let expected = req
+        .app_data::<web::Data<AppState>>()
+        .map(|st| st.config.public_origin());
+    let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+    match (origin, expected) {
+        (Some(o), Some(e)) if o == e => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body),
+        _ => {
+            tracing::info!(path = %req.path(), origin = ?origin, "refused: foreign or missing Origin");
+            let res = render(&OpenAiError::csrf_failed());
+            Ok(req.into_response(res).map_into_right_body())
+        }
+    }
+}
