@@ -39,6 +39,7 @@ pub struct RawConfig {
     pub session_idle_timeout_secs: Option<u64>,
     pub session_absolute_timeout_secs: Option<u64>,
     pub ceremony_ttl_secs: Option<u64>,
+    pub fresh_window_secs: Option<u64>,
     pub validate_openai_keys: Option<bool>,
 }
 
@@ -71,6 +72,8 @@ pub struct Config {
     pub session_idle_timeout: Duration,
     pub session_absolute_timeout: Duration,
     pub ceremony_ttl: Duration,
+    /// How long a passkey assertion counts as fresh for sensitive actions.
+    pub fresh_window: Duration,
     /// Check a pasted OpenAI key against the upstream's `/models` before storing it.
     pub validate_openai_keys: bool,
 }
@@ -272,6 +275,12 @@ impl RawConfig {
             "ceremony_ttl_secs",
             &mut problem,
         );
+        let fresh_window = secs(
+            self.fresh_window_secs,
+            300,
+            "fresh_window_secs",
+            &mut problem,
+        );
 
         match (listen, public_url, upstream_url) {
             (Some(listen), Some(public_url), Some(upstream_url)) if problems.is_empty() => {
@@ -296,6 +305,7 @@ impl RawConfig {
                     session_idle_timeout,
                     session_absolute_timeout,
                     ceremony_ttl,
+                    fresh_window,
                     validate_openai_keys: self.validate_openai_keys.unwrap_or(true),
                 })
             }
@@ -358,7 +368,8 @@ fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigE
 
 const BOOL_KEYS: [&str; 1] = ["validate_openai_keys"];
 
-const NUMERIC_KEYS: [&str; 10] = [
+const NUMERIC_KEYS: [&str; 11] = [
+    "fresh_window_secs",
     "session_idle_timeout_secs",
     "session_absolute_timeout_secs",
     "ceremony_ttl_secs",
@@ -371,7 +382,8 @@ const NUMERIC_KEYS: [&str; 10] = [
     "store_cache_bytes",
 ];
 
-const ENV_KEYS: [&str; 20] = [
+const ENV_KEYS: [&str; 21] = [
+    "fresh_window_secs",
     "rp_id",
     "rp_origin",
     "session_idle_timeout_secs",

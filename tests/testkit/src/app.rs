@@ -15,8 +15,10 @@ pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 pub const FAKE_OPENAI_KEY: &str = "sk-test-keygate-fake-key-0000000000000000WXYZ";
 
 pub struct TestApp {
-    /// `http://127.0.0.1:PORT`
+    /// keygate's public URL: `http://localhost:PORT` unless a test set another.
     pub address: String,
+    /// `http://127.0.0.1:PORT`: where the socket really is.
+    pub local_address: String,
     pub port: u16,
     /// `address + "/v1"`: what apps configure as `baseURL`.
     pub base_url: String,
@@ -57,9 +59,16 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
     init_tracing();
     let mock = MockOpenAi::start().await;
     let data_dir = tempfile::tempdir().expect("temp dir");
+    // A known port, so the public URL can be `http://localhost:PORT`: a host that can
+    // be a WebAuthn rp id (an IP address cannot).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
     let mut raw = RawConfig {
         data_dir: Some(data_dir.path().to_path_buf()),
-        listen: Some("127.0.0.1:0".into()),
+        listen: Some(format!("127.0.0.1:{port}")),
+        public_url: Some(format!("http://localhost:{port}")),
         upstream_url: Some(mock.base_url()),
         admin_key: Some(ADMIN_KEY.into()),
         workers: Some(1),
@@ -71,9 +80,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
     let app = Application::build(config).expect("application builds");
     let port = app.port();
     let handle = app.handle();
+    let public = app.state().config.public_url.clone();
     let server = tokio::spawn(app.run_until_stopped());
-    let address = format!("http://127.0.0.1:{port}");
+    let address = public.as_str().trim_end_matches('/').to_owned();
     TestApp {
+        local_address: format!("http://127.0.0.1:{port}"),
         base_url: format!("{address}/v1"),
         address,
         port,
@@ -89,6 +100,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
 }
 
 impl TestApp {
+    /// A fresh "browser": its own cookie jar and its own passkey authenticator.
+    pub fn browser(&self) -> crate::browser::Browser {
+        crate::browser::Browser::new(&self.address)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod app;
+pub mod browser;
 pub mod mock_openai;
+pub mod soft_passkey;
 
 pub use app::{ADMIN_KEY, FAKE_OPENAI_KEY, TestApp, TestGrant, spawn_app, spawn_app_with};

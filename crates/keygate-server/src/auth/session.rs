@@ -1,6 +1,6 @@
 //! Cookie sessions. The cookie holds a random 256-bit id; the store holds only its
 //! SHA-256. Sessions expire when idle and absolutely; a passkey assertion makes a
-//! session *fresh* for 5 minutes, which sensitive actions require ([`FreshSession`]).
+//! session *fresh* for `fresh_window` (5 minutes by default), which sensitive actions require ([`FreshSession`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,8 +19,6 @@ use crate::config::Config;
 use crate::error::ServerError;
 use crate::state::AppState;
 
-/// How long a passkey assertion counts for step-up.
-pub const FRESH_SECS: u64 = 5 * 60;
 /// Write `last_seen_at` at most this often, so reads stay reads.
 const TOUCH_EVERY_SECS: u64 = 60;
 
@@ -59,7 +57,7 @@ pub async fn create(
             user_id: user.clone(),
             created_at: now,
             last_seen_at: now,
-            fresh_until: now + FRESH_SECS,
+            fresh_until: now + config.fresh_window.as_secs(),
         },
     )?;
     store.flush().await?;
@@ -101,9 +99,9 @@ impl UserSession {
     }
 
     /// Marks the session fresh after a passkey assertion.
-    pub async fn mark_fresh(&self, store: &Store) -> Result<(), ServerError> {
+    pub async fn mark_fresh(&self, store: &Store, config: &Config) -> Result<(), ServerError> {
         let mut rec = self.record.clone();
-        rec.fresh_until = time::now() + FRESH_SECS;
+        rec.fresh_until = time::now() + config.fresh_window.as_secs();
         store.put_session(&self.hash, &rec)?;
         store.flush().await?;
         Ok(())

@@ -139,7 +139,7 @@ pub async fn reauth_finish(
     let body = body.into_inner();
     st.passkeys
         .reauth_finish(&st.store, s.user_id(), &body.ceremony, body.credential)?;
-    s.mark_fresh(&st.store).await?;
+    s.mark_fresh(&st.store, &st.config).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

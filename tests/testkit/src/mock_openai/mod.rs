@@ -42,6 +42,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 pub use fixtures::{REPLY_PIECES, REPLY_TEXT};
+pub use routes::REJECTED_KEY_PREFIX;
 
 use body::MockBody;
 

@@ -39,7 +39,24 @@ pub(crate) async fn handle(ctx: Ctx) -> Resp {
     resp
 }
 
+/// Keys starting with this are refused like a revoked OpenAI key (401), so tests can
+/// check how keygate treats a key OpenAI does not accept.
+pub const REJECTED_KEY_PREFIX: &str = "sk-reject";
+
 async fn respond(ctx: &Ctx) -> Resp {
+    let refused = ctx
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(&format!("Bearer {REJECTED_KEY_PREFIX}")));
+    if refused {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        );
+    }
     let knobs = match Knobs::from_headers(&ctx.headers) {
         Ok(knobs) => knobs,
         Err(msg) => {

@@ -6,7 +6,9 @@
 mod admin;
 mod health;
 mod helpers;
+mod passkeys;
 mod proxy_auth;
 mod proxy_forward;
 mod proxy_limits;
 mod proxy_stream;
+mod sessions;

@@ -1,0 +1,136 @@
+//! A minimal stand-in for a browser talking to keygate's `/api`: a cookie jar, the
+//! `Origin` header browsers send on state-changing requests, and a soft passkey.
+
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+
+use crate::soft_passkey::SoftPasskey;
+
+pub struct Browser {
+    pub client: reqwest::Client,
+    /// keygate's public URL, also this browser's `Origin`.
+    pub origin: String,
+    pub passkey: SoftPasskey,
+}
+
+impl Browser {
+    pub fn new(origin: &str) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            origin: origin.to_owned(),
+            passkey: SoftPasskey::new(origin),
+        }
+    }
+
+    /// Another browser (new cookie jar) carrying the same authenticator.
+    pub fn with_same_passkey(&self) -> Self {
+        let mut b = Self::new(&self.origin);
+        b.passkey = self.passkey.clone();
+        b
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self
+            .client
+            .request(method.clone(), format!("{}{}", self.origin, path));
+        if matches!(method, Method::GET | Method::HEAD) {
+            req
+        } else {
+            req.header("origin", &self.origin)
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: Value) -> Response {
+        self.request(method, path)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.send(Method::POST, path, body).await
+    }
+
+    async fn start(&self, path: &str, body: Value) -> Value {
+        let res = self.post(path, body).await;
+        assert_eq!(res.status(), 200, "{path}");
+        res.json().await.expect("json")
+    }
+
+    /// Registers a new person with this browser's passkey; returns the finish response.
+    pub async fn register(&mut self, name: &str) -> Response {
+        let started = self
+            .start("/api/auth/register/start", json!({ "name": name }))
+            .await;
+        let credential = self
+            .passkey
+            .create(&started["options"])
+            .expect("authenticator create");
+        self.post(
+            "/api/auth/register/finish",
+            json!({"ceremony": started["ceremony"], "credential": credential}),
+        )
+        .await
+    }
+
+    /// Registers and asserts success; returns the user JSON.
+    pub async fn signed_up(&mut self, name: &str) -> Value {
+        let res = self.register(name).await;
+        assert_eq!(res.status(), 201, "register");
+        let v: Value = res.json().await.expect("json");
+        v["user"].clone()
+    }
+
+    /// Usernameless sign-in with this browser's passkey.
+    pub async fn login(&mut self) -> Response {
+        let started = self.start("/api/auth/login/start", json!({})).await;
+        let credential = self
+            .passkey
+            .get(&started["options"])
+            .expect("authenticator get");
+        self.post(
+            "/api/auth/login/finish",
+            json!({"ceremony": started["ceremony"], "credential": credential}),
+        )
+        .await
+    }
+
+    /// A fresh passkey assertion for the signed-in person (step-up).
+    pub async fn reauth(&mut self) -> Response {
+        let started = self.start("/api/auth/reauth/start", json!({})).await;
+        let credential = self
+            .passkey
+            .get(&started["options"])
+            .expect("authenticator get");
+        self.post(
+            "/api/auth/reauth/finish",
+            json!({"ceremony": started["ceremony"], "credential": credential}),
+        )
+        .await
+    }
+
+    /// Adds a passkey from `device` to the signed-in person.
+    pub async fn add_passkey(&self, device: &mut SoftPasskey, name: Option<&str>) -> Response {
+        let started = self.start("/api/passkeys/start", json!({})).await;
+        let credential = device
+            .create(&started["options"])
+            .expect("authenticator create");
+        let mut body = json!({"ceremony": started["ceremony"], "credential": credential});
+        if let Some(n) = name {
+            body["name"] = json!(n);
+        }
+        self.post("/api/passkeys/finish", body).await
+    }
+}
