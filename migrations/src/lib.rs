@@ -8,6 +8,7 @@ use thiserror::Error;
 
 mod m0001_initial;
 mod m0002_passkeys_sessions;
+mod m0003_connect_codes;
 
 /// The `meta` tree and the key under which the schema version (u32, big endian) lives.
 pub const META_TREE: &str = "meta";
@@ -44,10 +45,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "passkeys_sessions",
         apply: m0002_passkeys_sessions::apply,
     },
+    Migration {
+        version: 3,
+        name: "connect_codes",
+        apply: m0003_connect_codes::apply,
+    },
 ];
 
 /// The schema version a fully migrated store has.
-pub const LATEST: u32 = 2;
+pub const LATEST: u32 = 3;
 
 /// All known steps, in order.
 pub fn all() -> &'static [Migration] {

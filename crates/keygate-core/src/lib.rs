@@ -16,6 +16,7 @@ pub mod error;
 pub mod ids;
 pub mod keyring;
 pub mod openai_error;
+pub mod origin;
 pub mod secret;
 pub mod time;
 pub mod token;

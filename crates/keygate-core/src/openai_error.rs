@@ -213,6 +213,20 @@ impl OpenAiError {
         Self::new(400, INVALID_REQUEST, "key_rejected", message).with_param("api_key")
     }
 
+    pub fn origin_not_allowed(origin: &str) -> Self {
+        Self::new(
+            403,
+            INVALID_REQUEST,
+            "origin_not_allowed",
+            format!("This API key belongs to another app; it cannot be used from {origin}."),
+        )
+    }
+
+    /// The redirect flow's token endpoint: a bad, used or expired code, or a wrong verifier.
+    pub fn invalid_grant(message: impl Into<String>) -> Self {
+        Self::new(400, INVALID_REQUEST, "invalid_grant", message)
+    }
+
     pub fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(400, INVALID_REQUEST, "invalid_request", message)
     }

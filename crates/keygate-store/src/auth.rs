@@ -5,7 +5,8 @@ use keygate_core::time::UnixTime;
 
 use crate::StoreError;
 use crate::records::{
-    CeremonyRecord, PasskeyRecord, SessionRecord, StoredCeremony, StoredPasskey, StoredSession,
+    CeremonyRecord, CodeRecord, PasskeyRecord, SessionRecord, StoredCeremony, StoredCode,
+    StoredPasskey, StoredSession,
 };
 use crate::store::{Store, decode, get, pair_key, put};
 
@@ -193,6 +194,35 @@ impl Store {
                 .unwrap_or(true);
             if expired {
                 self.ceremonies.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    // --- connect codes -----------------------------------------------------------
+
+    pub fn put_code(&self, hash: &str, c: &CodeRecord) -> Result<(), StoreError> {
+        put(&self.connect_codes, hash, &StoredCode::V1(c.clone()))
+    }
+
+    /// Removes and returns a code: a code is spent by any exchange attempt.
+    pub fn take_code(&self, hash: &str) -> Result<Option<CodeRecord>, StoreError> {
+        self.connect_codes
+            .remove(hash)?
+            .map(|v| Ok(decode::<StoredCode>("connect_codes", &v)?.into()))
+            .transpose()
+    }
+
+    pub fn sweep_codes(&self, now: UnixTime) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.connect_codes.iter() {
+            let (k, v) = item?;
+            let expired = decode::<StoredCode>("connect_codes", &v)
+                .map(|c| CodeRecord::from(c).expires_at <= now)
+                .unwrap_or(true);
+            if expired {
+                self.connect_codes.remove(k)?;
                 n += 1;
             }
         }

@@ -12,6 +12,7 @@ mod store;
 pub use auth::DeletePasskey;
 pub use error::StoreError;
 pub use records::{
-    CeremonyRecord, GrantRecord, GrantState, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
+    CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord, SessionRecord, UserRecord,
+    VaultRecord,
 };
 pub use store::{Store, StoreOptions};

@@ -53,6 +53,40 @@ pub struct GrantRecord {
     pub revoked_at: Option<UnixTime>,
     #[serde(default)]
     pub expires_at: Option<UnixTime>,
+    /// The plan the app asked for at connect time (limits arrive with plans support).
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// An approved redirect-flow connection waiting for its code to be exchanged. The
+/// grant (and its secret) is only minted at exchange, so nothing secret waits here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRecord {
+    pub user_id: UserId,
+    pub redirect_uri: String,
+    pub origin: String,
+    /// base64url(SHA-256(code_verifier)), S256 only.
+    pub code_challenge: String,
+    pub app_name: String,
+    pub models: Option<Vec<String>>,
+    pub plan: Option<String>,
+    pub reuse_grant_id: Option<GrantId>,
+    pub expires_at: UnixTime,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(crate) enum StoredCode {
+    #[serde(rename = "1")]
+    V1(CodeRecord),
+}
+
+impl From<StoredCode> for CodeRecord {
+    fn from(s: StoredCode) -> Self {
+        match s {
+            StoredCode::V1(r) => r,
+        }
+    }
 }
 
 /// A registered passkey. `passkey` is webauthn-rs's serialised credential (public key,

@@ -41,6 +41,7 @@ pub struct Store {
     pub(crate) sessions: Tree,
     pub(crate) sessions_by_user: Tree,
     pub(crate) ceremonies: Tree,
+    pub(crate) connect_codes: Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -81,6 +82,7 @@ impl Store {
             sessions: db.open_tree("sessions")?,
             sessions_by_user: db.open_tree("sessions_by_user")?,
             ceremonies: db.open_tree("ceremonies")?,
+            connect_codes: db.open_tree("connect_codes")?,
             db,
         })
     }

@@ -29,6 +29,7 @@ fn grant(user: &UserId, created_at: u64) -> GrantRecord {
         last_used_at: None,
         revoked_at: None,
         expires_at: None,
+        plan: None,
     }
 }
 

@@ -42,6 +42,15 @@ enum Command {
         #[arg(long, short, env = "KEYGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Serve the demo chat app on its own origin, next to a running keygate.
+    Demo {
+        /// The keygate to connect to (its public URL).
+        #[arg(long, default_value = "http://localhost:8080")]
+        vault: String,
+        /// Where the demo listens; a different port is a different origin.
+        #[arg(long, default_value = "127.0.0.1:5173")]
+        listen: std::net::SocketAddr,
+    },
     /// Inspect or rotate the master keyring.
     Keys {
         #[command(subcommand)]
@@ -116,6 +125,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &keygate_store::StoreOptions::default(),
             )?;
             out(&format!("store schema version {}", store.schema_version()?))
+        }
+        Command::Demo { vault, listen } => {
+            let vault =
+                url::Url::parse(&vault).with_context(|| format!("--vault {vault} is not a URL"))?;
+            actix_web::rt::System::new().block_on(async move {
+                let (server, addr) =
+                    keygate_server::demo::build(listen, &vault).context("demo could not start")?;
+                out(&format!(
+                    "demo app on http://{addr} (connecting to keygate at {vault})"
+                ))?;
+                server.await.context("demo server error")
+            })
         }
         Command::Keys { action } => match action {
             KeysAction::List { config } => {

@@ -30,7 +30,9 @@ use crate::services::users::parse_name;
 
 const REGISTER: &str = "register";
 const LOGIN: &str = "login";
-const REAUTH: &str = "reauth";
+pub const REAUTH: &str = "reauth";
+/// The passkey assertion that approves a connect request.
+pub const CONNECT_APPROVE: &str = "connect_approve";
 const ADD: &str = "add_passkey";
 
 /// The passkey service, or why passkeys cannot work with this configuration.
@@ -159,24 +161,31 @@ impl Passkeys {
 
     // --- step-up for the signed-in person ----------------------------------------
 
-    pub fn reauth_start(&self, store: &Store, user: &UserId) -> Result<Started, ServerError> {
+    /// A passkey assertion by the signed-in person, for `kind` (step-up, approvals).
+    pub fn assertion_start(
+        &self,
+        store: &Store,
+        user: &UserId,
+        kind: &'static str,
+    ) -> Result<Started, ServerError> {
         let passkeys = user_passkeys(store, user)?;
         let (rcr, state) = self
             .webauthn()?
             .start_passkey_authentication(&passkeys)
             .map_err(internal)?;
         let options = serde_json::to_value(&rcr).map_err(internal)?;
-        self.save(store, REAUTH, &state, Some(user.clone()), None, options)
+        self.save(store, kind, &state, Some(user.clone()), None, options)
     }
 
-    pub fn reauth_finish(
+    pub fn assertion_finish(
         &self,
         store: &Store,
         user: &UserId,
         ceremony: &str,
         credential: Value,
+        kind: &'static str,
     ) -> Result<(), ServerError> {
-        let c = self.take(store, ceremony, REAUTH)?;
+        let c = self.take(store, ceremony, kind)?;
         if c.user_id.as_ref() != Some(user) {
             return Err(OpenAiError::ceremony_failed(
                 "This passkey check belongs to another session.",

@@ -33,7 +33,9 @@ impl AuthenticatedGrant {
     }
 }
 
-pub fn authenticate(st: &AppState, req: &HttpRequest) -> Result<AuthenticatedGrant, ServerError> {
+/// Finds the grant the presented token belongs to (format, checksum, constant-time
+/// secret check). Says nothing yet about whether it may be used.
+pub fn identify(st: &AppState, req: &HttpRequest) -> Result<GrantRecord, ServerError> {
     let presented = bearer_token(req)?;
     let parsed =
         token::parse(presented).map_err(|e| OpenAiError::invalid_api_key(&e.to_string()))?;
@@ -45,6 +47,12 @@ pub fn authenticate(st: &AppState, req: &HttpRequest) -> Result<AuthenticatedGra
     if !stored.ct_eq(&parsed.hash) {
         return Err(unknown().into());
     }
+    Ok(grant)
+}
+
+/// May the identified grant be used now, from here? State, expiry, and the bound
+/// origin: a browser request (it has an `Origin`) from another origin is refused.
+pub fn usable(grant: GrantRecord, req: &HttpRequest) -> Result<AuthenticatedGrant, ServerError> {
     match grant.state {
         GrantState::Active => {}
         GrantState::Revoked => return Err(OpenAiError::revoked_api_key().into()),
@@ -58,7 +66,18 @@ pub fn authenticate(st: &AppState, req: &HttpRequest) -> Result<AuthenticatedGra
     if grant.expires_at.is_some_and(|at| at <= time::now()) {
         return Err(OpenAiError::expired_api_key().into());
     }
+    if let (Some(bound), Some(origin)) = (grant.origin.as_deref(), request_origin(req))
+        && bound != origin
+    {
+        return Err(OpenAiError::origin_not_allowed(origin).into());
+    }
     Ok(AuthenticatedGrant(grant))
+}
+
+pub fn request_origin(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// Extracts the token from exactly one well-formed `Authorization: Bearer <token>`.

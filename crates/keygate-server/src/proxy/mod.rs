@@ -8,6 +8,7 @@
 mod authenticate;
 mod authorize;
 mod body;
+mod cors;
 mod forward;
 pub mod headers;
 mod stream;
@@ -51,9 +52,33 @@ pub async fn proxy_v1(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<AppState>,
+) -> HttpResponse {
+    if cors::is_preflight(&req) {
+        return cors::preflight(&req);
+    }
+    let grant = match authenticate::identify(&st, &req) {
+        Ok(g) => g,
+        Err(e) => return actix_web::ResponseError::error_response(&e),
+    };
+    // CORS for exactly the grant's bound origin, on every answer from here on.
+    let allow = cors::allowed_origin(&req, grant.origin.as_deref());
+    let mut res = match run(&req, payload, &st, grant).await {
+        Ok(res) => res,
+        Err(e) => actix_web::ResponseError::error_response(&e),
+    };
+    cors::decorate(&mut res, allow);
+    res
+}
+
+async fn run(
+    req: &HttpRequest,
+    payload: web::Payload,
+    st: &AppState,
+    grant: keygate_store::GrantRecord,
 ) -> Result<HttpResponse, ServerError> {
+    let req = req.clone();
     let mut ctx = ProxyCtx::new(&req);
-    let grant = authenticate::authenticate(&st, &req)?;
+    let grant = authenticate::usable(grant, &req)?;
     let restricted = !grant.record().models.is_empty();
     let body = body::read(
         &req,
@@ -63,10 +88,10 @@ pub async fn proxy_v1(
         &mut ctx,
     )
     .await?;
-    authorize::authorize(&st, &grant, &req, &ctx)?;
-    let key = unseal::unseal(&st, &grant)?;
+    authorize::authorize(st, &grant, &req, &ctx)?;
+    let key = unseal::unseal(st, &grant)?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");
-    let upstream = forward::forward(&st, &req, body, &key, &ctx).await?;
+    let upstream = forward::forward(st, &req, body, &key, &ctx).await?;
     drop(key);
-    Ok(stream::respond(&st, &req, upstream, grant, ctx))
+    Ok(stream::respond(st, &req, upstream, grant, ctx))
 }

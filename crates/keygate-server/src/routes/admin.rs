@@ -109,7 +109,16 @@ pub async fn create_grant(
 ) -> Result<HttpResponse, ServerError> {
     let user = users::get(&st.store, &id)?;
     let body = body.into_inner();
-    let new = grants::create(&st.store, &user.id, &body.name, body.models, None).await?;
+    let new = grants::create(
+        &st.store,
+        &user.id,
+        grants::GrantSpec {
+            name: body.name,
+            models: body.models,
+            ..Default::default()
+        },
+    )
+    .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({
         "api_key": new.token.expose_secret(),
         "base_url": st.config.base_url(),

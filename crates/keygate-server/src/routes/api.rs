@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::auth::passkeys::REAUTH;
 use crate::auth::{FreshSession, UserSession, session};
 use crate::error::ServerError;
 use crate::services::grants::{self, GrantView};
@@ -29,8 +30,8 @@ pub struct Empty {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Finish {
-    ceremony: String,
-    credential: Value,
+    pub(crate) ceremony: String,
+    pub(crate) credential: Value,
     #[serde(default)]
     name: Option<String>,
 }
@@ -72,7 +73,7 @@ impl From<&PasskeyRecord> for PasskeyView {
     }
 }
 
-fn started(s: crate::auth::passkeys::Started) -> HttpResponse {
+pub(crate) fn started(s: crate::auth::passkeys::Started) -> HttpResponse {
     HttpResponse::Ok().json(json!({"ceremony": s.ceremony, "options": s.options}))
 }
 
@@ -128,7 +129,11 @@ pub async fn reauth_start(
     st: web::Data<AppState>,
     _: web::Json<Empty>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(started(st.passkeys.reauth_start(&st.store, s.user_id())?))
+    Ok(started(st.passkeys.assertion_start(
+        &st.store,
+        s.user_id(),
+        REAUTH,
+    )?))
 }
 
 pub async fn reauth_finish(
@@ -137,8 +142,13 @@ pub async fn reauth_finish(
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
-    st.passkeys
-        .reauth_finish(&st.store, s.user_id(), &body.ceremony, body.credential)?;
+    st.passkeys.assertion_finish(
+        &st.store,
+        s.user_id(),
+        &body.ceremony,
+        body.credential,
+        REAUTH,
+    )?;
     s.mark_fresh(&st.store, &st.config).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -211,7 +221,16 @@ pub async fn create_grant(
     body: web::Json<CreateGrant>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
-    let new = grants::create(&st.store, s.user_id(), &body.name, body.models, None).await?;
+    let new = grants::create(
+        &st.store,
+        s.user_id(),
+        grants::GrantSpec {
+            name: body.name,
+            models: body.models,
+            ..Default::default()
+        },
+    )
+    .await?;
     Ok(HttpResponse::Created().json(json!({
         "api_key": new.token.expose_secret(),
         "base_url": st.config.base_url(),

@@ -1,9 +1,10 @@
 //! Every route keygate serves, in one table.
 
 mod admin;
-mod api;
+pub(crate) mod api;
+mod connect;
 mod health;
-mod web_pages;
+pub(crate) mod web_pages;
 
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, error, web};
@@ -64,12 +65,33 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/passkeys/{id}", web::patch().to(api::rename_passkey))
                 .route("/passkeys/{id}", web::delete().to(api::delete_passkey))
                 .route("/account", web::delete().to(api::delete_account))
+                .route("/connect/existing", web::get().to(connect::existing))
+                .route(
+                    "/connect/approve/start",
+                    web::post().to(connect::approve_start),
+                )
+                .route(
+                    "/connect/approve/finish",
+                    web::post().to(connect::approve_finish),
+                )
+                .route("/connect/token", web::post().to(connect::token))
+                .route(
+                    "/connect/token",
+                    web::method(actix_web::http::Method::OPTIONS).to(connect::token_preflight),
+                )
                 .default_service(web::to(not_found)),
         )
         .service(web::scope("/v1").default_service(web::to(proxy::proxy_v1)))
         .route("/v1", web::to(proxy::proxy_v1))
         .route("/", web::get().to(web_pages::index))
         .route("/login", web::get().to(web_pages::login))
+        .route("/connect", web::get().to(connect::page))
+        .service(
+            web::scope("/connect")
+                .wrap(from_fn(csrf::middleware))
+                .route("/approve", web::post().to(connect::approve_form))
+                .route("/deny", web::post().to(connect::deny_form)),
+        )
         .route("/dashboard", web::get().to(web_pages::dashboard))
         .route("/{file:.*}", web::get().to(web_pages::asset))
         .default_service(web::to(not_found));

@@ -11,6 +11,7 @@ use crate::error::ServerError;
 #[folder = "../../web/"]
 #[exclude = "*.md"]
 #[exclude = "node_modules/*"]
+#[exclude = "demo/*"]
 struct Assets;
 
 pub async fn index() -> Result<HttpResponse, ServerError> {
@@ -29,9 +30,18 @@ pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, ServerError>
     serve(&path)
 }
 
+pub fn serve_page(path: &str) -> Result<HttpResponse, ServerError> {
+    serve(path)
+}
+
 fn serve(path: &str) -> Result<HttpResponse, ServerError> {
     let file = Assets::get(path).ok_or_else(|| OpenAiError::not_found("Not found."))?;
-    Ok(HttpResponse::Ok()
+    let mut res = HttpResponse::Ok();
+    if path.starts_with("sdk/") {
+        // The SDK is a public script apps on any origin import.
+        res.insert_header(("access-control-allow-origin", "*"));
+    }
+    Ok(res
         .insert_header((CONTENT_TYPE, file.metadata.mimetype()))
         .insert_header((CACHE_CONTROL, "no-cache"))
         .insert_header(("x-content-type-options", "nosniff"))

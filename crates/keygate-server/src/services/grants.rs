@@ -30,6 +30,7 @@ pub struct GrantView {
     pub last_used_at: Option<UnixTime>,
     pub expires_at: Option<UnixTime>,
     pub revoked_at: Option<UnixTime>,
+    pub plan: Option<String>,
 }
 
 impl From<&GrantRecord> for GrantView {
@@ -45,6 +46,7 @@ impl From<&GrantRecord> for GrantView {
             last_used_at: g.last_used_at,
             expires_at: g.expires_at,
             revoked_at: g.revoked_at,
+            plan: g.plan.clone(),
         }
     }
 }
@@ -75,19 +77,32 @@ pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError
     Ok(out)
 }
 
+/// What a new grant is for: its name, models (none = all), bound origin and plan.
+#[derive(Default)]
+pub struct GrantSpec {
+    pub name: String,
+    pub models: Option<Vec<String>>,
+    pub origin: Option<String>,
+    pub plan: Option<String>,
+}
+
 pub async fn create(
     store: &Store,
     user: &UserId,
-    name: &str,
-    models: Option<Vec<String>>,
-    origin: Option<String>,
+    spec: GrantSpec,
 ) -> Result<NewGrant, ServerError> {
+    let GrantSpec {
+        name,
+        models,
+        origin,
+        plan,
+    } = spec;
     let id = GrantId::generate();
     let issued = token::issue(&id);
     let grant = GrantRecord {
         id,
         user_id: user.clone(),
-        name: parse_name(name, "name")?,
+        name: parse_name(&name, "name")?,
         origin,
         models: parse_models(models)?,
         state: GrantState::Active,
@@ -96,6 +111,7 @@ pub async fn create(
         last_used_at: None,
         revoked_at: None,
         expires_at: None,
+        plan,
     };
     store.insert_grant(&grant)?;
     store.flush().await?;
@@ -112,6 +128,26 @@ pub fn list(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError>
         .iter()
         .map(GrantView::from)
         .collect())
+}
+
+/// Issues a new key for an existing active grant of `owner`; the old key stops working.
+pub async fn rekey(store: &Store, id: &GrantId, owner: &UserId) -> Result<NewGrant, ServerError> {
+    let not_found = || OpenAiError::not_found("No such active connection.");
+    let existing = store.grant(id)?.ok_or_else(not_found)?;
+    if existing.user_id != *owner || existing.state != GrantState::Active {
+        return Err(not_found().into());
+    }
+    let issued = token::issue(id);
+    let hash = issued.hash.to_hex();
+    let grant = store
+        .update_grant(id, |g| g.secret_hash = hash.clone())?
+        .ok_or_else(not_found)?;
+    store.flush().await?;
+    tracing::info!(grant_id = %id, "grant re-keyed");
+    Ok(NewGrant {
+        token: issued.token,
+        grant,
+    })
 }
 
 /// Revokes a grant; with `owner`, only if it belongs to that person. Durable before

@@ -26,11 +26,18 @@ async fn main() {
     let lonely = app.create_user("No Key Yet").await;
     let not_enrolled = app.create_grant(&lonely, "app", None).await;
 
+    // The demo app on its own origin (127.0.0.1 vs keygate's localhost).
+    let public = url::Url::parse(&app.address).unwrap();
+    let (demo, demo_addr) =
+        keygate_server::demo::build("127.0.0.1:0".parse().unwrap(), &public).expect("demo server");
+    tokio::spawn(demo);
+
     let mock = app.mock.base_url();
     let env = json!({
         "base_url": app.base_url,
         "public_url": app.address,
         "mock_url": mock.trim_end_matches("/v1"),
+        "demo_url": format!("http://{demo_addr}"),
         "admin_key": ADMIN_KEY,
         "max_body_bytes": MAX_BODY_BYTES,
         "keys": {

@@ -1,0 +1,325 @@
+//! The connect flow's routes: the popup/redirect page, its JSON API, the redirect
+//! form posts that answer with a real 302, and the PKCE token endpoint.
+
+use actix_web::http::header::{ACCEPT, LOCATION};
+use actix_web::{HttpRequest, HttpResponse, web};
+use keygate_core::ids::GrantId;
+use keygate_core::openai_error::OpenAiError;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::UserSession;
+use crate::auth::passkeys::CONNECT_APPROVE;
+use crate::error::ServerError;
+use crate::routes::api::{Empty, started};
+use crate::routes::web_pages;
+use crate::services::connect::{self, Approval};
+use crate::services::grants::GrantView;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct ConnectQuery {
+    response_type: Option<String>,
+    redirect_uri: Option<String>,
+    state: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+/// `GET /connect`: the popup or redirect page. A redirect-mode request is checked
+/// here, before any page is shown; a bad one never redirects anywhere.
+pub async fn page(
+    req: HttpRequest,
+    q: web::Query<ConnectQuery>,
+) -> Result<HttpResponse, ServerError> {
+    let redirect_mode =
+        q.response_type.is_some() || q.redirect_uri.is_some() || q.code_challenge.is_some();
+    if redirect_mode
+        && let Err(e) = connect::parse_redirect_request(
+            q.response_type.as_deref(),
+            q.redirect_uri.as_deref(),
+            q.state.as_deref(),
+            q.code_challenge.as_deref(),
+            q.code_challenge_method.as_deref(),
+        )
+    {
+        return Ok(error_for(&req, &e));
+    }
+    web_pages::serve_page("connect.html")
+}
+
+#[derive(Deserialize)]
+pub struct ExistingQuery {
+    origin: String,
+}
+
+pub async fn existing(
+    s: UserSession,
+    st: web::Data<AppState>,
+    q: web::Query<ExistingQuery>,
+) -> Result<HttpResponse, ServerError> {
+    let origin = connect::parse_origin(&q.origin)?;
+    Ok(HttpResponse::Ok().json(connect::existing(&st.store, s.user_id(), &origin)?))
+}
+
+pub async fn approve_start(
+    s: UserSession,
+    st: web::Data<AppState>,
+    _: web::Json<Empty>,
+) -> Result<HttpResponse, ServerError> {
+    Ok(started(st.passkeys.assertion_start(
+        &st.store,
+        s.user_id(),
+        CONNECT_APPROVE,
+    )?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveFinish {
+    ceremony: String,
+    credential: Value,
+    origin: String,
+    #[serde(default)]
+    app_name: Option<String>,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    reuse_grant_id: Option<String>,
+}
+
+/// Popup mode: the approval is a passkey assertion; the key goes back to the page.
+pub async fn approve_finish(
+    s: UserSession,
+    st: web::Data<AppState>,
+    body: web::Json<ApproveFinish>,
+) -> Result<HttpResponse, ServerError> {
+    let body = body.into_inner();
+    let origin = connect::parse_origin(&body.origin)?;
+    let approval = Approval {
+        app_name: connect::parse_app_name(body.app_name.as_deref(), &origin)?,
+        origin,
+        models: body.models.filter(|m| !m.is_empty()),
+        plan: clean_plan(body.plan.as_deref())?,
+        reuse_grant_id: parse_reuse(body.reuse_grant_id.as_deref())?,
+    };
+    st.passkeys.assertion_finish(
+        &st.store,
+        s.user_id(),
+        &body.ceremony,
+        body.credential,
+        CONNECT_APPROVE,
+    )?;
+    let new = connect::grant_for(&st.store, s.user_id(), approval).await?;
+    tracing::info!(user_id = %s.user_id(), grant_id = %new.grant.id, origin = ?new.grant.origin, "app connected");
+    Ok(HttpResponse::Created().json(json!({
+        "api_key": new.token.expose_secret(),
+        "base_url": st.config.base_url(),
+        "grant": GrantView::from(&new.grant),
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct ApproveForm {
+    ceremony: String,
+    credential: String,
+    redirect_uri: String,
+    state: String,
+    code_challenge: String,
+    code_challenge_method: String,
+    #[serde(default)]
+    app_name: Option<String>,
+    #[serde(default)]
+    models: Option<String>,
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    reuse_grant_id: Option<String>,
+}
+
+/// Redirect mode, a top-level form post: check everything, then `302 redirect_uri?code&state`.
+pub async fn approve_form(
+    req: HttpRequest,
+    s: Option<UserSession>,
+    st: web::Data<AppState>,
+    form: web::Form<ApproveForm>,
+) -> HttpResponse {
+    let result = async {
+        let s = s.ok_or_else(OpenAiError::not_signed_in)?;
+        let f = form.into_inner();
+        let request = connect::parse_redirect_request(
+            Some("code"),
+            Some(&f.redirect_uri),
+            Some(&f.state),
+            Some(&f.code_challenge),
+            Some(&f.code_challenge_method),
+        )?;
+        let origin = request.redirect_uri.origin().clone();
+        let approval = Approval {
+            app_name: connect::parse_app_name(f.app_name.as_deref(), &origin)?,
+            origin,
+            models: connect::parse_models_csv(f.models.as_deref()),
+            plan: clean_plan(f.plan.as_deref())?,
+            reuse_grant_id: parse_reuse(f.reuse_grant_id.as_deref())?,
+        };
+        let credential: Value = serde_json::from_str(&f.credential)
+            .map_err(|_| OpenAiError::invalid_request("credential is not JSON").with_param("credential"))?;
+        st.passkeys
+            .assertion_finish(&st.store, s.user_id(), &f.ceremony, credential, CONNECT_APPROVE)?;
+        let code = connect::issue_code(&st.store, s.user_id(), &request, approval, st.config.ceremony_ttl.as_secs()).await?;
+        tracing::info!(user_id = %s.user_id(), origin = %request.redirect_uri.origin(), "redirect connect approved");
+        Ok::<String, ServerError>(request.redirect_uri.with_query(&[("code", &code), ("state", &request.state)]))
+    }
+    .await;
+    match result {
+        Ok(location) => HttpResponse::Found()
+            .insert_header((LOCATION, location))
+            .finish(),
+        Err(e) => error_for(&req, &e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DenyForm {
+    redirect_uri: String,
+    state: String,
+}
+
+/// Redirect mode: the person said no. `302 redirect_uri?error=access_denied&state`.
+pub async fn deny_form(req: HttpRequest, form: web::Form<DenyForm>) -> HttpResponse {
+    match keygate_core::origin::RedirectUri::parse(&form.redirect_uri) {
+        Ok(uri) => HttpResponse::Found()
+            .insert_header((
+                LOCATION,
+                uri.with_query(&[("error", "access_denied"), ("state", &form.state)]),
+            ))
+            .finish(),
+        Err(e) => error_for(
+            &req,
+            &OpenAiError::invalid_request(e.to_string())
+                .with_param("redirect_uri")
+                .into(),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    code: String,
+    code_verifier: String,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+}
+
+/// `POST /api/connect/token`: code + verifier → key. Called by app servers (no cookie)
+/// or by the app's own page, which then gets CORS for exactly its origin.
+pub async fn token(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    body: web::Json<TokenRequest>,
+) -> Result<HttpResponse, ServerError> {
+    let (new, origin) = connect::exchange(
+        &st.store,
+        &body.code,
+        &body.code_verifier,
+        body.redirect_uri.as_deref(),
+    )
+    .await?;
+    tracing::info!(grant_id = %new.grant.id, "connect code exchanged");
+    let mut res = HttpResponse::Ok();
+    if request_origin(&req) == Some(origin.as_str()) {
+        res.insert_header(("access-control-allow-origin", origin.as_str()));
+        res.insert_header(("vary", "Origin"));
+    }
+    res.insert_header(("cache-control", "no-store"));
+    Ok(res.json(json!({
+        "api_key": new.token.expose_secret(),
+        "base_url": st.config.base_url(),
+        "grant_id": new.grant.id.to_string(),
+    })))
+}
+
+/// CORS preflight for the token endpoint (a browser app exchanging its own code).
+pub async fn token_preflight(req: HttpRequest) -> HttpResponse {
+    let mut res = HttpResponse::NoContent();
+    if let Some(o) = request_origin(&req) {
+        res.insert_header(("access-control-allow-origin", o))
+            .insert_header(("access-control-allow-methods", "POST"))
+            .insert_header(("access-control-allow-headers", "content-type"))
+            .insert_header(("access-control-max-age", "600"))
+            .insert_header(("vary", "Origin"));
+    }
+    res.finish()
+}
+
+fn request_origin(req: &HttpRequest) -> Option<&str> {
+    req.headers().get("origin").and_then(|v| v.to_str().ok())
+}
+
+fn clean_plan(raw: Option<&str>) -> Result<Option<String>, ServerError> {
+    match raw.map(str::trim).filter(|p| !p.is_empty()) {
+        None => Ok(None),
+        Some(p)
+            if p.len() <= 64
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            Ok(Some(p.to_owned()))
+        }
+        Some(_) => Err(OpenAiError::invalid_request(
+            "plan must be a plan name (letters, digits, - _ .)",
+        )
+        .with_param("plan")
+        .into()),
+    }
+}
+
+fn parse_reuse(raw: Option<&str>) -> Result<Option<GrantId>, ServerError> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(id) => GrantId::parse(id)
+            .map(Some)
+            .map_err(|_| OpenAiError::not_found("No such connection for this app.").into()),
+    }
+}
+
+/// Browsers get a readable page; API clients the OpenAI-shaped JSON. Same status.
+fn error_for(req: &HttpRequest, e: &ServerError) -> HttpResponse {
+    let wants_html = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if !wants_html {
+        return actix_web::ResponseError::error_response(e);
+    }
+    let err = e.to_openai();
+    let status = actix_web::http::StatusCode::from_u16(err.status)
+        .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("content-security-policy", "default-src 'self'; frame-ancestors 'none'"))
+        .body(format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>keygate: this connection request can't be completed</title>\
+             <link rel=\"stylesheet\" href=\"/css/app.css\"></head><body><main class=\"error-page\">\
+             <h1>This connection request can't be completed</h1><p>{}</p>\
+             <p><small>Error code: <code>{}</code>. Tell the app's developer; nothing was shared.</small></p>\
+             </main></body></html>",
+            escape(&err.message),
+            escape(err.code.unwrap_or("error"))
+        ))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

@@ -1,0 +1,257 @@
+//! "Sign in with OpenAI": approving an app, and the redirect + PKCE code exchange.
+//!
+//! Popup mode creates the grant at approval and hands the key straight to the popup
+//! page. Redirect mode stores the approval under the SHA-256 of a random code; the
+//! grant and its key are minted only when the app exchanges the code with the right
+//! PKCE verifier, so nothing secret waits in the store.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keygate_core::ids::{GrantId, UserId};
+use keygate_core::openai_error::OpenAiError;
+use keygate_core::origin::{AppOrigin, RedirectUri};
+use keygate_core::time;
+use keygate_store::{CodeRecord, GrantState, Store};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::auth::passkeys::random_token;
+use crate::error::ServerError;
+use crate::services::grants::{self, GrantSpec, GrantView, NewGrant};
+
+/// What the person approved for an app.
+pub struct Approval {
+    pub origin: AppOrigin,
+    pub app_name: String,
+    /// `None` = all models.
+    pub models: Option<Vec<String>>,
+    pub plan: Option<String>,
+    pub reuse_grant_id: Option<GrantId>,
+}
+
+/// The validated query of a redirect-mode `GET /connect`.
+pub struct RedirectRequest {
+    pub redirect_uri: RedirectUri,
+    pub state: String,
+    pub code_challenge: String,
+}
+
+const MAX_APP_NAME: usize = 100;
+
+pub fn parse_app_name(raw: Option<&str>, origin: &AppOrigin) -> Result<String, ServerError> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(origin
+            .as_str()
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .to_owned()),
+        Some(n) if n.chars().count() > MAX_APP_NAME || n.chars().any(char::is_control) => {
+            Err(OpenAiError::invalid_request(format!(
+                "app_name must be at most {MAX_APP_NAME} plain characters"
+            ))
+            .with_param("app_name")
+            .into())
+        }
+        Some(n) => Ok(n.to_owned()),
+    }
+}
+
+pub fn parse_origin(raw: &str) -> Result<AppOrigin, ServerError> {
+    AppOrigin::parse(raw).map_err(|_| {
+        OpenAiError::invalid_request("`origin` must be a web origin such as https://app.example")
+            .with_param("origin")
+            .into()
+    })
+}
+
+/// Models from the redirect query / form: comma-separated, empty = all.
+pub fn parse_models_csv(raw: Option<&str>) -> Option<Vec<String>> {
+    let list: Vec<String> = raw
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!list.is_empty()).then_some(list)
+}
+
+/// Checks a redirect-mode request: response_type=code, a usable redirect_uri, a state,
+/// and an S256 code challenge (the only method keygate accepts).
+pub fn parse_redirect_request(
+    response_type: Option<&str>,
+    redirect_uri: Option<&str>,
+    state: Option<&str>,
+    code_challenge: Option<&str>,
+    method: Option<&str>,
+) -> Result<RedirectRequest, ServerError> {
+    let bad = |param: &str, msg: String| -> ServerError {
+        OpenAiError::invalid_request(msg).with_param(param).into()
+    };
+    if response_type != Some("code") {
+        return Err(bad("response_type", "response_type must be `code`".into()));
+    }
+    let redirect_uri = RedirectUri::parse(redirect_uri.unwrap_or(""))
+        .map_err(|e| bad("redirect_uri", e.to_string()))?;
+    let state = state.unwrap_or("");
+    if state.is_empty() || state.len() > 512 {
+        return Err(bad(
+            "state",
+            "state is required (1–512 characters) so the app can match the answer to its request"
+                .into(),
+        ));
+    }
+    match method {
+        Some("S256") => {}
+        Some(other) => {
+            return Err(bad(
+                "code_challenge_method",
+                format!("code_challenge_method `{other}` is not supported; use S256"),
+            ));
+        }
+        None => {
+            return Err(bad(
+                "code_challenge_method",
+                "code_challenge_method=S256 is required".into(),
+            ));
+        }
+    }
+    let challenge = code_challenge.unwrap_or("");
+    let valid = challenge.len() == 43
+        && URL_SAFE_NO_PAD
+            .decode(challenge)
+            .is_ok_and(|b| b.len() == 32);
+    if !valid {
+        return Err(bad(
+            "code_challenge",
+            "code_challenge must be base64url(SHA-256(code_verifier)), 43 characters".into(),
+        ));
+    }
+    Ok(RedirectRequest {
+        redirect_uri,
+        state: state.to_owned(),
+        code_challenge: challenge.to_owned(),
+    })
+}
+
+/// The person's active grants already bound to `origin`.
+pub fn existing(
+    store: &Store,
+    user: &UserId,
+    origin: &AppOrigin,
+) -> Result<Vec<GrantView>, ServerError> {
+    Ok(store
+        .grants_for_user(user)?
+        .iter()
+        .filter(|g| g.state == GrantState::Active && g.origin.as_deref() == Some(origin.as_str()))
+        .map(GrantView::from)
+        .collect())
+}
+
+/// Creates (or re-keys) the grant for an approval.
+pub async fn grant_for(
+    store: &Store,
+    user: &UserId,
+    approval: Approval,
+) -> Result<NewGrant, ServerError> {
+    if let Some(id) = &approval.reuse_grant_id {
+        let existing = store
+            .grant(id)?
+            .filter(|g| g.origin.as_deref() == Some(approval.origin.as_str()))
+            .ok_or_else(|| OpenAiError::not_found("No such connection for this app."))?;
+        return grants::rekey(store, &existing.id, user).await;
+    }
+    grants::create(
+        store,
+        user,
+        GrantSpec {
+            name: approval.app_name,
+            models: approval.models,
+            origin: Some(approval.origin.to_string()),
+            plan: approval.plan,
+        },
+    )
+    .await
+}
+
+/// Stores a redirect-mode approval and returns the one-time code.
+pub async fn issue_code(
+    store: &Store,
+    user: &UserId,
+    request: &RedirectRequest,
+    approval: Approval,
+    ttl_secs: u64,
+) -> Result<String, ServerError> {
+    let code = random_token();
+    let record = CodeRecord {
+        user_id: user.clone(),
+        redirect_uri: request.redirect_uri.as_str().to_owned(),
+        origin: approval.origin.to_string(),
+        code_challenge: request.code_challenge.clone(),
+        app_name: approval.app_name,
+        models: approval.models,
+        plan: approval.plan,
+        reuse_grant_id: approval.reuse_grant_id,
+        expires_at: time::now() + ttl_secs,
+    };
+    store.put_code(&hash(&code), &record)?;
+    store.flush().await?;
+    Ok(code)
+}
+
+/// Exchanges a code for a key. Any attempt spends the code, right or wrong.
+pub async fn exchange(
+    store: &Store,
+    code: &str,
+    verifier: &str,
+    redirect_uri: Option<&str>,
+) -> Result<(NewGrant, AppOrigin), ServerError> {
+    let invalid = |m: &str| -> ServerError { OpenAiError::invalid_grant(m.to_owned()).into() };
+    if code.is_empty() || code.len() > 128 {
+        return Err(invalid("The code is not valid."));
+    }
+    let record = store
+        .take_code(&hash(code))?
+        .ok_or_else(|| invalid("The code is not valid: unknown, already used, or expired."))?;
+    store.flush().await?;
+    if record.expires_at <= time::now() {
+        return Err(invalid(
+            "The code has expired (codes last 5 minutes). Start the connection again.",
+        ));
+    }
+    let verifier_ok = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    if !verifier_ok || !bool::from(computed.as_bytes().ct_eq(record.code_challenge.as_bytes())) {
+        return Err(invalid(
+            "The code_verifier does not match the code_challenge; the code is now spent.",
+        ));
+    }
+    if let Some(uri) = redirect_uri
+        && uri != record.redirect_uri
+    {
+        return Err(invalid(
+            "redirect_uri does not match the one the code was issued for; the code is now spent.",
+        ));
+    }
+    let origin = AppOrigin::parse(&record.origin)
+        .map_err(|_| ServerError::Internal("stored origin unreadable".into()))?;
+    let approval = Approval {
+        origin: origin.clone(),
+        app_name: record.app_name,
+        models: record.models,
+        plan: record.plan,
+        reuse_grant_id: record.reuse_grant_id,
+    };
+    let new = grant_for(store, &record.user_id, approval).await?;
+    Ok((new, origin))
+}
+
+fn hash(code: &str) -> String {
+    Sha256::digest(code.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
