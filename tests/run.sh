@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole keygate test suite, from a fresh clone: formatting, lints, every Rust test
-# (unit, store, HTTP integration, binary/CLI, canary), then the official openai SDKs
-# (Python and Node) against a live keygate. Installs what it needs itself, idempotently.
+# (unit, store, HTTP integration, binary/CLI, canary), the official openai SDKs (Python
+# and Node) against a live keygate, and the browser end-to-end tests in Chromium. Installs what it needs itself, idempotently.
 #
 #   bash tests/run.sh            # everything
-#   KG_SKIP_SDK=1 bash tests/run.sh   # Rust only (a quick local loop)
+#   KG_SKIP_SDK=1 KG_SKIP_BROWSER=1 bash tests/run.sh   # Rust only (a quick local loop)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,11 @@ cargo test --workspace --locked
 if [[ "${KG_SKIP_SDK:-}" != "1" ]]; then
   step "official openai SDKs (Python, Node) against keygate"
   bash tests/sdk/run.sh
+fi
+
+if [[ "${KG_SKIP_BROWSER:-}" != "1" ]]; then
+  step "browser end-to-end tests (Chromium, virtual passkey authenticator)"
+  bash tests/browser/run.sh
 fi
 
 step "all suites passed"

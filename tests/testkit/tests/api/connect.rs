@@ -605,3 +605,40 @@ async fn the_sdk_is_importable_from_any_origin() {
         panic!("/sdk/keygate.js is not served: {}", res.status());
     }
 }
+
+#[tokio::test]
+async fn the_demo_server_serves_its_own_origin_pointing_at_the_vault() {
+    let vault = url::Url::parse("http://localhost:8080").unwrap();
+    let (server, addr) =
+        keygate_server::demo::build("127.0.0.1:0".parse().unwrap(), &vault).unwrap();
+    let handle = server.handle();
+    tokio::spawn(server);
+    let client = reqwest::Client::new();
+    let config: Value = client
+        .get(format!("http://{addr}/config.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["vault"], "http://localhost:8080");
+    let res = client.get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("connect-src 'self' http://localhost:8080"),
+        "{csp}"
+    );
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("<!doctype html")
+    );
+    handle.stop(false).await;
+}
