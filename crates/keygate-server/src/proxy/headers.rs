@@ -18,8 +18,10 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-const NEVER_UPSTREAM: [&str; 17] = [
+const NEVER_UPSTREAM: [&str; 18] = [
     "host",
+    // actix answered any `100-continue` already; the upstream gets the whole body.
+    "expect",
     "authorization",
     "cookie",
     "content-length",
@@ -129,6 +131,7 @@ mod tests {
             ("Origin", b"https://app.example"),
             ("Accept-Encoding", b"gzip"),
             ("Content-Length", b"10"),
+            ("Expect", b"100-continue"),
             ("Content-Type", b"application/json"),
             ("Accept", b"text/event-stream"),
             ("User-Agent", b"OpenAI/Python 1.0"),
