@@ -1,0 +1,207 @@
+// The unhappy paths a person can meet on keygate's pages: a passkey prompt that is closed, an
+// expired session, a key OpenAI refuses, the passkey step-up before a sensitive change; plus
+// the landing page and dark mode.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import {
+  addAuthenticator,
+  assertClean,
+  launch,
+  liveText,
+  openPage,
+  pageFetch,
+  register,
+  screenshot,
+  waitForDashboard,
+} from "./lib.mjs";
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** A signed-in person on the dashboard, with their page, CDP session and authenticator. */
+async function signedIn(name, pageOptions) {
+  const opened = await openPage(browser, pageOptions);
+  const authenticatorId = await addAuthenticator(opened.cdp);
+  await register(opened.page, name);
+  return { ...opened, authenticatorId };
+}
+
+test("a closed passkey prompt shows a friendly message, not an error dump", async () => {
+  const { context, page, cdp, problems, authenticatorId } = await signedIn("Grace Hopper");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.waitForURL(/\/login/);
+
+  // The authenticator can no longer verify the person: the browser rejects the prompt with
+  // NotAllowedError, exactly as when someone closes it.
+  await cdp.send("WebAuthn.setUserVerified", { authenticatorId, isUserVerified: false });
+  await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+  const message = await liveText(page, "#notice");
+  assert.match(message, /passkey prompt was closed/i);
+  assert.doesNotMatch(message, /NotAllowedError|DOMException|timed out or was not allowed/);
+  await screenshot(page, "09-login-prompt-closed");
+
+  // The same for creating an account.
+  await page.getByLabel("Your name").fill("Someone Else");
+  await page.getByRole("button", { name: "Create account with a passkey" }).click();
+  assert.match(await liveText(page, "#register-notice"), /passkey prompt was closed/i);
+
+  // And it works again once the person goes through with it.
+  await cdp.send("WebAuthn.setUserVerified", { authenticatorId, isUserVerified: true });
+  await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+  await waitForDashboard(page);
+  await assertClean(page, problems, "closed prompt");
+  await context.close();
+});
+
+test("the dashboard sends a signed-out visitor to sign in", async () => {
+  const { context, page, problems } = await openPage(browser);
+  await page.goto("/dashboard");
+  await page.waitForURL(/\/login$/);
+  await page.getByRole("button", { name: "Sign in with a passkey" }).waitFor();
+  assert.equal(await page.locator("#notice .alert").count(), 0, "no note for a first visit");
+  await assertClean(page, problems, "signed-out dashboard");
+  await context.close();
+});
+
+test("an expired session sends the person to sign in again, with a note", async () => {
+  const { context, page, problems } = await signedIn("Katherine Johnson");
+  // The session disappears while the dashboard is open (expiry, or signed out elsewhere).
+  await context.clearCookies();
+  await page.getByRole("button", { name: "New key" }).click();
+  await page.getByLabel("Name", { exact: true }).fill("Orbit calculator");
+  await page.getByRole("button", { name: "Create key" }).click();
+  await page.waitForURL(/\/login\?reason=expired$/);
+  assert.match(await liveText(page, "#notice"), /session expired/i);
+  await screenshot(page, "10-login-session-expired");
+  await assertClean(page, problems, "expired session");
+
+  // Nothing was created without a session: sign in again and look.
+  await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+  await waitForDashboard(page);
+  const grants = await pageFetch(page, "GET", "/api/grants");
+  assert.deepEqual(grants.body, []);
+  await context.close();
+});
+
+test("a key OpenAI refuses is not stored, and the page says why", async () => {
+  const { context, page, problems } = await signedIn("Annie Easley");
+  // The mock upstream refuses keys starting with sk-reject (as OpenAI refuses a revoked key).
+  await page.getByLabel("OpenAI API key").fill("sk-reject-this-one-000000000000000000000000");
+  await page.getByRole("button", { name: "Store key" }).click();
+  const message = await liveText(page, "#key-form-msg");
+  assert.match(message, /did not accept this key/i);
+  assert.equal(await page.getByLabel("OpenAI API key").getAttribute("aria-invalid"), "true");
+  const key = await pageFetch(page, "GET", "/api/key");
+  assert.equal(key.body.enrolled, false);
+
+  // Something that isn't an OpenAI key at all never leaves the page.
+  await page.getByLabel("OpenAI API key").fill("hello");
+  await page.getByRole("button", { name: "Store key" }).click();
+  assert.match(await liveText(page, "#key-form-msg"), /start with “sk-”/);
+  await screenshot(page, "11-dashboard-key-refused");
+  await assertClean(page, problems, "refused key");
+  await context.close();
+});
+
+test("a sensitive change asks for the passkey again, then goes through", async () => {
+  const { context, page, problems } = await signedIn("Mary Jackson");
+  await page.getByLabel("OpenAI API key").fill("sk-first-key-0000000000000000000000000000AAAA");
+  await page.getByRole("button", { name: "Store key" }).click();
+  await page.locator("#key-status").waitFor({ state: "visible" });
+
+  // A session is fresh for a few minutes after a passkey check. Make keygate's answer to the
+  // first DELETE /api/key "fresh_passkey_required", as it is once that time has passed; the
+  // passkey check and the retry then go to keygate for real.
+  let intercepted = 0;
+  await page.route("**/api/key", async (route) => {
+    if (route.request().method() === "DELETE" && intercepted === 0) {
+      intercepted += 1;
+      await route.fulfill({
+        status: 403,
+        contentType: "application/json",
+        body: JSON.stringify({
+          error: {
+            message: "Confirm with your passkey to continue.",
+            type: "invalid_request_error",
+            param: null,
+            code: "fresh_passkey_required",
+          },
+        }),
+      });
+      return;
+    }
+    await route.continue();
+  });
+
+  const reauth = [];
+  page.on("request", (req) => {
+    if (req.url().includes("/api/auth/reauth/")) reauth.push(new URL(req.url()).pathname);
+  });
+
+  // First the person gives up at the passkey step: nothing changes.
+  await page.getByRole("button", { name: "Delete", exact: true }).click();
+  let confirm = page.getByRole("dialog", { name: "Delete your OpenAI key?" });
+  await confirm.getByRole("button", { name: "Delete key" }).click();
+  let stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
+  await stepUp.waitFor();
+  await screenshot(page, "12-dialog-step-up", { fullPage: false });
+  await stepUp.getByRole("button", { name: "Cancel" }).click();
+  assert.match(await confirm.locator(".alert-error").innerText(), /didn’t confirm with your passkey/);
+  await confirm.getByRole("button", { name: "Cancel" }).click();
+  assert.equal((await pageFetch(page, "GET", "/api/key")).body.enrolled, true);
+
+  // Then goes through with it.
+  intercepted = 0;
+  await page.getByRole("button", { name: "Delete", exact: true }).click();
+  confirm = page.getByRole("dialog", { name: "Delete your OpenAI key?" });
+  await confirm.getByRole("button", { name: "Delete key" }).click();
+  stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
+  await stepUp.getByRole("button", { name: "Use passkey" }).click();
+  await confirm.waitFor({ state: "detached" });
+  await page.locator("#key-form").waitFor({ state: "visible" });
+  assert.deepEqual(reauth, ["/api/auth/reauth/start", "/api/auth/reauth/finish"]);
+  assert.equal((await pageFetch(page, "GET", "/api/key")).body.enrolled, false);
+  await page.unroute("**/api/key");
+  await assertClean(page, problems, "step-up");
+  await context.close();
+});
+
+test("the last passkey can't be removed", async () => {
+  const { context, page } = await signedIn("Dorothy Vaughan");
+  const remove = page.locator("#passkeys-list").getByRole("button", { name: /^Remove/ });
+  assert.equal(await remove.isDisabled(), true);
+  const [passkey] = (await pageFetch(page, "GET", "/api/passkeys")).body;
+  const res = await pageFetch(page, "DELETE", `/api/passkeys/${passkey.id}`);
+  assert.equal(res.status, 409);
+  assert.equal(res.body.error.code, "last_passkey");
+  await context.close();
+});
+
+test("dark mode and the landing page look finished", async () => {
+  const { context, page, problems } = await signedIn("Mae Jemison", { colorScheme: "dark" });
+  await page.getByLabel("OpenAI API key").fill("sk-dark-mode-000000000000000000000000000DARK");
+  await page.getByRole("button", { name: "Store key" }).click();
+  await page.locator("#key-status").waitFor({ state: "visible" });
+  await page.getByRole("button", { name: "New key" }).click();
+  await page.getByLabel("Name", { exact: true }).fill("Night owl");
+  await page.getByRole("button", { name: "Create key" }).click();
+  await page.locator("#new-key").waitFor({ state: "visible" });
+  await screenshot(page, "13-dashboard-dark");
+
+  await page.goto("/");
+  await page.getByRole("heading", { name: "Your OpenAI key, behind a passkey." }).waitFor();
+  await screenshot(page, "14-landing-dark");
+  await page.emulateMedia({ colorScheme: "light" });
+  await screenshot(page, "15-landing");
+  await page.goto("/login");
+  await waitForDashboard(page);
+  await assertClean(page, problems, "dark mode and landing");
+  await context.close();
+});
