@@ -1,8 +1,8 @@
 //! Phase 2: the request body. Bounded everywhere: a `Content-Length` over the limit is
 //! refused before a byte is read; JSON bodies are buffered (up to the limit) only to
 //! learn `model` and `stream` and are forwarded unchanged; other bodies stream through
-//! a counting pump. Multipart bodies are buffered only when the grant restricts models,
-//! to read their `model` field.
+//! a counting pump. When the grant restricts models, multipart bodies are buffered to
+//! read their `model` field and every other body must be JSON.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,8 +68,13 @@ pub async fn read(
         .unwrap_or("")
         .to_ascii_lowercase();
     let essence = content_type.split(';').next().unwrap_or("").trim();
-    let is_json = essence == "application/json" || essence.ends_with("+json");
     let is_multipart = essence == "multipart/form-data";
+    // For a model-restricted grant every non-multipart body is read as JSON (OpenAI's
+    // endpoints take nothing else), so a missing or odd Content-Type cannot smuggle a
+    // model past the check.
+    let is_json = essence == "application/json"
+        || essence.ends_with("+json")
+        || (need_model && !is_multipart);
 
     if is_json {
         let bytes = buffer(&mut payload, limit, content_length).await?;

@@ -146,6 +146,16 @@ async fn models_outside_the_grant_are_403_and_never_forwarded() {
         .await
         .unwrap();
     assert_openai_error(res, 400, "invalid_request").await;
+    // A JSON body under another Content-Type (or none) is still read for its model.
+    for ct in [Some("text/plain"), None] {
+        let mut req = app
+            .v1(Method::POST, "/chat/completions", &g.api_key)
+            .body(r#"{"model":"gpt-4o","messages":[]}"#);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        assert_openai_error(req.send().await.unwrap(), 403, "model_not_allowed").await;
+    }
     // Multipart bodies (audio, images) are checked too.
     let form = reqwest::multipart::Form::new()
         .text("model", "whisper-1")
