@@ -147,9 +147,18 @@ impl Application {
             .last_used
             .spawn_flusher(self.state.store.clone(), Duration::from_secs(1));
         let sweeper = spawn_sweeper(&self.state);
+        let resealer = {
+            let (store, keyring) = (self.state.store.clone(), self.state.keyring.clone());
+            tokio::spawn(async move {
+                if let Err(e) = crate::services::vault::reseal_all(&store, &keyring).await {
+                    tracing::error!(error = %e, "re-sealing vault records failed");
+                }
+            })
+        };
         let result = self.server.await;
         flusher.abort();
         sweeper.abort();
+        resealer.abort();
         self.state.last_used.write_to(&self.state.store);
         if let Err(e) = self.state.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");

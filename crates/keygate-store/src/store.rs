@@ -136,6 +136,19 @@ impl Store {
         Ok(get::<StoredVault>(&self.vault, "vault", user.as_str())?.map(Into::into))
     }
 
+    /// Compare-and-swap: replaces `old` with `new` only if the stored record is still
+    /// exactly `old`. Returns whether it did.
+    pub fn replace_vault(&self, old: &VaultRecord, new: &VaultRecord) -> Result<bool, StoreError> {
+        let enc = |r: &VaultRecord| {
+            serde_json::to_vec(&StoredVault::V1(r.clone()))
+                .map_err(|e| StoreError::Encode(e.to_string()))
+        };
+        let swapped =
+            self.vault
+                .compare_and_swap(old.user_id.as_str(), Some(enc(old)?), Some(enc(new)?))?;
+        Ok(swapped.is_ok())
+    }
+
     pub fn delete_vault(&self, user: &UserId) -> Result<bool, StoreError> {
         Ok(self.vault.remove(user.as_str())?.is_some())
     }

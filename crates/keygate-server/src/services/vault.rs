@@ -104,3 +104,57 @@ pub async fn put_key_validated(
     tracing::info!(user_id = %user, kid = %record.kid, "OpenAI key sealed and stored");
     Ok(record)
 }
+
+/// Re-seals every vault record made under an older master key with the active one
+/// (after `keygate keys rotate`). Online: each record is replaced atomically, and a
+/// record that does not open is left as it is and logged. Returns how many changed.
+pub async fn reseal_all(store: &Store, keyring: &Keyring) -> Result<usize, ServerError> {
+    let mut changed = 0;
+    for record in store.vault_records()? {
+        let Ok(sealed) = keygate_core::vault::SealedKey::from_compact(record.sealed.clone()) else {
+            tracing::error!(user_id = %record.user_id, "vault record is not a JWE; left as is");
+            continue;
+        };
+        if !sealed.needs_reseal(keyring) {
+            continue;
+        }
+        let binding = Binding {
+            user_id: record.user_id.clone(),
+            key_id: record.key_id.clone(),
+        };
+        let opened = match vault::open(keyring, &sealed, &binding) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(user_id = %record.user_id, kid = sealed.kid(), error = %e, "vault record did not open; left as is");
+                continue;
+            }
+        };
+        let resealed = vault::seal(
+            keyring,
+            &binding,
+            &opened.key,
+            opened.org.as_deref(),
+            opened.project.as_deref(),
+            opened.issued_at,
+        )
+        .map_err(|e| ServerError::Internal(e.to_string()))?;
+        let updated = VaultRecord {
+            sealed: resealed.as_compact().to_owned(),
+            kid: resealed.kid().to_owned(),
+            ..record.clone()
+        };
+        // Only replace what we read: a key replaced meanwhile keeps the newer record.
+        if store.replace_vault(&record, &updated)? {
+            changed += 1;
+        }
+    }
+    if changed > 0 {
+        store.flush().await?;
+        tracing::info!(
+            records = changed,
+            kid = keyring.active_kid(),
+            "re-sealed vault records under the active master key"
+        );
+    }
+    Ok(changed)
+}

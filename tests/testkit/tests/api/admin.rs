@@ -227,3 +227,48 @@ async fn everything_survives_a_restart_on_the_same_data_dir() {
     assert_eq!(res.status(), 200);
     drop(data);
 }
+
+/// After a master key rotation, records are re-sealed under the new key in the
+/// background, so the old key can eventually be retired.
+#[tokio::test]
+async fn rotated_master_keys_reseal_records_online() {
+    use base64::Engine;
+    let k = |b: u8| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([b; 32]);
+    let old = format!("k-old:{}", k(1));
+    let both = format!("k-new:{},{old}", k(2));
+    let new_only = format!("k-new:{}", k(2));
+
+    let app = spawn_app_with(|c| c.master_keys = Some(old.clone())).await;
+    let g = app.enrolled_grant(None).await;
+    let data = app.stop().await;
+    let path = data.path().to_path_buf();
+
+    let app = spawn_app_with(|c| {
+        c.data_dir = Some(path.clone());
+        c.master_keys = Some(both.clone());
+    })
+    .await;
+    assert_eq!(
+        app.chat_completions(&g.api_key, &chat("gpt-4o-mini"))
+            .await
+            .status(),
+        200
+    );
+    // Give the background pass a moment, then retire the old key entirely.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    app.stop().await;
+
+    let app = spawn_app_with(|c| {
+        c.data_dir = Some(path.clone());
+        c.master_keys = Some(new_only.clone());
+    })
+    .await;
+    assert_eq!(
+        app.chat_completions(&g.api_key, &chat("gpt-4o-mini"))
+            .await
+            .status(),
+        200,
+        "the record was not re-sealed under the new key"
+    );
+    drop(data);
+}
