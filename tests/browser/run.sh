@@ -141,6 +141,7 @@ const out = {
   KG_PUBLIC_URL: env.public_url,
   KG_BASE_URL: env.base_url,
   KG_MOCK_URL: env.mock_url,
+  KG_DEMO_URL: env.demo_url, // the demo app on its own origin (connect*.test.mjs)
 };
 for (const [k, v] of Object.entries(out)) {
   if (!v) throw new Error(`testenv line has no value for ${k}`);

@@ -50,6 +50,7 @@ const el = {
   keySave: $("#key-save"),
   consent: $("#step-consent"),
   consentApp: $("#consent-app"),
+  consentDeclared: $("#consent-declared"),
   consentOrigin: $("#consent-origin"),
   originLabel: $("#origin-label"),
   originNote: $("#origin-note"),
@@ -363,6 +364,7 @@ async function consentStep() {
   existing.sort((a, b) => (b.last_used_at || b.created_at || 0) - (a.last_used_at || a.created_at || 0));
 
   el.consentApp.textContent = app.name;
+  el.consentDeclared.hidden = !app.declaredName;
   el.consentOrigin.textContent = app.origin;
   const secure = app.origin.startsWith("https://") || isLocal(app.origin);
   el.originLabel.textContent = mode === "popup" ? "Verified website" : "Website you'll return to";
@@ -373,10 +375,9 @@ async function consentStep() {
   if (!secure) el.originNote.textContent += " Warning: this website doesn't use HTTPS.";
   el.meName.textContent = me?.name || "you";
 
-  renderExisting();
-  renderModels();
-  el.planRow.hidden = !app.plan;
   el.planName.textContent = app.plan || "";
+  renderModels();
+  renderExisting();
   show(el.consent);
 }
 
@@ -384,6 +385,7 @@ function renderExisting() {
   el.existingGroup.hidden = existing.length === 0;
   if (!existing.length) {
     replace(el.existingList);
+    syncModelsEnabled();
     return;
   }
   const options = existing.map((g, i) =>
@@ -393,14 +395,14 @@ function renderExisting() {
       checked: i === 0,
       title: `Use existing connection “${g.name}” (new key)`,
       meta: [
+        `Models: ${g.models?.length ? g.models.join(", ") : "all models"}`,
+        h("br"),
         "Connected ",
         timeEl(g.created_at),
-        " · last used ",
-        timeEl(g.last_used_at, { relative: true, never: "never" }),
-        " · ",
-        g.models?.length ? g.models.join(", ") : "all models",
+        " · Last used: ",
+        timeEl(g.last_used_at, { relative: true, never: "Never" }),
       ],
-      note: "The app gets a new key; the one it had stops working.",
+      note: "Keeps its models and settings. The app gets a new key; the one it had stops working.",
     }),
   );
   options.push(
@@ -409,7 +411,7 @@ function renderExisting() {
       value: "new",
       checked: false,
       title: "Create a new connection",
-      meta: ["A second, separate key with the models below."],
+      meta: ["A second, separate key; choose its models below."],
     }),
   );
   replace(el.existingList, options);
@@ -440,22 +442,12 @@ function selectedReuse() {
   return picked && picked.value !== "new" ? existing.find((g) => g.id === picked.value) || null : null;
 }
 
-/** Re-keying an existing connection keeps its models: the model choice is for new ones. */
+/** Re-keying an existing connection keeps its models and plan: those choices are for new ones. */
 function syncModelsEnabled() {
-  const reuse = selectedReuse();
-  el.modelsGroup.disabled = Boolean(reuse);
-  el.modelsGroup.classList.toggle("is-inactive", Boolean(reuse));
-  const note = el.modelsGroup.querySelector(".models-reuse-note");
-  if (note) note.remove();
-  if (reuse) {
-    el.modelsGroup.append(
-      h(
-        "p",
-        { class: "hint models-reuse-note" },
-        `“${reuse.name}” keeps its models: ${reuse.models?.length ? reuse.models.join(", ") : "all models"}.`,
-      ),
-    );
-  }
+  const reuse = Boolean(selectedReuse());
+  el.modelsGroup.hidden = reuse;
+  el.modelsGroup.disabled = reuse;
+  el.planRow.hidden = reuse || !app.plan;
 }
 
 function renderModels() {

@@ -197,7 +197,7 @@ impl Passkeys {
         let result = self
             .webauthn()?
             .finish_passkey_authentication(&cred, &state)
-            .map_err(|e| rejected("passkey check", e))?;
+            .map_err(|e| rejected("check", e))?;
         let mut record = store
             .passkey_by_credential(
                 &URL_SAFE_NO_PAD.encode(AsRef::<[u8]>::as_ref(result.cred_id())),
