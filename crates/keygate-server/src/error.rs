@@ -100,6 +100,41 @@ pub fn render(e: &OpenAiError) -> HttpResponse {
     res.body(e.to_json())
 }
 
+/// Whether the client is a browser navigating (a page load or form post).
+pub fn wants_html(headers: &actix_web::http::header::HeaderMap) -> bool {
+    headers
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// The same error as a small page, for top-level navigations (connect flow).
+pub fn render_html(e: &OpenAiError) -> HttpResponse {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("content-security-policy", "default-src 'self'; frame-ancestors 'none'"))
+        .body(format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>keygate: this request can't be completed</title>\
+             <link rel=\"stylesheet\" href=\"/css/app.css\"></head><body><main class=\"error-page\">\
+             <h1>This connection request can't be completed</h1><p>{}</p>\
+             <p><small>Error code: <code>{}</code>. Tell the app's developer; nothing was shared.</small></p>\
+             </main></body></html>",
+            escape(&e.message),
+            escape(e.code.unwrap_or("error"))
+        ))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

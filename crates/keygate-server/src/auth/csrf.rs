@@ -10,7 +10,7 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use keygate_core::openai_error::OpenAiError;
 
-use crate::error::render;
+use crate::error::{render, render_html, wants_html};
 use crate::state::AppState;
 
 /// Paths under `/api` that apps call from their servers (no cookie, no Origin).
@@ -38,7 +38,12 @@ pub async fn middleware(
             .map(ServiceResponse::map_into_left_body),
         _ => {
             tracing::info!(path = %req.path(), origin = ?origin, "refused: foreign or missing Origin");
-            let res = render(&OpenAiError::csrf_failed());
+            let e = OpenAiError::csrf_failed();
+            let res = if wants_html(req.headers()) {
+                render_html(&e)
+            } else {
+                render(&e)
+            };
             Ok(req.into_response(res).map_into_right_body())
         }
     }

@@ -1,7 +1,7 @@
 //! The connect flow's routes: the popup/redirect page, its JSON API, the redirect
 //! form posts that answer with a real 302, and the PKCE token endpoint.
 
-use actix_web::http::header::{ACCEPT, LOCATION};
+use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use keygate_core::ids::GrantId;
 use keygate_core::openai_error::OpenAiError;
@@ -289,37 +289,9 @@ fn parse_reuse(raw: Option<&str>) -> Result<Option<GrantId>, ServerError> {
 
 /// Browsers get a readable page; API clients the OpenAI-shaped JSON. Same status.
 fn error_for(req: &HttpRequest, e: &ServerError) -> HttpResponse {
-    let wants_html = req
-        .headers()
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"));
-    if !wants_html {
-        return actix_web::ResponseError::error_response(e);
+    if crate::error::wants_html(req.headers()) {
+        crate::error::render_html(&e.to_openai())
+    } else {
+        actix_web::ResponseError::error_response(e)
     }
-    let err = e.to_openai();
-    let status = actix_web::http::StatusCode::from_u16(err.status)
-        .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
-    HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("content-security-policy", "default-src 'self'; frame-ancestors 'none'"))
-        .body(format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>keygate: this connection request can't be completed</title>\
-             <link rel=\"stylesheet\" href=\"/css/app.css\"></head><body><main class=\"error-page\">\
-             <h1>This connection request can't be completed</h1><p>{}</p>\
-             <p><small>Error code: <code>{}</code>. Tell the app's developer; nothing was shared.</small></p>\
-             </main></body></html>",
-            escape(&err.message),
-            escape(err.code.unwrap_or("error"))
-        ))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }

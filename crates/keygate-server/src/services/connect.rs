@@ -56,12 +56,34 @@ pub fn parse_app_name(raw: Option<&str>, origin: &AppOrigin) -> Result<String, S
     }
 }
 
+/// An app origin for a grant: https, or plain http only on localhost / 127.0.0.1 —
+/// the same rule as for redirect URIs, so both connect modes bind alike.
 pub fn parse_origin(raw: &str) -> Result<AppOrigin, ServerError> {
-    AppOrigin::parse(raw).map_err(|_| {
-        OpenAiError::invalid_request("`origin` must be a web origin such as https://app.example")
+    let bad = |m: &str| -> ServerError {
+        OpenAiError::invalid_request(m.to_owned())
             .with_param("origin")
             .into()
-    })
+    };
+    let origin = AppOrigin::parse(raw)
+        .map_err(|_| bad("`origin` must be a web origin such as https://app.example"))?;
+    let local = origin.as_str().starts_with("http://localhost")
+        || origin.as_str().starts_with("http://127.0.0.1");
+    let local = local
+        && matches!(
+            origin
+                .as_str()
+                .trim_start_matches("http://")
+                .split(':')
+                .next(),
+            Some("localhost" | "127.0.0.1")
+        );
+    if origin.as_str().starts_with("https://") || local {
+        Ok(origin)
+    } else {
+        Err(bad(
+            "apps must be served over https (plain http is allowed only for localhost and 127.0.0.1)",
+        ))
+    }
 }
 
 /// Models from the redirect query / form: comma-separated, empty = all.

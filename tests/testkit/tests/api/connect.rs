@@ -445,6 +445,19 @@ async fn popup_approval_binds_the_grant_to_the_origin_and_can_reuse_it() {
     // Reusing a grant of another origin is refused.
     let res = approve_popup(&mut b, "https://other.example", Some(gid)).await;
     assert_openai_error(res, 404, "not_found").await;
+    // A plain-http app origin is accepted only on localhost, as for redirect URIs.
+    assert_openai_error(
+        approve_popup(&mut b, "http://app.example", None).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_eq!(
+        approve_popup(&mut b, "http://localhost:5173", None)
+            .await
+            .status(),
+        201
+    );
     // Without the passkey assertion nothing is created.
     let res = b
         .post(
