@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Turns the files of one tests/bench/run.sh run into bench-results.json and a
+Markdown table on stdout. Usage: report.py RUN_DIR OUT_JSON"""
+
+import json
+import os
+import re
+import sys
+
+run, out_path = sys.argv[1], sys.argv[2]
+
+
+def load(name):
+    p = os.path.join(run, name)
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        text = f.read().strip()
+    if name.endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            # little-traffic.json holds several objects, one per line
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return text
+
+
+def num(name):
+    t = load(name)
+    try:
+        return int(t) if t else None
+    except ValueError:
+        return None
+
+
+def wrk(name):
+    t = load(f"wrk-{name}.txt")
+    if not t:
+        return None
+    r = {"raw": t}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", t)
+    r["rps"] = float(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", t)
+    r["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors:(.*)", t)
+    r["socket_errors"] = m.group(1).strip() if m else None
+    m = re.search(r"(\d+) requests in", t)
+    r["requests"] = int(m.group(1)) if m else None
+    return r
+
+
+def criterion(name):
+    d = load(f"criterion-{name}.json")
+    if not d:
+        return None
+    return {
+        "mean_ns": d["mean"]["point_estimate"],
+        "mean_ci_ns": [
+            d["mean"]["confidence_interval"]["lower_bound"],
+            d["mean"]["confidence_interval"]["upper_bound"],
+        ],
+        "median_ns": d["median"]["point_estimate"],
+    }
+
+
+res = {
+    "machine": load("machine.json"),
+    # keygate's runs alternate with direct requests: "direct" is their baseline.
+    "latency_c1": {
+        "direct": (load("latency-keygate.json") or {}).get("baseline"),
+        "keygate": load("latency-keygate.json"),
+        "direct_alongside_litellm": (load("latency-litellm.json") or {}).get("baseline"),
+        "litellm": load("latency-litellm.json"),
+    },
+    "stream_ttfb_c1": {
+        "direct": (load("ttfb-keygate.json") or {}).get("baseline"),
+        "keygate": load("ttfb-keygate.json"),
+    },
+    "throughput": {
+        "direct": load("tput-direct.json"),
+        "keygate": load("tput-keygate.json"),
+        "litellm": load("tput-litellm.json"),
+        "litellm_nproc_workers": load("tput-litellm-nproc.json"),
+    },
+    "wrk": {n: wrk(n) for n in ("direct", "keygate", "litellm")},
+    "memory": {
+        "start": load("mem-start.json"),
+        "idle": load("mem-idle.json"),
+        "after_load": load("mem-after-load.json"),
+        "hold": load("hold.json"),
+        "litellm": load("mem-litellm.json"),
+    },
+    "unseal": {"unseal": criterion("unseal"), "seal": criterion("seal")},
+    "loadavg_before_measuring": load("loadavg-before-measuring.txt"),
+    "quiet_checks": (load("quiet.txt") or "").splitlines(),
+    "litellm_version": load("litellm-version.txt"),
+    "litellm_skipped": load("litellm-skipped.txt"),
+}
+
+
+def get(d, *path):
+    for p in path:
+        if d is None:
+            return None
+        d = d.get(p) if isinstance(d, dict) else None
+    return d
+
+
+def sub(a, b):
+    return None if a is None or b is None else round(a - b, 1)
+
+
+lat = res["latency_c1"]
+ttfb = res["stream_ttfb_c1"]
+tp = res["throughput"]
+mem = res["memory"]
+kg_rps = get(tp, "keygate", "rps")
+ll_rps = get(tp, "litellm", "rps")
+per_stream = get(mem, "hold", "per_stream_bytes")
+derived = {
+    "added_p50_us": sub(get(lat, "keygate", "total_us", "p50"), get(lat, "direct", "total_us", "p50")),
+    "added_p99_us": sub(get(lat, "keygate", "total_us", "p99"), get(lat, "direct", "total_us", "p99")),
+    "litellm_added_p50_us": sub(get(lat, "litellm", "total_us", "p50"), get(lat, "direct_alongside_litellm", "total_us", "p50")),
+    "litellm_added_p99_us": sub(get(lat, "litellm", "total_us", "p99"), get(lat, "direct_alongside_litellm", "total_us", "p99")),
+    "ttfb_added_p50_us": sub(get(ttfb, "keygate", "ttfb_us", "p50"), get(ttfb, "direct", "ttfb_us", "p50")),
+    "ttfb_added_p99_us": sub(get(ttfb, "keygate", "ttfb_us", "p99"), get(ttfb, "direct", "ttfb_us", "p99")),
+    "keygate_over_litellm": (kg_rps / ll_rps) if kg_rps and ll_rps else None,
+    "keygate_over_direct": (kg_rps / get(tp, "direct", "rps")) if kg_rps and get(tp, "direct", "rps") else None,
+    "wrk_keygate_over_litellm": (
+        get(res, "wrk", "keygate", "rps") / get(res, "wrk", "litellm", "rps")
+        if get(res, "wrk", "keygate", "rps") and get(res, "wrk", "litellm", "rps")
+        else None
+    ),
+    "per_stream_kb": per_stream / 1024 if per_stream is not None else None,
+    "keygate_over_litellm_nproc_workers": (
+        kg_rps / get(tp, "litellm_nproc_workers", "rps")
+        if kg_rps and get(tp, "litellm_nproc_workers", "rps")
+        else None
+    ),
+}
+res["derived"] = derived
+
+
+def verdict(value, limit, higher_is_better=False):
+    if value is None:
+        return "not measured"
+    ok = value >= limit if higher_is_better else value <= limit
+    return "met" if ok else "NOT met"
+
+
+unseal_us = get(res, "unseal", "unseal", "mean_ns")
+unseal_us = unseal_us / 1000 if unseal_us is not None else None
+idle_kb = get(mem, "idle", "VmRSS")
+idle_mb = idle_kb / 1024 if idle_kb else None
+targets = [
+    ("Added latency p99, non-stream, c=1", derived["added_p99_us"], "≤ 250 µs", verdict(derived["added_p99_us"], 250), "µs"),
+    ("Added time to first SSE byte p99, c=1", derived["ttfb_added_p99_us"], "≤ 500 µs", verdict(derived["ttfb_added_p99_us"], 500), "µs"),
+    ("Throughput c=64, keygate ÷ LiteLLM", derived["keygate_over_litellm"], "≥ 100×", verdict(derived["keygate_over_litellm"], 100, True), "×"),
+    ("RSS idle (after start + a little traffic)", idle_mb, "≤ 20 MiB", verdict(idle_mb, 20), "MiB"),
+    (f"RSS per idle open stream ({get(mem, 'hold', 'open') or 0:,} held)", derived["per_stream_kb"], "≤ 64 KiB", verdict(derived["per_stream_kb"], 64), "KiB"),
+    ("Unseal (vault::open) mean", unseal_us, "≤ 5 µs", verdict(unseal_us, 5), "µs"),
+]
+res["targets"] = [
+    {"what": w, "value": v, "unit": u, "target": t, "result": r} for (w, v, t, r, u) in targets
+]
+
+with open(out_path, "w") as f:
+    json.dump(res, f, indent=2, sort_keys=False)
+
+
+def fmt(v, unit="", digits=1):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        v = round(v, digits)
+        if digits == 0:
+            v = int(v)
+        return f"{v:,}{unit}"
+    return f"{v:,}{unit}"
+
+
+print("\n## Targets\n")
+print("| What | Measured | Target | Result |")
+print("| --- | --- | --- | --- |")
+for w, v, t, r, u in targets:
+    digits = 2 if u in ("µs",) and w.startswith("Unseal") else (0 if u == "×" else 1)
+    print(f"| {w} | {fmt(v, ' ' + u, digits)} | {t} | {r} |")
+
+print("\n## Latency at concurrency 1 (µs; sequential requests on one keep-alive connection)\n")
+print("| Path | n | p50 | p90 | p99 | p99.9 | added p50 | added p99 | errors | machine busy |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for name, label, base in (
+    ("direct", "direct → upstream (alternating with keygate)", None),
+    ("keygate", "via keygate", "direct"),
+    ("direct_alongside_litellm", "direct → upstream (alternating with LiteLLM)", None),
+    ("litellm", "via LiteLLM", "direct_alongside_litellm"),
+):
+    d = lat.get(name)
+    s = get(d, "total_us")
+    if not s:
+        print(f"| {label} | — | — | — | — | — | — | — | — | — |")
+        continue
+    ap50 = sub(s["p50"], get(lat, base, "total_us", "p50")) if base else None
+    ap99 = sub(s["p99"], get(lat, base, "total_us", "p99")) if base else None
+    busy = d.get("machine_busy")
+    print(f"| {label} | {s['n']:,} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} | {fmt(s['p999'])} | {fmt(ap50)} | {fmt(ap99)} | {d['errors']} | {fmt(busy * 100 if busy is not None else None, '%', 0)} |")
+
+print("\n## Streaming time to first SSE body byte, concurrency 1 (µs)\n")
+print("| Path | n | p50 | p90 | p99 | p99.9 | whole stream p50 | added p50 | added p99 | machine busy |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for name, label in (("direct", "direct → upstream (alternating with keygate)"), ("keygate", "via keygate")):
+    d = ttfb.get(name)
+    s = get(d, "ttfb_us")
+    if not s:
+        print(f"| {label} | — | — | — | — | — | — | — | — | — |")
+        continue
+    ap50 = sub(s["p50"], get(ttfb, "direct", "ttfb_us", "p50")) if name != "direct" else None
+    ap99 = sub(s["p99"], get(ttfb, "direct", "ttfb_us", "p99")) if name != "direct" else None
+    busy = d.get("machine_busy")
+    print(f"| {label} | {s['n']:,} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} | {fmt(s['p999'])} | {fmt(get(d, 'total_us', 'p50'))} | {fmt(ap50)} | {fmt(ap99)} | {fmt(busy * 100 if busy is not None else None, '%', 0)} |")
+
+print(f"\n## Throughput, {get(res, 'machine', 'concurrency')} connections, closed loop ({get(res, 'machine', 'secs')} s after {get(res, 'machine', 'warmup_secs')} s warmup)\n")
+print("| Path | req/s (keygate-bench) | req/s (wrk) | p50 ms | p99 ms | errors | proxy CPU (cores) | proxy CPU µs/req | upstream cores | load gen cores | machine busy |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+nproc = get(res, "machine", "nproc")
+for name, label, proxy in (
+    ("direct", "direct → upstream", None),
+    ("keygate", "via keygate", "keygate"),
+    ("litellm", "via LiteLLM (1 worker)", "litellm"),
+    ("litellm_nproc_workers", f"via LiteLLM ({nproc} workers)", "litellm"),
+):
+    d = tp.get(name)
+    w = get(res, "wrk", name)
+    if not d:
+        print(f"| {label} | — | {fmt(get(w, 'rps'), '', 0)} | — | — | — | — | — | — | — | — |")
+        continue
+    l = d.get("latency_us") or {}
+    pc = get(d, "cpu", proxy) if proxy else None
+    print(
+        f"| {label} | {fmt(d['rps'], '', 0)} | {fmt(get(w, 'rps'), '', 0)} | {fmt((l.get('p50') or 0) / 1000, '', 2)} | {fmt((l.get('p99') or 0) / 1000, '', 2)} "
+        f"| {d['errors']} | {fmt(get(pc, 'cores'), '', 2)} | {fmt(get(pc, 'us_per_req'), '', 1)} | {fmt(get(d, 'cpu', 'upstream', 'cores'), '', 2)} "
+        f"| {fmt(get(d, 'cpu', 'loadgen', 'cores'), '', 2)} | {fmt(d['machine_busy'] * 100, '%', 0)} |"
+    )
+print(
+    f"\nkeygate ÷ LiteLLM (1 worker): {fmt(derived['keygate_over_litellm'], '×', 0)} (keygate-bench), {fmt(derived['wrk_keygate_over_litellm'], '×', 0)} (wrk); "
+    f"keygate ÷ LiteLLM ({nproc} workers): {fmt(derived['keygate_over_litellm_nproc_workers'], '×', 0)}; keygate ÷ direct: {fmt(derived['keygate_over_direct'], '', 2)}"
+)
+
+h = mem.get("hold") or {}
+print("\n## Memory (keygate, KiB from /proc/PID/status)\n")
+print("| When | VmRSS | RssAnon | RssFile | open fds |")
+print("| --- | --- | --- | --- | --- |")
+
+
+def memrow(label, m, fds=None):
+    m = m or {}
+    print(f"| {label} | {fmt(m.get('VmRSS'))} | {fmt(m.get('RssAnon'))} | {fmt(m.get('RssFile'))} | {fmt(fds)} |")
+
+
+memrow("right after start", mem.get("start"))
+memrow("idle after start + 250 requests", mem.get("idle"), h.get("fds_before"))
+memrow(f"with {h.get('open', '—')} idle streams open (upstream holding {get(h, 'upstream_with', 'hold_open')})", h.get("mem_with"), h.get("fds_with"))
+memrow(f"{get(h, 'release_wait_s')} s + 2 s after the clients closed them (upstream still holding {get(h, 'upstream_after_close', 'hold_open')})", {"VmRSS": h.get("rss_after_close_kb")}, h.get("fds_after_close"))
+memrow("after the throughput runs", mem.get("after_load"))
+if mem.get("litellm"):
+    memrow("(LiteLLM, 1 worker, after its runs)", mem.get("litellm"))
+print(f"\nper open stream: {fmt(derived['per_stream_kb'], ' KiB', 1)} ((RSS with − RSS idle) ÷ {h.get('open')})")
+rel = h.get("upstream_released_after_s")
+print(
+    f"upstream requests cancelled after the clients left: "
+    + (f"within {rel:.2f} s" if rel is not None else f"NO — still open {get(h, 'release_wait_s')} s after the clients closed")
+)
+
+u = res["unseal"]
+print("\n## Vault JWE (criterion, keygate-core)\n")
+for k in ("unseal", "seal"):
+    c = u.get(k)
+    if c:
+        print(f"- {k}: mean {c['mean_ns'] / 1000:.2f} µs (95% CI {c['mean_ci_ns'][0] / 1000:.2f}–{c['mean_ci_ns'][1] / 1000:.2f} µs)")
+    else:
+        print(f"- {k}: not measured")
+
+for q in res["quiet_checks"]:
+    print(f"\nquiet check: {q}", end="")
+print()
+if res["litellm_skipped"]:
+    print(f"\nLiteLLM: {res['litellm_skipped']}")
+elif res["litellm_version"]:
+    print(f"\nLiteLLM version {res['litellm_version']}")
+m = res["machine"] or {}
+print(f"\nMachine: {m.get('nproc')} cores, {m.get('cpu_model')}, kernel {m.get('kernel')}, load average {m.get('loadavg_at_start')} at start, {res['loadavg_before_measuring']} before measuring; keygate built from {m.get('keygate_source')}")

@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# keygate's benchmark harness: every figure in docs/BENCHMARKS.md, in one run.
+#
+#   bash tests/bench/run.sh
+#
+# A measurement, not a test: it prints a Markdown table and writes the raw numbers to
+# tests/.artifacts/bench-results.json; it never fails on a slow number (only when
+# something could not be built, started or measured at all).
+#
+# What runs, all on this machine's loopback, sharing its cores:
+#   - keygate-bench upstream: a zero-work OpenAI upstream (tests/bench/src/upstream.rs)
+#   - keygate (cargo build --release -p keygate, RUST_LOG=warn) in front of it
+#   - LiteLLM's proxy (PyPI litellm[proxy], venv in tests/.artifacts/bench-venv) in
+#     front of the same upstream, as the reference peer
+#   - keygate-bench latency/throughput/hold (the load generator), and wrk as a
+#     cross-check of the throughput figures
+#   - cargo bench -p keygate-core --bench unseal (criterion)
+#
+# Knobs (environment): KG_BENCH_N (5000) and KG_BENCH_WARMUP (500) sequential requests;
+# KG_BENCH_LITELLM_N (2000) and KG_BENCH_LITELLM_WARMUP (200) for LiteLLM, which is
+# ~100x slower; KG_BENCH_SECS (10) and KG_BENCH_WARMUP_SECS (3) per throughput run;
+# KG_BENCH_CONC (64); KG_BENCH_HOLD (1000) idle streams; KG_BENCH_PORT (18080: keygate,
+# +1 upstream, +2 LiteLLM); KG_BENCH_SKIP_LITELLM=1, KG_BENCH_SKIP_WRK=1,
+# KG_BENCH_SKIP_UNSEAL=1, KG_BENCH_SKIP_LITELLM_2W=1 to leave a part out;
+# KG_BENCH_LITELLM_SPEC (the pip spec); KG_BENCH_GIT_REV=HEAD to build keygate from a
+# commit (a clean `git archive`) instead of the working tree; KG_BENCH_QUIET_WAIT (300)
+# and KG_BENCH_QUIET_BUSY (15): before each measuring phase, wait up to that many
+# seconds for the machine to be less than that % busy (0 to skip the wait).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+ART=$ROOT/tests/.artifacts
+RUN=$ART/bench-run
+OUT=$ART/bench-results.json
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BENCH=$TARGET_DIR/release/keygate-bench
+KEYGATE=$TARGET_DIR/release/keygate
+VENV=$ART/bench-venv
+
+N=${KG_BENCH_N:-5000}
+WARMUP=${KG_BENCH_WARMUP:-500}
+LL_N=${KG_BENCH_LITELLM_N:-2000}
+LL_WARMUP=${KG_BENCH_LITELLM_WARMUP:-200}
+SECS=${KG_BENCH_SECS:-10}
+WARMUP_SECS=${KG_BENCH_WARMUP_SECS:-3}
+CONC=${KG_BENCH_CONC:-64}
+HOLD=${KG_BENCH_HOLD:-1000}
+KG_PORT=${KG_BENCH_PORT:-18080}
+UP_PORT=$((KG_PORT + 1))
+LL_PORT=$((KG_PORT + 2))
+LL_SPEC=${KG_BENCH_LITELLM_SPEC:-"litellm[proxy]==1.106.2"}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+UP_URL=http://127.0.0.1:$UP_PORT/v1/chat/completions
+KG_URL=http://127.0.0.1:$KG_PORT/v1/chat/completions
+LL_URL=http://127.0.0.1:$LL_PORT/v1/chat/completions
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+
+rm -rf "$RUN"
+mkdir -p "$RUN"
+
+# Every process this script starts, stopped by pid on exit.
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+wait_http() { # url seconds
+  local url=$1 secs=$2 i
+  for ((i = 0; i < secs * 10; i++)); do
+    if curl -sf -o /dev/null "$url"; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+mem_json() { # pid -> {"VmRSS":..,"RssAnon":..,"RssFile":..,"VmHWM":..} in KiB
+  awk 'BEGIN { printf "{"; n = 0 }
+    /^(VmRSS|RssAnon|RssFile|RssShmem|VmHWM|Threads):/ { sub(":", "", $1); printf "%s\"%s\": %s", (n++ ? ", " : ""), $1, $2 }
+    END { print "}" }' "/proc/$1/status"
+}
+
+# Waits (up to KG_BENCH_QUIET_WAIT s, default 300) until the machine is quiet: all CPUs
+# less than KG_BENCH_QUIET_BUSY % busy (default 15) for 3 seconds in a row, so other
+# people's builds and tests do not end up in the figures. Appends to quiet.txt.
+QUIET_WAIT=${KG_BENCH_QUIET_WAIT:-300}
+QUIET_BUSY=${KG_BENCH_QUIET_BUSY:-15}
+busy_pct() { # CPU busy % over the next second
+  local a b
+  a=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; printf "%d", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
+}
+wait_quiet() { # label
+  local start=$SECONDS quiet=0 pct=100
+  while ((SECONDS - start < QUIET_WAIT)); do
+    pct=$(busy_pct)
+    if ((pct < QUIET_BUSY)); then quiet=$((quiet + 1)); else quiet=0; fi
+    ((quiet >= 3)) && break
+  done
+  local waited=$((SECONDS - start))
+  echo "$1: waited ${waited}s, last second ${pct}% busy$( ((quiet >= 3)) || echo ' (NOT quiet: gave up waiting)')" >>"$RUN/quiet.txt"
+  note "quiet check before $1: waited ${waited}s, ${pct}% busy$( ((quiet >= 3)) || echo ' — not quiet, going on anyway')"
+}
+
+port_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# 1000 held streams need ~2 descriptors each in keygate and one in each peer.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if (($(ulimit -n) < 4 * HOLD + 256)); then
+  note "ulimit -n is $(ulimit -n): fewer than $((4 * HOLD + 256)); the hold test may fail"
+fi
+
+for p in "$KG_PORT" "$UP_PORT" "$LL_PORT"; do
+  if ! port_free "$p"; then
+    echo "port $p is in use; set KG_BENCH_PORT to another base" >&2
+    exit 1
+  fi
+done
+
+# ---------------------------------------------------------------------------- setup
+if [[ -n "${KG_BENCH_GIT_REV:-}" ]]; then
+  KG_SOURCE_DESC="commit $(git rev-parse --short "$KG_BENCH_GIT_REV")"
+else
+  KG_SOURCE_DESC="working tree: HEAD $(git rev-parse --short HEAD 2>/dev/null || echo unknown) + $(git status --porcelain -- crates migrations Cargo.toml Cargo.lock 2>/dev/null | wc -l) uncommitted paths under crates/, migrations/, Cargo.*"
+fi
+step "machine"
+{
+  echo "{"
+  echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
+  echo "  \"nproc\": $(nproc),"
+  echo "  \"cpu_model\": \"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')\","
+  echo "  \"kernel\": \"$(uname -r)\","
+  echo "  \"mem_total_kb\": $(awk '/MemTotal/ {print $2}' /proc/meminfo),"
+  echo "  \"loadavg_at_start\": \"$(cut -d' ' -f1-3 /proc/loadavg)\","
+  echo "  \"git_commit\": \"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\","
+  echo "  \"keygate_source\": \"$KG_SOURCE_DESC\","
+  echo "  \"rustc\": \"$(rustc --version)\","
+  echo "  \"ulimit_n\": $(ulimit -n),"
+  echo "  \"n\": $N, \"warmup\": $WARMUP, \"litellm_n\": $LL_N, \"litellm_warmup\": $LL_WARMUP,"
+  echo "  \"secs\": $SECS, \"warmup_secs\": $WARMUP_SECS, \"concurrency\": $CONC, \"hold\": $HOLD"
+  echo "}"
+} >"$RUN/machine.json"
+note "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+if [[ -n "${KG_BENCH_GIT_REV:-}" ]]; then
+  # Benchmark a commit rather than the working tree (which others may be editing):
+  # a clean `git archive` of it, built in its own directory.
+  REV=$(git rev-parse --short "$KG_BENCH_GIT_REV")
+  SRC=$ART/bench-src/$REV
+  step "keygate from commit $REV: cargo build --release -p keygate in $SRC"
+  if [[ ! -f $SRC/Cargo.toml ]]; then
+    mkdir -p "$SRC"
+    git archive "$REV" | tar -x -C "$SRC"
+  fi
+  # The harness itself always comes from the working tree (the commit's workspace may
+  # list tests/bench as a member before the files are committed).
+  rm -rf "$SRC/tests/bench" && mkdir -p "$SRC/tests" && cp -r "$ROOT/tests/bench" "$SRC/tests/bench"
+  (cd "$SRC" && CARGO_TARGET_DIR="$SRC/target" cargo build --release -p keygate)
+  KEYGATE=$SRC/target/release/keygate
+  KEYGATE_SRC=$SRC
+else
+  step "cargo build --release -p keygate"
+  cargo build --release -p keygate
+  KEYGATE_SRC=$ROOT
+fi
+step "cargo build --release -p keygate-bench"
+cargo build --release -p keygate-bench
+
+USE_WRK=0
+if [[ "${KG_BENCH_SKIP_WRK:-}" != "1" ]]; then
+  if ! command -v wrk >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    step "apt-get install -y wrk (throughput cross-check)"
+    (apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null 2>&1; }) || true
+  fi
+  command -v wrk >/dev/null && USE_WRK=1 || note "wrk not available: no cross-check"
+fi
+
+USE_LITELLM=0
+if [[ "${KG_BENCH_SKIP_LITELLM:-}" != "1" ]]; then
+  step "LiteLLM proxy ($LL_SPEC) in $VENV"
+  if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import litellm.proxy.proxy_server' >/dev/null 2>&1; then
+    note "already installed"
+  else
+    (python3 -m venv "$VENV" && "$VENV/bin/pip" install -q --upgrade pip &&
+      "$VENV/bin/pip" install -q "$LL_SPEC") >"$RUN/litellm-install.log" 2>&1 || true
+  fi
+  if "$VENV/bin/python" -c 'import litellm.proxy.proxy_server' >/dev/null 2>&1; then
+    USE_LITELLM=1
+    "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' >"$RUN/litellm-version.txt" 2>/dev/null || true
+  else
+    echo "LiteLLM could not be installed; see $RUN/litellm-install.log" >"$RUN/litellm-skipped.txt"
+    tail -5 "$RUN/litellm-install.log" >>"$RUN/litellm-skipped.txt" 2>/dev/null || true
+    note "$(head -1 "$RUN/litellm-skipped.txt")"
+  fi
+else
+  echo "skipped (KG_BENCH_SKIP_LITELLM=1)" >"$RUN/litellm-skipped.txt"
+fi
+
+# ----------------------------------------------------------------------- unseal
+if [[ "${KG_BENCH_SKIP_UNSEAL:-}" != "1" ]]; then
+  step "cargo bench -p keygate-core --bench unseal"
+  if [[ $KEYGATE_SRC == "$ROOT" ]]; then CRIT_TARGET=$TARGET_DIR; else CRIT_TARGET=$KEYGATE_SRC/target; fi
+  # Build first, then wait for a quiet machine, then measure.
+  (cd "$KEYGATE_SRC" && CARGO_TARGET_DIR="$CRIT_TARGET" cargo bench -p keygate-core --bench unseal --no-run)
+  wait_quiet unseal
+  (cd "$KEYGATE_SRC" && CARGO_TARGET_DIR="$CRIT_TARGET" cargo bench -p keygate-core --bench unseal) 2>&1 | tee "$RUN/unseal.txt" >&2
+  for f in unseal seal; do
+    est=$CRIT_TARGET/criterion/$f/new/estimates.json
+    if [[ -f $est ]]; then cp "$est" "$RUN/criterion-$f.json"; fi
+  done
+fi
+
+# ------------------------------------------------------------ upstream + keygate
+wait_quiet "keygate measurements"
+cut -d' ' -f1-3 /proc/loadavg >"$RUN/loadavg-before-measuring.txt"
+step "zero-work upstream on :$UP_PORT"
+"$BENCH" upstream --listen "127.0.0.1:$UP_PORT" 2>"$RUN/upstream.log" &
+UP_PID=$!
+PIDS+=("$UP_PID")
+wait_http "http://127.0.0.1:$UP_PORT/bench/stats" 10 || { echo "upstream did not start" >&2; exit 1; }
+
+step "keygate serve on :$KG_PORT (RUST_LOG=warn)"
+ADMIN_KEY="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+env KEYGATE_DATA_DIR="$RUN/keygate-data" \
+  KEYGATE_LISTEN="127.0.0.1:$KG_PORT" \
+  KEYGATE_UPSTREAM_URL="http://127.0.0.1:$UP_PORT/v1" \
+  KEYGATE_ADMIN_KEY="$ADMIN_KEY" \
+  RUST_LOG=warn \
+  "$KEYGATE" serve 2>"$RUN/keygate.log" &
+KG_PID=$!
+PIDS+=("$KG_PID")
+wait_http "http://127.0.0.1:$KG_PORT/healthz" 30 || { echo "keygate did not start; see $RUN/keygate.log" >&2; cat "$RUN/keygate.log" >&2; exit 1; }
+note "keygate pid $KG_PID, RSS right after start $(awk '/VmRSS/ {print $2}' /proc/$KG_PID/status) kB"
+mem_json "$KG_PID" >"$RUN/mem-start.json"
+
+admin() { # method path json
+  curl -sf -X "$1" "http://127.0.0.1:$KG_PORT$2" -H "Authorization: Bearer $ADMIN_KEY" \
+    -H 'Content-Type: application/json' -d "$3"
+}
+jget() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
+USER_ID=$(admin POST /admin/users '{"name":"bench"}' | jget id)
+admin PUT "/admin/users/$USER_ID/openai-key" '{"api_key":"sk-proj-bench-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"}' >/dev/null
+GRANT_KEY=$(admin POST "/admin/users/$USER_ID/grants" '{"name":"bench"}' | jget api_key)
+[[ $GRANT_KEY == kg_* ]] || { echo "no grant key" >&2; exit 1; }
+note "grant ready"
+
+# ------------------------------------------------------------------------ memory
+step "memory: idle RSS after a little traffic, then $HOLD idle streams"
+"$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" --warmup 0 --n 200 >"$RUN/little-traffic.json"
+"$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" --warmup 0 --n 50 --stream >>"$RUN/little-traffic.json"
+sleep 2
+mem_json "$KG_PID" >"$RUN/mem-idle.json"
+note "idle: $(cat "$RUN/mem-idle.json") (KiB)"
+"$BENCH" hold --url "$KG_URL" --key "$GRANT_KEY" --n "$HOLD" --pid "$KG_PID" \
+  --upstream "http://127.0.0.1:$UP_PORT" >"$RUN/hold.json"
+note "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("open", d["open"], "of", d["requested"], "| RSS", d["rss_before_kb"], "->", d["rss_with_kb"], "kB | upstream held", (d["upstream_with"] or {}).get("hold_open"), "| upstream released after closing:", d["upstream_released_after_s"], "s")' "$RUN/hold.json")"
+
+# ------------------------------------------------------- latency at concurrency 1
+# Requests alternate direct, keygate, direct, keygate, ... on two keep-alive
+# connections, so both see the same conditions and the difference is keygate's.
+step "latency, concurrency 1: $WARMUP warmup + $N sequential non-stream requests per path, direct and via keygate alternating"
+"$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" --baseline-url "$UP_URL" \
+  --warmup "$WARMUP" --n "$N" >"$RUN/latency-keygate.json"
+
+step "streaming time to first byte: $WARMUP warmup + $N sequential streams per path, alternating"
+"$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" --baseline-url "$UP_URL" \
+  --warmup "$WARMUP" --n "$N" --stream >"$RUN/ttfb-keygate.json"
+
+wait_quiet "throughput"
+step "throughput, concurrency $CONC: ${WARMUP_SECS}s warmup + ${SECS}s"
+"$BENCH" throughput --url "$UP_URL" --concurrency "$CONC" --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+  --clk-tck "$CLK_TCK" --watch "upstream=$UP_PID" >"$RUN/tput-direct.json"
+"$BENCH" throughput --url "$KG_URL" --key "$GRANT_KEY" --concurrency "$CONC" --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+  --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID" >"$RUN/tput-keygate.json"
+mem_json "$KG_PID" >"$RUN/mem-after-load.json"
+
+cat >"$RUN/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. (os.getenv("KG_BENCH_KEY") or "sk-bench")
+LUA
+run_wrk() { # name url key
+  KG_BENCH_KEY=$3 wrk -t1 -c"$CONC" -d"${WARMUP_SECS}s" -s "$RUN/post.lua" "$2" >/dev/null 2>&1 || true
+  KG_BENCH_KEY=$3 wrk -t1 -c"$CONC" -d"${SECS}s" --latency -s "$RUN/post.lua" "$2" >"$RUN/wrk-$1.txt" 2>&1 || true
+}
+if ((USE_WRK)); then
+  step "wrk cross-check (1 thread, $CONC connections, ${SECS}s)"
+  run_wrk direct "$UP_URL" sk-bench
+  run_wrk keygate "$KG_URL" "$GRANT_KEY"
+fi
+
+# keygate is done: stop it so it does not share the cores with LiteLLM.
+kill "$KG_PID" 2>/dev/null || true
+wait "$KG_PID" 2>/dev/null || true
+
+# ------------------------------------------------------------------------ LiteLLM
+if ((USE_LITELLM)); then
+  LL_KEY="sk-bench-master-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  cat >"$RUN/litellm.yaml" <<YAML
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:$UP_PORT/v1
+      api_key: sk-fake
+general_settings:
+  master_key: $LL_KEY
+YAML
+  start_litellm() { # workers
+    # Offline: the bundled model cost map, no telemetry; only errors logged.
+    env LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR LITELLM_TELEMETRY=False \
+      TELEMETRY=False ANONYMIZED_TELEMETRY=False DO_NOT_TRACK=1 \
+      "$VENV/bin/litellm" --config "$RUN/litellm.yaml" --host 127.0.0.1 --port "$LL_PORT" \
+      --num_workers "$1" >"$RUN/litellm-w$1.log" 2>&1 &
+    LL_PID=$!
+    PIDS+=("$LL_PID")
+    if wait_http "http://127.0.0.1:$LL_PORT/health/liveliness" 180; then
+      note "LiteLLM $(cat "$RUN/litellm-version.txt" 2>/dev/null), $1 worker(s), up (pid $LL_PID)"
+      return 0
+    fi
+    echo "LiteLLM ($1 workers) did not answer /health/liveliness within 180 s; see $RUN/litellm-w$1.log" >"$RUN/litellm-skipped.txt"
+    tail -20 "$RUN/litellm-w$1.log" >>"$RUN/litellm-skipped.txt" || true
+    note "$(head -1 "$RUN/litellm-skipped.txt")"
+    return 1
+  }
+  stop_litellm() {
+    kill "$LL_PID" 2>/dev/null || true
+    wait "$LL_PID" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do port_free "$LL_PORT" && break; sleep 0.1; done
+  }
+
+  step "LiteLLM proxy on :$LL_PORT (--num_workers 1, no database)"
+  if start_litellm 1 && wait_quiet "LiteLLM measurements"; then
+    "$BENCH" latency --url "$LL_URL" --key "$LL_KEY" --baseline-url "$UP_URL" \
+      --warmup "$LL_WARMUP" --n "$LL_N" >"$RUN/latency-litellm.json"
+    "$BENCH" throughput --url "$LL_URL" --key "$LL_KEY" --concurrency "$CONC" --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+      --clk-tck "$CLK_TCK" --watch "litellm=$LL_PID" --watch "upstream=$UP_PID" >"$RUN/tput-litellm.json"
+    mem_json "$LL_PID" >"$RUN/mem-litellm.json" 2>/dev/null || true
+    if ((USE_WRK)); then run_wrk litellm "$LL_URL" "$LL_KEY"; fi
+  fi
+  stop_litellm
+
+  # keygate uses both cores; LiteLLM's one worker can use only one (one Python
+  # process). Its throughput with one worker per core, for a per-machine comparison.
+  if [[ "${KG_BENCH_SKIP_LITELLM_2W:-}" != "1" ]]; then
+    step "LiteLLM proxy, --num_workers $(nproc) (throughput only)"
+    if start_litellm "$(nproc)" && wait_quiet "LiteLLM ($(nproc) workers)"; then
+      "$BENCH" throughput --url "$LL_URL" --key "$LL_KEY" --concurrency "$CONC" --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+        --clk-tck "$CLK_TCK" --watch "litellm=$LL_PID" --watch "upstream=$UP_PID" >"$RUN/tput-litellm-nproc.json"
+    fi
+    stop_litellm
+  fi
+fi
+
+# ------------------------------------------------------------------------- report
+step "report"
+python3 "$ROOT/tests/bench/report.py" "$RUN" "$OUT"
+note "raw numbers: $OUT"
