@@ -179,6 +179,15 @@ def fmt(v, unit="", digits=1):
     return f"{v:,}{unit}"
 
 
+def disturbance(d):
+    """Cores used by processes other than the measured ones (the alternating baseline
+    shares its run with the proxied path, so it has no figure of its own)."""
+    if not d or d.get("foreign_cores") is None:
+        return "(same run)" if d else "—"
+    per = d.get("foreign_cores_per_attempt") or [d["foreign_cores"]]
+    return f"{d['foreign_cores']:.2f} ({len(per)}: " + ", ".join(f"{x:.2f}" for x in per) + ")"
+
+
 print("\n## Targets\n")
 print("| What | Measured | Target | Result |")
 print("| --- | --- | --- | --- |")
@@ -186,8 +195,8 @@ for w, v, t, r, u in targets:
     digits = 2 if u in ("µs",) and w.startswith("Unseal") else (0 if u == "×" else 1)
     print(f"| {w} | {fmt(v, ' ' + u, digits)} | {t} | {r} |")
 
-print("\n## Latency at concurrency 1 (µs; sequential requests on one keep-alive connection)\n")
-print("| Path | n | p50 | p90 | p99 | p99.9 | added p50 | added p99 | errors | machine busy |")
+print(f"\n## Latency at concurrency 1 (µs; sequential requests, alternating direct/proxied, in {get(lat, 'keygate', 'rounds') or 1} rounds on new keep-alive connections)\n")
+print("| Path | n | p50 | p90 | p99 | p99.9 | added p50 | added p99 | errors | other processes, cores (attempts) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for name, label, base in (
     ("direct", "direct → upstream (alternating with keygate)", None),
@@ -202,11 +211,10 @@ for name, label, base in (
         continue
     ap50 = sub(s["p50"], get(lat, base, "total_us", "p50")) if base else None
     ap99 = sub(s["p99"], get(lat, base, "total_us", "p99")) if base else None
-    busy = d.get("machine_busy")
-    print(f"| {label} | {s['n']:,} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} | {fmt(s['p999'])} | {fmt(ap50)} | {fmt(ap99)} | {d['errors']} | {fmt(busy * 100 if busy is not None else None, '%', 0)} |")
+    print(f"| {label} | {s['n']:,} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} | {fmt(s['p999'])} | {fmt(ap50)} | {fmt(ap99)} | {d['errors']} | {disturbance(d)} |")
 
 print("\n## Streaming time to first SSE body byte, concurrency 1 (µs)\n")
-print("| Path | n | p50 | p90 | p99 | p99.9 | whole stream p50 | added p50 | added p99 | machine busy |")
+print("| Path | n | p50 | p90 | p99 | p99.9 | whole stream p50 | added p50 | added p99 | other processes, cores (attempts) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for name, label in (("direct", "direct → upstream (alternating with keygate)"), ("keygate", "via keygate")):
     d = ttfb.get(name)
@@ -216,12 +224,11 @@ for name, label in (("direct", "direct → upstream (alternating with keygate)")
         continue
     ap50 = sub(s["p50"], get(ttfb, "direct", "ttfb_us", "p50")) if name != "direct" else None
     ap99 = sub(s["p99"], get(ttfb, "direct", "ttfb_us", "p99")) if name != "direct" else None
-    busy = d.get("machine_busy")
-    print(f"| {label} | {s['n']:,} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} | {fmt(s['p999'])} | {fmt(get(d, 'total_us', 'p50'))} | {fmt(ap50)} | {fmt(ap99)} | {fmt(busy * 100 if busy is not None else None, '%', 0)} |")
+    print(f"| {label} | {s['n']:,} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} | {fmt(s['p999'])} | {fmt(get(d, 'total_us', 'p50'))} | {fmt(ap50)} | {fmt(ap99)} | {disturbance(d)} |")
 
 print(f"\n## Throughput, {get(res, 'machine', 'concurrency')} connections, closed loop ({get(res, 'machine', 'secs')} s after {get(res, 'machine', 'warmup_secs')} s warmup)\n")
-print("| Path | req/s (keygate-bench) | req/s (wrk) | p50 ms | p99 ms | errors | proxy CPU (cores) | proxy CPU µs/req | upstream cores | load gen cores | machine busy |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| Path | req/s (keygate-bench) | req/s (wrk) | p50 ms | p99 ms | errors | proxy CPU (cores) | proxy CPU µs/req | upstream cores | load gen cores | machine busy | other processes, cores (attempts) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 nproc = get(res, "machine", "nproc")
 for name, label, proxy in (
     ("direct", "direct → upstream", None),
@@ -232,14 +239,14 @@ for name, label, proxy in (
     d = tp.get(name)
     w = get(res, "wrk", name)
     if not d:
-        print(f"| {label} | — | {fmt(get(w, 'rps'), '', 0)} | — | — | — | — | — | — | — | — |")
+        print(f"| {label} | — | {fmt(get(w, 'rps'), '', 0)} | — | — | — | — | — | — | — | — | — |")
         continue
     l = d.get("latency_us") or {}
     pc = get(d, "cpu", proxy) if proxy else None
     print(
         f"| {label} | {fmt(d['rps'], '', 0)} | {fmt(get(w, 'rps'), '', 0)} | {fmt((l.get('p50') or 0) / 1000, '', 2)} | {fmt((l.get('p99') or 0) / 1000, '', 2)} "
         f"| {d['errors']} | {fmt(get(pc, 'cores'), '', 2)} | {fmt(get(pc, 'us_per_req'), '', 1)} | {fmt(get(d, 'cpu', 'upstream', 'cores'), '', 2)} "
-        f"| {fmt(get(d, 'cpu', 'loadgen', 'cores'), '', 2)} | {fmt(d['machine_busy'] * 100, '%', 0)} |"
+        f"| {fmt(get(d, 'cpu', 'loadgen', 'cores'), '', 2)} | {fmt(d['machine_busy'] * 100, '%', 0)} | {disturbance(d)} |"
     )
 print(
     f"\nkeygate ÷ LiteLLM (1 worker): {fmt(derived['keygate_over_litellm'], '×', 0)} (keygate-bench), {fmt(derived['wrk_keygate_over_litellm'], '×', 0)} (wrk); "

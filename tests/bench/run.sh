@@ -16,7 +16,8 @@
 #     cross-check of the throughput figures
 #   - cargo bench -p keygate-core --bench unseal (criterion)
 #
-# Knobs (environment): KG_BENCH_N (5000) and KG_BENCH_WARMUP (500) sequential requests;
+# Knobs (environment): KG_BENCH_N (5000) and KG_BENCH_WARMUP (500) sequential requests
+# per path, in KG_BENCH_ROUNDS (4) rounds on new connections;
 # KG_BENCH_LITELLM_N (2000) and KG_BENCH_LITELLM_WARMUP (200) for LiteLLM, which is
 # ~100x slower; KG_BENCH_SECS (10) and KG_BENCH_WARMUP_SECS (3) per throughput run;
 # KG_BENCH_CONC (64); KG_BENCH_HOLD (1000) idle streams; KG_BENCH_PORT (18080: keygate,
@@ -25,7 +26,9 @@
 # KG_BENCH_LITELLM_SPEC (the pip spec); KG_BENCH_GIT_REV=HEAD to build keygate from a
 # commit (a clean `git archive`) instead of the working tree; KG_BENCH_QUIET_WAIT (300)
 # and KG_BENCH_QUIET_BUSY (15): before each measuring phase, wait up to that many
-# seconds for the machine to be less than that % busy (0 to skip the wait).
+# seconds for the machine to be less than that % busy (0 to skip the wait);
+# KG_BENCH_FOREIGN_MAX (0.3) and KG_BENCH_ATTEMPTS (3): a measurement during which
+# other processes used more than that many cores is taken again (see measure()).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -44,6 +47,7 @@ LL_WARMUP=${KG_BENCH_LITELLM_WARMUP:-200}
 SECS=${KG_BENCH_SECS:-10}
 WARMUP_SECS=${KG_BENCH_WARMUP_SECS:-3}
 CONC=${KG_BENCH_CONC:-64}
+ROUNDS=${KG_BENCH_ROUNDS:-4}
 HOLD=${KG_BENCH_HOLD:-1000}
 KG_PORT=${KG_BENCH_PORT:-18080}
 UP_PORT=$((KG_PORT + 1))
@@ -110,6 +114,38 @@ wait_quiet() { # label
   local waited=$((SECONDS - start))
   echo "$1: waited ${waited}s, last second ${pct}% busy$( ((quiet >= 3)) || echo ' (NOT quiet: gave up waiting)')" >>"$RUN/quiet.txt"
   note "quiet check before $1: waited ${waited}s, ${pct}% busy$( ((quiet >= 3)) || echo ' — not quiet, going on anyway')"
+}
+
+# measure OUT CMD...: one keygate-bench measurement (its JSON to OUT). When processes
+# other than the watched ones used more than KG_BENCH_FOREIGN_MAX cores (default 0.3)
+# meanwhile, it waits for quiet and measures again, up to KG_BENCH_ATTEMPTS (3) times,
+# and keeps the least disturbed attempt (every attempt stays in OUT.attemptN).
+FOREIGN_MAX=${KG_BENCH_FOREIGN_MAX:-0.3}
+ATTEMPTS=${KG_BENCH_ATTEMPTS:-3}
+measure() {
+  local out=$1 a f best="" best_f=999
+  shift
+  for ((a = 1; a <= ATTEMPTS; a++)); do
+    "$@" >"$out.attempt$a"
+    f=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1])).get("foreign_cores") or 0, 3))' "$out.attempt$a")
+    note "$(basename "$out") attempt $a: other processes used $f cores meanwhile"
+    if awk -v f="$f" -v b="$best_f" 'BEGIN { exit !(f < b) }'; then
+      best=$out.attempt$a
+      best_f=$f
+    fi
+    if awk -v f="$f" -v m="$FOREIGN_MAX" 'BEGIN { exit !(f <= m) }'; then break; fi
+    if ((a < ATTEMPTS)); then wait_quiet "$(basename "$out" .json), attempt $((a + 1))"; fi
+  done
+  python3 - "$best" "$out" "$((a > ATTEMPTS ? ATTEMPTS : a))" <<'PY'
+import json, sys
+best, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+d = json.load(open(best))
+d["attempts"] = n
+d["foreign_cores_per_attempt"] = [
+    json.load(open(f"{out}.attempt{i}")).get("foreign_cores") for i in range(1, n + 1)
+]
+json.dump(d, open(out, "w"))
+PY
 }
 
 port_free() {
@@ -269,21 +305,26 @@ note "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("open
 
 # ------------------------------------------------------- latency at concurrency 1
 # Requests alternate direct, keygate, direct, keygate, ... on two keep-alive
-# connections, so both see the same conditions and the difference is keygate's.
+# connections, so both see the same conditions and the difference is keygate's; in
+# $ROUNDS rounds on new connections, so that each of keygate's workers serves some.
 step "latency, concurrency 1: $WARMUP warmup + $N sequential non-stream requests per path, direct and via keygate alternating"
-"$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" --baseline-url "$UP_URL" \
-  --warmup "$WARMUP" --n "$N" >"$RUN/latency-keygate.json"
+measure "$RUN/latency-keygate.json" "$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" \
+  --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$N" --rounds "$ROUNDS" \
+  --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
 
 step "streaming time to first byte: $WARMUP warmup + $N sequential streams per path, alternating"
-"$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" --baseline-url "$UP_URL" \
-  --warmup "$WARMUP" --n "$N" --stream >"$RUN/ttfb-keygate.json"
+measure "$RUN/ttfb-keygate.json" "$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" \
+  --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$N" --rounds "$ROUNDS" --stream \
+  --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
 
 wait_quiet "throughput"
 step "throughput, concurrency $CONC: ${WARMUP_SECS}s warmup + ${SECS}s"
-"$BENCH" throughput --url "$UP_URL" --concurrency "$CONC" --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
-  --clk-tck "$CLK_TCK" --watch "upstream=$UP_PID" >"$RUN/tput-direct.json"
-"$BENCH" throughput --url "$KG_URL" --key "$GRANT_KEY" --concurrency "$CONC" --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
-  --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID" >"$RUN/tput-keygate.json"
+measure "$RUN/tput-direct.json" "$BENCH" throughput --url "$UP_URL" --concurrency "$CONC" \
+  --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+  --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
+measure "$RUN/tput-keygate.json" "$BENCH" throughput --url "$KG_URL" --key "$GRANT_KEY" --concurrency "$CONC" \
+  --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+  --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
 mem_json "$KG_PID" >"$RUN/mem-after-load.json"
 
 cat >"$RUN/post.lua" <<'LUA'
@@ -344,10 +385,12 @@ YAML
 
   step "LiteLLM proxy on :$LL_PORT (--num_workers 1, no database)"
   if start_litellm 1 && wait_quiet "LiteLLM measurements"; then
-    "$BENCH" latency --url "$LL_URL" --key "$LL_KEY" --baseline-url "$UP_URL" \
-      --warmup "$LL_WARMUP" --n "$LL_N" >"$RUN/latency-litellm.json"
-    "$BENCH" throughput --url "$LL_URL" --key "$LL_KEY" --concurrency "$CONC" --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
-      --clk-tck "$CLK_TCK" --watch "litellm=$LL_PID" --watch "upstream=$UP_PID" >"$RUN/tput-litellm.json"
+    measure "$RUN/latency-litellm.json" "$BENCH" latency --url "$LL_URL" --key "$LL_KEY" \
+      --baseline-url "$UP_URL" --warmup "$LL_WARMUP" --n "$LL_N" --rounds "$ROUNDS" \
+      --clk-tck "$CLK_TCK" --watch "litellm=$LL_PID" --watch "upstream=$UP_PID"
+    measure "$RUN/tput-litellm.json" "$BENCH" throughput --url "$LL_URL" --key "$LL_KEY" --concurrency "$CONC" \
+      --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+      --clk-tck "$CLK_TCK" --watch "litellm=$LL_PID" --watch "upstream=$UP_PID"
     mem_json "$LL_PID" >"$RUN/mem-litellm.json" 2>/dev/null || true
     if ((USE_WRK)); then run_wrk litellm "$LL_URL" "$LL_KEY"; fi
   fi
@@ -358,8 +401,9 @@ YAML
   if [[ "${KG_BENCH_SKIP_LITELLM_2W:-}" != "1" ]]; then
     step "LiteLLM proxy, --num_workers $(nproc) (throughput only)"
     if start_litellm "$(nproc)" && wait_quiet "LiteLLM ($(nproc) workers)"; then
-      "$BENCH" throughput --url "$LL_URL" --key "$LL_KEY" --concurrency "$CONC" --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
-        --clk-tck "$CLK_TCK" --watch "litellm=$LL_PID" --watch "upstream=$UP_PID" >"$RUN/tput-litellm-nproc.json"
+      measure "$RUN/tput-litellm-nproc.json" "$BENCH" throughput --url "$LL_URL" --key "$LL_KEY" --concurrency "$CONC" \
+        --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+        --clk-tck "$CLK_TCK" --watch "litellm=$LL_PID" --watch "upstream=$UP_PID"
     fi
     stop_litellm
   fi

@@ -110,6 +110,10 @@ impl Application {
                 let _ = tcp.set_nodelay(true);
             }
         })
+        // A client that closes its side has gone away: drop its response, and with it
+        // the upstream request, even while the upstream is silent (nothing to write
+        // would otherwise reveal the disconnect until the idle timeout).
+        .h1_allow_half_closed(false)
         .shutdown_timeout(shutdown.as_secs().max(1))
         .listen(listener)
         .map_err(|source| StartError::Bind {

@@ -263,35 +263,59 @@ impl Series {
     }
 }
 
+/// Round `i`'s part of `total` split over `rounds` (the first rounds take the remainder).
+fn share(total: usize, rounds: usize, i: usize) -> usize {
+    total / rounds + usize::from(i < total % rounds)
+}
+
 /// Concurrency 1. With a `baseline`, requests alternate baseline, target, baseline,
 /// target, ... on two keep-alive connections, so both paths see the same machine
 /// conditions (other load, CPU placement) and their difference is the added latency.
-pub fn latency(
-    args: &TargetArgs,
-    baseline: Option<&TargetArgs>,
-    warmup: usize,
-    n: usize,
-    stream: bool,
-    watch: &[(String, u32)],
-    clk_tck: u64,
-) -> Value {
-    let watch = watch.to_vec();
+pub struct LatencyOpts {
+    pub warmup: usize,
+    pub n: usize,
+    pub stream: bool,
+    pub rounds: usize,
+    pub watch: Vec<(String, u32)>,
+    pub clk_tck: u64,
+}
+
+pub fn latency(args: &TargetArgs, baseline: Option<&TargetArgs>, o: LatencyOpts) -> Value {
+    let LatencyOpts {
+        warmup,
+        n,
+        stream,
+        rounds,
+        watch,
+        clk_tck,
+    } = o;
     let mut main = Series::new(args, stream, n);
     let mut base = baseline.map(|b| Series::new(b, stream, n));
     runtime(1).block_on(async move {
         let before = snapshot(&watch);
         let started = Instant::now();
-        for i in 0..warmup + n {
+        let rounds = rounds.max(1);
+        for round in 0..rounds {
+            // Each round on new connections: a multi-worker server hands each new
+            // connection to another worker, so every placement gets sampled.
+            main.sender = None;
             if let Some(b) = base.as_mut() {
-                b.step(stream, i >= warmup).await;
+                b.sender = None;
             }
-            main.step(stream, i >= warmup).await;
+            let (w, m) = (share(warmup, rounds, round), share(n, rounds, round));
+            for i in 0..w + m {
+                if let Some(b) = base.as_mut() {
+                    b.step(stream, i >= w).await;
+                }
+                main.step(stream, i >= w).await;
+            }
         }
         let elapsed = started.elapsed().as_secs_f64();
         let after = snapshot(&watch);
         let mut out = main.report(stream);
         out["stream"] = Value::Bool(stream);
         out["warmup"] = warmup.into();
+        out["rounds"] = rounds.into();
         out["elapsed_s"] = elapsed.into();
         let usage = cpu_usage(&before, &after, &watch, clk_tck, None);
         out["machine_busy"] = usage["machine_busy"].clone();

@@ -59,6 +59,9 @@ enum Cmd {
         baseline_url: Option<String>,
         #[arg(long, default_value = "sk-bench")]
         baseline_key: String,
+        /// Split the run into this many rounds, each on new connections.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// `name=pid`: processes (with their children) whose CPU time is read.
         #[arg(long)]
         watch: Vec<String>,
@@ -124,6 +127,7 @@ fn main() {
             stream,
             baseline_url,
             baseline_key,
+            rounds,
             watch,
             clk_tck,
         } => {
@@ -135,11 +139,14 @@ fn main() {
             client::latency(
                 &target,
                 baseline.as_ref(),
-                warmup,
-                n,
-                stream,
-                &parse_watch(&watch),
-                clk_tck,
+                client::LatencyOpts {
+                    warmup,
+                    n,
+                    stream,
+                    rounds,
+                    watch: parse_watch(&watch),
+                    clk_tck,
+                },
             )
         }
         Cmd::Throughput {

@@ -267,3 +267,25 @@ async fn a_client_disconnect_cancels_the_upstream_request() {
     );
     assert_eq!(app.mock.completed_streams(), 0);
 }
+
+#[tokio::test]
+async fn a_client_disconnect_cancels_even_a_silent_upstream() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    let res = app
+        .v1(Method::POST, "/chat/completions", &g.api_key)
+        .header("x-mock-scenario", "stall-mid-stream")
+        .header("x-mock-delay-ms", "30000")
+        .json(&chat_stream("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = res.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    // The upstream now sends nothing for 30 s; the client leaves meanwhile.
+    drop(stream);
+    assert!(
+        app.mock.wait_for_cancelled(1, Duration::from_secs(5)).await,
+        "a silent upstream stream outlived its client"
+    );
+}
