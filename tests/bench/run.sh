@@ -16,8 +16,8 @@
 #     cross-check of the throughput figures
 #   - cargo bench -p keygate-core --bench unseal (criterion)
 #
-# Knobs (environment): KG_BENCH_N (5000) and KG_BENCH_WARMUP (500) sequential requests
-# per path, in KG_BENCH_ROUNDS (4) rounds on new connections;
+# Knobs (environment): KG_BENCH_N (20000) and KG_BENCH_WARMUP (1000) sequential requests
+# per path, in KG_BENCH_ROUNDS (10) rounds on new connections;
 # KG_BENCH_LITELLM_N (2000) and KG_BENCH_LITELLM_WARMUP (200) for LiteLLM, which is
 # ~100x slower; KG_BENCH_SECS (10) and KG_BENCH_WARMUP_SECS (3) per throughput run;
 # KG_BENCH_CONC (64); KG_BENCH_HOLD (1000) idle streams; KG_BENCH_PORT (18080: keygate,
@@ -40,14 +40,14 @@ BENCH=$TARGET_DIR/release/keygate-bench
 KEYGATE=$TARGET_DIR/release/keygate
 VENV=$ART/bench-venv
 
-N=${KG_BENCH_N:-5000}
-WARMUP=${KG_BENCH_WARMUP:-500}
+N=${KG_BENCH_N:-20000}
+WARMUP=${KG_BENCH_WARMUP:-1000}
 LL_N=${KG_BENCH_LITELLM_N:-2000}
 LL_WARMUP=${KG_BENCH_LITELLM_WARMUP:-200}
 SECS=${KG_BENCH_SECS:-10}
 WARMUP_SECS=${KG_BENCH_WARMUP_SECS:-3}
 CONC=${KG_BENCH_CONC:-64}
-ROUNDS=${KG_BENCH_ROUNDS:-4}
+ROUNDS=${KG_BENCH_ROUNDS:-10}
 HOLD=${KG_BENCH_HOLD:-1000}
 KG_PORT=${KG_BENCH_PORT:-18080}
 UP_PORT=$((KG_PORT + 1))
@@ -269,16 +269,24 @@ wait_http "http://127.0.0.1:$UP_PORT/bench/stats" 10 || { echo "upstream did not
 
 step "keygate serve on :$KG_PORT (RUST_LOG=warn)"
 ADMIN_KEY="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-env KEYGATE_DATA_DIR="$RUN/keygate-data" \
-  KEYGATE_LISTEN="127.0.0.1:$KG_PORT" \
-  KEYGATE_UPSTREAM_URL="http://127.0.0.1:$UP_PORT/v1" \
-  KEYGATE_ADMIN_KEY="$ADMIN_KEY" \
-  RUST_LOG=warn \
-  "$KEYGATE" serve 2>"$RUN/keygate.log" &
-KG_PID=$!
-PIDS+=("$KG_PID")
-wait_http "http://127.0.0.1:$KG_PORT/healthz" 30 || { echo "keygate did not start; see $RUN/keygate.log" >&2; cat "$RUN/keygate.log" >&2; exit 1; }
-note "keygate pid $KG_PID, RSS right after start $(awk '/VmRSS/ {print $2}' /proc/$KG_PID/status) kB"
+start_keygate() { # log name
+  env KEYGATE_DATA_DIR="$RUN/keygate-data" \
+    KEYGATE_LISTEN="127.0.0.1:$KG_PORT" \
+    KEYGATE_UPSTREAM_URL="http://127.0.0.1:$UP_PORT/v1" \
+    KEYGATE_ADMIN_KEY="$ADMIN_KEY" \
+    RUST_LOG=warn \
+    "$KEYGATE" serve 2>"$RUN/$1" &
+  KG_PID=$!
+  PIDS+=("$KG_PID")
+  wait_http "http://127.0.0.1:$KG_PORT/healthz" 30 || { echo "keygate did not start; see $RUN/$1" >&2; cat "$RUN/$1" >&2; exit 1; }
+  note "keygate pid $KG_PID, RSS right after start $(awk '/VmRSS/ {print $2}' "/proc/$KG_PID/status") kB"
+}
+stop_keygate() {
+  kill "$KG_PID" 2>/dev/null || true
+  wait "$KG_PID" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do port_free "$KG_PORT" && break; sleep 0.1; done
+}
+start_keygate keygate.log
 mem_json "$KG_PID" >"$RUN/mem-start.json"
 
 admin() { # method path json
@@ -302,6 +310,13 @@ note "idle: $(cat "$RUN/mem-idle.json") (KiB)"
 "$BENCH" hold --url "$KG_URL" --key "$GRANT_KEY" --n "$HOLD" --pid "$KG_PID" \
   --upstream "http://127.0.0.1:$UP_PORT" >"$RUN/hold.json"
 note "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("open", d["open"], "of", d["requested"], "| RSS", d["rss_before_kb"], "->", d["rss_with_kb"], "kB | upstream held", (d["upstream_with"] or {}).get("hold_open"), "| upstream released after closing:", d["upstream_released_after_s"], "s")' "$RUN/hold.json")"
+
+# A fresh keygate (same data) for the timings, so the thousand streams above leave
+# nothing behind in it (allocator state, pooled upstream connections).
+step "keygate restarted for the timings"
+stop_keygate
+start_keygate keygate-timings.log
+"$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" --warmup 0 --n 200 >/dev/null
 
 # ------------------------------------------------------- latency at concurrency 1
 # Requests alternate direct, keygate, direct, keygate, ... on two keep-alive
@@ -344,8 +359,7 @@ if ((USE_WRK)); then
 fi
 
 # keygate is done: stop it so it does not share the cores with LiteLLM.
-kill "$KG_PID" 2>/dev/null || true
-wait "$KG_PID" 2>/dev/null || true
+stop_keygate
 
 # ------------------------------------------------------------------------ LiteLLM
 if ((USE_LITELLM)); then
@@ -411,5 +425,5 @@ fi
 
 # ------------------------------------------------------------------------- report
 step "report"
-python3 "$ROOT/tests/bench/report.py" "$RUN" "$OUT"
-note "raw numbers: $OUT"
+python3 "$ROOT/tests/bench/report.py" "$RUN" "$OUT" | tee "$ART/bench-results.md"
+note "raw numbers: $OUT (this table: $ART/bench-results.md; every file of the run: $RUN)"
