@@ -1,4 +1,4 @@
-//! The `/v1/*` proxy: five phases, read top to bottom in [`proxy_v1`].
+//! The `/v1/*` proxy: its phases, read top to bottom in [`proxy_v1`] and `run`.
 //!
 //! authenticate (401 family) → read the body far enough to learn `model`/`stream`
 //! (413, 400) → authorize (403) → unseal the person's key (409) → forward upstream
@@ -76,22 +76,14 @@ async fn run(
     st: &AppState,
     grant: keygate_store::GrantRecord,
 ) -> Result<HttpResponse, ServerError> {
-    let req = req.clone();
-    let mut ctx = ProxyCtx::new(&req);
-    let grant = authenticate::usable(grant, &req)?;
+    let mut ctx = ProxyCtx::new(req);
+    let grant = authenticate::usable(grant, req)?;
     let restricted = !grant.record().models.is_empty();
-    let body = body::read(
-        &req,
-        payload,
-        st.config.max_body_bytes,
-        restricted,
-        &mut ctx,
-    )
-    .await?;
-    authorize::authorize(st, &grant, &req, &ctx)?;
+    let body = body::read(req, payload, st.config.max_body_bytes, restricted, &mut ctx).await?;
+    authorize::authorize(st, &grant, req, &ctx)?;
     let key = unseal::unseal(st, &grant)?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");
-    let upstream = forward::forward(st, &req, body, &key, &ctx).await?;
+    let upstream = forward::forward(st, req, body, &key, &ctx).await?;
     drop(key);
-    Ok(stream::respond(st, &req, upstream, grant, ctx))
+    Ok(stream::respond(st, req, upstream, grant, ctx))
 }
