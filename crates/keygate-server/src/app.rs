@@ -160,9 +160,14 @@ impl Application {
             })
         };
         let result = self.server.await;
-        flusher.abort();
-        sweeper.abort();
-        resealer.abort();
+        // Abort the background tasks and wait until they are gone: each holds a store
+        // handle, and sled's lock is released only when the last handle drops.
+        for task in [flusher, sweeper] {
+            task.abort();
+            let _ = task.await;
+        }
+        // The re-seal pass is short and bounded: let it finish rather than stop halfway.
+        let _ = resealer.await;
         self.state.last_used.write_to(&self.state.store);
         if let Err(e) = self.state.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");

@@ -254,8 +254,7 @@ async fn rotated_master_keys_reseal_records_online() {
             .status(),
         200
     );
-    // Give the background pass a moment, then retire the old key entirely.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Stopping waits for the background re-seal pass; then retire the old key entirely.
     app.stop().await;
 
     let app = spawn_app_with(|c| {
