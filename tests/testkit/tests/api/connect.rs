@@ -209,10 +209,12 @@ async fn a_mismatched_redirect_uri_spends_the_code() {
 
 #[tokio::test]
 async fn codes_expire() {
-    let app = spawn_app_with(|c| c.ceremony_ttl_secs = Some(1)).await;
+    // Times are whole seconds: a TTL of 2 s lasts at least 1 s, enough to sign up and
+    // approve, and is surely over 3.1 s later.
+    let app = spawn_app_with(|c| c.ceremony_ttl_secs = Some(2)).await;
     let mut b = person(&app).await;
     let code = code_from(&approve_redirect(&mut b, &[]).await);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let body =
         assert_openai_error(exchange(&app, &code, VERIFIER).await, 400, "invalid_grant").await;
     assert!(

@@ -78,24 +78,26 @@ async fn csrf_foreign_or_missing_origin_changes_nothing() {
 
 #[tokio::test]
 async fn idle_sessions_expire() {
-    let app = spawn_app_with(|c| c.session_idle_timeout_secs = Some(1)).await;
+    // Times are whole seconds: 2 s lasts at least 1 s and is surely over after 3.1 s.
+    let app = spawn_app_with(|c| c.session_idle_timeout_secs = Some(2)).await;
     let mut b = app.browser();
     b.signed_up("Idle").await;
     assert_eq!(b.get("/api/me").await.status(), 200);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     assert_openai_error(b.get("/api/me").await, 401, "not_signed_in").await;
 }
 
 #[tokio::test]
 async fn sessions_expire_absolutely_even_when_used() {
-    let app = spawn_app_with(|c| c.session_absolute_timeout_secs = Some(2)).await;
+    // Whole seconds: 4 s lasts at least 3 s (used for 1.5 s), and is over 5.1 s in.
+    let app = spawn_app_with(|c| c.session_absolute_timeout_secs = Some(4)).await;
     let mut b = app.browser();
     b.signed_up("Busy").await;
     for _ in 0..3 {
         assert_eq!(b.get("/api/me").await.status(), 200);
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3600)).await;
     assert_openai_error(b.get("/api/me").await, 401, "not_signed_in").await;
 }
 
@@ -153,7 +155,8 @@ async fn logout_ends_the_session_for_good() {
 
 #[tokio::test]
 async fn sensitive_actions_need_a_fresh_passkey_check() {
-    let app = spawn_app_with(|c| c.fresh_window_secs = Some(1)).await;
+    // Whole seconds: a 2 s window lasts at least 1 s and is surely over after 3.1 s.
+    let app = spawn_app_with(|c| c.fresh_window_secs = Some(2)).await;
     let mut b = app.browser();
     b.signed_up("Step Up").await;
     assert_eq!(
@@ -162,7 +165,7 @@ async fn sensitive_actions_need_a_fresh_passkey_check() {
             .status(),
         204
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     // Not fresh any more: replacing or deleting the key, removing a passkey, deleting
     // the account all ask for a passkey first, and change nothing.
     assert_openai_error(
