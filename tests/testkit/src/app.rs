@@ -76,8 +76,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
         ..RawConfig::default()
     };
     adjust(&mut raw);
-    let config: Config = raw.validate().expect("valid test config");
-    let app = Application::build(config).expect("application builds");
+    let app = build_when_store_free(raw).await;
     let port = app.port();
     let handle = app.handle();
     let public = app.state().config.public_url.clone();
@@ -96,6 +95,30 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
         data_dir,
         handle,
         server: Some(server),
+    }
+}
+
+/// Builds the application, waiting (≤ 10 s) while the data dir's store is still locked:
+/// a test restarting on the same directory may run while the previous server's worker
+/// threads are still dropping their handles, after its server future has resolved. A
+/// real restart is a new process and never sees this.
+async fn build_when_store_free(raw: RawConfig) -> Application {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let raw = serde_json::to_value(&raw).expect("config serialises");
+    loop {
+        let config: Config = serde_json::from_value::<RawConfig>(raw.clone())
+            .expect("config round-trips")
+            .validate()
+            .expect("valid test config");
+        match Application::build(config) {
+            Ok(app) => return app,
+            Err(keygate_server::app::StartError::Store(keygate_store::StoreError::Locked {
+                ..
+            })) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("application builds: {e}"),
+        }
     }
 }
 
