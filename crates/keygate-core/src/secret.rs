@@ -53,6 +53,16 @@ impl fmt::Debug for OpenAiKey {
     }
 }
 
+/// Lowercase hex SHA-256 of a random bearer secret (session id, connect code): the
+/// only form in which such secrets are stored.
+pub fn sha256_hex(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

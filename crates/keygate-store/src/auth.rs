@@ -8,7 +8,7 @@ use crate::records::{
     CeremonyRecord, CodeRecord, PasskeyRecord, SessionRecord, StoredCeremony, StoredCode,
     StoredPasskey, StoredSession,
 };
-use crate::store::{Store, decode, get, pair_key, put};
+use crate::store::{Store, decode, get, index_ids, pair_key, put};
 
 impl Store {
     // --- passkeys ----------------------------------------------------------------
@@ -59,16 +59,9 @@ impl Store {
     /// A person's passkeys, oldest first.
     pub fn passkeys_for_user(&self, user: &UserId) -> Result<Vec<PasskeyRecord>, StoreError> {
         let mut out = Vec::new();
-        for key in self.passkeys_by_user.scan_prefix(user.as_str()).keys() {
-            let key = key?;
-            let id = key
-                .get(user.as_str().len()..)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| PasskeyId::parse(s).ok())
-                .ok_or_else(|| StoreError::Corrupt {
-                    tree: "passkeys_by_user",
-                    reason: "bad index key".into(),
-                })?;
+        for id in index_ids(&self.passkeys_by_user, "passkeys_by_user", user, |s| {
+            PasskeyId::parse(s).ok()
+        })? {
             if let Some(pk) = self.passkey(&id)? {
                 out.push(pk);
             }

@@ -182,16 +182,9 @@ impl Store {
     /// A person's grants, oldest first.
     pub fn grants_for_user(&self, user: &UserId) -> Result<Vec<GrantRecord>, StoreError> {
         let mut out = Vec::new();
-        for key in self.grants_by_user.scan_prefix(user.as_str()).keys() {
-            let key = key?;
-            let id = key
-                .get(user.as_str().len()..)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| GrantId::parse(s).ok())
-                .ok_or_else(|| StoreError::Corrupt {
-                    tree: "grants_by_user",
-                    reason: "bad index key".into(),
-                })?;
+        for id in index_ids(&self.grants_by_user, "grants_by_user", user, |s| {
+            GrantId::parse(s).ok()
+        })? {
             if let Some(grant) = self.grant(&id)? {
                 out.push(grant);
             }
@@ -275,6 +268,29 @@ impl Store {
 
 fn index_key(user: &UserId, grant: &GrantId) -> Vec<u8> {
     pair_key(user.as_str(), grant.as_str())
+}
+
+/// The ids in a per-user index (`user id ‖ id → ()`), oldest key order.
+pub(crate) fn index_ids<T>(
+    index: &Tree,
+    tree: &'static str,
+    user: &UserId,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, StoreError> {
+    index
+        .scan_prefix(user.as_str())
+        .keys()
+        .map(|key| {
+            let key = key?;
+            key.get(user.as_str().len()..)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(&parse)
+                .ok_or_else(|| StoreError::Corrupt {
+                    tree,
+                    reason: "bad index key".into(),
+                })
+        })
+        .collect()
 }
 
 pub(crate) fn pair_key(a: &str, b: &str) -> Vec<u8> {

@@ -6,6 +6,7 @@
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
+use actix_web::http::header::{HeaderMap, ORIGIN};
 use actix_web::middleware::Next;
 use actix_web::web;
 use keygate_core::openai_error::OpenAiError;
@@ -15,6 +16,11 @@ use crate::state::AppState;
 
 /// Paths under `/api` that apps call from their servers (no cookie, no Origin).
 const EXEMPT: [&str; 1] = ["/api/connect/token"];
+
+/// The request's `Origin` header, if it is readable text.
+pub fn request_origin(headers: &HeaderMap) -> Option<&str> {
+    headers.get(ORIGIN).and_then(|v| v.to_str().ok())
+}
 
 pub async fn middleware(
     req: ServiceRequest,
@@ -30,7 +36,7 @@ pub async fn middleware(
     let expected = req
         .app_data::<web::Data<AppState>>()
         .map(|st| st.config.public_origin());
-    let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+    let origin = request_origin(req.headers());
     match (origin, expected) {
         (Some(o), Some(e)) if o == e => next
             .call(req)

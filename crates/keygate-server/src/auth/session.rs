@@ -10,9 +10,9 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
 use keygate_core::ids::UserId;
 use keygate_core::openai_error::OpenAiError;
+use keygate_core::secret::sha256_hex;
 use keygate_core::time;
 use keygate_store::{SessionRecord, Store, UserRecord};
-use sha2::{Digest, Sha256};
 
 use crate::auth::passkeys::random_token;
 use crate::config::Config;
@@ -36,13 +36,6 @@ fn is_https(config: &Config) -> bool {
     config.public_url.scheme() == "https"
 }
 
-fn hash(id: &str) -> String {
-    Sha256::digest(id.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Starts a fresh session for `user`; returns the cookie to set.
 pub async fn create(
     store: &Store,
@@ -52,7 +45,7 @@ pub async fn create(
     let id = random_token();
     let now = time::now();
     store.insert_session(
-        &hash(&id),
+        &sha256_hex(&id),
         &SessionRecord {
             user_id: user.clone(),
             created_at: now,
@@ -123,7 +116,7 @@ fn load(req: &HttpRequest) -> Result<UserSession, ServerError> {
         .cookie(cookie_name(&st.config))
         .filter(|c| !c.value().is_empty() && c.value().len() <= 128)
         .ok_or_else(OpenAiError::not_signed_in)?;
-    let hash = hash(cookie.value());
+    let hash = sha256_hex(cookie.value());
     let mut record = st
         .store
         .session(&hash)?

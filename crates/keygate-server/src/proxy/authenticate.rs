@@ -13,6 +13,7 @@ use keygate_core::time;
 use keygate_core::token::{self, SecretHash};
 use keygate_store::{GrantRecord, GrantState};
 
+use crate::auth::csrf::request_origin;
 use crate::error::ServerError;
 use crate::state::AppState;
 
@@ -66,18 +67,12 @@ pub fn usable(grant: GrantRecord, req: &HttpRequest) -> Result<AuthenticatedGran
     if grant.expires_at.is_some_and(|at| at <= time::now()) {
         return Err(OpenAiError::expired_api_key().into());
     }
-    if let (Some(bound), Some(origin)) = (grant.origin.as_deref(), request_origin(req))
+    if let (Some(bound), Some(origin)) = (grant.origin.as_deref(), request_origin(req.headers()))
         && bound != origin
     {
         return Err(OpenAiError::origin_not_allowed(origin).into());
     }
     Ok(AuthenticatedGrant(grant))
-}
-
-pub fn request_origin(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get(actix_web::http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
 }
 
 /// Extracts the token from exactly one well-formed `Authorization: Bearer <token>`.

@@ -7,7 +7,7 @@ use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::authenticate::request_origin;
+use crate::auth::csrf::request_origin;
 
 /// Response headers a browser app may read (request ids, rate-limit hints).
 const EXPOSE: &str = "x-request-id, x-upstream-request-id, openai-processing-ms, openai-version, \
@@ -22,7 +22,7 @@ pub fn is_preflight(req: &HttpRequest) -> bool {
 
 pub fn preflight(req: &HttpRequest) -> HttpResponse {
     let mut res = HttpResponse::NoContent();
-    let Some(origin) = request_origin(req) else {
+    let Some(origin) = request_origin(req.headers()) else {
         return res.finish();
     };
     // Echo the requested headers: the official SDK sends its own `x-stainless-*` set,
@@ -50,7 +50,7 @@ pub fn preflight(req: &HttpRequest) -> HttpResponse {
 
 /// The origin to allow on an actual response: the request's, if it is the grant's.
 pub fn allowed_origin(req: &HttpRequest, bound: Option<&str>) -> Option<HeaderValue> {
-    let origin = request_origin(req)?;
+    let origin = request_origin(req.headers())?;
     (Some(origin) == bound)
         .then(|| HeaderValue::from_str(origin).ok())
         .flatten()

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::UserSession;
+use crate::auth::csrf::request_origin;
 use crate::auth::passkeys::CONNECT_APPROVE;
 use crate::error::ServerError;
 use crate::routes::api::{Empty, started};
@@ -231,7 +232,7 @@ pub async fn token(
     .await?;
     tracing::info!(grant_id = %new.grant.id, "connect code exchanged");
     let mut res = HttpResponse::Ok();
-    if request_origin(&req) == Some(origin.as_str()) {
+    if request_origin(req.headers()) == Some(origin.as_str()) {
         res.insert_header(("access-control-allow-origin", origin.as_str()));
         res.insert_header(("vary", "Origin"));
     }
@@ -246,7 +247,7 @@ pub async fn token(
 /// CORS preflight for the token endpoint (a browser app exchanging its own code).
 pub async fn token_preflight(req: HttpRequest) -> HttpResponse {
     let mut res = HttpResponse::NoContent();
-    if let Some(o) = request_origin(&req) {
+    if let Some(o) = request_origin(req.headers()) {
         res.insert_header(("access-control-allow-origin", o))
             .insert_header(("access-control-allow-methods", "POST"))
             .insert_header(("access-control-allow-headers", "content-type"))
@@ -254,10 +255,6 @@ pub async fn token_preflight(req: HttpRequest) -> HttpResponse {
             .insert_header(("vary", "Origin"));
     }
     res.finish()
-}
-
-fn request_origin(req: &HttpRequest) -> Option<&str> {
-    req.headers().get("origin").and_then(|v| v.to_str().ok())
 }
 
 fn clean_plan(raw: Option<&str>) -> Result<Option<String>, ServerError> {

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::{GrantId, UserId};
 use keygate_core::openai_error::OpenAiError;
 use keygate_core::origin::{AppOrigin, RedirectUri};
+use keygate_core::secret::sha256_hex;
 use keygate_core::time;
 use keygate_store::{CodeRecord, GrantState, Store};
 use sha2::{Digest, Sha256};
@@ -216,7 +217,7 @@ pub async fn issue_code(
         reuse_grant_id: approval.reuse_grant_id,
         expires_at: time::now() + ttl_secs,
     };
-    store.put_code(&hash(&code), &record)?;
+    store.put_code(&sha256_hex(&code), &record)?;
     store.flush().await?;
     Ok(code)
 }
@@ -233,7 +234,7 @@ pub async fn exchange(
         return Err(invalid("The code is not valid."));
     }
     let record = store
-        .take_code(&hash(code))?
+        .take_code(&sha256_hex(code))?
         .ok_or_else(|| invalid("The code is not valid: unknown, already used, or expired."))?;
     store.flush().await?;
     if record.expires_at <= time::now() {
@@ -269,11 +270,4 @@ pub async fn exchange(
     };
     let new = grant_for(store, &record.user_id, approval).await?;
     Ok((new, origin))
-}
-
-fn hash(code: &str) -> String {
-    Sha256::digest(code.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
