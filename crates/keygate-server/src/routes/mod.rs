@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, error, web};
 use keygate_core::openai_error::OpenAiError;
 
 use crate::auth::csrf;
-use crate::error::{ServerError, render};
+use crate::error::{ServerError, render, render_html, wants_html};
 use crate::proxy;
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
@@ -22,6 +22,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 render(&OpenAiError::not_found("Not found.")),
             )
             .into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|err, req| {
+            let e = OpenAiError::invalid_request(format!("The query string is not valid: {err}"));
+            error::InternalError::from_response(err, render_for(req, &e)).into()
+        }))
+        .app_data(web::FormConfig::default().error_handler(|err, req| {
+            let e = match &err {
+                error::UrlencodedError::Overflow { .. } => OpenAiError::request_too_large(0),
+                error::UrlencodedError::ContentType => OpenAiError::invalid_request(
+                    "Send the form as application/x-www-form-urlencoded.",
+                ),
+                _ => OpenAiError::invalid_request(format!("The form is not valid: {err}")),
+            };
+            error::InternalError::from_response(err, render_for(req, &e)).into()
         }))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
@@ -115,6 +129,16 @@ fn json_config(limit: usize) -> web::JsonConfig {
             };
             error::InternalError::from_response(err, render(&e)).into()
         })
+}
+
+/// Form posts and page loads come from browsers navigating: they get the error as a
+/// small page; API clients get the JSON shape.
+fn render_for(req: &HttpRequest, e: &OpenAiError) -> HttpResponse {
+    if wants_html(req.headers()) {
+        render_html(e)
+    } else {
+        render(e)
+    }
 }
 
 /// serde's message names the field and position, never the value.
