@@ -362,3 +362,32 @@ fn grants_are_stored_only_for_people_who_exist() {
     assert!(store.grant(&grant.id).unwrap().is_none());
     assert!(store.grants_for_user(&ghost).unwrap().is_empty());
 }
+
+#[test]
+fn concurrent_registrations_of_one_credential_id_make_one_person() {
+    for _ in 0..20 {
+        let (_dir, store) = open();
+        let people: Vec<(UserRecord, PasskeyRecord)> = (0..4)
+            .map(|_| {
+                let u = user();
+                let pk = passkey(&u.id, "cred-race");
+                (u, pk)
+            })
+            .collect();
+        let results: Vec<PasskeyInsert> = std::thread::scope(|s| {
+            let handles: Vec<_> = people
+                .iter()
+                .map(|(u, pk)| s.spawn(|| store.insert_user_with_passkey(u, pk).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners = results
+            .iter()
+            .filter(|r| **r == PasskeyInsert::Inserted)
+            .count();
+        assert_eq!(winners, 1, "{results:?}");
+        assert_eq!(store.users().unwrap().len(), 1);
+        let owner = store.passkey_by_credential("cred-race").unwrap().unwrap();
+        assert_eq!(store.users().unwrap()[0].id, owner.user_id);
+    }
+}

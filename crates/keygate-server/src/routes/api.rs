@@ -7,10 +7,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::passkeys::REAUTH;
-use crate::auth::{FreshSession, UserSession, session};
+use crate::auth::{FreshSession, UserSession, flows, session};
 use crate::error::ServerError;
 use crate::services::account::{self, PasskeyView};
 use crate::services::grants::{self, GrantView};
+use crate::services::users::UserView;
 use crate::services::vault;
 use crate::state::AppState;
 
@@ -66,15 +67,16 @@ pub async fn register_finish(
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
-    let user = st
-        .passkeys
-        .register_finish(&st.store, &body.ceremony, body.credential)
-        .await?;
-    let cookie =
-        session::create(&st.store, &st.config, &user.id, session::user_agent(&req)).await?;
+    let done = flows::sign_up(
+        &st,
+        &body.ceremony,
+        body.credential,
+        session::user_agent(&req),
+    )
+    .await?;
     Ok(HttpResponse::Created()
-        .cookie(cookie)
-        .json(json!({ "user": user })))
+        .cookie(done.cookie)
+        .json(json!({ "user": done.user })))
 }
 
 pub async fn login_start(
@@ -90,16 +92,16 @@ pub async fn login_finish(
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
-    let user = st
-        .passkeys
-        .login_finish(&st.store, &body.ceremony, body.credential)
-        .await?;
-    let cookie =
-        session::create(&st.store, &st.config, &user.id, session::user_agent(&req)).await?;
-    tracing::info!(user_id = %user.id, "signed in with a passkey");
+    let done = flows::sign_in(
+        &st,
+        &body.ceremony,
+        body.credential,
+        session::user_agent(&req),
+    )
+    .await?;
     Ok(HttpResponse::Ok()
-        .cookie(cookie)
-        .json(json!({ "user": user })))
+        .cookie(done.cookie)
+        .json(json!({ "user": done.user })))
 }
 
 pub async fn reauth_start(
@@ -120,14 +122,7 @@ pub async fn reauth_finish(
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
-    st.passkeys.assertion_finish(
-        &st.store,
-        s.user_id(),
-        &body.ceremony,
-        body.credential,
-        REAUTH,
-    )?;
-    s.mark_fresh(&st.store, &st.config).await?;
+    flows::confirm(&st, &s, &body.ceremony, body.credential).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -139,7 +134,7 @@ pub async fn logout(s: UserSession, st: web::Data<AppState>) -> Result<HttpRespo
 }
 
 pub async fn me(s: UserSession) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(&s.user))
+    Ok(HttpResponse::Ok().json(UserView::from(&s.user)))
 }
 
 // --- the OpenAI key --------------------------------------------------------------
