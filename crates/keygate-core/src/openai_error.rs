@@ -209,17 +209,6 @@ impl OpenAiError {
         )
     }
 
-    /// A WebAuthn credential id that is already registered (to this or another person).
-    pub fn credential_already_registered() -> Self {
-        Self::new(
-            409,
-            INVALID_REQUEST,
-            "credential_already_registered",
-            "This passkey is already registered here. Sign in with it, or choose another \
-             device or password manager to make a new passkey.",
-        )
-    }
-
     pub fn key_rejected(message: impl Into<String>) -> Self {
         Self::new(400, INVALID_REQUEST, "key_rejected", message).with_param("api_key")
     }
