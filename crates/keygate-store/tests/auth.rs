@@ -296,16 +296,14 @@ fn deleting_a_person_takes_their_codes_and_ceremonies_and_nothing_else() {
     let (_dir, store) = open();
     let (a, _) = registered(&store, "cred-a");
     let (b, _) = registered(&store, "cred-b");
-    let code = |u: &UserId| CodeRecord {
-        user_id: u.clone(),
-        redirect_uri: "https://app.example/cb".into(),
-        origin: "https://app.example".into(),
-        code_challenge: "x".into(),
-        app_name: "app".into(),
-        models: None,
-        plan: None,
-        reuse_grant_id: None,
-        expires_at: u64::MAX,
+    // Built from JSON so fields added later with defaults need no change here.
+    let code = |u: &UserId| -> CodeRecord {
+        serde_json::from_value(serde_json::json!({
+            "user_id": u, "redirect_uri": "https://app.example/cb",
+            "origin": "https://app.example", "code_challenge": "x", "app_name": "app",
+            "models": null, "plan": null, "reuse_grant_id": null, "expires_at": u64::MAX,
+        }))
+        .unwrap()
     };
     let ceremony = |u: Option<&UserId>| CeremonyRecord {
         kind: "reauth".into(),
@@ -341,20 +339,12 @@ fn deleting_a_person_takes_their_codes_and_ceremonies_and_nothing_else() {
 fn grants_are_stored_only_for_people_who_exist() {
     let (_dir, store) = open();
     let ghost = UserId::generate();
-    let grant = keygate_store::GrantRecord {
-        id: keygate_core::ids::GrantId::generate(),
-        user_id: ghost.clone(),
-        name: "app".into(),
-        origin: None,
-        models: vec![],
-        state: keygate_store::GrantState::Active,
-        secret_hash: "ab".repeat(32),
-        created_at: 1,
-        last_used_at: None,
-        revoked_at: None,
-        expires_at: None,
-        plan: None,
-    };
+    let grant: keygate_store::GrantRecord = serde_json::from_value(serde_json::json!({
+        "id": keygate_core::ids::GrantId::generate(), "user_id": ghost, "name": "app",
+        "origin": null, "models": [], "state": "active", "secret_hash": "ab".repeat(32),
+        "created_at": 1, "last_used_at": null, "revoked_at": null,
+    }))
+    .unwrap();
     assert!(matches!(
         store.insert_grant(&grant),
         Err(StoreError::NotFound { what: "user" })
