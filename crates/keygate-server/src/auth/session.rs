@@ -117,10 +117,27 @@ pub struct SessionView {
     pub current: bool,
 }
 
-/// The signed-in person's sessions, oldest first, this one marked `current`.
-pub fn list(store: &Store, current: &UserSession) -> Result<Vec<SessionView>, ServerError> {
+/// Whether a session is over: idle too long, or past its absolute lifetime.
+fn expired(record: &SessionRecord, config: &Config, now: UnixTime) -> bool {
+    let idle = config.session_idle_timeout.as_secs();
+    let absolute = config.session_absolute_timeout.as_secs();
+    now >= record.last_seen_at.saturating_add(idle)
+        || now >= record.created_at.saturating_add(absolute)
+}
+
+/// The signed-in person's live sessions, oldest first, this one marked `current`
+/// (expired ones that wait for the sweep are left out).
+pub fn list(
+    store: &Store,
+    config: &Config,
+    current: &UserSession,
+) -> Result<Vec<SessionView>, ServerError> {
+    let now = time::now();
     let mut out = Vec::new();
     for (hash, mut rec) in store.sessions_for_user(current.user_id())? {
+        if expired(&rec, config, now) {
+            continue;
+        }
         if rec.public_id.is_empty() {
             rec.public_id = public_id();
             store.put_session(&hash, &rec)?;
@@ -248,11 +265,7 @@ fn load(req: &HttpRequest) -> Result<UserSession, ServerError> {
         .session(&hash)?
         .ok_or_else(OpenAiError::not_signed_in)?;
     let now = time::now();
-    let idle = st.config.session_idle_timeout.as_secs();
-    let absolute = st.config.session_absolute_timeout.as_secs();
-    if now >= record.last_seen_at.saturating_add(idle)
-        || now >= record.created_at.saturating_add(absolute)
-    {
+    if expired(&record, &st.config, now) {
         st.store.delete_session(&hash)?;
         return Err(OpenAiError::not_signed_in().into());
     }

@@ -282,7 +282,7 @@ pub async fn list_sessions(
     s: UserSession,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(session::list(&st.store, &s)?))
+    Ok(HttpResponse::Ok().json(session::list(&st.store, &st.config, &s)?))
 }
 
 /// Ends one of the person's sessions; ending this one also drops its cookie.
