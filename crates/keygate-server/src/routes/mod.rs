@@ -78,6 +78,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/passkeys/finish", web::post().to(api::add_passkey_finish))
                 .route("/passkeys/{id}", web::patch().to(api::rename_passkey))
                 .route("/passkeys/{id}", web::delete().to(api::delete_passkey))
+                .route("/sessions", web::get().to(api::list_sessions))
+                .route(
+                    "/sessions/revoke-others",
+                    web::post().to(api::revoke_other_sessions),
+                )
+                .route("/sessions/{id}", web::delete().to(api::end_session))
                 .route("/account", web::delete().to(api::delete_account))
                 .route("/connect/existing", web::get().to(connect::existing))
                 .route(
