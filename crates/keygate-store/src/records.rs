@@ -81,9 +81,10 @@ pub struct CodeRecord {
     pub plan: Option<String>,
     pub reuse_grant_id: Option<GrantId>,
     pub expires_at: UnixTime,
-    /// The scopes approved; codes issued before scopes existed read as `["inference"]`.
-    #[serde(default = "Scope::default_set")]
-    pub scopes: Vec<Scope>,
+    /// The scopes approved; `None` when the app asked for none (and for codes issued
+    /// before scopes existed): a new grant gets `["inference"]`.
+    #[serde(default)]
+    pub scopes: Option<Vec<Scope>>,
 }
 
 #[derive(Serialize, Deserialize)]

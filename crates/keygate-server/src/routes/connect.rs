@@ -109,7 +109,11 @@ pub async fn approve_finish(
         origin,
         models: body.models.filter(|m| !m.is_empty()),
         plan: clean_plan(body.plan.as_deref())?,
-        scopes: grants::parse_scopes(body.scopes.as_deref())?,
+        scopes: body
+            .scopes
+            .as_deref()
+            .map(|s| grants::parse_scopes(Some(s)))
+            .transpose()?,
         reuse_grant_id: parse_reuse(body.reuse_grant_id.as_deref())?,
     };
     st.passkeys.assertion_finish(

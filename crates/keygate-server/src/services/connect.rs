@@ -28,8 +28,9 @@ pub struct Approval {
     /// `None` = all models.
     pub models: Option<Vec<String>>,
     pub plan: Option<String>,
-    /// The endpoint scopes approved (parsed; `["inference"]` when the app asked none).
-    pub scopes: Vec<Scope>,
+    /// The endpoint scopes approved; `None` when the app asked for none: a new grant
+    /// gets `["inference"]`, a re-keyed one keeps its scopes.
+    pub scopes: Option<Vec<Scope>>,
     pub reuse_grant_id: Option<GrantId>,
 }
 
@@ -103,11 +104,11 @@ pub fn parse_models_csv(raw: Option<&str>) -> Option<Vec<String>> {
 }
 
 /// Scopes from the redirect query / form: a comma list (`inference,files`); absent or
-/// empty = the default (`inference`); an unknown name is a 400 naming `scopes`.
-pub fn parse_scopes_csv(raw: Option<&str>) -> Result<Vec<Scope>, ServerError> {
+/// empty = none asked; an unknown name is a 400 naming `scopes`.
+pub fn parse_scopes_csv(raw: Option<&str>) -> Result<Option<Vec<Scope>>, ServerError> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(Scope::default_set()),
-        Some(list) => scope::parse_scope_list(list).map_err(|e| {
+        None => Ok(None),
+        Some(list) => scope::parse_scope_list(list).map(Some).map_err(|e| {
             OpenAiError::invalid_request(e.to_string())
                 .with_param("scopes")
                 .into()
@@ -198,7 +199,7 @@ pub async fn grant_for(
             .grant(id)?
             .filter(|g| g.origin.as_deref() == Some(approval.origin.as_str()))
             .ok_or_else(|| OpenAiError::not_found("No such connection for this app."))?;
-        return grants::rekey(store, &existing.id, user, Some(approval.scopes)).await;
+        return grants::rekey(store, &existing.id, user, approval.scopes).await;
     }
     grants::create(
         store,
@@ -206,13 +207,9 @@ pub async fn grant_for(
         GrantSpec {
             name: approval.app_name,
             models: approval.models,
-            scopes: Some(
-                approval
-                    .scopes
-                    .iter()
-                    .map(|s| s.as_str().to_owned())
-                    .collect(),
-            ),
+            scopes: approval
+                .scopes
+                .map(|list| list.iter().map(|s| s.as_str().to_owned()).collect()),
             origin: Some(approval.origin.to_string()),
             plan: approval.plan,
         },

@@ -1,6 +1,7 @@
 //! Endpoint scopes (issue 9, finding 1): a grant reaches only what it was granted; paths
 //! are canonical before any check; `/v1/organization/*` is never forwarded.
 
+use keygate_testkit::browser::Browser;
 use keygate_testkit::{TestApp, spawn_app};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -327,4 +328,180 @@ async fn scopes_are_chosen_at_creation_and_checked() {
         .await;
     let body = assert_openai_error(res, 400, "invalid_request").await;
     assert_eq!(body["error"]["param"], "scopes");
+}
+
+// --- the connect flow carries scopes --------------------------------------------------
+
+const APP: &str = "https://notes.example";
+const REDIRECT: &str = "https://notes.example/cb";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-scopes";
+
+fn challenge() -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(VERIFIER))
+}
+
+async fn person(app: &TestApp) -> Browser {
+    let mut b = app.browser();
+    b.signed_up("Connector").await;
+    let res = b
+        .send(
+            Method::PUT,
+            "/api/key",
+            json!({"api_key": keygate_testkit::FAKE_OPENAI_KEY}),
+        )
+        .await;
+    assert_eq!(res.status(), 204);
+    b
+}
+
+async fn approve_popup(b: &mut Browser, scopes: Value, reuse: Option<&str>) -> reqwest::Response {
+    let started: Value = b
+        .post("/api/connect/approve/start", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cred = b.passkey.get(&started["options"]).unwrap();
+    let mut body = json!({
+        "ceremony": started["ceremony"], "credential": cred, "origin": APP,
+        "app_name": "Notes", "reuse_grant_id": reuse,
+    });
+    if !scopes.is_null() {
+        body["scopes"] = scopes;
+    }
+    b.post("/api/connect/approve/finish", body).await
+}
+
+#[tokio::test]
+async fn popup_approval_grants_the_scopes_asked_for() {
+    let app = spawn_app().await;
+    let mut b = person(&app).await;
+    let res = approve_popup(&mut b, json!(["inference", "files"]), None).await;
+    assert_eq!(res.status(), 201);
+    let first: Value = res.json().await.unwrap();
+    assert_eq!(first["grant"]["scopes"], json!(["inference", "files"]));
+    let key = first["api_key"].as_str().unwrap();
+    assert_eq!(
+        app.v1(Method::GET, "/files", key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let existing: Value = b
+        .get(&format!("/api/connect/existing?origin={APP}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(existing[0]["scopes"], json!(["inference", "files"]));
+
+    // Re-keying without asking keeps the scopes; asking sets exactly those.
+    let gid = first["grant"]["id"].as_str().unwrap();
+    let kept: Value = approve_popup(&mut b, Value::Null, Some(gid))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kept["grant"]["scopes"], json!(["inference", "files"]));
+    let narrowed: Value = approve_popup(&mut b, json!(["inference"]), Some(gid))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(narrowed["grant"]["scopes"], json!(["inference"]));
+    let res = app
+        .v1(Method::GET, "/files", narrowed["api_key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(res, 403, "endpoint_not_allowed").await;
+
+    // No scopes asked: inference only. An unknown scope: nothing is created.
+    let plain: Value = approve_popup(&mut b, Value::Null, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plain["grant"]["scopes"], json!(["inference"]));
+    let before = b.get("/api/grants").await.json::<Value>().await.unwrap();
+    let res = approve_popup(&mut b, json!(["inference", "organization"]), None).await;
+    let body = assert_openai_error(res, 400, "invalid_request").await;
+    assert_eq!(body["error"]["param"], "scopes");
+    let after = b.get("/api/grants").await.json::<Value>().await.unwrap();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn redirect_approval_carries_scopes_through_the_code() {
+    let app = spawn_app().await;
+    let mut b = person(&app).await;
+    let page = format!(
+        "/connect?response_type=code&redirect_uri={}&state=s1&code_challenge={}\
+         &code_challenge_method=S256&scopes=inference,stored",
+        urlencode(REDIRECT),
+        challenge()
+    );
+    assert_eq!(b.get(&page).await.status(), 200);
+    let bad = page.replace("scopes=inference,stored", "scopes=inference,admin");
+    let res = b.get(&bad).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("scopes"));
+
+    let started: Value = b
+        .post("/api/connect/approve/start", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cred = b.passkey.get(&started["options"]).unwrap();
+    let form = [
+        ("ceremony", started["ceremony"].as_str().unwrap().to_owned()),
+        ("credential", cred.to_string()),
+        ("redirect_uri", REDIRECT.to_owned()),
+        ("state", "s1".to_owned()),
+        ("code_challenge", challenge()),
+        ("code_challenge_method", "S256".to_owned()),
+        ("scopes", "inference,stored".to_owned()),
+    ];
+    let res = b
+        .request(Method::POST, "/connect/approve")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let res = app
+        .client
+        .post(app.url("/api/connect/token"))
+        .json(&json!({"code": code, "code_verifier": VERIFIER}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    let key = v["api_key"].as_str().unwrap();
+    assert_eq!(
+        app.v1(Method::GET, "/chat/completions/chatcmpl-1", key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let res = app.v1(Method::GET, "/files", key).send().await.unwrap();
+    assert_openai_error(res, 403, "endpoint_not_allowed").await;
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
