@@ -63,6 +63,10 @@ pub async fn read(
     if content_length.is_some_and(|n| n > limit) {
         return Err(OpenAiError::request_too_large(limit).into());
     }
+    let chunked = req.headers().contains_key(TRANSFER_ENCODING);
+    if content_length == Some(0) || (content_length.is_none() && !chunked) {
+        return Ok(RequestBody::Empty);
+    }
     let compressed = req.headers().get_all(CONTENT_ENCODING).any(|v| {
         v.to_str()
             .map_or(true, |v| !v.trim().eq_ignore_ascii_case("identity"))
@@ -72,10 +76,6 @@ pub async fn read(
             "keygate does not accept compressed request bodies (Content-Encoding); send the body uncompressed.",
         )
         .into());
-    }
-    let chunked = req.headers().contains_key(TRANSFER_ENCODING);
-    if content_length == Some(0) || (content_length.is_none() && !chunked) {
-        return Ok(RequestBody::Empty);
     }
     // The original header: a multipart boundary is case-sensitive.
     let content_type = req
