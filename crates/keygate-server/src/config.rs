@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub ceremony_ttl_secs: Option<u64>,
     pub fresh_window_secs: Option<u64>,
     pub validate_openai_keys: Option<bool>,
+    /// Extra inbound header names forwarded to the upstream (comma list).
+    pub forward_headers: Option<String>,
 }
 
 /// The checked configuration.
@@ -76,6 +78,9 @@ pub struct Config {
     pub fresh_window: Duration,
     /// Check a pasted OpenAI key against the upstream's `/models` before storing it.
     pub validate_openai_keys: bool,
+    /// Inbound header names forwarded upstream besides the built-in allowlist
+    /// (`proxy::headers`), lowercase; never a credential, cookie or client address.
+    pub forward_headers: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -282,6 +287,14 @@ impl RawConfig {
             &mut problem,
         );
 
+        let forward_headers = crate::proxy::headers::parse_forward_headers(
+            self.forward_headers.as_deref().unwrap_or(""),
+        )
+        .unwrap_or_else(|m| {
+            problem("forward_headers", m);
+            Vec::new()
+        });
+
         match (listen, public_url, upstream_url) {
             (Some(listen), Some(public_url), Some(upstream_url)) if problems.is_empty() => {
                 Ok(Config {
@@ -307,6 +320,7 @@ impl RawConfig {
                     ceremony_ttl,
                     fresh_window,
                     validate_openai_keys: self.validate_openai_keys.unwrap_or(true),
+                    forward_headers,
                 })
             }
             _ => Err(ConfigError(problems)),
@@ -382,7 +396,8 @@ const NUMERIC_KEYS: [&str; 11] = [
     "store_cache_bytes",
 ];
 
-const ENV_KEYS: [&str; 21] = [
+const ENV_KEYS: [&str; 22] = [
+    "forward_headers",
     "fresh_window_secs",
     "rp_id",
     "rp_origin",

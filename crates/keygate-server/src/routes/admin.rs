@@ -61,6 +61,8 @@ pub struct CreateGrant {
     name: String,
     #[serde(default)]
     models: Option<Vec<String>>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 pub async fn create_user(
@@ -115,6 +117,7 @@ pub async fn create_grant(
         grants::GrantSpec {
             name: body.name,
             models: body.models,
+            scopes: body.scopes,
             ..Default::default()
         },
     )

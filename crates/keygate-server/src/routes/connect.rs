@@ -16,7 +16,7 @@ use crate::error::ServerError;
 use crate::routes::api::{Empty, started};
 use crate::routes::web_pages;
 use crate::services::connect::{self, Approval};
-use crate::services::grants::GrantView;
+use crate::services::grants::{self, GrantView};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -26,6 +26,7 @@ pub struct ConnectQuery {
     state: Option<String>,
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
+    scopes: Option<String>,
 }
 
 /// `GET /connect`: the popup or redirect page. A redirect-mode request is checked
@@ -44,6 +45,7 @@ pub async fn page(
             q.code_challenge.as_deref(),
             q.code_challenge_method.as_deref(),
         )
+        .and_then(|_| connect::parse_scopes_csv(q.scopes.as_deref()))
     {
         return Ok(error_for(&req, &e));
     }
@@ -89,6 +91,8 @@ pub struct ApproveFinish {
     #[serde(default)]
     plan: Option<String>,
     #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
     reuse_grant_id: Option<String>,
 }
 
@@ -105,6 +109,11 @@ pub async fn approve_finish(
         origin,
         models: body.models.filter(|m| !m.is_empty()),
         plan: clean_plan(body.plan.as_deref())?,
+        scopes: body
+            .scopes
+            .as_deref()
+            .map(|s| grants::parse_scopes(Some(s)))
+            .transpose()?,
         reuse_grant_id: parse_reuse(body.reuse_grant_id.as_deref())?,
     };
     st.passkeys.assertion_finish(
@@ -137,6 +146,9 @@ pub struct ApproveForm {
     models: Option<String>,
     #[serde(default)]
     plan: Option<String>,
+    /// Comma list, as in the redirect query (`inference,files`).
+    #[serde(default)]
+    scopes: Option<String>,
     #[serde(default)]
     reuse_grant_id: Option<String>,
 }
@@ -164,6 +176,7 @@ pub async fn approve_form(
             origin,
             models: connect::parse_models_csv(f.models.as_deref()),
             plan: clean_plan(f.plan.as_deref())?,
+            scopes: connect::parse_scopes_csv(f.scopes.as_deref())?,
             reuse_grant_id: parse_reuse(f.reuse_grant_id.as_deref())?,
         };
         let credential: Value = serde_json::from_str(&f.credential)

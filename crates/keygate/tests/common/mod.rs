@@ -57,6 +57,11 @@ pub async fn serve(
         .env("KEYGATE_UPSTREAM_URL", upstream)
         .env("KEYGATE_ADMIN_KEY", ADMIN_KEY)
         .env("KEYGATE_SHUTDOWN_TIMEOUT_SECS", "10")
+        // The mock upstream's scenario knobs travel as request headers through keygate.
+        .env(
+            "KEYGATE_FORWARD_HEADERS",
+            keygate_testkit::MOCK_FORWARD_HEADERS,
+        )
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
         .stderr(file);

@@ -13,4 +13,6 @@ mod proxy_auth;
 mod proxy_forward;
 mod proxy_limits;
 mod proxy_stream;
+mod proxy_vault;
+mod scopes;
 mod sessions;
