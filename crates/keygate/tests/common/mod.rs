@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ADMIN_KEY: &str = "cli-test-admin-key-0123456789";
+pub const ADMIN_KEY: &str = "cli-test-admin-key-0123456789-abcdef";
 
 pub fn keygate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keygate"));
