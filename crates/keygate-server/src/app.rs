@@ -209,7 +209,10 @@ fn bind(config: &Config) -> Result<TcpListener, StartError> {
 fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        // The first pass a full interval after start (the state counted the store's
+        // ceremonies when it was built).
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

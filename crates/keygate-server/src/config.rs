@@ -324,7 +324,7 @@ impl RawConfig {
                 "auth_rate_per_minute",
                 &mut problem,
             ),
-            auth_burst: positive(self.auth_burst, 10, "auth_burst", &mut problem),
+            auth_burst: positive(self.auth_burst, 30, "auth_burst", &mut problem),
             max_ceremonies: positive(self.max_ceremonies, 10_000, "max_ceremonies", &mut problem)
                 as usize,
             admin_failures_per_minute: positive(
@@ -613,7 +613,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "auth_burst",
         Kind::Number,
-        "10",
+        "30",
         "how many of those may come at once",
     ),
     setting(
