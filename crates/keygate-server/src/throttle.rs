@@ -295,8 +295,11 @@ impl CeremonyCap {
         self.max
     }
 
-    /// Reserves a slot for a ceremony about to start; `Err(seconds)` when full.
-    pub fn admit(&self, store: &Store) -> Result<(), u64> {
+    /// Reserves a slot for a ceremony about to start; `Err(seconds)` when full. The
+    /// slot is given back when dropped unless [`Slot::made`] says a ceremony was
+    /// stored: a request abandoned halfway (the client went away while its body was
+    /// read) cannot leak one.
+    pub fn admit(&self, store: &Store) -> Result<Slot<'_>, u64> {
         let Ok(mut s) = self.inner.lock() else {
             return Err(self.retry_after);
         };
@@ -309,12 +312,13 @@ impl CeremonyCap {
         }
         s.live += 1;
         s.in_flight += 1;
-        Ok(())
+        Ok(Slot {
+            cap: self,
+            made: false,
+        })
     }
 
-    /// The start admitted by [`CeremonyCap::admit`] is done; `made` says whether it
-    /// stored a ceremony.
-    pub fn done(&self, made: bool) {
+    fn done(&self, made: bool) {
         if let Ok(mut s) = self.inner.lock() {
             s.in_flight = s.in_flight.saturating_sub(1);
             if !made {
@@ -329,6 +333,25 @@ impl CeremonyCap {
             s.live = store.ceremony_count() + s.in_flight;
             s.recounted = Some(Instant::now());
         }
+    }
+}
+
+/// A reserved ceremony slot (see [`CeremonyCap::admit`]).
+pub struct Slot<'a> {
+    cap: &'a CeremonyCap,
+    made: bool,
+}
+
+impl Slot<'_> {
+    /// The start stored a ceremony: the slot stays taken until a recount.
+    pub fn made(mut self) {
+        self.made = true;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.cap.done(self.made);
     }
 }
 
@@ -413,22 +436,28 @@ async fn guard<B: MessageBody>(
 
     // Then the global cap, for anything that stores a ceremony.
     let starts = matches!(action, Action::AnonymousStart | Action::SignedInStart);
-    if starts && let Err(secs) = t.ceremonies.admit(&st.store) {
-        tracing::warn!(max = t.ceremonies.max(), "live ceremony cap reached");
-        return refuse(
-            req,
-            OpenAiError::rate_limit_exceeded(
-                format!("keygate has too many sign-ins in progress. Try again in {secs} seconds."),
-                secs,
-            ),
-        );
+    let slot = match starts.then(|| t.ceremonies.admit(&st.store)) {
+        Some(Err(secs)) => {
+            tracing::warn!(max = t.ceremonies.max(), "live ceremony cap reached");
+            return refuse(
+                req,
+                OpenAiError::rate_limit_exceeded(
+                    format!(
+                        "keygate has too many sign-ins in progress. Try again in {secs} seconds."
+                    ),
+                    secs,
+                ),
+            );
+        }
+        Some(Ok(slot)) => Some(slot),
+        None => None,
+    };
+    let res = next.call(req).await?;
+    if let Some(slot) = slot
+        && res.status().is_success()
+    {
+        slot.made();
     }
-    let res = next.call(req).await;
-    if starts {
-        t.ceremonies
-            .done(res.as_ref().is_ok_and(|r| r.status().is_success()));
-    }
-    let res = res?;
 
     // After the handler: a failed sign-in spends from the failure budget; the one that
     // finds it empty is already answered 429.
@@ -531,6 +560,36 @@ mod tests {
         assert!((1..=60).contains(&secs), "{secs}");
         assert!(t.gate(ip).is_err());
         assert!(t.gate("192.0.2.2".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_cap_counts_made_ceremonies_and_gets_abandoned_slots_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &keygate_store::StoreOptions::default()).unwrap();
+        let make = |slot: Slot<'_>, id: &str| {
+            let c: keygate_store::CeremonyRecord = serde_json::from_value(serde_json::json!({
+                "kind": "login", "state": "{}", "user_id": null, "name": null,
+                "expires_at": u64::MAX / 2,
+            }))
+            .unwrap();
+            store.put_ceremony(id, &c).unwrap();
+            slot.made();
+        };
+        let cap = CeremonyCap::new(2, Duration::from_secs(300));
+        make(cap.admit(&store).unwrap(), "a");
+        // Refused, failed or abandoned (the future dropped mid-request): slot returned.
+        for _ in 0..10 {
+            drop(cap.admit(&store).unwrap());
+        }
+        let held = cap.admit(&store).unwrap();
+        // Full: one stored, one in flight (a recount sees the same).
+        assert_eq!(cap.admit(&store).err(), Some(60));
+        make(held, "b");
+        assert!(cap.admit(&store).is_err());
+        // A finish takes one out; a full cap notices on its next recount.
+        store.take_ceremony("a").unwrap();
+        cap.recount(&store);
+        assert!(cap.admit(&store).is_ok());
     }
 
     #[test]
