@@ -275,6 +275,8 @@ struct CapState {
     live: usize,
     in_flight: usize,
     recounted: Option<Instant>,
+    /// Whether this full episode was logged (once, not per refused request).
+    warned: bool,
 }
 
 impl CeremonyCap {
@@ -287,6 +289,7 @@ impl CeremonyCap {
                 live: 0,
                 in_flight: 0,
                 recounted: None,
+                warned: false,
             }),
         }
     }
@@ -308,8 +311,16 @@ impl CeremonyCap {
             s.live = store.ceremony_count() + s.in_flight;
         }
         if s.live >= self.max {
+            if !s.warned {
+                s.warned = true;
+                tracing::warn!(
+                    max = self.max,
+                    "live ceremony cap reached; refusing new ceremonies"
+                );
+            }
             return Err(self.retry_after);
         }
+        s.warned = false;
         s.live += 1;
         s.in_flight += 1;
         Ok(Slot {
@@ -430,7 +441,8 @@ async fn guard<B: MessageBody>(
         Action::SignedInStart => Ok(()),
     };
     if let Err(secs) = spent {
-        tracing::info!(?action, %client, retry_after = secs, "throttled");
+        // Debug only: a flood would otherwise be a flood of log lines.
+        tracing::debug!(?action, %client, retry_after = secs, "throttled");
         return refuse(req, busy(secs));
     }
 
@@ -438,7 +450,6 @@ async fn guard<B: MessageBody>(
     let starts = matches!(action, Action::AnonymousStart | Action::SignedInStart);
     let slot = match starts.then(|| t.ceremonies.admit(&st.store)) {
         Some(Err(secs)) => {
-            tracing::warn!(max = t.ceremonies.max(), "live ceremony cap reached");
             return refuse(
                 req,
                 OpenAiError::rate_limit_exceeded(
