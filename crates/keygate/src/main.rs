@@ -133,6 +133,12 @@ fn hint(e: &anyhow::Error) -> Option<String> {
                         "choose an address this user may listen on with KEYGATE_LISTEN (now {addr})"
                     ));
                 }
+                StartError::KeyFile(KeyFileError::MissingForExistingStore { .. }) => {
+                    return Some(
+                        "if this is the wrong data directory, point KEYGATE_DATA_DIR at the right one"
+                            .into(),
+                    );
+                }
                 StartError::DataDir { .. } => {
                     return Some(
                         "set KEYGATE_DATA_DIR to a directory this user can write (default ./keygate-data)"

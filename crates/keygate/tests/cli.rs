@@ -141,10 +141,11 @@ async fn serve_refuses_to_mint_a_new_key_beside_an_existing_store() {
         &[("KEYGATE_DATA_DIR", dir.path().to_str().unwrap())],
     );
     assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("master key file"), "{err}");
     assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("master key file")
+        err.contains("KEYGATE_MASTER_KEYS") && err.contains("KEYGATE_DATA_DIR"),
+        "{err}"
     );
 }
 
