@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use futures::StreamExt;
-use keygate_testkit::{ADMIN_KEY, TestApp, spawn_app, spawn_app_with};
+use keygate_testkit::{ADMIN_KEY, FAKE_OPENAI_KEY, TestApp, spawn_app, spawn_app_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -398,6 +398,18 @@ async fn wrong_admin_keys_are_throttled_per_address_and_never_count_right_ones()
     );
 }
 
+/// A connect approval's passkey assertion: `(ceremony, credential)`.
+async fn approve_start(browser: &mut keygate_testkit::browser::Browser) -> (Value, Value) {
+    let started: Value = browser
+        .post("/api/connect/approve/start", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let credential = browser.passkey.get(&started["options"]).unwrap();
+    (started["ceremony"].clone(), credential)
+}
+
 #[tokio::test]
 async fn responses_that_can_carry_an_api_key_are_never_cached() {
     let app = spawn_app().await;
@@ -429,8 +441,61 @@ async fn responses_that_can_carry_an_api_key_are_never_cached() {
     let body: Value = res.json().await.unwrap();
     assert!(body["api_key"].is_string());
     no_store(&browser.post("/api/grants", json!({"name": "g2"})).await);
-    // The connect token exchange and popup approval (their error answers too: every
-    // /api and /admin response is no-store).
+    // Connect: the popup approval answers with the key.
+    let res = browser
+        .send(Method::PUT, "/api/key", json!({"api_key": FAKE_OPENAI_KEY}))
+        .await;
+    assert_eq!(res.status(), 204);
+    let (ceremony, credential) = approve_start(&mut browser).await;
+    let res = browser
+        .post(
+            "/api/connect/approve/finish",
+            json!({"ceremony": ceremony, "credential": credential, "origin": "https://app.example"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    no_store(&res);
+    // Redirect mode: the form post answers with the code, the exchange with the key.
+    let verifier = "a-verifier-long-enough-for-pkce-0123456789-abcdefghij";
+    let challenge = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let (ceremony, credential) = approve_start(&mut browser).await;
+    let res = browser
+        .request(Method::POST, "/connect/approve")
+        .form(&[
+            ("ceremony", ceremony.as_str().unwrap()),
+            ("credential", &credential.to_string()),
+            ("redirect_uri", "https://app.example/cb"),
+            ("state", "s"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    no_store(&res);
+    let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let res = app
+        .client
+        .post(app.url("/api/connect/token"))
+        .json(&json!({"code": code, "code_verifier": verifier}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    no_store(&res);
+    // Error answers too: every /api and /admin response is no-store.
     let res = app
         .client
         .post(app.url("/api/connect/token"))
@@ -439,7 +504,6 @@ async fn responses_that_can_carry_an_api_key_are_never_cached() {
         .await
         .unwrap();
     no_store(&res);
-    no_store(&browser.post("/api/connect/approve/finish", json!({})).await);
     no_store(&browser.get("/api/me").await);
     no_store(&app.admin(Method::GET, "/admin/users").send().await.unwrap());
 }
