@@ -149,12 +149,30 @@ impl RawConfig {
             ConfigError(
                 e.into_iter()
                     .map(|e| {
-                        let name = e
-                            .path
-                            .last()
-                            .map(|k| format!("{k} (KEYGATE_{})", k.to_ascii_uppercase()))
-                            .unwrap_or_else(|| "config".into());
-                        format!("{name}: {}", e.kind)
+                        // Name the setting where it was written: a key in the file, or
+                        // the variable.
+                        let file = e
+                            .metadata
+                            .as_ref()
+                            .and_then(|m| m.source.as_ref())
+                            .and_then(|s| s.file_path())
+                            .map(|p| p.display().to_string());
+                        let name = match (e.path.last(), file) {
+                            (Some(k), Some(f)) => format!("`{k}` in {f}"),
+                            (Some(k), None) => format!("KEYGATE_{}", k.to_ascii_uppercase()),
+                            (None, Some(f)) => f,
+                            (None, None) => "configuration".into(),
+                        };
+                        let what = match &e.kind {
+                            figment::error::Kind::UnknownField(field, _) => format!(
+                                "unknown setting{}",
+                                closest_setting(field)
+                                    .map(|s| format!("; did you mean `{}`?", s.key))
+                                    .unwrap_or_default()
+                            ),
+                            other => other.to_string(),
+                        };
+                        format!("{name}: {what}")
                     })
                     .collect(),
             )

@@ -365,6 +365,22 @@ fn serve_help_lists_every_setting_with_its_default() {
 }
 
 #[test]
+fn an_unknown_file_key_is_named_as_the_key_in_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keygate.toml");
+    std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = run(&["serve", "--config", file.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("`lisen` in {}", file.display())),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `listen`?"), "{err}");
+    assert!(!err.contains("KEYGATE_LISEN"), "named as a variable: {err}");
+}
+
+#[test]
 fn an_unknown_variable_is_named_as_the_variable() {
     let out = run(&["serve"], &[("KEYGATE_LISTN", "127.0.0.1:1")]);
     assert!(!out.status.success());
