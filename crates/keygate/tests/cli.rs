@@ -229,46 +229,6 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_cleanly() {
 
 // --- issue 9: start-up that says where to go, errors said once, nothing made early ---
 
-/// `keygate serve` with stdout and stderr kept apart; waits until `/healthz` answers.
-async fn serve_split(
-    dir: &std::path::Path,
-    envs: &[(&str, &str)],
-) -> (common::Server, std::path::PathBuf) {
-    let port = common::free_port();
-    let stdout = dir.join(format!("stdout-{port}"));
-    let log = dir.join(format!("stderr-{port}"));
-    let mut cmd = common::keygate();
-    cmd.arg("serve")
-        .env("KEYGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KEYGATE_PUBLIC_URL", format!("http://localhost:{port}"))
-        .env("KEYGATE_UPSTREAM_URL", "http://127.0.0.1:1/v1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{address}/healthz")).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "keygate did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (
-        common::Server {
-            child,
-            address,
-            log,
-        },
-        stdout,
-    )
-}
-
 #[cfg(unix)]
 fn mode(p: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -287,7 +247,8 @@ async fn serve_says_where_to_go_where_the_data_is_and_what_to_back_up() {
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let data_env = data.to_str().unwrap();
-    let (mut server, stdout) = serve_split(dir.path(), &[("KEYGATE_DATA_DIR", data_env)]).await;
+    let (mut server, stdout) =
+        common::serve_split(dir.path(), &[("KEYGATE_DATA_DIR", data_env)]).await;
     let port = server.address.rsplit(':').next().unwrap().to_owned();
     assert!(server.terminate());
     let said = std::fs::read_to_string(&stdout).unwrap();
@@ -307,7 +268,8 @@ async fn serve_says_where_to_go_where_the_data_is_and_what_to_back_up() {
     assert_eq!(mode(&data.join("store")), 0o700);
 
     // The second start uses the key file it finds: nothing new to back up.
-    let (mut server, stdout) = serve_split(dir.path(), &[("KEYGATE_DATA_DIR", data_env)]).await;
+    let (mut server, stdout) =
+        common::serve_split(dir.path(), &[("KEYGATE_DATA_DIR", data_env)]).await;
     assert!(server.terminate());
     let said = std::fs::read_to_string(&stdout).unwrap();
     assert!(
@@ -320,7 +282,7 @@ async fn serve_says_where_to_go_where_the_data_is_and_what_to_back_up() {
     let other = dir.path().join("other");
     let keys = std::fs::read_to_string(&key_file).unwrap();
     let entry = keys.lines().last().unwrap().to_owned();
-    let (mut server, stdout) = serve_split(
+    let (mut server, stdout) = common::serve_split(
         dir.path(),
         &[
             ("KEYGATE_DATA_DIR", other.to_str().unwrap()),
