@@ -10,7 +10,8 @@ use tempfile::TempDir;
 
 use crate::mock_openai::MockOpenAi;
 
-pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+/// At least 32 characters, the minimum admin key length.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef-0123";
 /// The mock upstream's knob headers, forwarded by keygate in tests (`forward_headers`).
 pub const MOCK_FORWARD_HEADERS: &str = "x-mock-scenario, x-mock-delay-ms";
 /// A fake OpenAI key whose every occurrence can be searched for.
@@ -27,6 +28,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub mock: MockOpenAi,
     pub data_dir: TempDir,
+    /// The running server's state (its store, throttles), for tests that look inside.
+    pub state: keygate_server::state::AppState,
     handle: actix_web::dev::ServerHandle,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -84,6 +87,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
     let port = app.port();
     let handle = app.handle();
     let public = app.state().config.public_url.clone();
+    let state = app.state().clone();
     let server = tokio::spawn(app.run_until_stopped());
     let address = public.as_str().trim_end_matches('/').to_owned();
     TestApp {
@@ -97,6 +101,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
             .expect("client"),
         mock,
         data_dir,
+        state,
         handle,
         server: Some(server),
     }
@@ -108,12 +113,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
 /// real restart is a new process and never sees this.
 async fn build_when_store_free(raw: RawConfig) -> Application {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let raw = serde_json::to_value(&raw).expect("config serialises");
     loop {
-        let config: Config = serde_json::from_value::<RawConfig>(raw.clone())
-            .expect("config round-trips")
-            .validate()
-            .expect("valid test config");
+        let config: Config = raw.clone().validate().expect("valid test config");
         match Application::build(config) {
             Ok(app) => return app,
             Err(keygate_server::app::StartError::Store(keygate_store::StoreError::Locked {

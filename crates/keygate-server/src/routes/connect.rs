@@ -37,17 +37,26 @@ pub async fn page(
 ) -> Result<HttpResponse, ServerError> {
     let redirect_mode =
         q.response_type.is_some() || q.redirect_uri.is_some() || q.code_challenge.is_some();
-    if redirect_mode
-        && let Err(e) = connect::parse_redirect_request(
+    if redirect_mode {
+        match connect::parse_redirect_request(
             q.response_type.as_deref(),
             q.redirect_uri.as_deref(),
             q.state.as_deref(),
             q.code_challenge.as_deref(),
             q.code_challenge_method.as_deref(),
         )
-        .and_then(|_| connect::parse_scopes_csv(q.scopes.as_deref()))
-    {
-        return Ok(error_for(&req, &e));
+        .and_then(|r| connect::parse_scopes_csv(q.scopes.as_deref()).map(|_| r))
+        {
+            Err(e) => return Ok(error_for(&req, &e)),
+            // The approve form is answered with a redirect to the app: CSP form-action
+            // must allow its origin.
+            Ok(r) => {
+                return web_pages::serve_page_redirecting_to(
+                    "connect.html",
+                    &r.redirect_uri.origin().to_string(),
+                );
+            }
+        }
     }
     web_pages::serve_page("connect.html")
 }
