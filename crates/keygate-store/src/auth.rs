@@ -320,18 +320,32 @@ impl Store {
         absolute: u64,
     ) -> Result<usize, StoreError> {
         let mut expired = Vec::new();
-        for entry in self.sessions.entries() {
-            let (k, s) = entry?;
-            if now >= s.last_seen_at.saturating_add(idle)
-                || now >= s.created_at.saturating_add(absolute)
-            {
-                expired.push(String::from_utf8_lossy(&k).into_owned());
+        let mut unreadable = Vec::new();
+        for item in self.sessions.tree().iter() {
+            let (k, v) = item?;
+            match self.sessions.decode(&v) {
+                Ok(s) => {
+                    if now >= s.last_seen_at.saturating_add(idle)
+                        || now >= s.created_at.saturating_add(absolute)
+                    {
+                        expired.push(String::from_utf8_lossy(&k).into_owned());
+                    }
+                }
+                // An unreadable session signs nobody in; left in place it would make
+                // every sweep (ceremonies and codes too) fail.
+                Err(e) => {
+                    tracing::warn!(error = %e, "removing an unreadable session record");
+                    unreadable.push(k);
+                }
             }
         }
         for hash in &expired {
             self.delete_session(hash)?;
         }
-        Ok(expired.len())
+        for key in &unreadable {
+            self.sessions.remove(key)?;
+        }
+        Ok(expired.len() + unreadable.len())
     }
 
     fn session_hashes(&self, user: &UserId) -> Result<Vec<String>, StoreError> {

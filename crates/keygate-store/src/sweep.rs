@@ -93,4 +93,21 @@ mod tests {
         assert!(store.take_code("new").unwrap().is_some());
         assert!(store.take_ceremony("new").unwrap().is_some());
     }
+
+    #[test]
+    fn an_unreadable_session_is_swept_and_does_not_stop_the_other_sweeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        store
+            .sessions
+            .tree()
+            .insert("garbled", b"{not json")
+            .unwrap();
+        store.put_code("old", &code(100)).unwrap();
+        store.put_ceremony("old", &ceremony(100)).unwrap();
+
+        let swept = store.sweep_expired(200, 3600, 3600).unwrap();
+        assert_eq!((swept.sessions, swept.codes, swept.ceremonies), (1, 1, 1));
+        assert!(store.session("garbled").unwrap().is_none());
+    }
 }
