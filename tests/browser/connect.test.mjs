@@ -11,6 +11,7 @@ import { after, before, test } from "node:test";
 
 import OpenAI from "openai";
 
+import { SCOPES } from "../../web/js/scopes.js";
 import { assertClean, launch, screenshot } from "./lib.mjs";
 import {
   BASE_URL,
@@ -102,6 +103,11 @@ test("Sign in with OpenAI from the demo app, end to end", async (t) => {
     await popup.getByRole("heading", { name: "Add your OpenAI key" }).waitFor();
     assert.equal(await wallet.save(cdp, authenticatorId), 1, "the passkey was made in the popup");
     await screenshot(popup, "connect-03-popup-key");
+    // Where to get a key is a real link: a new tab, no referrer.
+    const link = popup.getByRole("link", { name: "platform.openai.com → API keys" });
+    assert.equal(await link.getAttribute("href"), "https://platform.openai.com/api-keys");
+    assert.equal(await link.getAttribute("target"), "_blank");
+    assert.deepEqual((await link.getAttribute("rel")).split(/\s+/).sort(), ["noopener", "noreferrer"]);
 
     // Store the OpenAI key.
     await popup.getByLabel("OpenAI API key").fill("not-a-key");
@@ -116,6 +122,10 @@ test("Sign in with OpenAI from the demo app, end to end", async (t) => {
     assert.equal((await popup.locator("#origin-label").innerText()).trim().toLowerCase(), "verified website");
     assert.equal((await popup.locator("#consent-app").innerText()).trim(), "Pocket Chat");
     assert.ok(await popup.locator("#existing-group").isHidden(), "nothing to reuse yet");
+    // The app asked for no scopes: it may use models, and the page says so in words.
+    assert.deepEqual(await popup.locator("#scopes-list li").allInnerTexts(), [
+      SCOPES.find((s) => s.id === "inference").words,
+    ]);
     const models = popup.locator("#models-body input[name=model]");
     assert.deepEqual(await models.evaluateAll((els) => els.map((e) => [e.value, e.checked])), [
       ["gpt-4o-mini", true],
