@@ -80,7 +80,9 @@ export function snippetsFor(apiKey, baseURL, grant = null) {
   return { js: js.join("\n"), python: python.join("\n"), curl: curl.join("\n") };
 }
 
-const TOKENS = /("(?:[^"\\\n]|\\.)*"|'[^'\n]*')|(\/\/[^\n]*|#[^\n]*)|\b(import|from|const|new|await|curl)\b/g;
+// Strings, then comments (only where a line or a space lets one start: never the "//" of a URL),
+// then keywords.
+const TOKENS = /("(?:[^"\\\n]|\\.)*"|'[^'\n]*')|((?<=^|\s)(?:\/\/|#)[^\n]*)|\b(import|from|const|new|await|curl)\b/gm;
 
 /** `text` as DOM nodes with strings, comments and keywords in highlight spans. */
 export function highlight(text) {
