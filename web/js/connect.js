@@ -16,7 +16,7 @@
 
 import { ApiError, request } from "./api.js";
 import { $, busy, h, icon, replace, showMessage, timeEl } from "./dom.js";
-import { passkeySupportProblem, register, signIn } from "./passkey.js";
+import { explainRefusal, passkeySupportProblem, register, signIn } from "./passkey.js";
 import { parseRequested, scope, sortScopes } from "./scopes.js";
 
 const HELLO_EVERY_MS = 300;
@@ -559,6 +559,15 @@ function collectChoice() {
 
 // -------------------------------------------------------------------- decisions
 
+/** Sends the approval; a refused passkey is put into keygate's own words (never webauthn-rs's). */
+async function approveFinish(body) {
+  try {
+    return await api.post("/api/connect/approve/finish", body);
+  } catch (err) {
+    throw explainRefusal(err, "approve");
+  }
+}
+
 /** The approval itself: a passkey assertion for the signed-in person. */
 async function approvalAssertion() {
   const { ceremony, options } = await api.post("/api/connect/approve/start", {});
@@ -606,7 +615,7 @@ async function approve(event) {
       }
       const { ceremony, credential } = await approvalAssertion();
       if (mode === "popup") {
-        const out = await api.post("/api/connect/approve/finish", {
+        const out = await approveFinish({
           ceremony,
           credential,
           origin: app.origin,

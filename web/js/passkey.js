@@ -104,9 +104,10 @@ function explain(err, kind) {
 /**
  * keygate refused a passkey it was shown (`ceremony_failed`, `credential_already_registered`):
  * the same failure in keygate's own words, so the raw reason (which may be webauthn-rs's text)
- * stays in the server log. Other errors pass through unchanged.
+ * stays in the server log. Other errors pass through unchanged. `kind` as for explain(), or
+ * "approve" (the connect page's approval).
  */
-function explainRefusal(err, kind) {
+export function explainRefusal(err, kind) {
   if (!(err instanceof ApiError)) return err;
   const make = (message) => new ApiError(message, { status: err.status, code: err.code, type: err.type, param: err.param });
   if (err.code === "credential_already_registered") {
@@ -129,6 +130,8 @@ function explainRefusal(err, kind) {
       return make("keygate couldn’t accept the new passkey, so no account was made. Try again, or use another device or password manager.");
     case "add":
       return make("keygate couldn’t accept the new passkey, so it wasn’t added. Try again, or use another device or password manager.");
+    case "approve":
+      return make("keygate couldn’t accept that passkey, so nothing was shared. Use one of the passkeys on your account and approve again.");
     default:
       return make("keygate couldn’t accept that passkey. Use one of the passkeys on your account and try again.");
   }
