@@ -1,7 +1,8 @@
 // The dashboard after issue 9, in a real browser: choosing what a new key may do (scopes) and
 // reading it back in plain words; the copy-once panel's JavaScript, Python and curl snippets
 // (the curl one is run for real); the stored key's status as OpenAI sees it (verified, not yet
-// verified, refused — with the banner and its "Replace key"); the passkey step-up for storing
+// verified, refused after a proxied request met OpenAI's refusal — with the banner and its
+// "Replace key"); the passkey step-up for storing
 // the first key, creating a key and adding a passkey; and the signed-in devices, ending one and
 // signing out everywhere else right after signing in.
 
@@ -11,7 +12,7 @@ import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 
 import { SCOPES } from "../../web/js/scopes.js";
-import { Wallet } from "./connect/helpers.mjs";
+import { MOCK_URL, Wallet } from "./connect/helpers.mjs";
 import {
   BASE_URL,
   addAuthenticator,
@@ -192,13 +193,15 @@ test("the stored key's status: verified, not yet verified, refused by OpenAI (wi
   assert.doesNotMatch(await page.locator("#openai-key-hint").innerText(), /checks the key with OpenAI before/);
 
   // The mock upstream accepts the key: keygate checked it, and says so.
-  await storeKey(page, "sk-proj-status-test-0000000000000000000000000000Stat");
+  const openaiKey = "sk-proj-status-test-0000000000000000000000000000Stat";
+  await storeKey(page, openaiKey);
   const real = await pageFetch(page, "GET", "/api/key");
   assert.equal(real.body.status, "verified");
   await page.locator("#key-check", { hasText: "Verified: OpenAI accepted it" }).waitFor();
   assert.equal(await page.locator("#banners .alert").count(), 0);
 
-  // The other states are shown as keygate reports them (GET /api/key, the rest of the answer real).
+  // "Not yet verified" and "no status" are shown as keygate would report them (GET /api/key,
+  // the rest of the answer real): the mock upstream can't be made unreachable for one call.
   let patch = null;
   await page.route("**/api/key", async (route) => {
     if (route.request().method() !== "GET" || !patch) return route.continue();
@@ -214,16 +217,31 @@ test("the stored key's status: verified, not yet verified, refused by OpenAI (wi
   assert.match(await check.innerText(), /^Stored, not yet verified/);
   assert.doesNotMatch(await check.innerText(), /accepted|Verified:/);
   assert.equal(await page.locator("#banners .alert").count(), 0);
+  await screenshot(page, "dash-04-key-unverified");
 
   // A keygate that doesn't report a status: the page claims nothing either way.
   patch = { status: undefined };
   await page.reload();
   await waitForDashboard(page);
   assert.ok(await check.isHidden());
+  patch = null;
+  await page.unroute("**/api/key");
 
-  // OpenAI refused the stored key on a proxied request: a banner says what happens and what to do.
-  const rejectedAt = Math.floor(Date.now() / 1000) - 3600;
-  patch = { status: "rejected", rejected_at: rejectedAt };
+  // OpenAI revokes the key after it was stored; an app's request through keygate meets the
+  // refusal (424 owner_key_rejected), and keygate marks the key as refused.
+  const grant = await pageFetch(page, "POST", "/api/grants", { name: "Status app" });
+  assert.equal(grant.status, 201);
+  const refused = await fetch(`${MOCK_URL}/__mock/reject-key`, { method: "POST", body: openaiKey });
+  assert.equal(refused.status, 200);
+  const chat = await fetch(`${BASE_URL}/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${grant.body.api_key}`, "content-type": "application/json" },
+    body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] }),
+  });
+  assert.equal(chat.status, 424);
+  assert.equal((await chat.json()).error.code, "owner_key_rejected");
+
+  // The dashboard says what happens and what to do.
   await page.reload();
   await waitForDashboard(page);
   const banner = page.locator("#key-rejected-banner");
@@ -231,21 +249,19 @@ test("the stored key's status: verified, not yet verified, refused by OpenAI (wi
   assert.match(await banner.innerText(), /OpenAI refused your stored key/);
   assert.match(await banner.innerText(), /apps using keygate get an error until you replace it/);
   assert.match(await check.innerText(), /OpenAI refused this key/);
-  await screenshot(page, "dash-04-key-rejected-banner");
+  await screenshot(page, "dash-05-key-rejected-banner");
   await assertClean(page, problems, "key refused banner");
 
-  // "Replace key" opens the key form with the cursor in it.
+  // "Replace key" opens the key form with the cursor in it; a new key clears the refusal.
   await banner.getByRole("button", { name: "Replace key" }).click();
   await page.getByRole("heading", { name: "Replace your OpenAI key" }).waitFor();
   assert.equal(await page.evaluate(() => document.activeElement?.id), "openai-key");
-
-  // Storing a new key clears it (the real answer from here on).
-  patch = null;
   await page.getByLabel("OpenAI API key").fill("sk-proj-status-test-1111111111111111111111111111New1");
   await page.getByRole("button", { name: "Replace key" }).click();
   await page.locator("#key-last4", { hasText: "••••New1" }).waitFor();
   await page.locator("#key-rejected-banner").waitFor({ state: "detached" });
-  await page.unroute("**/api/key");
+  await page.locator("#key-check", { hasText: "Verified: OpenAI accepted it" }).waitFor();
+  assert.equal((await pageFetch(page, "GET", "/api/key")).body.status, "verified");
   await assertClean(page, problems, "key replaced");
   await context.close();
 });
@@ -275,7 +291,7 @@ test("storing the first key, creating a key and adding a passkey go through the 
   stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
   await stepUp.waitFor();
   assert.match(await stepUp.innerText(), /A new key lets an app spend on your OpenAI account/);
-  await screenshot(page, "dash-05-step-up-new-key", { fullPage: false });
+  await screenshot(page, "dash-06-step-up-new-key", { fullPage: false });
   await stepUp.getByRole("button", { name: "Cancel" }).click();
   assert.match(await liveText(page, "#grants-msg"), /didn’t confirm with your passkey/);
   assert.deepEqual((await pageFetch(page, "GET", "/api/grants")).body, []);
@@ -347,7 +363,7 @@ test("signed-in devices: listed, ended one by one, and 'sign out everywhere else
   assert.match(await mine.locator(".item-title").innerText(), /^Chrome on Linux/);
   assert.equal(await mine.getByRole("button", { name: /End session/ }).count(), 0, "this device signs out with Sign out");
   assert.equal(await items.getByRole("button", { name: /End session/ }).count(), 1);
-  await screenshot(b.page, "dash-06-signed-in-elsewhere");
+  await screenshot(b.page, "dash-07-signed-in-elsewhere");
   await assertClean(b.page, b.problems, "sessions after sign-in");
 
   // The offer is made once: reloading doesn't repeat it (the devices list still has the button).
@@ -377,7 +393,7 @@ test("signed-in devices: listed, ended one by one, and 'sign out everywhere else
   assert.ok(await c.page.locator("#sessions-revoke-others").isHidden());
   assert.equal((await pageFetch(a.page, "GET", "/api/me")).status, 401, "A is signed out");
   assert.equal((await pageFetch(c.page, "GET", "/api/me")).status, 200, "C is not");
-  await screenshot(c.page, "dash-07-signed-out-elsewhere");
+  await screenshot(c.page, "dash-08-signed-out-elsewhere");
 
   // A's open dashboard notices at its next action and asks to sign in again.
   await a.page.getByRole("button", { name: "New key" }).click();
