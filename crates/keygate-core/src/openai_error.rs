@@ -156,6 +156,79 @@ impl OpenAiError {
         e
     }
 
+    /// The grant's scopes do not cover this endpoint (or it is never forwarded, like
+    /// `/v1/organization/*`). `param` is the request path.
+    pub fn endpoint_not_allowed(path: &str) -> Self {
+        Self::new(
+            403,
+            INVALID_REQUEST,
+            "endpoint_not_allowed",
+            format!("This API key is not allowed to call `{path}`: its scopes do not cover this endpoint."),
+        )
+        .with_param(path)
+    }
+
+    /// A `/v1` path that is not in canonical form (`//`, `%2F`, a percent-encoded
+    /// unreserved character, `;` parameters, `.`/`..` segments, a backslash). `why`
+    /// names the problem, never echoes the path.
+    pub fn invalid_path(why: &str) -> Self {
+        let mut e = Self::new(
+            400,
+            INVALID_REQUEST,
+            "invalid_path",
+            format!("The request path is not in canonical form: {why}."),
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
+    /// An OpenAI admin key (`sk-admin-...`) offered to the vault: it can manage the
+    /// whole organization, so keygate never stores one.
+    pub fn admin_key_not_allowed() -> Self {
+        Self::new(
+            400,
+            INVALID_REQUEST,
+            "admin_key_not_allowed",
+            "This is an OpenAI admin key (sk-admin-...). keygate only stores project or user API keys; \
+             create one at platform.openai.com -> API keys.",
+        )
+        .with_param("api_key")
+    }
+
+    /// OpenAI refused the person's stored key (its 401/403). The app cannot fix this by
+    /// retrying: the key owner must replace the key in keygate.
+    pub fn owner_key_rejected() -> Self {
+        let mut e = Self::new(
+            424,
+            INVALID_REQUEST,
+            "owner_key_rejected",
+            "OpenAI rejected the key stored by the owner of this API key. The key owner must \
+             update their OpenAI key in keygate.",
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
+    /// A WebAuthn credential id that is already registered (to anyone).
+    pub fn credential_already_registered() -> Self {
+        Self::new(
+            409,
+            INVALID_REQUEST,
+            "credential_already_registered",
+            "This passkey is already registered. Sign in with it instead, or create a new passkey.",
+        )
+    }
+
+    /// An anonymous throttle (per client address): `rate_limit_exceeded` with a fixed
+    /// message and `Retry-After`.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        let secs = retry_after_secs.max(1);
+        Self::rate_limit_exceeded(
+            format!("Too many requests from your address. Try again in {secs} seconds."),
+            secs,
+        )
+    }
+
     pub fn upstream_timeout(message: impl Into<String>) -> Self {
         Self::new(504, "server_error", "upstream_timeout", message)
     }
@@ -291,6 +364,28 @@ mod tests {
                 502,
                 "upstream_unavailable",
             ),
+            (
+                OpenAiError::endpoint_not_allowed("/v1/files"),
+                403,
+                "endpoint_not_allowed",
+            ),
+            (OpenAiError::invalid_path("x"), 400, "invalid_path"),
+            (
+                OpenAiError::admin_key_not_allowed(),
+                400,
+                "admin_key_not_allowed",
+            ),
+            (OpenAiError::owner_key_rejected(), 424, "owner_key_rejected"),
+            (
+                OpenAiError::credential_already_registered(),
+                409,
+                "credential_already_registered",
+            ),
+            (
+                OpenAiError::too_many_requests(7),
+                429,
+                "rate_limit_exceeded",
+            ),
         ];
         for (e, status, code) in table {
             assert_eq!((e.status, e.code), (status, Some(code)));
@@ -303,5 +398,23 @@ mod tests {
             OpenAiError::insufficient_quota("x").should_retry,
             Some(false)
         );
+    }
+
+    #[test]
+    fn new_codes_carry_their_params_and_hints() {
+        let e = OpenAiError::endpoint_not_allowed("/v1/files");
+        assert_eq!(e.param.as_deref(), Some("/v1/files"));
+        assert!(e.message.contains("/v1/files"));
+        assert_eq!(
+            OpenAiError::admin_key_not_allowed().param.as_deref(),
+            Some("api_key")
+        );
+        let e = OpenAiError::owner_key_rejected();
+        assert_eq!(e.should_retry, Some(false));
+        assert!(e.message.contains("update their OpenAI key in keygate"));
+        let e = OpenAiError::too_many_requests(0);
+        assert_eq!(e.retry_after, Some(1));
+        assert_eq!(OpenAiError::too_many_requests(30).retry_after, Some(30));
+        assert!(OpenAiError::invalid_path("a doubled slash").param.is_none());
     }
 }

@@ -1,32 +1,116 @@
 //! Passkeys, sessions and ceremonies, and deleting a person with everything of theirs.
+//!
+//! Every write that spans trees is one sled transaction. sled cannot scan inside a
+//! transaction (and a plain scan there would deadlock on its global lock), so each
+//! write first takes a snapshot of the keys it needs outside, then re-reads every one
+//! of them by key inside the transaction, where reads and writes are serialised with
+//! all other writers. What the transaction decides (is this the last passkey? which
+//! sessions are the oldest?) therefore rests only on reads made inside it. A key added
+//! by someone else between the snapshot and the transaction is not seen; each such
+//! case below errs on the safe side and says so.
 
 use keygate_core::ids::{PasskeyId, UserId};
 use keygate_core::time::UnixTime;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionResult, TransactionalTree,
+};
+use sled::{Transactional, Tree};
 
 use crate::StoreError;
 use crate::records::{
     CeremonyRecord, CodeRecord, PasskeyRecord, SessionRecord, StoredCeremony, StoredCode,
-    StoredPasskey, StoredSession,
+    StoredPasskey, StoredSession, UserRecord,
 };
-use crate::store::{Store, decode, get, index_ids, pair_key, put};
+use crate::store::{Store, decode, encode, get, index_ids, pair_key, put};
+
+/// What [`Store::insert_passkey`] and [`Store::insert_user_with_passkey`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum PasskeyInsert {
+    Inserted,
+    /// The WebAuthn credential id is already registered (to anyone): nothing written.
+    CredentialTaken,
+    /// The person was deleted meanwhile (adding only): nothing written.
+    NoSuchUser,
+}
+
+/// What [`Store::delete_passkey_unless_last`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletePasskey {
+    Deleted,
+    Last,
+    /// Already removed (a concurrent removal won).
+    Gone,
+}
+
+/// What [`Store::insert_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum SessionInsert {
+    /// Stored; `ended` of the person's oldest sessions were ended to stay under the cap.
+    Inserted { ended: usize },
+    /// The person was deleted meanwhile: nothing written.
+    NoSuchUser,
+}
 
 impl Store {
     // --- passkeys ----------------------------------------------------------------
 
-    pub fn insert_passkey(&self, pk: &PasskeyRecord) -> Result<(), StoreError> {
-        put(
+    /// Registers a new person with their first passkey, atomically: either both exist
+    /// afterwards, or — when the credential id is already registered to anyone —
+    /// neither does.
+    pub fn insert_user_with_passkey(
+        &self,
+        user: &UserRecord,
+        pk: &PasskeyRecord,
+    ) -> Result<PasskeyInsert, StoreError> {
+        let user_bytes = encode(&crate::records::StoredUser::V1(user.clone()))?;
+        let pk_bytes = encode(&StoredPasskey::V1(pk.clone()))?;
+        let index = pair_key(pk.user_id.as_str(), pk.id.as_str());
+        let result = (
+            &self.users,
             &self.passkeys,
-            pk.id.as_str(),
-            &StoredPasskey::V1(pk.clone()),
-        )?;
-        self.passkeys_by_user
-            .insert(pair_key(pk.user_id.as_str(), pk.id.as_str()), &[])?;
-        self.credential_ids
-            .insert(pk.credential_id.as_bytes(), pk.id.as_str().as_bytes())?;
-        Ok(())
+            &self.passkeys_by_user,
+            &self.credential_ids,
+        )
+            .transaction(|(users, p, idx, cred)| {
+                if cred.get(pk.credential_id.as_bytes())?.is_some() {
+                    return abort(PasskeyInsert::CredentialTaken);
+                }
+                users.insert(user.id.as_str(), user_bytes.clone())?;
+                write_passkey(p, idx, cred, pk, &pk_bytes, &index)?;
+                Ok(())
+            });
+        outcome(result, PasskeyInsert::Inserted)
     }
 
-    /// Replaces a passkey record (same id and credential).
+    /// Adds a passkey to an existing person. The credential id index is a
+    /// compare-and-swap inside the transaction: a credential id registered to anyone
+    /// (this person included) is refused, so no one can take over another person's
+    /// credential id ("squatting") and lock them out.
+    pub fn insert_passkey(&self, pk: &PasskeyRecord) -> Result<PasskeyInsert, StoreError> {
+        let pk_bytes = encode(&StoredPasskey::V1(pk.clone()))?;
+        let index = pair_key(pk.user_id.as_str(), pk.id.as_str());
+        let result = (
+            &self.users,
+            &self.passkeys,
+            &self.passkeys_by_user,
+            &self.credential_ids,
+        )
+            .transaction(|(users, p, idx, cred)| {
+                if users.get(pk.user_id.as_str())?.is_none() {
+                    return abort(PasskeyInsert::NoSuchUser);
+                }
+                if cred.get(pk.credential_id.as_bytes())?.is_some() {
+                    return abort(PasskeyInsert::CredentialTaken);
+                }
+                write_passkey(p, idx, cred, pk, &pk_bytes, &index)?;
+                Ok(())
+            });
+        outcome(result, PasskeyInsert::Inserted)
+    }
+
+    /// Replaces a passkey record (same id and credential): counters, name, last use.
     pub fn put_passkey(&self, pk: &PasskeyRecord) -> Result<(), StoreError> {
         put(
             &self.passkeys,
@@ -53,7 +137,11 @@ impl Store {
                 tree: "credential_ids",
                 reason: "bad passkey id".into(),
             })?;
-        self.passkey(&id)
+        // The index and the record must agree; a record naming another credential is
+        // not this credential's passkey.
+        Ok(self
+            .passkey(&id)?
+            .filter(|pk| pk.credential_id == credential_id_b64))
     }
 
     /// A person's passkeys, oldest first.
@@ -70,75 +158,166 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes a passkey unless it is the person's last one; returns whether it existed.
-    /// The check and the removal happen in one transaction, so two concurrent removals
-    /// cannot leave a person without any passkey.
+    /// Removes a passkey unless it is the person's last one. The count of the person's
+    /// other passkeys is taken inside the same transaction as the removal, so two
+    /// concurrent removals cannot leave a person without any passkey. (A passkey added
+    /// after the snapshot of the person's index is not counted: at worst a removal is
+    /// refused as "last" when it need not be, never the other way round.)
     pub fn delete_passkey_unless_last(
         &self,
         pk: &PasskeyRecord,
     ) -> Result<DeletePasskey, StoreError> {
-        use sled::Transactional;
-        let prefix = pk.user_id.as_str().to_owned();
-        let count = self.passkeys_by_user.scan_prefix(&prefix).count();
-        if count <= 1 {
-            return Ok(DeletePasskey::Last);
-        }
-        let index = pair_key(pk.user_id.as_str(), pk.id.as_str());
-        let result: Result<(), sled::transaction::TransactionError<()>> =
-            (&self.passkeys, &self.passkeys_by_user, &self.credential_ids).transaction(
-                |(p, idx, cred)| {
-                    p.remove(pk.id.as_str())?;
-                    idx.remove(index.as_slice())?;
-                    cred.remove(pk.credential_id.as_bytes())?;
-                    Ok(())
-                },
-            );
-        result.map_err(|e| StoreError::Transaction(format!("{e:?}")))?;
-        // Re-check: if a concurrent delete raced us below one, put this one back.
-        if self.passkeys_by_user.scan_prefix(&prefix).count() == 0 {
-            self.insert_passkey(pk)?;
-            return Ok(DeletePasskey::Last);
-        }
-        Ok(DeletePasskey::Deleted)
+        let own = pair_key(pk.user_id.as_str(), pk.id.as_str());
+        let others: Vec<Vec<u8>> = self
+            .passkeys_by_user
+            .scan_prefix(pk.user_id.as_str())
+            .keys()
+            .map(|k| k.map(|k| k.to_vec()))
+            .filter(|k| !matches!(k, Ok(k) if *k == own))
+            .collect::<Result<_, _>>()?;
+        let result = (&self.passkeys, &self.passkeys_by_user, &self.credential_ids).transaction(
+            |(p, idx, cred)| {
+                if idx.get(own.as_slice())?.is_none() {
+                    return abort(DeletePasskey::Gone);
+                }
+                let mut remaining = 0;
+                for key in &others {
+                    if idx.get(key.as_slice())?.is_some() {
+                        remaining += 1;
+                    }
+                }
+                if remaining == 0 {
+                    return abort(DeletePasskey::Last);
+                }
+                p.remove(pk.id.as_str())?;
+                idx.remove(own.as_slice())?;
+                remove_if_owned(cred, pk.credential_id.as_bytes(), pk.id.as_str())?;
+                Ok(())
+            },
+        );
+        outcome(result, DeletePasskey::Deleted)
     }
 
     // --- sessions ----------------------------------------------------------------
 
-    pub fn insert_session(&self, hash: &str, s: &SessionRecord) -> Result<(), StoreError> {
-        put(&self.sessions, hash, &StoredSession::V1(s.clone()))?;
-        self.sessions_by_user
-            .insert(pair_key(s.user_id.as_str(), hash), &[])?;
-        Ok(())
+    /// Stores a new session for a person, ending their oldest sessions so that at most
+    /// `cap` remain (the new one included). The oldest are chosen, and the count made,
+    /// inside the transaction from the sessions that still exist. (A session created
+    /// concurrently after the snapshot is not counted: the person may briefly hold one
+    /// more than `cap`, until their next sign-in.)
+    pub fn insert_session(
+        &self,
+        hash: &str,
+        s: &SessionRecord,
+        cap: usize,
+    ) -> Result<SessionInsert, StoreError> {
+        let mut record = s.clone();
+        record.seq = self.db.generate_id()?;
+        let bytes = encode(&StoredSession::V1(record))?;
+        let index = pair_key(s.user_id.as_str(), hash);
+        let existing: Vec<String> = self
+            .sessions_for_user(&s.user_id)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        let result = (&self.users, &self.sessions, &self.sessions_by_user).transaction(
+            |(users, sessions, idx)| {
+                if users.get(s.user_id.as_str())?.is_none() {
+                    return abort(SessionInsert::NoSuchUser);
+                }
+                let mut live = Vec::new();
+                for h in &existing {
+                    if sessions.get(h.as_str())?.is_some() {
+                        live.push(h);
+                    }
+                }
+                let excess = (live.len() + 1).saturating_sub(cap.max(1));
+                for h in live.iter().take(excess) {
+                    sessions.remove(h.as_str())?;
+                    idx.remove(pair_key(s.user_id.as_str(), h))?;
+                }
+                sessions.insert(hash, bytes.clone())?;
+                idx.insert(index.as_slice(), &[])?;
+                Ok(SessionInsert::Inserted { ended: excess })
+            },
+        );
+        match result {
+            Ok(done) => Ok(done),
+            Err(TransactionError::Abort(e)) => Ok(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
     }
 
     pub fn session(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
         Ok(get::<StoredSession>(&self.sessions, "sessions", hash)?.map(Into::into))
     }
 
+    /// Replaces a session record (freshness, last seen). A session ended meanwhile
+    /// stays ended: this never brings one back.
     pub fn put_session(&self, hash: &str, s: &SessionRecord) -> Result<(), StoreError> {
-        put(&self.sessions, hash, &StoredSession::V1(s.clone()))
-    }
-
-    pub fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
-        if let Some(s) = self.session(hash)? {
-            self.sessions_by_user
-                .remove(pair_key(s.user_id.as_str(), hash))?;
-        }
-        self.sessions.remove(hash)?;
+        let new = encode(&StoredSession::V1(s.clone()))?;
+        // Only overwrite a record that still exists.
+        self.sessions
+            .fetch_and_update(hash, |old| old.map(|_| new.clone()))?;
         Ok(())
     }
 
-    pub fn delete_sessions_for_user(&self, user: &UserId) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for key in self.sessions_by_user.scan_prefix(user.as_str()).keys() {
-            let key = key?;
-            if let Some(hash) = key.get(user.as_str().len()..) {
-                self.sessions.remove(hash)?;
-                n += 1;
+    /// A person's sessions with their store keys, oldest first (creation time, then
+    /// creation order).
+    pub fn sessions_for_user(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for h in self.session_hashes(user)? {
+            if let Some(rec) = self.session(&h)? {
+                out.push((h, rec));
             }
-            self.sessions_by_user.remove(key)?;
         }
-        Ok(n)
+        out.sort_by(|a, b| (a.1.created_at, a.1.seq, &a.0).cmp(&(b.1.created_at, b.1.seq, &b.0)));
+        Ok(out)
+    }
+
+    pub fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
+        let user = self.session(hash)?.map(|s| s.user_id);
+        let result: TransactionResult<(), ()> = (&self.sessions, &self.sessions_by_user)
+            .transaction(|(sessions, idx)| {
+                sessions.remove(hash)?;
+                if let Some(user) = &user {
+                    idx.remove(pair_key(user.as_str(), hash))?;
+                }
+                Ok(())
+            });
+        outcome(result, ())
+    }
+
+    /// Ends every session of a person except `keep` (a session hash); returns how many.
+    pub fn delete_sessions_for_user(
+        &self,
+        user: &UserId,
+        keep: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let hashes: Vec<String> = self
+            .session_hashes(user)?
+            .into_iter()
+            .filter(|h| Some(h.as_str()) != keep)
+            .collect();
+        let result: TransactionResult<usize, ()> = (&self.sessions, &self.sessions_by_user)
+            .transaction(|(sessions, idx)| {
+                let mut n = 0;
+                for h in &hashes {
+                    if sessions.remove(h.as_str())?.is_some() {
+                        n += 1;
+                    }
+                    idx.remove(pair_key(user.as_str(), h))?;
+                }
+                Ok(n)
+            });
+        match result {
+            Ok(n) => Ok(n),
+            Err(TransactionError::Abort(())) => Ok(0),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
     }
 
     /// Drops sessions that expired (idle or absolute); returns how many.
@@ -162,6 +341,12 @@ impl Store {
             self.delete_session(hash)?;
         }
         Ok(expired.len())
+    }
+
+    fn session_hashes(&self, user: &UserId) -> Result<Vec<String>, StoreError> {
+        index_ids(&self.sessions_by_user, "sessions_by_user", user, |s| {
+            Some(s.to_owned())
+        })
     }
 
     // --- ceremonies --------------------------------------------------------------
@@ -224,27 +409,189 @@ impl Store {
 
     // --- account deletion --------------------------------------------------------
 
-    /// Deletes a person and everything of theirs: sessions first (signed out), then
-    /// grants (refused from the next request), the sealed key, passkeys, the person.
+    /// Deletes a person and everything of theirs in one transaction: the person, their
+    /// sessions (signed out everywhere), grants (refused from the next request), the
+    /// sealed key, passkeys, the credential-id entries that are still theirs, and their
+    /// pending connect codes and WebAuthn ceremonies. Returns whether the person existed.
+    ///
+    /// Inserting a passkey, session or grant checks, in its own transaction, that the
+    /// person exists; so once the person is gone nothing new can be attached, and
+    /// anything attached between the snapshot and the transaction is found by a second
+    /// pass.
     pub fn delete_user(&self, user: &UserId) -> Result<bool, StoreError> {
-        self.delete_sessions_for_user(user)?;
-        for grant in self.grants_for_user(user)? {
-            self.delete_grant(&grant)?;
+        let existed = self.users.contains_key(user.as_str())?;
+        for _ in 0..4 {
+            let plan = self.deletion_plan(user)?;
+            let done = plan.is_empty();
+            self.apply(&plan)?;
+            if done {
+                break;
+            }
         }
-        self.delete_vault(user)?;
-        for pk in self.passkeys_for_user(user)? {
-            self.passkeys.remove(pk.id.as_str())?;
-            self.passkeys_by_user
-                .remove(pair_key(user.as_str(), pk.id.as_str()))?;
-            self.credential_ids.remove(pk.credential_id.as_bytes())?;
+        Ok(existed)
+    }
+
+    /// Every key that deleting `user` removes, as (tree, key, remove only if the value
+    /// is this). Reads only; the caller applies it in one transaction.
+    fn deletion_plan(&self, user: &UserId) -> Result<Vec<Removal>, StoreError> {
+        let mut plan = Vec::new();
+        let u = user.as_str();
+        if self.users.contains_key(u)? {
+            plan.push(Removal::new(T_USERS, u.as_bytes()));
         }
-        self.delete_user_record(user)
+        if self.vault.contains_key(u)? {
+            plan.push(Removal::new(T_VAULT, u.as_bytes()));
+        }
+        for key in self.sessions_by_user.scan_prefix(u).keys() {
+            let key = key?;
+            plan.push(Removal::new(T_SESSIONS, &key[u.len()..]));
+            plan.push(Removal::new(T_SESSIONS_BY_USER, &key));
+        }
+        for key in self.grants_by_user.scan_prefix(u).keys() {
+            let key = key?;
+            plan.push(Removal::new(T_GRANTS, &key[u.len()..]));
+            plan.push(Removal::new(T_GRANTS_BY_USER, &key));
+        }
+        for key in self.passkeys_by_user.scan_prefix(u).keys() {
+            let key = key?;
+            let id = &key[u.len()..];
+            if let Some(v) = self.passkeys.get(id)? {
+                // Only this person's passkey's entry: never another person's.
+                let pk: PasskeyRecord = decode::<StoredPasskey>("passkeys", &v)?.into();
+                plan.push(Removal {
+                    tree: T_CREDENTIAL_IDS,
+                    key: pk.credential_id.into_bytes(),
+                    only_if: Some(id.to_vec()),
+                });
+            }
+            plan.push(Removal::new(T_PASSKEYS, id));
+            plan.push(Removal::new(T_PASSKEYS_BY_USER, &key));
+        }
+        // Ceremonies and codes carry the person's id; they are few and short-lived, so a
+        // scan is cheaper than keeping an index in step with their sweeps.
+        for item in self.ceremonies.iter() {
+            let (k, v) = item?;
+            let mine = decode::<StoredCeremony>("ceremonies", &v)
+                .is_ok_and(|c| CeremonyRecord::from(c).user_id.as_ref() == Some(user));
+            if mine {
+                plan.push(Removal::new(T_CEREMONIES, &k));
+            }
+        }
+        for item in self.connect_codes.iter() {
+            let (k, v) = item?;
+            let mine = decode::<StoredCode>("connect_codes", &v)
+                .is_ok_and(|c| &CodeRecord::from(c).user_id == user);
+            if mine {
+                plan.push(Removal::new(T_CONNECT_CODES, &k));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Applies removals atomically.
+    fn apply(&self, plan: &[Removal]) -> Result<(), StoreError> {
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let trees: [&Tree; 11] = [
+            &self.users,
+            &self.vault,
+            &self.sessions,
+            &self.sessions_by_user,
+            &self.grants,
+            &self.grants_by_user,
+            &self.passkeys,
+            &self.passkeys_by_user,
+            &self.credential_ids,
+            &self.ceremonies,
+            &self.connect_codes,
+        ];
+        let result: TransactionResult<(), ()> = trees[..].transaction(|view| {
+            for r in plan {
+                let Some(tree) = view.get(r.tree) else {
+                    continue;
+                };
+                match &r.only_if {
+                    None => {
+                        tree.remove(r.key.as_slice())?;
+                    }
+                    Some(expected) => {
+                        if tree.get(r.key.as_slice())?.as_deref() == Some(expected.as_slice()) {
+                            tree.remove(r.key.as_slice())?;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+        outcome(result, ())
     }
 }
 
-/// What [`Store::delete_passkey_unless_last`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeletePasskey {
-    Deleted,
-    Last,
+// Positions in the tree array of `Store::apply`.
+const T_USERS: usize = 0;
+const T_VAULT: usize = 1;
+const T_SESSIONS: usize = 2;
+const T_SESSIONS_BY_USER: usize = 3;
+const T_GRANTS: usize = 4;
+const T_GRANTS_BY_USER: usize = 5;
+const T_PASSKEYS: usize = 6;
+const T_PASSKEYS_BY_USER: usize = 7;
+const T_CREDENTIAL_IDS: usize = 8;
+const T_CEREMONIES: usize = 9;
+const T_CONNECT_CODES: usize = 10;
+
+struct Removal {
+    tree: usize,
+    key: Vec<u8>,
+    only_if: Option<Vec<u8>>,
+}
+
+impl Removal {
+    fn new(tree: usize, key: &[u8]) -> Self {
+        Self {
+            tree,
+            key: key.to_vec(),
+            only_if: None,
+        }
+    }
+}
+
+fn write_passkey(
+    p: &TransactionalTree,
+    idx: &TransactionalTree,
+    cred: &TransactionalTree,
+    pk: &PasskeyRecord,
+    pk_bytes: &[u8],
+    index: &[u8],
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    p.insert(pk.id.as_str(), pk_bytes)?;
+    idx.insert(index, &[])?;
+    cred.insert(pk.credential_id.as_bytes(), pk.id.as_str().as_bytes())?;
+    Ok(())
+}
+
+/// Removes a credential-id entry only while it still names this passkey.
+fn remove_if_owned(
+    cred: &TransactionalTree,
+    credential_id: &[u8],
+    passkey_id: &str,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    if cred.get(credential_id)?.as_deref() == Some(passkey_id.as_bytes()) {
+        cred.remove(credential_id)?;
+    }
+    Ok(())
+}
+
+fn abort<T, E>(e: E) -> Result<T, ConflictableTransactionError<E>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+/// A transaction's result: `done` when it committed, its abort reason otherwise.
+fn outcome<E>(result: TransactionResult<(), E>, done: E) -> Result<E, StoreError> {
+    match result {
+        Ok(()) => Ok(done),
+        Err(TransactionError::Abort(e)) => Ok(e),
+        Err(TransactionError::Storage(e)) => Err(e.into()),
+    }
 }

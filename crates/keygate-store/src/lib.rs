@@ -9,7 +9,7 @@ mod error;
 pub mod records;
 mod store;
 
-pub use auth::DeletePasskey;
+pub use auth::{DeletePasskey, PasskeyInsert, SessionInsert};
 pub use error::StoreError;
 pub use records::{
     CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord, SessionRecord, UserRecord,

@@ -114,6 +114,18 @@ pub struct SessionRecord {
     pub last_seen_at: UnixTime,
     /// Until when a passkey assertion counts as fresh (step-up for sensitive actions).
     pub fresh_until: UnixTime,
+    /// A random id naming this session in the sessions list and `DELETE
+    /// /api/sessions/{id}`: public, unrelated to the cookie or its hash. Empty only in
+    /// records written before it existed (the server assigns one on next use).
+    #[serde(default)]
+    pub public_id: String,
+    /// The browser's `User-Agent` when the session began, trimmed (shown in the list).
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// Creation order within the store (set by `Store::insert_session`), so "the oldest
+    /// session" is well defined within one second too.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// A WebAuthn ceremony in progress: single use, short-lived.

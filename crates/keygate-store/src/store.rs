@@ -4,7 +4,8 @@ use keygate_core::ids::{GrantId, UserId};
 use keygate_core::time::UnixTime;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::Tree;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionResult};
+use sled::{Transactional, Tree};
 
 use crate::StoreError;
 use crate::records::{
@@ -30,11 +31,11 @@ impl Default for StoreOptions {
 /// The open store. Cheap to clone (sled handles are reference counted).
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    users: Tree,
-    vault: Tree,
-    grants: Tree,
-    grants_by_user: Tree,
+    pub(crate) db: sled::Db,
+    pub(crate) users: Tree,
+    pub(crate) vault: Tree,
+    pub(crate) grants: Tree,
+    pub(crate) grants_by_user: Tree,
     pub(crate) passkeys: Tree,
     pub(crate) passkeys_by_user: Tree,
     pub(crate) credential_ids: Tree,
@@ -164,15 +165,26 @@ impl Store {
 
     // --- grants ------------------------------------------------------------------
 
+    /// Stores a new grant and its per-user index entry in one transaction, and only
+    /// while the person exists (a grant minted for a person deleted meanwhile would
+    /// outlive them). `NotFound { what: "user" }` when they are gone.
     pub fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
-        put(
-            &self.grants,
-            grant.id.as_str(),
-            &StoredGrant::V1(grant.clone()),
-        )?;
-        self.grants_by_user
-            .insert(index_key(&grant.user_id, &grant.id), &[])?;
-        Ok(())
+        let bytes = encode(&StoredGrant::V1(grant.clone()))?;
+        let index = index_key(&grant.user_id, &grant.id);
+        let result: TransactionResult<(), ()> = (&self.users, &self.grants, &self.grants_by_user)
+            .transaction(|(users, grants, idx)| {
+                if users.get(grant.user_id.as_str())?.is_none() {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
+                grants.insert(grant.id.as_str(), bytes.clone())?;
+                idx.insert(index.as_slice(), &[])?;
+                Ok(())
+            });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(())) => Err(StoreError::NotFound { what: "user" }),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
     }
 
     pub fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>, StoreError> {
@@ -241,18 +253,6 @@ impl Store {
         })
     }
 
-    /// Removes a grant entirely (account deletion).
-    pub fn delete_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
-        self.grants.remove(grant.id.as_str())?;
-        self.grants_by_user
-            .remove(index_key(&grant.user_id, &grant.id))?;
-        Ok(())
-    }
-
-    pub fn delete_user_record(&self, user: &UserId) -> Result<bool, StoreError> {
-        Ok(self.users.remove(user.as_str())?.is_some())
-    }
-
     /// Records `last_used_at` for a batch of grants (the proxy batches these).
     pub fn touch_grants(&self, used: &[(GrantId, UnixTime)]) -> Result<(), StoreError> {
         for (id, at) in used {
@@ -301,9 +301,12 @@ pub(crate) fn pair_key(a: &str, b: &str) -> Vec<u8> {
 }
 
 pub(crate) fn put<T: Serialize>(tree: &Tree, key: &str, value: &T) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
-    tree.insert(key, bytes)?;
+    tree.insert(key, encode(value)?)?;
     Ok(())
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
 pub(crate) fn get<T: DeserializeOwned>(

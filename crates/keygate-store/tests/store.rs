@@ -102,6 +102,8 @@ fn touch_never_moves_last_used_backwards() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
     let u = user();
+    // A grant is stored only for a person who exists (see insert_grant).
+    store.insert_user(&u).unwrap();
     let g = grant(&u.id, 1);
     store.insert_grant(&g).unwrap();
     store.touch_grants(&[(g.id.clone(), 20)]).unwrap();

@@ -11,6 +11,8 @@ pub struct Browser {
     /// keygate's public URL, also this browser's `Origin`.
     pub origin: String,
     pub passkey: SoftPasskey,
+    /// The `User-Agent` this browser sends (none by default).
+    pub user_agent: Option<String>,
 }
 
 impl Browser {
@@ -23,6 +25,7 @@ impl Browser {
                 .expect("client"),
             origin: origin.to_owned(),
             passkey: SoftPasskey::new(origin),
+            user_agent: None,
         }
     }
 
@@ -34,9 +37,12 @@ impl Browser {
     }
 
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let req = self
+        let mut req = self
             .client
             .request(method.clone(), format!("{}{}", self.origin, path));
+        if let Some(ua) = &self.user_agent {
+            req = req.header("user-agent", ua);
+        }
         if matches!(method, Method::GET | Method::HEAD) {
             req
         } else {

@@ -45,6 +45,9 @@ pub struct SoftPasskey {
     /// Test knobs: pretend to be at another origin / hash another rp id.
     pub claimed_origin: Option<String>,
     pub claimed_rp_id: Option<String>,
+    /// Test knob: the id the next created credential gets (a "squatter" reusing someone
+    /// else's credential id with its own key). Used once, then cleared.
+    pub next_credential_id: Option<Vec<u8>>,
 }
 
 impl SoftPasskey {
@@ -56,11 +59,17 @@ impl SoftPasskey {
             verifies_user: true,
             claimed_origin: None,
             claimed_rp_id: None,
+            next_credential_id: None,
         }
     }
 
     pub fn credential_count(&self) -> usize {
         self.creds.len()
+    }
+
+    /// The raw ids of the credentials this authenticator holds, oldest first.
+    pub fn credential_ids(&self) -> Vec<Vec<u8>> {
+        self.creds.iter().map(|c| c.id.clone()).collect()
     }
 
     /// `navigator.credentials.create()`: `options` is the server's `{"publicKey":{...}}`.
@@ -100,8 +109,14 @@ impl SoftPasskey {
         ec.public_key()
             .affine_coordinates(&group, &mut x, &mut y, &mut ctx)
             .map_err(|e| e.to_string())?;
-        let mut id = vec![0u8; 32];
-        openssl::rand::rand_bytes(&mut id).map_err(|e| e.to_string())?;
+        let id = match self.next_credential_id.take() {
+            Some(id) => id,
+            None => {
+                let mut id = vec![0u8; 32];
+                openssl::rand::rand_bytes(&mut id).map_err(|e| e.to_string())?;
+                id
+            }
+        };
         let cred = Credential {
             id: id.clone(),
             rp_id: rp_id.clone(),

@@ -1,8 +1,10 @@
-//! People signing in: WebAuthn passkey ceremonies ([`passkeys`]), cookie sessions with
+//! People signing in: WebAuthn passkey ceremonies ([`passkeys`]), the flows built on
+//! them ([`flows`]: sign up, sign in, confirm), cookie sessions with
 //! step-up freshness ([`session`]), and the Origin check that guards every
 //! state-changing cookie-authenticated request ([`csrf`]).
 
 pub mod csrf;
+pub mod flows;
 pub mod passkeys;
 pub mod session;
 

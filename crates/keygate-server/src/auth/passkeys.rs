@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::{PasskeyId, UserId};
 use keygate_core::openai_error::OpenAiError;
 use keygate_core::time::{self, UnixTime};
-use keygate_store::{CeremonyRecord, PasskeyRecord, Store, UserRecord};
+use keygate_store::{CeremonyRecord, PasskeyInsert, PasskeyRecord, Store, UserRecord};
 use rand::RngCore;
 use serde_json::Value;
 use url::Url;
@@ -92,7 +92,7 @@ impl Passkeys {
         let passkey = self
             .webauthn()?
             .finish_passkey_registration(&cred, &state)
-            .map_err(|e| rejected("registration", e))?;
+            .map_err(|e| rejected(Step::SignUp, e))?;
         let (Some(user_id), Some(name)) = (c.user_id, c.name) else {
             return Err(ServerError::Internal(
                 "register ceremony without user".into(),
@@ -104,8 +104,14 @@ impl Passkeys {
             name,
             created_at: now,
         };
-        store.insert_user(&user)?;
-        store.insert_passkey(&new_record(&user.id, "Passkey 1", &passkey, now)?)?;
+        let record = new_record(&user.id, "Passkey 1", &passkey, now)?;
+        match store.insert_user_with_passkey(&user, &record)? {
+            PasskeyInsert::Inserted => {}
+            PasskeyInsert::CredentialTaken | PasskeyInsert::NoSuchUser => {
+                tracing::info!("registration refused: credential id already registered");
+                return Err(OpenAiError::credential_already_registered().into());
+            }
+        }
         store.flush().await?;
         tracing::info!(user_id = %user.id, "person registered with a passkey");
         Ok(user)
@@ -137,12 +143,8 @@ impl Passkeys {
         let webauthn = self.webauthn()?;
         let (handle, cred_id) = webauthn
             .identify_discoverable_authentication(&cred)
-            .map_err(|e| rejected("sign-in", e))?;
-        let unknown = || {
-            OpenAiError::ceremony_failed(
-                "This passkey is not registered with keygate (it may belong to a deleted account).",
-            )
-        };
+            .map_err(|e| rejected(Step::SignIn, e))?;
+        let unknown = || OpenAiError::ceremony_failed(NOT_REGISTERED);
         let mut record = store
             .passkey_by_credential(&URL_SAFE_NO_PAD.encode(cred_id))?
             .ok_or_else(unknown)?;
@@ -152,7 +154,7 @@ impl Passkeys {
         let mut passkey: Passkey = decode_state(&record.passkey)?;
         let result = webauthn
             .finish_discoverable_authentication_v2(&cred, state, &passkey)
-            .map_err(|e| rejected("sign-in", e))?;
+            .map_err(|e| rejected(Step::SignIn, e))?;
         update_record(&mut record, &mut passkey, &result)?;
         store.put_passkey(&record)?;
         let user = store.user(&record.user_id)?.ok_or_else(unknown)?;
@@ -187,23 +189,24 @@ impl Passkeys {
     ) -> Result<(), ServerError> {
         let c = self.take(store, ceremony, kind)?;
         if c.user_id.as_ref() != Some(user) {
-            return Err(OpenAiError::ceremony_failed(
-                "This passkey check belongs to another session.",
-            )
-            .into());
+            return Err(OpenAiError::ceremony_failed(OTHER_SESSION).into());
         }
         let state: PasskeyAuthentication = decode_state(&c.state)?;
         let cred: PublicKeyCredential = parse_credential(credential)?;
         let result = self
             .webauthn()?
             .finish_passkey_authentication(&cred, &state)
-            .map_err(|e| rejected("check", e))?;
+            .map_err(|e| rejected(Step::Check, e))?;
         let mut record = store
             .passkey_by_credential(
                 &URL_SAFE_NO_PAD.encode(AsRef::<[u8]>::as_ref(result.cred_id())),
             )?
             .filter(|r| &r.user_id == user)
-            .ok_or_else(|| OpenAiError::ceremony_failed("That passkey is not one of yours."))?;
+            .ok_or_else(|| {
+                OpenAiError::ceremony_failed(
+                    "That passkey belongs to another account. Choose one of your own passkeys.",
+                )
+            })?;
         let mut passkey: Passkey = decode_state(&record.passkey)?;
         update_record(&mut record, &mut passkey, &result)?;
         store.put_passkey(&record)?;
@@ -238,29 +241,28 @@ impl Passkeys {
     ) -> Result<PasskeyRecord, ServerError> {
         let c = self.take(store, ceremony, ADD)?;
         if c.user_id.as_ref() != Some(user) {
-            return Err(
-                OpenAiError::ceremony_failed("This ceremony belongs to another session.").into(),
-            );
+            return Err(OpenAiError::ceremony_failed(OTHER_SESSION).into());
         }
         let state: PasskeyRegistration = decode_state(&c.state)?;
         let cred: RegisterPublicKeyCredential = parse_credential(credential)?;
         let passkey = self
             .webauthn()?
             .finish_passkey_registration(&cred, &state)
-            .map_err(|e| rejected("registration", e))?;
+            .map_err(|e| rejected(Step::Add, e))?;
         let count = store.passkeys_for_user(user)?.len();
         let name = match name {
             Some(n) => parse_name(n, "name")?,
             None => format!("Passkey {}", count + 1),
         };
         let record = new_record(user, &name, &passkey, time::now())?;
-        if store
-            .passkey_by_credential(&record.credential_id)?
-            .is_some()
-        {
-            return Err(OpenAiError::ceremony_failed("This passkey is already registered.").into());
+        match store.insert_passkey(&record)? {
+            PasskeyInsert::Inserted => {}
+            PasskeyInsert::CredentialTaken => {
+                tracing::info!(user_id = %user, "passkey refused: credential id already registered");
+                return Err(OpenAiError::credential_already_registered().into());
+            }
+            PasskeyInsert::NoSuchUser => return Err(OpenAiError::not_signed_in().into()),
         }
-        store.insert_passkey(&record)?;
         store.flush().await?;
         tracing::info!(user_id = %user, passkey_id = %record.id, "passkey added");
         Ok(record)
@@ -293,11 +295,7 @@ impl Passkeys {
     }
 
     fn take(&self, store: &Store, id: &str, kind: &str) -> Result<CeremonyRecord, ServerError> {
-        let gone = || {
-            OpenAiError::ceremony_failed(
-                "This passkey request has expired or was already used. Please try again.",
-            )
-        };
+        let gone = || OpenAiError::ceremony_failed(EXPIRED);
         if id.is_empty() || id.len() > 128 {
             return Err(gone().into());
         }
@@ -438,10 +436,146 @@ fn internal(e: impl std::fmt::Display) -> ServerError {
     ServerError::Internal(format!("webauthn: {e}"))
 }
 
-fn rejected(what: &str, e: webauthn_rs::prelude::WebauthnError) -> ServerError {
-    tracing::info!(error = ?e, "passkey {what} rejected");
-    OpenAiError::ceremony_failed(format!(
-        "The passkey {what} was not accepted ({e}). Please try again."
-    ))
-    .into()
+// --- what the person reads -------------------------------------------------------
+//
+// webauthn-rs's own error texts are written for developers ("The credential may have
+// be compromised and should be inspected"); they go to the log, and the person reads
+// what happened and what to do next.
+
+const NOT_REGISTERED: &str = "This passkey isn't registered here. If you don't have an account yet, \
+     create an account; if you do, sign in with the passkey you made for it.";
+const EXPIRED: &str = "This passkey request has expired or was already used. Please try again.";
+const OTHER_SESSION: &str =
+    "This passkey request was started in another browser session. Please try again here.";
+
+/// Which ceremony failed, for the wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    SignUp,
+    SignIn,
+    Check,
+    Add,
+}
+
+fn rejected(step: Step, e: webauthn_rs::prelude::WebauthnError) -> ServerError {
+    tracing::info!(error = ?e, step = ?step, "passkey rejected");
+    OpenAiError::ceremony_failed(plain_message(step, &e)).into()
+}
+
+/// Plain words for a WebAuthn failure: what happened, and what to do.
+fn plain_message(step: Step, e: &webauthn_rs::prelude::WebauthnError) -> String {
+    use webauthn_rs::prelude::WebauthnError as W;
+    let retry = match step {
+        Step::SignUp => "Please try creating your account again.",
+        Step::SignIn => "Please try signing in again.",
+        Step::Check => "Please confirm with your passkey again.",
+        Step::Add => "Please try adding the passkey again.",
+    };
+    let what = match e {
+        W::InvalidRPOrigin | W::CredentialCrossOrigin | W::InvalidRPIDHash => {
+            "Your passkey answered for a different web address than this keygate's, so it \
+             wasn't accepted. Open keygate at its own address (not inside another site or \
+             from an old link)."
+        }
+        W::MismatchedChallenge | W::ChallengeNotFound | W::InvalidClientDataType => {
+            "That passkey answer belongs to another request (perhaps from another tab or an \
+             earlier attempt)."
+        }
+        W::UserNotVerified | W::UserNotPresent | W::InconsistentUserVerificationPolicy => {
+            "Your device didn't confirm it's you (with your screen lock, PIN, fingerprint or \
+             face). Complete that check when your device asks; if it can't, use another \
+             device or password manager."
+        }
+        W::CredentialPossibleCompromise => {
+            "This passkey's use counter went backwards, which can mean it was copied, so \
+             keygate didn't accept it. Sign in with another passkey, then check the passkeys \
+             on your dashboard and remove any you don't recognise."
+        }
+        W::CredentialBackupEligibilityInconsistent => {
+            "This passkey's backup setting changed since it was added, so keygate can no \
+             longer trust it. Sign in with another passkey, then remove this one on your \
+             dashboard and add it again."
+        }
+        W::CredentialNotFound | W::InvalidUserUniqueId => NOT_REGISTERED,
+        W::CredentialAlreadyExists | W::CredentialExcludedFromRequest => {
+            "This passkey is already registered here. Sign in with it, or choose another \
+             device or password manager."
+        }
+        W::ParseBase64Failure(_)
+        | W::ParseCBORFailure(_)
+        | W::ParseJSONFailure(_)
+        | W::ParseNOMFailure
+        | W::ParseInsufficientBytesAvailable => {
+            "Your browser sent a passkey answer keygate couldn't read. Try again, or use \
+             another browser."
+        }
+        W::AuthenticationFailure | W::SignatureInvalid => {
+            "The passkey's signature didn't check out, so it wasn't accepted. If this keeps \
+             happening, use another passkey."
+        }
+        W::COSEKeyInvalidCBORValue
+        | W::COSEKeyInvalidType
+        | W::COSEKeyEDUnsupported
+        | W::COSEKeyECDSAXYInvalid
+        | W::COSEKeyRSANEInvalid
+        | W::COSEKeyECDSAInvalidCurve
+        | W::COSEKeyEDDSAXInvalid
+        | W::COSEKeyEDDSAInvalidCurve
+        | W::COSEKeyInvalidAlgorithm
+        | W::CredentialInsecureCryptography
+        | W::CredentialAlteredAlgFromRequest
+        | W::AttestationNotSupported
+        | W::MissingAttestationCredentialData => {
+            "Your device offered a kind of passkey keygate can't use. Try another device or \
+             password manager."
+        }
+        _ => {
+            "keygate couldn't verify your passkey. If this keeps happening, try another \
+             device or password manager."
+        }
+    };
+    if what == NOT_REGISTERED {
+        return what.to_owned();
+    }
+    format!("{what} {retry}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webauthn_rs::prelude::WebauthnError as W;
+
+    #[test]
+    fn webauthn_rs_texts_never_reach_the_person() {
+        let errors = [
+            W::InvalidRPOrigin,
+            W::InvalidRPIDHash,
+            W::MismatchedChallenge,
+            W::UserNotVerified,
+            W::CredentialPossibleCompromise,
+            W::CredentialBackupEligibilityInconsistent,
+            W::CredentialNotFound,
+            W::CredentialExcludedFromRequest,
+            W::ParseNOMFailure,
+            W::COSEKeyInvalidType,
+            W::AuthenticationFailure,
+            W::Configuration,
+            W::TrustFailure,
+        ];
+        for step in [Step::SignUp, Step::SignIn, Step::Check, Step::Add] {
+            for e in &errors {
+                let msg = plain_message(step, e);
+                assert!(!msg.contains(&e.to_string()), "{e:?}: {msg}");
+                for jargon in ["credential", "relying party", "compromised", "RP", "CBOR"] {
+                    assert!(!msg.contains(jargon), "{e:?} says {jargon}: {msg}");
+                }
+                assert!(msg.ends_with('.'), "{msg}");
+            }
+        }
+        assert!(plain_message(Step::SignIn, &W::CredentialNotFound).contains("create an account"));
+        assert!(
+            plain_message(Step::SignIn, &W::CredentialPossibleCompromise)
+                .contains("another passkey")
+        );
+    }
 }

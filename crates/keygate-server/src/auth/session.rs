@@ -8,11 +8,15 @@ use std::pin::Pin;
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::UserId;
 use keygate_core::openai_error::OpenAiError;
 use keygate_core::secret::sha256_hex;
-use keygate_core::time;
-use keygate_store::{SessionRecord, Store, UserRecord};
+use keygate_core::time::{self, UnixTime};
+use keygate_store::{SessionInsert, SessionRecord, Store, UserRecord};
+use rand::RngCore;
+use serde::Serialize;
 
 use crate::auth::passkeys::random_token;
 use crate::config::Config;
@@ -36,29 +40,157 @@ fn is_https(config: &Config) -> bool {
     config.public_url.scheme() == "https"
 }
 
-/// Starts a fresh session for `user`; returns the cookie to set.
+/// Most sessions one person keeps: signing in once more ends their oldest session,
+/// so a script signing in over and over cannot grow the store without bound.
+pub const MAX_SESSIONS_PER_PERSON: usize = 20;
+
+/// How much of a `User-Agent` the sessions list keeps.
+const MAX_USER_AGENT_CHARS: usize = 200;
+
+/// Starts a fresh session for `user`; returns the cookie to set. `user_agent` is the
+/// browser's `User-Agent` header, shown in the person's sessions list.
 pub async fn create(
     store: &Store,
     config: &Config,
     user: &UserId,
+    user_agent: Option<&str>,
 ) -> Result<Cookie<'static>, ServerError> {
     let id = random_token();
     let now = time::now();
-    store.insert_session(
-        &sha256_hex(&id),
-        &SessionRecord {
-            user_id: user.clone(),
-            created_at: now,
-            last_seen_at: now,
-            fresh_until: now + config.fresh_window.as_secs(),
-        },
-    )?;
+    let record = SessionRecord {
+        user_id: user.clone(),
+        created_at: now,
+        last_seen_at: now,
+        fresh_until: now + config.fresh_window.as_secs(),
+        public_id: public_id(),
+        user_agent: user_agent.and_then(clean_user_agent),
+        seq: 0,
+    };
+    match store.insert_session(&sha256_hex(&id), &record, MAX_SESSIONS_PER_PERSON)? {
+        SessionInsert::Inserted { ended } => {
+            if ended > 0 {
+                tracing::info!(user_id = %user, ended, "oldest sessions ended (per-person cap)");
+            }
+        }
+        SessionInsert::NoSuchUser => return Err(OpenAiError::not_signed_in().into()),
+    }
     store.flush().await?;
     Ok(build_cookie(
         config,
         id,
         config.session_absolute_timeout.as_secs() as i64,
     ))
+}
+
+/// The request's `User-Agent`, if it is readable text.
+pub fn user_agent(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The `User-Agent` as the sessions list shows it: printable, at most 200 characters.
+fn clean_user_agent(raw: &str) -> Option<String> {
+    let ua: String = raw
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_USER_AGENT_CHARS)
+        .collect();
+    let ua = ua.trim();
+    (!ua.is_empty()).then(|| ua.to_owned())
+}
+
+/// A session's public name: random, unrelated to its cookie.
+fn public_id() -> String {
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// A session as its person sees it in the sessions list.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub created_at: UnixTime,
+    pub last_seen_at: UnixTime,
+    pub user_agent: Option<String>,
+    pub current: bool,
+}
+
+/// Whether a session is over: idle too long, or past its absolute lifetime.
+fn expired(record: &SessionRecord, config: &Config, now: UnixTime) -> bool {
+    let idle = config.session_idle_timeout.as_secs();
+    let absolute = config.session_absolute_timeout.as_secs();
+    now >= record.last_seen_at.saturating_add(idle)
+        || now >= record.created_at.saturating_add(absolute)
+}
+
+/// The signed-in person's live sessions, oldest first, this one marked `current`
+/// (expired ones that wait for the sweep are left out).
+pub fn list(
+    store: &Store,
+    config: &Config,
+    current: &UserSession,
+) -> Result<Vec<SessionView>, ServerError> {
+    let now = time::now();
+    let mut out = Vec::new();
+    for (hash, mut rec) in store.sessions_for_user(current.user_id())? {
+        if expired(&rec, config, now) {
+            continue;
+        }
+        if rec.public_id.is_empty() {
+            rec.public_id = public_id();
+            store.put_session(&hash, &rec)?;
+        }
+        out.push(SessionView {
+            id: rec.public_id,
+            created_at: rec.created_at,
+            last_seen_at: rec.last_seen_at,
+            user_agent: rec.user_agent,
+            current: hash == current.hash,
+        });
+    }
+    Ok(out)
+}
+
+/// What [`end_one`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// This very session (the browser should drop its cookie).
+    Current,
+    Other,
+}
+
+/// Ends one of the signed-in person's sessions, named by its public id. Someone
+/// else's session, or an unknown id, is "not found".
+pub async fn end_one(
+    store: &Store,
+    current: &UserSession,
+    public_id: &str,
+) -> Result<Ended, ServerError> {
+    let found = store
+        .sessions_for_user(current.user_id())?
+        .into_iter()
+        .find(|(_, rec)| !rec.public_id.is_empty() && rec.public_id == public_id);
+    let Some((hash, _)) = found else {
+        return Err(OpenAiError::not_found("No such session.").into());
+    };
+    store.delete_session(&hash)?;
+    store.flush().await?;
+    tracing::info!(user_id = %current.user_id(), "session ended by its person");
+    Ok(if hash == current.hash {
+        Ended::Current
+    } else {
+        Ended::Other
+    })
+}
+
+/// Ends every session of the signed-in person except this one; returns how many.
+pub async fn end_others(store: &Store, current: &UserSession) -> Result<usize, ServerError> {
+    let ended = store.delete_sessions_for_user(current.user_id(), Some(&current.hash))?;
+    store.flush().await?;
+    tracing::info!(user_id = %current.user_id(), ended, "other sessions ended");
+    Ok(ended)
 }
 
 /// A cookie that deletes the session cookie.
@@ -83,12 +215,23 @@ pub struct UserSession {
     pub user: UserRecord,
 }
 
-/// A [`UserSession`] whose last passkey assertion is under 5 minutes old.
+/// A [`UserSession`] whose last passkey assertion is within `fresh_window` (5 minutes
+/// by default): signing up, signing in and `/api/auth/reauth` each make one.
 pub struct FreshSession(pub UserSession);
 
 impl UserSession {
     pub fn user_id(&self) -> &UserId {
         &self.user.id
+    }
+
+    /// The store key of this session (SHA-256 of its cookie value; not a secret).
+    pub(crate) fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Whether a passkey assertion made this session fresh recently enough for step-up.
+    pub fn is_fresh(&self) -> bool {
+        time::now() < self.record.fresh_until
     }
 
     /// Marks the session fresh after a passkey assertion.
@@ -122,11 +265,7 @@ fn load(req: &HttpRequest) -> Result<UserSession, ServerError> {
         .session(&hash)?
         .ok_or_else(OpenAiError::not_signed_in)?;
     let now = time::now();
-    let idle = st.config.session_idle_timeout.as_secs();
-    let absolute = st.config.session_absolute_timeout.as_secs();
-    if now >= record.last_seen_at.saturating_add(idle)
-        || now >= record.created_at.saturating_add(absolute)
-    {
+    if expired(&record, &st.config, now) {
         st.store.delete_session(&hash)?;
         return Err(OpenAiError::not_signed_in().into());
     }
@@ -137,7 +276,11 @@ fn load(req: &HttpRequest) -> Result<UserSession, ServerError> {
             return Err(OpenAiError::not_signed_in().into());
         }
     };
-    if now >= record.last_seen_at + TOUCH_EVERY_SECS {
+    let legacy = record.public_id.is_empty();
+    if legacy {
+        record.public_id = public_id();
+    }
+    if legacy || now >= record.last_seen_at + TOUCH_EVERY_SECS {
         record.last_seen_at = now;
         st.store.put_session(&hash, &record)?;
     }
@@ -160,7 +303,7 @@ impl FromRequest for FreshSession {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let result = load(req).and_then(|s| {
-            if time::now() < s.record.fresh_until {
+            if s.is_fresh() {
                 Ok(FreshSession(s))
             } else {
                 Err(OpenAiError::fresh_passkey_required().into())

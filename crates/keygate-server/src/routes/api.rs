@@ -1,20 +1,18 @@
 //! `/api/*`: the person's own API, used by keygate's pages (and any client with a
 //! session cookie). Every state-changing call passes the CSRF Origin check first.
 
-use actix_web::{HttpResponse, web};
-use keygate_core::ids::PasskeyId;
-use keygate_core::openai_error::OpenAiError;
-use keygate_core::time::UnixTime;
-use keygate_store::{DeletePasskey, PasskeyRecord};
+use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::passkeys::REAUTH;
-use crate::auth::{FreshSession, UserSession, session};
+use crate::auth::{FreshSession, UserSession, flows, session};
 use crate::error::ServerError;
+use crate::services::account::{self, PasskeyView};
 use crate::services::grants::{self, GrantView};
-use crate::services::{users, vault};
+use crate::services::users::UserView;
+use crate::services::vault;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -50,29 +48,6 @@ pub struct CreateGrant {
     models: Option<Vec<String>>,
 }
 
-#[derive(Serialize)]
-struct PasskeyView {
-    id: String,
-    name: String,
-    created_at: UnixTime,
-    last_used_at: Option<UnixTime>,
-    backup_eligible: bool,
-    backup_state: bool,
-}
-
-impl From<&PasskeyRecord> for PasskeyView {
-    fn from(p: &PasskeyRecord) -> Self {
-        Self {
-            id: p.id.to_string(),
-            name: p.name.clone(),
-            created_at: p.created_at,
-            last_used_at: p.last_used_at,
-            backup_eligible: p.backup_eligible,
-            backup_state: p.backup_state,
-        }
-    }
-}
-
 pub(crate) fn started(s: crate::auth::passkeys::Started) -> HttpResponse {
     HttpResponse::Ok().json(json!({"ceremony": s.ceremony, "options": s.options}))
 }
@@ -87,18 +62,21 @@ pub async fn register_start(
 }
 
 pub async fn register_finish(
+    req: HttpRequest,
     st: web::Data<AppState>,
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
-    let user = st
-        .passkeys
-        .register_finish(&st.store, &body.ceremony, body.credential)
-        .await?;
-    let cookie = session::create(&st.store, &st.config, &user.id).await?;
+    let done = flows::sign_up(
+        &st,
+        &body.ceremony,
+        body.credential,
+        session::user_agent(&req),
+    )
+    .await?;
     Ok(HttpResponse::Created()
-        .cookie(cookie)
-        .json(json!({ "user": user })))
+        .cookie(done.cookie)
+        .json(json!({ "user": done.user })))
 }
 
 pub async fn login_start(
@@ -109,19 +87,21 @@ pub async fn login_start(
 }
 
 pub async fn login_finish(
+    req: HttpRequest,
     st: web::Data<AppState>,
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
-    let user = st
-        .passkeys
-        .login_finish(&st.store, &body.ceremony, body.credential)
-        .await?;
-    let cookie = session::create(&st.store, &st.config, &user.id).await?;
-    tracing::info!(user_id = %user.id, "signed in with a passkey");
+    let done = flows::sign_in(
+        &st,
+        &body.ceremony,
+        body.credential,
+        session::user_agent(&req),
+    )
+    .await?;
     Ok(HttpResponse::Ok()
-        .cookie(cookie)
-        .json(json!({ "user": user })))
+        .cookie(done.cookie)
+        .json(json!({ "user": done.user })))
 }
 
 pub async fn reauth_start(
@@ -142,14 +122,7 @@ pub async fn reauth_finish(
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
-    st.passkeys.assertion_finish(
-        &st.store,
-        s.user_id(),
-        &body.ceremony,
-        body.credential,
-        REAUTH,
-    )?;
-    s.mark_fresh(&st.store, &st.config).await?;
+    flows::confirm(&st, &s, &body.ceremony, body.credential).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -161,7 +134,7 @@ pub async fn logout(s: UserSession, st: web::Data<AppState>) -> Result<HttpRespo
 }
 
 pub async fn me(s: UserSession) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(&s.user))
+    Ok(HttpResponse::Ok().json(UserView::from(&s.user)))
 }
 
 // --- the OpenAI key --------------------------------------------------------------
@@ -176,16 +149,14 @@ pub async fn get_key(s: UserSession, st: web::Data<AppState>) -> Result<HttpResp
     })))
 }
 
-/// Storing a first key needs a session; replacing one needs a fresh passkey check.
+/// Storing a key, the first one included, needs a fresh passkey check: a stolen session
+/// must not plant its own key (and read the person's traffic through it).
 pub async fn put_key(
-    s: UserSession,
+    s: FreshSession,
     st: web::Data<AppState>,
     body: web::Json<PutKey>,
 ) -> Result<HttpResponse, ServerError> {
-    let fresh = keygate_core::time::now() < s.record.fresh_until;
-    if st.store.vault(s.user_id())?.is_some() && !fresh {
-        return Err(OpenAiError::fresh_passkey_required().into());
-    }
+    let s = s.0;
     let key = body.api_key.expose_secret();
     let validated = if st.config.validate_openai_keys {
         vault::validate_with_upstream(&st, key).await?
@@ -215,15 +186,16 @@ pub async fn list_grants(
     Ok(HttpResponse::Ok().json(grants::list(&st.store, s.user_id())?))
 }
 
+/// Minting a grant hands out the person's key's power: a fresh passkey check first.
 pub async fn create_grant(
-    s: UserSession,
+    s: FreshSession,
     st: web::Data<AppState>,
     body: web::Json<CreateGrant>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
     let new = grants::create(
         &st.store,
-        s.user_id(),
+        s.0.user_id(),
         grants::GrantSpec {
             name: body.name,
             models: body.models,
@@ -253,25 +225,20 @@ pub async fn list_passkeys(
     s: UserSession,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    let list: Vec<PasskeyView> = st
-        .store
-        .passkeys_for_user(s.user_id())?
-        .iter()
-        .map(PasskeyView::from)
-        .collect();
-    Ok(HttpResponse::Ok().json(list))
+    Ok(HttpResponse::Ok().json(account::passkeys(&st.store, s.user_id())?))
 }
 
+/// Adding a passkey gives lasting access: a fresh passkey check first (start and finish).
 pub async fn add_passkey_start(
-    s: UserSession,
+    s: FreshSession,
     st: web::Data<AppState>,
     _: web::Json<Empty>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(started(st.passkeys.add_start(&st.store, &s.user)?))
+    Ok(started(st.passkeys.add_start(&st.store, &s.0.user)?))
 }
 
 pub async fn add_passkey_finish(
-    s: UserSession,
+    s: FreshSession,
     st: web::Data<AppState>,
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
@@ -280,7 +247,7 @@ pub async fn add_passkey_finish(
         .passkeys
         .add_finish(
             &st.store,
-            s.user_id(),
+            s.0.user_id(),
             &body.ceremony,
             body.credential,
             body.name.as_deref(),
@@ -289,42 +256,55 @@ pub async fn add_passkey_finish(
     Ok(HttpResponse::Created().json(PasskeyView::from(&pk)))
 }
 
-fn own_passkey(st: &AppState, s: &UserSession, id: &str) -> Result<PasskeyRecord, ServerError> {
-    let not_found = || OpenAiError::not_found("No such passkey.");
-    let id = PasskeyId::parse(id).map_err(|_| not_found())?;
-    st.store
-        .passkey(&id)?
-        .filter(|p| &p.user_id == s.user_id())
-        .ok_or_else(|| not_found().into())
-}
-
 pub async fn rename_passkey(
     s: UserSession,
     st: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<Name>,
 ) -> Result<HttpResponse, ServerError> {
-    let mut pk = own_passkey(&st, &s, &id)?;
-    pk.name = users::parse_name(&body.name, "name")?;
-    st.store.put_passkey(&pk)?;
-    st.store.flush().await?;
-    Ok(HttpResponse::Ok().json(PasskeyView::from(&pk)))
+    let view = account::rename_passkey(&st.store, s.user_id(), &id, &body.name).await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
+/// Removing a passkey also ends every other session of the person.
 pub async fn delete_passkey(
     s: FreshSession,
     st: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ServerError> {
-    let pk = own_passkey(&st, &s.0, &id)?;
-    match st.store.delete_passkey_unless_last(&pk)? {
-        DeletePasskey::Last => Err(OpenAiError::last_passkey().into()),
-        DeletePasskey::Deleted => {
-            st.store.flush().await?;
-            tracing::info!(user_id = %pk.user_id, passkey_id = %pk.id, "passkey removed");
-            Ok(HttpResponse::NoContent().finish())
-        }
+    account::remove_passkey(&st.store, &s.0, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// --- sessions --------------------------------------------------------------------
+
+pub async fn list_sessions(
+    s: UserSession,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ServerError> {
+    Ok(HttpResponse::Ok().json(session::list(&st.store, &st.config, &s)?))
+}
+
+/// Ends one of the person's sessions; ending this one also drops its cookie.
+pub async fn end_session(
+    s: UserSession,
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ServerError> {
+    let mut res = HttpResponse::NoContent();
+    if session::end_one(&st.store, &s, &id).await? == session::Ended::Current {
+        res.cookie(session::removal(&st.config));
     }
+    Ok(res.finish())
+}
+
+/// "Sign out everywhere else."
+pub async fn revoke_other_sessions(
+    s: UserSession,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ServerError> {
+    let ended = session::end_others(&st.store, &s).await?;
+    Ok(HttpResponse::Ok().json(json!({ "ended": ended })))
 }
 
 // --- the account -----------------------------------------------------------------
@@ -333,10 +313,7 @@ pub async fn delete_account(
     s: FreshSession,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    let user = s.0.user_id().clone();
-    st.store.delete_user(&user)?;
-    st.store.flush().await?;
-    tracing::info!(user_id = %user, "account deleted");
+    account::delete(&st.store, s.0.user_id()).await?;
     Ok(HttpResponse::NoContent()
         .cookie(session::removal(&st.config))
         .finish())

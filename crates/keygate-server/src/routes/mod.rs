@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, error, web};
 use keygate_core::openai_error::OpenAiError;
 
 use crate::auth::csrf;
-use crate::error::{ServerError, render};
+use crate::error::{ServerError, render, render_html, wants_html};
 use crate::proxy;
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
@@ -22,6 +22,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 render(&OpenAiError::not_found("Not found.")),
             )
             .into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|err, req| {
+            let e = OpenAiError::invalid_request(format!("The query string is not valid: {err}"));
+            error::InternalError::from_response(err, render_for(req, &e)).into()
+        }))
+        .app_data(web::FormConfig::default().error_handler(|err, req| {
+            let e = match &err {
+                error::UrlencodedError::Overflow { .. } => OpenAiError::request_too_large(0),
+                error::UrlencodedError::ContentType => OpenAiError::invalid_request(
+                    "Send the form as application/x-www-form-urlencoded.",
+                ),
+                _ => OpenAiError::invalid_request(format!("The form is not valid: {err}")),
+            };
+            error::InternalError::from_response(err, render_for(req, &e)).into()
         }))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
@@ -64,6 +78,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/passkeys/finish", web::post().to(api::add_passkey_finish))
                 .route("/passkeys/{id}", web::patch().to(api::rename_passkey))
                 .route("/passkeys/{id}", web::delete().to(api::delete_passkey))
+                .route("/sessions", web::get().to(api::list_sessions))
+                .route(
+                    "/sessions/revoke-others",
+                    web::post().to(api::revoke_other_sessions),
+                )
+                .route("/sessions/{id}", web::delete().to(api::end_session))
                 .route("/account", web::delete().to(api::delete_account))
                 .route("/connect/existing", web::get().to(connect::existing))
                 .route(
@@ -115,6 +135,16 @@ fn json_config(limit: usize) -> web::JsonConfig {
             };
             error::InternalError::from_response(err, render(&e)).into()
         })
+}
+
+/// Form posts and page loads come from browsers navigating: they get the error as a
+/// small page; API clients get the JSON shape.
+fn render_for(req: &HttpRequest, e: &OpenAiError) -> HttpResponse {
+    if wants_html(req.headers()) {
+        render_html(e)
+    } else {
+        render(e)
+    }
 }
 
 /// serde's message names the field and position, never the value.

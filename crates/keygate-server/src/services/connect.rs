@@ -259,6 +259,11 @@ pub async fn exchange(
             "redirect_uri does not match the one the code was issued for; the code is now spent.",
         ));
     }
+    if store.user(&record.user_id)?.is_none() {
+        return Err(invalid(
+            "The person who approved this code has deleted their account.",
+        ));
+    }
     let origin = AppOrigin::parse(&record.origin)
         .map_err(|_| ServerError::Internal("stored origin unreadable".into()))?;
     let approval = Approval {

@@ -2,6 +2,7 @@
 //! input into domain types, does its store work, and flushes security-relevant writes
 //! before returning.
 
+pub mod account;
 pub mod connect;
 pub mod grants;
 pub mod users;

@@ -1,11 +1,30 @@
 use keygate_core::ids::UserId;
 use keygate_core::openai_error::OpenAiError;
-use keygate_core::time;
+use keygate_core::time::{self, UnixTime};
 use keygate_store::{Store, UserRecord};
+use serde::Serialize;
 
 use crate::error::ServerError;
 
 const MAX_NAME_CHARS: usize = 200;
+
+/// A person as the wire shows them (the store record stays off the wire).
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub name: String,
+    pub created_at: UnixTime,
+}
+
+impl From<&UserRecord> for UserView {
+    fn from(u: &UserRecord) -> Self {
+        Self {
+            id: u.id.to_string(),
+            name: u.name.clone(),
+            created_at: u.created_at,
+        }
+    }
+}
 
 /// A display name: trimmed, 1–200 characters, no control characters.
 pub fn parse_name(raw: &str, what: &str) -> Result<String, ServerError> {

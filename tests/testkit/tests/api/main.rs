@@ -5,6 +5,7 @@
 
 mod admin;
 mod connect;
+mod extractors;
 mod health;
 mod helpers;
 mod passkeys;

@@ -403,3 +403,151 @@ async fn https_public_urls_get_a_host_prefixed_secure_cookie() {
     );
     assert!(!cookie.contains("Domain"), "{cookie}");
 }
+
+/// The squatting attack: someone who learnt a person's credential id (it is not
+/// secret: every sign-in prompt for that person lists it) registers their own key
+/// under the same id. Before, the credential-id index was overwritten and the first
+/// person could no longer sign in.
+#[tokio::test]
+async fn a_credential_id_cannot_be_squatted_and_its_owner_still_signs_in() {
+    let app = spawn_app().await;
+    let mut ada = app.browser();
+    let ada_user = ada.signed_up("Ada").await;
+    let ada_cred = ada.passkey.credential_ids()[0].clone();
+
+    // Signing up with Ada's credential id: refused, and no account is made.
+    let mut mallory = app.browser();
+    mallory.passkey.next_credential_id = Some(ada_cred.clone());
+    let res = mallory.register("Mallory").await;
+    let body = assert_openai_error(res, 409, "credential_already_registered").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already registered"),
+        "{body}"
+    );
+    assert_eq!(mallory.get("/api/me").await.status(), 401);
+
+    // Adding Ada's credential id to an existing account: refused too.
+    let mut eve = app.browser();
+    eve.signed_up("Eve").await;
+    let mut squatter = SoftPasskey::new(&app.address);
+    squatter.next_credential_id = Some(ada_cred);
+    let res = eve.add_passkey(&mut squatter, None).await;
+    assert_openai_error(res, 409, "credential_already_registered").await;
+    let eves: Value = eve.get("/api/passkeys").await.json().await.unwrap();
+    assert_eq!(eves.as_array().unwrap().len(), 1);
+
+    // Eve leaves; her account's deletion touches nothing of Ada's.
+    assert_eq!(
+        eve.send(Method::DELETE, "/api/account", json!({}))
+            .await
+            .status(),
+        204
+    );
+    let users: Value = app
+        .admin(Method::GET, "/admin/users")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 1, "{users}");
+
+    let mut again = ada.with_same_passkey();
+    assert_eq!(again.login().await.status(), 200);
+    let me: Value = again.get("/api/me").await.json().await.unwrap();
+    assert_eq!(me["id"], ada_user["id"]);
+}
+
+/// What people read when a passkey fails: what happened and what to do, never
+/// webauthn-rs's developer text.
+#[tokio::test]
+async fn passkey_failures_say_what_happened_and_what_to_do() {
+    let app = spawn_app().await;
+    let port = app.port;
+    let message = |body: &Value| body["error"]["message"].as_str().unwrap().to_owned();
+    let no_jargon = |m: &str| {
+        for jargon in [
+            "relying party",
+            "The clients",
+            "compromised",
+            "credential",
+            "CBOR",
+            "Authentication has failed",
+        ] {
+            assert!(!m.contains(jargon), "{jargon:?} in {m:?}");
+        }
+    };
+
+    // A page at another origin relaying the ceremony.
+    let mut b = app.browser();
+    b.passkey.claimed_origin = Some(format!("http://evil.example:{port}"));
+    let body = assert_openai_error(b.register("Wrong place").await, 400, "ceremony_failed").await;
+    let m = message(&body);
+    assert!(m.contains("different web address"), "{m}");
+    assert!(m.contains("try creating your account again"), "{m}");
+    no_jargon(&m);
+
+    // The same answer twice.
+    let mut b = app.browser();
+    let started: Value = b
+        .post("/api/auth/register/start", json!({"name": "Twice"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cred = b.passkey.create(&started["options"]).unwrap();
+    let finish = json!({"ceremony": started["ceremony"], "credential": cred});
+    assert_eq!(
+        b.post("/api/auth/register/finish", finish.clone())
+            .await
+            .status(),
+        201
+    );
+    let body = assert_openai_error(
+        b.post("/api/auth/register/finish", finish).await,
+        400,
+        "ceremony_failed",
+    )
+    .await;
+    let m = message(&body);
+    assert!(m.contains("expired or was already used"), "{m}");
+    no_jargon(&m);
+
+    // A passkey this keygate never registered (the sign-up was never finished).
+    let mut stranger = app.browser();
+    let started: Value = stranger
+        .post(
+            "/api/auth/register/start",
+            json!({"name": "Never finished"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    stranger.passkey.create(&started["options"]).unwrap();
+    let body = assert_openai_error(stranger.login().await, 400, "ceremony_failed").await;
+    let m = message(&body);
+    assert!(m.contains("isn't registered here"), "{m}");
+    assert!(m.contains("create an account"), "{m}");
+    no_jargon(&m);
+
+    // A cloned authenticator (its counter went backwards).
+    let mut stale = b.with_same_passkey();
+    assert_eq!(b.login().await.status(), 200);
+    let body = assert_openai_error(stale.login().await, 400, "ceremony_failed").await;
+    let m = message(&body);
+    assert!(m.contains("another passkey"), "{m}");
+    no_jargon(&m);
+
+    // No user verification.
+    let mut lazy = b.with_same_passkey();
+    lazy.passkey.verifies_user = false;
+    let body = assert_openai_error(lazy.login().await, 400, "ceremony_failed").await;
+    let m = message(&body);
+    assert!(m.contains("didn't confirm it's you"), "{m}");
+    no_jargon(&m);
+}

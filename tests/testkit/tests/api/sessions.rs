@@ -1,7 +1,11 @@
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_testkit::mock_openai::REJECTED_KEY_PREFIX;
-use keygate_testkit::{FAKE_OPENAI_KEY, spawn_app, spawn_app_with};
+use keygate_testkit::soft_passkey::SoftPasskey;
+use keygate_testkit::{FAKE_OPENAI_KEY, TestApp, spawn_app, spawn_app_with};
 use reqwest::Method;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::helpers::{assert_openai_error, chat};
 
@@ -198,13 +202,15 @@ async fn sensitive_actions_need_a_fresh_passkey_check() {
     .await;
     let key: Value = b.get("/api/key").await.json().await.unwrap();
     assert_eq!(key["enrolled"], true);
-    // Ordinary actions still work.
-    assert_eq!(
-        b.post("/api/grants", json!({"name": "fine"}))
-            .await
-            .status(),
-        201
-    );
+    // Creating a grant used to be an ordinary action; since issue 9 it needs a fresh
+    // passkey check too (a stolen session must not mint keys), while reading does not.
+    assert_openai_error(
+        b.post("/api/grants", json!({"name": "not fresh"})).await,
+        403,
+        "fresh_passkey_required",
+    )
+    .await;
+    assert_eq!(b.get("/api/grants").await.status(), 200);
 
     assert_eq!(b.reauth().await.status(), 204);
     assert_eq!(
@@ -356,4 +362,364 @@ async fn deleting_the_account_removes_everything_at_once() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn adding_a_passkey_creating_a_grant_and_the_first_key_need_a_fresh_check() {
+    // Whole seconds: a 2 s window lasts at least 1 s and is surely over after 3.1 s.
+    let app = spawn_app_with(|c| c.fresh_window_secs = Some(2)).await;
+    let mut b = app.browser();
+    b.signed_up("Fresh").await;
+    // Started while fresh, finished when not: the finish checks again.
+    let started: Value = b
+        .post("/api/passkeys/start", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut phone = SoftPasskey::new(&app.address);
+    let cred = phone.create(&started["options"]).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+
+    // The first key: before issue 9 a plain session could store it.
+    assert_openai_error(
+        b.send(Method::PUT, "/api/key", json!({"api_key": FAKE_OPENAI_KEY}))
+            .await,
+        403,
+        "fresh_passkey_required",
+    )
+    .await;
+    assert_openai_error(
+        b.post("/api/grants", json!({"name": "stale"})).await,
+        403,
+        "fresh_passkey_required",
+    )
+    .await;
+    assert_openai_error(
+        b.post("/api/passkeys/start", json!({})).await,
+        403,
+        "fresh_passkey_required",
+    )
+    .await;
+    assert_openai_error(
+        b.post(
+            "/api/passkeys/finish",
+            json!({"ceremony": started["ceremony"], "credential": cred}),
+        )
+        .await,
+        403,
+        "fresh_passkey_required",
+    )
+    .await;
+    let key: Value = b.get("/api/key").await.json().await.unwrap();
+    assert_eq!(key["enrolled"], false);
+    let grants: Value = b.get("/api/grants").await.json().await.unwrap();
+    assert!(grants.as_array().unwrap().is_empty());
+    let passkeys: Value = b.get("/api/passkeys").await.json().await.unwrap();
+    assert_eq!(passkeys.as_array().unwrap().len(), 1);
+
+    // After a passkey check, each works.
+    assert_eq!(b.reauth().await.status(), 204);
+    assert_eq!(
+        b.send(Method::PUT, "/api/key", json!({"api_key": FAKE_OPENAI_KEY}))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        b.post("/api/grants", json!({"name": "fresh"}))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(b.add_passkey(&mut phone, Some("Phone")).await.status(), 201);
+}
+
+/// The raw `name=value` of the session cookie a response set.
+fn session_cookie(res: &reqwest::Response) -> String {
+    res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+async fn me_with_cookie(app: &TestApp, cookie: &str) -> u16 {
+    app.client
+        .get(app.url("/api/me"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn removing_a_passkey_ends_every_other_session() {
+    let app = spawn_app().await;
+    let mut laptop = app.browser();
+    laptop.signed_up("Careful").await;
+    let mut phone_key = SoftPasskey::new(&app.address);
+    assert_eq!(
+        laptop
+            .add_passkey(&mut phone_key, Some("Phone"))
+            .await
+            .status(),
+        201
+    );
+    // A second browser on the laptop's passkey, and the phone signed in with its own.
+    let mut tablet = laptop.with_same_passkey();
+    assert_eq!(tablet.login().await.status(), 200);
+    let mut phone = app.browser();
+    phone.passkey = phone_key;
+    assert_eq!(phone.login().await.status(), 200);
+
+    let list: Value = laptop.get("/api/passkeys").await.json().await.unwrap();
+    let phone_id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Phone")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        laptop
+            .send(
+                Method::DELETE,
+                &format!("/api/passkeys/{phone_id}"),
+                json!({})
+            )
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        laptop.get("/api/me").await.status(),
+        200,
+        "this session stays"
+    );
+    assert_openai_error(phone.get("/api/me").await, 401, "not_signed_in").await;
+    assert_openai_error(tablet.get("/api/me").await, 401, "not_signed_in").await;
+    let sessions: Value = laptop.get("/api/sessions").await.json().await.unwrap();
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
+}
+
+#[tokio::test]
+async fn people_see_their_sessions_and_end_them() {
+    let app = spawn_app().await;
+    let mut laptop = app.browser();
+    laptop.user_agent = Some("Laptop Browser/1.0".into());
+    let res = laptop.register("Sessions").await;
+    assert_eq!(res.status(), 201);
+    let laptop_cookie = session_cookie(&res);
+    let mut phone = laptop.with_same_passkey();
+    let long_ua = format!("Phone Browser/2.0 {}", "x".repeat(400));
+    phone.user_agent = Some(long_ua.clone());
+    let res = phone.login().await;
+    assert_eq!(res.status(), 200);
+    let phone_cookie = session_cookie(&res);
+    // One authenticator used from both browsers: keep its counter in step.
+    laptop.passkey = phone.passkey.clone();
+
+    let list: Value = laptop.get("/api/sessions").await.json().await.unwrap();
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let mine = list.iter().find(|s| s["current"] == true).unwrap();
+    let theirs = list.iter().find(|s| s["current"] == false).unwrap();
+    assert_eq!(mine["user_agent"], "Laptop Browser/1.0");
+    let ua = theirs["user_agent"].as_str().unwrap();
+    assert!(long_ua.starts_with(ua) && ua.chars().count() == 200, "{ua}");
+    for s in &list {
+        for field in ["id", "created_at", "last_seen_at", "user_agent", "current"] {
+            assert!(s.as_object().unwrap().contains_key(field), "{field}: {s}");
+        }
+        assert!(
+            s["created_at"].is_u64() && s["last_seen_at"].is_u64(),
+            "{s}"
+        );
+    }
+    // The public id is neither a cookie nor a cookie's hash.
+    let listed = serde_json::to_string(&list).unwrap();
+    for cookie in [&laptop_cookie, &phone_cookie] {
+        let value = cookie.split_once('=').unwrap().1;
+        let digest = Sha256::digest(value.as_bytes());
+        assert!(!listed.contains(value), "{listed}");
+        assert!(!listed.contains(&hex(&digest)), "{listed}");
+        assert!(
+            !listed.contains(&URL_SAFE_NO_PAD.encode(digest)),
+            "{listed}"
+        );
+    }
+
+    // Someone else cannot end it (404), nor can a made-up id.
+    let mut other = app.browser();
+    other.signed_up("Other").await;
+    let phone_id = theirs["id"].as_str().unwrap();
+    assert_openai_error(
+        other
+            .send(
+                Method::DELETE,
+                &format!("/api/sessions/{phone_id}"),
+                json!({}),
+            )
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_openai_error(
+        laptop
+            .send(Method::DELETE, "/api/sessions/made-up", json!({}))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(me_with_cookie(&app, &phone_cookie).await, 200);
+
+    // Its person can.
+    assert_eq!(
+        laptop
+            .send(
+                Method::DELETE,
+                &format!("/api/sessions/{phone_id}"),
+                json!({})
+            )
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(me_with_cookie(&app, &phone_cookie).await, 401);
+    assert_eq!(laptop.get("/api/me").await.status(), 200);
+
+    // "Sign out everywhere else": two more browsers, then one call ends both.
+    let mut second = laptop.with_same_passkey();
+    assert_eq!(second.login().await.status(), 200);
+    let mut third = second.with_same_passkey();
+    assert_eq!(third.login().await.status(), 200);
+    let res = laptop.post("/api/sessions/revoke-others", json!({})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"ended": 2}));
+    assert_eq!(second.get("/api/me").await.status(), 401);
+    assert_eq!(third.get("/api/me").await.status(), 401);
+    assert_eq!(laptop.get("/api/me").await.status(), 200);
+    assert_eq!(
+        other.get("/api/me").await.status(),
+        200,
+        "not someone else's"
+    );
+
+    // Ending the current session signs this browser out.
+    let list: Value = laptop.get("/api/sessions").await.json().await.unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let res = laptop
+        .send(Method::DELETE, &format!("/api/sessions/{id}"), json!({}))
+        .await;
+    assert_eq!(res.status(), 204);
+    assert!(
+        res.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(me_with_cookie(&app, &laptop_cookie).await, 401);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn signing_in_past_the_cap_ends_the_oldest_session() {
+    let app = spawn_app().await;
+    let mut b = app.browser();
+    let res = b.register("Many").await;
+    assert_eq!(res.status(), 201);
+    let oldest = session_cookie(&res);
+    let mut second = String::new();
+    // 20 more sign-ins (one browser keeps the authenticator's counter moving): the cap
+    // is 20 sessions per person, so the 21st session ends the first.
+    for i in 0..20 {
+        let res = b.login().await;
+        assert_eq!(res.status(), 200);
+        if i == 0 {
+            second = session_cookie(&res);
+        }
+    }
+    assert_eq!(me_with_cookie(&app, &oldest).await, 401, "the oldest ended");
+    assert_eq!(me_with_cookie(&app, &second).await, 200);
+    let list: Value = b.get("/api/sessions").await.json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn a_code_issued_before_the_account_was_deleted_cannot_be_exchanged() {
+    let app = spawn_app().await;
+    let mut b = app.browser();
+    b.signed_up("Gone").await;
+    assert_eq!(
+        b.send(Method::PUT, "/api/key", json!({"api_key": FAKE_OPENAI_KEY}))
+            .await
+            .status(),
+        204
+    );
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-extra-entropy";
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let started: Value = b
+        .post("/api/connect/approve/start", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cred = b.passkey.get(&started["options"]).unwrap().to_string();
+    let res = b
+        .request(Method::POST, "/connect/approve")
+        .form(&[
+            ("ceremony", started["ceremony"].as_str().unwrap()),
+            ("credential", cred.as_str()),
+            ("redirect_uri", "https://notes.example/cb"),
+            ("state", "s"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+
+    assert_eq!(
+        b.send(Method::DELETE, "/api/account", json!({}))
+            .await
+            .status(),
+        204
+    );
+    let res = app
+        .client
+        .post(app.url("/api/connect/token"))
+        .json(&json!({"code": code, "code_verifier": verifier}))
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(res, 400, "invalid_grant").await;
+    let users: Value = app
+        .admin(Method::GET, "/admin/users")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(users.as_array().unwrap().is_empty(), "{users}");
 }

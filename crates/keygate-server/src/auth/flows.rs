@@ -1,0 +1,67 @@
+//! Signing up, signing in and confirming with a passkey: one ceremony, then what it
+//! earns (a new session, or a fresh one). Routes call exactly one of these.
+
+use actix_web::cookie::Cookie;
+use serde_json::Value;
+
+use crate::auth::UserSession;
+use crate::auth::passkeys::REAUTH;
+use crate::auth::session;
+use crate::error::ServerError;
+use crate::services::users::UserView;
+use crate::state::AppState;
+
+/// A person who just proved themselves with a passkey, and their new session cookie.
+pub struct SignedIn {
+    pub user: UserView,
+    pub cookie: Cookie<'static>,
+}
+
+/// Finishes a sign-up ceremony: the person, their first passkey, a fresh session.
+pub async fn sign_up(
+    st: &AppState,
+    ceremony: &str,
+    credential: Value,
+    user_agent: Option<&str>,
+) -> Result<SignedIn, ServerError> {
+    let user = st
+        .passkeys
+        .register_finish(&st.store, ceremony, credential)
+        .await?;
+    let cookie = session::create(&st.store, &st.config, &user.id, user_agent).await?;
+    Ok(SignedIn {
+        user: UserView::from(&user),
+        cookie,
+    })
+}
+
+/// Finishes a usernameless sign-in ceremony: a fresh session.
+pub async fn sign_in(
+    st: &AppState,
+    ceremony: &str,
+    credential: Value,
+    user_agent: Option<&str>,
+) -> Result<SignedIn, ServerError> {
+    let user = st
+        .passkeys
+        .login_finish(&st.store, ceremony, credential)
+        .await?;
+    let cookie = session::create(&st.store, &st.config, &user.id, user_agent).await?;
+    tracing::info!(user_id = %user.id, "signed in with a passkey");
+    Ok(SignedIn {
+        user: UserView::from(&user),
+        cookie,
+    })
+}
+
+/// Finishes a step-up ceremony: this session is fresh again.
+pub async fn confirm(
+    st: &AppState,
+    s: &UserSession,
+    ceremony: &str,
+    credential: Value,
+) -> Result<(), ServerError> {
+    st.passkeys
+        .assertion_finish(&st.store, s.user_id(), ceremony, credential, REAUTH)?;
+    s.mark_fresh(&st.store, &st.config).await
+}

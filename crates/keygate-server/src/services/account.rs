@@ -1,0 +1,98 @@
+//! The signed-in person's own account: their passkeys (list, rename, remove) and
+//! deleting the account with everything in it.
+
+use keygate_core::ids::{PasskeyId, UserId};
+use keygate_core::openai_error::OpenAiError;
+use keygate_core::time::UnixTime;
+use keygate_store::{DeletePasskey, PasskeyRecord, Store};
+use serde::Serialize;
+
+use crate::auth::UserSession;
+use crate::error::ServerError;
+use crate::services::users::parse_name;
+
+/// A passkey as its person sees it (never the public key or credential id).
+#[derive(Debug, Serialize)]
+pub struct PasskeyView {
+    pub id: String,
+    pub name: String,
+    pub created_at: UnixTime,
+    pub last_used_at: Option<UnixTime>,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+}
+
+impl From<&PasskeyRecord> for PasskeyView {
+    fn from(p: &PasskeyRecord) -> Self {
+        Self {
+            id: p.id.to_string(),
+            name: p.name.clone(),
+            created_at: p.created_at,
+            last_used_at: p.last_used_at,
+            backup_eligible: p.backup_eligible,
+            backup_state: p.backup_state,
+        }
+    }
+}
+
+pub fn passkeys(store: &Store, user: &UserId) -> Result<Vec<PasskeyView>, ServerError> {
+    Ok(store
+        .passkeys_for_user(user)?
+        .iter()
+        .map(PasskeyView::from)
+        .collect())
+}
+
+pub async fn rename_passkey(
+    store: &Store,
+    user: &UserId,
+    id: &str,
+    name: &str,
+) -> Result<PasskeyView, ServerError> {
+    let mut pk = own_passkey(store, user, id)?;
+    pk.name = parse_name(name, "name")?;
+    store.put_passkey(&pk)?;
+    store.flush().await?;
+    Ok(PasskeyView::from(&pk))
+}
+
+/// Removes one of the person's passkeys (never the last one) and ends every other
+/// session of theirs: whoever holds one of those may have been the reason for the
+/// removal. Returns how many sessions were ended.
+pub async fn remove_passkey(
+    store: &Store,
+    current: &UserSession,
+    id: &str,
+) -> Result<usize, ServerError> {
+    let pk = own_passkey(store, current.user_id(), id)?;
+    match store.delete_passkey_unless_last(&pk)? {
+        DeletePasskey::Last => Err(OpenAiError::last_passkey().into()),
+        DeletePasskey::Gone => Err(not_found().into()),
+        DeletePasskey::Deleted => {
+            let ended = store.delete_sessions_for_user(&pk.user_id, Some(current.hash()))?;
+            store.flush().await?;
+            tracing::info!(user_id = %pk.user_id, passkey_id = %pk.id, ended, "passkey removed; other sessions ended");
+            Ok(ended)
+        }
+    }
+}
+
+/// Deletes the person and everything of theirs (see `Store::delete_user`).
+pub async fn delete(store: &Store, user: &UserId) -> Result<(), ServerError> {
+    store.delete_user(user)?;
+    store.flush().await?;
+    tracing::info!(user_id = %user, "account deleted");
+    Ok(())
+}
+
+fn own_passkey(store: &Store, user: &UserId, id: &str) -> Result<PasskeyRecord, ServerError> {
+    let id = PasskeyId::parse(id).map_err(|_| not_found())?;
+    store
+        .passkey(&id)?
+        .filter(|p| &p.user_id == user)
+        .ok_or_else(|| not_found().into())
+}
+
+fn not_found() -> OpenAiError {
+    OpenAiError::not_found("No such passkey.")
+}

@@ -1,0 +1,383 @@
+//! Passkeys, sessions and account deletion on a real sled directory: the writes that
+//! span trees, and what they refuse.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use keygate_core::ids::{PasskeyId, UserId};
+use keygate_store::{
+    CeremonyRecord, CodeRecord, DeletePasskey, PasskeyInsert, PasskeyRecord, SessionInsert,
+    SessionRecord, Store, StoreError, StoreOptions, UserRecord,
+};
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    (dir, store)
+}
+
+fn user() -> UserRecord {
+    UserRecord {
+        id: UserId::generate(),
+        name: "Ada".into(),
+        created_at: 10,
+    }
+}
+
+fn passkey(user: &UserId, credential_id: &str) -> PasskeyRecord {
+    PasskeyRecord {
+        id: PasskeyId::generate(),
+        user_id: user.clone(),
+        name: "Passkey".into(),
+        credential_id: credential_id.into(),
+        passkey: "{}".into(),
+        created_at: 1,
+        last_used_at: None,
+        sign_count: 0,
+        backup_eligible: false,
+        backup_state: false,
+    }
+}
+
+fn session(user: &UserId, created_at: u64) -> SessionRecord {
+    SessionRecord {
+        user_id: user.clone(),
+        created_at,
+        last_seen_at: created_at,
+        fresh_until: created_at,
+        public_id: format!("pub-{created_at}"),
+        user_agent: None,
+        seq: 0,
+    }
+}
+
+fn registered(store: &Store, credential_id: &str) -> (UserRecord, PasskeyRecord) {
+    let u = user();
+    let pk = passkey(&u.id, credential_id);
+    assert_eq!(
+        store.insert_user_with_passkey(&u, &pk).unwrap(),
+        PasskeyInsert::Inserted
+    );
+    (u, pk)
+}
+
+#[test]
+fn a_credential_id_is_registered_once_and_a_squatter_changes_nothing() {
+    let (_dir, store) = open();
+    let (a, a_pk) = registered(&store, "cred-A");
+
+    // Registering a new person with A's credential id: neither person nor passkey.
+    let b = user();
+    let squat = passkey(&b.id, "cred-A");
+    assert_eq!(
+        store.insert_user_with_passkey(&b, &squat).unwrap(),
+        PasskeyInsert::CredentialTaken
+    );
+    assert!(store.user(&b.id).unwrap().is_none());
+    assert!(store.passkey(&squat.id).unwrap().is_none());
+
+    // An existing person adding A's credential id: refused too.
+    let (c, _) = registered(&store, "cred-C");
+    let squat = passkey(&c.id, "cred-A");
+    assert_eq!(
+        store.insert_passkey(&squat).unwrap(),
+        PasskeyInsert::CredentialTaken
+    );
+    assert_eq!(store.passkeys_for_user(&c.id).unwrap().len(), 1);
+
+    // The credential still leads to A's passkey; deleting C leaves it alone.
+    assert!(store.delete_user(&c.id).unwrap());
+    assert_eq!(
+        store.passkey_by_credential("cred-A").unwrap().unwrap(),
+        a_pk
+    );
+    assert_eq!(store.passkeys_for_user(&a.id).unwrap(), [a_pk]);
+}
+
+#[test]
+fn adding_a_passkey_needs_the_person() {
+    let (_dir, store) = open();
+    let ghost = passkey(&UserId::generate(), "cred-ghost");
+    assert_eq!(
+        store.insert_passkey(&ghost).unwrap(),
+        PasskeyInsert::NoSuchUser
+    );
+    assert!(store.passkey_by_credential("cred-ghost").unwrap().is_none());
+}
+
+#[test]
+fn deleting_a_person_removes_only_credential_entries_that_are_theirs() {
+    let (_dir, store) = open();
+    let (a, a_pk) = registered(&store, "cred-shared");
+    // A record left by the old, unchecked code: B's passkey claims the same credential
+    // id, but the index names A's passkey.
+    let (b, _) = registered(&store, "cred-B");
+    let stray = passkey(&b.id, "cred-shared");
+    let dir_path = _dir.path().to_owned();
+    drop(store);
+    {
+        let db = sled::open(&dir_path).unwrap();
+        db.open_tree("passkeys")
+            .unwrap()
+            .insert(
+                stray.id.as_str(),
+                serde_json::to_vec(&serde_json::json!({
+                    "v": "1",
+                    "id": stray.id, "user_id": b.id, "name": "stray",
+                    "credential_id": "cred-shared", "passkey": "{}", "created_at": 2,
+                    "last_used_at": null, "sign_count": 0,
+                    "backup_eligible": false, "backup_state": false,
+                }))
+                .unwrap(),
+            )
+            .unwrap();
+        let mut key = b.id.as_str().as_bytes().to_vec();
+        key.extend_from_slice(stray.id.as_str().as_bytes());
+        db.open_tree("passkeys_by_user")
+            .unwrap()
+            .insert(key, &[])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(&dir_path, &StoreOptions::default()).unwrap();
+    assert_eq!(store.passkeys_for_user(&b.id).unwrap().len(), 2);
+    assert!(store.delete_user(&b.id).unwrap());
+    assert_eq!(
+        store.passkey_by_credential("cred-shared").unwrap().unwrap(),
+        a_pk,
+        "deleting B removed A's credential entry"
+    );
+    assert!(store.passkey_by_credential("cred-B").unwrap().is_none());
+    assert_eq!(store.passkeys_for_user(&a.id).unwrap().len(), 1);
+}
+
+#[test]
+fn the_last_passkey_stays_whatever_the_order() {
+    let (_dir, store) = open();
+    let (a, first) = registered(&store, "cred-1");
+    let second = passkey(&a.id, "cred-2");
+    assert_eq!(
+        store.insert_passkey(&second).unwrap(),
+        PasskeyInsert::Inserted
+    );
+    assert_eq!(
+        store.delete_passkey_unless_last(&first).unwrap(),
+        DeletePasskey::Deleted
+    );
+    assert_eq!(
+        store.delete_passkey_unless_last(&second).unwrap(),
+        DeletePasskey::Last
+    );
+    assert_eq!(
+        store.delete_passkey_unless_last(&first).unwrap(),
+        DeletePasskey::Gone
+    );
+    assert!(store.passkey_by_credential("cred-1").unwrap().is_none());
+    // The credential id is free again once its passkey is gone.
+    let again = passkey(&a.id, "cred-1");
+    assert_eq!(
+        store.insert_passkey(&again).unwrap(),
+        PasskeyInsert::Inserted
+    );
+}
+
+#[test]
+fn concurrent_removals_never_leave_a_person_without_a_passkey() {
+    for _ in 0..20 {
+        let (_dir, store) = open();
+        let (a, first) = registered(&store, "cred-1");
+        let second = passkey(&a.id, "cred-2");
+        assert_eq!(
+            store.insert_passkey(&second).unwrap(),
+            PasskeyInsert::Inserted
+        );
+        let results: Vec<DeletePasskey> = std::thread::scope(|s| {
+            let h1 = s.spawn(|| store.delete_passkey_unless_last(&first).unwrap());
+            let h2 = s.spawn(|| store.delete_passkey_unless_last(&second).unwrap());
+            vec![h1.join().unwrap(), h2.join().unwrap()]
+        });
+        assert_eq!(
+            store.passkeys_for_user(&a.id).unwrap().len(),
+            1,
+            "{results:?}"
+        );
+        assert!(results.contains(&DeletePasskey::Last), "{results:?}");
+    }
+}
+
+#[test]
+fn sessions_are_capped_and_the_oldest_ends() {
+    let (_dir, store) = open();
+    let (a, _) = registered(&store, "cred");
+    for i in 0..3 {
+        assert_eq!(
+            store
+                .insert_session(&format!("h{i}"), &session(&a.id, 100 + i), 3)
+                .unwrap(),
+            SessionInsert::Inserted { ended: 0 }
+        );
+    }
+    assert_eq!(
+        store.insert_session("h3", &session(&a.id, 200), 3).unwrap(),
+        SessionInsert::Inserted { ended: 1 }
+    );
+    assert!(store.session("h0").unwrap().is_none(), "the oldest ends");
+    let left: Vec<String> = store
+        .sessions_for_user(&a.id)
+        .unwrap()
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(left, ["h1", "h2", "h3"]);
+    // Nobody else's sessions count.
+    let (b, _) = registered(&store, "cred-b");
+    assert_eq!(
+        store.insert_session("hb", &session(&b.id, 1), 3).unwrap(),
+        SessionInsert::Inserted { ended: 0 }
+    );
+    assert_eq!(
+        store
+            .insert_session("hx", &session(&UserId::generate(), 1), 3)
+            .unwrap(),
+        SessionInsert::NoSuchUser
+    );
+}
+
+#[test]
+fn within_one_second_the_first_created_is_the_oldest() {
+    let (_dir, store) = open();
+    let (a, _) = registered(&store, "cred");
+    // Hashes in reverse alphabetical order, all created in the same second.
+    for h in ["z", "y", "x"] {
+        let _ = store.insert_session(h, &session(&a.id, 7), 2).unwrap();
+    }
+    let left: Vec<String> = store
+        .sessions_for_user(&a.id)
+        .unwrap()
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(left, ["y", "x"]);
+}
+
+#[test]
+fn an_ended_session_is_not_brought_back_by_a_late_update() {
+    let (_dir, store) = open();
+    let (a, _) = registered(&store, "cred");
+    let s = session(&a.id, 5);
+    let _ = store.insert_session("h", &s, 20).unwrap();
+    store.delete_session("h").unwrap();
+    store.put_session("h", &s).unwrap();
+    assert!(store.session("h").unwrap().is_none());
+    assert!(store.sessions_for_user(&a.id).unwrap().is_empty());
+}
+
+#[test]
+fn ending_other_sessions_keeps_the_current_one() {
+    let (_dir, store) = open();
+    let (a, _) = registered(&store, "cred");
+    for h in ["h1", "h2", "h3"] {
+        let _ = store.insert_session(h, &session(&a.id, 1), 20).unwrap();
+    }
+    assert_eq!(
+        store.delete_sessions_for_user(&a.id, Some("h2")).unwrap(),
+        2
+    );
+    let left: Vec<String> = store
+        .sessions_for_user(&a.id)
+        .unwrap()
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(left, ["h2"]);
+}
+
+#[test]
+fn deleting_a_person_takes_their_codes_and_ceremonies_and_nothing_else() {
+    let (_dir, store) = open();
+    let (a, _) = registered(&store, "cred-a");
+    let (b, _) = registered(&store, "cred-b");
+    // Built from JSON so fields added later with defaults need no change here.
+    let code = |u: &UserId| -> CodeRecord {
+        serde_json::from_value(serde_json::json!({
+            "user_id": u, "redirect_uri": "https://app.example/cb",
+            "origin": "https://app.example", "code_challenge": "x", "app_name": "app",
+            "models": null, "plan": null, "reuse_grant_id": null, "expires_at": u64::MAX,
+        }))
+        .unwrap()
+    };
+    let ceremony = |u: Option<&UserId>| CeremonyRecord {
+        kind: "reauth".into(),
+        state: "{}".into(),
+        user_id: u.cloned(),
+        name: None,
+        expires_at: u64::MAX,
+    };
+    store.put_code("code-a", &code(&a.id)).unwrap();
+    store.put_code("code-b", &code(&b.id)).unwrap();
+    store.put_ceremony("cer-a", &ceremony(Some(&a.id))).unwrap();
+    store.put_ceremony("cer-b", &ceremony(Some(&b.id))).unwrap();
+    store.put_ceremony("cer-anon", &ceremony(None)).unwrap();
+    let _ = store.insert_session("sa", &session(&a.id, 1), 20).unwrap();
+    let _ = store.insert_session("sb", &session(&b.id, 1), 20).unwrap();
+
+    assert!(store.delete_user(&a.id).unwrap());
+    assert!(!store.delete_user(&a.id).unwrap(), "already gone");
+    assert!(store.take_code("code-a").unwrap().is_none());
+    assert!(store.take_ceremony("cer-a").unwrap().is_none());
+    assert!(store.session("sa").unwrap().is_none());
+    assert!(store.user(&a.id).unwrap().is_none());
+    assert!(store.passkey_by_credential("cred-a").unwrap().is_none());
+
+    assert!(store.take_code("code-b").unwrap().is_some());
+    assert!(store.take_ceremony("cer-b").unwrap().is_some());
+    assert!(store.take_ceremony("cer-anon").unwrap().is_some());
+    assert!(store.session("sb").unwrap().is_some());
+    assert!(store.passkey_by_credential("cred-b").unwrap().is_some());
+}
+
+#[test]
+fn grants_are_stored_only_for_people_who_exist() {
+    let (_dir, store) = open();
+    let ghost = UserId::generate();
+    let grant: keygate_store::GrantRecord = serde_json::from_value(serde_json::json!({
+        "id": keygate_core::ids::GrantId::generate(), "user_id": ghost, "name": "app",
+        "origin": null, "models": [], "state": "active", "secret_hash": "ab".repeat(32),
+        "created_at": 1, "last_used_at": null, "revoked_at": null,
+    }))
+    .unwrap();
+    assert!(matches!(
+        store.insert_grant(&grant),
+        Err(StoreError::NotFound { what: "user" })
+    ));
+    assert!(store.grant(&grant.id).unwrap().is_none());
+    assert!(store.grants_for_user(&ghost).unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_registrations_of_one_credential_id_make_one_person() {
+    for _ in 0..20 {
+        let (_dir, store) = open();
+        let people: Vec<(UserRecord, PasskeyRecord)> = (0..4)
+            .map(|_| {
+                let u = user();
+                let pk = passkey(&u.id, "cred-race");
+                (u, pk)
+            })
+            .collect();
+        let results: Vec<PasskeyInsert> = std::thread::scope(|s| {
+            let handles: Vec<_> = people
+                .iter()
+                .map(|(u, pk)| s.spawn(|| store.insert_user_with_passkey(u, pk).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners = results
+            .iter()
+            .filter(|r| **r == PasskeyInsert::Inserted)
+            .count();
+        assert_eq!(winners, 1, "{results:?}");
+        assert_eq!(store.users().unwrap().len(), 1);
+        let owner = store.passkey_by_credential("cred-race").unwrap().unwrap();
+        assert_eq!(store.users().unwrap()[0].id, owner.user_id);
+    }
+}
