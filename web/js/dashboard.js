@@ -713,7 +713,7 @@ function passkeyItem(p, only) {
         "Added ",
         timeEl(p.created_at),
         " · ",
-        p.last_used_at ? ["Last used ", timeEl(p.last_used_at, { relative: true })] : "Not used to sign in yet",
+        p.last_used_at ? ["Last used ", timeEl(p.last_used_at, { relative: true, midSentence: true })] : "Not used to sign in yet",
       ),
     ),
     h(
@@ -862,7 +862,7 @@ function sessionItem(s) {
   const seen = s.current
     ? "Active now"
     : s.last_seen_at
-      ? ["Last seen ", timeEl(s.last_seen_at, { relative: true })]
+      ? ["Last seen ", timeEl(s.last_seen_at, { relative: true, midSentence: true })]
       : "Not seen since signing in";
   return h(
     "li",
