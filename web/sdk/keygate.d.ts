@@ -15,6 +15,18 @@ export interface OpenAIAccess {
   dangerouslyAllowBrowser: true;
 }
 
+/**
+ * An endpoint scope. `inference`: models, chat, completions, responses (create),
+ * embeddings, moderation, audio, images. `files`: upload, list, download, delete files.
+ * `batches`: batch jobs. `fine_tuning`: fine-tuning jobs. `assistants`: assistants,
+ * threads and vector stores. `stored`: read and delete stored chat completions and
+ * responses. `/v1/organization/*` is never reachable.
+ */
+export type Scope = "inference" | "files" | "batches" | "fine_tuning" | "assistants" | "stored";
+
+/** Every scope, in the order the consent screen lists them. */
+export declare const SCOPES: readonly Scope[];
+
 /** What the app asks for; the person may only narrow it on the consent screen. */
 export interface ConnectRequest {
   /** The keygate server, e.g. "https://vault.example". */
@@ -23,6 +35,11 @@ export interface ConnectRequest {
   appName?: string;
   /** Models the app needs, e.g. ["gpt-4o-mini"]. Omit for all models. */
   models?: string[];
+  /**
+   * The OpenAI endpoints the app needs, e.g. ["inference", "files"]. Omit for
+   * ["inference"]; anything outside them is refused with 403 `endpoint_not_allowed`.
+   */
+  scopes?: Scope[];
   /** The name of a plan (usage limits) configured on the keygate server. */
   plan?: string;
 }

@@ -30,6 +30,13 @@ const POLL_MS = 300;
 const CLOSE_GRACE_MS = 500;
 const STORAGE_PREFIX = "keygate:redirect:";
 
+/**
+ * The endpoint scopes a connection can ask for (`requestOpenAIAPI({scopes})`). Without
+ * `scopes` the app gets `["inference"]`: models, chat, responses, embeddings, moderation,
+ * audio and images. The person sees each asked scope in plain words before approving.
+ */
+export const SCOPES = Object.freeze(["inference", "files", "batches", "fine_tuning", "assistants", "stored"]);
+
 // ------------------------------------------------------------------------------ errors
 
 /**
@@ -169,6 +176,26 @@ function normalizeModels(models) {
   return list.length ? list : null;
 }
 
+/**
+ * @param {unknown} scopes
+ * @returns {string[] | null}
+ */
+function normalizeScopes(scopes) {
+  if (scopes === undefined || scopes === null) return null;
+  // Shape only: the vault decides which names it knows (a newer vault may know more).
+  if (
+    !Array.isArray(scopes) ||
+    scopes.length === 0 ||
+    scopes.some((s) => typeof s !== "string" || !/^[a-z_]{1,32}$/.test(s))
+  ) {
+    throw new VaultError(
+      `\`scopes\` must be a non-empty array of scope names (${SCOPES.join(", ")}), or omitted for inference only`,
+      { code: "invalid_scopes" },
+    );
+  }
+  return [...new Set(scopes)];
+}
+
 /** @param {unknown} value @param {string} name */
 function optionalString(value, name) {
   if (value === undefined || value === null || value === "") return null;
@@ -209,13 +236,14 @@ export function requestOpenAIAPI(options) {
   // be there when the popup opens.
   /** @type {{origin: string, base: string}} */
   let vault;
-  /** @type {{appName: string | null, models: string[] | null, plan: string | null}} */
+  /** @type {{appName: string | null, models: string[] | null, scopes: string[] | null, plan: string | null}} */
   let request;
   try {
     vault = parseVault(opts.vault);
     request = {
       appName: optionalString(opts.appName, "appName"),
       models: normalizeModels(opts.models),
+      scopes: normalizeScopes(opts.scopes),
       plan: optionalString(opts.plan, "plan"),
     };
   } catch (err) {
@@ -367,6 +395,7 @@ export function buildConnectURL(options) {
     }
   }
   const models = normalizeModels(options.models);
+  const scopes = normalizeScopes(options.scopes);
   const appName = optionalString(options.appName, "appName");
   const plan = optionalString(options.plan, "plan");
   const url = new URL(`${v.base}/connect`);
@@ -378,6 +407,7 @@ export function buildConnectURL(options) {
   q.set("code_challenge_method", "S256");
   if (appName) q.set("app_name", appName);
   if (models) q.set("models", models.join(","));
+  if (scopes) q.set("scopes", scopes.join(","));
   if (plan) q.set("plan", plan);
   return url.href;
 }
@@ -445,6 +475,7 @@ async function startRedirect(opts) {
     codeChallenge: challenge,
     appName: opts.appName,
     models: opts.models,
+    scopes: opts.scopes,
     plan: opts.plan,
   });
   window.sessionStorage.setItem(

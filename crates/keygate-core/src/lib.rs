@@ -10,6 +10,7 @@
 //! * [`ids`] — typed identifiers for users, grants and vault keys.
 //! * [`secret`] — secret newtypes whose `Debug` never prints the secret.
 //! * [`openai_error`] — errors in OpenAI's wire shape.
+//! * [`scope`] — endpoint scopes: canonical `/v1` paths and what each endpoint needs.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod error;
@@ -17,6 +18,7 @@ pub mod ids;
 pub mod keyring;
 pub mod openai_error;
 pub mod origin;
+pub mod scope;
 pub mod secret;
 pub mod time;
 pub mod token;

@@ -39,6 +39,12 @@ impl OpenAiKey {
         self.0.expose_secret()
     }
 
+    /// An OpenAI admin key (`sk-admin-...`): it manages a whole organization (users,
+    /// projects, keys) and is never needed to call models, so keygate refuses to hold one.
+    pub fn is_admin_key(&self) -> bool {
+        self.0.expose_secret().starts_with("sk-admin-")
+    }
+
     /// The last four characters, shown to the person so they can recognise the key.
     pub fn last4(&self) -> String {
         let s = self.0.expose_secret();
@@ -80,5 +86,20 @@ mod tests {
         assert!(OpenAiKey::parse("sk-with space").is_err());
         assert!(OpenAiKey::parse("sk-\u{e9}").is_err());
         assert!(OpenAiKey::parse(&"a".repeat(513)).is_err());
+    }
+
+    #[test]
+    fn admin_keys_are_recognised() {
+        assert!(
+            OpenAiKey::parse(" sk-admin-abc123 ")
+                .unwrap()
+                .is_admin_key()
+        );
+        assert!(!OpenAiKey::parse("sk-proj-abc123").unwrap().is_admin_key());
+        assert!(
+            !OpenAiKey::parse("sk-abc-sk-admin-x")
+                .unwrap()
+                .is_admin_key()
+        );
     }
 }

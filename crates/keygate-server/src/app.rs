@@ -12,7 +12,7 @@ use keygate_store::{Store, StoreOptions};
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::keyfile::{self, KeyFileError};
+use crate::keyfile::{self, KeyFileError, KeySource};
 use crate::state::AppState;
 use crate::{request_id, routes, upstream};
 
@@ -21,21 +21,21 @@ const MAX_API_JSON_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Error)]
 pub enum StartError {
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     DataDir {
         path: String,
         source: std::io::Error,
     },
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] keygate_store::StoreError),
-    #[error("could not listen on {addr}: {source}")]
+    #[error("could not listen on {addr}")]
     Bind {
         addr: String,
         source: std::io::Error,
     },
-    #[error("upstream client: {0}")]
+    #[error("upstream client")]
     Upstream(#[from] reqwest::Error),
 }
 
@@ -43,31 +43,45 @@ pub struct Application {
     port: u16,
     server: Server,
     state: AppState,
+    key_source: KeySource,
 }
 
 impl Application {
-    /// Opens the store, loads the keyring, binds the port. Nothing is served until
-    /// [`Application::run_until_stopped`].
+    /// Binds the port, then (and only then, so a taken port leaves nothing behind)
+    /// creates the data directory, loads or generates the keyring, and opens the store.
+    /// Nothing is served until [`Application::run_until_stopped`].
     pub fn build(config: Config) -> Result<Self, StartError> {
+        let listener = bind(&config)?;
         keyfile::create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let keyring = keyfile::load_or_create(&config)?;
-        Self::build_with_keyring(config, keyring)
+        let (keyring, source) = keyfile::load_or_create(&config)?;
+        Self::start(config, listener, keyring, source)
     }
 
-    pub fn build_with_keyring(mut config: Config, keyring: Keyring) -> Result<Self, StartError> {
+    pub fn build_with_keyring(config: Config, keyring: Keyring) -> Result<Self, StartError> {
+        let listener = bind(&config)?;
+        Self::start(config, listener, keyring, KeySource::Given)
+    }
+
+    fn start(
+        mut config: Config,
+        listener: TcpListener,
+        keyring: Keyring,
+        key_source: KeySource,
+    ) -> Result<Self, StartError> {
+        let store_dir =
+            keyfile::prepare_store_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+                path: keyfile::store_path(&config.data_dir).display().to_string(),
+                source,
+            })?;
         let store = Store::open(
-            &keyfile::store_path(&config.data_dir),
+            &store_dir,
             &StoreOptions {
                 cache_capacity: config.store_cache_bytes,
             },
         )?;
-        let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
         let port = listener
             .local_addr()
             .map_err(|source| StartError::Bind {
@@ -127,7 +141,13 @@ impl Application {
             port,
             server: server.run(),
             state,
+            key_source,
         })
+    }
+
+    /// Where the master keyring came from, and whether this start generated it.
+    pub fn key_source(&self) -> &KeySource {
+        &self.key_source
     }
 
     pub fn port(&self) -> u16 {
@@ -177,22 +197,52 @@ impl Application {
     }
 }
 
-/// Drops expired sessions and ceremonies once a minute.
+/// Binds the listening socket: the first thing a start does.
+fn bind(config: &Config) -> Result<TcpListener, StartError> {
+    TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
+        addr: config.listen.to_string(),
+        source,
+    })
+}
+
+/// Runs [`sweep_once`] once a minute.
 fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
-    let store = state.store.clone();
-    let idle = state.config.session_idle_timeout.as_secs();
-    let absolute = state.config.session_absolute_timeout.as_secs();
+    let state = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        // The first pass a full interval after start (the state counted the store's
+        // ceremonies when it was built).
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = keygate_core::time::now();
-            if let Err(e) = store.sweep_sessions(now, idle, absolute) {
-                tracing::warn!(error = %e, "session sweep failed");
-            }
-            if let Err(e) = store.sweep_ceremonies(now) {
-                tracing::warn!(error = %e, "ceremony sweep failed");
-            }
+            sweep_once(&state);
         }
     })
+}
+
+/// How often the background sweeper runs.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// One pass of the background sweeper: drops expired sessions, ceremonies and connect
+/// codes, resets the live-ceremony count from the store, and forgets throttled
+/// addresses whose state is back to fresh.
+pub fn sweep_once(state: &AppState) -> keygate_store::Swept {
+    let swept = state
+        .store
+        .sweep_expired(
+            keygate_core::time::now(),
+            state.config.session_idle_timeout.as_secs(),
+            state.config.session_absolute_timeout.as_secs(),
+        )
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "sweeping expired records failed");
+            keygate_store::Swept::default()
+        });
+    state.throttles.ceremonies.recount(&state.store);
+    state.throttles.retain_recent();
+    if swept != keygate_store::Swept::default() {
+        tracing::debug!(?swept, "swept expired records");
+    }
+    swept
 }

@@ -3,29 +3,31 @@
 //! turns it into [`Config`], reporting every problem at once, before any port opens.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use url::Url;
 
 const DEFAULT_UPSTREAM: &str = "https://api.openai.com/v1";
-const MIN_ADMIN_KEY_LEN: usize = 16;
+pub const MIN_ADMIN_KEY_LEN: usize = 32;
 
 /// The configuration as written: every field optional, defaults applied in `validate`.
-#[derive(Debug, Default, Deserialize, Serialize)]
+/// The admin and master keys are typed secrets: `Debug` prints `[REDACTED]` for them
+/// (secrecy's own `Debug`), and nothing here can be serialised back out.
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub public_url: Option<String>,
     pub upstream_url: Option<String>,
-    pub admin_key: Option<String>,
-    pub master_keys: Option<String>,
+    pub admin_key: Option<SecretString>,
+    pub master_keys: Option<SecretString>,
     pub max_body_bytes: Option<u64>,
     pub upstream_connect_timeout_ms: Option<u64>,
     pub upstream_first_byte_timeout_ms: Option<u64>,
@@ -41,6 +43,13 @@ pub struct RawConfig {
     pub ceremony_ttl_secs: Option<u64>,
     pub fresh_window_secs: Option<u64>,
     pub validate_openai_keys: Option<bool>,
+    /// Extra inbound header names forwarded to the upstream (comma list).
+    pub forward_headers: Option<String>,
+    pub auth_rate_per_minute: Option<u64>,
+    pub auth_burst: Option<u64>,
+    pub max_ceremonies: Option<u64>,
+    pub admin_failures_per_minute: Option<u64>,
+    pub trusted_proxies: Option<String>,
 }
 
 /// The checked configuration.
@@ -76,6 +85,26 @@ pub struct Config {
     pub fresh_window: Duration,
     /// Check a pasted OpenAI key against the upstream's `/models` before storing it.
     pub validate_openai_keys: bool,
+    /// Inbound header names forwarded upstream besides the built-in allowlist
+    /// (`proxy::headers`), lowercase; never a credential, cookie or client address.
+    pub forward_headers: Vec<String>,
+    /// Anonymous passkey traffic and admin-key failures, per client address.
+    pub throttle: ThrottleSettings,
+}
+
+/// Per-address limits (see `throttle.rs` and docs/CONFIG.md).
+#[derive(Clone, Debug)]
+pub struct ThrottleSettings {
+    /// Ceremony starts and sign-ups per minute per address; failed sign-ins have a
+    /// budget of the same size.
+    pub auth_per_minute: u32,
+    pub auth_burst: u32,
+    /// Live WebAuthn ceremonies in the store, all addresses together.
+    pub max_ceremonies: usize,
+    /// Wrong admin keys per minute per address (also the burst).
+    pub admin_failures_per_minute: u32,
+    /// Reverse proxies whose `X-Forwarded-For` is believed; empty = the peer address.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -110,7 +139,7 @@ impl std::error::Error for ConfigError {}
 impl RawConfig {
     /// Reads the optional file, then `KEYGATE_*` variables from the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        let mut figment = Figment::new();
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(ConfigError(vec![format!(
@@ -125,12 +154,30 @@ impl RawConfig {
             ConfigError(
                 e.into_iter()
                     .map(|e| {
-                        let name = e
-                            .path
-                            .last()
-                            .map(|k| format!("{k} (KEYGATE_{})", k.to_ascii_uppercase()))
-                            .unwrap_or_else(|| "config".into());
-                        format!("{name}: {}", e.kind)
+                        // Name the setting where it was written: a key in the file, or
+                        // the variable.
+                        let file = e
+                            .metadata
+                            .as_ref()
+                            .and_then(|m| m.source.as_ref())
+                            .and_then(|s| s.file_path())
+                            .map(|p| p.display().to_string());
+                        let name = match (e.path.last(), file) {
+                            (Some(k), Some(f)) => format!("`{k}` in {f}"),
+                            (Some(k), None) => format!("KEYGATE_{}", k.to_ascii_uppercase()),
+                            (None, Some(f)) => f,
+                            (None, None) => "configuration".into(),
+                        };
+                        let what = match &e.kind {
+                            figment::error::Kind::UnknownField(field, _) => format!(
+                                "unknown setting{}",
+                                closest_setting(field)
+                                    .map(|s| format!("; did you mean `{}`?", s.key))
+                                    .unwrap_or_default()
+                            ),
+                            other => other.to_string(),
+                        };
+                        format!("{name}: {what}")
                     })
                     .collect(),
             )
@@ -169,8 +216,8 @@ impl RawConfig {
             .map_err(|m| problem("upstream_url", m))
             .ok();
 
-        let admin_key = match self.admin_key {
-            Some(k) if k.trim().len() < MIN_ADMIN_KEY_LEN => {
+        let admin_key = match self.admin_key.as_ref().map(|k| k.expose_secret().trim()) {
+            Some(k) if k.len() < MIN_ADMIN_KEY_LEN => {
                 problem(
                     "admin_key",
                     format!(
@@ -179,19 +226,19 @@ impl RawConfig {
                 );
                 None
             }
-            Some(k) if !k.trim().bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(k) if !k.bytes().all(|b| b.is_ascii_graphic()) => {
                 problem(
                     "admin_key",
                     "may contain only printable ASCII without spaces".into(),
                 );
                 None
             }
-            Some(k) => Some(SecretString::from(k.trim().to_owned())),
+            Some(k) => Some(SecretString::from(k)),
             None => None,
         };
         let master_keys = match self.master_keys {
-            Some(text) => match keygate_core::keyring::Keyring::parse(&text) {
-                Ok(_) => Some(SecretString::from(text)),
+            Some(text) => match keygate_core::keyring::Keyring::parse(text.expose_secret()) {
+                Ok(_) => Some(text),
                 Err(e) => {
                     problem("master_keys", e.to_string());
                     None
@@ -282,6 +329,52 @@ impl RawConfig {
             &mut problem,
         );
 
+        let forward_headers = crate::proxy::headers::parse_forward_headers(
+            self.forward_headers.as_deref().unwrap_or(""),
+        )
+        .unwrap_or_else(|m| {
+            problem("forward_headers", m);
+            Vec::new()
+        });
+        let positive =
+            |v: Option<u64>, default: u64, name: &str, problem: &mut dyn FnMut(&str, String)| {
+                let v = v.unwrap_or(default);
+                match u32::try_from(v) {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        problem(name, format!("must be between 1 and {}", u32::MAX));
+                        1
+                    }
+                }
+            };
+        let throttle = ThrottleSettings {
+            auth_per_minute: positive(
+                self.auth_rate_per_minute,
+                30,
+                "auth_rate_per_minute",
+                &mut problem,
+            ),
+            auth_burst: positive(self.auth_burst, 30, "auth_burst", &mut problem),
+            max_ceremonies: positive(self.max_ceremonies, 10_000, "max_ceremonies", &mut problem)
+                as usize,
+            admin_failures_per_minute: positive(
+                self.admin_failures_per_minute,
+                10,
+                "admin_failures_per_minute",
+                &mut problem,
+            ),
+            trusted_proxies: parse_ip_list(self.trusted_proxies.as_deref().unwrap_or(""))
+                .unwrap_or_else(|bad| {
+                    problem(
+                        "trusted_proxies",
+                        format!(
+                            "`{bad}` is not an IP address (give addresses separated by commas)"
+                        ),
+                    );
+                    Vec::new()
+                }),
+        };
+
         match (listen, public_url, upstream_url) {
             (Some(listen), Some(public_url), Some(upstream_url)) if problems.is_empty() => {
                 Ok(Config {
@@ -307,6 +400,8 @@ impl RawConfig {
                     ceremony_ttl,
                     fresh_window,
                     validate_openai_keys: self.validate_openai_keys.unwrap_or(true),
+                    forward_headers,
+                    throttle,
                 })
             }
             _ => Err(ConfigError(problems)),
@@ -333,13 +428,17 @@ fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigE
             problems.push(format!("{name}: not valid UTF-8"));
             continue;
         };
-        if !ENV_KEYS.contains(&key.as_str()) {
+        let Some(setting) = setting_for(&key) else {
+            let hint = closest_setting(&key)
+                .map(|s| format!("did you mean {}? ", s.env()))
+                .unwrap_or_default();
             problems.push(format!(
-                "{name}: unknown setting (known: {})",
-                ENV_KEYS.join(", ")
+                "{name}: unknown setting; {hint}(`keygate serve --help` lists them all)"
             ));
-        } else if BOOL_KEYS.contains(&key.as_str()) {
-            match value.trim().to_ascii_lowercase().as_str() {
+            continue;
+        };
+        match setting.kind {
+            Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => {
                     map.insert(key, true.into());
                 }
@@ -347,16 +446,16 @@ fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigE
                     map.insert(key, false.into());
                 }
                 _ => problems.push(format!("{name}: `{value}` is not true or false")),
-            }
-        } else if NUMERIC_KEYS.contains(&key.as_str()) {
-            match value.trim().parse::<u64>() {
+            },
+            Kind::Number => match value.trim().parse::<u64>() {
                 Ok(n) => {
                     map.insert(key, n.into());
                 }
                 Err(_) => problems.push(format!("{name}: `{value}` is not a whole number")),
+            },
+            Kind::Text | Kind::Secret => {
+                map.insert(key, value.into());
             }
-        } else {
-            map.insert(key, value.into());
         }
     }
     if problems.is_empty() {
@@ -366,45 +465,260 @@ fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigE
     }
 }
 
-const BOOL_KEYS: [&str; 1] = ["validate_openai_keys"];
+/// How a `KEYGATE_*` value is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Number,
+    Bool,
+    /// Text that is never echoed.
+    Secret,
+}
 
-const NUMERIC_KEYS: [&str; 11] = [
-    "fresh_window_secs",
-    "session_idle_timeout_secs",
-    "session_absolute_timeout_secs",
-    "ceremony_ttl_secs",
-    "max_body_bytes",
-    "upstream_connect_timeout_ms",
-    "upstream_first_byte_timeout_ms",
-    "upstream_idle_timeout_ms",
-    "shutdown_timeout_secs",
-    "workers",
-    "store_cache_bytes",
+/// One setting: its TOML key (the variable is `KEYGATE_` + the key in capitals), how
+/// its value is read, its default, and one line on what it does. The one list behind
+/// the variables accepted, `keygate serve --help`, and docs/CONFIG.md.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    pub key: &'static str,
+    pub kind: Kind,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+impl Setting {
+    /// The environment variable for this setting.
+    pub fn env(&self) -> String {
+        format!("KEYGATE_{}", self.key.to_ascii_uppercase())
+    }
+}
+
+const fn setting(
+    key: &'static str,
+    kind: Kind,
+    default: &'static str,
+    meaning: &'static str,
+) -> Setting {
+    Setting {
+        key,
+        kind,
+        default,
+        meaning,
+    }
+}
+
+/// Every setting, in the order `keygate serve --help` lists them.
+pub const SETTINGS: &[Setting] = &[
+    setting(
+        "data_dir",
+        Kind::Text,
+        "./keygate-data",
+        "master key file and store",
+    ),
+    setting(
+        "listen",
+        Kind::Text,
+        "127.0.0.1:8080",
+        "address to listen on",
+    ),
+    setting(
+        "public_url",
+        Kind::Text,
+        "http:// + listen",
+        "where people and apps reach keygate (passkeys need a host name)",
+    ),
+    setting(
+        "upstream_url",
+        Kind::Text,
+        DEFAULT_UPSTREAM,
+        "the OpenAI-compatible API to forward to",
+    ),
+    setting(
+        "admin_key",
+        Kind::Secret,
+        "unset: admin API off",
+        "bearer key for /admin/*, at least 32 characters",
+    ),
+    setting(
+        "master_keys",
+        Kind::Secret,
+        "unset: the key file",
+        "kid:base64url(32 bytes), comma-separated, first active",
+    ),
+    setting(
+        "max_body_bytes",
+        Kind::Number,
+        "33554432",
+        "largest request body the proxy accepts",
+    ),
+    setting(
+        "upstream_connect_timeout_ms",
+        Kind::Number,
+        "10000",
+        "connecting to the upstream",
+    ),
+    setting(
+        "upstream_first_byte_timeout_ms",
+        Kind::Number,
+        "600000",
+        "until the upstream's response headers",
+    ),
+    setting(
+        "upstream_idle_timeout_ms",
+        Kind::Number,
+        "300000",
+        "silence between response chunks",
+    ),
+    setting(
+        "shutdown_timeout_secs",
+        Kind::Number,
+        "30",
+        "how long SIGTERM waits for in-flight streams",
+    ),
+    setting(
+        "workers",
+        Kind::Number,
+        "one per core",
+        "HTTP worker threads",
+    ),
+    setting(
+        "store_cache_bytes",
+        Kind::Number,
+        "16777216",
+        "sled's page cache",
+    ),
+    setting(
+        "log_format",
+        Kind::Text,
+        "text",
+        "text or json (level: RUST_LOG)",
+    ),
+    setting(
+        "rp_id",
+        Kind::Text,
+        "public URL's host",
+        "WebAuthn relying-party id",
+    ),
+    setting(
+        "rp_origin",
+        Kind::Text,
+        "public URL's origin",
+        "WebAuthn origin",
+    ),
+    setting(
+        "session_idle_timeout_secs",
+        Kind::Number,
+        "86400",
+        "an unused session ends",
+    ),
+    setting(
+        "session_absolute_timeout_secs",
+        Kind::Number,
+        "604800",
+        "a session ends regardless",
+    ),
+    setting(
+        "fresh_window_secs",
+        Kind::Number,
+        "300",
+        "a passkey check counts for sensitive actions",
+    ),
+    setting(
+        "ceremony_ttl_secs",
+        Kind::Number,
+        "300",
+        "lifetime of a passkey ceremony and a connect code",
+    ),
+    setting(
+        "validate_openai_keys",
+        Kind::Bool,
+        "true",
+        "check a pasted OpenAI key with the upstream first",
+    ),
+    setting(
+        "auth_rate_per_minute",
+        Kind::Number,
+        "30",
+        "passkey ceremony starts and sign-ups per client address (failed sign-ins: as many)",
+    ),
+    setting(
+        "auth_burst",
+        Kind::Number,
+        "30",
+        "how many of those may come at once",
+    ),
+    setting(
+        "max_ceremonies",
+        Kind::Number,
+        "10000",
+        "live passkey ceremonies, all clients together",
+    ),
+    setting(
+        "admin_failures_per_minute",
+        Kind::Number,
+        "10",
+        "wrong admin keys per client address before 429",
+    ),
+    setting(
+        "forward_headers",
+        Kind::Text,
+        "none",
+        "extra request header names forwarded upstream, comma-separated",
+    ),
+    setting(
+        "trusted_proxies",
+        Kind::Text,
+        "none: the peer address",
+        "proxy IPs whose X-Forwarded-For names the client",
+    ),
 ];
 
-const ENV_KEYS: [&str; 21] = [
-    "fresh_window_secs",
-    "rp_id",
-    "rp_origin",
-    "session_idle_timeout_secs",
-    "session_absolute_timeout_secs",
-    "ceremony_ttl_secs",
-    "validate_openai_keys",
-    "data_dir",
-    "listen",
-    "public_url",
-    "upstream_url",
-    "admin_key",
-    "master_keys",
-    "max_body_bytes",
-    "upstream_connect_timeout_ms",
-    "upstream_first_byte_timeout_ms",
-    "upstream_idle_timeout_ms",
-    "shutdown_timeout_secs",
-    "workers",
-    "store_cache_bytes",
-    "log_format",
-];
+/// The `KEYGATE_*` settings with their defaults, for `keygate serve --help`.
+pub fn env_help() -> String {
+    let width = SETTINGS.iter().map(|s| s.env().len()).max().unwrap_or(0);
+    let mut out = String::from(
+        "Settings (KEYGATE_* environment variables, which win over the same key in lower case \
+         in the --config TOML file; see docs/CONFIG.md):\n",
+    );
+    for s in SETTINGS {
+        out.push_str(&format!(
+            "  {:width$}  {} [default: {}]\n",
+            s.env(),
+            s.meaning,
+            s.default
+        ));
+    }
+    out
+}
+
+fn setting_for(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+/// The setting a mistyped key most likely meant (at most two edits away).
+fn closest_setting(key: &str) -> Option<&'static Setting> {
+    SETTINGS
+        .iter()
+        .map(|s| (edit_distance(key, s.key), s))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, s)| s)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
 
 impl Config {
     /// The configuration the testkit uses: everything in `dir`, port 0, the given
@@ -448,8 +762,18 @@ impl fmt::Debug for Config {
             .field("master_keys", &self.master_keys.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("upstream", &self.upstream)
+            .field("throttle", &self.throttle)
             .finish_non_exhaustive()
     }
+}
+
+/// `"10.0.0.1, ::1"` → addresses; the first entry that is not an address on error.
+fn parse_ip_list(raw: &str) -> Result<Vec<IpAddr>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<IpAddr>().map_err(|_| s.to_owned()))
+        .collect()
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, String> {
@@ -526,9 +850,76 @@ mod tests {
     }
 
     #[test]
+    fn admin_key_needs_32_characters() {
+        let with = |k: &str| {
+            RawConfig {
+                admin_key: Some(k.into()),
+                ..RawConfig::default()
+            }
+            .validate()
+        };
+        let err = with(&"k".repeat(31)).unwrap_err().to_string();
+        assert!(
+            err.contains("KEYGATE_ADMIN_KEY") && err.contains("32"),
+            "{err}"
+        );
+        assert!(with(&"k".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn raw_config_debug_redacts_the_keys() {
+        let raw = RawConfig {
+            admin_key: Some("admin-key-0123456789-secret-0123456789".into()),
+            master_keys: Some("k1:c2VjcmV0LW1hc3Rlci1rZXktbWF0ZXJpYWwtMDAwMDAwMA".into()),
+            ..RawConfig::default()
+        };
+        let shown = format!("{raw:?}");
+        assert!(!shown.contains("0123456789"), "{shown}");
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+    }
+
+    #[test]
+    fn every_setting_is_in_the_help_with_its_default() {
+        let help = env_help();
+        for s in SETTINGS {
+            assert!(help.contains(&s.env()), "{} missing", s.env());
+            assert!(help.contains(s.default), "{} default missing", s.env());
+        }
+        assert_eq!(closest_setting("listn").map(|s| s.key), Some("listen"));
+        assert!(closest_setting("completely_else").is_none());
+    }
+
+    #[test]
+    fn throttle_settings_are_checked() {
+        let err = RawConfig {
+            auth_rate_per_minute: Some(0),
+            trusted_proxies: Some("10.0.0.1, proxy.example".into()),
+            ..RawConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("KEYGATE_AUTH_RATE_PER_MINUTE"), "{err}");
+        assert!(
+            err.contains("KEYGATE_TRUSTED_PROXIES") && err.contains("proxy.example"),
+            "{err}"
+        );
+        let c = RawConfig {
+            trusted_proxies: Some("10.0.0.1, ::1".into()),
+            ..RawConfig::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.throttle.trusted_proxies.len(), 2);
+        assert_eq!(c.throttle.auth_per_minute, 30);
+        assert_eq!(c.throttle.max_ceremonies, 10_000);
+    }
+
+    #[test]
     fn debug_hides_secrets() {
         let c = RawConfig {
-            admin_key: Some("admin-key-0123456789-secret".into()),
+            // 32+ characters: the minimum admin key length (issue 9).
+            admin_key: Some("admin-key-0123456789-secret-0123456789".into()),
             ..RawConfig::default()
         }
         .validate()

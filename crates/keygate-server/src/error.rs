@@ -113,7 +113,14 @@ pub fn render_html(e: &OpenAiError) -> HttpResponse {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
-        .insert_header(("content-security-policy", "default-src 'self'; frame-ancestors 'none'"))
+        .insert_header((
+            actix_web::http::header::CONTENT_SECURITY_POLICY,
+            crate::routes::web_pages::PAGE_CSP,
+        ))
+        .insert_header((
+            actix_web::http::header::REFERRER_POLICY,
+            crate::routes::web_pages::REFERRER_POLICY,
+        ))
         .body(format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

@@ -19,7 +19,7 @@ pub const STORE_DIR: &str = "store";
 
 #[derive(Debug, Error)]
 pub enum KeyFileError {
-    #[error("KF0001 {path}: {source}")]
+    #[error("KF0001 {path}")]
     Io {
         path: String,
         source: std::io::Error,
@@ -51,15 +51,34 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
     data_dir.join(STORE_DIR)
 }
 
+/// Where the running keyring came from (the startup message says so).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// `KEYGATE_MASTER_KEYS`.
+    Env,
+    /// The key file; `created` when this start generated it (it must be backed up).
+    File { path: PathBuf, created: bool },
+    /// Handed to the application by its caller.
+    Given,
+}
+
 /// The keyring for `serve`: from the environment, the key file, or a new key file when
 /// the data directory is fresh.
-pub fn load_or_create(config: &Config) -> Result<Keyring, KeyFileError> {
+pub fn load_or_create(config: &Config) -> Result<(Keyring, KeySource), KeyFileError> {
     if let Some(text) = &config.master_keys {
-        return Keyring::parse(text.expose_secret()).map_err(KeyFileError::Env);
+        return Keyring::parse(text.expose_secret())
+            .map(|ring| (ring, KeySource::Env))
+            .map_err(KeyFileError::Env);
     }
     let file = key_file_path(&config.data_dir);
     if file.exists() {
-        return read(&file);
+        return Ok((
+            read(&file)?,
+            KeySource::File {
+                path: file,
+                created: false,
+            },
+        ));
     }
     let store = store_path(&config.data_dir);
     if store.exists() {
@@ -71,7 +90,13 @@ pub fn load_or_create(config: &Config) -> Result<Keyring, KeyFileError> {
     let ring = Keyring::generate()?;
     write_new(&file, &ring)?;
     tracing::info!(file = %file.display(), kid = ring.active_kid(), "generated a new master key file");
-    Ok(ring)
+    Ok((
+        ring,
+        KeySource::File {
+            path: file,
+            created: true,
+        },
+    ))
 }
 
 /// `keygate init`: creates the data directory and a new key file; refuses to overwrite.
@@ -127,7 +152,25 @@ pub fn write_new(file: &Path, ring: &Keyring) -> Result<(), KeyFileError> {
     Ok(())
 }
 
-/// Creates the data directory, private to its owner when we create it.
+/// The store's directory, private to its owner: created 0700 (with the data directory
+/// when that is missing too) before sled opens it, and tightened to 0700 if an existing
+/// one is open to group or others.
+pub fn prepare_store_dir(data_dir: &Path) -> std::io::Result<PathBuf> {
+    let dir = store_path(data_dir);
+    create_private_dir(&dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+            tracing::info!(dir = %dir.display(), "store directory was open to group or others; now 0700");
+        }
+    }
+    Ok(dir)
+}
+
+/// Creates a directory (and missing parents), private to its owner when we create it.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.exists() {
         return Ok(());
@@ -189,7 +232,7 @@ mod tests {
         let config = Config::for_tests(
             dir.path(),
             "http://127.0.0.1:1/v1",
-            "admin-key-for-tests-0001",
+            "admin-key-for-tests-0001-0123456789",
         )
         .unwrap();
         assert!(matches!(
@@ -204,11 +247,45 @@ mod tests {
         let config = Config::for_tests(
             dir.path(),
             "http://127.0.0.1:1/v1",
-            "admin-key-for-tests-0001",
+            "admin-key-for-tests-0001-0123456789",
         )
         .unwrap();
-        let a = load_or_create(&config).unwrap();
-        let b = load_or_create(&config).unwrap();
+        let (a, first) = load_or_create(&config).unwrap();
+        let (b, second) = load_or_create(&config).unwrap();
         assert_eq!(a.active_kid(), b.active_kid());
+        let path = key_file_path(dir.path());
+        assert_eq!(
+            first,
+            KeySource::File {
+                path: path.clone(),
+                created: true
+            }
+        );
+        assert_eq!(
+            second,
+            KeySource::File {
+                path,
+                created: false
+            }
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn store_dir_is_private_even_inside_an_existing_data_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let store = prepare_store_dir(dir.path()).unwrap();
+        assert_eq!(
+            fs::metadata(&store).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        fs::set_permissions(&store, fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_store_dir(dir.path()).unwrap();
+        assert_eq!(
+            fs::metadata(&store).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod routes;
 pub mod services;
 pub mod state;
 pub mod telemetry;
+pub mod throttle;
 pub mod upstream;
 
 pub use app::Application;

@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::Passkeys;
 use crate::config::Config;
+use crate::throttle::Throttles;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,6 +25,8 @@ pub struct AppState {
     pub upstream: reqwest::Client,
     pub last_used: LastUsed,
     pub passkeys: Passkeys,
+    /// Per-address throttles and the live-ceremony cap.
+    pub throttles: Arc<Throttles>,
     admin_key_hash: Option<[u8; 32]>,
 }
 
@@ -34,8 +37,12 @@ impl AppState {
             .as_ref()
             .map(|k| Sha256::digest(k.expose_secret().as_bytes()).into());
         let passkeys = Passkeys::new(&config);
+        let throttles = Arc::new(Throttles::new(&config.throttle, config.ceremony_ttl));
+        // A restart starts from what the store already holds.
+        throttles.ceremonies.recount(&store);
         Self {
             passkeys,
+            throttles,
             config: Arc::new(config),
             store,
             keyring: Arc::new(keyring),

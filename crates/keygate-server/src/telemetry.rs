@@ -11,9 +11,8 @@ pub fn init<W>(format: LogFormat, writer: W, ansi: bool) -> bool
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(writer)
         .with_target(true)
         .with_ansi(ansi);

@@ -8,6 +8,7 @@ mod auth;
 mod error;
 pub mod records;
 mod store;
+mod sweep;
 
 pub use auth::{DeletePasskey, PasskeyInsert, SessionInsert};
 pub use error::StoreError;
@@ -16,3 +17,4 @@ pub use records::{
     VaultRecord,
 };
 pub use store::{Store, StoreOptions};
+pub use sweep::Swept;

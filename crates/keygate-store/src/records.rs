@@ -2,6 +2,7 @@
 //! adds `V2` and never edits `V1`. Code works with the latest shape only.
 
 use keygate_core::ids::{GrantId, KeyId, PasskeyId, UserId};
+use keygate_core::scope::Scope;
 use keygate_core::time::UnixTime;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,10 @@ pub struct VaultRecord {
     pub last4: String,
     pub created_at: UnixTime,
     pub last_validated_at: Option<UnixTime>,
+    /// When OpenAI last refused this key (its 401/403 to a proxied request); cleared
+    /// when a new key is stored or OpenAI accepts this one again.
+    #[serde(default)]
+    pub rejected_at: Option<UnixTime>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +61,10 @@ pub struct GrantRecord {
     /// The plan the app asked for at connect time (limits arrive with plans support).
     #[serde(default)]
     pub plan: Option<String>,
+    /// The endpoint families this grant may reach. Grants stored before scopes existed
+    /// read as `["inference"]`: tightened on purpose (docs/DECISIONS.md).
+    #[serde(default = "Scope::default_set")]
+    pub scopes: Vec<Scope>,
 }
 
 /// An approved redirect-flow connection waiting for its code to be exchanged. The
@@ -72,6 +81,10 @@ pub struct CodeRecord {
     pub plan: Option<String>,
     pub reuse_grant_id: Option<GrantId>,
     pub expires_at: UnixTime,
+    /// The scopes approved; `None` when the app asked for none (and for codes issued
+    /// before scopes existed): a new grant gets `["inference"]`.
+    #[serde(default)]
+    pub scopes: Option<Vec<Scope>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -226,5 +239,29 @@ impl From<StoredGrant> for GrantRecord {
         match s {
             StoredGrant::V1(r) => r,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records written before issue 9 have no `scopes` / `rejected_at`: old grants read
+    /// as inference-only (tightened on purpose), old vault records as not rejected.
+    #[test]
+    fn records_from_before_scopes_read_with_safe_defaults() {
+        let grant = serde_json::json!({"v": "1",
+            "id": GrantId::generate().to_string(), "user_id": UserId::generate().to_string(),
+            "name": "app", "origin": null, "models": [], "state": "active",
+            "secret_hash": "ab", "created_at": 1, "last_used_at": null, "revoked_at": null});
+        let g: GrantRecord = serde_json::from_value::<StoredGrant>(grant).unwrap().into();
+        assert_eq!(g.scopes, vec![Scope::Inference]);
+
+        let vault = serde_json::json!({"v": "1",
+            "user_id": UserId::generate().to_string(), "key_id": KeyId::generate().to_string(),
+            "sealed": "a.b.c.d.e", "kid": "k", "last4": "WXYZ", "created_at": 1,
+            "last_validated_at": null});
+        let v: VaultRecord = serde_json::from_value::<StoredVault>(vault).unwrap().into();
+        assert_eq!(v.rejected_at, None);
     }
 }

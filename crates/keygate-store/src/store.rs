@@ -124,29 +124,31 @@ impl Store {
 
     // --- vault -------------------------------------------------------------------
 
-    /// Stores (or replaces) a person's sealed key.
-    pub fn put_vault(&self, record: &VaultRecord) -> Result<(), StoreError> {
-        put(
-            &self.vault,
-            record.user_id.as_str(),
-            &StoredVault::V1(record.clone()),
-        )
+    /// Stores (or replaces) `user`'s sealed key. The record is filed under `user`, the
+    /// id it will be looked up by (and bound to when opened), whatever its own fields say.
+    pub fn put_vault(&self, user: &UserId, record: &VaultRecord) -> Result<(), StoreError> {
+        put(&self.vault, user.as_str(), &StoredVault::V1(record.clone()))
     }
 
     pub fn vault(&self, user: &UserId) -> Result<Option<VaultRecord>, StoreError> {
         Ok(get::<StoredVault>(&self.vault, "vault", user.as_str())?.map(Into::into))
     }
 
-    /// Compare-and-swap: replaces `old` with `new` only if the stored record is still
+    /// Compare-and-swap: replaces `user`'s record with `new` only if it is still
     /// exactly `old`. Returns whether it did.
-    pub fn replace_vault(&self, old: &VaultRecord, new: &VaultRecord) -> Result<bool, StoreError> {
+    pub fn replace_vault(
+        &self,
+        user: &UserId,
+        old: &VaultRecord,
+        new: &VaultRecord,
+    ) -> Result<bool, StoreError> {
         let enc = |r: &VaultRecord| {
             serde_json::to_vec(&StoredVault::V1(r.clone()))
                 .map_err(|e| StoreError::Encode(e.to_string()))
         };
         let swapped =
             self.vault
-                .compare_and_swap(old.user_id.as_str(), Some(enc(old)?), Some(enc(new)?))?;
+                .compare_and_swap(user.as_str(), Some(enc(old)?), Some(enc(new)?))?;
         Ok(swapped.is_ok())
     }
 
@@ -154,12 +156,21 @@ impl Store {
         Ok(self.vault.remove(user.as_str())?.is_some())
     }
 
-    /// Every vault record (for the re-seal loop and the admin API).
-    pub fn vault_records(&self) -> Result<Vec<VaultRecord>, StoreError> {
+    /// Every vault record with the user id it is filed under (for the re-seal loop).
+    pub fn vault_entries(&self) -> Result<Vec<(UserId, VaultRecord)>, StoreError> {
         self.vault
             .iter()
-            .values()
-            .map(|v| Ok(decode::<StoredVault>("vault", &v?)?.into()))
+            .map(|entry| {
+                let (key, value) = entry?;
+                let user = std::str::from_utf8(&key)
+                    .ok()
+                    .and_then(|k| UserId::parse(k).ok())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        tree: "vault",
+                        reason: "bad key".into(),
+                    })?;
+                Ok((user, decode::<StoredVault>("vault", &value)?.into()))
+            })
             .collect()
     }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use keygate_core::ids::{GrantId, KeyId, UserId};
+use keygate_core::scope::Scope;
 use keygate_store::{
     GrantRecord, GrantState, Store, StoreError, StoreOptions, UserRecord, VaultRecord,
 };
@@ -30,6 +31,7 @@ fn grant(user: &UserId, created_at: u64) -> GrantRecord {
         revoked_at: None,
         expires_at: None,
         plan: None,
+        scopes: vec![Scope::Inference, Scope::Files],
     }
 }
 
@@ -47,11 +49,12 @@ async fn everything_survives_a_reopen() {
         last4: "WXYZ".into(),
         created_at: 11,
         last_validated_at: None,
+        rejected_at: Some(12),
     };
     {
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         store.insert_user(&u).unwrap();
-        store.put_vault(&v).unwrap();
+        store.put_vault(&u.id, &v).unwrap();
         store.insert_grant(&g1).unwrap();
         store.insert_grant(&g2).unwrap();
         store.revoke_grant(&g1.id, 99).unwrap().unwrap();

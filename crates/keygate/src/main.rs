@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use keygate_server::config::RawConfig;
+use keygate_server::keyfile::{KeyFileError, KeySource};
 use keygate_server::{Application, keyfile};
 
 #[derive(Parser)]
@@ -73,14 +74,104 @@ enum KeysAction {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve --help` ends with every KEYGATE_* setting and its default, from the same
+    // table the configuration is read with.
+    let command = Cli::command().mut_subcommand("serve", |serve| {
+        serve.after_help(keygate_server::config::env_help())
+    });
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "keygate: {e:#}");
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "keygate: {}", one_line(&e));
+            if let Some(hint) = hint(&e) {
+                let _ = writeln!(err, "hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once: a cause whose text its
+/// parent already includes (`{source}` in the parent's message) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
+}
+
+/// What to do about the most common start-up failures.
+fn hint(e: &anyhow::Error) -> Option<String> {
+    use keygate_server::app::StartError;
+    for cause in e.chain() {
+        if let Some(start) = cause.downcast_ref::<StartError>() {
+            match start {
+                StartError::Bind { addr, source }
+                    if source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    return Some(format!(
+                        "another program (perhaps another keygate) is listening on {addr}; \
+                         stop it or choose another address with KEYGATE_LISTEN"
+                    ));
+                }
+                StartError::Bind { addr, .. } => {
+                    return Some(format!(
+                        "choose an address this user may listen on with KEYGATE_LISTEN (now {addr})"
+                    ));
+                }
+                StartError::KeyFile(KeyFileError::MissingForExistingStore { .. }) => {
+                    return Some(
+                        "if this is the wrong data directory, point KEYGATE_DATA_DIR at the right one"
+                            .into(),
+                    );
+                }
+                StartError::DataDir { .. } => {
+                    return Some(
+                        "set KEYGATE_DATA_DIR to a directory this user can write (default ./keygate-data)"
+                            .into(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        if let Some(KeyFileError::Io { source, .. }) = cause.downcast_ref::<KeyFileError>()
+            && source.kind() == std::io::ErrorKind::NotFound
+        {
+            return Some(
+                "run `keygate init` to create the data directory and its master key file, \
+                 or set KEYGATE_DATA_DIR to the data directory that has one"
+                    .into(),
+            );
+        }
+        if let Some(keygate_store::StoreError::Locked { .. }) =
+            cause.downcast_ref::<keygate_store::StoreError>()
+        {
+            return Some(
+                "stop the other keygate, or give this one its own KEYGATE_DATA_DIR".into(),
+            );
+        }
+        if cause
+            .downcast_ref::<keygate_server::config::ConfigError>()
+            .is_some()
+        {
+            return Some("`keygate serve --help` lists every setting and its default".into());
+        }
+    }
+    None
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<keygate_server::Config> {
@@ -120,10 +211,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::io::stderr,
                 std::io::stderr().is_terminal(),
             );
-            let store = keygate_store::Store::open(
-                &keyfile::store_path(&config.data_dir),
-                &keygate_store::StoreOptions::default(),
-            )?;
+            let dir = keyfile::prepare_store_dir(&config.data_dir)
+                .with_context(|| format!("data directory {}", config.data_dir.display()))?;
+            let store = keygate_store::Store::open(&dir, &keygate_store::StoreOptions::default())?;
             out(&format!("store schema version {}", store.schema_version()?))
         }
         Command::Demo { vault, listen } => {
@@ -191,6 +281,55 @@ fn serve(config: keygate_server::Config) -> anyhow::Result<()> {
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         let app = Application::build(config).context("keygate could not start")?;
+        for line in startup_message(&app) {
+            out(&line)?;
+        }
         app.run_until_stopped().await.context("server error")
     })
+}
+
+/// What `keygate serve` tells the person who started it, on stdout: where to go, what
+/// apps use as `baseURL`, where the data and the master key are, and what to back up.
+fn startup_message(app: &Application) -> Vec<String> {
+    let config = &app.state().config;
+    let shown = |p: &std::path::Path| {
+        std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let public = config.public_url.as_str().trim_end_matches('/');
+    let mut listening = config.listen;
+    listening.set_port(app.port());
+    let mut lines = vec![
+        format!("keygate is listening on {listening}"),
+        format!("  Open:       {public}/login"),
+        format!("  baseURL:    {}", config.base_url()),
+        format!(
+            "  Data:       {} (store in {})",
+            shown(&config.data_dir),
+            shown(&keyfile::store_path(&config.data_dir))
+        ),
+    ];
+    match app.key_source() {
+        KeySource::Env => lines.push("  Master key: from KEYGATE_MASTER_KEYS".into()),
+        KeySource::File { path, created } => {
+            lines.push(format!("  Master key: {}", shown(path)));
+            if *created {
+                lines.push(format!(
+                    "  A new master key was generated. Back up {} now and keep it apart from \
+                     the data: without it the stored OpenAI keys cannot be opened.",
+                    shown(path)
+                ));
+            }
+        }
+        KeySource::Given => {}
+    }
+    if let Some(why) = app.state().passkeys.unavailable_reason() {
+        lines.push(format!("  Passkeys are off: {why}"));
+    }
+    if !app.state().admin_enabled() {
+        lines.push("  Admin API: off (set KEYGATE_ADMIN_KEY to turn it on)".into());
+    }
+    lines
 }

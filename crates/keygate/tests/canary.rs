@@ -254,3 +254,37 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
             .all(|f| !contains(&std::fs::read(f).unwrap(), &grant_key))
     );
 }
+
+#[tokio::test]
+async fn passkey_ceremonies_leave_no_webauthn_dumps_in_debug_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, _) = common::serve_split(
+        dir.path(),
+        &[
+            ("KEYGATE_DATA_DIR", data.to_str().unwrap()),
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    let port = server.address.rsplit(':').next().unwrap().to_owned();
+    let mut browser = keygate_testkit::browser::Browser::new(&format!("http://localhost:{port}"));
+    browser.signed_up("Quiet Quentin").await;
+    let mut again = browser.with_same_passkey();
+    assert_eq!(again.login().await.status(), 200);
+    assert!(server.terminate());
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    // The traffic was logged at debug (so the filter was really `debug`)...
+    assert!(log.contains("DEBUG"), "no debug lines at all");
+    // ... but nothing from webauthn-rs below info: it dumps credentials and client data.
+    for line in log.lines() {
+        assert!(
+            !(line.contains("webauthn_rs") && (line.contains("DEBUG") || line.contains("TRACE"))),
+            "{line}"
+        );
+    }
+    assert!(
+        !log.contains("attested credential data"),
+        "credential dump in the log"
+    );
+}

@@ -10,7 +10,10 @@ use tempfile::TempDir;
 
 use crate::mock_openai::MockOpenAi;
 
-pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+/// At least 32 characters, the minimum admin key length.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef-0123";
+/// The mock upstream's knob headers, forwarded by keygate in tests (`forward_headers`).
+pub const MOCK_FORWARD_HEADERS: &str = "x-mock-scenario, x-mock-delay-ms";
 /// A fake OpenAI key whose every occurrence can be searched for.
 pub const FAKE_OPENAI_KEY: &str = "sk-test-keygate-fake-key-0000000000000000WXYZ";
 
@@ -25,6 +28,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub mock: MockOpenAi,
     pub data_dir: TempDir,
+    /// The running server's state (its store, throttles), for tests that look inside.
+    pub state: keygate_server::state::AppState,
     handle: actix_web::dev::ServerHandle,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -73,6 +78,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
         admin_key: Some(ADMIN_KEY.into()),
         workers: Some(1),
         shutdown_timeout_secs: Some(1),
+        // The mock upstream's scenario knobs travel as request headers through keygate.
+        forward_headers: Some(MOCK_FORWARD_HEADERS.into()),
         ..RawConfig::default()
     };
     adjust(&mut raw);
@@ -80,6 +87,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
     let port = app.port();
     let handle = app.handle();
     let public = app.state().config.public_url.clone();
+    let state = app.state().clone();
     let server = tokio::spawn(app.run_until_stopped());
     let address = public.as_str().trim_end_matches('/').to_owned();
     TestApp {
@@ -93,6 +101,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
             .expect("client"),
         mock,
         data_dir,
+        state,
         handle,
         server: Some(server),
     }
@@ -104,12 +113,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
 /// real restart is a new process and never sees this.
 async fn build_when_store_free(raw: RawConfig) -> Application {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let raw = serde_json::to_value(&raw).expect("config serialises");
     loop {
-        let config: Config = serde_json::from_value::<RawConfig>(raw.clone())
-            .expect("config round-trips")
-            .validate()
-            .expect("valid test config");
+        let config: Config = raw.clone().validate().expect("valid test config");
         match Application::build(config) {
             Ok(app) => return app,
             Err(keygate_server::app::StartError::Store(keygate_store::StoreError::Locked {
@@ -166,12 +171,17 @@ impl TestApp {
         if let Some(m) = models {
             body["models"] = json!(m);
         }
+        self.create_grant_with(user_id, &body).await
+    }
+
+    /// `POST /admin/users/{id}/grants` with this body; asserts 201.
+    pub async fn create_grant_with(&self, user_id: &str, body: &Value) -> Value {
         let res = self
             .admin(
                 reqwest::Method::POST,
                 &format!("/admin/users/{user_id}/grants"),
             )
-            .json(&body)
+            .json(body)
             .send()
             .await
             .expect("request");
@@ -199,6 +209,33 @@ impl TestApp {
             204
         );
         let created = self.create_grant(&user_id, "test app", models).await;
+        TestGrant {
+            user_id,
+            grant_id: created["grant"]["id"]
+                .as_str()
+                .expect("grant id")
+                .to_owned(),
+            api_key: created["api_key"].as_str().expect("api key").to_owned(),
+        }
+    }
+
+    /// Like [`TestApp::enrolled_grant`], with these endpoint scopes (all models).
+    pub async fn enrolled_grant_with_scopes(&self, scopes: &[&str]) -> TestGrant {
+        self.enrolled_grant_with(&json!({"name": "test app", "scopes": scopes}))
+            .await
+    }
+
+    /// A new person with [`FAKE_OPENAI_KEY`] stored and a grant made from `grant_body`
+    /// (the JSON of `POST /admin/users/{id}/grants`).
+    pub async fn enrolled_grant_with(&self, grant_body: &Value) -> TestGrant {
+        let user_id = self.create_user("Test Person").await;
+        assert_eq!(
+            self.put_openai_key(&user_id, FAKE_OPENAI_KEY)
+                .await
+                .status(),
+            204
+        );
+        let created = self.create_grant_with(&user_id, grant_body).await;
         TestGrant {
             user_id,
             grant_id: created["grant"]["id"]

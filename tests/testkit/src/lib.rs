@@ -9,4 +9,6 @@ pub mod browser;
 pub mod mock_openai;
 pub mod soft_passkey;
 
-pub use app::{ADMIN_KEY, FAKE_OPENAI_KEY, TestApp, TestGrant, spawn_app, spawn_app_with};
+pub use app::{
+    ADMIN_KEY, FAKE_OPENAI_KEY, MOCK_FORWARD_HEADERS, TestApp, TestGrant, spawn_app, spawn_app_with,
+};

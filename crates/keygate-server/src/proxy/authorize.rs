@@ -1,13 +1,33 @@
 //! Phase 3: may this grant make this call? Pure checks on what phases 1–2 learned.
+//!
+//! [`endpoint`] runs first, right after authentication and before the body is read or
+//! the key unsealed: the raw path must be canonical (400 `invalid_path`) and its
+//! endpoint covered by the grant's scopes (403 `endpoint_not_allowed`).
 
 use actix_web::HttpRequest;
 use actix_web::http::Method;
 use keygate_core::openai_error::OpenAiError;
+use keygate_core::scope::{self, CanonicalPath};
 use keygate_core::time;
 
 use super::{AuthenticatedGrant, ProxyCtx};
 use crate::error::ServerError;
 use crate::state::AppState;
+
+/// The request's canonical path, if the grant's scopes reach its endpoint.
+pub fn endpoint(
+    grant: &AuthenticatedGrant,
+    req: &HttpRequest,
+) -> Result<CanonicalPath, ServerError> {
+    let path = scope::canonicalize(req.uri().path())
+        .map_err(|e| OpenAiError::invalid_path(&e.to_string()))?;
+    let access = scope::classify(req.method().as_str(), &path);
+    if !access.allowed_by(&grant.record().scopes) {
+        tracing::info!(grant_id = %grant.id(), access = ?access, "endpoint not allowed for this grant");
+        return Err(OpenAiError::endpoint_not_allowed(path.as_str()).into());
+    }
+    Ok(path)
+}
 
 pub fn authorize(
     st: &AppState,
@@ -21,7 +41,7 @@ pub fn authorize(
             if !allowed.iter().any(|m| m == model) {
                 return Err(OpenAiError::model_not_allowed(model).into());
             }
-        } else if req.method() == Method::POST && is_batch(req.path()) {
+        } else if req.method() == Method::POST && is_batch(&ctx.path) {
             // A batch names its models inside an uploaded file we never read.
             return Err(OpenAiError::model_not_allowed("batch")
                 .with_param("model")
@@ -32,6 +52,6 @@ pub fn authorize(
     Ok(())
 }
 
-fn is_batch(path: &str) -> bool {
-    path == "/v1/batches" || path.starts_with("/v1/batches/")
+fn is_batch(path: &CanonicalPath) -> bool {
+    path.segments().first() == Some(&"batches")
 }

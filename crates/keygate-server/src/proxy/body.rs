@@ -2,12 +2,18 @@
 //! refused before a byte is read; JSON bodies are buffered (up to the limit) only to
 //! learn `model` and `stream` and are forwarded unchanged; other bodies stream through
 //! a counting pump. When the grant restricts models, multipart bodies are buffered to
-//! read their `model` field and every other body must be JSON.
+//! read their `model` field (with the boundary exactly as the client sent it, and any
+//! ambiguous `model` part refused) and every other body must be JSON. Compressed
+//! bodies (`Content-Encoding`) are refused: keygate could not read them for policy.
+//!
+//! Limits on a streamed body are enforced as it passes: a chunked body without
+//! `Content-Length` that outgrows the limit has by then been partly sent upstream; the
+//! upstream request is cut and the app gets 413 (docs/API.md says so).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -61,13 +67,28 @@ pub async fn read(
     if content_length == Some(0) || (content_length.is_none() && !chunked) {
         return Ok(RequestBody::Empty);
     }
+    let compressed = req.headers().get_all(CONTENT_ENCODING).any(|v| {
+        v.to_str()
+            .map_or(true, |v| !v.trim().eq_ignore_ascii_case("identity"))
+    });
+    if compressed {
+        return Err(OpenAiError::invalid_request(
+            "keygate does not accept compressed request bodies (Content-Encoding); send the body uncompressed.",
+        )
+        .into());
+    }
+    // The original header: a multipart boundary is case-sensitive.
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
         .unwrap_or("")
+        .trim()
         .to_ascii_lowercase();
-    let essence = content_type.split(';').next().unwrap_or("").trim();
     let is_multipart = essence == "multipart/form-data";
     // For a model-restricted grant every non-multipart body is read as JSON (OpenAI's
     // endpoints take nothing else), so a missing or odd Content-Type cannot smuggle a
@@ -97,7 +118,7 @@ pub async fn read(
     }
     if is_multipart && need_model {
         let bytes = buffer(&mut payload, limit, content_length).await?;
-        ctx.model = multipart_model(&content_type, bytes.clone()).await?;
+        ctx.model = super::multipart::model(content_type, bytes.clone()).await?;
         return Ok(RequestBody::Buffered(bytes));
     }
     Ok(pump(payload, limit, content_length))
@@ -152,25 +173,4 @@ fn pump(mut payload: web::Payload, limit: u64, content_length: Option<u64>) -> R
         content_length,
         too_large,
     }
-}
-
-async fn multipart_model(content_type: &str, body: Bytes) -> Result<Option<String>, ServerError> {
-    let bad = || OpenAiError::invalid_request("the multipart body could not be parsed");
-    let boundary = multer::parse_boundary(content_type).map_err(|_| bad())?;
-    let stream = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
-    let mut form = multer::Multipart::new(stream, boundary);
-    let mut model = None;
-    while let Some(field) = form.next_field().await.map_err(|_| bad())? {
-        if field.name() == Some("model") {
-            if model.is_some() {
-                return Err(
-                    OpenAiError::invalid_request("`model` is given more than once")
-                        .with_param("model")
-                        .into(),
-                );
-            }
-            model = Some(field.text().await.map_err(|_| bad())?);
-        }
-    }
-    Ok(model)
 }

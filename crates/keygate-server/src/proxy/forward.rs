@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use actix_web::HttpRequest;
 use keygate_core::openai_error::OpenAiError;
+use keygate_core::scope::CanonicalPath;
 use keygate_core::vault::UnsealedKey;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,9 +21,9 @@ pub async fn forward(
     req: &HttpRequest,
     body: RequestBody,
     key: &UnsealedKey,
-    _ctx: &ProxyCtx,
+    ctx: &ProxyCtx,
 ) -> Result<reqwest::Response, ServerError> {
-    let url = upstream_url(st, req)?;
+    let url = upstream_url(st, &ctx.path, req.uri().query())?;
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| OpenAiError::invalid_request("unsupported HTTP method"))?;
 
@@ -32,7 +33,7 @@ pub async fn forward(
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_bytes()))
         .collect();
-    for (name, value) in upstream_headers(&inbound) {
+    for (name, value) in upstream_headers(&inbound, &st.config.forward_headers) {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(&value),
@@ -111,24 +112,21 @@ fn is_timeout_source(e: &reqwest::Error) -> bool {
     false
 }
 
-/// `upstream_url` + the path after `/v1` + the query, refusing dot segments (which a
-/// URL parser would resolve, escaping the upstream's `/v1`).
-fn upstream_url(st: &AppState, req: &HttpRequest) -> Result<reqwest::Url, ServerError> {
-    let path = req.uri().path();
-    let rest = path.strip_prefix("/v1").unwrap_or(path);
-    let bad_segment = rest.split('/').any(|seg| {
-        let lowered = seg.to_ascii_lowercase().replace("%2e", ".");
-        lowered == "." || lowered == ".."
-    });
-    if bad_segment || rest.contains('\\') || rest.to_ascii_lowercase().contains("%2f") {
-        return Err(OpenAiError::invalid_request("the request path is not valid").into());
-    }
+/// `upstream_url` + the canonical path after `/v1` + the query. The path was checked by
+/// `scope::canonicalize` (no dot segments, no encoded separators), so a URL parser has
+/// nothing to resolve that could escape the upstream's `/v1`.
+fn upstream_url(
+    st: &AppState,
+    path: &CanonicalPath,
+    query: Option<&str>,
+) -> Result<reqwest::Url, ServerError> {
+    let rest = path.as_str().strip_prefix("/v1").unwrap_or(path.as_str());
     let mut url = format!(
         "{}{}",
         st.config.upstream_url.as_str().trim_end_matches('/'),
         rest
     );
-    if let Some(q) = req.uri().query() {
+    if let Some(q) = query {
         url.push('?');
         url.push_str(q);
     }

@@ -1,9 +1,11 @@
 //! The `/v1/*` proxy: its phases, read top to bottom in [`proxy_v1`] and `run`.
 //!
-//! authenticate (401 family) → read the body far enough to learn `model`/`stream`
-//! (413, 400) → authorize (403) → unseal the person's key (409) → forward upstream
-//! (502/504) → stream the answer back as it arrives, with an idle timeout and an
-//! abnormal end (never a fabricated `[DONE]`) when the upstream breaks.
+//! authenticate (401 family) → endpoint: canonical path and scope (400 `invalid_path`,
+//! 403 `endpoint_not_allowed`), before any body byte is read → read the body far
+//! enough to learn `model`/`stream` (413, 400) → authorize models (403) → unseal the
+//! person's key (409) → forward upstream (502/504) → verdict on the key (424 when
+//! OpenAI refuses it) → stream the answer back as it arrives, with an idle timeout and
+//! an abnormal end (never a fabricated `[DONE]`) when the upstream breaks.
 
 mod authenticate;
 mod authorize;
@@ -11,12 +13,15 @@ mod body;
 mod cors;
 mod forward;
 pub mod headers;
+mod multipart;
 mod stream;
 mod unseal;
+mod verdict;
 
 use std::time::Instant;
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use keygate_core::scope::CanonicalPath;
 
 use crate::error::ServerError;
 use crate::request_id::RequestId;
@@ -29,12 +34,14 @@ pub use authenticate::{AuthenticatedGrant, bearer_token};
 pub struct ProxyCtx {
     pub request_id: String,
     pub started: Instant,
+    /// The request path, checked canonical and within the grant's scopes.
+    pub path: CanonicalPath,
     pub model: Option<String>,
     pub stream: bool,
 }
 
 impl ProxyCtx {
-    fn new(req: &HttpRequest) -> Self {
+    fn new(req: &HttpRequest, path: CanonicalPath) -> Self {
         Self {
             request_id: req
                 .extensions()
@@ -42,6 +49,7 @@ impl ProxyCtx {
                 .map(|r| r.0.clone())
                 .unwrap_or_default(),
             started: Instant::now(),
+            path,
             model: None,
             stream: false,
         }
@@ -76,14 +84,16 @@ async fn run(
     st: &AppState,
     grant: keygate_store::GrantRecord,
 ) -> Result<HttpResponse, ServerError> {
-    let mut ctx = ProxyCtx::new(req);
     let grant = authenticate::usable(grant, req)?;
+    let path = authorize::endpoint(&grant, req)?;
+    let mut ctx = ProxyCtx::new(req, path);
     let restricted = !grant.record().models.is_empty();
     let body = body::read(req, payload, st.config.max_body_bytes, restricted, &mut ctx).await?;
     authorize::authorize(st, &grant, req, &ctx)?;
     let key = unseal::unseal(st, &grant)?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");
-    let upstream = forward::forward(st, req, body, &key, &ctx).await?;
+    let upstream = forward::forward(st, req, body, &key.key, &ctx).await?;
+    let upstream = verdict::judge(st, &key, upstream)?;
     drop(key);
     Ok(stream::respond(st, req, upstream, grant, ctx))
 }

@@ -35,12 +35,26 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
         )
         .into());
     }
+    // Wrong keys are throttled per address, and the throttle comes before the check:
+    // a throttled address learns nothing about any key it sends until Retry-After has
+    // passed. Right keys never spend from the budget, and other addresses are never
+    // affected (docs/DECISIONS.md).
+    let throttle = &st.throttles.admin_failures;
+    let client = st.throttles.client(req.peer_addr(), req.headers());
+    let slow_down = |secs| {
+        OpenAiError::rate_limit_exceeded(
+            format!("Too many wrong admin keys from your address. Try again in {secs} seconds."),
+            secs,
+        )
+    };
+    throttle.gate(client).map_err(slow_down)?;
     let token = crate::proxy::bearer_token(req)?;
     if st.is_admin_key(token) {
-        Ok(Admin)
-    } else {
-        Err(OpenAiError::invalid_api_key("this is not the admin key").into())
+        return Ok(Admin);
     }
+    tracing::warn!(%client, "wrong admin key");
+    throttle.failed(client).map_err(slow_down)?;
+    Err(OpenAiError::invalid_api_key("this is not the admin key").into())
 }
 
 #[derive(Deserialize)]
@@ -61,6 +75,8 @@ pub struct CreateGrant {
     name: String,
     #[serde(default)]
     models: Option<Vec<String>>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 pub async fn create_user(
@@ -115,6 +131,7 @@ pub async fn create_grant(
         grants::GrantSpec {
             name: body.name,
             models: body.models,
+            scopes: body.scopes,
             ..Default::default()
         },
     )

@@ -46,6 +46,8 @@ pub struct CreateGrant {
     name: String,
     #[serde(default)]
     models: Option<Vec<String>>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 pub(crate) fn started(s: crate::auth::passkeys::Started) -> HttpResponse {
@@ -140,13 +142,7 @@ pub async fn me(s: UserSession) -> Result<HttpResponse, ServerError> {
 // --- the OpenAI key --------------------------------------------------------------
 
 pub async fn get_key(s: UserSession, st: web::Data<AppState>) -> Result<HttpResponse, ServerError> {
-    let v = st.store.vault(s.user_id())?;
-    Ok(HttpResponse::Ok().json(json!({
-        "enrolled": v.is_some(),
-        "last4": v.as_ref().map(|v| v.last4.clone()),
-        "created_at": v.as_ref().map(|v| v.created_at),
-        "last_validated_at": v.as_ref().and_then(|v| v.last_validated_at),
-    })))
+    Ok(HttpResponse::Ok().json(vault::key_view(&st.store, s.user_id())?))
 }
 
 /// Storing a key, the first one included, needs a fresh passkey check: a stolen session
@@ -199,6 +195,7 @@ pub async fn create_grant(
         grants::GrantSpec {
             name: body.name,
             models: body.models,
+            scopes: body.scopes,
             ..Default::default()
         },
     )

@@ -16,7 +16,7 @@ use crate::error::ServerError;
 use crate::routes::api::{Empty, started};
 use crate::routes::web_pages;
 use crate::services::connect::{self, Approval};
-use crate::services::grants::GrantView;
+use crate::services::grants::{self, GrantView};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -26,6 +26,7 @@ pub struct ConnectQuery {
     state: Option<String>,
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
+    scopes: Option<String>,
 }
 
 /// `GET /connect`: the popup or redirect page. A redirect-mode request is checked
@@ -36,16 +37,26 @@ pub async fn page(
 ) -> Result<HttpResponse, ServerError> {
     let redirect_mode =
         q.response_type.is_some() || q.redirect_uri.is_some() || q.code_challenge.is_some();
-    if redirect_mode
-        && let Err(e) = connect::parse_redirect_request(
+    if redirect_mode {
+        match connect::parse_redirect_request(
             q.response_type.as_deref(),
             q.redirect_uri.as_deref(),
             q.state.as_deref(),
             q.code_challenge.as_deref(),
             q.code_challenge_method.as_deref(),
         )
-    {
-        return Ok(error_for(&req, &e));
+        .and_then(|r| connect::parse_scopes_csv(q.scopes.as_deref()).map(|_| r))
+        {
+            Err(e) => return Ok(error_for(&req, &e)),
+            // The approve form is answered with a redirect to the app: CSP form-action
+            // must allow its origin.
+            Ok(r) => {
+                return web_pages::serve_page_redirecting_to(
+                    "connect.html",
+                    &r.redirect_uri.origin().to_string(),
+                );
+            }
+        }
     }
     web_pages::serve_page("connect.html")
 }
@@ -89,6 +100,8 @@ pub struct ApproveFinish {
     #[serde(default)]
     plan: Option<String>,
     #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
     reuse_grant_id: Option<String>,
 }
 
@@ -105,6 +118,11 @@ pub async fn approve_finish(
         origin,
         models: body.models.filter(|m| !m.is_empty()),
         plan: clean_plan(body.plan.as_deref())?,
+        scopes: body
+            .scopes
+            .as_deref()
+            .map(|s| grants::parse_scopes(Some(s)))
+            .transpose()?,
         reuse_grant_id: parse_reuse(body.reuse_grant_id.as_deref())?,
     };
     st.passkeys.assertion_finish(
@@ -137,6 +155,9 @@ pub struct ApproveForm {
     models: Option<String>,
     #[serde(default)]
     plan: Option<String>,
+    /// Comma list, as in the redirect query (`inference,files`).
+    #[serde(default)]
+    scopes: Option<String>,
     #[serde(default)]
     reuse_grant_id: Option<String>,
 }
@@ -164,6 +185,7 @@ pub async fn approve_form(
             origin,
             models: connect::parse_models_csv(f.models.as_deref()),
             plan: clean_plan(f.plan.as_deref())?,
+            scopes: connect::parse_scopes_csv(f.scopes.as_deref())?,
             reuse_grant_id: parse_reuse(f.reuse_grant_id.as_deref())?,
         };
         let credential: Value = serde_json::from_str(&f.credential)

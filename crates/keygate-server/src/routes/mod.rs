@@ -6,13 +6,14 @@ mod connect;
 mod health;
 pub(crate) mod web_pages;
 
-use actix_web::middleware::from_fn;
-use actix_web::{HttpRequest, HttpResponse, error, web};
+use actix_web::http::header::CACHE_CONTROL;
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::{HttpRequest, HttpResponse, error, guard, web};
 use keygate_core::openai_error::OpenAiError;
 
 use crate::auth::csrf;
 use crate::error::{ServerError, render, render_html, wants_html};
-use crate::proxy;
+use crate::{proxy, throttle};
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
     cfg.app_data(json_config(max_json_bytes))
@@ -41,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
         .route("/readyz", web::get().to(health::readyz))
         .service(
             web::scope("/admin")
+                .wrap(no_store())
                 .route("/users", web::post().to(admin::create_user))
                 .route("/users", web::get().to(admin::list_users))
                 .route("/users/{id}", web::get().to(admin::get_user))
@@ -56,14 +58,38 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
         .service(
             web::scope("/api")
                 .wrap(from_fn(csrf::middleware))
-                .route("/auth/register/start", web::post().to(api::register_start))
-                .route(
-                    "/auth/register/finish",
-                    web::post().to(api::register_finish),
+                .wrap(no_store())
+                // Passkey ceremonies: per-address throttles and the live-ceremony cap.
+                .service(
+                    web::resource("/auth/register/start")
+                        .guard(guard::Post())
+                        .to(api::register_start)
+                        .wrap(from_fn(throttle::anonymous_start)),
                 )
-                .route("/auth/login/start", web::post().to(api::login_start))
-                .route("/auth/login/finish", web::post().to(api::login_finish))
-                .route("/auth/reauth/start", web::post().to(api::reauth_start))
+                .service(
+                    web::resource("/auth/register/finish")
+                        .guard(guard::Post())
+                        .to(api::register_finish)
+                        .wrap(from_fn(throttle::sign_up)),
+                )
+                .service(
+                    web::resource("/auth/login/start")
+                        .guard(guard::Post())
+                        .to(api::login_start)
+                        .wrap(from_fn(throttle::anonymous_start)),
+                )
+                .service(
+                    web::resource("/auth/login/finish")
+                        .guard(guard::Post())
+                        .to(api::login_finish)
+                        .wrap(from_fn(throttle::sign_in_finish)),
+                )
+                .service(
+                    web::resource("/auth/reauth/start")
+                        .guard(guard::Post())
+                        .to(api::reauth_start)
+                        .wrap(from_fn(throttle::signed_in_start)),
+                )
                 .route("/auth/reauth/finish", web::post().to(api::reauth_finish))
                 .route("/auth/logout", web::post().to(api::logout))
                 .route("/me", web::get().to(api::me))
@@ -74,7 +100,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/grants", web::post().to(api::create_grant))
                 .route("/grants/{id}", web::delete().to(api::revoke_grant))
                 .route("/passkeys", web::get().to(api::list_passkeys))
-                .route("/passkeys/start", web::post().to(api::add_passkey_start))
+                .service(
+                    web::resource("/passkeys/start")
+                        .guard(guard::Post())
+                        .to(api::add_passkey_start)
+                        .wrap(from_fn(throttle::signed_in_start)),
+                )
                 .route("/passkeys/finish", web::post().to(api::add_passkey_finish))
                 .route("/passkeys/{id}", web::patch().to(api::rename_passkey))
                 .route("/passkeys/{id}", web::delete().to(api::delete_passkey))
@@ -86,9 +117,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/sessions/{id}", web::delete().to(api::end_session))
                 .route("/account", web::delete().to(api::delete_account))
                 .route("/connect/existing", web::get().to(connect::existing))
-                .route(
-                    "/connect/approve/start",
-                    web::post().to(connect::approve_start),
+                .service(
+                    web::resource("/connect/approve/start")
+                        .guard(guard::Post())
+                        .to(connect::approve_start)
+                        .wrap(from_fn(throttle::signed_in_start)),
                 )
                 .route(
                     "/connect/approve/finish",
@@ -109,12 +142,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
         .service(
             web::scope("/connect")
                 .wrap(from_fn(csrf::middleware))
+                .wrap(no_store())
                 .route("/approve", web::post().to(connect::approve_form))
                 .route("/deny", web::post().to(connect::deny_form)),
         )
         .route("/dashboard", web::get().to(web_pages::dashboard))
         .route("/{file:.*}", web::get().to(web_pages::asset))
         .default_service(web::to(not_found));
+}
+
+/// `Cache-Control: no-store` on every response of a scope that has none: `/api` and
+/// `/admin` answers can carry an `api_key` (grant creation, connect approval and token
+/// exchange) or personal data, and the connect form posts answer with a code.
+fn no_store() -> DefaultHeaders {
+    DefaultHeaders::new().add((CACHE_CONTROL, "no-store"))
 }
 
 /// JSON bodies of keygate's own API: bounded, and errors in OpenAI's shape.

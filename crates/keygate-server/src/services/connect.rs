@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::{GrantId, UserId};
 use keygate_core::openai_error::OpenAiError;
 use keygate_core::origin::{AppOrigin, RedirectUri};
+use keygate_core::scope::{self, Scope};
 use keygate_core::secret::sha256_hex;
 use keygate_core::time;
 use keygate_store::{CodeRecord, GrantState, Store};
@@ -27,6 +28,9 @@ pub struct Approval {
     /// `None` = all models.
     pub models: Option<Vec<String>>,
     pub plan: Option<String>,
+    /// The endpoint scopes approved; `None` when the app asked for none: a new grant
+    /// gets `["inference"]`, a re-keyed one keeps its scopes.
+    pub scopes: Option<Vec<Scope>>,
     pub reuse_grant_id: Option<GrantId>,
 }
 
@@ -97,6 +101,19 @@ pub fn parse_models_csv(raw: Option<&str>) -> Option<Vec<String>> {
         .map(str::to_owned)
         .collect();
     (!list.is_empty()).then_some(list)
+}
+
+/// Scopes from the redirect query / form: a comma list (`inference,files`); absent or
+/// empty = none asked; an unknown name is a 400 naming `scopes`.
+pub fn parse_scopes_csv(raw: Option<&str>) -> Result<Option<Vec<Scope>>, ServerError> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(list) => scope::parse_scope_list(list).map(Some).map_err(|e| {
+            OpenAiError::invalid_request(e.to_string())
+                .with_param("scopes")
+                .into()
+        }),
+    }
 }
 
 /// Checks a redirect-mode request: response_type=code, a usable redirect_uri, a state,
@@ -182,7 +199,7 @@ pub async fn grant_for(
             .grant(id)?
             .filter(|g| g.origin.as_deref() == Some(approval.origin.as_str()))
             .ok_or_else(|| OpenAiError::not_found("No such connection for this app."))?;
-        return grants::rekey(store, &existing.id, user).await;
+        return grants::rekey(store, &existing.id, user, approval.scopes).await;
     }
     grants::create(
         store,
@@ -190,6 +207,9 @@ pub async fn grant_for(
         GrantSpec {
             name: approval.app_name,
             models: approval.models,
+            scopes: approval
+                .scopes
+                .map(|list| list.iter().map(|s| s.as_str().to_owned()).collect()),
             origin: Some(approval.origin.to_string()),
             plan: approval.plan,
         },
@@ -216,6 +236,7 @@ pub async fn issue_code(
         plan: approval.plan,
         reuse_grant_id: approval.reuse_grant_id,
         expires_at: time::now() + ttl_secs,
+        scopes: approval.scopes,
     };
     store.put_code(&sha256_hex(&code), &record)?;
     store.flush().await?;
@@ -271,6 +292,7 @@ pub async fn exchange(
         app_name: record.app_name,
         models: record.models,
         plan: record.plan,
+        scopes: record.scopes,
         reuse_grant_id: record.reuse_grant_id,
     };
     let new = grant_for(store, &record.user_id, approval).await?;

@@ -1,5 +1,6 @@
 use keygate_core::ids::{GrantId, UserId};
 use keygate_core::openai_error::OpenAiError;
+use keygate_core::scope::{self, Scope};
 use keygate_core::time::{self, UnixTime};
 use keygate_core::token;
 use keygate_store::{GrantRecord, GrantState, Store};
@@ -31,6 +32,7 @@ pub struct GrantView {
     pub expires_at: Option<UnixTime>,
     pub revoked_at: Option<UnixTime>,
     pub plan: Option<String>,
+    pub scopes: Vec<Scope>,
 }
 
 impl From<&GrantRecord> for GrantView {
@@ -47,6 +49,7 @@ impl From<&GrantRecord> for GrantView {
             expires_at: g.expires_at,
             revoked_at: g.revoked_at,
             plan: g.plan.clone(),
+            scopes: g.scopes.clone(),
         }
     }
 }
@@ -77,11 +80,23 @@ pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError
     Ok(out)
 }
 
-/// What a new grant is for: its name, models (none = all), bound origin and plan.
+/// Scope names as sent (`None` = the default, `["inference"]`); an unknown name or an
+/// empty list is a 400 naming `scopes`.
+pub fn parse_scopes(raw: Option<&[String]>) -> Result<Vec<Scope>, ServerError> {
+    scope::parse_scopes(raw).map_err(|e| {
+        OpenAiError::invalid_request(e.to_string())
+            .with_param("scopes")
+            .into()
+    })
+}
+
+/// What a new grant is for: its name, models (none = all), endpoint scopes (none =
+/// inference), bound origin and plan.
 #[derive(Default)]
 pub struct GrantSpec {
     pub name: String,
     pub models: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
     pub origin: Option<String>,
     pub plan: Option<String>,
 }
@@ -94,9 +109,11 @@ pub async fn create(
     let GrantSpec {
         name,
         models,
+        scopes,
         origin,
         plan,
     } = spec;
+    let scopes = parse_scopes(scopes.as_deref())?;
     let id = GrantId::generate();
     let issued = token::issue(&id);
     let grant = GrantRecord {
@@ -112,6 +129,7 @@ pub async fn create(
         revoked_at: None,
         expires_at: None,
         plan,
+        scopes,
     };
     store.insert_grant(&grant)?;
     store.flush().await?;
@@ -131,7 +149,13 @@ pub fn list(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError>
 }
 
 /// Issues a new key for an existing active grant of `owner`; the old key stops working.
-pub async fn rekey(store: &Store, id: &GrantId, owner: &UserId) -> Result<NewGrant, ServerError> {
+/// With `scopes`, the grant's scopes become exactly those (a re-approval shows them).
+pub async fn rekey(
+    store: &Store,
+    id: &GrantId,
+    owner: &UserId,
+    scopes: Option<Vec<Scope>>,
+) -> Result<NewGrant, ServerError> {
     let not_found = || OpenAiError::not_found("No such active connection.");
     let existing = store.grant(id)?.ok_or_else(not_found)?;
     if existing.user_id != *owner || existing.state != GrantState::Active {
@@ -140,7 +164,12 @@ pub async fn rekey(store: &Store, id: &GrantId, owner: &UserId) -> Result<NewGra
     let issued = token::issue(id);
     let hash = issued.hash.to_hex();
     let grant = store
-        .update_grant(id, |g| g.secret_hash = hash.clone())?
+        .update_grant(id, |g| {
+            g.secret_hash = hash.clone();
+            if let Some(s) = &scopes {
+                g.scopes = s.clone();
+            }
+        })?
         .ok_or_else(not_found)?;
     store.flush().await?;
     tracing::info!(grant_id = %id, "grant re-keyed");

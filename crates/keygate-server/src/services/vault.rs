@@ -1,13 +1,84 @@
+//! The person's OpenAI key: storing it (sealed), what the dashboard shows about it,
+//! what the proxy learns about it from OpenAI's answers, and the re-seal pass.
+//!
+//! A record is always opened bound to where it was looked up — the user id it is filed
+//! under — never to its own fields, so a record copied under another person's id does
+//! not open.
+
 use keygate_core::ids::{KeyId, UserId};
 use keygate_core::keyring::Keyring;
 use keygate_core::openai_error::OpenAiError;
 use keygate_core::secret::OpenAiKey;
-use keygate_core::time;
-use keygate_core::vault::{self, Binding};
+use keygate_core::time::{self, UnixTime};
+use keygate_core::vault::{self, Binding, SealedKey, UnsealedKey};
 use keygate_store::{Store, VaultRecord};
+use serde::Serialize;
 
 use crate::error::ServerError;
 use crate::state::AppState;
+
+/// Parses a pasted key; refuses OpenAI admin keys (`sk-admin-...`) before anything
+/// else happens with them (they are never sent to OpenAI for validation either).
+fn parse_key(raw_key: &str) -> Result<OpenAiKey, ServerError> {
+    let key = OpenAiKey::parse(raw_key).map_err(|e| {
+        OpenAiError::invalid_request(format!("The OpenAI key was not accepted: {e}"))
+            .with_param("api_key")
+    })?;
+    if key.is_admin_key() {
+        return Err(OpenAiError::admin_key_not_allowed().into());
+    }
+    Ok(key)
+}
+
+/// Where a stored key stands, as the dashboard shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    /// No key stored.
+    None,
+    /// Stored, but OpenAI has not confirmed it yet (the check at storing time could not
+    /// reach OpenAI, or checks are off); the first proxied answer decides.
+    Unverified,
+    /// OpenAI accepted it (at storing time or on a proxied request).
+    Verified,
+    /// OpenAI refused it on a proxied request: the person must replace it.
+    Rejected,
+}
+
+/// `GET /api/key`.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub enrolled: bool,
+    pub last4: Option<String>,
+    pub created_at: Option<UnixTime>,
+    pub last_validated_at: Option<UnixTime>,
+    pub status: KeyStatus,
+    pub rejected_at: Option<UnixTime>,
+}
+
+impl KeyView {
+    pub fn of(record: Option<&VaultRecord>) -> Self {
+        let status = match record {
+            None => KeyStatus::None,
+            Some(r) if r.rejected_at.is_some() => KeyStatus::Rejected,
+            Some(r) if r.last_validated_at.is_some() => KeyStatus::Verified,
+            Some(_) => KeyStatus::Unverified,
+        };
+        Self {
+            enrolled: record.is_some(),
+            last4: record.map(|r| r.last4.clone()),
+            created_at: record.map(|r| r.created_at),
+            last_validated_at: record.and_then(|r| r.last_validated_at),
+            status,
+            rejected_at: record.and_then(|r| r.rejected_at),
+        }
+    }
+}
+
+/// What the dashboard shows about `user`'s key.
+pub fn key_view(store: &Store, user: &UserId) -> Result<KeyView, ServerError> {
+    Ok(KeyView::of(store.vault(user)?.as_ref()))
+}
 
 /// Seals and stores (or replaces) a person's OpenAI key; durable before returning.
 pub async fn put_key(
@@ -23,10 +94,7 @@ pub async fn put_key(
 /// is the person's to fix; any other failure (OpenAI down, network) does not block
 /// storing the key. Returns whether the key was positively validated.
 pub async fn validate_with_upstream(st: &AppState, raw_key: &str) -> Result<bool, ServerError> {
-    let key = OpenAiKey::parse(raw_key).map_err(|e| {
-        OpenAiError::invalid_request(format!("The OpenAI key was not accepted: {e}"))
-            .with_param("api_key")
-    })?;
+    let key = parse_key(raw_key)?;
     let url = format!(
         "{}/models",
         st.config.upstream_url.as_str().trim_end_matches('/')
@@ -79,10 +147,7 @@ pub async fn put_key_validated(
     raw_key: &str,
     validated: bool,
 ) -> Result<VaultRecord, ServerError> {
-    let key = OpenAiKey::parse(raw_key).map_err(|e| {
-        OpenAiError::invalid_request(format!("The OpenAI key was not accepted: {e}"))
-            .with_param("api_key")
-    })?;
+    let key = parse_key(raw_key)?;
     let now = time::now();
     let binding = Binding {
         user_id: user.clone(),
@@ -98,36 +163,119 @@ pub async fn put_key_validated(
         last4: key.last4(),
         created_at: now,
         last_validated_at: validated.then_some(now),
+        rejected_at: None,
     };
-    store.put_vault(&record)?;
+    store.put_vault(user, &record)?;
     store.flush().await?;
     tracing::info!(user_id = %user, kid = %record.kid, "OpenAI key sealed and stored");
     Ok(record)
 }
 
+/// Opens `record` as `user`'s key: bound to the id it was looked up by, not to the
+/// record's own `user_id` field.
+pub fn open_record(
+    keyring: &Keyring,
+    user: &UserId,
+    record: &VaultRecord,
+) -> Result<UnsealedKey, ServerError> {
+    let sealed = SealedKey::from_compact(record.sealed.clone()).map_err(ServerError::Vault)?;
+    let binding = Binding {
+        user_id: user.clone(),
+        key_id: record.key_id.clone(),
+    };
+    vault::open(keyring, &sealed, &binding).map_err(|e| {
+        tracing::error!(user_id = %user, kid = sealed.kid(), error = %e, "vault record did not open");
+        ServerError::Vault(e)
+    })
+}
+
+/// OpenAI refused `user`'s key `key_id` (401 to a proxied request): mark it rejected,
+/// unless the person replaced it meanwhile (compare-and-swap on the record).
+pub fn mark_rejected(
+    store: &Store,
+    user: &UserId,
+    key_id: &KeyId,
+    now: UnixTime,
+) -> Result<bool, ServerError> {
+    let marked = update_same_key(store, user, key_id, |r| {
+        if r.rejected_at.is_some() {
+            return false;
+        }
+        r.rejected_at = Some(now);
+        true
+    })?;
+    if marked {
+        tracing::warn!(user_id = %user, "OpenAI refused the stored key; marked rejected");
+    }
+    Ok(marked)
+}
+
+/// OpenAI accepted `user`'s key `key_id` (a 2xx answer): record that it is verified
+/// and no longer rejected. Only the first such answer writes (the proxy calls this only
+/// when the record is unverified or rejected).
+pub fn mark_validated(
+    store: &Store,
+    user: &UserId,
+    key_id: &KeyId,
+    now: UnixTime,
+) -> Result<bool, ServerError> {
+    update_same_key(store, user, key_id, |r| {
+        if r.last_validated_at.is_some() && r.rejected_at.is_none() {
+            return false;
+        }
+        r.last_validated_at = Some(now);
+        r.rejected_at = None;
+        true
+    })
+}
+
+/// Applies `change` to `user`'s record if it still holds key `key_id`; retried a few
+/// times when another writer (the re-seal pass) got there first.
+fn update_same_key(
+    store: &Store,
+    user: &UserId,
+    key_id: &KeyId,
+    change: impl Fn(&mut VaultRecord) -> bool,
+) -> Result<bool, ServerError> {
+    for _ in 0..4 {
+        let Some(current) = store.vault(user)? else {
+            return Ok(false);
+        };
+        if current.key_id != *key_id {
+            return Ok(false);
+        }
+        let mut next = current.clone();
+        if !change(&mut next) {
+            return Ok(false);
+        }
+        if store.replace_vault(user, &current, &next)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Re-seals every vault record made under an older master key with the active one
 /// (after `keygate keys rotate`). Online: each record is replaced atomically, and a
-/// record that does not open is left as it is and logged. Returns how many changed.
+/// record that does not open (for the id it is filed under) is left as it is and
+/// logged. Returns how many changed.
 pub async fn reseal_all(store: &Store, keyring: &Keyring) -> Result<usize, ServerError> {
     let mut changed = 0;
-    for record in store.vault_records()? {
-        let Ok(sealed) = keygate_core::vault::SealedKey::from_compact(record.sealed.clone()) else {
-            tracing::error!(user_id = %record.user_id, "vault record is not a JWE; left as is");
+    for (user, record) in store.vault_entries()? {
+        let Ok(sealed) = SealedKey::from_compact(record.sealed.clone()) else {
+            tracing::error!(user_id = %user, "vault record is not a JWE; left as is");
             continue;
         };
         if !sealed.needs_reseal(keyring) {
             continue;
         }
-        let binding = Binding {
-            user_id: record.user_id.clone(),
-            key_id: record.key_id.clone(),
+        let Ok(opened) = open_record(keyring, &user, &record) else {
+            tracing::error!(user_id = %user, "vault record left as is");
+            continue;
         };
-        let opened = match vault::open(keyring, &sealed, &binding) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(user_id = %record.user_id, kid = sealed.kid(), error = %e, "vault record did not open; left as is");
-                continue;
-            }
+        let binding = Binding {
+            user_id: user.clone(),
+            key_id: record.key_id.clone(),
         };
         let resealed = vault::seal(
             keyring,
@@ -144,7 +292,7 @@ pub async fn reseal_all(store: &Store, keyring: &Keyring) -> Result<usize, Serve
             ..record.clone()
         };
         // Only replace what we read: a key replaced meanwhile keeps the newer record.
-        if store.replace_vault(&record, &updated)? {
+        if store.replace_vault(&user, &record, &updated)? {
             changed += 1;
         }
     }
@@ -157,4 +305,97 @@ pub async fn reseal_all(store: &Store, keyring: &Keyring) -> Result<usize, Serve
         );
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate_store::StoreOptions;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn admin_keys_are_refused_before_anything_else() {
+        let (_dir, store) = store();
+        let keyring = Keyring::generate().unwrap();
+        let user = UserId::generate();
+        let err = put_key(&store, &keyring, &user, "sk-admin-abcdef0123456789")
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_openai().code, Some("admin_key_not_allowed"));
+        assert!(store.vault(&user).unwrap().is_none());
+    }
+
+    /// Finding 4: a whole record filed under another person's id neither opens nor is
+    /// re-sealed; the re-seal pass binds to the id it found the record under.
+    #[tokio::test]
+    async fn records_bind_to_where_they_are_filed() {
+        let (_dir, store) = store();
+        let mut keyring = Keyring::generate().unwrap();
+        let (x, y) = (UserId::generate(), UserId::generate());
+        let rx = put_key(&store, &keyring, &x, "sk-x-0000000000000000")
+            .await
+            .unwrap();
+        store.put_vault(&y, &rx).unwrap();
+        assert!(open_record(&keyring, &x, &rx).is_ok());
+        assert!(matches!(
+            open_record(&keyring, &y, &rx),
+            Err(ServerError::Vault(_))
+        ));
+
+        keyring.add_generated().unwrap();
+        assert_eq!(reseal_all(&store, &keyring).await.unwrap(), 1);
+        let x_now = store.vault(&x).unwrap().unwrap();
+        assert_eq!(x_now.kid, keyring.active_kid());
+        assert!(open_record(&keyring, &x, &x_now).is_ok());
+        let y_now = store.vault(&y).unwrap().unwrap();
+        assert_eq!(y_now, rx, "the misplaced record was re-sealed");
+    }
+
+    #[tokio::test]
+    async fn rejection_and_validation_only_touch_the_key_they_are_about() {
+        let (_dir, store) = store();
+        let keyring = Keyring::generate().unwrap();
+        let user = UserId::generate();
+        let old = put_key(&store, &keyring, &user, "sk-old-0000000000000000")
+            .await
+            .unwrap();
+        assert_eq!(KeyView::of(Some(&old)).status, KeyStatus::Unverified);
+
+        // The person replaced the key while a request with the old one was in flight.
+        let new = put_key_validated(&store, &keyring, &user, "sk-new-0000000000000000", true)
+            .await
+            .unwrap();
+        assert!(!mark_rejected(&store, &user, &old.key_id, 50).unwrap());
+        assert_eq!(store.vault(&user).unwrap().unwrap(), new);
+
+        assert!(mark_rejected(&store, &user, &new.key_id, 60).unwrap());
+        assert!(!mark_rejected(&store, &user, &new.key_id, 70).unwrap());
+        let rejected = store.vault(&user).unwrap().unwrap();
+        assert_eq!(rejected.rejected_at, Some(60));
+        let view = KeyView::of(Some(&rejected));
+        assert_eq!(
+            (view.status, view.rejected_at),
+            (KeyStatus::Rejected, Some(60))
+        );
+
+        // OpenAI accepts it again: no longer rejected.
+        assert!(mark_validated(&store, &user, &new.key_id, 80).unwrap());
+        let back = store.vault(&user).unwrap().unwrap();
+        assert_eq!((back.rejected_at, back.last_validated_at), (None, Some(80)));
+        assert_eq!(KeyView::of(Some(&back)).status, KeyStatus::Verified);
+        assert!(!mark_validated(&store, &user, &new.key_id, 90).unwrap());
+        assert_eq!(KeyView::of(None).status, KeyStatus::None);
+
+        // A new key starts clean.
+        mark_rejected(&store, &user, &new.key_id, 95).unwrap();
+        let fresh = put_key(&store, &keyring, &user, "sk-third-000000000000000")
+            .await
+            .unwrap();
+        assert_eq!(fresh.rejected_at, None);
+    }
 }

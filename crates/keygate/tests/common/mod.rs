@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ADMIN_KEY: &str = "cli-test-admin-key-0123456789";
+pub const ADMIN_KEY: &str = "cli-test-admin-key-0123456789-abcdef";
 
 pub fn keygate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keygate"));
@@ -57,6 +57,11 @@ pub async fn serve(
         .env("KEYGATE_UPSTREAM_URL", upstream)
         .env("KEYGATE_ADMIN_KEY", ADMIN_KEY)
         .env("KEYGATE_SHUTDOWN_TIMEOUT_SECS", "10")
+        // The mock upstream's scenario knobs travel as request headers through keygate.
+        .env(
+            "KEYGATE_FORWARD_HEADERS",
+            keygate_testkit::MOCK_FORWARD_HEADERS,
+        )
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
         .stderr(file);
@@ -88,6 +93,47 @@ pub async fn serve(
         address,
         log,
     }
+}
+
+/// `keygate serve` at `http://localhost:PORT` (so passkeys work) with stdout and stderr
+/// in two files under `dir`; waits until `/healthz` answers. Returns the stdout file.
+pub async fn serve_split(
+    dir: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> (Server, std::path::PathBuf) {
+    let port = free_port();
+    let stdout = dir.join(format!("stdout-{port}"));
+    let log = dir.join(format!("stderr-{port}"));
+    let mut cmd = keygate();
+    cmd.arg("serve")
+        .env("KEYGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYGATE_PUBLIC_URL", format!("http://localhost:{port}"))
+        .env("KEYGATE_UPSTREAM_URL", "http://127.0.0.1:1/v1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let address = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{address}/healthz")).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keygate did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (
+        Server {
+            child,
+            address,
+            log,
+        },
+        stdout,
+    )
 }
 
 impl Server {

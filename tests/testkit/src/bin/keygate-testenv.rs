@@ -17,6 +17,10 @@ async fn main() {
         c.max_body_bytes = Some(MAX_BODY_BYTES);
         // The SDK suites make several requests per test; two workers like production.
         c.workers = Some(2);
+        // Whole suites sign up and sign in many people from this one loopback address;
+        // the per-address throttles have their own tests (api/anonymous.rs).
+        c.auth_rate_per_minute = Some(100_000);
+        c.auth_burst = Some(100_000);
     })
     .await;
     let all = app.enrolled_grant(None).await;

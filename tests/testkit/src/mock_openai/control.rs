@@ -7,7 +7,12 @@ use super::Shared;
 use super::body::MockBody;
 use super::routes::{error_response, json_response};
 
-pub(crate) fn handle(method: &Method, op: &str, shared: &Shared) -> Response<MockBody> {
+pub(crate) fn handle(
+    method: &Method,
+    op: &str,
+    body: &[u8],
+    shared: &Shared,
+) -> Response<MockBody> {
     match (method, op) {
         (&Method::GET, "requests") => {
             let requests: Vec<Value> = shared
@@ -38,6 +43,11 @@ pub(crate) fn handle(method: &Method, op: &str, shared: &Shared) -> Response<Moc
             json_response(StatusCode::OK, &Value::Array(requests))
         }
         (&Method::GET, "stats") => json_response(StatusCode::OK, &shared.stats()),
+        (&Method::POST, "reject-key") => {
+            let key = String::from_utf8_lossy(body).trim().to_owned();
+            shared.reject_key(&key);
+            json_response(StatusCode::OK, &shared.stats())
+        }
         (&Method::POST, "reset") => {
             shared.reset();
             json_response(StatusCode::OK, &shared.stats())

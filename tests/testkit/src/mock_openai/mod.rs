@@ -14,6 +14,8 @@
 //! - `GET /__mock/requests`: JSON array of `{method, path, headers: {name: value}, body, body_len}`
 //! - `GET /__mock/stats`: `{"requests":N,"cancelled_streams":N,"completed_streams":N}`
 //! - `POST /__mock/reset`: clears recorded requests and counters, answers with the stats.
+//! - `POST /__mock/reject-key` with the key as the body: requests made with it get 401
+//!   `invalid_api_key` from then on (like [`MockOpenAi::reject_key`]).
 //!
 //! Deterministic content: chat answers are always [`REPLY_TEXT`], streamed as [`REPLY_PIECES`];
 //! `completion_tokens` / `output_tokens` is the number of pieces (5) and `prompt_tokens` is
@@ -86,9 +88,27 @@ pub(crate) struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     cancelled_streams: AtomicUsize,
     completed_streams: AtomicUsize,
+    /// Keys answered 401 `invalid_api_key` from now on (as OpenAI does for a key that
+    /// was revoked after it was stored).
+    rejected_keys: Mutex<Vec<String>>,
 }
 
 impl Shared {
+    pub(crate) fn is_rejected(&self, key: &str) -> bool {
+        self.rejected_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|k| k == key)
+    }
+
+    fn reject_key(&self, key: &str) {
+        self.rejected_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key.to_owned());
+    }
+
     fn lock_requests(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
         // A panic while holding the lock cannot leave the Vec half-updated; keep going.
         self.requests.lock().unwrap_or_else(|e| e.into_inner())
@@ -178,6 +198,12 @@ impl MockOpenAi {
     /// neither completed nor cancelled.
     pub fn completed_streams(&self) -> usize {
         self.shared.completed_streams.load(Ordering::SeqCst)
+    }
+
+    /// From now on, requests made with `key` are refused with 401 `invalid_api_key`, as
+    /// OpenAI refuses a key that was revoked after it was stored in keygate.
+    pub fn reject_key(&self, key: &str) {
+        self.shared.reject_key(key);
     }
 
     /// Clears recorded requests and the stream counters.
@@ -278,7 +304,7 @@ async fn serve(
     let query = parts.uri.query().map(str::to_owned);
 
     if let Some(op) = path.strip_prefix("/__mock/") {
-        return Ok(control::handle(&parts.method, op, &shared));
+        return Ok(control::handle(&parts.method, op, &body, &shared));
     }
 
     shared.record(RecordedRequest {

@@ -44,11 +44,13 @@ pub(crate) async fn handle(ctx: Ctx) -> Resp {
 pub const REJECTED_KEY_PREFIX: &str = "sk-reject";
 
 async fn respond(ctx: &Ctx) -> Resp {
-    let refused = ctx
+    let bearer = ctx
         .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(&format!("Bearer {REJECTED_KEY_PREFIX}")));
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let refused =
+        bearer.is_some_and(|k| k.starts_with(REJECTED_KEY_PREFIX) || ctx.shared.is_rejected(k));
     if refused {
         return error_response(
             StatusCode::UNAUTHORIZED,

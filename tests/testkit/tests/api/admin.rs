@@ -238,14 +238,14 @@ async fn rotated_master_keys_reseal_records_online() {
     let both = format!("k-new:{},{old}", k(2));
     let new_only = format!("k-new:{}", k(2));
 
-    let app = spawn_app_with(|c| c.master_keys = Some(old.clone())).await;
+    let app = spawn_app_with(|c| c.master_keys = Some(old.as_str().into())).await;
     let g = app.enrolled_grant(None).await;
     let data = app.stop().await;
     let path = data.path().to_path_buf();
 
     let app = spawn_app_with(|c| {
         c.data_dir = Some(path.clone());
-        c.master_keys = Some(both.clone());
+        c.master_keys = Some(both.as_str().into());
     })
     .await;
     assert_eq!(
@@ -259,7 +259,7 @@ async fn rotated_master_keys_reseal_records_online() {
 
     let app = spawn_app_with(|c| {
         c.data_dir = Some(path.clone());
-        c.master_keys = Some(new_only.clone());
+        c.master_keys = Some(new_only.as_str().into());
     })
     .await;
     assert_eq!(

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod anonymous;
 mod connect;
 mod extractors;
 mod health;
@@ -13,4 +14,6 @@ mod proxy_auth;
 mod proxy_forward;
 mod proxy_limits;
 mod proxy_stream;
+mod proxy_vault;
+mod scopes;
 mod sessions;

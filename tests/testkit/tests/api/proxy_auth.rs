@@ -131,8 +131,13 @@ async fn no_key_enrolled_is_409() {
 #[tokio::test]
 async fn models_outside_the_grant_are_403_and_never_forwarded() {
     let app = spawn_app().await;
+    // With the `batches` scope too, so the batch case below reaches the model check.
     let g = app
-        .enrolled_grant(Some(&["gpt-4o-mini", "text-embedding-3-small"]))
+        .enrolled_grant_with(&serde_json::json!({
+            "name": "test app",
+            "models": ["gpt-4o-mini", "text-embedding-3-small"],
+            "scopes": ["inference", "batches"],
+        }))
         .await;
     let res = app.chat_completions(&g.api_key, &chat("gpt-4o")).await;
     let body = assert_openai_error(res, 403, "model_not_allowed").await;
@@ -205,4 +210,130 @@ async fn models_outside_the_grant_are_403_and_never_forwarded() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(app.mock.request_count(), 3);
+}
+
+fn multipart_body(boundary: &str, parts: &[(&str, &str)]) -> String {
+    let mut body = String::new();
+    for (disposition, value) in parts {
+        body.push_str(&format!("--{boundary}\r\n{disposition}\r\n\r\n{value}\r\n"));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    body
+}
+
+/// Finding 6: the multipart boundary is case-sensitive. Read with a lowercased copy of
+/// the header, keygate saw other parts than OpenAI would: here an allowed model in
+/// parts keygate saw, and a forbidden one in the parts OpenAI sees.
+#[tokio::test]
+async fn the_multipart_model_is_read_with_the_boundary_as_sent() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(Some(&["gpt-4o-mini"])).await;
+    let decoy = multipart_body(
+        "abcdef",
+        &[(
+            "Content-Disposition: form-data; name=\"model\"",
+            "gpt-4o-mini",
+        )],
+    );
+    let body = multipart_body(
+        "AbCdEf",
+        &[
+            ("Content-Disposition: form-data; name=\"model\"", "gpt-4o"),
+            ("Content-Disposition: form-data; name=\"prompt\"", &decoy),
+        ],
+    );
+    let res = app
+        .v1(Method::POST, "/audio/transcriptions", &g.api_key)
+        .header("content-type", "multipart/form-data; boundary=AbCdEf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(res, 403, "model_not_allowed").await;
+    assert_eq!(app.mock.request_count(), 0);
+}
+
+/// Finding 6: a `model` part others could read differently is refused.
+#[tokio::test]
+async fn ambiguous_multipart_model_parts_are_refused() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(Some(&["gpt-4o-mini"])).await;
+    let file = "Content-Disposition: form-data; name=\"file\"; filename=\"a.wav\"";
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![
+            (
+                "Content-Disposition: form-data; name*=UTF-8''model",
+                "gpt-4o",
+            ),
+            (
+                "Content-Disposition: form-data; name=\"model\"",
+                "gpt-4o-mini",
+            ),
+        ],
+        vec![
+            (
+                "Content-Disposition: form-data; name=\"x\"; name=\"model\"",
+                "gpt-4o",
+            ),
+            (
+                "Content-Disposition: form-data; name=\"model\"",
+                "gpt-4o-mini",
+            ),
+        ],
+        vec![
+            ("Content-Disposition: form-data; name=\"Model\"", "gpt-4o"),
+            (
+                "Content-Disposition: form-data; name=\"model\"",
+                "gpt-4o-mini",
+            ),
+        ],
+        vec![
+            ("Content-Disposition: form-data; name=\"MODEL\"", "gpt-4o"),
+            (file, "RIFF"),
+        ],
+        vec![
+            (
+                "Content-Disposition: form-data; name=\"model\"\r\nContent-Disposition: form-data; name=\"other\"",
+                "gpt-4o-mini",
+            ),
+            (file, "RIFF"),
+        ],
+        vec![
+            (
+                "Content-Disposition: form-data; name=\"model\"",
+                "gpt-4o-mini",
+            ),
+            ("Content-Disposition: form-data; name=\"model\"", "gpt-4o"),
+        ],
+    ];
+    for parts in cases {
+        let res = app
+            .v1(Method::POST, "/audio/transcriptions", &g.api_key)
+            .header("content-type", "multipart/form-data; boundary=b0und")
+            .body(multipart_body("b0und", &parts))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_openai_error(res, 400, "invalid_request").await;
+        assert_eq!(body["error"]["param"], "model", "{parts:?}");
+    }
+    assert_eq!(app.mock.request_count(), 0);
+    // One plain `model` part passes.
+    let res = app
+        .v1(Method::POST, "/audio/transcriptions", &g.api_key)
+        .header("content-type", "multipart/form-data; boundary=b0und")
+        .body(multipart_body(
+            "b0und",
+            &[
+                (
+                    "Content-Disposition: form-data; name=\"model\"",
+                    "gpt-4o-mini",
+                ),
+                (file, "RIFF"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 }

@@ -42,7 +42,10 @@ async fn chat_completion_is_forwarded_with_the_persons_key() {
 #[tokio::test]
 async fn every_path_method_and_query_is_forwarded() {
     let app = spawn_app().await;
-    let g = app.enrolled_grant(None).await;
+    // Files and vector stores need their scopes (issue 9); with them, they pass as sent.
+    let g = app
+        .enrolled_grant_with_scopes(&["inference", "files", "assistants"])
+        .await;
     let cases = [
         (Method::GET, "/files?purpose=fine-tune&limit=2"),
         (Method::DELETE, "/files/file-abc"),
@@ -165,7 +168,10 @@ async fn upstream_errors_pass_through_with_their_status_and_hints() {
 #[tokio::test]
 async fn non_json_bodies_stream_through_intact() {
     let app = spawn_app().await;
-    let g = app.enrolled_grant(None).await;
+    // Uploading files needs the `files` scope (issue 9).
+    let g = app
+        .enrolled_grant_with_scopes(&["inference", "files"])
+        .await;
     let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         payload.chunks(10_000).map(|c| Ok(c.to_vec())).collect();
@@ -252,4 +258,99 @@ async fn last_used_is_recorded() {
         }
     }
     assert!(last_used.is_u64(), "last_used_at never recorded");
+}
+
+/// Finding 6: inbound headers reach the upstream through an allowlist. Client
+/// addresses, proxy hints and anything unknown stay at keygate; what the official SDKs
+/// send passes.
+#[tokio::test]
+async fn only_allowlisted_headers_reach_the_upstream() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    let res = app
+        .v1(Method::POST, "/chat/completions", &g.api_key)
+        .header("x-mock-scenario", "echo-headers")
+        .header("via", "1.1 corp-proxy")
+        .header("true-client-ip", "203.0.113.7")
+        .header("cf-connecting-ip", "203.0.113.8")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-real-ip", "203.0.113.10")
+        .header("forwarded", "for=203.0.113.11")
+        .header("x-original-url", "/v1/organization/users")
+        .header("x-rewrite-url", "/v1/organization/users")
+        .header("cookie2", "$Version=1")
+        .header("referer", "https://app.example/secret-page")
+        .header("openai-project", "proj_not_yours")
+        .header("x-app-internal", "tenant-42")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .header("user-agent", "OpenAI/JS 5.0.0")
+        .header("accept", "application/json")
+        .header("x-stainless-os", "Linux")
+        .header("x-stainless-retry-count", "0")
+        .header("openai-beta", "assistants=v2")
+        .header("idempotency-key", "stainless-node-retry-abc")
+        .json(&crate::helpers::chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    let h = v["headers"].as_object().unwrap();
+    for absent in [
+        "via",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-forwarded-for",
+        "x-real-ip",
+        "forwarded",
+        "x-original-url",
+        "x-rewrite-url",
+        "cookie2",
+        "referer",
+        "openai-project",
+        "x-app-internal",
+        "traceparent",
+    ] {
+        assert!(
+            !h.contains_key(absent),
+            "{absent} reached the upstream: {v}"
+        );
+    }
+    for (name, value) in [
+        ("user-agent", "OpenAI/JS 5.0.0"),
+        ("accept", "application/json"),
+        ("content-type", "application/json"),
+        ("x-stainless-os", "Linux"),
+        ("x-stainless-retry-count", "0"),
+        ("openai-beta", "assistants=v2"),
+        ("idempotency-key", "stainless-node-retry-abc"),
+    ] {
+        assert_eq!(
+            h.get(name).and_then(Value::as_str),
+            Some(value),
+            "{name}: {v}"
+        );
+    }
+    assert_eq!(h["authorization"], format!("Bearer {FAKE_OPENAI_KEY}"));
+}
+
+/// A compressed body could not be read for policy, and would reach OpenAI mislabelled
+/// if its `Content-Encoding` were dropped: refused.
+#[tokio::test]
+async fn compressed_request_bodies_are_refused() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    let res = app
+        .v1(Method::POST, "/audio/transcriptions", &g.api_key)
+        .header("content-type", "application/octet-stream")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::assert_openai_error(res, 400, "invalid_request").await;
+    assert_eq!(app.mock.request_count(), 0);
 }

@@ -64,7 +64,10 @@ async fn announced_oversize_is_refused_before_the_body_is_sent() {
 #[tokio::test]
 async fn oversized_streamed_upload_is_413() {
     let app = spawn_app_with(|c| c.max_body_bytes = Some(LIMIT)).await;
-    let g = app.enrolled_grant(None).await;
+    // Uploading files needs the `files` scope (issue 9).
+    let g = app
+        .enrolled_grant_with_scopes(&["inference", "files"])
+        .await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..20).map(|_| Ok(vec![7u8; 8192])).collect();
     let res = app

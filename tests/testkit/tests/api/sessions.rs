@@ -241,9 +241,11 @@ async fn the_vault_api_stores_lists_and_refuses_keys() {
     let mut b = app.browser();
     b.signed_up("Vault").await;
     let key: Value = b.get("/api/key").await.json().await.unwrap();
+    // `status` and `rejected_at` were added by issue 9 (owner_key_rejected).
     assert_eq!(
         key,
-        json!({"enrolled": false, "last4": null, "created_at": null, "last_validated_at": null})
+        json!({"enrolled": false, "last4": null, "created_at": null, "last_validated_at": null,
+               "status": "none", "rejected_at": null})
     );
     let res = b
         .send(

@@ -1,0 +1,618 @@
+//! Per-client-address throttles and the cap on live passkey ceremonies: what keeps
+//! anonymous clients from growing the store or the process without bound, and what
+//! slows down guessing the admin key.
+//!
+//! - **Anonymous passkey traffic** ([`Throttles::auth`]): every ceremony start
+//!   (`/api/auth/register/start`, `/api/auth/login/start`) and every sign-up
+//!   (`/api/auth/register/finish`) spends one cell of the address's budget before the
+//!   handler runs (governor's GCRA: `auth_rate_per_minute`, bursts of `auth_burst`).
+//! - **Failed sign-ins** ([`Throttles::sign_in_failures`]): a sign-in finish that
+//!   answers 4xx spends one cell of a second budget of the same size; the failure that
+//!   finds it empty is answered 429, and so is every sign-in finish from that address
+//!   until `Retry-After` has passed. Successful sign-ins cost nothing.
+//! - **Wrong admin keys** ([`Throttles::admin_failures`]): the same shape with
+//!   `admin_failures_per_minute`. A throttled address gets 429 for any key, so the
+//!   throttle is not an oracle; other addresses are unaffected and successes never count.
+//! - **Live ceremonies** ([`CeremonyCap`]): every ceremony start, signed in or not, takes
+//!   a slot; at `max_ceremonies` starts are answered 429 until finishes or the sweeper
+//!   free some.
+//!
+//! The client address is the TCP peer's, never a header, unless the peer is one of the
+//! configured `trusted_proxies`: then the right-most `X-Forwarded-For` entry that is not
+//! itself a trusted proxy. IPv6 clients are keyed by their /64 (one host usually holds
+//! a whole /64). The keyed state stays bounded: [`Throttles::retain_recent`] runs from
+//! the sweeper and drops every address whose state is back to fresh, and a table that
+//! still grows past [`MAX_TRACKED`] is pruned inline.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderMap;
+use actix_web::middleware::Next;
+use actix_web::web;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use keygate_core::openai_error::OpenAiError;
+use keygate_store::Store;
+
+use crate::config::ThrottleSettings;
+use crate::error::render;
+use crate::state::AppState;
+
+/// Above this many tracked addresses in one table, stale entries are pruned inline
+/// rather than waiting for the sweeper.
+pub const MAX_TRACKED: usize = 100_000;
+
+/// How often, at most, a full ceremony cap looks at the store again.
+const RECOUNT_EVERY: Duration = Duration::from_secs(1);
+
+/// The throttles of one running server.
+pub struct Throttles {
+    pub auth: RateThrottle,
+    pub sign_in_failures: FailureThrottle,
+    pub admin_failures: FailureThrottle,
+    pub ceremonies: CeremonyCap,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl Throttles {
+    pub fn new(s: &ThrottleSettings, ceremony_ttl: Duration) -> Self {
+        let one = NonZeroU32::MIN;
+        let per_minute = NonZeroU32::new(s.auth_per_minute).unwrap_or(one);
+        let burst = NonZeroU32::new(s.auth_burst).unwrap_or(one);
+        let admin = NonZeroU32::new(s.admin_failures_per_minute).unwrap_or(one);
+        Self {
+            auth: RateThrottle::new(per_minute, burst),
+            sign_in_failures: FailureThrottle::new(per_minute, burst),
+            admin_failures: FailureThrottle::new(admin, admin),
+            ceremonies: CeremonyCap::new(s.max_ceremonies, ceremony_ttl),
+            trusted_proxies: s.trusted_proxies.clone(),
+        }
+    }
+
+    /// The address a request is throttled under (see the module docs).
+    pub fn client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+        let peer = canonical(peer);
+        if !self.trusted_proxies.contains(&peer) {
+            return bucket(peer);
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for entry in forwarded.iter().rev() {
+            match entry.parse::<IpAddr>().map(canonical) {
+                Ok(ip) if self.trusted_proxies.contains(&ip) => continue,
+                Ok(ip) => return bucket(ip),
+                // Anything unparsable was written by someone we do not trust: stop at
+                // the last address we do.
+                Err(_) => break,
+            }
+        }
+        bucket(peer)
+    }
+
+    /// Forgets every address whose state is back to fresh; run by the sweeper.
+    pub fn retain_recent(&self) {
+        self.auth.retain_recent();
+        self.sign_in_failures.retain_recent();
+        self.admin_failures.retain_recent();
+    }
+
+    /// Addresses currently tracked, all tables together (for tests and logs).
+    pub fn tracked(&self) -> usize {
+        self.auth.len() + self.sign_in_failures.len() + self.admin_failures.len()
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are the IPv4 client they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The key an address is counted under: IPv4 as is, IPv6 by its /64.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut s = v6.segments();
+            s[4..].fill(0);
+            IpAddr::V6(Ipv6Addr::from(s))
+        }
+        v4 => v4,
+    }
+}
+
+/// `Retry-After` in whole seconds, at least one.
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// A per-address budget; every check spends a cell.
+pub struct RateThrottle {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+    pruned: Mutex<Option<Instant>>,
+}
+
+impl RateThrottle {
+    pub fn new(per_minute: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self {
+            limiter: DefaultKeyedRateLimiter::keyed(
+                Quota::per_minute(per_minute).allow_burst(burst),
+            ),
+            clock: DefaultClock::default(),
+            pruned: Mutex::new(None),
+        }
+    }
+
+    /// Spends a cell for `client`; `Err(seconds)` when its budget is empty.
+    pub fn check(&self, client: IpAddr) -> Result<(), u64> {
+        self.prune_if_large();
+        self.limiter
+            .check_key(&client)
+            .map_err(|not_until| whole_secs(not_until.wait_time_from(self.clock.now())).max(1))
+    }
+
+    pub fn retain_recent(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
+    }
+
+    /// Between sweeps a flood of new addresses could grow the table: past
+    /// [`MAX_TRACKED`], drop the fresh entries now (at most once a second).
+    fn prune_if_large(&self) {
+        if self.limiter.len() <= MAX_TRACKED {
+            return;
+        }
+        let Ok(mut last) = self.pruned.lock() else {
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed() < RECOUNT_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        drop(last);
+        self.retain_recent();
+    }
+}
+
+/// A budget that only failures spend, with a gate in front: once a failure finds the
+/// budget empty, the address is refused until the budget has a cell again.
+pub struct FailureThrottle {
+    rate: RateThrottle,
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl FailureThrottle {
+    pub fn new(per_minute: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self {
+            rate: RateThrottle::new(per_minute, burst),
+            blocked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Before the attempt: `Err(seconds)` while `client` is blocked.
+    pub fn gate(&self, client: IpAddr) -> Result<(), u64> {
+        let Ok(mut blocked) = self.blocked.lock() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        match blocked.get(&client) {
+            Some(until) if *until > now => Err(whole_secs(*until - now).max(1)),
+            Some(_) => {
+                blocked.remove(&client);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// After a failed attempt: spends a cell; `Err(seconds)` when the budget was empty
+    /// (the address is blocked from now on for that long).
+    pub fn failed(&self, client: IpAddr) -> Result<(), u64> {
+        let Err(secs) = self.rate.check(client) else {
+            return Ok(());
+        };
+        if let Ok(mut blocked) = self.blocked.lock() {
+            let now = Instant::now();
+            if blocked.len() >= MAX_TRACKED {
+                blocked.retain(|_, until| *until > now);
+            }
+            blocked.insert(client, now + Duration::from_secs(secs));
+        }
+        Err(secs)
+    }
+
+    pub fn retain_recent(&self) {
+        self.rate.retain_recent();
+        if let Ok(mut blocked) = self.blocked.lock() {
+            let now = Instant::now();
+            blocked.retain(|_, until| *until > now);
+            blocked.shrink_to_fit();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rate.len() + self.blocked.lock().map_or(0, |b| b.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A global cap on live ceremonies. Starts reserve a slot before the handler runs (and
+/// give it back when no ceremony was made); a full cap looks at the store again at most
+/// once a second, since finishes take ceremonies out; the sweeper resets the count after
+/// removing expired ones.
+pub struct CeremonyCap {
+    max: usize,
+    retry_after: u64,
+    inner: Mutex<CapState>,
+}
+
+struct CapState {
+    /// Ceremonies in the store plus starts in flight (an over-estimate, never under).
+    live: usize,
+    in_flight: usize,
+    recounted: Option<Instant>,
+    /// Whether this full episode was logged (once, not per refused request).
+    warned: bool,
+}
+
+impl CeremonyCap {
+    pub fn new(max: usize, ttl: Duration) -> Self {
+        Self {
+            max,
+            // Slots free up when ceremonies finish or expire; a minute at most.
+            retry_after: ttl.as_secs().clamp(1, 60),
+            inner: Mutex::new(CapState {
+                live: 0,
+                in_flight: 0,
+                recounted: None,
+                warned: false,
+            }),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Reserves a slot for a ceremony about to start; `Err(seconds)` when full. The
+    /// slot is given back when dropped unless [`Slot::made`] says a ceremony was
+    /// stored: a request abandoned halfway (the client went away while its body was
+    /// read) cannot leak one.
+    pub fn admit(&self, store: &Store) -> Result<Slot<'_>, u64> {
+        let Ok(mut s) = self.inner.lock() else {
+            return Err(self.retry_after);
+        };
+        if s.live >= self.max && s.recounted.is_none_or(|t| t.elapsed() >= RECOUNT_EVERY) {
+            s.recounted = Some(Instant::now());
+            s.live = store.ceremony_count() + s.in_flight;
+        }
+        if s.live >= self.max {
+            if !s.warned {
+                s.warned = true;
+                tracing::warn!(
+                    max = self.max,
+                    "live ceremony cap reached; refusing new ceremonies"
+                );
+            }
+            return Err(self.retry_after);
+        }
+        s.warned = false;
+        s.live += 1;
+        s.in_flight += 1;
+        Ok(Slot {
+            cap: self,
+            made: false,
+        })
+    }
+
+    fn done(&self, made: bool) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            if !made {
+                s.live = s.live.saturating_sub(1);
+            }
+        }
+    }
+
+    /// After a sweep: the store's count is the truth again.
+    pub fn recount(&self, store: &Store) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.live = store.ceremony_count() + s.in_flight;
+            s.recounted = Some(Instant::now());
+        }
+    }
+}
+
+/// A reserved ceremony slot (see [`CeremonyCap::admit`]).
+pub struct Slot<'a> {
+    cap: &'a CeremonyCap,
+    made: bool,
+}
+
+impl Slot<'_> {
+    /// The start stored a ceremony: the slot stays taken until a recount.
+    pub fn made(mut self) {
+        self.made = true;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.cap.done(self.made);
+    }
+}
+
+// --- middleware ---------------------------------------------------------------------
+
+/// What a throttled route is, for [`guard`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    /// An anonymous ceremony start (sign-up or sign-in).
+    AnonymousStart,
+    /// Creating an account (`register/finish`).
+    SignUp,
+    /// Finishing a sign-in: only failures count.
+    SignInFinish,
+    /// A ceremony start by a signed-in person (step-up, adding a passkey, approving a
+    /// connection): bounded by the ceremony cap only.
+    SignedInStart,
+}
+
+/// `/api/auth/register/start`, `/api/auth/login/start`.
+pub async fn anonymous_start(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    guard(Action::AnonymousStart, req, next).await
+}
+
+/// `/api/auth/register/finish`.
+pub async fn sign_up(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    guard(Action::SignUp, req, next).await
+}
+
+/// `/api/auth/login/finish`.
+pub async fn sign_in_finish(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    guard(Action::SignInFinish, req, next).await
+}
+
+/// Ceremony starts behind a session.
+pub async fn signed_in_start(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    guard(Action::SignedInStart, req, next).await
+}
+
+async fn guard<B: MessageBody>(
+    action: Action,
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let Some(st) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let t = &st.throttles;
+    let client = t.client(req.peer_addr(), req.headers());
+    let refuse = |req: ServiceRequest, e: OpenAiError| {
+        Ok(req.into_response(render(&e)).map_into_right_body())
+    };
+    let busy = |secs| {
+        OpenAiError::rate_limit_exceeded(
+            format!("Too many passkey requests from your network. Try again in {secs} seconds."),
+            secs,
+        )
+    };
+
+    // Before the handler: the per-address budgets.
+    let spent = match action {
+        Action::AnonymousStart | Action::SignUp => t.auth.check(client),
+        Action::SignInFinish => t.sign_in_failures.gate(client),
+        Action::SignedInStart => Ok(()),
+    };
+    if let Err(secs) = spent {
+        // Debug only: a flood would otherwise be a flood of log lines.
+        tracing::debug!(?action, %client, retry_after = secs, "throttled");
+        return refuse(req, busy(secs));
+    }
+
+    // Then the global cap, for anything that stores a ceremony.
+    let starts = matches!(action, Action::AnonymousStart | Action::SignedInStart);
+    let slot = match starts.then(|| t.ceremonies.admit(&st.store)) {
+        Some(Err(secs)) => {
+            return refuse(
+                req,
+                OpenAiError::rate_limit_exceeded(
+                    format!(
+                        "keygate has too many sign-ins in progress. Try again in {secs} seconds."
+                    ),
+                    secs,
+                ),
+            );
+        }
+        Some(Ok(slot)) => Some(slot),
+        None => None,
+    };
+    let res = next.call(req).await?;
+    if let Some(slot) = slot
+        && res.status().is_success()
+    {
+        slot.made();
+    }
+
+    // After the handler: a failed sign-in spends from the failure budget; the one that
+    // finds it empty is already answered 429.
+    if action == Action::SignInFinish
+        && res.status().is_client_error()
+        && let Err(secs) = t.sign_in_failures.failed(client)
+    {
+        tracing::info!(%client, retry_after = secs, "failed sign-ins throttled");
+        let (req, _) = res.into_parts();
+        return Ok(ServiceResponse::new(req, render(&busy(secs))).map_into_right_body());
+    }
+    Ok(res.map_into_left_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::HeaderValue;
+
+    fn settings(proxies: &[&str]) -> ThrottleSettings {
+        ThrottleSettings {
+            auth_per_minute: 1,
+            auth_burst: 2,
+            max_ceremonies: 10,
+            admin_failures_per_minute: 2,
+            trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
+        }
+    }
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            actix_web::http::header::HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_str(v).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
+        let t = Throttles::new(&settings(&[]), Duration::from_secs(300));
+        let peer = Some("203.0.113.9:5000".parse().unwrap());
+        assert_eq!(
+            t.client(peer, &xff("198.51.100.1")),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+
+        let t = Throttles::new(&settings(&["10.0.0.1"]), Duration::from_secs(300));
+        let via_proxy = Some("10.0.0.1:5000".parse().unwrap());
+        // The right-most entry not itself a proxy; what the client wrote before it is
+        // not believed.
+        assert_eq!(
+            t.client(via_proxy, &xff("1.1.1.1, 198.51.100.1, 10.0.0.1")),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            t.client(via_proxy, &xff("garbage")),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            t.client(peer, &xff("198.51.100.1")),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let t = Throttles::new(&settings(&[]), Duration::from_secs(300));
+        let a = t.client(
+            Some("[2001:db8:1:2:aaaa::1]:1".parse().unwrap()),
+            &HeaderMap::new(),
+        );
+        let b = t.client(
+            Some("[2001:db8:1:2:bbbb::2]:1".parse().unwrap()),
+            &HeaderMap::new(),
+        );
+        let c = t.client(
+            Some("[2001:db8:1:3::1]:1".parse().unwrap()),
+            &HeaderMap::new(),
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mapped = t.client(
+            Some("[::ffff:192.0.2.7]:1".parse().unwrap()),
+            &HeaderMap::new(),
+        );
+        assert_eq!(mapped, "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn failures_block_after_the_budget_and_successes_cost_nothing() {
+        let t = FailureThrottle::new(NonZeroU32::MIN, NonZeroU32::new(2).unwrap());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..100 {
+            assert!(t.gate(ip).is_ok(), "gates alone never block");
+        }
+        assert!(t.failed(ip).is_ok());
+        assert!(t.failed(ip).is_ok());
+        let secs = t.failed(ip).unwrap_err();
+        assert!((1..=60).contains(&secs), "{secs}");
+        assert!(t.gate(ip).is_err());
+        assert!(t.gate("192.0.2.2".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_cap_counts_made_ceremonies_and_gets_abandoned_slots_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &keygate_store::StoreOptions::default()).unwrap();
+        let make = |slot: Slot<'_>, id: &str| {
+            let c: keygate_store::CeremonyRecord = serde_json::from_value(serde_json::json!({
+                "kind": "login", "state": "{}", "user_id": null, "name": null,
+                "expires_at": u64::MAX / 2,
+            }))
+            .unwrap();
+            store.put_ceremony(id, &c).unwrap();
+            slot.made();
+        };
+        let cap = CeremonyCap::new(2, Duration::from_secs(300));
+        make(cap.admit(&store).unwrap(), "a");
+        // Refused, failed or abandoned (the future dropped mid-request): slot returned.
+        for _ in 0..10 {
+            drop(cap.admit(&store).unwrap());
+        }
+        let held = cap.admit(&store).unwrap();
+        // Full: one stored, one in flight (a recount sees the same).
+        assert_eq!(cap.admit(&store).err(), Some(60));
+        make(held, "b");
+        assert!(cap.admit(&store).is_err());
+        // A finish takes one out; a full cap notices on its next recount.
+        store.take_ceremony("a").unwrap();
+        cap.recount(&store);
+        assert!(cap.admit(&store).is_ok());
+    }
+
+    #[test]
+    fn retain_recent_forgets_fresh_addresses() {
+        let t = RateThrottle::new(NonZeroU32::new(6_000_000).unwrap(), NonZeroU32::MIN);
+        for i in 0..1000u32 {
+            let _ = t.check(IpAddr::V4(Ipv4Addr::from(i)));
+        }
+        assert_eq!(t.len(), 1000);
+        // One cell per 10 µs: every state is fresh again almost at once.
+        std::thread::sleep(Duration::from_millis(20));
+        t.retain_recent();
+        assert_eq!(t.len(), 0);
+    }
+}

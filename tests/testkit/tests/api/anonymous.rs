@@ -1,0 +1,559 @@
+//! What anonymous clients can make keygate hold: ceremony starts, sign-ups and failed
+//! sign-ins are throttled per client address, live ceremonies are capped, expired
+//! ceremonies and connect codes are swept, wrong admin keys are throttled; and the
+//! headers that keep keys out of caches and URLs out of referrers.
+
+use std::net::IpAddr;
+
+use futures::StreamExt;
+use keygate_testkit::{ADMIN_KEY, FAKE_OPENAI_KEY, TestApp, spawn_app, spawn_app_with};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A client whose connections come from `local` (any 127.x.y.z is this machine).
+fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(local.parse::<IpAddr>().ok())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// `POST /api/...` as keygate's own page would send it (with its Origin), on `client`,
+/// to the socket's real address.
+async fn api_post(
+    app: &TestApp,
+    client: &reqwest::Client,
+    path: &str,
+    body: Value,
+) -> reqwest::Response {
+    client
+        .post(format!("{}{path}", app.local_address))
+        .header("origin", &app.address)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn start(app: &TestApp, client: &reqwest::Client, i: usize) -> reqwest::Response {
+    if i.is_multiple_of(2) {
+        api_post(
+            app,
+            client,
+            "/api/auth/register/start",
+            json!({"name": format!("n{i}")}),
+        )
+        .await
+    } else {
+        api_post(app, client, "/api/auth/login/start", json!({})).await
+    }
+}
+
+/// A 429 `rate_limit_exceeded` with a usable `Retry-After`.
+async fn assert_throttled(res: reqwest::Response) -> u64 {
+    assert_eq!(res.status(), 429);
+    let secs: u64 = res
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs >= 1, "Retry-After {secs}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    secs
+}
+
+/// Resident set size of this process (the server runs inside the test process).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Sends `n` anonymous ceremony starts (sign-up and sign-in alternating, 16 at a time)
+/// from loopback; returns how many were answered 200. Every other answer must be a
+/// 429 with a `Retry-After`.
+async fn flood(app: &TestApp, n: usize) -> usize {
+    let client = client_from("127.0.0.1");
+    let statuses: Vec<(u16, Option<u64>)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let client = &client;
+            async move {
+                let res = start(app, client, i).await;
+                let retry = res
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                (res.status().as_u16(), retry)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let ok = statuses.iter().filter(|(s, _)| *s == 200).count();
+    for (status, retry) in &statuses {
+        if *status != 200 {
+            assert_eq!(*status, 429);
+            assert!(retry.is_some_and(|r| r >= 1), "Retry-After {retry:?}");
+        }
+    }
+    ok
+}
+
+const STARTS: usize = 10_000;
+const WARM_UP: usize = 1_000;
+const MIB: u64 = 1024 * 1024;
+
+/// The two floods measure the process's memory: they run one at a time.
+static FLOODS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn ten_thousand_anonymous_ceremony_starts_stop_at_the_ceremony_cap() {
+    const CAP: usize = 2_000;
+    // A rate so generous that only the live-ceremony cap can bite.
+    let app = spawn_app_with(|c| {
+        c.auth_rate_per_minute = Some(10_000_000);
+        c.auth_burst = Some(1_000_000);
+        c.max_ceremonies = Some(CAP as u64);
+    })
+    .await;
+    let _alone = FLOODS.lock().await;
+    // Memory is measured after a warm-up (thread arenas, caches, the sled log).
+    let mut ok = flood(&app, WARM_UP).await;
+    let before = rss_bytes();
+    ok += flood(&app, STARTS - WARM_UP).await;
+    assert!(ok <= CAP, "{ok} ceremonies started past the cap of {CAP}");
+    let live = app.state.store.ceremony_count();
+    assert!(live <= CAP, "{live} ceremonies in the store (cap {CAP})");
+    assert_eq!(
+        live, ok,
+        "every 200 is one stored ceremony, nothing else is"
+    );
+    // One loopback client: one tracked address, whatever the request count.
+    assert!(app.state.throttles.tracked() <= 2);
+    let grown = rss_bytes().saturating_sub(before);
+    // Far less in practice (a few MiB): sled keeps the records on disk behind a
+    // bounded cache. A leak of a few KiB per request would show here.
+    assert!(grown < 64 * MIB, "the process grew by {} MiB", grown / MIB);
+
+    // A refused start stores nothing, and the cap holds for the next ones too.
+    let client = client_from("127.0.0.1");
+    assert_throttled(start(&app, &client, 0).await).await;
+    assert_eq!(app.state.store.ceremony_count(), live);
+}
+
+#[tokio::test]
+async fn ten_thousand_anonymous_ceremony_starts_stop_at_the_per_address_rate() {
+    // The default cap, and a rate that bites: five at once, then one a minute.
+    let app = spawn_app_with(|c| {
+        c.auth_rate_per_minute = Some(1);
+        c.auth_burst = Some(5);
+    })
+    .await;
+    let _alone = FLOODS.lock().await;
+    let mut ok = flood(&app, WARM_UP).await;
+    let before = rss_bytes();
+    ok += flood(&app, STARTS - WARM_UP).await;
+    // The burst, plus at most one cell refilled while the test runs.
+    assert!((5..=6).contains(&ok), "{ok} starts allowed");
+    assert_eq!(app.state.store.ceremony_count(), ok);
+    assert!(app.state.throttles.tracked() <= 2);
+    let grown = rss_bytes().saturating_sub(before);
+    // Far less in practice (a few MiB): sled keeps the records on disk behind a
+    // bounded cache. A leak of a few KiB per request would show here.
+    assert!(grown < 64 * MIB, "the process grew by {} MiB", grown / MIB);
+}
+
+#[tokio::test]
+async fn ceremony_starts_are_throttled_per_address_and_forwarded_for_is_not_believed() {
+    let app = spawn_app_with(|c| {
+        c.auth_rate_per_minute = Some(1);
+        c.auth_burst = Some(5);
+    })
+    .await;
+    let local = client_from("127.0.0.1");
+    let mut ok = 0;
+    let mut refused = 0;
+    for i in 0..200u32 {
+        // A different X-Forwarded-For every time: not believed without trusted_proxies.
+        let path = if i.is_multiple_of(2) {
+            "/api/auth/register/start"
+        } else {
+            "/api/auth/login/start"
+        };
+        let body = if i.is_multiple_of(2) {
+            json!({"name": "x"})
+        } else {
+            json!({})
+        };
+        let res = local
+            .post(format!("{}{path}", app.local_address))
+            .header("origin", &app.address)
+            .header("x-forwarded-for", format!("198.51.100.{}", i % 250))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            ok += 1;
+        } else {
+            assert_throttled(res).await;
+            refused += 1;
+        }
+    }
+    // The burst, plus at most one cell refilled at one a minute.
+    assert!((5..=6).contains(&ok), "{ok} starts allowed");
+    assert_eq!(ok + refused, 200);
+    assert_eq!(app.state.store.ceremony_count(), ok);
+
+    // Another address has its own budget.
+    let other = client_from("127.0.0.2");
+    let res = start(&app, &other, 0).await;
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_throttled() {
+    let app = spawn_app_with(|c| {
+        c.auth_rate_per_minute = Some(1);
+        c.auth_burst = Some(2);
+        c.trusted_proxies = Some("127.0.0.1".into());
+    })
+    .await;
+    let proxy = client_from("127.0.0.1");
+    let via = |xff: &'static str| {
+        proxy
+            .post(format!("{}/api/auth/login/start", app.local_address))
+            .header("origin", &app.address)
+            .header("x-forwarded-for", xff)
+            .json(&json!({}))
+            .send()
+    };
+    // What the client itself wrote in front of the proxy's entry is not believed.
+    assert_eq!(via("1.2.3.4, 198.51.100.1").await.unwrap().status(), 200);
+    assert_eq!(via("5.6.7.8, 198.51.100.1").await.unwrap().status(), 200);
+    assert_throttled(via("198.51.100.1").await.unwrap()).await;
+    assert_eq!(via("198.51.100.2").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn sign_ups_spend_from_the_same_budget() {
+    let app = spawn_app_with(|c| {
+        c.auth_rate_per_minute = Some(1);
+        c.auth_burst = Some(3);
+    })
+    .await;
+    let client = client_from("127.0.0.1");
+    let finish = || {
+        api_post(
+            &app,
+            &client,
+            "/api/auth/register/finish",
+            json!({"ceremony": "no-such-ceremony", "credential": {}}),
+        )
+    };
+    for _ in 0..3 {
+        let res = finish().await;
+        assert!(
+            res.status().is_client_error() && res.status() != 429,
+            "{}",
+            res.status()
+        );
+    }
+    assert_throttled(finish().await).await;
+    // ... and with it the starts of that address.
+    assert_throttled(start(&app, &client, 0).await).await;
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_and_successful_ones_cost_nothing() {
+    let app = spawn_app_with(|c| {
+        c.auth_rate_per_minute = Some(1);
+        c.auth_burst = Some(5);
+    })
+    .await;
+    // Sign up (2 cells of the start budget) and sign in twice (2 more).
+    let mut person = app.browser();
+    person.signed_up("Failing Fiona").await;
+    for _ in 0..2 {
+        assert_eq!(person.login().await.status(), 200);
+    }
+    // The failure budget is whole: five failures are answered as failures...
+    let client = client_from("127.0.0.1");
+    let fail = || {
+        api_post(
+            &app,
+            &client,
+            "/api/auth/login/finish",
+            json!({"ceremony": "no-such-ceremony", "credential": {}}),
+        )
+    };
+    for i in 0..5 {
+        let res = fail().await;
+        assert!(
+            res.status().is_client_error() && res.status() != 429,
+            "failure {i}: {}",
+            res.status()
+        );
+    }
+    // ... the sixth is 429, and so is every sign-in finish from this address for now.
+    assert_throttled(fail().await).await;
+    assert_throttled(fail().await).await;
+    // Another address is not affected.
+    let other = client_from("127.0.0.2");
+    let res = api_post(
+        &app,
+        &other,
+        "/api/auth/login/finish",
+        json!({"ceremony": "no-such-ceremony", "credential": {}}),
+    )
+    .await;
+    assert!(res.status().is_client_error() && res.status() != 429);
+}
+
+#[tokio::test]
+async fn expired_ceremonies_and_connect_codes_are_swept_and_free_the_cap() {
+    let app = spawn_app_with(|c| c.max_ceremonies = Some(3)).await;
+    let store = &app.state.store;
+    let ceremony = |expires_at: u64| -> keygate_store::CeremonyRecord {
+        serde_json::from_value(json!({
+            "kind": "login", "state": "{}", "user_id": null, "name": null,
+            "expires_at": expires_at,
+        }))
+        .unwrap()
+    };
+    let code = |expires_at: u64| -> keygate_store::CodeRecord {
+        serde_json::from_value(json!({
+            "user_id": "aaaaaaaaaaaaaaaa", "redirect_uri": "https://app.example/cb",
+            "origin": "https://app.example", "code_challenge": "x", "app_name": "app",
+            "models": null, "plan": null, "reuse_grant_id": null,
+            "expires_at": expires_at,
+        }))
+        .unwrap()
+    };
+    for i in 0..3 {
+        store
+            .put_ceremony(&format!("old{i}"), &ceremony(1))
+            .unwrap();
+        store.put_code(&format!("old{i}"), &code(1)).unwrap();
+    }
+    store.put_code("live", &code(u64::MAX / 2)).unwrap();
+    // Expired but not yet swept, they still fill the cap.
+    app.state.throttles.ceremonies.recount(store);
+    let client = client_from("127.0.0.1");
+    assert_throttled(start(&app, &client, 1).await).await;
+
+    // One pass of the background sweeper (it runs every minute).
+    let swept = keygate_server::app::sweep_once(&app.state);
+    assert_eq!((swept.ceremonies, swept.codes), (3, 3));
+    assert_eq!(store.ceremony_count(), 0);
+    assert_eq!(store.code_count(), 1, "the live code stays");
+    assert_eq!(start(&app, &client, 1).await.status(), 200);
+}
+
+#[tokio::test]
+async fn wrong_admin_keys_are_throttled_per_address_and_never_count_right_ones() {
+    let app = spawn_app_with(|c| c.admin_failures_per_minute = Some(3)).await;
+    let here = client_from("127.0.0.1");
+    let users = |client: &reqwest::Client, key: &str| {
+        client
+            .get(format!("{}/admin/users", app.local_address))
+            .bearer_auth(key)
+            .send()
+    };
+    // Right keys never spend from the budget.
+    for _ in 0..20 {
+        assert_eq!(users(&here, ADMIN_KEY).await.unwrap().status(), 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            users(&here, "wrong-wrong-wrong-wrong-wrong-wrong")
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+    }
+    assert_throttled(
+        users(&here, "wrong-wrong-wrong-wrong-wrong-wrong")
+            .await
+            .unwrap(),
+    )
+    .await;
+    // While throttled, this address learns nothing about any key (not even the right one)...
+    assert_throttled(users(&here, ADMIN_KEY).await.unwrap()).await;
+    // ... and the right key still works from anywhere else.
+    let elsewhere = client_from("127.0.0.2");
+    assert_eq!(users(&elsewhere, ADMIN_KEY).await.unwrap().status(), 200);
+    assert_eq!(
+        users(&elsewhere, "wrong-wrong-wrong-wrong-wrong-wrong")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+/// A connect approval's passkey assertion: `(ceremony, credential)`.
+async fn approve_start(browser: &mut keygate_testkit::browser::Browser) -> (Value, Value) {
+    let started: Value = browser
+        .post("/api/connect/approve/start", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let credential = browser.passkey.get(&started["options"]).unwrap();
+    (started["ceremony"].clone(), credential)
+}
+
+#[tokio::test]
+async fn responses_that_can_carry_an_api_key_are_never_cached() {
+    let app = spawn_app().await;
+    let no_store = |res: &reqwest::Response| {
+        assert_eq!(
+            res.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{}",
+            res.url()
+        );
+    };
+    // Admin grant creation.
+    let user = app.create_user("Cache Carla").await;
+    let res = app
+        .admin(Method::POST, &format!("/admin/users/{user}/grants"))
+        .json(&json!({"name": "g"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    no_store(&res);
+    // The person's own grant creation.
+    let mut browser = app.browser();
+    browser.signed_up("Cache Carla").await;
+    let res = browser.post("/api/grants", json!({"name": "g"})).await;
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["api_key"].is_string());
+    no_store(&browser.post("/api/grants", json!({"name": "g2"})).await);
+    // Connect: the popup approval answers with the key.
+    let res = browser
+        .send(Method::PUT, "/api/key", json!({"api_key": FAKE_OPENAI_KEY}))
+        .await;
+    assert_eq!(res.status(), 204);
+    let (ceremony, credential) = approve_start(&mut browser).await;
+    let res = browser
+        .post(
+            "/api/connect/approve/finish",
+            json!({"ceremony": ceremony, "credential": credential, "origin": "https://app.example"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    no_store(&res);
+    // Redirect mode: the form post answers with the code, the exchange with the key.
+    let verifier = "a-verifier-long-enough-for-pkce-0123456789-abcdefghij";
+    let challenge = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let (ceremony, credential) = approve_start(&mut browser).await;
+    let res = browser
+        .request(Method::POST, "/connect/approve")
+        .form(&[
+            ("ceremony", ceremony.as_str().unwrap()),
+            ("credential", &credential.to_string()),
+            ("redirect_uri", "https://app.example/cb"),
+            ("state", "s"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    no_store(&res);
+    let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let res = app
+        .client
+        .post(app.url("/api/connect/token"))
+        .json(&json!({"code": code, "code_verifier": verifier}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    no_store(&res);
+    // Error answers too: every /api and /admin response is no-store.
+    let res = app
+        .client
+        .post(app.url("/api/connect/token"))
+        .json(&json!({"code": "nope", "code_verifier": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    no_store(&res);
+    no_store(&browser.get("/api/me").await);
+    no_store(&app.admin(Method::GET, "/admin/users").send().await.unwrap());
+}
+
+#[tokio::test]
+async fn pages_send_no_referrer_and_post_forms_only_to_keygate() {
+    let app = spawn_app().await;
+    for path in ["/", "/login", "/dashboard", "/connect"] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let h = res.headers();
+        assert_eq!(h.get("referrer-policy").unwrap(), "no-referrer", "{path}");
+        let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
+        assert!(csp.contains("form-action 'self'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+    }
+    // Redirect mode: the approve form is answered with a redirect to the app, which
+    // form-action must allow (browsers check redirects after a form post too).
+    let res = app
+        .client
+        .get(app.url(
+            "/connect?response_type=code&redirect_uri=https%3A%2F%2Fapp.example%3A8443%2Fcb\
+             &state=s&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM\
+             &code_challenge_method=S256",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("form-action 'self' https://app.example:8443"),
+        "{csp}"
+    );
+    // The HTML error page of the connect flow.
+    let res = app
+        .client
+        .get(app.url("/connect?response_type=code&redirect_uri=javascript:alert(1)"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error());
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+    let csp = res.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("form-action 'self'") && !csp.contains("javascript"),
+        "{csp}"
+    );
+}
