@@ -256,6 +256,7 @@ test("the stored key's status: verified, not yet verified, refused by OpenAI (wi
   await banner.getByRole("button", { name: "Replace key" }).click();
   await page.getByRole("heading", { name: "Replace your OpenAI key" }).waitFor();
   assert.equal(await page.evaluate(() => document.activeElement?.id), "openai-key");
+  assert.equal(await banner.getByRole("button").count(), 0, "the form's button is the one 'Replace key' now");
   await page.getByLabel("OpenAI API key").fill("sk-proj-status-test-1111111111111111111111111111New1");
   await page.getByRole("button", { name: "Replace key" }).click();
   await page.locator("#key-last4", { hasText: "••••New1" }).waitFor();

@@ -163,7 +163,8 @@ function renderBanners() {
         "key-rejected-banner",
         "OpenAI refused your stored key",
         `OpenAI refused the key ending in ${state.key.last4 || "…"}${when}; apps using keygate get an error until you replace it.`,
-        h("button", { class: "btn btn-sm btn-danger", type: "button", onclick: startReplacing }, icon("refresh"), "Replace key"),
+        // While the key form is open its own button replaces the key: one "Replace key" at a time.
+        replacing ? null : h("button", { class: "btn btn-sm btn-danger", type: "button", onclick: startReplacing }, icon("refresh"), "Replace key"),
       ),
     );
   }
@@ -293,6 +294,7 @@ function startReplacing() {
   replacing = true;
   showMessage(el.keyMsg, "", "");
   renderKey();
+  renderBanners();
   el.keySection.scrollIntoView({ block: "start" });
   el.keyInput.focus({ preventScroll: true });
 }
@@ -306,6 +308,7 @@ el.keyCancel.addEventListener("click", () => {
   showMessage(el.keyMsg, "", "");
   showMessage(el.keyFormMsg, "", "");
   renderKey();
+  renderBanners();
   el.keyReplace.focus();
 });
 
