@@ -116,11 +116,11 @@ test("a new key: choose what it may do, read it back in words, and copy code tha
 
   // Nothing ticked is refused on the page.
   await page.getByLabel("Name", { exact: true }).fill("File sorter");
-  await page.getByRole("checkbox", { name: /^Models/ }).uncheck();
+  await page.getByRole("checkbox", { name: /^Use models/ }).uncheck();
   await page.getByRole("button", { name: "Create key" }).click();
   assert.match(await liveText(page, "#grants-msg"), /Choose at least one thing the app may do/);
 
-  await page.getByRole("checkbox", { name: /^Models/ }).check();
+  await page.getByRole("checkbox", { name: /^Use models/ }).check();
   await page.getByRole("checkbox", { name: /^Files/ }).check();
   await screenshot(page, "dash-01-new-key-scopes");
   const posted = page.waitForRequest((req) => req.url().endsWith("/api/grants") && req.method() === "POST");

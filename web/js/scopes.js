@@ -6,7 +6,7 @@
 export const SCOPES = [
   {
     id: "inference",
-    label: "Models",
+    label: "Use models",
     words: "Use models: chat, responses, embeddings, moderation, audio and images, and list models",
   },
   { id: "files", label: "Files", words: "Upload, list, download and delete files in your OpenAI account" },
