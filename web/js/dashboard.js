@@ -402,6 +402,7 @@ function renderScopeChoices() {
   );
 }
 renderScopeChoices();
+el.grantScopesList.addEventListener("change", () => showMessage(el.grantsMsg, "", ""));
 
 function pickedScopes() {
   return sortScopes([...el.grantScopesList.querySelectorAll("input[name=scope]:checked")].map((i) => i.value));
