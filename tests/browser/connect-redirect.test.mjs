@@ -212,6 +212,55 @@ test("the consent page lists what the app asks to do in plain words; revoking sa
   await context.close();
 });
 
+test("storing the first key on the connect page goes through the passkey step-up when keygate asks for it", async () => {
+  // A person who signed up earlier but never stored a key.
+  const { context: signup, page: signupPage, cdp } = await openPage(browser);
+  const authenticatorId = await addAuthenticator(cdp);
+  await register(signupPage, "Kay Later");
+  const wallet = new Wallet();
+  await wallet.save(cdp, authenticatorId);
+  await signup.close();
+
+  const { context, page, problems } = await freshBrowser(wallet);
+  await page.goto(`${app.origin}/connect`);
+  await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+  await page.getByRole("heading", { name: "Add your OpenAI key" }).waitFor();
+
+  // keygate wants a fresh passkey check for this PUT (as once the sign-in is older than its
+  // fresh window, which a test can't wait for); the check and the retry are real.
+  let puts = 0;
+  await page.route("**/api/key", async (route) => {
+    if (route.request().method() !== "PUT") return route.continue();
+    puts += 1;
+    if (puts > 1) return route.continue();
+    return route.fulfill({
+      status: 403,
+      contentType: "application/json",
+      body: JSON.stringify({
+        error: { message: "Confirm with your passkey to continue.", type: "invalid_request_error", param: null, code: "fresh_passkey_required" },
+      }),
+    });
+  });
+  const reauth = [];
+  page.on("request", (req) => {
+    if (req.url().includes("/api/auth/reauth/")) reauth.push(new URL(req.url()).pathname);
+  });
+  await page.getByLabel("OpenAI API key").fill(TEST_KEY);
+  await page.getByRole("button", { name: "Seal key and continue" }).click();
+  const stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
+  await stepUp.waitFor();
+  assert.match(await stepUp.innerText(), /Storing your OpenAI key/);
+  await screenshot(page, "connect-16-key-step-up", { fullPage: false });
+  await stepUp.getByRole("button", { name: "Use passkey" }).click();
+  await page.locator("#step-consent").waitFor({ state: "visible" });
+  assert.deepEqual(reauth, ["/api/auth/reauth/start", "/api/auth/reauth/finish"]);
+  assert.equal(puts, 2);
+  assert.equal((await vaultFetch(context, "GET", `${PUBLIC_URL}/api/key`)).body.enrolled, true);
+  await page.unroute("**/api/key");
+  await assertClean(page, problems, "connect key step-up");
+  await context.close();
+});
+
 test("the demo app's 'Connect in this tab' uses the redirect flow from the browser", async () => {
   const wallet = await person("Tab Person");
   const { context, page, problems } = await freshBrowser(wallet);

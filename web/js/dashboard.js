@@ -664,7 +664,7 @@ function revokeGrant(g) {
   // A connected app (it came through "Sign in with OpenAI" and is bound to its website) gets a
   // new key by connecting again from the app; a key made here is replaced by making a new one.
   const message = g.origin
-    ? `${g.origin} stops working with your OpenAI key immediately. This can’t be undone: to use the app again, reconnect from the app itself (its “Sign in with OpenAI” button) and approve it again.`
+    ? `${g.name} (${g.origin}) loses access to your OpenAI key immediately. This can’t be undone: to use the app again, reconnect from the app itself (its “Sign in with OpenAI” button) and approve it again.`
     : "Apps using this key stop working immediately. This can’t be undone: to reconnect the app, create a new key.";
   return confirmDialog({
     title: `Revoke “${g.name}”?`,
