@@ -156,6 +156,13 @@ test("a key OpenAI refuses is not stored, and the page says why", async () => {
   const key = await pageFetch(page, "GET", "/api/key");
   assert.equal(key.body.enrolled, false);
 
+  // An OpenAI admin key is refused by keygate (issue 9), with the reason next to the field.
+  await page.getByLabel("OpenAI API key").fill("sk-admin-this-is-an-admin-key-000000000000000000");
+  await page.getByRole("button", { name: "Store key" }).click();
+  assert.match(await liveText(page, "#key-form-msg"), /admin key/);
+  assert.equal(await page.getByLabel("OpenAI API key").getAttribute("aria-invalid"), "true");
+  assert.equal((await pageFetch(page, "GET", "/api/key")).body.enrolled, false);
+
   // Something that isn't an OpenAI key at all never leaves the page.
   await page.getByLabel("OpenAI API key").fill("hello");
   await page.getByRole("button", { name: "Store key" }).click();
