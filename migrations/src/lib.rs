@@ -9,9 +9,10 @@ use thiserror::Error;
 mod m0001_initial;
 mod m0002_passkeys_sessions;
 mod m0003_connect_codes;
+pub mod trees;
 
 /// The `meta` tree and the key under which the schema version (u32, big endian) lives.
-pub const META_TREE: &str = "meta";
+pub const META_TREE: &str = trees::META;
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 /// One migration step.

@@ -1,10 +1,10 @@
 //! Schema version 1: the trees of the first release and the store's creation time.
 
+use crate::trees::{GRANTS, GRANTS_BY_USER, USERS, VAULT};
 use crate::{META_TREE, MigrationError};
 
-/// users: user id → user record; vault: user id → sealed OpenAI key record;
-/// grants: grant id → grant record; grants_by_user: user id ‖ grant id → ().
-pub const TREES: [&str; 4] = ["users", "vault", "grants", "grants_by_user"];
+/// Users, vault records, grants and the per-user grant index (see [`crate::trees`]).
+pub const TREES: [&str; 4] = [USERS, VAULT, GRANTS, GRANTS_BY_USER];
 
 pub fn apply(db: &sled::Db) -> Result<(), MigrationError> {
     for tree in TREES {

@@ -1,17 +1,19 @@
 //! Schema version 2: passkeys, sessions and WebAuthn ceremonies.
 
 use crate::MigrationError;
+use crate::trees::{
+    CEREMONIES, CREDENTIAL_IDS, PASSKEYS, PASSKEYS_BY_USER, SESSIONS, SESSIONS_BY_USER,
+};
 
-/// passkeys: passkey id → record; passkeys_by_user: user id ‖ passkey id → ();
-/// credential_ids: WebAuthn credential id → passkey id; sessions: SHA-256(session id)
-/// → record; sessions_by_user: user id ‖ hash → (); ceremonies: ceremony id → state.
+/// Passkeys with their per-user and credential-id indexes, sessions with their per-user
+/// index, and WebAuthn ceremonies (see [`crate::trees`]).
 pub const TREES: [&str; 6] = [
-    "passkeys",
-    "passkeys_by_user",
-    "credential_ids",
-    "sessions",
-    "sessions_by_user",
-    "ceremonies",
+    PASSKEYS,
+    PASSKEYS_BY_USER,
+    CREDENTIAL_IDS,
+    SESSIONS,
+    SESSIONS_BY_USER,
+    CEREMONIES,
 ];
 
 pub fn apply(db: &sled::Db) -> Result<(), MigrationError> {

@@ -1,9 +1,10 @@
 //! Schema version 3: authorization codes of the redirect + PKCE connect flow.
 
 use crate::MigrationError;
+use crate::trees::CONNECT_CODES;
 
-/// connect_codes: SHA-256(code) → pending approval (single use, minutes-long).
-pub const TREES: [&str; 1] = ["connect_codes"];
+/// Pending redirect-flow approvals (single use, minutes-long; see [`crate::trees`]).
+pub const TREES: [&str; 1] = [CONNECT_CODES];
 
 pub fn apply(db: &sled::Db) -> Result<(), MigrationError> {
     for tree in TREES {

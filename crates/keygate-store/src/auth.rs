@@ -17,11 +17,9 @@ use sled::transaction::{
 use sled::{Transactional, Tree};
 
 use crate::StoreError;
-use crate::records::{
-    CeremonyRecord, CodeRecord, PasskeyRecord, SessionRecord, StoredCeremony, StoredCode,
-    StoredPasskey, StoredSession, UserRecord,
-};
-use crate::store::{Store, decode, encode, get, index_ids, pair_key, put};
+use crate::records::{CeremonyRecord, CodeRecord, PasskeyRecord, SessionRecord, UserRecord};
+use crate::store::Store;
+use crate::table::pair_key;
 
 /// What [`Store::insert_passkey`] and [`Store::insert_user_with_passkey`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,14 +62,14 @@ impl Store {
         user: &UserRecord,
         pk: &PasskeyRecord,
     ) -> Result<PasskeyInsert, StoreError> {
-        let user_bytes = encode(&crate::records::StoredUser::V1(user.clone()))?;
-        let pk_bytes = encode(&StoredPasskey::V1(pk.clone()))?;
+        let user_bytes = self.users.encode(user)?;
+        let pk_bytes = self.passkeys.encode(pk)?;
         let index = pair_key(pk.user_id.as_str(), pk.id.as_str());
         let result = (
-            &self.users,
-            &self.passkeys,
-            &self.passkeys_by_user,
-            &self.credential_ids,
+            self.users.tree(),
+            self.passkeys.tree(),
+            self.passkeys_by_user.tree(),
+            self.credential_ids.tree(),
         )
             .transaction(|(users, p, idx, cred)| {
                 if cred.get(pk.credential_id.as_bytes())?.is_some() {
@@ -89,13 +87,13 @@ impl Store {
     /// (this person included) is refused, so no one can take over another person's
     /// credential id ("squatting") and lock them out.
     pub fn insert_passkey(&self, pk: &PasskeyRecord) -> Result<PasskeyInsert, StoreError> {
-        let pk_bytes = encode(&StoredPasskey::V1(pk.clone()))?;
+        let pk_bytes = self.passkeys.encode(pk)?;
         let index = pair_key(pk.user_id.as_str(), pk.id.as_str());
         let result = (
-            &self.users,
-            &self.passkeys,
-            &self.passkeys_by_user,
-            &self.credential_ids,
+            self.users.tree(),
+            self.passkeys.tree(),
+            self.passkeys_by_user.tree(),
+            self.credential_ids.tree(),
         )
             .transaction(|(users, p, idx, cred)| {
                 if users.get(pk.user_id.as_str())?.is_none() {
@@ -112,31 +110,23 @@ impl Store {
 
     /// Replaces a passkey record (same id and credential): counters, name, last use.
     pub fn put_passkey(&self, pk: &PasskeyRecord) -> Result<(), StoreError> {
-        put(
-            &self.passkeys,
-            pk.id.as_str(),
-            &StoredPasskey::V1(pk.clone()),
-        )
+        self.passkeys.put(pk.id.as_str(), pk)
     }
 
     pub fn passkey(&self, id: &PasskeyId) -> Result<Option<PasskeyRecord>, StoreError> {
-        Ok(get::<StoredPasskey>(&self.passkeys, "passkeys", id.as_str())?.map(Into::into))
+        self.passkeys.get(id.as_str())
     }
 
     pub fn passkey_by_credential(
         &self,
         credential_id_b64: &str,
     ) -> Result<Option<PasskeyRecord>, StoreError> {
-        let Some(id) = self.credential_ids.get(credential_id_b64.as_bytes())? else {
+        let Some(id) = self
+            .credential_ids
+            .lookup(credential_id_b64, |s| PasskeyId::parse(s).ok())?
+        else {
             return Ok(None);
         };
-        let id = std::str::from_utf8(&id)
-            .ok()
-            .and_then(|s| PasskeyId::parse(s).ok())
-            .ok_or_else(|| StoreError::Corrupt {
-                tree: "credential_ids",
-                reason: "bad passkey id".into(),
-            })?;
         // The index and the record must agree; a record naming another credential is
         // not this credential's passkey.
         Ok(self
@@ -147,9 +137,10 @@ impl Store {
     /// A person's passkeys, oldest first.
     pub fn passkeys_for_user(&self, user: &UserId) -> Result<Vec<PasskeyRecord>, StoreError> {
         let mut out = Vec::new();
-        for id in index_ids(&self.passkeys_by_user, "passkeys_by_user", user, |s| {
-            PasskeyId::parse(s).ok()
-        })? {
+        for id in self
+            .passkeys_by_user
+            .ids_for(user, |s| PasskeyId::parse(s).ok())?
+        {
             if let Some(pk) = self.passkey(&id)? {
                 out.push(pk);
             }
@@ -168,21 +159,24 @@ impl Store {
         pk: &PasskeyRecord,
     ) -> Result<DeletePasskey, StoreError> {
         let own = pair_key(pk.user_id.as_str(), pk.id.as_str());
-        let others: Vec<Vec<u8>> = self
+        let others: Vec<_> = self
             .passkeys_by_user
-            .scan_prefix(pk.user_id.as_str())
-            .keys()
-            .map(|k| k.map(|k| k.to_vec()))
-            .filter(|k| !matches!(k, Ok(k) if *k == own))
-            .collect::<Result<_, _>>()?;
-        let result = (&self.passkeys, &self.passkeys_by_user, &self.credential_ids).transaction(
-            |(p, idx, cred)| {
+            .keys_for(&pk.user_id)?
+            .into_iter()
+            .filter(|k| *k != own)
+            .collect();
+        let result = (
+            self.passkeys.tree(),
+            self.passkeys_by_user.tree(),
+            self.credential_ids.tree(),
+        )
+            .transaction(|(p, idx, cred)| {
                 if idx.get(own.as_slice())?.is_none() {
                     return abort(DeletePasskey::Gone);
                 }
                 let mut remaining = 0;
                 for key in &others {
-                    if idx.get(key.as_slice())?.is_some() {
+                    if idx.get(key)?.is_some() {
                         remaining += 1;
                     }
                 }
@@ -193,8 +187,7 @@ impl Store {
                 idx.remove(own.as_slice())?;
                 remove_if_owned(cred, pk.credential_id.as_bytes(), pk.id.as_str())?;
                 Ok(())
-            },
-        );
+            });
         outcome(result, DeletePasskey::Deleted)
     }
 
@@ -213,15 +206,19 @@ impl Store {
     ) -> Result<SessionInsert, StoreError> {
         let mut record = s.clone();
         record.seq = self.db.generate_id()?;
-        let bytes = encode(&StoredSession::V1(record))?;
+        let bytes = self.sessions.encode(&record)?;
         let index = pair_key(s.user_id.as_str(), hash);
         let existing: Vec<String> = self
             .sessions_for_user(&s.user_id)?
             .into_iter()
             .map(|(h, _)| h)
             .collect();
-        let result = (&self.users, &self.sessions, &self.sessions_by_user).transaction(
-            |(users, sessions, idx)| {
+        let result = (
+            self.users.tree(),
+            self.sessions.tree(),
+            self.sessions_by_user.tree(),
+        )
+            .transaction(|(users, sessions, idx)| {
                 if users.get(s.user_id.as_str())?.is_none() {
                     return abort(SessionInsert::NoSuchUser);
                 }
@@ -239,8 +236,7 @@ impl Store {
                 sessions.insert(hash, bytes.clone())?;
                 idx.insert(index.as_slice(), &[])?;
                 Ok(SessionInsert::Inserted { ended: excess })
-            },
-        );
+            });
         match result {
             Ok(done) => Ok(done),
             Err(TransactionError::Abort(e)) => Ok(e),
@@ -249,17 +245,13 @@ impl Store {
     }
 
     pub fn session(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(get::<StoredSession>(&self.sessions, "sessions", hash)?.map(Into::into))
+        self.sessions.get(hash)
     }
 
     /// Replaces a session record (freshness, last seen). A session ended meanwhile
     /// stays ended: this never brings one back.
     pub fn put_session(&self, hash: &str, s: &SessionRecord) -> Result<(), StoreError> {
-        let new = encode(&StoredSession::V1(s.clone()))?;
-        // Only overwrite a record that still exists.
-        self.sessions
-            .fetch_and_update(hash, |old| old.map(|_| new.clone()))?;
-        Ok(())
+        self.sessions.put_existing(hash, s)
     }
 
     /// A person's sessions with their store keys, oldest first (creation time, then
@@ -280,8 +272,8 @@ impl Store {
 
     pub fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
         let user = self.session(hash)?.map(|s| s.user_id);
-        let result: TransactionResult<(), ()> = (&self.sessions, &self.sessions_by_user)
-            .transaction(|(sessions, idx)| {
+        let result: TransactionResult<(), ()> =
+            (self.sessions.tree(), self.sessions_by_user.tree()).transaction(|(sessions, idx)| {
                 sessions.remove(hash)?;
                 if let Some(user) = &user {
                     idx.remove(pair_key(user.as_str(), hash))?;
@@ -302,8 +294,8 @@ impl Store {
             .into_iter()
             .filter(|h| Some(h.as_str()) != keep)
             .collect();
-        let result: TransactionResult<usize, ()> = (&self.sessions, &self.sessions_by_user)
-            .transaction(|(sessions, idx)| {
+        let result: TransactionResult<usize, ()> =
+            (self.sessions.tree(), self.sessions_by_user.tree()).transaction(|(sessions, idx)| {
                 let mut n = 0;
                 for h in &hashes {
                     if sessions.remove(h.as_str())?.is_some() {
@@ -328,9 +320,8 @@ impl Store {
         absolute: u64,
     ) -> Result<usize, StoreError> {
         let mut expired = Vec::new();
-        for item in self.sessions.iter() {
-            let (k, v) = item?;
-            let s: SessionRecord = decode::<StoredSession>("sessions", &v)?.into();
+        for entry in self.sessions.entries() {
+            let (k, s) = entry?;
             if now >= s.last_seen_at.saturating_add(idle)
                 || now >= s.created_at.saturating_add(absolute)
             {
@@ -344,67 +335,37 @@ impl Store {
     }
 
     fn session_hashes(&self, user: &UserId) -> Result<Vec<String>, StoreError> {
-        index_ids(&self.sessions_by_user, "sessions_by_user", user, |s| {
-            Some(s.to_owned())
-        })
+        self.sessions_by_user.ids_for(user, |s| Some(s.to_owned()))
     }
 
     // --- ceremonies --------------------------------------------------------------
 
     pub fn put_ceremony(&self, id: &str, c: &CeremonyRecord) -> Result<(), StoreError> {
-        put(&self.ceremonies, id, &StoredCeremony::V1(c.clone()))
+        self.ceremonies.put(id, c)
     }
 
     /// Removes and returns a ceremony: whatever happens next, it cannot be used twice.
     pub fn take_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>, StoreError> {
-        self.ceremonies
-            .remove(id)?
-            .map(|v| Ok(decode::<StoredCeremony>("ceremonies", &v)?.into()))
-            .transpose()
+        self.ceremonies.take(id)
     }
 
     pub fn sweep_ceremonies(&self, now: UnixTime) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for item in self.ceremonies.iter() {
-            let (k, v) = item?;
-            let expired = decode::<StoredCeremony>("ceremonies", &v)
-                .map(|c| CeremonyRecord::from(c).expires_at <= now)
-                .unwrap_or(true);
-            if expired {
-                self.ceremonies.remove(k)?;
-                n += 1;
-            }
-        }
-        Ok(n)
+        self.ceremonies.sweep(|c| c.expires_at <= now)
     }
 
     // --- connect codes -----------------------------------------------------------
 
     pub fn put_code(&self, hash: &str, c: &CodeRecord) -> Result<(), StoreError> {
-        put(&self.connect_codes, hash, &StoredCode::V1(c.clone()))
+        self.connect_codes.put(hash, c)
     }
 
     /// Removes and returns a code: a code is spent by any exchange attempt.
     pub fn take_code(&self, hash: &str) -> Result<Option<CodeRecord>, StoreError> {
-        self.connect_codes
-            .remove(hash)?
-            .map(|v| Ok(decode::<StoredCode>("connect_codes", &v)?.into()))
-            .transpose()
+        self.connect_codes.take(hash)
     }
 
     pub fn sweep_codes(&self, now: UnixTime) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for item in self.connect_codes.iter() {
-            let (k, v) = item?;
-            let expired = decode::<StoredCode>("connect_codes", &v)
-                .map(|c| CodeRecord::from(c).expires_at <= now)
-                .unwrap_or(true);
-            if expired {
-                self.connect_codes.remove(k)?;
-                n += 1;
-            }
-        }
-        Ok(n)
+        self.connect_codes.sweep(|c| c.expires_at <= now)
     }
 
     // --- account deletion --------------------------------------------------------
@@ -419,7 +380,7 @@ impl Store {
     /// anything attached between the snapshot and the transaction is found by a second
     /// pass.
     pub fn delete_user(&self, user: &UserId) -> Result<bool, StoreError> {
-        let existed = self.users.contains_key(user.as_str())?;
+        let existed = self.users.contains(user.as_str())?;
         for _ in 0..4 {
             let plan = self.deletion_plan(user)?;
             let done = plan.is_empty();
@@ -436,54 +397,43 @@ impl Store {
     fn deletion_plan(&self, user: &UserId) -> Result<Vec<Removal>, StoreError> {
         let mut plan = Vec::new();
         let u = user.as_str();
-        if self.users.contains_key(u)? {
-            plan.push(Removal::new(T_USERS, u.as_bytes()));
+        if self.users.contains(u)? {
+            plan.push(Removal::new(self.users.name(), u.as_bytes()));
         }
-        if self.vault.contains_key(u)? {
-            plan.push(Removal::new(T_VAULT, u.as_bytes()));
+        if self.vault.contains(u)? {
+            plan.push(Removal::new(self.vault.name(), u.as_bytes()));
         }
-        for key in self.sessions_by_user.scan_prefix(u).keys() {
-            let key = key?;
-            plan.push(Removal::new(T_SESSIONS, &key[u.len()..]));
-            plan.push(Removal::new(T_SESSIONS_BY_USER, &key));
+        for key in self.sessions_by_user.keys_for(user)? {
+            plan.push(Removal::new(self.sessions.name(), &key[u.len()..]));
+            plan.push(Removal::new(self.sessions_by_user.name(), &key));
         }
-        for key in self.grants_by_user.scan_prefix(u).keys() {
-            let key = key?;
-            plan.push(Removal::new(T_GRANTS, &key[u.len()..]));
-            plan.push(Removal::new(T_GRANTS_BY_USER, &key));
+        for key in self.grants_by_user.keys_for(user)? {
+            plan.push(Removal::new(self.grants.name(), &key[u.len()..]));
+            plan.push(Removal::new(self.grants_by_user.name(), &key));
         }
-        for key in self.passkeys_by_user.scan_prefix(u).keys() {
-            let key = key?;
+        for key in self.passkeys_by_user.keys_for(user)? {
             let id = &key[u.len()..];
-            if let Some(v) = self.passkeys.get(id)? {
+            if let Some(pk) = self.passkeys.get(id)? {
                 // Only this person's passkey's entry: never another person's.
-                let pk: PasskeyRecord = decode::<StoredPasskey>("passkeys", &v)?.into();
                 plan.push(Removal {
-                    tree: T_CREDENTIAL_IDS,
+                    tree: self.credential_ids.name(),
                     key: pk.credential_id.into_bytes(),
                     only_if: Some(id.to_vec()),
                 });
             }
-            plan.push(Removal::new(T_PASSKEYS, id));
-            plan.push(Removal::new(T_PASSKEYS_BY_USER, &key));
+            plan.push(Removal::new(self.passkeys.name(), id));
+            plan.push(Removal::new(self.passkeys_by_user.name(), &key));
         }
         // Ceremonies and codes carry the person's id; they are few and short-lived, so a
         // scan is cheaper than keeping an index in step with their sweeps.
-        for item in self.ceremonies.iter() {
-            let (k, v) = item?;
-            let mine = decode::<StoredCeremony>("ceremonies", &v)
-                .is_ok_and(|c| CeremonyRecord::from(c).user_id.as_ref() == Some(user));
-            if mine {
-                plan.push(Removal::new(T_CEREMONIES, &k));
-            }
+        for key in self
+            .ceremonies
+            .keys_where(|c| c.user_id.as_ref() == Some(user))?
+        {
+            plan.push(Removal::new(self.ceremonies.name(), &key));
         }
-        for item in self.connect_codes.iter() {
-            let (k, v) = item?;
-            let mine = decode::<StoredCode>("connect_codes", &v)
-                .is_ok_and(|c| &CodeRecord::from(c).user_id == user);
-            if mine {
-                plan.push(Removal::new(T_CONNECT_CODES, &k));
-            }
+        for key in self.connect_codes.keys_where(|c| &c.user_id == user)? {
+            plan.push(Removal::new(self.connect_codes.name(), &key));
         }
         Ok(plan)
     }
@@ -493,22 +443,27 @@ impl Store {
         if plan.is_empty() {
             return Ok(());
         }
-        let trees: [&Tree; 11] = [
-            &self.users,
-            &self.vault,
-            &self.sessions,
-            &self.sessions_by_user,
-            &self.grants,
-            &self.grants_by_user,
-            &self.passkeys,
-            &self.passkeys_by_user,
-            &self.credential_ids,
-            &self.ceremonies,
-            &self.connect_codes,
+        let trees: [(&'static str, &Tree); 11] = [
+            (self.users.name(), self.users.tree()),
+            (self.vault.name(), self.vault.tree()),
+            (self.sessions.name(), self.sessions.tree()),
+            (self.sessions_by_user.name(), self.sessions_by_user.tree()),
+            (self.grants.name(), self.grants.tree()),
+            (self.grants_by_user.name(), self.grants_by_user.tree()),
+            (self.passkeys.name(), self.passkeys.tree()),
+            (self.passkeys_by_user.name(), self.passkeys_by_user.tree()),
+            (self.credential_ids.name(), self.credential_ids.tree()),
+            (self.ceremonies.name(), self.ceremonies.tree()),
+            (self.connect_codes.name(), self.connect_codes.tree()),
         ];
+        let (names, trees): (Vec<&'static str>, Vec<&Tree>) = trees.into_iter().unzip();
         let result: TransactionResult<(), ()> = trees[..].transaction(|view| {
             for r in plan {
-                let Some(tree) = view.get(r.tree) else {
+                let Some(tree) = names
+                    .iter()
+                    .position(|n| *n == r.tree)
+                    .and_then(|i| view.get(i))
+                else {
                     continue;
                 };
                 match &r.only_if {
@@ -528,27 +483,16 @@ impl Store {
     }
 }
 
-// Positions in the tree array of `Store::apply`.
-const T_USERS: usize = 0;
-const T_VAULT: usize = 1;
-const T_SESSIONS: usize = 2;
-const T_SESSIONS_BY_USER: usize = 3;
-const T_GRANTS: usize = 4;
-const T_GRANTS_BY_USER: usize = 5;
-const T_PASSKEYS: usize = 6;
-const T_PASSKEYS_BY_USER: usize = 7;
-const T_CREDENTIAL_IDS: usize = 8;
-const T_CEREMONIES: usize = 9;
-const T_CONNECT_CODES: usize = 10;
-
+/// One key that deleting a person removes: from the tree named `tree`, and when
+/// `only_if` is set, only while its value is still that.
 struct Removal {
-    tree: usize,
+    tree: &'static str,
     key: Vec<u8>,
     only_if: Option<Vec<u8>>,
 }
 
 impl Removal {
-    fn new(tree: usize, key: &[u8]) -> Self {
+    fn new(tree: &'static str, key: &[u8]) -> Self {
         Self {
             tree,
             key: key.to_vec(),

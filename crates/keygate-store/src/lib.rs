@@ -9,6 +9,7 @@ mod error;
 pub mod records;
 mod store;
 mod sweep;
+mod table;
 
 pub use auth::{DeletePasskey, PasskeyInsert, SessionInsert};
 pub use error::StoreError;

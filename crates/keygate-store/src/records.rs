@@ -1,10 +1,13 @@
 //! Versioned records, kanidm-style: each tree stores an enum tagged `"v"`; a migration
-//! adds `V2` and never edits `V1`. Code works with the latest shape only.
+//! adds `V2` and never edits `V1`. Code works with the latest shape only: each record's
+//! [`Versioned`] impl is the one place that knows the versions.
 
 use keygate_core::ids::{GrantId, KeyId, PasskeyId, UserId};
 use keygate_core::scope::Scope;
 use keygate_core::time::UnixTime;
 use serde::{Deserialize, Serialize};
+
+use crate::table::Versioned;
 
 /// A person.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,9 +97,13 @@ pub(crate) enum StoredCode {
     V1(CodeRecord),
 }
 
-impl From<StoredCode> for CodeRecord {
-    fn from(s: StoredCode) -> Self {
-        match s {
+impl Versioned for CodeRecord {
+    type Stored = StoredCode;
+    fn into_stored(self) -> StoredCode {
+        StoredCode::V1(self)
+    }
+    fn from_stored(stored: StoredCode) -> Self {
+        match stored {
             StoredCode::V1(r) => r,
         }
     }
@@ -159,11 +166,35 @@ pub(crate) enum StoredPasskey {
     V1(PasskeyRecord),
 }
 
+impl Versioned for PasskeyRecord {
+    type Stored = StoredPasskey;
+    fn into_stored(self) -> StoredPasskey {
+        StoredPasskey::V1(self)
+    }
+    fn from_stored(stored: StoredPasskey) -> Self {
+        match stored {
+            StoredPasskey::V1(r) => r,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "v")]
 pub(crate) enum StoredSession {
     #[serde(rename = "1")]
     V1(SessionRecord),
+}
+
+impl Versioned for SessionRecord {
+    type Stored = StoredSession;
+    fn into_stored(self) -> StoredSession {
+        StoredSession::V1(self)
+    }
+    fn from_stored(stored: StoredSession) -> Self {
+        match stored {
+            StoredSession::V1(r) => r,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -173,25 +204,13 @@ pub(crate) enum StoredCeremony {
     V1(CeremonyRecord),
 }
 
-impl From<StoredPasskey> for PasskeyRecord {
-    fn from(s: StoredPasskey) -> Self {
-        match s {
-            StoredPasskey::V1(r) => r,
-        }
+impl Versioned for CeremonyRecord {
+    type Stored = StoredCeremony;
+    fn into_stored(self) -> StoredCeremony {
+        StoredCeremony::V1(self)
     }
-}
-
-impl From<StoredSession> for SessionRecord {
-    fn from(s: StoredSession) -> Self {
-        match s {
-            StoredSession::V1(r) => r,
-        }
-    }
-}
-
-impl From<StoredCeremony> for CeremonyRecord {
-    fn from(s: StoredCeremony) -> Self {
-        match s {
+    fn from_stored(stored: StoredCeremony) -> Self {
+        match stored {
             StoredCeremony::V1(r) => r,
         }
     }
@@ -204,11 +223,35 @@ pub(crate) enum StoredUser {
     V1(UserRecord),
 }
 
+impl Versioned for UserRecord {
+    type Stored = StoredUser;
+    fn into_stored(self) -> StoredUser {
+        StoredUser::V1(self)
+    }
+    fn from_stored(stored: StoredUser) -> Self {
+        match stored {
+            StoredUser::V1(r) => r,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "v")]
 pub(crate) enum StoredVault {
     #[serde(rename = "1")]
     V1(VaultRecord),
+}
+
+impl Versioned for VaultRecord {
+    type Stored = StoredVault;
+    fn into_stored(self) -> StoredVault {
+        StoredVault::V1(self)
+    }
+    fn from_stored(stored: StoredVault) -> Self {
+        match stored {
+            StoredVault::V1(r) => r,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -218,25 +261,13 @@ pub(crate) enum StoredGrant {
     V1(GrantRecord),
 }
 
-impl From<StoredUser> for UserRecord {
-    fn from(s: StoredUser) -> Self {
-        match s {
-            StoredUser::V1(r) => r,
-        }
+impl Versioned for GrantRecord {
+    type Stored = StoredGrant;
+    fn into_stored(self) -> StoredGrant {
+        StoredGrant::V1(self)
     }
-}
-
-impl From<StoredVault> for VaultRecord {
-    fn from(s: StoredVault) -> Self {
-        match s {
-            StoredVault::V1(r) => r,
-        }
-    }
-}
-
-impl From<StoredGrant> for GrantRecord {
-    fn from(s: StoredGrant) -> Self {
-        match s {
+    fn from_stored(stored: StoredGrant) -> Self {
+        match stored {
             StoredGrant::V1(r) => r,
         }
     }
@@ -254,14 +285,14 @@ mod tests {
             "id": GrantId::generate().to_string(), "user_id": UserId::generate().to_string(),
             "name": "app", "origin": null, "models": [], "state": "active",
             "secret_hash": "ab", "created_at": 1, "last_used_at": null, "revoked_at": null});
-        let g: GrantRecord = serde_json::from_value::<StoredGrant>(grant).unwrap().into();
+        let g = GrantRecord::from_stored(serde_json::from_value::<StoredGrant>(grant).unwrap());
         assert_eq!(g.scopes, vec![Scope::Inference]);
 
         let vault = serde_json::json!({"v": "1",
             "user_id": UserId::generate().to_string(), "key_id": KeyId::generate().to_string(),
             "sealed": "a.b.c.d.e", "kid": "k", "last4": "WXYZ", "created_at": 1,
             "last_validated_at": null});
-        let v: VaultRecord = serde_json::from_value::<StoredVault>(vault).unwrap().into();
+        let v = VaultRecord::from_stored(serde_json::from_value::<StoredVault>(vault).unwrap());
         assert_eq!(v.rejected_at, None);
     }
 }

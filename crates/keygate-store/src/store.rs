@@ -2,15 +2,16 @@ use std::path::Path;
 
 use keygate_core::ids::{GrantId, UserId};
 use keygate_core::time::UnixTime;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use keygate_migrations::trees;
+use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionResult};
-use sled::{Transactional, Tree};
 
 use crate::StoreError;
 use crate::records::{
-    GrantRecord, GrantState, StoredGrant, StoredUser, StoredVault, UserRecord, VaultRecord,
+    CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord, SessionRecord, UserRecord,
+    VaultRecord,
 };
+use crate::table::{Index, Table, pair_key};
 
 /// Tuning for the embedded store.
 #[derive(Clone, Debug)]
@@ -32,17 +33,17 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: sled::Db,
-    pub(crate) users: Tree,
-    pub(crate) vault: Tree,
-    pub(crate) grants: Tree,
-    pub(crate) grants_by_user: Tree,
-    pub(crate) passkeys: Tree,
-    pub(crate) passkeys_by_user: Tree,
-    pub(crate) credential_ids: Tree,
-    pub(crate) sessions: Tree,
-    pub(crate) sessions_by_user: Tree,
-    pub(crate) ceremonies: Tree,
-    pub(crate) connect_codes: Tree,
+    pub(crate) users: Table<UserRecord>,
+    pub(crate) vault: Table<VaultRecord>,
+    pub(crate) grants: Table<GrantRecord>,
+    pub(crate) grants_by_user: Index,
+    pub(crate) passkeys: Table<PasskeyRecord>,
+    pub(crate) passkeys_by_user: Index,
+    pub(crate) credential_ids: Index,
+    pub(crate) sessions: Table<SessionRecord>,
+    pub(crate) sessions_by_user: Index,
+    pub(crate) ceremonies: Table<CeremonyRecord>,
+    pub(crate) connect_codes: Table<CodeRecord>,
 }
 
 impl std::fmt::Debug for Store {
@@ -73,17 +74,17 @@ impl Store {
             })?;
         keygate_migrations::run(&db)?;
         Ok(Self {
-            users: db.open_tree("users")?,
-            vault: db.open_tree("vault")?,
-            grants: db.open_tree("grants")?,
-            grants_by_user: db.open_tree("grants_by_user")?,
-            passkeys: db.open_tree("passkeys")?,
-            passkeys_by_user: db.open_tree("passkeys_by_user")?,
-            credential_ids: db.open_tree("credential_ids")?,
-            sessions: db.open_tree("sessions")?,
-            sessions_by_user: db.open_tree("sessions_by_user")?,
-            ceremonies: db.open_tree("ceremonies")?,
-            connect_codes: db.open_tree("connect_codes")?,
+            users: Table::open(&db, trees::USERS)?,
+            vault: Table::open(&db, trees::VAULT)?,
+            grants: Table::open(&db, trees::GRANTS)?,
+            grants_by_user: Index::open(&db, trees::GRANTS_BY_USER)?,
+            passkeys: Table::open(&db, trees::PASSKEYS)?,
+            passkeys_by_user: Index::open(&db, trees::PASSKEYS_BY_USER)?,
+            credential_ids: Index::open(&db, trees::CREDENTIAL_IDS)?,
+            sessions: Table::open(&db, trees::SESSIONS)?,
+            sessions_by_user: Index::open(&db, trees::SESSIONS_BY_USER)?,
+            ceremonies: Table::open(&db, trees::CEREMONIES)?,
+            connect_codes: Table::open(&db, trees::CONNECT_CODES)?,
             db,
         })
     }
@@ -107,19 +108,15 @@ impl Store {
     // --- users -------------------------------------------------------------------
 
     pub fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
-        put(&self.users, user.id.as_str(), &StoredUser::V1(user.clone()))
+        self.users.put(user.id.as_str(), user)
     }
 
     pub fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StoreError> {
-        Ok(get::<StoredUser>(&self.users, "users", id.as_str())?.map(Into::into))
+        self.users.get(id.as_str())
     }
 
     pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        self.users
-            .iter()
-            .values()
-            .map(|v| Ok(decode::<StoredUser>("users", &v?)?.into()))
-            .collect()
+        self.users.values()
     }
 
     // --- vault -------------------------------------------------------------------
@@ -127,11 +124,11 @@ impl Store {
     /// Stores (or replaces) `user`'s sealed key. The record is filed under `user`, the
     /// id it will be looked up by (and bound to when opened), whatever its own fields say.
     pub fn put_vault(&self, user: &UserId, record: &VaultRecord) -> Result<(), StoreError> {
-        put(&self.vault, user.as_str(), &StoredVault::V1(record.clone()))
+        self.vault.put(user.as_str(), record)
     }
 
     pub fn vault(&self, user: &UserId) -> Result<Option<VaultRecord>, StoreError> {
-        Ok(get::<StoredVault>(&self.vault, "vault", user.as_str())?.map(Into::into))
+        self.vault.get(user.as_str())
     }
 
     /// Compare-and-swap: replaces `user`'s record with `new` only if it is still
@@ -142,34 +139,24 @@ impl Store {
         old: &VaultRecord,
         new: &VaultRecord,
     ) -> Result<bool, StoreError> {
-        let enc = |r: &VaultRecord| {
-            serde_json::to_vec(&StoredVault::V1(r.clone()))
-                .map_err(|e| StoreError::Encode(e.to_string()))
-        };
-        let swapped =
-            self.vault
-                .compare_and_swap(user.as_str(), Some(enc(old)?), Some(enc(new)?))?;
-        Ok(swapped.is_ok())
+        self.vault.compare_and_swap(user.as_str(), old, new)
     }
 
     pub fn delete_vault(&self, user: &UserId) -> Result<bool, StoreError> {
-        Ok(self.vault.remove(user.as_str())?.is_some())
+        self.vault.remove(user.as_str())
     }
 
     /// Every vault record with the user id it is filed under (for the re-seal loop).
     pub fn vault_entries(&self) -> Result<Vec<(UserId, VaultRecord)>, StoreError> {
         self.vault
-            .iter()
+            .entries()
             .map(|entry| {
-                let (key, value) = entry?;
+                let (key, record) = entry?;
                 let user = std::str::from_utf8(&key)
                     .ok()
                     .and_then(|k| UserId::parse(k).ok())
-                    .ok_or_else(|| StoreError::Corrupt {
-                        tree: "vault",
-                        reason: "bad key".into(),
-                    })?;
-                Ok((user, decode::<StoredVault>("vault", &value)?.into()))
+                    .ok_or_else(|| self.vault.corrupt("bad key"))?;
+                Ok((user, record))
             })
             .collect()
     }
@@ -180,9 +167,13 @@ impl Store {
     /// while the person exists (a grant minted for a person deleted meanwhile would
     /// outlive them). `NotFound { what: "user" }` when they are gone.
     pub fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
-        let bytes = encode(&StoredGrant::V1(grant.clone()))?;
-        let index = index_key(&grant.user_id, &grant.id);
-        let result: TransactionResult<(), ()> = (&self.users, &self.grants, &self.grants_by_user)
+        let bytes = self.grants.encode(grant)?;
+        let index = pair_key(grant.user_id.as_str(), grant.id.as_str());
+        let result: TransactionResult<(), ()> = (
+            self.users.tree(),
+            self.grants.tree(),
+            self.grants_by_user.tree(),
+        )
             .transaction(|(users, grants, idx)| {
                 if users.get(grant.user_id.as_str())?.is_none() {
                     return Err(ConflictableTransactionError::Abort(()));
@@ -199,15 +190,16 @@ impl Store {
     }
 
     pub fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>, StoreError> {
-        Ok(get::<StoredGrant>(&self.grants, "grants", id.as_str())?.map(Into::into))
+        self.grants.get(id.as_str())
     }
 
     /// A person's grants, oldest first.
     pub fn grants_for_user(&self, user: &UserId) -> Result<Vec<GrantRecord>, StoreError> {
         let mut out = Vec::new();
-        for id in index_ids(&self.grants_by_user, "grants_by_user", user, |s| {
-            GrantId::parse(s).ok()
-        })? {
+        for id in self
+            .grants_by_user
+            .ids_for(user, |s| GrantId::parse(s).ok())?
+        {
             if let Some(grant) = self.grant(&id)? {
                 out.push(grant);
             }
@@ -223,31 +215,7 @@ impl Store {
         id: &GrantId,
         change: impl Fn(&mut GrantRecord),
     ) -> Result<Option<GrantRecord>, StoreError> {
-        let mut failure = None;
-        let updated = self.grants.update_and_fetch(id.as_str(), |old| {
-            let old = old?;
-            let mut rec: GrantRecord = match decode::<StoredGrant>("grants", old) {
-                Ok(r) => r.into(),
-                Err(e) => {
-                    failure = Some(e);
-                    return Some(old.to_vec());
-                }
-            };
-            change(&mut rec);
-            match serde_json::to_vec(&StoredGrant::V1(rec)) {
-                Ok(bytes) => Some(bytes),
-                Err(e) => {
-                    failure = Some(StoreError::Encode(e.to_string()));
-                    Some(old.to_vec())
-                }
-            }
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        updated
-            .map(|v| Ok(decode::<StoredGrant>("grants", &v)?.into()))
-            .transpose()
+        self.grants.update(id.as_str(), change)
     }
 
     /// Marks a grant revoked. Returns the updated grant, `None` if unknown.
@@ -275,65 +243,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-fn index_key(user: &UserId, grant: &GrantId) -> Vec<u8> {
-    pair_key(user.as_str(), grant.as_str())
-}
-
-/// The ids in a per-user index (`user id ‖ id → ()`), oldest key order.
-pub(crate) fn index_ids<T>(
-    index: &Tree,
-    tree: &'static str,
-    user: &UserId,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<Vec<T>, StoreError> {
-    index
-        .scan_prefix(user.as_str())
-        .keys()
-        .map(|key| {
-            let key = key?;
-            key.get(user.as_str().len()..)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(&parse)
-                .ok_or_else(|| StoreError::Corrupt {
-                    tree,
-                    reason: "bad index key".into(),
-                })
-        })
-        .collect()
-}
-
-pub(crate) fn pair_key(a: &str, b: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(a.len() + b.len());
-    k.extend_from_slice(a.as_bytes());
-    k.extend_from_slice(b.as_bytes());
-    k
-}
-
-pub(crate) fn put<T: Serialize>(tree: &Tree, key: &str, value: &T) -> Result<(), StoreError> {
-    tree.insert(key, encode(value)?)?;
-    Ok(())
-}
-
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))
-}
-
-pub(crate) fn get<T: DeserializeOwned>(
-    tree: &Tree,
-    name: &'static str,
-    key: &str,
-) -> Result<Option<T>, StoreError> {
-    tree.get(key)?.map(|v| decode(name, &v)).transpose()
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(
-    tree: &'static str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        tree,
-        reason: e.to_string(),
-    })
 }

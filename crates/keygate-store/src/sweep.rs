@@ -18,12 +18,12 @@ impl Store {
     /// WebAuthn ceremonies in the store, live or expired-but-not-yet-swept. A full scan
     /// of one small tree (sled keeps no count); callers limit how often they ask.
     pub fn ceremony_count(&self) -> usize {
-        self.ceremonies.len()
+        self.ceremonies.count()
     }
 
     /// Connect codes waiting to be exchanged (or to be swept).
     pub fn code_count(&self) -> usize {
-        self.connect_codes.len()
+        self.connect_codes.count()
     }
 
     /// Removes every session, ceremony and connect code that has expired at `now`.

@@ -1,0 +1,30 @@
+//! Every tree's name, declared once. The migration steps create the trees under these
+//! names, `keygate_store::Store::open` opens them, and the store's errors name them.
+//!
+//! A name here is part of the on-disk format and never changes: a step that renames a
+//! tree adds a new constant and keeps the old one for the steps that created it.
+
+/// The schema version and the store's creation time.
+pub const META: &str = "meta";
+/// user id → user record.
+pub const USERS: &str = "users";
+/// user id → sealed OpenAI key record.
+pub const VAULT: &str = "vault";
+/// grant id → grant record.
+pub const GRANTS: &str = "grants";
+/// user id ‖ grant id → ().
+pub const GRANTS_BY_USER: &str = "grants_by_user";
+/// passkey id → passkey record.
+pub const PASSKEYS: &str = "passkeys";
+/// user id ‖ passkey id → ().
+pub const PASSKEYS_BY_USER: &str = "passkeys_by_user";
+/// WebAuthn credential id (base64url) → passkey id.
+pub const CREDENTIAL_IDS: &str = "credential_ids";
+/// SHA-256(session id) → session record.
+pub const SESSIONS: &str = "sessions";
+/// user id ‖ SHA-256(session id) → ().
+pub const SESSIONS_BY_USER: &str = "sessions_by_user";
+/// ceremony id → WebAuthn ceremony in progress.
+pub const CEREMONIES: &str = "ceremonies";
+/// SHA-256(code) → pending redirect-flow approval.
+pub const CONNECT_CODES: &str = "connect_codes";
