@@ -2,12 +2,15 @@
 // (tests/browser/connect/server-app.mjs, on its own origin) sends the person to keygate, who
 // signs in with a passkey and approves; keygate redirects back with code+state; the app
 // exchanges the code server-side and chats with the key. A replayed code is refused, deny
-// comes back as error=access_denied, a bad request never redirects; and the demo app's
-// "Connect in this tab" uses the same flow from the browser (SDK completeRedirect()).
+// comes back as error=access_denied, a bad request never redirects; an app asking for more
+// than models gets it listed in plain words on the consent page, and revoking a connected app
+// on the dashboard says to reconnect from the app; and the demo app's "Connect in this tab"
+// uses the same flow from the browser (SDK completeRedirect()).
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
+import { SCOPES } from "../../web/js/scopes.js";
 import { addAuthenticator, assertClean, launch, openPage, pageFetch, register, screenshot } from "./lib.mjs";
 import {
   BASE_URL,
@@ -160,6 +163,101 @@ test("a server app connects with redirect + PKCE", async (t) => {
     await page.getByRole("heading", { name: /can't be completed/ }).waitFor();
   });
 
+  await context.close();
+});
+
+test("the consent page lists what the app asks to do in plain words; revoking says to reconnect from the app", async () => {
+  const words = Object.fromEntries(SCOPES.map((s) => [s.id, s.words]));
+  const wallet = await person("Sam Scopes");
+  const { context, page, problems } = await freshBrowser(wallet);
+
+  // Asking for nothing in particular means models only.
+  await page.goto(`${app.origin}/connect`);
+  await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+  await page.locator("#step-consent").waitFor({ state: "visible" });
+  assert.deepEqual(await page.locator("#scopes-list li").allInnerTexts(), [words.inference]);
+
+  // An app asking for files too gets both listed, in keygate's words.
+  await page.goto(`${app.origin}/connect?scopes=inference,files`);
+  await page.locator("#step-consent").waitFor({ state: "visible" });
+  assert.equal(new URL(page.url()).searchParams.get("scopes"), "inference,files");
+  await page.getByRole("heading", { name: "It will be able to" }).waitFor();
+  assert.deepEqual(await page.locator("#scopes-list li").allInnerTexts(), [words.inference, words.files]);
+  await screenshot(page, "connect-12-consent-scopes");
+  await assertClean(page, problems, "consent with scopes");
+  await page.getByRole("button", { name: "Approve with passkey" }).click();
+  await page.waitForURL((url) => url.href.startsWith(`${app.origin}/callback?`));
+  await page.locator("#answer").waitFor();
+
+  const grants = await vaultFetch(context, "GET", `${PUBLIC_URL}/api/grants`);
+  const grant = grants.body.find((g) => g.id === app.last.grantId);
+  assert.deepEqual(grant.scopes, ["inference", "files"]);
+
+  // The dashboard shows the connected app's scopes in words, and revoking it says what to do next.
+  await page.goto(`${PUBLIC_URL}/dashboard`);
+  await page.locator("#content").waitFor({ state: "visible" });
+  const row = page.locator(`#grants-table tbody tr[data-grant-id="${grant.id}"]`);
+  assert.deepEqual(await row.locator(".scope-list li").allInnerTexts(), [words.inference, words.files]);
+  await row.getByRole("button", { name: "Revoke Server Notes" }).click();
+  const dialog = page.getByRole("dialog", { name: "Revoke “Server Notes”?" });
+  await dialog.waitFor();
+  const text = await dialog.innerText();
+  assert.ok(text.includes(app.origin), text);
+  assert.match(text, /reconnect from the app itself/);
+  assert.doesNotMatch(text, /create a new key/);
+  await screenshot(page, "connect-13-revoke-connected-app", { fullPage: false });
+  await dialog.getByRole("button", { name: "Revoke key" }).click();
+  await dialog.waitFor({ state: "detached" });
+  await row.locator(".badge-revoked").waitFor();
+  await context.close();
+});
+
+test("storing the first key on the connect page goes through the passkey step-up when keygate asks for it", async () => {
+  // A person who signed up earlier but never stored a key.
+  const { context: signup, page: signupPage, cdp } = await openPage(browser);
+  const authenticatorId = await addAuthenticator(cdp);
+  await register(signupPage, "Kay Later");
+  const wallet = new Wallet();
+  await wallet.save(cdp, authenticatorId);
+  await signup.close();
+
+  const { context, page, problems } = await freshBrowser(wallet);
+  await page.goto(`${app.origin}/connect`);
+  await page.getByRole("button", { name: "Sign in with a passkey" }).click();
+  await page.getByRole("heading", { name: "Add your OpenAI key" }).waitFor();
+
+  // keygate wants a fresh passkey check for this PUT (as once the sign-in is older than its
+  // fresh window, which a test can't wait for); the check and the retry are real.
+  let puts = 0;
+  await page.route("**/api/key", async (route) => {
+    if (route.request().method() !== "PUT") return route.continue();
+    puts += 1;
+    if (puts > 1) return route.continue();
+    return route.fulfill({
+      status: 403,
+      contentType: "application/json",
+      body: JSON.stringify({
+        error: { message: "Confirm with your passkey to continue.", type: "invalid_request_error", param: null, code: "fresh_passkey_required" },
+      }),
+    });
+  });
+  const reauth = [];
+  page.on("request", (req) => {
+    if (req.url().includes("/api/auth/reauth/")) reauth.push(new URL(req.url()).pathname);
+  });
+  await page.getByLabel("OpenAI API key").fill(TEST_KEY);
+  await page.getByRole("button", { name: "Seal key and continue" }).click();
+  const stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
+  await stepUp.waitFor();
+  assert.match(await stepUp.innerText(), /Storing your OpenAI key/);
+  await screenshot(page, "connect-16-key-step-up", { fullPage: false });
+  await stepUp.getByRole("button", { name: "Use passkey" }).click();
+  await page.locator("#step-consent").waitFor({ state: "visible" });
+  assert.deepEqual(reauth, ["/api/auth/reauth/start", "/api/auth/reauth/finish"]);
+  assert.equal(puts, 2);
+  assert.equal((await vaultFetch(context, "GET", `${PUBLIC_URL}/api/key`)).body.enrolled, true);
+  await page.unroute("**/api/key");
+  await assertClean(page, problems, "connect key step-up");
   await context.close();
 });
 

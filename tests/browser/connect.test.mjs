@@ -4,13 +4,15 @@
 // the official `openai` package. Then: a second connect reuses the sign-in and offers the
 // existing connection; a revoked key asks to reconnect; deny and a closed popup reach the demo
 // as UserDeniedError and PopupClosedError; a page on a third origin never receives the key and
-// its requests with the key are refused.
+// its requests with the key are refused. An app asking for more than models (SDK `scopes`)
+// gets it listed in plain words; a scope keygate doesn't know stops the connection.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import OpenAI from "openai";
 
+import { SCOPES } from "../../web/js/scopes.js";
 import { assertClean, launch, screenshot } from "./lib.mjs";
 import {
   BASE_URL,
@@ -29,6 +31,7 @@ import {
   vaultFetch,
   waitForClose,
   waitForConsent,
+  watch,
 } from "./connect/helpers.mjs";
 
 let browser;
@@ -102,6 +105,11 @@ test("Sign in with OpenAI from the demo app, end to end", async (t) => {
     await popup.getByRole("heading", { name: "Add your OpenAI key" }).waitFor();
     assert.equal(await wallet.save(cdp, authenticatorId), 1, "the passkey was made in the popup");
     await screenshot(popup, "connect-03-popup-key");
+    // Where to get a key is a real link: a new tab, no referrer.
+    const link = popup.getByRole("link", { name: "platform.openai.com → API keys" });
+    assert.equal(await link.getAttribute("href"), "https://platform.openai.com/api-keys");
+    assert.equal(await link.getAttribute("target"), "_blank");
+    assert.deepEqual((await link.getAttribute("rel")).split(/\s+/).sort(), ["noopener", "noreferrer"]);
 
     // Store the OpenAI key.
     await popup.getByLabel("OpenAI API key").fill("not-a-key");
@@ -116,6 +124,10 @@ test("Sign in with OpenAI from the demo app, end to end", async (t) => {
     assert.equal((await popup.locator("#origin-label").innerText()).trim().toLowerCase(), "verified website");
     assert.equal((await popup.locator("#consent-app").innerText()).trim(), "Pocket Chat");
     assert.ok(await popup.locator("#existing-group").isHidden(), "nothing to reuse yet");
+    // The app asked for no scopes: it may use models, and the page says so in words.
+    assert.deepEqual(await popup.locator("#scopes-list li").allInnerTexts(), [
+      SCOPES.find((s) => s.id === "inference").words,
+    ]);
     const models = popup.locator("#models-body input[name=model]");
     assert.deepEqual(await models.evaluateAll((els) => els.map((e) => [e.value, e.checked])), [
       ["gpt-4o-mini", true],
@@ -379,5 +391,69 @@ test("the demo at phone width: connect and chat", async () => {
   await page.getByLabel("Message").press("Enter");
   await page.locator(".message-assistant .message-body", { hasText: "Hello from the mock!" }).waitFor();
   await assertClean(page, problems, "demo on a phone");
+  await context.close();
+});
+
+test("an app asking for more than models through the SDK: the popup lists it in words; an unknown scope stops the connection", async () => {
+  const words = Object.fromEntries(SCOPES.map((s) => [s.id, s.words]));
+  const wallet = new Wallet();
+  const { context, page, problems } = await openDemo(browser);
+
+  /** Calls requestOpenAIAPI with `options` from the demo page; resolves to {popup, outcome}. */
+  async function ask(options) {
+    const popupSeen = page.waitForEvent("popup");
+    await page.evaluate(
+      async ({ vault, options }) => {
+        const k = await import(`${vault}/sdk/keygate.js`);
+        window.__outcome = k.requestOpenAIAPI({ vault, ...options }).then(
+          (v) => ({ resolved: v }),
+          (err) => ({ rejected: err.name, code: err.code, message: err.message }),
+        );
+      },
+      { vault: PUBLIC_URL, options },
+    );
+    const popup = await popupSeen;
+    popup.setDefaultTimeout(15_000);
+    const popupProblems = watch(popup);
+    const cdp = await popup.context().newCDPSession(popup);
+    const authenticatorId = await wallet.attach(cdp);
+    return { popup, cdp, authenticatorId, popupProblems };
+  }
+
+  // A new person asked for models and files.
+  const first = await ask({ appName: "File helper", scopes: ["inference", "files"] });
+  const { popup } = first;
+  await popup.getByLabel("Your name").fill("Sky Scopes");
+  await popup.getByRole("button", { name: "Create account with a passkey" }).click();
+  await popup.getByRole("heading", { name: "Add your OpenAI key" }).waitFor();
+  await wallet.save(first.cdp, first.authenticatorId);
+  await popup.getByLabel("OpenAI API key").fill(TEST_KEY);
+  await popup.getByRole("button", { name: "Seal key and continue" }).click();
+  await waitForConsent(popup);
+  await popup.getByRole("heading", { name: "It will be able to" }).waitFor();
+  assert.deepEqual(await popup.locator("#scopes-list li").allInnerTexts(), [words.inference, words.files]);
+  await screenshot(popup, "connect-14-popup-scopes");
+  await assertClean(popup, first.popupProblems, "popup consent with scopes");
+  await approveInPopup(popup);
+  const outcome = await page.evaluate(() => window.__outcome);
+  assert.match(outcome.resolved?.apiKey || "", /^kg_/, JSON.stringify(outcome));
+  const grants = await vaultFetch(popup.context(), "GET", `${PUBLIC_URL}/api/grants`);
+  const grant = grants.body.find((g) => g.name === "File helper");
+  assert.deepEqual(grant.scopes, ["inference", "files"]);
+
+  // A scope keygate doesn't know: the connect page refuses it and tells the app, which gets a
+  // VaultError carrying the page's message instead of a key (the SDK then closes the popup).
+  await page.evaluate(async (vault) => {
+    const k = await import(`${vault}/sdk/keygate.js`);
+    window.__outcome = k.requestOpenAIAPI({ vault, appName: "Org admin", scopes: ["organization"] }).then(
+      (v) => ({ resolved: v }),
+      (err) => ({ rejected: err.name, code: err.code, message: err.message }),
+    );
+  }, PUBLIC_URL);
+  const refused = await page.evaluate(() => window.__outcome);
+  assert.equal(refused.resolved, undefined, "no key for an unknown scope");
+  assert.deepEqual([refused.rejected, refused.code], ["VaultError", "bad_request"], JSON.stringify(refused));
+  assert.match(refused.message, /asked for access keygate doesn’t have \(organization\)/);
+  await assertClean(page, problems, "demo after scopes");
   await context.close();
 });

@@ -18,7 +18,6 @@ VENV="$ART/venv"
 RUN_DIR="$ART/sdk-run"
 SUITES="${KG_SDK_SUITES:-python node}"
 SUITE_TIMEOUT="${KG_SDK_TIMEOUT:-600}"
-START_TIMEOUT=120
 
 log() { printf '[sdk] %s\n' "$*" >&2; }
 want() { case " $SUITES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -67,106 +66,14 @@ if want node; then
   )
 fi
 
-# --- keygate-testenv ------------------------------------------------------------------------
-# Builds keygate-testenv and prints the path of the executable cargo made.
-build_testenv() {
-  (cd "$ROOT" && cargo build -q -p keygate-testkit --bin keygate-testenv \
-    --message-format=json-render-diagnostics) |
-    "${PY_SYS:-python3}" -c '
-import json, sys
-exe = ""
-for line in sys.stdin:
-    try:
-        msg = json.loads(line)
-    except ValueError:
-        continue
-    target = msg.get("target") or {}
-    if msg.get("reason") == "compiler-artifact" and target.get("name") == "keygate-testenv" and msg.get("executable"):
-        exe = msg["executable"]
-print(exe)
-'
-}
-
-if [ -n "${KG_TESTENV_BIN:-}" ]; then
-  BIN="$KG_TESTENV_BIN"
-else
-  log "building keygate-testenv"
-  BIN="$(build_testenv)"
-fi
-[ -n "$BIN" ] && [ -x "$BIN" ] || { log "could not build keygate-testenv"; exit 1; }
-
-ENV_OUT="$RUN_DIR/testenv.stdout" # holds the keys: never printed
-ENV_ERR="$RUN_DIR/testenv.stderr"
-ENV_IN="$RUN_DIR/testenv.stdin"
-mkfifo "$ENV_IN"
-TESTENV_PID=""
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  exec 3>&- # closing its stdin asks the testenv to stop
-  if [ -n "$TESTENV_PID" ] && kill -0 "$TESTENV_PID" 2>/dev/null; then
-    kill -TERM "$TESTENV_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$TESTENV_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$TESTENV_PID" 2>/dev/null || true
-  fi
-  wait 2>/dev/null || true
-  rm -f "$ENV_OUT" "$ENV_IN"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-log "starting keygate-testenv"
-"$BIN" <"$ENV_IN" >"$ENV_OUT" 2>"$ENV_ERR" &
-TESTENV_PID=$!
-# Hold the write end of its stdin open for as long as this script lives (also if it is killed).
-exec 3>"$ENV_IN"
-
-deadline=$((SECONDS + START_TIMEOUT))
-until [ -s "$ENV_OUT" ] && [ "$(tail -c 1 "$ENV_OUT" | od -An -c | tr -d ' ')" = '\n' ]; do
-  if ! kill -0 "$TESTENV_PID" 2>/dev/null; then
-    log "keygate-testenv exited before it was ready; its stderr (last 40 lines):"
-    tail -n 40 "$ENV_ERR" >&2 || true
-    exit 1
-  fi
-  if [ "$SECONDS" -ge "$deadline" ]; then
-    log "keygate-testenv not ready after ${START_TIMEOUT}s; its stderr (last 40 lines):"
-    tail -n 40 "$ENV_ERR" >&2 || true
-    exit 1
-  fi
-  sleep 0.2
-done
-
-# Parse the JSON line into shell assignments without printing anything.
-ASSIGN="$(
-  "${PY_SYS:-python3}" - "$ENV_OUT" <<'PY'
-import json, shlex, sys
-with open(sys.argv[1]) as f:
-    line = f.readline()
-env = json.loads(line)
-keys = env["keys"]
-values = {
-    "KG_BASE_URL": env["base_url"],
-    "KG_PUBLIC_URL": env.get("public_url", ""),
-    "KG_MOCK_URL": env["mock_url"],
-    "KG_MAX_BODY_BYTES": str(int(env["max_body_bytes"])),
-    "KG_KEY_ALL": keys["all"],
-    "KG_KEY_RESTRICTED": keys["restricted"],
-    "KG_KEY_REVOKED": keys["revoked"],
-    "KG_KEY_NOT_ENROLLED": keys["not_enrolled"],
-}
-for name, value in values.items():
-    print(f"export {name}={shlex.quote(value)}")
-PY
-)" || { log "keygate-testenv printed something that is not the expected JSON line"; exit 1; }
-eval "$ASSIGN"
-unset ASSIGN
-rm -f "$ENV_OUT"
+# --- keygate-testenv (tests/lib/testenv.sh: build, start, read its line, stop on exit) -----
+# shellcheck source=../lib/testenv.sh
+. "$ROOT/tests/lib/testenv.sh"
+BIN="$(testenv_binary)"
+testenv_start "$BIN" "$RUN_DIR"
+testenv_export KG_BASE_URL=base_url KG_PUBLIC_URL=public_url KG_MOCK_URL=mock_url \
+  KG_MAX_BODY_BYTES=max_body_bytes KG_KEY_ALL=keys.all KG_KEY_RESTRICTED=keys.restricted \
+  KG_KEY_REVOKED=keys.revoked KG_KEY_NOT_ENROLLED=keys.not_enrolled
 log "keygate-testenv ready at $KG_BASE_URL (mock upstream at $KG_MOCK_URL)"
 
 # --- the suites -----------------------------------------------------------------------------

@@ -1,118 +1,34 @@
-// keygate's JSON API, as the pages use it.
+// keygate's JSON API, as the pages use it: http.js's call, plus the passkey step-up.
 //
-// - Same-origin requests with the session cookie; the browser adds `Origin` to writes,
-//   which is what keygate's CSRF check wants.
-// - Every failure is an ApiError carrying keygate's error `code` and the HTTP `status`.
 // - 401 `not_signed_in`: the session is gone, so the page goes to /login with a note.
-// - 403 `fresh_passkey_required`: a sensitive action; ask for the passkey again (step-up),
-//   then retry the original request once.
+// - 403 `fresh_passkey_required`: a sensitive action (replacing or deleting the OpenAI key,
+//   storing the first one, creating an app key, adding or removing a passkey, deleting the
+//   account); stepup.js asks for the passkey again, then the original request is retried once.
 
-export class ApiError extends Error {
-  constructor(message, { status = 0, code = null, type = null, param = null } = {}) {
-    super(message);
-    this.name = "ApiError";
-    this.status = status;
-    this.code = code;
-    this.type = type;
-    this.param = param;
-  }
-}
+import { ApiError } from "./errors.js";
+import { call, goToLogin } from "./http.js";
+import { confirmWithPasskey } from "./stepup.js";
 
-const FALLBACK_MESSAGES = {
-  400: "keygate could not accept that request.",
-  401: "You're not signed in.",
-  403: "That isn't allowed.",
-  404: "That no longer exists. Reload the page to see the latest.",
-  409: "That conflicts with the current state. Reload the page and try again.",
-  413: "That request is too large.",
-  429: "Too many requests. Wait a moment and try again.",
-  500: "keygate hit an unexpected error. Try again in a moment.",
-  502: "keygate couldn't reach OpenAI. Try again in a moment.",
-  503: "keygate is not available right now. Try again in a moment.",
-  504: "keygate timed out waiting for OpenAI. Try again in a moment.",
-};
-
-/** Sends the browser to the sign-in page with a note saying why. */
-export function goToLogin(reason) {
-  const url = new URL("/login", window.location.origin);
-  if (reason) url.searchParams.set("reason", reason);
-  window.location.assign(url.href);
-}
+export { ApiError, goToLogin };
 
 /**
  * One API call. Options:
  * - stepUp (default true): answer `fresh_passkey_required` with the passkey check and retry once
+ * - stepUpMessage: the step-up dialog's text, saying what the person is doing and why keygate
+ *   asks for the passkey (a general sentence when absent)
  * - redirectOn401 (default true): on `not_signed_in`, go to /login?reason=expired and never settle
  */
 export async function request(method, path, body, options = {}) {
-  const { stepUp = true, redirectOn401 = true } = options;
-  const init = {
-    method,
-    credentials: "same-origin",
-    cache: "no-store",
-    headers: { Accept: "application/json" },
-  };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-
-  let response;
+  const { stepUp = true, stepUpMessage = null } = options;
   try {
-    response = await fetch(path, init);
-  } catch {
-    throw new ApiError("Can't reach keygate. Check your connection and try again.", {
-      code: "network_error",
-    });
-  }
-
-  if (response.ok) {
-    if (response.status === 204) return null;
-    const text = await response.text();
-    if (!text) return null;
-    try {
-      return JSON.parse(text);
-    } catch {
-      throw new ApiError("keygate sent an answer this page could not read.", {
-        status: response.status,
-        code: "bad_response",
-      });
+    return await call(method, path, body, options);
+  } catch (error) {
+    if (error instanceof ApiError && error.code === "fresh_passkey_required" && stepUp) {
+      await confirmWithPasskey(stepUpMessage); // throws if the person gives up
+      return call(method, path, body, options);
     }
+    throw error;
   }
-
-  const error = await readError(response);
-  if (error.code === "not_signed_in" || (error.status === 401 && !error.code)) {
-    if (redirectOn401) {
-      goToLogin("expired");
-      // The page is going away: leave callers waiting instead of flashing an error.
-      return new Promise(() => {});
-    }
-  }
-  if (error.code === "fresh_passkey_required" && stepUp) {
-    const { confirmWithPasskey } = await import("./stepup.js");
-    await confirmWithPasskey(); // throws if the person gives up
-    return request(method, path, body, { ...options, stepUp: false });
-  }
-  throw error;
-}
-
-async function readError(response) {
-  let detail = null;
-  try {
-    detail = (await response.json())?.error ?? null;
-  } catch {
-    detail = null;
-  }
-  const message =
-    (detail && typeof detail.message === "string" && detail.message) ||
-    FALLBACK_MESSAGES[response.status] ||
-    `keygate answered with an unexpected error (HTTP ${response.status}).`;
-  return new ApiError(message, {
-    status: response.status,
-    code: detail?.code ?? null,
-    type: detail?.type ?? null,
-    param: detail?.param ?? null,
-  });
 }
 
 export const api = {

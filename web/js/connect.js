@@ -3,7 +3,7 @@
 // Popup mode (/connect?mode=popup&nonce=N, opened by the JS SDK in web/sdk/keygate.js):
 //   1. this page sends {type: "keygate:hello", nonce} to window.opener every 300 ms (the
 //      nonce is no secret; "*" is fine for it);
-//   2. the SDK answers {type: "keygate:init", nonce, appName, models, plan}; the app's
+//   2. the SDK answers {type: "keygate:init", nonce, appName, models, plan, scopes}; the app's
 //      origin is that message's `event.origin`, as the browser saw it, never a parameter;
 //   3. sign in (or register and store the OpenAI key), consent, approve with a passkey;
 //   4. {type: "keygate:result", nonce, apiKey, baseURL} goes to window.opener with
@@ -16,7 +16,8 @@
 
 import { ApiError, request } from "./api.js";
 import { $, busy, h, icon, replace, showMessage, timeEl } from "./dom.js";
-import { passkeySupportProblem, register, signIn } from "./passkey.js";
+import { explainRefusal, passkeySupportProblem, register, signIn } from "./passkey.js";
+import { parseRequested, scope, sortScopes } from "./scopes.js";
 
 const HELLO_EVERY_MS = 300;
 const HANDSHAKE_TIMEOUT_MS = 20_000;
@@ -56,6 +57,8 @@ const el = {
   originNote: $("#origin-note"),
   existingGroup: $("#existing-group"),
   existingList: $("#existing-list"),
+  scopesGroup: $("#scopes-group"),
+  scopesList: $("#scopes-list"),
   modelsGroup: $("#models-group"),
   modelsBody: $("#models-body"),
   planRow: $("#plan-row"),
@@ -95,6 +98,10 @@ const app = {
   declaredName: null,
   models: null,
   plan: null,
+  // What it may do: the scopes it asked for (["inference"] when it asked for none), and
+  // whether it asked at all (only then does the approval name them).
+  scopes: ["inference"],
+  scopesAsked: false,
 };
 let nonce = "";
 let me = null;
@@ -226,7 +233,17 @@ function cleanPlan(value) {
   return plan && plan.length <= 64 ? plan : null;
 }
 
-function setApp({ origin, appName, models, plan }) {
+function setApp({ origin, appName, models, plan, scopes }) {
+  app.origin = origin; // first, so a refusal below reaches the app (fail() tells it)
+  const requested = parseRequested(scopes);
+  if (requested.unknown.length) {
+    throw new FlowError(
+      `The app asked for access keygate doesn’t have (${requested.unknown.join(", ")}), so it can’t be connected. Its developer needs to fix the request.`,
+      { title: "This app asked for something unknown", code: "bad_request" },
+    );
+  }
+  app.scopes = requested.scopes;
+  app.scopesAsked = scopes !== null && scopes !== undefined && scopes !== "";
   app.origin = origin;
   app.declaredName = cleanName(appName);
   app.name = app.declaredName || new URL(origin).host;
@@ -252,7 +269,8 @@ const quiet = { redirectOn401: false, stepUp: false };
 const api = {
   get: (path) => request("GET", path, undefined, quiet),
   post: (path, body = {}) => request("POST", path, body, quiet),
-  put: (path, body) => request("PUT", path, body, quiet),
+  // Storing the first key may need a fresh passkey check (a sign-in a while ago): step-up on.
+  put: (path, body, options = {}) => request("PUT", path, body, { ...quiet, stepUp: true, ...options }),
 };
 
 async function currentUser() {
@@ -332,7 +350,16 @@ function keyStep() {
       el.keyInput.removeAttribute("aria-invalid");
       showMessage(el.keyNotice, "", "");
       try {
-        await busy(el.keySave, () => api.put("/api/key", { api_key: value }));
+        await busy(el.keySave, () =>
+          api.put(
+            "/api/key",
+            { api_key: value },
+            {
+              stepUpMessage:
+                "Storing your OpenAI key lets apps you approve spend on your OpenAI account, so keygate asks for your passkey once more.",
+            },
+          ),
+        );
       } catch (err) {
         showMessage(el.keyNotice, "error", err?.message || "keygate couldn't store the key. Try again.");
         return;
@@ -376,6 +403,7 @@ async function consentStep() {
   el.meName.textContent = me?.name || "you";
 
   el.planName.textContent = app.plan || "";
+  renderScopes();
   renderModels();
   renderExisting();
   show(el.consent);
@@ -397,12 +425,13 @@ function renderExisting() {
       meta: [
         `Models: ${g.models?.length ? g.models.join(", ") : "all models"}`,
         h("br"),
+        Array.isArray(g.scopes) ? [`Can: ${scopeLabels(g.scopes)}`, h("br")] : null,
         "Connected ",
         timeEl(g.created_at),
         " · Last used: ",
         timeEl(g.last_used_at, { relative: true, never: "Never" }),
       ],
-      note: "Keeps its models and settings. The app gets a new key; the one it had stops working.",
+      note: "Keeps its models, what it may do and its settings. The app gets a new key; the one it had stops working.",
     }),
   );
   options.push(
@@ -411,7 +440,7 @@ function renderExisting() {
       value: "new",
       checked: false,
       title: "Create a new connection",
-      meta: ["A second, separate key; choose its models below."],
+      meta: ["A second, separate key, with what the app asks for below; choose its models."],
     }),
   );
   replace(el.existingList, options);
@@ -442,12 +471,26 @@ function selectedReuse() {
   return picked && picked.value !== "new" ? existing.find((g) => g.id === picked.value) || null : null;
 }
 
-/** Re-keying an existing connection keeps its models and plan: those choices are for new ones. */
+/** Re-keying an existing connection keeps its models, scopes and plan: those are for new ones. */
 function syncModelsEnabled() {
   const reuse = Boolean(selectedReuse());
+  el.scopesGroup.hidden = reuse;
   el.modelsGroup.hidden = reuse;
   el.modelsGroup.disabled = reuse;
   el.planRow.hidden = reuse || !app.plan;
+}
+
+/** What the app asks to do with the person's OpenAI account, in plain words. */
+function renderScopes() {
+  replace(
+    el.scopesList,
+    app.scopes.map((id) => h("li", { dataset: { scope: id } }, icon("check"), h("span", {}, scope(id).words))),
+  );
+}
+
+function scopeLabels(ids) {
+  const known = sortScopes(ids);
+  return known.length ? known.map((id) => scope(id).label.toLowerCase()).join(", ") : "nothing";
 }
 
 function renderModels() {
@@ -516,6 +559,15 @@ function collectChoice() {
 
 // -------------------------------------------------------------------- decisions
 
+/** Sends the approval; a refused passkey is put into keygate's own words (never webauthn-rs's). */
+async function approveFinish(body) {
+  try {
+    return await api.post("/api/connect/approve/finish", body);
+  } catch (err) {
+    throw explainRefusal(err, "approve");
+  }
+}
+
 /** The approval itself: a passkey assertion for the signed-in person. */
 async function approvalAssertion() {
   const { ceremony, options } = await api.post("/api/connect/approve/start", {});
@@ -563,7 +615,7 @@ async function approve(event) {
       }
       const { ceremony, credential } = await approvalAssertion();
       if (mode === "popup") {
-        const out = await api.post("/api/connect/approve/finish", {
+        const out = await approveFinish({
           ceremony,
           credential,
           origin: app.origin,
@@ -571,6 +623,8 @@ async function approve(event) {
           models: picked.models,
           plan: app.plan,
           reuse_grant_id: picked.reuseGrantId,
+          // Only when the app asked: keygate grants ["inference"] otherwise.
+          ...(app.scopesAsked && !picked.reuseGrantId ? { scopes: app.scopes } : {}),
         });
         if (!tellApp({ type: "keygate:result", apiKey: out.api_key, baseURL: out.base_url })) {
           throw new FlowError("The app's window was closed before keygate could hand it the key.", {
@@ -593,6 +647,7 @@ async function approve(event) {
           models: picked.models ? picked.models.join(",") : "",
           plan: app.plan || "",
           reuse_grant_id: picked.reuseGrantId || "",
+          ...(app.scopesAsked && !picked.reuseGrantId ? { scopes: app.scopes.join(",") } : {}),
         });
         finished = true;
         showDone("Approved", `Taking you back to ${app.origin}…`);
@@ -676,7 +731,7 @@ async function start() {
     }
     el.loadingText.textContent = "Connecting to the app…";
     const { origin, data } = await handshake();
-    setApp({ origin, appName: data.appName, models: data.models, plan: data.plan });
+    setApp({ origin, appName: data.appName, models: data.models, plan: data.plan, scopes: data.scopes });
   } else if (mode === "redirect") {
     let origin;
     try {
@@ -684,7 +739,13 @@ async function start() {
     } catch {
       throw new FlowError("This connection link has no valid return address.", { code: "bad_request" });
     }
-    setApp({ origin, appName: params.get("app_name"), models: params.get("models"), plan: params.get("plan") });
+    setApp({
+      origin,
+      appName: params.get("app_name"),
+      models: params.get("models"),
+      plan: params.get("plan"),
+      scopes: params.get("scopes"),
+    });
   } else {
     throw new FlowError(
       "Apps open this page to ask for access to your OpenAI key. To manage your key and connected apps, open your dashboard.",

@@ -1,13 +1,20 @@
-// The dashboard: the person's OpenAI key, their apps' keys (grants), their passkeys, and
-// account deletion. Every change goes through api.js, which handles an expired session and
-// the passkey step-up for sensitive changes.
+// The dashboard: the person's OpenAI key, their apps' keys (grants), their passkeys, the
+// devices they're signed in on, and account deletion. Every change goes through api.js, which
+// handles an expired session and the passkey step-up for sensitive changes.
 
 import { api, goToLogin } from "./api.js";
+import { describeAgent } from "./devices.js";
 import { $, busy, formatDate, h, icon, replace, showMessage, timeEl } from "./dom.js";
 import { addPasskey } from "./passkey.js";
+import { DEFAULT_SCOPES, SCOPES, scope, sortScopes } from "./scopes.js";
+import { LANGUAGES, highlight, snippetsFor } from "./snippets.js";
 import { confirmDialog, toast } from "./ui.js";
 
-const state = { me: null, key: null, grants: [], passkeys: [] };
+/** Set by the sign-in page (login.js) just before it opens the dashboard. */
+const JUST_SIGNED_IN = "keygate.justSignedIn";
+
+// sessions: null when this keygate has no sessions API (the section stays hidden).
+const state = { me: null, key: null, grants: [], passkeys: [], sessions: null };
 
 const el = {
   loading: $("#loading"),
@@ -18,11 +25,14 @@ const el = {
   userName: $("#user-name"),
   signout: $("#signout"),
   greeting: $("#greeting"),
+  banners: $("#banners"),
   // key
   keyMsg: $("#key-msg"),
   keyStatus: $("#key-status"),
   keyLast4: $("#key-last4"),
   keyCreated: $("#key-created"),
+  keyCheck: $("#key-check"),
+  keySection: $("#key-section"),
   keyReplace: $("#key-replace"),
   keyDelete: $("#key-delete"),
   keyForm: $("#key-form"),
@@ -38,6 +48,8 @@ const el = {
   grantForm: $("#grant-form"),
   grantName: $("#grant-name"),
   grantModels: $("#grant-models"),
+  grantScopes: $("#grant-scopes"),
+  grantScopesList: $("#grant-scopes-list"),
   grantCreate: $("#grant-create"),
   grantCancel: $("#grant-cancel"),
   newKey: $("#new-key"),
@@ -45,6 +57,8 @@ const el = {
   newKeyValue: $("#new-key-value"),
   newKeyBase: $("#new-key-base"),
   newKeySnippet: $("#new-key-snippet"),
+  newKeySnippetPanel: $("#new-key-snippet-panel"),
+  snippetTabs: $("#snippet-tabs"),
   newKeyDone: $("#new-key-done"),
   grantsList: $("#grants-list"),
   // passkeys
@@ -53,6 +67,11 @@ const el = {
   passkeyForm: $("#passkey-form"),
   passkeyName: $("#passkey-name"),
   passkeyAdd: $("#passkey-add"),
+  // sessions
+  sessionsSection: $("#sessions-section"),
+  sessionsMsg: $("#sessions-msg"),
+  sessionsList: $("#sessions-list"),
+  sessionsRevokeOthers: $("#sessions-revoke-others"),
   // danger
   dangerMsg: $("#danger-msg"),
   accountDelete: $("#account-delete"),
@@ -70,12 +89,13 @@ async function load() {
       }
       throw err;
     });
-    const [key, grants, passkeys] = await Promise.all([
+    const [key, grants, passkeys, sessions] = await Promise.all([
       api.get("/api/key"),
       api.get("/api/grants"),
       api.get("/api/passkeys"),
+      loadSessions(),
     ]);
-    Object.assign(state, { me, key, grants: grants || [], passkeys: passkeys || [] });
+    Object.assign(state, { me, key, grants: grants || [], passkeys: passkeys || [], sessions });
   } catch (err) {
     el.loading.hidden = true;
     showMessage(el.loadError, "error", `Your vault couldn't be loaded: ${err.message}`);
@@ -88,19 +108,102 @@ async function load() {
   renderKey();
   renderGrants();
   renderPasskeys();
+  renderSessions();
+  renderBanners();
   el.loading.hidden = true;
   el.content.hidden = false;
 }
 
+/** The person's sessions, or null when this keygate has no sessions API. */
+async function loadSessions() {
+  try {
+    const list = await api.get("/api/sessions");
+    return Array.isArray(list) ? list : null;
+  } catch (err) {
+    if (err.status === 404 || err.status === 405) return null;
+    throw err;
+  }
+}
+
 async function refresh(what) {
   const paths = { key: "/api/key", grants: "/api/grants", passkeys: "/api/passkeys" };
-  state[what] = await api.get(paths[what]);
+  // (sessions: loadSessions, which tolerates a keygate without the sessions API)
+  state[what] = what === "sessions" ? await loadSessions() : await api.get(paths[what]);
   if (what === "key") {
     renderKey();
     renderGrants(); // the "store your key first" hint depends on it
+    renderBanners();
   }
   if (what === "grants") renderGrants();
   if (what === "passkeys") renderPasskeys();
+  if (what === "sessions") {
+    renderSessions();
+    renderBanners();
+  }
+}
+
+// ---------------------------------------------------------------- banners
+
+// Shown once, right after signing in, when other devices are signed in too.
+let offerSignOutOthers = false;
+try {
+  offerSignOutOthers = window.sessionStorage.getItem(JUST_SIGNED_IN) === "1";
+  window.sessionStorage.removeItem(JUST_SIGNED_IN);
+} catch {
+  // storage blocked: no offer, the devices list still has the button
+}
+
+function renderBanners() {
+  const parts = [];
+  if (keyStatus() === "rejected") {
+    const when = state.key.rejected_at ? ` on ${formatDate(state.key.rejected_at)}` : "";
+    parts.push(
+      banner(
+        "error",
+        "key-rejected-banner",
+        "OpenAI refused your stored key",
+        `OpenAI refused the key ending in ${state.key.last4 || "…"}${when}; apps using keygate get an error until you replace it.`,
+        // While the key form is open its own button replaces the key: one "Replace key" at a time.
+        replacing ? null : h("button", { class: "btn btn-sm btn-danger", type: "button", onclick: startReplacing }, icon("refresh"), "Replace key"),
+      ),
+    );
+  }
+  const others = otherSessions();
+  if (offerSignOutOthers && others.length) {
+    const n = others.length;
+    parts.push(
+      banner(
+        "info",
+        "other-sessions-banner",
+        `You’re also signed in on ${n === 1 ? "another device" : `${n} other devices`}`,
+        "If you don’t recognise them, or you used a computer that isn’t yours, sign out everywhere else. This device stays signed in.",
+        h("button", { class: "btn btn-sm", type: "button", onclick: (e) => revokeOthers(e.currentTarget) }, icon("logout"), "Sign out everywhere else"),
+        h(
+          "button",
+          {
+            class: "btn btn-sm btn-ghost",
+            type: "button",
+            onclick: () => {
+              offerSignOutOthers = false;
+              renderBanners();
+            },
+          },
+          "Keep them",
+        ),
+      ),
+    );
+  }
+  replace(el.banners, parts);
+}
+
+function banner(kind, id, title, text, ...actions) {
+  return h(
+    "div",
+    { class: `alert alert-${kind} banner`, id, role: kind === "error" ? "alert" : null },
+    icon(kind === "error" ? "alert" : "info"),
+    h("div", { class: "banner-main" }, h("strong", { class: "banner-title" }, title), h("p", {}, text)),
+    h("div", { class: "banner-actions" }, actions),
+  );
 }
 
 // ---------------------------------------------------------------- account
@@ -137,6 +240,16 @@ el.signout.addEventListener("click", () =>
 
 let replacing = false;
 
+/**
+ * "none", "unverified", "verified" or "rejected" — or null when this keygate doesn't say
+ * (then the page claims nothing about whether OpenAI checked the key).
+ */
+function keyStatus() {
+  if (!state.key?.enrolled) return "none";
+  const status = state.key.status;
+  return ["unverified", "verified", "rejected"].includes(status) ? status : null;
+}
+
 function renderKey() {
   const enrolled = Boolean(state.key?.enrolled);
   el.keyStatus.hidden = !enrolled || replacing;
@@ -146,18 +259,47 @@ function renderKey() {
     el.keyCreated.textContent = state.key.created_at
       ? `Stored ${formatDate(state.key.created_at)} · sealed in the vault`
       : "Sealed in the vault";
+    renderKeyCheck();
   }
   el.keyFormTitle.textContent = replacing ? "Replace your OpenAI key" : "Store your OpenAI key";
   el.keySave.textContent = replacing ? "Replace key" : "Store key";
   el.keyCancel.hidden = !replacing;
 }
 
-el.keyReplace.addEventListener("click", () => {
+/** What keygate knows about OpenAI's view of the key; never more than it knows. */
+function renderKeyCheck() {
+  const status = keyStatus();
+  const line = el.keyCheck;
+  line.className = "key-check small";
+  if (status === "verified") {
+    const when = state.key.last_validated_at ? ` on ${formatDate(state.key.last_validated_at)}` : "";
+    replace(line, icon("check"), h("span", {}, `Verified: OpenAI accepted it${when}`));
+    line.classList.add("is-ok");
+  } else if (status === "unverified") {
+    replace(
+      line,
+      icon("info"),
+      h("span", {}, "Stored, not yet verified: OpenAI hasn’t confirmed this key yet. keygate checks it the first time an app uses it."),
+    );
+    line.classList.add("is-pending");
+  } else if (status === "rejected") {
+    const when = state.key.rejected_at ? ` on ${formatDate(state.key.rejected_at)}` : "";
+    replace(line, icon("alert"), h("span", {}, `OpenAI refused this key${when}. Replace it to get your apps working again.`));
+    line.classList.add("is-bad");
+  }
+  line.hidden = !status || status === "none";
+}
+
+function startReplacing() {
   replacing = true;
   showMessage(el.keyMsg, "", "");
   renderKey();
-  el.keyInput.focus();
-});
+  renderBanners();
+  el.keySection.scrollIntoView({ block: "start" });
+  el.keyInput.focus({ preventScroll: true });
+}
+
+el.keyReplace.addEventListener("click", startReplacing);
 
 el.keyCancel.addEventListener("click", () => {
   replacing = false;
@@ -166,6 +308,7 @@ el.keyCancel.addEventListener("click", () => {
   showMessage(el.keyMsg, "", "");
   showMessage(el.keyFormMsg, "", "");
   renderKey();
+  renderBanners();
   el.keyReplace.focus();
 });
 
@@ -180,11 +323,14 @@ el.keyForm.addEventListener("submit", async (event) => {
   }
   if (/\s/.test(value)) return invalidKey("The key shouldn’t contain spaces. Copy it again from OpenAI.");
   el.keyInput.removeAttribute("aria-invalid");
-  const wasReplacing = replacing;
+  const wasReplacing = Boolean(state.key?.enrolled);
+  const stepUpMessage = wasReplacing
+    ? "Replacing your OpenAI key changes what every app’s requests are paid with, so keygate asks for your passkey once more."
+    : "Storing your OpenAI key lets apps you approve spend on your OpenAI account, so keygate asks for your passkey once more.";
   try {
-    await busy(el.keySave, () => api.put("/api/key", { api_key: value }));
+    await busy(el.keySave, () => api.put("/api/key", { api_key: value }, { stepUpMessage }));
   } catch (err) {
-    if (err.code === "key_rejected") {
+    if (err.code === "key_rejected" || err.param === "api_key") {
       return invalidKey(err.message);
     }
     showMessage(el.keyFormMsg, "error", err.message);
@@ -193,9 +339,22 @@ el.keyForm.addEventListener("submit", async (event) => {
   el.keyInput.value = "";
   replacing = false;
   await refreshSafely("key", el.keyMsg);
-  toast(wasReplacing ? "Your new OpenAI key is stored." : "Your OpenAI key is stored and sealed.");
+  toast(storedMessage(wasReplacing));
   el.keyReplace.focus();
 });
+
+/** The toast after storing a key: says whether OpenAI checked it, and only if it did. */
+function storedMessage(wasReplacing) {
+  const stored = wasReplacing ? "Your new OpenAI key is stored" : "Your OpenAI key is stored and sealed";
+  switch (keyStatus()) {
+    case "verified":
+      return `${stored}. OpenAI accepted it.`;
+    case "unverified":
+      return `${stored}, not yet verified: keygate checks it with OpenAI the first time an app uses it.`;
+    default:
+      return `${stored}.`;
+  }
+}
 
 function invalidKey(message) {
   el.keyInput.setAttribute("aria-invalid", "true");
@@ -212,7 +371,9 @@ el.keyDelete.addEventListener("click", () =>
     danger: true,
     iconName: "trash",
     action: async () => {
-      await api.del("/api/key");
+      await api.del("/api/key", {
+        stepUpMessage: "Deleting your OpenAI key stops every app at once, so keygate asks for your passkey once more.",
+      });
       await refresh("key");
       toast("Your OpenAI key was deleted.");
     },
@@ -220,6 +381,32 @@ el.keyDelete.addEventListener("click", () =>
 );
 
 // ---------------------------------------------------------------- grants
+
+/** The scope checkboxes of the new-key form: models only by default. */
+function renderScopeChoices() {
+  replace(
+    el.grantScopesList,
+    h(
+      "div",
+      { class: "scope-checks" },
+      SCOPES.map((s) => {
+        const id = `grant-scope-${s.id}`;
+        return h(
+          "label",
+          { class: "scope-check", for: id },
+          h("input", { type: "checkbox", id, name: "scope", value: s.id, checked: DEFAULT_SCOPES.includes(s.id) }),
+          h("span", { class: "scope-text" }, h("span", { class: "scope-label" }, s.label), h("span", { class: "scope-words" }, s.words)),
+        );
+      }),
+    ),
+  );
+}
+renderScopeChoices();
+el.grantScopesList.addEventListener("change", () => showMessage(el.grantsMsg, "", ""));
+
+function pickedScopes() {
+  return sortScopes([...el.grantScopesList.querySelectorAll("input[name=scope]:checked")].map((i) => i.value));
+}
 
 function openGrantForm(open) {
   el.grantForm.hidden = !open;
@@ -257,11 +444,22 @@ el.grantForm.addEventListener("submit", async (event) => {
     .split(/[,\s]+/)
     .map((m) => m.trim())
     .filter(Boolean);
-  const body = { name };
+  const scopes = pickedScopes();
+  if (!scopes.length) {
+    showMessage(el.grantsMsg, "error", "Choose at least one thing the app may do.");
+    el.grantScopesList.querySelector("input")?.focus();
+    return;
+  }
+  const body = { name, scopes };
   if (models.length) body.models = models;
   let created;
   try {
-    created = await busy(el.grantCreate, () => api.post("/api/grants", body));
+    created = await busy(el.grantCreate, () =>
+      api.post("/api/grants", body, {
+        stepUpMessage:
+          "A new key lets an app spend on your OpenAI account, so keygate asks for your passkey once more before creating it.",
+      }),
+    );
   } catch (err) {
     showMessage(el.grantsMsg, "error", err.message);
     return;
@@ -271,6 +469,10 @@ el.grantForm.addEventListener("submit", async (event) => {
   await refreshSafely("grants", el.grantsMsg);
 });
 
+/** The new key's snippets while the reveal panel is open: {js, python, curl}; null after. */
+let revealed = null;
+let snippetLang = "js";
+
 function showNewKey(created) {
   const apiKey = created.api_key;
   const baseURL = created.base_url;
@@ -278,34 +480,36 @@ function showNewKey(created) {
   el.newKeyHeading.textContent = name ? `Your new key for “${name}” is ready` : "Your new key is ready";
   el.newKeyValue.textContent = apiKey;
   el.newKeyBase.textContent = baseURL;
-  replace(el.newKeySnippet, ...snippet(apiKey, baseURL));
-  el.newKey.dataset.plain = plainSnippet(apiKey, baseURL);
+  revealed = snippetsFor(apiKey, baseURL, created.grant);
+  showSnippet(snippetLang);
   el.newKey.hidden = false;
   el.newKey.focus();
 }
 
-function plainSnippet(apiKey, baseURL) {
-  return [
-    'import OpenAI from "openai";',
-    "",
-    "const client = new OpenAI({",
-    `  apiKey: ${JSON.stringify(apiKey)},`,
-    `  baseURL: ${JSON.stringify(baseURL)},`,
-    "});",
-    "",
-  ].join("\n");
+function showSnippet(lang) {
+  snippetLang = lang;
+  for (const tab of el.snippetTabs.querySelectorAll("[role=tab]")) {
+    const selected = tab.dataset.lang === lang;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    if (selected) el.newKeySnippetPanel.setAttribute("aria-labelledby", tab.id);
+  }
+  replace(el.newKeySnippet, revealed ? highlight(revealed[lang]) : []);
 }
 
-function snippet(apiKey, baseURL) {
-  const k = (t) => h("span", { class: "tok-k" }, t);
-  const s = (t) => h("span", { class: "tok-s" }, JSON.stringify(t));
-  return [
-    k("import"), " OpenAI ", k("from"), " ", s("openai"), ";\n\n",
-    k("const"), " client = ", k("new"), " OpenAI({\n",
-    "  apiKey: ", s(apiKey), ",\n",
-    "  baseURL: ", s(baseURL), ",\n",
-    "});",
-  ];
+const TAB_ORDER = LANGUAGES.map((l) => l.id);
+for (const tab of el.snippetTabs.querySelectorAll("[role=tab]")) {
+  tab.addEventListener("click", () => showSnippet(tab.dataset.lang));
+  // Arrow keys move between the tabs (the ARIA tabs pattern).
+  tab.addEventListener("keydown", (event) => {
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+    if (!step) return;
+    event.preventDefault();
+    const i = TAB_ORDER.indexOf(snippetLang);
+    const next = TAB_ORDER[(i + step + TAB_ORDER.length) % TAB_ORDER.length];
+    showSnippet(next);
+    el.snippetTabs.querySelector(`[data-lang="${next}"]`)?.focus();
+  });
 }
 
 el.newKeyDone.addEventListener("click", () => {
@@ -313,14 +517,14 @@ el.newKeyDone.addEventListener("click", () => {
   el.newKey.hidden = true;
   el.newKeyValue.textContent = "";
   el.newKeySnippet.replaceChildren();
-  delete el.newKey.dataset.plain;
+  revealed = null;
   el.grantNew.focus();
 });
 
 for (const button of el.newKey.querySelectorAll("[data-copy]")) {
   button.addEventListener("click", () => {
     const target = document.getElementById(button.dataset.copy);
-    const text = target === el.newKeySnippet ? el.newKey.dataset.plain : target.textContent;
+    const text = target === el.newKeySnippet ? revealed?.[snippetLang] || "" : target.textContent;
     copy(text, button, target);
   });
 }
@@ -414,6 +618,16 @@ function grantRow(g) {
   if (g.expires_at && active) {
     expiry = h("div", { class: "small muted" }, "Expires ", timeEl(g.expires_at));
   }
+  // What it may do, in words (a keygate without scopes sends none: then nothing is claimed).
+  let access = null;
+  if (Array.isArray(g.scopes)) {
+    const known = sortScopes(g.scopes);
+    access = h(
+      "ul",
+      { class: "scope-list", "aria-label": `What ${g.name} may do` },
+      known.map((id) => h("li", {}, scope(id).words)),
+    );
+  }
   const actions = h("td", { class: "cell-actions" });
   if (active) {
     actions.append(
@@ -432,7 +646,7 @@ function grantRow(g) {
   return h(
     "tr",
     { class: active ? "" : "is-inactive", dataset: { grantId: g.id } },
-    h("td", { class: "cell-name", "data-label": "Name" }, h("div", { class: "grant-name" }, g.name), expiry),
+    h("td", { class: "cell-name", "data-label": "Name" }, h("div", { class: "grant-name" }, g.name), access, expiry),
     h("td", { "data-label": "Origin" }, origin),
     h("td", { "data-label": "Models" }, models),
     h("td", { "data-label": "Created" }, timeEl(g.created_at)),
@@ -447,10 +661,14 @@ function grantRow(g) {
 }
 
 function revokeGrant(g) {
+  // A connected app (it came through "Sign in with OpenAI" and is bound to its website) gets a
+  // new key by connecting again from the app; a key made here is replaced by making a new one.
+  const message = g.origin
+    ? `${g.name} (${g.origin}) loses access to your OpenAI key immediately. This can’t be undone: to use the app again, reconnect from the app itself (its “Sign in with OpenAI” button) and approve it again.`
+    : "Apps using this key stop working immediately. This can’t be undone: to reconnect the app, create a new key.";
   return confirmDialog({
     title: `Revoke “${g.name}”?`,
-    message:
-      "Apps using this key stop working immediately. This can’t be undone: to reconnect the app, create a new key.",
+    message,
     confirmLabel: "Revoke key",
     danger: true,
     action: async () => {
@@ -499,7 +717,7 @@ function passkeyItem(p, only) {
         "Added ",
         timeEl(p.created_at),
         " · ",
-        p.last_used_at ? ["Last used ", timeEl(p.last_used_at, { relative: true })] : "Not used to sign in yet",
+        p.last_used_at ? ["Last used ", timeEl(p.last_used_at, { relative: true, midSentence: true })] : "Not used to sign in yet",
       ),
     ),
     h(
@@ -588,13 +806,17 @@ function removePasskey(p) {
   const name = p.name || "this passkey";
   return confirmDialog({
     title: `Remove “${name}”?`,
-    message: "You won’t be able to sign in with it any more. Your other passkeys keep working.",
+    message:
+      "You won’t be able to sign in with it any more, and keygate signs you out on every other device (this one stays signed in). Your other passkeys keep working.",
     confirmLabel: "Remove passkey",
     danger: true,
     iconName: "trash",
     action: async () => {
-      await api.del(`/api/passkeys/${encodeURIComponent(p.id)}`);
+      await api.del(`/api/passkeys/${encodeURIComponent(p.id)}`, {
+        stepUpMessage: "Removing a passkey changes who can sign in to your account, so keygate asks for your passkey once more.",
+      });
       await refresh("passkeys");
+      await refreshSafely("sessions", el.sessionsMsg);
       toast("Passkey removed.");
     },
   });
@@ -604,8 +826,15 @@ el.passkeyForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   showMessage(el.passkeysMsg, "", "");
   const name = el.passkeyName.value.trim();
+  // Adding a passkey may need a fresh passkey check first (api.js's step-up); then the
+  // device makes the new one.
+  const post = (path, body) =>
+    api.post(path, body, {
+      stepUpMessage:
+        "Adding a passkey is a sensitive change, so keygate first asks for a passkey you already have. Then your device makes the new one.",
+    });
   try {
-    await busy(el.passkeyAdd, () => addPasskey(name || undefined));
+    await busy(el.passkeyAdd, () => addPasskey(name || undefined, { post }));
   } catch (err) {
     showMessage(el.passkeysMsg, "error", err.message);
     return;
@@ -614,6 +843,104 @@ el.passkeyForm.addEventListener("submit", async (event) => {
   await refreshSafely("passkeys", el.passkeysMsg);
   toast("Passkey added. You can sign in with it now.");
 });
+
+// ---------------------------------------------------------------- sessions
+
+function otherSessions() {
+  return (state.sessions || []).filter((s) => !s.current);
+}
+
+function renderSessions() {
+  const list = state.sessions;
+  el.sessionsSection.hidden = !Array.isArray(list);
+  if (!Array.isArray(list)) return;
+  const sorted = [...list].sort(
+    (a, b) => Number(Boolean(b.current)) - Number(Boolean(a.current)) || (b.last_seen_at || 0) - (a.last_seen_at || 0),
+  );
+  replace(el.sessionsList, sorted.map(sessionItem));
+  el.sessionsRevokeOthers.hidden = otherSessions().length === 0;
+}
+
+function sessionItem(s) {
+  const device = describeAgent(s.user_agent);
+  const seen = s.current
+    ? "Active now"
+    : s.last_seen_at
+      ? ["Last seen ", timeEl(s.last_seen_at, { relative: true, midSentence: true })]
+      : "Not seen since signing in";
+  return h(
+    "li",
+    { class: "item", dataset: { sessionId: s.id } },
+    h("span", { class: "item-icon" }, icon("device")),
+    h(
+      "div",
+      { class: "item-main" },
+      h(
+        "div",
+        { class: "item-title", title: s.user_agent || null },
+        device,
+        s.current ? h("span", { class: "badge badge-active badge-inline" }, "This device") : null,
+      ),
+      h("div", { class: "item-meta" }, "Signed in ", timeEl(s.created_at), " · ", seen),
+    ),
+    s.current
+      ? null
+      : h(
+          "div",
+          { class: "item-actions" },
+          h(
+            "button",
+            {
+              class: "btn btn-sm btn-danger-outline",
+              type: "button",
+              "aria-label": `End session: ${device}, signed in ${formatDate(s.created_at)}`,
+              onclick: (event) => endSession(s, device, event.currentTarget),
+            },
+            icon("logout"),
+            "End session",
+          ),
+        ),
+  );
+}
+
+async function endSession(s, device, button) {
+  showMessage(el.sessionsMsg, "", "");
+  try {
+    await busy(button, () => api.del(`/api/sessions/${encodeURIComponent(s.id)}`));
+  } catch (err) {
+    if (err.status !== 404) {
+      showMessage(el.sessionsMsg, "error", err.message);
+      return;
+    }
+    // Already gone (it expired or signed out): the refreshed list shows that.
+  }
+  await refreshSafely("sessions", el.sessionsMsg);
+  toast(`${device} is signed out.`);
+}
+
+async function revokeOthers(button) {
+  showMessage(el.sessionsMsg, "", "");
+  let out;
+  try {
+    out = await busy(button, () => api.post("/api/sessions/revoke-others", {}));
+  } catch (err) {
+    showMessage(el.sessionsMsg, "error", err.message);
+    el.sessionsSection.scrollIntoView({ block: "start" });
+    return;
+  }
+  offerSignOutOthers = false;
+  await refreshSafely("sessions", el.sessionsMsg);
+  const n = typeof out?.ended === "number" ? out.ended : null;
+  toast(
+    n === null
+      ? "You’re signed out everywhere else."
+      : n === 0
+        ? "No other device was signed in."
+        : `Signed out on ${n === 1 ? "1 other device" : `${n} other devices`}. This device stays signed in.`,
+  );
+}
+
+el.sessionsRevokeOthers.addEventListener("click", () => revokeOthers(el.sessionsRevokeOthers));
 
 // ---------------------------------------------------------------- account deletion
 
@@ -627,7 +954,10 @@ el.accountDelete.addEventListener("click", async () => {
     danger: true,
     iconName: "user-x",
     typeToConfirm: "delete my account",
-    action: () => api.del("/api/account"),
+    action: () =>
+      api.del("/api/account", {
+        stepUpMessage: "Deleting your account can’t be undone, so keygate asks for your passkey once more.",
+      }),
   });
   if (deleted) goToLogin("deleted");
 });

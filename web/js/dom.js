@@ -92,11 +92,15 @@ const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
 const dateTimeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 const relFmt = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
 
-/** A `<time>` for a unix-seconds timestamp: a date, with the full date and time as title. */
-export function timeEl(seconds, { relative = false, never = "Never" } = {}) {
+/**
+ * A `<time>` for a unix-seconds timestamp: a date, with the full date and time as title.
+ * relative: "Just now", "3 hours ago"… for recent times; midSentence: without the capital.
+ */
+export function timeEl(seconds, { relative = false, never = "Never", midSentence = false } = {}) {
   if (seconds === null || seconds === undefined) return h("span", { class: "faint" }, never);
   const date = new Date(seconds * 1000);
-  const text = relative ? relativeText(date) : dateFmt.format(date);
+  let text = relative ? relativeText(date) : dateFmt.format(date);
+  if (relative && midSentence && text !== dateFmt.format(date)) text = text.charAt(0).toLowerCase() + text.slice(1);
   return h("time", { datetime: date.toISOString(), title: dateTimeFmt.format(date) }, text);
 }
 

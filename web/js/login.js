@@ -1,4 +1,5 @@
-// The sign-in page: passkey first, with account creation below it.
+// The sign-in page: passkey first, with account creation below it. After signing in, the
+// dashboard offers to sign out every other device when there are any (see docs/DECISIONS.md).
 
 import { api } from "./api.js";
 import { $, busy, showMessage } from "./dom.js";
@@ -43,14 +44,24 @@ api
 
 let working = false;
 
+/** Tells the dashboard it was opened right after signing in (it then offers "sign out everywhere else"). */
+function markSignedIn() {
+  try {
+    window.sessionStorage.setItem("keygate.justSignedIn", "1");
+  } catch {
+    // storage blocked: the dashboard's devices list still has the button
+  }
+}
+
 /** Runs one ceremony at a time; shows its failure in `region`. */
-async function run(button, region, work) {
+async function run(button, region, work, after = null) {
   if (working) return;
   working = true;
   showMessage(notice, "", "");
   showMessage(registerNotice, "", "");
   try {
     await busy(button, work);
+    after?.();
     window.location.assign("/dashboard");
   } catch (err) {
     showMessage(region, "error", describe(err));
@@ -63,7 +74,7 @@ function describe(err) {
   return err?.message || "Something went wrong. Try again.";
 }
 
-signinBtn.addEventListener("click", () => run(signinBtn, notice, signIn));
+signinBtn.addEventListener("click", () => run(signinBtn, notice, signIn, markSignedIn));
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();

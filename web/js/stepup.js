@@ -1,96 +1,47 @@
-// Step-up: keygate asks for a fresh passkey check before sensitive changes (replacing or
-// deleting the OpenAI key, removing a passkey, deleting the account). api.js calls this on
+// Step-up: keygate asks for a fresh passkey check before sensitive changes (storing, replacing
+// or deleting the OpenAI key, creating an app key, adding or removing a passkey, deleting the
+// account) once the sign-in is more than a few minutes old. api.js calls this on
 // `fresh_passkey_required`, then retries the request once.
 //
-// The check runs from a click in this dialog, so the browser's passkey prompt always follows
-// a user gesture.
+// The check runs from a click in the dialog (ui.js's confirmDialog), so the browser's passkey
+// prompt always follows a user gesture.
 
-import { ApiError } from "./api.js";
-import { busy, h, icon, showMessage } from "./dom.js";
+import { ApiError } from "./errors.js";
 import { reauthenticate } from "./passkey.js";
+import { confirmDialog } from "./ui.js";
+
+const DEFAULT_MESSAGE =
+  "This is a sensitive change, so keygate asks for your passkey once more. It only takes a moment.";
 
 let pending = null;
 
-/** Resolves once the person has confirmed with a passkey; rejects if they give up. */
-export function confirmWithPasskey() {
+/**
+ * Resolves once the person has confirmed with a passkey; rejects if they give up.
+ * `message` says what they are doing and why keygate asks (defaults to a general sentence).
+ */
+export function confirmWithPasskey(message = null) {
   if (!pending) {
-    pending = ask().finally(() => {
+    pending = ask(message || DEFAULT_MESSAGE).finally(() => {
       pending = null;
     });
   }
   return pending;
 }
 
-function ask() {
-  return new Promise((resolve, reject) => {
-    const errors = h("div", { "aria-live": "polite" });
-    let running = false;
-    let confirmed = false;
-
-    const cancelBtn = h("button", { type: "button", class: "btn" }, "Cancel");
-    const goBtn = h(
-      "button",
-      { type: "submit", class: "btn btn-primary", id: "stepup-confirm" },
-      icon("passkey"),
-      "Use passkey",
-    );
-    const form = h(
-      "form",
-      { method: "dialog" },
-      h(
-        "div",
-        { class: "dialog-body" },
-        h("div", { class: "dialog-icon" }, icon("shield")),
-        h("h2", { id: "stepup-title" }, "Confirm it’s you"),
-        h(
-          "p",
-          { id: "stepup-desc" },
-          "This is a sensitive change, so keygate asks for your passkey once more. It only takes a moment.",
-        ),
-        errors,
-      ),
-      h("div", { class: "dialog-actions" }, cancelBtn, goBtn),
-    );
-    const dialog = h(
-      "dialog",
-      { id: "stepup-dialog", "aria-labelledby": "stepup-title", "aria-describedby": "stepup-desc" },
-      form,
-    );
-
-    cancelBtn.addEventListener("click", () => {
-      if (!running) dialog.close();
-    });
-    dialog.addEventListener("cancel", (event) => {
-      if (running) event.preventDefault();
-    });
-    dialog.addEventListener("close", () => {
-      dialog.remove();
-      if (confirmed) resolve();
-      else
-        reject(
-          new ApiError("You didn’t confirm with your passkey, so nothing was changed.", {
-            code: "step_up_cancelled",
-          }),
-        );
-    });
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      if (running) return;
-      running = true;
-      showMessage(errors, "error", "");
-      try {
-        await busy(goBtn, reauthenticate);
-        confirmed = true;
-        dialog.close();
-      } catch (err) {
-        showMessage(errors, "error", err?.message || "That didn't work. Try again.");
-      } finally {
-        running = false;
-      }
-    });
-
-    document.body.append(dialog);
-    dialog.showModal();
-    goBtn.focus();
+async function ask(message) {
+  const confirmed = await confirmDialog({
+    id: "stepup-dialog",
+    title: "Confirm it’s you",
+    message,
+    confirmLabel: "Use passkey",
+    confirmIcon: "passkey",
+    iconName: "shield",
+    focus: "confirm",
+    action: () => reauthenticate(),
   });
+  if (!confirmed) {
+    throw new ApiError("You didn’t confirm with your passkey, so nothing was changed.", {
+      code: "step_up_cancelled",
+    });
+  }
 }

@@ -5,11 +5,16 @@ import { busy, h, icon, showMessage } from "./dom.js";
 let dialogCount = 0;
 
 /**
- * A modal confirmation (<dialog>). When confirmed, `action` runs with the confirm button busy;
- * an error it throws is shown inside the dialog so the person can retry or cancel.
- * Resolves to true when the action succeeded, false when the person cancelled.
+ * A modal confirmation (<dialog>), the only one on keygate's pages: confirmations of
+ * destructive changes and the passkey step-up (stepup.js) both use it. When confirmed,
+ * `action` runs with the confirm button busy; an error it throws is shown inside the dialog
+ * so the person can retry or cancel. Resolves to true when the action succeeded, false when
+ * the person cancelled.
  *
  * typeToConfirm: a phrase the person must type before the confirm button does anything.
+ * confirmIcon: an icon shown in the confirm button (e.g. "passkey").
+ * focus: "cancel" (default, the safe choice) or "confirm" — what has focus when it opens.
+ * id: an id for the <dialog> element.
  */
 export function confirmDialog({
   title,
@@ -18,7 +23,10 @@ export function confirmDialog({
   cancelLabel = "Cancel",
   danger = false,
   iconName = danger ? "warning" : "info",
+  confirmIcon = null,
   typeToConfirm = null,
+  focus = "cancel",
+  id = null,
   action = null,
 }) {
   return new Promise((resolve) => {
@@ -57,6 +65,7 @@ export function confirmDialog({
     const confirmBtn = h(
       "button",
       { type: "submit", class: `btn ${danger ? "btn-danger" : "btn-primary"}` },
+      confirmIcon ? icon(confirmIcon) : null,
       confirmLabel,
     );
 
@@ -74,7 +83,7 @@ export function confirmDialog({
       ),
       h("div", { class: "dialog-actions" }, cancelBtn, confirmBtn),
     );
-    const dialog = h("dialog", { "aria-labelledby": titleId, "aria-describedby": descId }, form);
+    const dialog = h("dialog", { id, "aria-labelledby": titleId, "aria-describedby": descId }, form);
 
     cancelBtn.addEventListener("click", () => {
       if (!running) dialog.close();
@@ -110,7 +119,7 @@ export function confirmDialog({
 
     document.body.append(dialog);
     dialog.showModal();
-    (input || cancelBtn).focus();
+    (input || (focus === "confirm" ? confirmBtn : cancelBtn)).focus();
   });
 }
 

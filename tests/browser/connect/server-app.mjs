@@ -31,16 +31,21 @@ export async function startServerApp({ vault }) {
         const { verifier, challenge } = await createPkcePair();
         const state = randomBytes(16).toString("hex");
         pending.set(state, verifier);
-        const location = buildConnectURL({
-          vault,
-          redirectUri: `${origin}/callback`,
-          state,
-          codeChallenge: challenge,
-          appName: "Server Notes",
-          models: ["gpt-4o-mini"],
-          plan: "starter",
-        });
-        res.writeHead(302, { location });
+        const location = new URL(
+          buildConnectURL({
+            vault,
+            redirectUri: `${origin}/callback`,
+            state,
+            codeChallenge: challenge,
+            appName: "Server Notes",
+            models: ["gpt-4o-mini"],
+            plan: "starter",
+          }),
+        );
+        // (Tests only: /connect?scopes=inference,files asks for those scopes.)
+        const scopes = url.searchParams.get("scopes");
+        if (scopes) location.searchParams.set("scopes", scopes);
+        res.writeHead(302, { location: location.href });
         return res.end();
       }
 
