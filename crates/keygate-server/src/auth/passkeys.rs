@@ -12,7 +12,6 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::{PasskeyId, UserId};
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::time::{self, UnixTime};
 use keygate_store::{CeremonyRecord, PasskeyInsert, PasskeyRecord, Store, UserRecord};
 use rand::RngCore;
@@ -26,6 +25,7 @@ use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::services::error::ServiceError;
 use crate::services::users::parse_name;
 
 const REGISTER: &str = "register";
@@ -64,7 +64,7 @@ impl Passkeys {
     fn webauthn(&self) -> Result<&Webauthn, ServerError> {
         self.inner
             .as_deref()
-            .map_err(|why| OpenAiError::passkeys_unavailable(why.clone()).into())
+            .map_err(|why| ServiceError::PasskeysUnavailable(why.clone()).into())
     }
 
     // --- registration of a new person ------------------------------------------
@@ -109,7 +109,7 @@ impl Passkeys {
             PasskeyInsert::Inserted => {}
             PasskeyInsert::CredentialTaken | PasskeyInsert::NoSuchUser => {
                 tracing::info!("registration refused: credential id already registered");
-                return Err(OpenAiError::credential_already_registered().into());
+                return Err(ServiceError::CredentialAlreadyRegistered.into());
             }
         }
         store.flush().await?;
@@ -144,7 +144,7 @@ impl Passkeys {
         let (handle, cred_id) = webauthn
             .identify_discoverable_authentication(&cred)
             .map_err(|e| rejected(Step::SignIn, e))?;
-        let unknown = || OpenAiError::ceremony_failed(NOT_REGISTERED);
+        let unknown = || ServiceError::CeremonyFailed(NOT_REGISTERED.to_owned());
         let mut record = store
             .passkey_by_credential(&URL_SAFE_NO_PAD.encode(cred_id))?
             .ok_or_else(unknown)?;
@@ -189,7 +189,7 @@ impl Passkeys {
     ) -> Result<(), ServerError> {
         let c = self.take(store, ceremony, kind)?;
         if c.user_id.as_ref() != Some(user) {
-            return Err(OpenAiError::ceremony_failed(OTHER_SESSION).into());
+            return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
         }
         let state: PasskeyAuthentication = decode_state(&c.state)?;
         let cred: PublicKeyCredential = parse_credential(credential)?;
@@ -203,8 +203,9 @@ impl Passkeys {
             )?
             .filter(|r| &r.user_id == user)
             .ok_or_else(|| {
-                OpenAiError::ceremony_failed(
-                    "That passkey belongs to another account. Choose one of your own passkeys.",
+                ServiceError::CeremonyFailed(
+                    "That passkey belongs to another account. Choose one of your own passkeys."
+                        .to_owned(),
                 )
             })?;
         let mut passkey: Passkey = decode_state(&record.passkey)?;
@@ -241,7 +242,7 @@ impl Passkeys {
     ) -> Result<PasskeyRecord, ServerError> {
         let c = self.take(store, ceremony, ADD)?;
         if c.user_id.as_ref() != Some(user) {
-            return Err(OpenAiError::ceremony_failed(OTHER_SESSION).into());
+            return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
         }
         let state: PasskeyRegistration = decode_state(&c.state)?;
         let cred: RegisterPublicKeyCredential = parse_credential(credential)?;
@@ -259,9 +260,9 @@ impl Passkeys {
             PasskeyInsert::Inserted => {}
             PasskeyInsert::CredentialTaken => {
                 tracing::info!(user_id = %user, "passkey refused: credential id already registered");
-                return Err(OpenAiError::credential_already_registered().into());
+                return Err(ServiceError::CredentialAlreadyRegistered.into());
             }
-            PasskeyInsert::NoSuchUser => return Err(OpenAiError::not_signed_in().into()),
+            PasskeyInsert::NoSuchUser => return Err(ServiceError::NotSignedIn.into()),
         }
         store.flush().await?;
         tracing::info!(user_id = %user, passkey_id = %record.id, "passkey added");
@@ -295,7 +296,7 @@ impl Passkeys {
     }
 
     fn take(&self, store: &Store, id: &str, kind: &str) -> Result<CeremonyRecord, ServerError> {
-        let gone = || OpenAiError::ceremony_failed(EXPIRED);
+        let gone = || ServiceError::CeremonyFailed(EXPIRED.to_owned());
         if id.is_empty() || id.len() > 128 {
             return Err(gone().into());
         }
@@ -419,10 +420,10 @@ fn update_record(
 
 fn parse_credential<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ServerError> {
     serde_json::from_value(v).map_err(|_| {
-        OpenAiError::invalid_request(
+        ServiceError::invalid(
+            "credential",
             "`credential` is not a WebAuthn credential (send PublicKeyCredential.toJSON()).",
         )
-        .with_param("credential")
         .into()
     })
 }
@@ -459,7 +460,7 @@ enum Step {
 
 fn rejected(step: Step, e: webauthn_rs::prelude::WebauthnError) -> ServerError {
     tracing::info!(error = ?e, step = ?step, "passkey rejected");
-    OpenAiError::ceremony_failed(plain_message(step, &e)).into()
+    ServiceError::CeremonyFailed(plain_message(step, &e)).into()
 }
 
 /// Plain words for a WebAuthn failure: what happened, and what to do.

@@ -11,7 +11,6 @@ use actix_web::{FromRequest, HttpRequest, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::UserId;
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::secret::sha256_hex;
 use keygate_core::time::{self, UnixTime};
 use keygate_store::{SessionInsert, SessionRecord, Store, UserRecord};
@@ -21,6 +20,7 @@ use serde::Serialize;
 use crate::auth::passkeys::random_token;
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::services::error::{Missing, ServiceError};
 use crate::state::AppState;
 
 /// Write `last_seen_at` at most this often, so reads stay reads.
@@ -72,7 +72,7 @@ pub async fn create(
                 tracing::info!(user_id = %user, ended, "oldest sessions ended (per-person cap)");
             }
         }
-        SessionInsert::NoSuchUser => return Err(OpenAiError::not_signed_in().into()),
+        SessionInsert::NoSuchUser => return Err(ServiceError::NotSignedIn.into()),
     }
     store.flush().await?;
     Ok(build_cookie(
@@ -173,7 +173,7 @@ pub async fn end_one(
         .into_iter()
         .find(|(_, rec)| !rec.public_id.is_empty() && rec.public_id == public_id);
     let Some((hash, _)) = found else {
-        return Err(OpenAiError::not_found("No such session.").into());
+        return Err(ServiceError::NotFound(Missing::Session).into());
     };
     store.delete_session(&hash)?;
     store.flush().await?;
@@ -258,22 +258,19 @@ fn load(req: &HttpRequest) -> Result<UserSession, ServerError> {
     let cookie = req
         .cookie(cookie_name(&st.config))
         .filter(|c| !c.value().is_empty() && c.value().len() <= 128)
-        .ok_or_else(OpenAiError::not_signed_in)?;
+        .ok_or(ServiceError::NotSignedIn)?;
     let hash = sha256_hex(cookie.value());
-    let mut record = st
-        .store
-        .session(&hash)?
-        .ok_or_else(OpenAiError::not_signed_in)?;
+    let mut record = st.store.session(&hash)?.ok_or(ServiceError::NotSignedIn)?;
     let now = time::now();
     if expired(&record, &st.config, now) {
         st.store.delete_session(&hash)?;
-        return Err(OpenAiError::not_signed_in().into());
+        return Err(ServiceError::NotSignedIn.into());
     }
     let user = match st.store.user(&record.user_id)? {
         Some(u) => u,
         None => {
             st.store.delete_session(&hash)?;
-            return Err(OpenAiError::not_signed_in().into());
+            return Err(ServiceError::NotSignedIn.into());
         }
     };
     let legacy = record.public_id.is_empty();
@@ -306,7 +303,7 @@ impl FromRequest for FreshSession {
             if s.is_fresh() {
                 Ok(FreshSession(s))
             } else {
-                Err(OpenAiError::fresh_passkey_required().into())
+                Err(ServiceError::FreshPasskeyRequired.into())
             }
         });
         Box::pin(async move { result })

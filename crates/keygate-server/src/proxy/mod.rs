@@ -11,6 +11,7 @@ mod authenticate;
 mod authorize;
 mod body;
 mod cors;
+pub mod error;
 mod forward;
 pub mod headers;
 mod multipart;

@@ -4,11 +4,11 @@ use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use keygate_core::openai_error::OpenAiError;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use crate::error::ServerError;
+use crate::services::error::{Limit, ServiceError};
 use crate::services::grants::GrantView;
 use crate::services::{grants, users, vault};
 use crate::state::AppState;
@@ -30,10 +30,7 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ServerError::Internal("app state missing".into()))?;
     if !st.admin_enabled() {
-        return Err(OpenAiError::invalid_api_key(
-            "the admin API is disabled; set KEYGATE_ADMIN_KEY to enable it",
-        )
-        .into());
+        return Err(ServiceError::AdminDisabled.into());
     }
     // Wrong keys are throttled per address, and the throttle comes before the check:
     // a throttled address learns nothing about any key it sends until Retry-After has
@@ -41,11 +38,9 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
     // affected (docs/DECISIONS.md).
     let throttle = &st.throttles.admin_failures;
     let client = st.throttles.client(req.peer_addr(), req.headers());
-    let slow_down = |secs| {
-        OpenAiError::rate_limit_exceeded(
-            format!("Too many wrong admin keys from your address. Try again in {secs} seconds."),
-            secs,
-        )
+    let slow_down = |secs| ServiceError::RateLimited {
+        limit: Limit::AdminKeys,
+        retry_after: secs,
     };
     throttle.gate(client).map_err(slow_down)?;
     let token = crate::proxy::bearer_token(req)?;
@@ -54,7 +49,7 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
     }
     tracing::warn!(%client, "wrong admin key");
     throttle.failed(client).map_err(slow_down)?;
-    Err(OpenAiError::invalid_api_key("this is not the admin key").into())
+    Err(ServiceError::NotAdminKey.into())
 }
 
 #[derive(Deserialize)]

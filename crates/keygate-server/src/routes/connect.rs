@@ -4,7 +4,6 @@
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use keygate_core::ids::GrantId;
-use keygate_core::openai_error::OpenAiError;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,6 +15,7 @@ use crate::error::ServerError;
 use crate::routes::api::{Empty, started};
 use crate::routes::web_pages;
 use crate::services::connect::{self, Approval};
+use crate::services::error::{Missing, ServiceError};
 use crate::services::grants::{self, GrantView};
 use crate::state::AppState;
 
@@ -170,7 +170,7 @@ pub async fn approve_form(
     form: web::Form<ApproveForm>,
 ) -> HttpResponse {
     let result = async {
-        let s = s.ok_or_else(OpenAiError::not_signed_in)?;
+        let s = s.ok_or(ServiceError::NotSignedIn)?;
         let f = form.into_inner();
         let request = connect::parse_redirect_request(
             Some("code"),
@@ -189,7 +189,7 @@ pub async fn approve_form(
             reuse_grant_id: parse_reuse(f.reuse_grant_id.as_deref())?,
         };
         let credential: Value = serde_json::from_str(&f.credential)
-            .map_err(|_| OpenAiError::invalid_request("credential is not JSON").with_param("credential"))?;
+            .map_err(|_| ServiceError::invalid("credential", "credential is not JSON"))?;
         st.passkeys
             .assertion_finish(&st.store, s.user_id(), &f.ceremony, credential, CONNECT_APPROVE)?;
         let code = connect::issue_code(&st.store, s.user_id(), &request, approval, st.config.ceremony_ttl.as_secs()).await?;
@@ -222,9 +222,7 @@ pub async fn deny_form(req: HttpRequest, form: web::Form<DenyForm>) -> HttpRespo
             .finish(),
         Err(e) => error_for(
             &req,
-            &OpenAiError::invalid_request(e.to_string())
-                .with_param("redirect_uri")
-                .into(),
+            &ServiceError::invalid("redirect_uri", e.to_string()).into(),
         ),
     }
 }
@@ -289,10 +287,10 @@ fn clean_plan(raw: Option<&str>) -> Result<Option<String>, ServerError> {
         {
             Ok(Some(p.to_owned()))
         }
-        Some(_) => Err(OpenAiError::invalid_request(
+        Some(_) => Err(ServiceError::invalid(
+            "plan",
             "plan must be a plan name (letters, digits, - _ .)",
         )
-        .with_param("plan")
         .into()),
     }
 }
@@ -302,15 +300,11 @@ fn parse_reuse(raw: Option<&str>) -> Result<Option<GrantId>, ServerError> {
         None => Ok(None),
         Some(id) => GrantId::parse(id)
             .map(Some)
-            .map_err(|_| OpenAiError::not_found("No such connection for this app.").into()),
+            .map_err(|_| ServiceError::NotFound(Missing::Connection).into()),
     }
 }
 
 /// Browsers get a readable page; API clients the OpenAI-shaped JSON. Same status.
 fn error_for(req: &HttpRequest, e: &ServerError) -> HttpResponse {
-    if crate::error::wants_html(req.headers()) {
-        crate::error::render_html(&e.to_openai())
-    } else {
-        actix_web::ResponseError::error_response(e)
-    }
+    crate::error::respond(req.headers(), e)
 }

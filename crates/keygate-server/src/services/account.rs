@@ -2,13 +2,13 @@
 //! deleting the account with everything in it.
 
 use keygate_core::ids::{PasskeyId, UserId};
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::time::UnixTime;
 use keygate_store::{DeletePasskey, PasskeyRecord, Store};
 use serde::Serialize;
 
 use crate::auth::UserSession;
 use crate::error::ServerError;
+use crate::services::error::{Missing, ServiceError};
 use crate::services::users::parse_name;
 
 /// A passkey as its person sees it (never the public key or credential id).
@@ -66,7 +66,7 @@ pub async fn remove_passkey(
 ) -> Result<usize, ServerError> {
     let pk = own_passkey(store, current.user_id(), id)?;
     match store.delete_passkey_unless_last(&pk)? {
-        DeletePasskey::Last => Err(OpenAiError::last_passkey().into()),
+        DeletePasskey::Last => Err(ServiceError::LastPasskey.into()),
         DeletePasskey::Gone => Err(not_found().into()),
         DeletePasskey::Deleted => {
             let ended = store.delete_sessions_for_user(&pk.user_id, Some(current.hash()))?;
@@ -93,6 +93,6 @@ fn own_passkey(store: &Store, user: &UserId, id: &str) -> Result<PasskeyRecord, 
         .ok_or_else(|| not_found().into())
 }
 
-fn not_found() -> OpenAiError {
-    OpenAiError::not_found("No such passkey.")
+fn not_found() -> ServiceError {
+    ServiceError::NotFound(Missing::Passkey)
 }

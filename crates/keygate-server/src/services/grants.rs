@@ -1,5 +1,4 @@
 use keygate_core::ids::{GrantId, UserId};
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::scope::{self, Scope};
 use keygate_core::time::{self, UnixTime};
 use keygate_core::token;
@@ -8,6 +7,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::error::ServerError;
+use crate::services::error::{Missing, ServiceError};
 use crate::services::users::parse_name;
 
 const MAX_MODELS: usize = 256;
@@ -60,10 +60,10 @@ pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError
     for m in raw.unwrap_or_default() {
         let m = m.trim().to_owned();
         if m.is_empty() || m.len() > 128 || !m.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(OpenAiError::invalid_request(
+            return Err(ServiceError::invalid(
+                "models",
                 "each entry of `models` must be a model id of 1–128 printable characters",
             )
-            .with_param("models")
             .into());
         }
         if !out.contains(&m) {
@@ -71,11 +71,7 @@ pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError
         }
     }
     if out.len() > MAX_MODELS {
-        return Err(
-            OpenAiError::invalid_request(format!("at most {MAX_MODELS} models"))
-                .with_param("models")
-                .into(),
-        );
+        return Err(ServiceError::invalid("models", format!("at most {MAX_MODELS} models")).into());
     }
     Ok(out)
 }
@@ -83,11 +79,7 @@ pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError
 /// Scope names as sent (`None` = the default, `["inference"]`); an unknown name or an
 /// empty list is a 400 naming `scopes`.
 pub fn parse_scopes(raw: Option<&[String]>) -> Result<Vec<Scope>, ServerError> {
-    scope::parse_scopes(raw).map_err(|e| {
-        OpenAiError::invalid_request(e.to_string())
-            .with_param("scopes")
-            .into()
-    })
+    scope::parse_scopes(raw).map_err(|e| ServiceError::invalid("scopes", e.to_string()).into())
 }
 
 /// What a new grant is for: its name, models (none = all), endpoint scopes (none =
@@ -156,7 +148,7 @@ pub async fn rekey(
     owner: &UserId,
     scopes: Option<Vec<Scope>>,
 ) -> Result<NewGrant, ServerError> {
-    let not_found = || OpenAiError::not_found("No such active connection.");
+    let not_found = || ServiceError::NotFound(Missing::ActiveConnection);
     let existing = store.grant(id)?.ok_or_else(not_found)?;
     if existing.user_id != *owner || existing.state != GrantState::Active {
         return Err(not_found().into());
@@ -186,7 +178,7 @@ pub async fn revoke(
     id: &str,
     owner: Option<&UserId>,
 ) -> Result<GrantRecord, ServerError> {
-    let not_found = || OpenAiError::not_found("No such grant.");
+    let not_found = || ServiceError::NotFound(Missing::Grant);
     let id = GrantId::parse(id).map_err(|_| not_found())?;
     let existing = store.grant(&id)?.ok_or_else(not_found)?;
     if owner.is_some_and(|o| *o != existing.user_id) {

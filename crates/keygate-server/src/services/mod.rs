@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod connect;
+pub mod error;
 pub mod grants;
 pub mod users;
 pub mod vault;

@@ -1,10 +1,10 @@
 use keygate_core::ids::UserId;
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::time::{self, UnixTime};
 use keygate_store::{Store, UserRecord};
 use serde::Serialize;
 
 use crate::error::ServerError;
+use crate::services::error::{Missing, ServiceError};
 
 const MAX_NAME_CHARS: usize = 200;
 
@@ -27,21 +27,21 @@ impl From<&UserRecord> for UserView {
 }
 
 /// A display name: trimmed, 1–200 characters, no control characters.
-pub fn parse_name(raw: &str, what: &str) -> Result<String, ServerError> {
+pub fn parse_name(raw: &str, what: &'static str) -> Result<String, ServiceError> {
     let name = raw.trim();
     if name.is_empty() {
-        return Err(
-            OpenAiError::invalid_request(format!("`{what}` must not be empty"))
-                .with_param(what)
-                .into(),
-        );
+        return Err(ServiceError::invalid(
+            what,
+            format!("`{what}` must not be empty"),
+        ));
     }
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(OpenAiError::invalid_request(format!(
-            "`{what}` must be at most {MAX_NAME_CHARS} characters without control characters"
-        ))
-        .with_param(what)
-        .into());
+        return Err(ServiceError::invalid(
+            what,
+            format!(
+                "`{what}` must be at most {MAX_NAME_CHARS} characters without control characters"
+            ),
+        ));
     }
     Ok(name.to_owned())
 }
@@ -59,8 +59,8 @@ pub async fn create(store: &Store, name: &str) -> Result<UserRecord, ServerError
 }
 
 pub fn get(store: &Store, id: &str) -> Result<UserRecord, ServerError> {
-    let id = UserId::parse(id).map_err(|_| OpenAiError::not_found("No such user."))?;
+    let id = UserId::parse(id).map_err(|_| ServiceError::NotFound(Missing::User))?;
     store
         .user(&id)?
-        .ok_or_else(|| OpenAiError::not_found("No such user.").into())
+        .ok_or_else(|| ServiceError::NotFound(Missing::User).into())
 }

@@ -7,7 +7,6 @@
 
 use keygate_core::ids::{KeyId, UserId};
 use keygate_core::keyring::Keyring;
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::secret::OpenAiKey;
 use keygate_core::time::{self, UnixTime};
 use keygate_core::vault::{self, Binding, SealedKey, UnsealedKey};
@@ -15,17 +14,17 @@ use keygate_store::{Store, VaultRecord};
 use serde::Serialize;
 
 use crate::error::ServerError;
+use crate::services::error::ServiceError;
 use crate::state::AppState;
 
 /// Parses a pasted key; refuses OpenAI admin keys (`sk-admin-...`) before anything
 /// else happens with them (they are never sent to OpenAI for validation either).
 fn parse_key(raw_key: &str) -> Result<OpenAiKey, ServerError> {
     let key = OpenAiKey::parse(raw_key).map_err(|e| {
-        OpenAiError::invalid_request(format!("The OpenAI key was not accepted: {e}"))
-            .with_param("api_key")
+        ServiceError::invalid("api_key", format!("The OpenAI key was not accepted: {e}"))
     })?;
     if key.is_admin_key() {
-        return Err(OpenAiError::admin_key_not_allowed().into());
+        return Err(ServiceError::AdminKeyNotAllowed.into());
     }
     Ok(key)
 }
@@ -100,9 +99,8 @@ pub async fn validate_with_upstream(st: &AppState, raw_key: &str) -> Result<bool
         st.config.upstream_url.as_str().trim_end_matches('/')
     );
     let mut auth =
-        reqwest::header::HeaderValue::try_from(format!("Bearer {}", key.expose_secret())).map_err(
-            |_| OpenAiError::invalid_request("The OpenAI key is not valid").with_param("api_key"),
-        )?;
+        reqwest::header::HeaderValue::try_from(format!("Bearer {}", key.expose_secret()))
+            .map_err(|_| ServiceError::invalid("api_key", "The OpenAI key is not valid"))?;
     auth.set_sensitive(true);
     let res = st
         .upstream
@@ -121,10 +119,7 @@ pub async fn validate_with_upstream(st: &AppState, raw_key: &str) -> Result<bool
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| "refused".into());
-            Err(OpenAiError::key_rejected(format!(
-                "OpenAI did not accept this key ({detail}). Check that you copied the whole key and that it is active at platform.openai.com/api-keys."
-            ))
-            .into())
+            Err(ServiceError::KeyRejected { detail }.into())
         }
         Ok(r) => {
             tracing::warn!(
