@@ -4,19 +4,19 @@
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use keygate_core::ids::GrantId;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::api::started;
+use super::wire::Empty;
 use crate::auth::UserSession;
 use crate::auth::csrf::request_origin;
 use crate::auth::passkeys::CONNECT_APPROVE;
 use crate::error::ServerError;
-use crate::routes::api::{Empty, started};
 use crate::routes::web_pages;
 use crate::services::connect::{self, Approval};
 use crate::services::error::{Missing, ServiceError};
-use crate::services::grants::{self, GrantView};
+use crate::services::grants;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -125,20 +125,8 @@ pub async fn approve_finish(
             .transpose()?,
         reuse_grant_id: parse_reuse(body.reuse_grant_id.as_deref())?,
     };
-    st.passkeys.assertion_finish(
-        &st.store,
-        s.user_id(),
-        &body.ceremony,
-        body.credential,
-        CONNECT_APPROVE,
-    )?;
-    let new = connect::grant_for(&st.store, s.user_id(), approval).await?;
-    tracing::info!(user_id = %s.user_id(), grant_id = %new.grant.id, origin = ?new.grant.origin, "app connected");
-    Ok(HttpResponse::Created().json(json!({
-        "api_key": new.token.expose_secret(),
-        "base_url": st.config.base_url(),
-        "grant": GrantView::from(&new.grant),
-    })))
+    let new = connect::approve(&st, s.user_id(), &body.ceremony, body.credential, approval).await?;
+    Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
 #[derive(Deserialize)]
@@ -190,11 +178,15 @@ pub async fn approve_form(
         };
         let credential: Value = serde_json::from_str(&f.credential)
             .map_err(|_| ServiceError::invalid("credential", "credential is not JSON"))?;
-        st.passkeys
-            .assertion_finish(&st.store, s.user_id(), &f.ceremony, credential, CONNECT_APPROVE)?;
-        let code = connect::issue_code(&st.store, s.user_id(), &request, approval, st.config.ceremony_ttl.as_secs()).await?;
-        tracing::info!(user_id = %s.user_id(), origin = %request.redirect_uri.origin(), "redirect connect approved");
-        Ok::<String, ServerError>(request.redirect_uri.with_query(&[("code", &code), ("state", &request.state)]))
+        connect::approve_redirect(
+            &st,
+            s.user_id(),
+            &f.ceremony,
+            credential,
+            &request,
+            approval,
+        )
+        .await
     }
     .await;
     match result {
@@ -257,11 +249,7 @@ pub async fn token(
         res.insert_header(("vary", "Origin"));
     }
     res.insert_header(("cache-control", "no-store"));
-    Ok(res.json(json!({
-        "api_key": new.token.expose_secret(),
-        "base_url": st.config.base_url(),
-        "grant_id": new.grant.id.to_string(),
-    })))
+    Ok(res.json(new.exchanged(st.config.base_url())))
 }
 
 /// CORS preflight for the token endpoint (a browser app exchanging its own code).

@@ -5,6 +5,7 @@ pub(crate) mod api;
 mod connect;
 mod health;
 pub(crate) mod web_pages;
+mod wire;
 
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::middleware::{DefaultHeaders, from_fn};

@@ -46,7 +46,7 @@ pub fn passkeys(store: &Store, user: &UserId) -> Result<Vec<PasskeyView>, Server
 pub async fn rename_passkey(
     store: &Store,
     user: &UserId,
-    id: &str,
+    id: &PasskeyId,
     name: &str,
 ) -> Result<PasskeyView, ServerError> {
     let mut pk = own_passkey(store, user, id)?;
@@ -62,7 +62,7 @@ pub async fn rename_passkey(
 pub async fn remove_passkey(
     store: &Store,
     current: &UserSession,
-    id: &str,
+    id: &PasskeyId,
 ) -> Result<usize, ServerError> {
     let pk = own_passkey(store, current.user_id(), id)?;
     match store.delete_passkey_unless_last(&pk)? {
@@ -85,10 +85,9 @@ pub async fn delete(store: &Store, user: &UserId) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn own_passkey(store: &Store, user: &UserId, id: &str) -> Result<PasskeyRecord, ServerError> {
-    let id = PasskeyId::parse(id).map_err(|_| not_found())?;
+fn own_passkey(store: &Store, user: &UserId, id: &PasskeyId) -> Result<PasskeyRecord, ServerError> {
     store
-        .passkey(&id)?
+        .passkey(id)?
         .filter(|p| &p.user_id == user)
         .ok_or_else(|| not_found().into())
 }

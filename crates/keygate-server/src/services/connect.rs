@@ -13,13 +13,15 @@ use keygate_core::scope::{self, Scope};
 use keygate_core::secret::sha256_hex;
 use keygate_core::time;
 use keygate_store::{CodeRecord, GrantState, Store};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::passkeys::random_token;
+use crate::auth::passkeys::{CONNECT_APPROVE, random_token};
 use crate::error::ServerError;
 use crate::services::error::{CodeProblem, Missing, ServiceError};
 use crate::services::grants::{self, GrantSpec, GrantView, NewGrant};
+use crate::state::AppState;
 
 /// What the person approved for an app.
 pub struct Approval {
@@ -180,6 +182,48 @@ pub fn existing(
         .filter(|g| g.state == GrantState::Active && g.origin.as_deref() == Some(origin.as_str()))
         .map(GrantView::from)
         .collect())
+}
+
+/// Popup mode: the person's passkey assertion approves `approval`; the grant (new or
+/// re-keyed) and its key go straight back to the popup page.
+pub async fn approve(
+    st: &AppState,
+    user: &UserId,
+    ceremony: &str,
+    credential: Value,
+    approval: Approval,
+) -> Result<NewGrant, ServerError> {
+    st.passkeys
+        .assertion_finish(&st.store, user, ceremony, credential, CONNECT_APPROVE)?;
+    let new = grant_for(&st.store, user, approval).await?;
+    tracing::info!(user_id = %user, grant_id = %new.grant.id, origin = ?new.grant.origin, "app connected");
+    Ok(new)
+}
+
+/// Redirect mode: the person's passkey assertion approves `approval`; returns where
+/// to send the browser: `redirect_uri?code&state`.
+pub async fn approve_redirect(
+    st: &AppState,
+    user: &UserId,
+    ceremony: &str,
+    credential: Value,
+    request: &RedirectRequest,
+    approval: Approval,
+) -> Result<String, ServerError> {
+    st.passkeys
+        .assertion_finish(&st.store, user, ceremony, credential, CONNECT_APPROVE)?;
+    let code = issue_code(
+        &st.store,
+        user,
+        request,
+        approval,
+        st.config.ceremony_ttl.as_secs(),
+    )
+    .await?;
+    tracing::info!(user_id = %user, origin = %request.redirect_uri.origin(), "redirect connect approved");
+    Ok(request
+        .redirect_uri
+        .with_query(&[("code", &code), ("state", &request.state)]))
 }
 
 /// Creates (or re-keys) the grant for an approval.

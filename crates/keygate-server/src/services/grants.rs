@@ -3,8 +3,8 @@ use keygate_core::scope::{self, Scope};
 use keygate_core::time::{self, UnixTime};
 use keygate_core::token;
 use keygate_store::{GrantRecord, GrantState, Store};
-use secrecy::SecretString;
-use serde::Serialize;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Serialize, Serializer};
 
 use crate::error::ServerError;
 use crate::services::error::{Missing, ServiceError};
@@ -16,6 +16,49 @@ const MAX_MODELS: usize = 256;
 pub struct NewGrant {
     pub token: SecretString,
     pub grant: GrantRecord,
+}
+
+impl NewGrant {
+    /// The answer that hands the key out (grant creation, popup approval).
+    pub fn issued(self, base_url: String) -> IssuedGrant {
+        IssuedGrant {
+            grant: GrantView::from(&self.grant),
+            api_key: self.token,
+            base_url,
+        }
+    }
+
+    /// The redirect flow's code-exchange answer.
+    pub fn exchanged(self, base_url: String) -> ExchangedGrant {
+        ExchangedGrant {
+            grant_id: self.grant.id.to_string(),
+            api_key: self.token,
+            base_url,
+        }
+    }
+}
+
+/// `{api_key, base_url, grant}`: the one time a grant's key is shown. No `Debug`.
+#[derive(Serialize)]
+pub struct IssuedGrant {
+    #[serde(serialize_with = "expose")]
+    pub api_key: SecretString,
+    pub base_url: String,
+    pub grant: GrantView,
+}
+
+/// `{api_key, base_url, grant_id}`: the code exchange's answer. No `Debug`.
+#[derive(Serialize)]
+pub struct ExchangedGrant {
+    #[serde(serialize_with = "expose")]
+    pub api_key: SecretString,
+    pub base_url: String,
+    pub grant_id: String,
+}
+
+/// The key leaves keygate exactly here, in the answer that hands it out.
+fn expose<S: Serializer>(key: &SecretString, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(key.expose_secret())
 }
 
 /// What a grant looks like on the wire; never carries a secret or its hash.
@@ -175,18 +218,15 @@ pub async fn rekey(
 /// returning, so the very next request with the token is refused.
 pub async fn revoke(
     store: &Store,
-    id: &str,
+    id: &GrantId,
     owner: Option<&UserId>,
 ) -> Result<GrantRecord, ServerError> {
     let not_found = || ServiceError::NotFound(Missing::Grant);
-    let id = GrantId::parse(id).map_err(|_| not_found())?;
-    let existing = store.grant(&id)?.ok_or_else(not_found)?;
+    let existing = store.grant(id)?.ok_or_else(not_found)?;
     if owner.is_some_and(|o| *o != existing.user_id) {
         return Err(not_found().into());
     }
-    let revoked = store
-        .revoke_grant(&id, time::now())?
-        .ok_or_else(not_found)?;
+    let revoked = store.revoke_grant(id, time::now())?.ok_or_else(not_found)?;
     store.flush().await?;
     tracing::info!(grant_id = %id, "grant revoked");
     Ok(revoked)

@@ -3,6 +3,7 @@
 //! before returning.
 
 pub mod account;
+pub mod admin;
 pub mod connect;
 pub mod error;
 pub mod grants;

@@ -46,7 +46,7 @@ pub fn parse_name(raw: &str, what: &'static str) -> Result<String, ServiceError>
     Ok(name.to_owned())
 }
 
-pub async fn create(store: &Store, name: &str) -> Result<UserRecord, ServerError> {
+pub async fn create(store: &Store, name: &str) -> Result<UserView, ServerError> {
     let user = UserRecord {
         id: UserId::generate(),
         name: parse_name(name, "name")?,
@@ -55,12 +55,17 @@ pub async fn create(store: &Store, name: &str) -> Result<UserRecord, ServerError
     store.insert_user(&user)?;
     store.flush().await?;
     tracing::info!(user_id = %user.id, "user created");
-    Ok(user)
+    Ok(UserView::from(&user))
 }
 
-pub fn get(store: &Store, id: &str) -> Result<UserRecord, ServerError> {
-    let id = UserId::parse(id).map_err(|_| ServiceError::NotFound(Missing::User))?;
+/// Everyone, as the admin API lists them.
+pub fn list(store: &Store) -> Result<Vec<UserView>, ServerError> {
+    Ok(store.users()?.iter().map(UserView::from).collect())
+}
+
+/// The person with this id, or "no such user".
+pub fn get(store: &Store, id: &UserId) -> Result<UserRecord, ServerError> {
     store
-        .user(&id)?
+        .user(id)?
         .ok_or_else(|| ServiceError::NotFound(Missing::User).into())
 }

@@ -11,6 +11,7 @@ use keygate_core::secret::OpenAiKey;
 use keygate_core::time::{self, UnixTime};
 use keygate_core::vault::{self, Binding, SealedKey, UnsealedKey};
 use keygate_store::{Store, VaultRecord};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::error::ServerError;
@@ -133,6 +134,31 @@ pub async fn validate_with_upstream(st: &AppState, raw_key: &str) -> Result<bool
             Ok(false)
         }
     }
+}
+
+/// Stores a key the person pasted: checked with the upstream first when
+/// `validate_openai_keys` is on (a refusal is the person's to fix; an unreachable
+/// upstream stores it unverified), then sealed and stored.
+pub async fn store_key(
+    st: &AppState,
+    user: &UserId,
+    key: &SecretString,
+) -> Result<VaultRecord, ServerError> {
+    let raw = key.expose_secret();
+    let validated = if st.config.validate_openai_keys {
+        validate_with_upstream(st, raw).await?
+    } else {
+        false
+    };
+    put_key_validated(&st.store, &st.keyring, user, raw, validated).await
+}
+
+/// Deletes the person's stored key; durable before returning.
+pub async fn delete_key(store: &Store, user: &UserId) -> Result<(), ServerError> {
+    store.delete_vault(user)?;
+    store.flush().await?;
+    tracing::info!(user_id = %user, "OpenAI key deleted");
+    Ok(())
 }
 
 pub async fn put_key_validated(
