@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::{PasskeyId, UserId};
-use keygate_core::time::{self, UnixTime};
+use keygate_core::time::{Clock, UnixTime};
 use keygate_store::{CeremonyRecord, PasskeyInsert, PasskeyRecord, Store, UserRecord};
 use rand::RngCore;
 use serde_json::Value;
@@ -40,6 +40,7 @@ const ADD: &str = "add_passkey";
 pub struct Passkeys {
     inner: Result<std::sync::Arc<Webauthn>, String>,
     ceremony_ttl: Duration,
+    clock: Clock,
 }
 
 /// A started ceremony: what the browser needs.
@@ -53,6 +54,7 @@ impl Passkeys {
         Self {
             inner: build(config).map(std::sync::Arc::new),
             ceremony_ttl: config.ceremony_ttl,
+            clock: config.clock.clone(),
         }
     }
 
@@ -98,7 +100,7 @@ impl Passkeys {
                 "register ceremony without user".into(),
             ));
         };
-        let now = time::now();
+        let now = self.clock.now();
         let user = UserRecord {
             id: user_id,
             name,
@@ -155,7 +157,7 @@ impl Passkeys {
         let result = webauthn
             .finish_discoverable_authentication_v2(&cred, state, &passkey)
             .map_err(|e| rejected(Step::SignIn, e))?;
-        update_record(&mut record, &mut passkey, &result)?;
+        update_record(&mut record, &mut passkey, &result, self.clock.now())?;
         store.put_passkey(&record)?;
         let user = store.user(&record.user_id)?.ok_or_else(unknown)?;
         Ok(user)
@@ -209,7 +211,7 @@ impl Passkeys {
                 )
             })?;
         let mut passkey: Passkey = decode_state(&record.passkey)?;
-        update_record(&mut record, &mut passkey, &result)?;
+        update_record(&mut record, &mut passkey, &result, self.clock.now())?;
         store.put_passkey(&record)?;
         Ok(())
     }
@@ -255,7 +257,7 @@ impl Passkeys {
             Some(n) => parse_name(n, "name")?,
             None => format!("Passkey {}", count + 1),
         };
-        let record = new_record(user, &name, &passkey, time::now())?;
+        let record = new_record(user, &name, &passkey, self.clock.now())?;
         match store.insert_passkey(&record)? {
             PasskeyInsert::Inserted => {}
             PasskeyInsert::CredentialTaken => {
@@ -286,7 +288,7 @@ impl Passkeys {
             state: serde_json::to_string(state).map_err(internal)?,
             user_id,
             name,
-            expires_at: time::now() + self.ceremony_ttl.as_secs(),
+            expires_at: self.clock.now() + self.ceremony_ttl.as_secs(),
         };
         store.put_ceremony(&id, &record)?;
         Ok(Started {
@@ -301,7 +303,7 @@ impl Passkeys {
             return Err(gone().into());
         }
         let c = store.take_ceremony(id)?.ok_or_else(gone)?;
-        if c.kind != kind || c.expires_at <= time::now() {
+        if c.kind != kind || c.expires_at <= self.clock.now() {
             return Err(gone().into());
         }
         Ok(c)
@@ -408,13 +410,14 @@ fn update_record(
     record: &mut PasskeyRecord,
     passkey: &mut Passkey,
     result: &webauthn_rs::prelude::AuthenticationResult,
+    now: UnixTime,
 ) -> Result<(), ServerError> {
     passkey.update_credential(result);
     record.passkey = serde_json::to_string(passkey).map_err(internal)?;
     record.sign_count = result.counter();
     record.backup_eligible = result.backup_eligible();
     record.backup_state = result.backup_state();
-    record.last_used_at = Some(time::now());
+    record.last_used_at = Some(now);
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
 use keygate_core::ids::GrantId;
-use keygate_core::time;
+use keygate_core::time::UnixTime;
 use keygate_core::token::{self, SecretHash};
 use keygate_store::{GrantRecord, GrantState};
 
@@ -52,7 +52,11 @@ pub fn identify(st: &AppState, req: &HttpRequest) -> Result<GrantRecord, ServerE
 
 /// May the identified grant be used now, from here? State, expiry, and the bound
 /// origin: a browser request (it has an `Origin`) from another origin is refused.
-pub fn usable(grant: GrantRecord, req: &HttpRequest) -> Result<AuthenticatedGrant, ServerError> {
+pub fn usable(
+    grant: GrantRecord,
+    req: &HttpRequest,
+    now: UnixTime,
+) -> Result<AuthenticatedGrant, ServerError> {
     match grant.state {
         GrantState::Active => {}
         GrantState::Revoked => return Err(ProxyError::RevokedApiKey.into()),
@@ -63,7 +67,7 @@ pub fn usable(grant: GrantRecord, req: &HttpRequest) -> Result<AuthenticatedGran
             .into());
         }
     }
-    if grant.expires_at.is_some_and(|at| at <= time::now()) {
+    if grant.expires_at.is_some_and(|at| at <= now) {
         return Err(ProxyError::ExpiredApiKey.into());
     }
     if let (Some(bound), Some(origin)) = (grant.origin.as_deref(), request_origin(req.headers()))

@@ -7,7 +7,6 @@
 use actix_web::HttpRequest;
 use actix_web::http::Method;
 use keygate_core::scope::{self, CanonicalPath};
-use keygate_core::time;
 
 use super::error::ProxyError;
 use super::{AuthenticatedGrant, ProxyCtx};
@@ -46,7 +45,7 @@ pub fn authorize(
             return Err(ProxyError::ModelNotAllowed("batch".into()).into());
         }
     }
-    st.last_used.note(grant.id(), time::now());
+    st.last_used.note(grant.id(), st.clock.now());
     Ok(())
 }
 

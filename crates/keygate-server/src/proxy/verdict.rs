@@ -9,8 +9,6 @@
 //! not, since the key still works for other calls. A 2xx answer confirms an unverified
 //! or rejected key; only then is the record written (rarely: off the hot path).
 
-use keygate_core::time;
-
 use super::error::ProxyError;
 use super::unseal::Unsealed;
 use crate::error::ServerError;
@@ -48,7 +46,8 @@ pub fn judge(
     match verdict(upstream.status().as_u16()) {
         Verdict::Refused => {
             drop(upstream);
-            if let Err(e) = vault::mark_rejected(&st.store, &key.user_id, &key.key_id, time::now())
+            if let Err(e) =
+                vault::mark_rejected(&st.store, &key.user_id, &key.key_id, st.clock.now())
             {
                 tracing::error!(error = %e, "could not mark the stored key rejected");
             }
@@ -60,7 +59,8 @@ pub fn judge(
             Err(ProxyError::OwnerKeyRejected.into())
         }
         Verdict::Accepted if key.unconfirmed => {
-            if let Err(e) = vault::mark_validated(&st.store, &key.user_id, &key.key_id, time::now())
+            if let Err(e) =
+                vault::mark_validated(&st.store, &key.user_id, &key.key_id, st.clock.now())
             {
                 tracing::error!(error = %e, "could not record that the stored key works");
             }

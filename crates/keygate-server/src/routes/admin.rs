@@ -56,7 +56,8 @@ pub async fn create_user(
     st: web::Data<AppState>,
     body: web::Json<Name>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Created().json(users::create(&st.store, &body.name).await?))
+    let user = users::create(&st.store, &body.name, st.clock.now()).await?;
+    Ok(HttpResponse::Created().json(user))
 }
 
 pub async fn list_users(_: Admin, st: web::Data<AppState>) -> Result<HttpResponse, ServerError> {
@@ -77,7 +78,7 @@ pub async fn put_openai_key(
     id: web::Path<UserId>,
     body: web::Json<PutKey>,
 ) -> Result<HttpResponse, ServerError> {
-    admin::put_key(&st.store, &st.keyring, &id, &body.api_key).await?;
+    admin::put_key(&st.store, &st.keyring, &id, &body.api_key, st.clock.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -87,7 +88,8 @@ pub async fn create_grant(
     id: web::Path<UserId>,
     body: web::Json<CreateGrant>,
 ) -> Result<HttpResponse, ServerError> {
-    let new = admin::create_grant(&st.store, &id, body.into_inner().into()).await?;
+    let spec = body.into_inner().into();
+    let new = admin::create_grant(&st.store, &id, spec, st.clock.now()).await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
@@ -104,6 +106,6 @@ pub async fn revoke_grant(
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    grants::revoke(&st.store, &id, None).await?;
+    grants::revoke(&st.store, &id, None, st.clock.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

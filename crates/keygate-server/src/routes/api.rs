@@ -144,7 +144,8 @@ pub async fn create_grant(
     st: web::Data<AppState>,
     body: web::Json<CreateGrant>,
 ) -> Result<HttpResponse, ServerError> {
-    let new = grants::create(&st.store, s.0.user_id(), body.into_inner().into()).await?;
+    let spec = body.into_inner().into();
+    let new = grants::create(&st.store, s.0.user_id(), spec, st.clock.now()).await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
@@ -153,7 +154,7 @@ pub async fn revoke_grant(
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    grants::revoke(&st.store, &id, Some(s.user_id())).await?;
+    grants::revoke(&st.store, &id, Some(s.user_id()), st.clock.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -220,7 +221,7 @@ pub async fn list_sessions(
     s: UserSession,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(session::list(&st.store, &st.config, &s)?))
+    Ok(HttpResponse::Ok().json(session::list(&st, &s)?))
 }
 
 /// Ends one of the person's sessions; ending this one also drops its cookie.

@@ -240,6 +240,7 @@ pub async fn token(
         &body.code,
         &body.code_verifier,
         body.redirect_uri.as_deref(),
+        st.clock.now(),
     )
     .await?;
     tracing::info!(grant_id = %new.grant.id, "connect code exchanged");

@@ -3,6 +3,7 @@
 
 use keygate_core::ids::UserId;
 use keygate_core::keyring::Keyring;
+use keygate_core::time::UnixTime;
 use keygate_store::Store;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -21,9 +22,10 @@ pub async fn put_key(
     keyring: &Keyring,
     user: &UserId,
     key: &SecretString,
+    now: UnixTime,
 ) -> Result<(), ServerError> {
     let user = users::get(store, user)?;
-    vault::put_key(store, keyring, &user.id, key.expose_secret()).await?;
+    vault::put_key(store, keyring, &user.id, key.expose_secret(), now).await?;
     Ok(())
 }
 
@@ -31,9 +33,10 @@ pub async fn create_grant(
     store: &Store,
     user: &UserId,
     spec: GrantSpec,
+    now: UnixTime,
 ) -> Result<NewGrant, ServerError> {
     let user = users::get(store, user)?;
-    grants::create(store, &user.id, spec).await
+    grants::create(store, &user.id, spec, now).await
 }
 
 pub fn list_grants(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {

@@ -11,7 +11,7 @@ use keygate_core::ids::{GrantId, UserId};
 use keygate_core::origin::{AppOrigin, RedirectUri};
 use keygate_core::scope::{self, Scope};
 use keygate_core::secret::sha256_hex;
-use keygate_core::time;
+use keygate_core::time::UnixTime;
 use keygate_store::{CodeRecord, GrantState, Store};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -195,7 +195,7 @@ pub async fn approve(
 ) -> Result<NewGrant, ServerError> {
     st.passkeys
         .assertion_finish(&st.store, user, ceremony, credential, CONNECT_APPROVE)?;
-    let new = grant_for(&st.store, user, approval).await?;
+    let new = grant_for(&st.store, user, approval, st.clock.now()).await?;
     tracing::info!(user_id = %user, grant_id = %new.grant.id, origin = ?new.grant.origin, "app connected");
     Ok(new)
 }
@@ -217,7 +217,7 @@ pub async fn approve_redirect(
         user,
         request,
         approval,
-        st.config.ceremony_ttl.as_secs(),
+        st.clock.now() + st.config.ceremony_ttl.as_secs(),
     )
     .await?;
     tracing::info!(user_id = %user, origin = %request.redirect_uri.origin(), "redirect connect approved");
@@ -231,6 +231,7 @@ pub async fn grant_for(
     store: &Store,
     user: &UserId,
     approval: Approval,
+    now: UnixTime,
 ) -> Result<NewGrant, ServerError> {
     if let Some(id) = &approval.reuse_grant_id {
         let existing = store
@@ -251,17 +252,19 @@ pub async fn grant_for(
             origin: Some(approval.origin.to_string()),
             plan: approval.plan,
         },
+        now,
     )
     .await
 }
 
-/// Stores a redirect-mode approval and returns the one-time code.
+/// Stores a redirect-mode approval, good until `expires_at`, and returns the one-time
+/// code.
 pub async fn issue_code(
     store: &Store,
     user: &UserId,
     request: &RedirectRequest,
     approval: Approval,
-    ttl_secs: u64,
+    expires_at: UnixTime,
 ) -> Result<String, ServerError> {
     let code = random_token();
     let record = CodeRecord {
@@ -273,7 +276,7 @@ pub async fn issue_code(
         models: approval.models,
         plan: approval.plan,
         reuse_grant_id: approval.reuse_grant_id,
-        expires_at: time::now() + ttl_secs,
+        expires_at,
         scopes: approval.scopes,
     };
     store.put_code(&sha256_hex(&code), &record)?;
@@ -287,6 +290,7 @@ pub async fn exchange(
     code: &str,
     verifier: &str,
     redirect_uri: Option<&str>,
+    now: UnixTime,
 ) -> Result<(NewGrant, AppOrigin), ServerError> {
     let invalid = |why: CodeProblem| -> ServerError { ServiceError::CodeInvalid(why).into() };
     if code.is_empty() || code.len() > 128 {
@@ -296,7 +300,7 @@ pub async fn exchange(
         .take_code(&sha256_hex(code))?
         .ok_or_else(|| invalid(CodeProblem::Unknown))?;
     store.flush().await?;
-    if record.expires_at <= time::now() {
+    if record.expires_at <= now {
         return Err(invalid(CodeProblem::Expired));
     }
     let verifier_ok = (43..=128).contains(&verifier.len())
@@ -325,6 +329,6 @@ pub async fn exchange(
         scopes: record.scopes,
         reuse_grant_id: record.reuse_grant_id,
     };
-    let new = grant_for(store, &record.user_id, approval).await?;
+    let new = grant_for(store, &record.user_id, approval, now).await?;
     Ok((new, origin))
 }

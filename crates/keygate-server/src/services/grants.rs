@@ -1,6 +1,6 @@
 use keygate_core::ids::{GrantId, UserId};
 use keygate_core::scope::{self, Scope};
-use keygate_core::time::{self, UnixTime};
+use keygate_core::time::UnixTime;
 use keygate_core::token;
 use keygate_store::{GrantRecord, GrantState, Store};
 use secrecy::{ExposeSecret, SecretString};
@@ -136,10 +136,12 @@ pub struct GrantSpec {
     pub plan: Option<String>,
 }
 
+/// Mints a grant for `user` at `now`; its token exists only in the returned value.
 pub async fn create(
     store: &Store,
     user: &UserId,
     spec: GrantSpec,
+    now: UnixTime,
 ) -> Result<NewGrant, ServerError> {
     let GrantSpec {
         name,
@@ -159,7 +161,7 @@ pub async fn create(
         models: parse_models(models)?,
         state: GrantState::Active,
         secret_hash: issued.hash.to_hex(),
-        created_at: time::now(),
+        created_at: now,
         last_used_at: None,
         revoked_at: None,
         expires_at: None,
@@ -220,13 +222,14 @@ pub async fn revoke(
     store: &Store,
     id: &GrantId,
     owner: Option<&UserId>,
+    now: UnixTime,
 ) -> Result<GrantRecord, ServerError> {
     let not_found = || ServiceError::NotFound(Missing::Grant);
     let existing = store.grant(id)?.ok_or_else(not_found)?;
     if owner.is_some_and(|o| *o != existing.user_id) {
         return Err(not_found().into());
     }
-    let revoked = store.revoke_grant(id, time::now())?.ok_or_else(not_found)?;
+    let revoked = store.revoke_grant(id, now)?.ok_or_else(not_found)?;
     store.flush().await?;
     tracing::info!(grant_id = %id, "grant revoked");
     Ok(revoked)

@@ -1,5 +1,5 @@
 use keygate_core::ids::UserId;
-use keygate_core::time::{self, UnixTime};
+use keygate_core::time::UnixTime;
 use keygate_store::{Store, UserRecord};
 use serde::Serialize;
 
@@ -46,11 +46,11 @@ pub fn parse_name(raw: &str, what: &'static str) -> Result<String, ServiceError>
     Ok(name.to_owned())
 }
 
-pub async fn create(store: &Store, name: &str) -> Result<UserView, ServerError> {
+pub async fn create(store: &Store, name: &str, now: UnixTime) -> Result<UserView, ServerError> {
     let user = UserRecord {
         id: UserId::generate(),
         name: parse_name(name, "name")?,
-        created_at: time::now(),
+        created_at: now,
     };
     store.insert_user(&user)?;
     store.flush().await?;

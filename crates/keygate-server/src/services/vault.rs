@@ -8,7 +8,7 @@
 use keygate_core::ids::{KeyId, UserId};
 use keygate_core::keyring::Keyring;
 use keygate_core::secret::OpenAiKey;
-use keygate_core::time::{self, UnixTime};
+use keygate_core::time::UnixTime;
 use keygate_core::vault::{self, Binding, SealedKey, UnsealedKey};
 use keygate_store::{Store, VaultRecord};
 use secrecy::{ExposeSecret, SecretString};
@@ -86,8 +86,9 @@ pub async fn put_key(
     keyring: &Keyring,
     user: &UserId,
     raw_key: &str,
+    now: UnixTime,
 ) -> Result<VaultRecord, ServerError> {
-    put_key_validated(store, keyring, user, raw_key, false).await
+    put_key_validated(store, keyring, user, raw_key, false, now).await
 }
 
 /// Asks the upstream whether it accepts `raw_key` (`GET /models`). A refusal (401/403)
@@ -150,7 +151,7 @@ pub async fn store_key(
     } else {
         false
     };
-    put_key_validated(&st.store, &st.keyring, user, raw, validated).await
+    put_key_validated(&st.store, &st.keyring, user, raw, validated, st.clock.now()).await
 }
 
 /// Deletes the person's stored key; durable before returning.
@@ -167,9 +168,9 @@ pub async fn put_key_validated(
     user: &UserId,
     raw_key: &str,
     validated: bool,
+    now: UnixTime,
 ) -> Result<VaultRecord, ServerError> {
     let key = parse_key(raw_key)?;
-    let now = time::now();
     let binding = Binding {
         user_id: user.clone(),
         key_id: KeyId::generate(),
@@ -344,7 +345,7 @@ mod tests {
         let (_dir, store) = store();
         let keyring = Keyring::generate().unwrap();
         let user = UserId::generate();
-        let err = put_key(&store, &keyring, &user, "sk-admin-abcdef0123456789")
+        let err = put_key(&store, &keyring, &user, "sk-admin-abcdef0123456789", 10)
             .await
             .unwrap_err();
         assert_eq!(err.to_openai().code, Some("admin_key_not_allowed"));
@@ -358,7 +359,7 @@ mod tests {
         let (_dir, store) = store();
         let mut keyring = Keyring::generate().unwrap();
         let (x, y) = (UserId::generate(), UserId::generate());
-        let rx = put_key(&store, &keyring, &x, "sk-x-0000000000000000")
+        let rx = put_key(&store, &keyring, &x, "sk-x-0000000000000000", 10)
             .await
             .unwrap();
         store.put_vault(&y, &rx).unwrap();
@@ -382,13 +383,13 @@ mod tests {
         let (_dir, store) = store();
         let keyring = Keyring::generate().unwrap();
         let user = UserId::generate();
-        let old = put_key(&store, &keyring, &user, "sk-old-0000000000000000")
+        let old = put_key(&store, &keyring, &user, "sk-old-0000000000000000", 10)
             .await
             .unwrap();
         assert_eq!(KeyView::of(Some(&old)).status, KeyStatus::Unverified);
 
         // The person replaced the key while a request with the old one was in flight.
-        let new = put_key_validated(&store, &keyring, &user, "sk-new-0000000000000000", true)
+        let new = put_key_validated(&store, &keyring, &user, "sk-new-0000000000000000", true, 20)
             .await
             .unwrap();
         assert!(!mark_rejected(&store, &user, &old.key_id, 50).unwrap());
@@ -414,7 +415,7 @@ mod tests {
 
         // A new key starts clean.
         mark_rejected(&store, &user, &new.key_id, 95).unwrap();
-        let fresh = put_key(&store, &keyring, &user, "sk-third-000000000000000")
+        let fresh = put_key(&store, &keyring, &user, "sk-third-000000000000000", 100)
             .await
             .unwrap();
         assert_eq!(fresh.rejected_at, None);
