@@ -211,7 +211,7 @@ pub async fn delete_passkey(
     st: web::Data<AppState>,
     id: web::Path<PasskeyId>,
 ) -> Result<HttpResponse, ServerError> {
-    account::remove_passkey(&st.store, &s.0, &id).await?;
+    account::remove_passkey(&st.store, s.0.user_id(), &id, s.0.hash()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -6,7 +6,6 @@ use keygate_core::time::UnixTime;
 use keygate_store::{DeletePasskey, PasskeyRecord, Store};
 use serde::Serialize;
 
-use crate::auth::UserSession;
 use crate::error::ServerError;
 use crate::services::error::{Missing, ServiceError};
 use crate::services::users::parse_name;
@@ -58,18 +57,20 @@ pub async fn rename_passkey(
 
 /// Removes one of the person's passkeys (never the last one) and ends every other
 /// session of theirs: whoever holds one of those may have been the reason for the
-/// removal. Returns how many sessions were ended.
+/// removal. `keep_session` is the store key of the session asking, which stays.
+/// Returns how many sessions were ended.
 pub async fn remove_passkey(
     store: &Store,
-    current: &UserSession,
+    user: &UserId,
     id: &PasskeyId,
+    keep_session: &str,
 ) -> Result<usize, ServerError> {
-    let pk = own_passkey(store, current.user_id(), id)?;
+    let pk = own_passkey(store, user, id)?;
     match store.delete_passkey_unless_last(&pk)? {
         DeletePasskey::Last => Err(ServiceError::LastPasskey.into()),
         DeletePasskey::Gone => Err(not_found().into()),
         DeletePasskey::Deleted => {
-            let ended = store.delete_sessions_for_user(&pk.user_id, Some(current.hash()))?;
+            let ended = store.delete_sessions_for_user(&pk.user_id, Some(keep_session))?;
             store.flush().await?;
             tracing::info!(user_id = %pk.user_id, passkey_id = %pk.id, ended, "passkey removed; other sessions ended");
             Ok(ended)
