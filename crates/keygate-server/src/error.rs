@@ -1,6 +1,11 @@
-//! The server's one error enum, mapped to HTTP in exactly one place
-//! ([`ResponseError`] below). Every body is OpenAI-shaped; internal details go to the
-//! log under a code, never to the client, and never include secret material.
+//! The server's request errors, mapped to HTTP in exactly one place. [`ServerError`]
+//! nests the domain errors — [`ServiceError`] (services, auth, routes), [`ProxyError`]
+//! (the proxy's phases), [`UpstreamError`] — beside store, vault and internal failures;
+//! [`ServerError::to_openai`] is the only code that picks a status, `type`, `code`,
+//! `param` and retry hints (from the `keygate_core::openai_error` catalogue), and the
+//! [`ResponseError`] impl below is the only one. Every body is OpenAI-shaped; internal
+//! details go to the log under a code, never to the client, and never include secret
+//! material.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderMap, HeaderValue, RETRY_AFTER};
@@ -501,10 +506,78 @@ mod tests {
         ] {
             table.push((ProxyError::Body(problem).into(), 400, "invalid_request"));
         }
+        let mut seen = std::collections::BTreeSet::new();
         for (err, status, code) in table {
             let res = err.error_response();
             assert_eq!(res.status().as_u16(), status, "{err:?}");
             assert_eq!(err.to_openai().code, Some(code), "{err:?}");
+            seen.insert(variant(&err));
+        }
+        assert_eq!(seen.len(), VARIANTS, "a variant is missing from the table");
+    }
+
+    /// How many variants [`variant`] names. A new variant does not compile there until
+    /// it gets a name; then this count and the table above must grow with it.
+    const VARIANTS: usize = 44;
+
+    /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
+    /// fails to compile here until it is named, and then the table test fails until it
+    /// is in the table.
+    fn variant(e: &ServerError) -> &'static str {
+        use ServiceError as S;
+        match e {
+            ServerError::Service(s) => match s {
+                S::NotFound(_) => "NotFound",
+                S::Invalid { .. } => "Invalid",
+                S::Unreadable(u) => match u {
+                    Unreadable::JsonContentType => "Unreadable::JsonContentType",
+                    Unreadable::Json(_) => "Unreadable::Json",
+                    Unreadable::FormContentType => "Unreadable::FormContentType",
+                    Unreadable::Form(_) => "Unreadable::Form",
+                    Unreadable::Query(_) => "Unreadable::Query",
+                },
+                S::TooLarge { .. } => "TooLarge",
+                S::NotSignedIn => "NotSignedIn",
+                S::FreshPasskeyRequired => "FreshPasskeyRequired",
+                S::CsrfFailed => "CsrfFailed",
+                S::LastPasskey => "LastPasskey",
+                S::CeremonyFailed(_) => "CeremonyFailed",
+                S::PasskeysUnavailable(_) => "PasskeysUnavailable",
+                S::CredentialAlreadyRegistered => "CredentialAlreadyRegistered",
+                S::AdminKeyNotAllowed => "AdminKeyNotAllowed",
+                S::KeyRejected { .. } => "KeyRejected",
+                S::CodeInvalid(_) => "CodeInvalid",
+                S::AdminDisabled => "AdminDisabled",
+                S::NotAdminKey => "NotAdminKey",
+                S::RateLimited { .. } => "RateLimited",
+            },
+            ServerError::Proxy(p) => match p {
+                ProxyError::MissingApiKey => "MissingApiKey",
+                ProxyError::InvalidApiKey(_) => "InvalidApiKey",
+                ProxyError::ExpiredApiKey => "ExpiredApiKey",
+                ProxyError::RevokedApiKey => "RevokedApiKey",
+                ProxyError::OriginNotAllowed(_) => "OriginNotAllowed",
+                ProxyError::InvalidPath(_) => "InvalidPath",
+                ProxyError::EndpointNotAllowed(_) => "EndpointNotAllowed",
+                ProxyError::TooLarge { .. } => "Proxy::TooLarge",
+                ProxyError::Body(_) => "Body",
+                ProxyError::ModelNotAllowed(_) => "ModelNotAllowed",
+                ProxyError::KeyNotEnrolled => "KeyNotEnrolled",
+                ProxyError::UnsupportedMethod => "UnsupportedMethod",
+                ProxyError::UnroutablePath => "UnroutablePath",
+                ProxyError::OwnerKeyRejected => "OwnerKeyRejected",
+            },
+            ServerError::Upstream(u) => match u {
+                UpstreamError::ConnectTimeout(_) => "ConnectTimeout",
+                UpstreamError::Connect => "Connect",
+                UpstreamError::FirstByteTimeout(_) => "FirstByteTimeout",
+                UpstreamError::Request => "Request",
+                UpstreamError::BrokeMidStream => "BrokeMidStream",
+                UpstreamError::IdleMidStream(_) => "IdleMidStream",
+            },
+            ServerError::Store(_) => "Store",
+            ServerError::Vault(_) => "Vault",
+            ServerError::Internal(_) => "Internal",
         }
     }
 
