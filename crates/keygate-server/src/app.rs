@@ -231,7 +231,7 @@ pub fn sweep_once(state: &AppState) -> keygate_store::Swept {
     let swept = state
         .store
         .sweep_expired(
-            keygate_core::time::now(),
+            state.clock.now(),
             state.config.session_idle_timeout.as_secs(),
             state.config.session_absolute_timeout.as_secs(),
         )

@@ -2,6 +2,7 @@
 //! deserialise into [`RawConfig`] (unknown keys are errors); [`RawConfig::validate`]
 //! turns it into [`Config`], reporting every problem at once, before any port opens.
 
+use keygate_core::time::Clock;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -90,6 +91,9 @@ pub struct Config {
     pub forward_headers: Vec<String>,
     /// Anonymous passkey traffic and admin-key failures, per client address.
     pub throttle: ThrottleSettings,
+    /// Where the server reads "now" (expiry, freshness, sweeps, `created_at`): the system
+    /// clock, unless a test put a manual one here before building the application.
+    pub clock: Clock,
 }
 
 /// Per-address limits (see `throttle.rs` and docs/CONFIG.md).
@@ -402,6 +406,7 @@ impl RawConfig {
                     validate_openai_keys: self.validate_openai_keys.unwrap_or(true),
                     forward_headers,
                     throttle,
+                    clock: Clock::system(),
                 })
             }
             _ => Err(ConfigError(problems)),

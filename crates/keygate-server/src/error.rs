@@ -1,20 +1,31 @@
-//! The server's one error enum, mapped to HTTP in exactly one place
-//! ([`ResponseError`] below). Every body is OpenAI-shaped; internal details go to the
-//! log under a code, never to the client, and never include secret material.
+//! The server's request errors, mapped to HTTP in exactly one place. [`ServerError`]
+//! nests the domain errors — [`ServiceError`] (services, auth, routes), [`ProxyError`]
+//! (the proxy's phases), [`UpstreamError`] — beside store, vault and internal failures;
+//! [`ServerError::to_openai`] is the only code that picks a status, `type`, `code`,
+//! `param` and retry hints (from the `keygate_core::openai_error` catalogue), and the
+//! [`ResponseError`] impl below is the only one. Every body is OpenAI-shaped; internal
+//! details go to the log under a code, never to the client, and never include secret
+//! material.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use keygate_core::CoreError;
 use keygate_core::openai_error::OpenAiError;
 use keygate_store::StoreError;
 use thiserror::Error;
 
+use crate::proxy::error::{BodyProblem, ProxyError};
+use crate::services::error::{CodeProblem, Limit, Missing, ServiceError, Unreadable};
+
 #[derive(Debug, Error)]
 pub enum ServerError {
-    /// A decided, client-facing error (bad key, policy, too large, ...).
-    #[error("{}", .0.message)]
-    Client(OpenAiError),
+    /// Refused by a service, an auth extractor or a route (the caller's doing).
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// Refused by a phase of the `/v1` proxy (the app's doing).
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     #[error("SV0001 upstream: {0}")]
     Upstream(#[from] UpstreamError),
     #[error("SV0002 store: {0}")]
@@ -36,19 +47,20 @@ pub enum UpstreamError {
     FirstByteTimeout(std::time::Duration),
     #[error("the request to the upstream failed")]
     Request,
-}
-
-impl From<OpenAiError> for ServerError {
-    fn from(e: OpenAiError) -> Self {
-        ServerError::Client(e)
-    }
+    /// The answer had started streaming when the connection broke.
+    #[error("the upstream connection broke mid-response")]
+    BrokeMidStream,
+    /// The answer had started streaming, then nothing came for this long.
+    #[error("the upstream went idle mid-response for {0:?}")]
+    IdleMidStream(std::time::Duration),
 }
 
 impl ServerError {
-    /// The error as the app sees it.
+    /// The error as the app sees it: the one place a status and `code` are chosen.
     pub fn to_openai(&self) -> OpenAiError {
         match self {
-            ServerError::Client(e) => e.clone(),
+            ServerError::Service(e) => service(e),
+            ServerError::Proxy(e) => proxy(e),
             ServerError::Upstream(u) => match u {
                 UpstreamError::ConnectTimeout(_) => {
                     OpenAiError::upstream_timeout(format!("keygate {u}. Try again later."))
@@ -59,6 +71,12 @@ impl ServerError {
                 UpstreamError::Connect | UpstreamError::Request => {
                     OpenAiError::upstream_unavailable(format!("keygate {u}. Try again later."))
                 }
+                UpstreamError::BrokeMidStream => OpenAiError::upstream_unavailable(
+                    "The upstream connection broke before the response was complete.",
+                ),
+                UpstreamError::IdleMidStream(idle) => OpenAiError::upstream_timeout(format!(
+                    "The upstream sent nothing for {idle:?} mid-response."
+                )),
             },
             ServerError::Store(_) | ServerError::Internal(_) => {
                 OpenAiError::internal("keygate had an internal error; it has been logged.")
@@ -69,6 +87,145 @@ impl ServerError {
             ),
         }
     }
+
+    /// Whether the caller caused it (not logged as a failure of keygate).
+    fn is_client(&self) -> bool {
+        matches!(self, ServerError::Service(_) | ServerError::Proxy(_))
+    }
+}
+
+fn service(e: &ServiceError) -> OpenAiError {
+    use ServiceError as S;
+    match e {
+        S::NotFound(what) => OpenAiError::not_found(match what {
+            Missing::User => "No such user.".to_owned(),
+            Missing::Grant => "No such grant.".to_owned(),
+            Missing::Passkey => "No such passkey.".to_owned(),
+            Missing::Session => "No such session.".to_owned(),
+            Missing::Connection => "No such connection for this app.".to_owned(),
+            Missing::ActiveConnection => "No such active connection.".to_owned(),
+            Missing::Page => "Not found.".to_owned(),
+            Missing::Route { method, path } => format!("No route for {method} {path}."),
+        }),
+        S::Invalid { param, message } => {
+            let e = OpenAiError::invalid_request(message.clone());
+            match param {
+                Some(p) => e.with_param(*p),
+                None => e,
+            }
+        }
+        S::Unreadable(what) => OpenAiError::invalid_request(match what {
+            Unreadable::JsonContentType => {
+                "Send the body as JSON with Content-Type: application/json.".to_owned()
+            }
+            Unreadable::Json(why) => format!("The JSON body could not be parsed: {why}"),
+            Unreadable::FormContentType => {
+                "Send the form as application/x-www-form-urlencoded.".to_owned()
+            }
+            Unreadable::Form(why) => format!("The form is not valid: {why}"),
+            Unreadable::Query(why) => format!("The query string is not valid: {why}"),
+        }),
+        S::TooLarge { limit } => OpenAiError::request_too_large(*limit),
+        S::NotSignedIn => OpenAiError::not_signed_in(),
+        S::FreshPasskeyRequired => OpenAiError::fresh_passkey_required(),
+        S::CsrfFailed => OpenAiError::csrf_failed(),
+        S::LastPasskey => OpenAiError::last_passkey(),
+        S::CeremonyFailed(message) => OpenAiError::ceremony_failed(message.clone()),
+        S::PasskeysUnavailable(why) => OpenAiError::passkeys_unavailable(why.clone()),
+        S::CredentialAlreadyRegistered => OpenAiError::credential_already_registered(),
+        S::AdminKeyNotAllowed => OpenAiError::admin_key_not_allowed(),
+        S::KeyRejected { detail } => OpenAiError::key_rejected(format!(
+            "OpenAI did not accept this key ({detail}). Check that you copied the whole key \
+             and that it is active at platform.openai.com/api-keys."
+        )),
+        S::CodeInvalid(why) => OpenAiError::invalid_grant(match why {
+            CodeProblem::Malformed => "The code is not valid.",
+            CodeProblem::Unknown => "The code is not valid: unknown, already used, or expired.",
+            CodeProblem::Expired => {
+                "The code has expired (codes last 5 minutes). Start the connection again."
+            }
+            CodeProblem::VerifierMismatch => {
+                "The code_verifier does not match the code_challenge; the code is now spent."
+            }
+            CodeProblem::RedirectMismatch => {
+                "redirect_uri does not match the one the code was issued for; the code is now \
+                 spent."
+            }
+            CodeProblem::PersonGone => {
+                "The person who approved this code has deleted their account."
+            }
+        }),
+        S::AdminDisabled => OpenAiError::invalid_api_key(
+            "the admin API is disabled; set KEYGATE_ADMIN_KEY to enable it",
+        ),
+        S::NotAdminKey => OpenAiError::invalid_api_key("this is not the admin key"),
+        S::RateLimited { limit, retry_after } => {
+            let secs = *retry_after;
+            let message = match limit {
+                Limit::AdminKeys => format!(
+                    "Too many wrong admin keys from your address. Try again in {secs} seconds."
+                ),
+                Limit::Passkeys => format!(
+                    "Too many passkey requests from your network. Try again in {secs} seconds."
+                ),
+                Limit::Ceremonies => format!(
+                    "keygate has too many sign-ins in progress. Try again in {secs} seconds."
+                ),
+            };
+            OpenAiError::rate_limit_exceeded(message, secs)
+        }
+    }
+}
+
+fn proxy(e: &ProxyError) -> OpenAiError {
+    use ProxyError as P;
+    match e {
+        P::MissingApiKey => OpenAiError::missing_api_key(),
+        P::InvalidApiKey(why) => OpenAiError::invalid_api_key(why),
+        P::ExpiredApiKey => OpenAiError::expired_api_key(),
+        P::RevokedApiKey => OpenAiError::revoked_api_key(),
+        P::OriginNotAllowed(origin) => OpenAiError::origin_not_allowed(origin),
+        P::InvalidPath(why) => OpenAiError::invalid_path(why),
+        P::EndpointNotAllowed(path) => OpenAiError::endpoint_not_allowed(path),
+        P::TooLarge { limit } => OpenAiError::request_too_large(*limit),
+        P::Body(problem) => body(*problem),
+        P::ModelNotAllowed(model) => OpenAiError::model_not_allowed(model),
+        P::KeyNotEnrolled => OpenAiError::key_not_enrolled(),
+        P::UnsupportedMethod => OpenAiError::invalid_request("unsupported HTTP method"),
+        P::UnroutablePath => OpenAiError::invalid_request("the request path is not valid"),
+        P::OwnerKeyRejected => OpenAiError::owner_key_rejected(),
+    }
+}
+
+fn body(problem: BodyProblem) -> OpenAiError {
+    use BodyProblem as B;
+    let (message, param) = match problem {
+        B::ContentLengthNotANumber => ("Content-Length is not a number", None),
+        B::Compressed => (
+            "keygate does not accept compressed request bodies (Content-Encoding); send the \
+             body uncompressed.",
+            None,
+        ),
+        B::JsonNotAnObject => (
+            "We could not parse the JSON body of your request. The body must be a JSON object.",
+            None,
+        ),
+        B::ModelNotAString => ("`model` must be a string", Some("model")),
+        B::Unreadable => ("the request body could not be read", None),
+        B::MultipartUnparseable => ("the multipart body could not be parsed", None),
+        B::ModelRepeated => ("`model` is given more than once", Some("model")),
+        B::MultipartAmbiguous => (
+            "the multipart body names its parts ambiguously (`name*=`, several `name`s or \
+             Content-Disposition headers, folded headers, or `model` spelled another way such \
+             as `Model`); send one part named exactly `model`",
+            Some("model"),
+        ),
+    };
+    let e = OpenAiError::invalid_request(message);
+    match param {
+        Some(p) => e.with_param(p),
+        None => e,
+    }
 }
 
 impl ResponseError for ServerError {
@@ -78,7 +235,7 @@ impl ResponseError for ServerError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ServerError::Client(_) => {}
+            e if e.is_client() => {}
             ServerError::Upstream(e) => tracing::warn!(error = %e, "upstream failure"),
             other => tracing::error!(error = %other, "request failed"),
         }
@@ -86,8 +243,18 @@ impl ResponseError for ServerError {
     }
 }
 
+/// The error as JSON, or as a small page for a browser navigating (a page load or a
+/// form post of the connect flow). Same status either way.
+pub fn respond(headers: &HeaderMap, e: &ServerError) -> HttpResponse {
+    if wants_html(headers) {
+        render_html(&e.to_openai())
+    } else {
+        e.error_response()
+    }
+}
+
 /// Renders an OpenAI-shaped error with its retry hints.
-pub fn render(e: &OpenAiError) -> HttpResponse {
+fn render(e: &OpenAiError) -> HttpResponse {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut res = HttpResponse::build(status);
     res.content_type("application/json");
@@ -101,7 +268,7 @@ pub fn render(e: &OpenAiError) -> HttpResponse {
 }
 
 /// Whether the client is a browser navigating (a page load or form post).
-pub fn wants_html(headers: &actix_web::http::header::HeaderMap) -> bool {
+fn wants_html(headers: &HeaderMap) -> bool {
     headers
         .get(actix_web::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -109,7 +276,7 @@ pub fn wants_html(headers: &actix_web::http::header::HeaderMap) -> bool {
 }
 
 /// The same error as a small page, for top-level navigations (connect flow).
-pub fn render_html(e: &OpenAiError) -> HttpResponse {
+fn render_html(e: &OpenAiError) -> HttpResponse {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
@@ -147,19 +314,134 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Every variant of every error the server can answer with, and its status and code.
     #[test]
     fn every_variant_maps_to_its_status_and_code() {
+        use ServiceError as S;
+        let not_found = |m: Missing| S::NotFound(m).into();
         let table: Vec<(ServerError, u16, &str)> = vec![
+            // --- services, auth, routes
+            (not_found(Missing::User), 404, "not_found"),
+            (not_found(Missing::Grant), 404, "not_found"),
+            (not_found(Missing::Passkey), 404, "not_found"),
+            (not_found(Missing::Session), 404, "not_found"),
+            (not_found(Missing::Connection), 404, "not_found"),
+            (not_found(Missing::ActiveConnection), 404, "not_found"),
+            (not_found(Missing::Page), 404, "not_found"),
             (
-                OpenAiError::missing_api_key().into(),
-                401,
-                "missing_api_key",
+                not_found(Missing::Route {
+                    method: "GET".into(),
+                    path: "/x".into(),
+                }),
+                404,
+                "not_found",
+            ),
+            (S::invalid("name", "x").into(), 400, "invalid_request"),
+            (
+                S::Invalid {
+                    param: None,
+                    message: "x".into(),
+                }
+                .into(),
+                400,
+                "invalid_request",
             ),
             (
-                OpenAiError::request_too_large(1).into(),
+                S::Unreadable(Unreadable::JsonContentType).into(),
+                400,
+                "invalid_request",
+            ),
+            (
+                S::Unreadable(Unreadable::Json("x".into())).into(),
+                400,
+                "invalid_request",
+            ),
+            (
+                S::Unreadable(Unreadable::FormContentType).into(),
+                400,
+                "invalid_request",
+            ),
+            (
+                S::Unreadable(Unreadable::Form("x".into())).into(),
+                400,
+                "invalid_request",
+            ),
+            (
+                S::Unreadable(Unreadable::Query("x".into())).into(),
+                400,
+                "invalid_request",
+            ),
+            (S::TooLarge { limit: 0 }.into(), 413, "request_too_large"),
+            (S::NotSignedIn.into(), 401, "not_signed_in"),
+            (
+                S::FreshPasskeyRequired.into(),
+                403,
+                "fresh_passkey_required",
+            ),
+            (S::CsrfFailed.into(), 403, "csrf_failed"),
+            (S::LastPasskey.into(), 409, "last_passkey"),
+            (S::CeremonyFailed("x".into()).into(), 400, "ceremony_failed"),
+            (
+                S::PasskeysUnavailable("x".into()).into(),
+                503,
+                "passkeys_unavailable",
+            ),
+            (
+                S::CredentialAlreadyRegistered.into(),
+                409,
+                "credential_already_registered",
+            ),
+            (S::AdminKeyNotAllowed.into(), 400, "admin_key_not_allowed"),
+            (
+                S::KeyRejected { detail: "x".into() }.into(),
+                400,
+                "key_rejected",
+            ),
+            (S::AdminDisabled.into(), 401, "invalid_api_key"),
+            (S::NotAdminKey.into(), 401, "invalid_api_key"),
+            // --- proxy phases
+            (ProxyError::MissingApiKey.into(), 401, "missing_api_key"),
+            (
+                ProxyError::InvalidApiKey("x".into()).into(),
+                401,
+                "invalid_api_key",
+            ),
+            (ProxyError::ExpiredApiKey.into(), 401, "expired_api_key"),
+            (ProxyError::RevokedApiKey.into(), 401, "revoked_api_key"),
+            (
+                ProxyError::OriginNotAllowed("https://a.example".into()).into(),
+                403,
+                "origin_not_allowed",
+            ),
+            (
+                ProxyError::InvalidPath("x".into()).into(),
+                400,
+                "invalid_path",
+            ),
+            (
+                ProxyError::EndpointNotAllowed("/v1/files".into()).into(),
+                403,
+                "endpoint_not_allowed",
+            ),
+            (
+                ProxyError::TooLarge { limit: 1 }.into(),
                 413,
                 "request_too_large",
             ),
+            (
+                ProxyError::ModelNotAllowed("m".into()).into(),
+                403,
+                "model_not_allowed",
+            ),
+            (ProxyError::KeyNotEnrolled.into(), 409, "key_not_enrolled"),
+            (ProxyError::UnsupportedMethod.into(), 400, "invalid_request"),
+            (ProxyError::UnroutablePath.into(), 400, "invalid_request"),
+            (
+                ProxyError::OwnerKeyRejected.into(),
+                424,
+                "owner_key_rejected",
+            ),
+            // --- upstream and keygate itself
             (
                 UpstreamError::ConnectTimeout(Duration::from_secs(1)).into(),
                 504,
@@ -172,6 +454,17 @@ mod tests {
             ),
             (UpstreamError::Connect.into(), 502, "upstream_unavailable"),
             (UpstreamError::Request.into(), 502, "upstream_unavailable"),
+            (
+                UpstreamError::BrokeMidStream.into(),
+                502,
+                "upstream_unavailable",
+            ),
+            (
+                UpstreamError::IdleMidStream(Duration::from_secs(1)).into(),
+                504,
+                "upstream_timeout",
+            ),
+            (StoreError::Encode("x".into()).into(), 500, "internal_error"),
             (ServerError::Internal("x".into()), 500, "internal_error"),
             (
                 ServerError::Vault(CoreError::Unseal("x")),
@@ -179,11 +472,131 @@ mod tests {
                 "internal_error",
             ),
         ];
+        let mut table = table;
+        for problem in [
+            CodeProblem::Malformed,
+            CodeProblem::Unknown,
+            CodeProblem::Expired,
+            CodeProblem::VerifierMismatch,
+            CodeProblem::RedirectMismatch,
+            CodeProblem::PersonGone,
+        ] {
+            table.push((S::CodeInvalid(problem).into(), 400, "invalid_grant"));
+        }
+        for limit in [Limit::AdminKeys, Limit::Passkeys, Limit::Ceremonies] {
+            table.push((
+                S::RateLimited {
+                    limit,
+                    retry_after: 3,
+                }
+                .into(),
+                429,
+                "rate_limit_exceeded",
+            ));
+        }
+        for problem in [
+            BodyProblem::ContentLengthNotANumber,
+            BodyProblem::Compressed,
+            BodyProblem::JsonNotAnObject,
+            BodyProblem::ModelNotAString,
+            BodyProblem::Unreadable,
+            BodyProblem::MultipartUnparseable,
+            BodyProblem::ModelRepeated,
+            BodyProblem::MultipartAmbiguous,
+        ] {
+            table.push((ProxyError::Body(problem).into(), 400, "invalid_request"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
         for (err, status, code) in table {
             let res = err.error_response();
             assert_eq!(res.status().as_u16(), status, "{err:?}");
-            assert_eq!(err.to_openai().code, Some(code));
+            assert_eq!(err.to_openai().code, Some(code), "{err:?}");
+            seen.insert(variant(&err));
         }
+        assert_eq!(seen.len(), VARIANTS, "a variant is missing from the table");
+    }
+
+    /// How many variants [`variant`] names. A new variant does not compile there until
+    /// it gets a name; then this count and the table above must grow with it.
+    const VARIANTS: usize = 44;
+
+    /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
+    /// fails to compile here until it is named, and then the table test fails until it
+    /// is in the table.
+    fn variant(e: &ServerError) -> &'static str {
+        use ServiceError as S;
+        match e {
+            ServerError::Service(s) => match s {
+                S::NotFound(_) => "NotFound",
+                S::Invalid { .. } => "Invalid",
+                S::Unreadable(u) => match u {
+                    Unreadable::JsonContentType => "Unreadable::JsonContentType",
+                    Unreadable::Json(_) => "Unreadable::Json",
+                    Unreadable::FormContentType => "Unreadable::FormContentType",
+                    Unreadable::Form(_) => "Unreadable::Form",
+                    Unreadable::Query(_) => "Unreadable::Query",
+                },
+                S::TooLarge { .. } => "TooLarge",
+                S::NotSignedIn => "NotSignedIn",
+                S::FreshPasskeyRequired => "FreshPasskeyRequired",
+                S::CsrfFailed => "CsrfFailed",
+                S::LastPasskey => "LastPasskey",
+                S::CeremonyFailed(_) => "CeremonyFailed",
+                S::PasskeysUnavailable(_) => "PasskeysUnavailable",
+                S::CredentialAlreadyRegistered => "CredentialAlreadyRegistered",
+                S::AdminKeyNotAllowed => "AdminKeyNotAllowed",
+                S::KeyRejected { .. } => "KeyRejected",
+                S::CodeInvalid(_) => "CodeInvalid",
+                S::AdminDisabled => "AdminDisabled",
+                S::NotAdminKey => "NotAdminKey",
+                S::RateLimited { .. } => "RateLimited",
+            },
+            ServerError::Proxy(p) => match p {
+                ProxyError::MissingApiKey => "MissingApiKey",
+                ProxyError::InvalidApiKey(_) => "InvalidApiKey",
+                ProxyError::ExpiredApiKey => "ExpiredApiKey",
+                ProxyError::RevokedApiKey => "RevokedApiKey",
+                ProxyError::OriginNotAllowed(_) => "OriginNotAllowed",
+                ProxyError::InvalidPath(_) => "InvalidPath",
+                ProxyError::EndpointNotAllowed(_) => "EndpointNotAllowed",
+                ProxyError::TooLarge { .. } => "Proxy::TooLarge",
+                ProxyError::Body(_) => "Body",
+                ProxyError::ModelNotAllowed(_) => "ModelNotAllowed",
+                ProxyError::KeyNotEnrolled => "KeyNotEnrolled",
+                ProxyError::UnsupportedMethod => "UnsupportedMethod",
+                ProxyError::UnroutablePath => "UnroutablePath",
+                ProxyError::OwnerKeyRejected => "OwnerKeyRejected",
+            },
+            ServerError::Upstream(u) => match u {
+                UpstreamError::ConnectTimeout(_) => "ConnectTimeout",
+                UpstreamError::Connect => "Connect",
+                UpstreamError::FirstByteTimeout(_) => "FirstByteTimeout",
+                UpstreamError::Request => "Request",
+                UpstreamError::BrokeMidStream => "BrokeMidStream",
+                UpstreamError::IdleMidStream(_) => "IdleMidStream",
+            },
+            ServerError::Store(_) => "Store",
+            ServerError::Vault(_) => "Vault",
+            ServerError::Internal(_) => "Internal",
+        }
+    }
+
+    #[test]
+    fn params_and_retry_hints_travel_with_the_variant() {
+        let e = ServerError::from(ServiceError::invalid("models", "x")).to_openai();
+        assert_eq!(e.param.as_deref(), Some("models"));
+        let e = ServerError::from(ProxyError::Body(BodyProblem::ModelRepeated)).to_openai();
+        assert_eq!(e.param.as_deref(), Some("model"));
+        let e = ServerError::from(ProxyError::EndpointNotAllowed("/v1/files".into())).to_openai();
+        assert_eq!(e.param.as_deref(), Some("/v1/files"));
+        let e = ServerError::from(ServiceError::RateLimited {
+            limit: Limit::AdminKeys,
+            retry_after: 7,
+        })
+        .error_response();
+        assert_eq!(e.headers().get(RETRY_AFTER).unwrap(), "7");
+        let e = ServerError::from(ProxyError::KeyNotEnrolled).error_response();
+        assert_eq!(e.headers().get("x-should-retry").unwrap(), "false");
     }
 
     #[test]

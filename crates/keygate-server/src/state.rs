@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use keygate_core::ids::GrantId;
 use keygate_core::keyring::Keyring;
-use keygate_core::time::UnixTime;
+use keygate_core::time::{Clock, UnixTime};
 use keygate_store::Store;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
@@ -27,6 +27,8 @@ pub struct AppState {
     pub passkeys: Passkeys,
     /// Per-address throttles and the live-ceremony cap.
     pub throttles: Arc<Throttles>,
+    /// "Now" for every decision by time (from `Config::clock`; shared by clones).
+    pub clock: Clock,
     admin_key_hash: Option<[u8; 32]>,
 }
 
@@ -43,6 +45,7 @@ impl AppState {
         Self {
             passkeys,
             throttles,
+            clock: config.clock.clone(),
             config: Arc::new(config),
             store,
             keyring: Arc::new(keyring),

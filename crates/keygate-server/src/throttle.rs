@@ -30,6 +30,7 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use actix_web::ResponseError as _;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::HeaderMap;
@@ -37,11 +38,11 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use keygate_core::openai_error::OpenAiError;
 use keygate_store::Store;
 
 use crate::config::ThrottleSettings;
-use crate::error::render;
+use crate::error::ServerError;
+use crate::services::error::{Limit, ServiceError};
 use crate::state::AppState;
 
 /// Above this many tracked addresses in one table, stale entries are pruned inline
@@ -424,14 +425,14 @@ async fn guard<B: MessageBody>(
     };
     let t = &st.throttles;
     let client = t.client(req.peer_addr(), req.headers());
-    let refuse = |req: ServiceRequest, e: OpenAiError| {
-        Ok(req.into_response(render(&e)).map_into_right_body())
+    let refuse = |req: ServiceRequest, e: ServiceError| {
+        Ok(req
+            .into_response(ServerError::from(e).error_response())
+            .map_into_right_body())
     };
-    let busy = |secs| {
-        OpenAiError::rate_limit_exceeded(
-            format!("Too many passkey requests from your network. Try again in {secs} seconds."),
-            secs,
-        )
+    let busy = |secs| ServiceError::RateLimited {
+        limit: Limit::Passkeys,
+        retry_after: secs,
     };
 
     // Before the handler: the per-address budgets.
@@ -452,12 +453,10 @@ async fn guard<B: MessageBody>(
         Some(Err(secs)) => {
             return refuse(
                 req,
-                OpenAiError::rate_limit_exceeded(
-                    format!(
-                        "keygate has too many sign-ins in progress. Try again in {secs} seconds."
-                    ),
-                    secs,
-                ),
+                ServiceError::RateLimited {
+                    limit: Limit::Ceremonies,
+                    retry_after: secs,
+                },
             );
         }
         Some(Ok(slot)) => Some(slot),
@@ -478,7 +477,8 @@ async fn guard<B: MessageBody>(
     {
         tracing::info!(%client, retry_after = secs, "failed sign-ins throttled");
         let (req, _) = res.into_parts();
-        return Ok(ServiceResponse::new(req, render(&busy(secs))).map_into_right_body());
+        let res = ServerError::from(busy(secs)).error_response();
+        return Ok(ServiceResponse::new(req, res).map_into_right_body());
     }
     Ok(res.map_into_left_body())
 }

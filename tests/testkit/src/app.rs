@@ -3,6 +3,7 @@
 
 use std::sync::Once;
 
+use keygate_core::time::Clock;
 use keygate_server::config::RawConfig;
 use keygate_server::{Application, Config};
 use serde_json::{Value, json};
@@ -30,6 +31,9 @@ pub struct TestApp {
     pub data_dir: TempDir,
     /// The running server's state (its store, throttles), for tests that look inside.
     pub state: keygate_server::state::AppState,
+    /// The server's clock: the system clock, or the manual one given to
+    /// [`spawn_app_with_clock`], which the test moves with `advance`/`set`.
+    pub clock: Clock,
     handle: actix_web::dev::ServerHandle,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -61,6 +65,17 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], letting the test adjust the configuration first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
+    spawn_app_with_clock(Clock::system(), adjust).await
+}
+
+/// A manual clock standing at the real time, for [`spawn_app_with_clock`].
+pub fn manual_clock() -> Clock {
+    Clock::manual(keygate_core::time::now())
+}
+
+/// Like [`spawn_app_with`], with the server reading "now" from `clock` (a manual one
+/// lets a test cross expiry times without sleeping: `app.clock.advance(secs)`).
+pub async fn spawn_app_with_clock(clock: Clock, adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
     init_tracing();
     let mock = MockOpenAi::start().await;
     let data_dir = tempfile::tempdir().expect("temp dir");
@@ -83,7 +98,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
         ..RawConfig::default()
     };
     adjust(&mut raw);
-    let app = build_when_store_free(raw).await;
+    let app = build_when_store_free(raw, &clock).await;
     let port = app.port();
     let handle = app.handle();
     let public = app.state().config.public_url.clone();
@@ -102,6 +117,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
         mock,
         data_dir,
         state,
+        clock,
         handle,
         server: Some(server),
     }
@@ -111,10 +127,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
 /// a test restarting on the same directory may run while the previous server's worker
 /// threads are still dropping their handles, after its server future has resolved. A
 /// real restart is a new process and never sees this.
-async fn build_when_store_free(raw: RawConfig) -> Application {
+async fn build_when_store_free(raw: RawConfig, clock: &Clock) -> Application {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let config: Config = raw.clone().validate().expect("valid test config");
+        let mut config: Config = raw.clone().validate().expect("valid test config");
+        config.clock = clock.clone();
         match Application::build(config) {
             Ok(app) => return app,
             Err(keygate_server::app::StartError::Store(keygate_store::StoreError::Locked {

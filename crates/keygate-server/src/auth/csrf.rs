@@ -9,9 +9,9 @@ use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, ORIGIN};
 use actix_web::middleware::Next;
 use actix_web::web;
-use keygate_core::openai_error::OpenAiError;
 
-use crate::error::{render, render_html, wants_html};
+use crate::error::{ServerError, respond};
+use crate::services::error::ServiceError;
 use crate::state::AppState;
 
 /// Paths under `/api` that apps call from their servers (no cookie, no Origin).
@@ -44,12 +44,7 @@ pub async fn middleware(
             .map(ServiceResponse::map_into_left_body),
         _ => {
             tracing::info!(path = %req.path(), origin = ?origin, "refused: foreign or missing Origin");
-            let e = OpenAiError::csrf_failed();
-            let res = if wants_html(req.headers()) {
-                render_html(&e)
-            } else {
-                render(&e)
-            };
+            let res = respond(req.headers(), &ServerError::from(ServiceError::CsrfFailed));
             Ok(req.into_response(res).map_into_right_body())
         }
     }

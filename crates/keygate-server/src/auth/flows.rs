@@ -28,7 +28,7 @@ pub async fn sign_up(
         .passkeys
         .register_finish(&st.store, ceremony, credential)
         .await?;
-    let cookie = session::create(&st.store, &st.config, &user.id, user_agent).await?;
+    let cookie = session::create(st, &user.id, user_agent).await?;
     Ok(SignedIn {
         user: UserView::from(&user),
         cookie,
@@ -46,7 +46,7 @@ pub async fn sign_in(
         .passkeys
         .login_finish(&st.store, ceremony, credential)
         .await?;
-    let cookie = session::create(&st.store, &st.config, &user.id, user_agent).await?;
+    let cookie = session::create(st, &user.id, user_agent).await?;
     tracing::info!(user_id = %user.id, "signed in with a passkey");
     Ok(SignedIn {
         user: UserView::from(&user),
@@ -63,5 +63,5 @@ pub async fn confirm(
 ) -> Result<(), ServerError> {
     st.passkeys
         .assertion_finish(&st.store, s.user_id(), ceremony, credential, REAUTH)?;
-    s.mark_fresh(&st.store, &st.config).await
+    s.mark_fresh(st).await
 }

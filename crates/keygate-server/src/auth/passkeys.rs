@@ -12,8 +12,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::{PasskeyId, UserId};
-use keygate_core::openai_error::OpenAiError;
-use keygate_core::time::{self, UnixTime};
+use keygate_core::time::{Clock, UnixTime};
 use keygate_store::{CeremonyRecord, PasskeyInsert, PasskeyRecord, Store, UserRecord};
 use rand::RngCore;
 use serde_json::Value;
@@ -26,6 +25,7 @@ use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::services::error::ServiceError;
 use crate::services::users::parse_name;
 
 const REGISTER: &str = "register";
@@ -40,6 +40,7 @@ const ADD: &str = "add_passkey";
 pub struct Passkeys {
     inner: Result<std::sync::Arc<Webauthn>, String>,
     ceremony_ttl: Duration,
+    clock: Clock,
 }
 
 /// A started ceremony: what the browser needs.
@@ -53,6 +54,7 @@ impl Passkeys {
         Self {
             inner: build(config).map(std::sync::Arc::new),
             ceremony_ttl: config.ceremony_ttl,
+            clock: config.clock.clone(),
         }
     }
 
@@ -64,7 +66,7 @@ impl Passkeys {
     fn webauthn(&self) -> Result<&Webauthn, ServerError> {
         self.inner
             .as_deref()
-            .map_err(|why| OpenAiError::passkeys_unavailable(why.clone()).into())
+            .map_err(|why| ServiceError::PasskeysUnavailable(why.clone()).into())
     }
 
     // --- registration of a new person ------------------------------------------
@@ -98,7 +100,7 @@ impl Passkeys {
                 "register ceremony without user".into(),
             ));
         };
-        let now = time::now();
+        let now = self.clock.now();
         let user = UserRecord {
             id: user_id,
             name,
@@ -109,7 +111,7 @@ impl Passkeys {
             PasskeyInsert::Inserted => {}
             PasskeyInsert::CredentialTaken | PasskeyInsert::NoSuchUser => {
                 tracing::info!("registration refused: credential id already registered");
-                return Err(OpenAiError::credential_already_registered().into());
+                return Err(ServiceError::CredentialAlreadyRegistered.into());
             }
         }
         store.flush().await?;
@@ -144,7 +146,7 @@ impl Passkeys {
         let (handle, cred_id) = webauthn
             .identify_discoverable_authentication(&cred)
             .map_err(|e| rejected(Step::SignIn, e))?;
-        let unknown = || OpenAiError::ceremony_failed(NOT_REGISTERED);
+        let unknown = || ServiceError::CeremonyFailed(NOT_REGISTERED.to_owned());
         let mut record = store
             .passkey_by_credential(&URL_SAFE_NO_PAD.encode(cred_id))?
             .ok_or_else(unknown)?;
@@ -155,7 +157,7 @@ impl Passkeys {
         let result = webauthn
             .finish_discoverable_authentication_v2(&cred, state, &passkey)
             .map_err(|e| rejected(Step::SignIn, e))?;
-        update_record(&mut record, &mut passkey, &result)?;
+        update_record(&mut record, &mut passkey, &result, self.clock.now())?;
         store.put_passkey(&record)?;
         let user = store.user(&record.user_id)?.ok_or_else(unknown)?;
         Ok(user)
@@ -189,7 +191,7 @@ impl Passkeys {
     ) -> Result<(), ServerError> {
         let c = self.take(store, ceremony, kind)?;
         if c.user_id.as_ref() != Some(user) {
-            return Err(OpenAiError::ceremony_failed(OTHER_SESSION).into());
+            return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
         }
         let state: PasskeyAuthentication = decode_state(&c.state)?;
         let cred: PublicKeyCredential = parse_credential(credential)?;
@@ -203,12 +205,13 @@ impl Passkeys {
             )?
             .filter(|r| &r.user_id == user)
             .ok_or_else(|| {
-                OpenAiError::ceremony_failed(
-                    "That passkey belongs to another account. Choose one of your own passkeys.",
+                ServiceError::CeremonyFailed(
+                    "That passkey belongs to another account. Choose one of your own passkeys."
+                        .to_owned(),
                 )
             })?;
         let mut passkey: Passkey = decode_state(&record.passkey)?;
-        update_record(&mut record, &mut passkey, &result)?;
+        update_record(&mut record, &mut passkey, &result, self.clock.now())?;
         store.put_passkey(&record)?;
         Ok(())
     }
@@ -241,7 +244,7 @@ impl Passkeys {
     ) -> Result<PasskeyRecord, ServerError> {
         let c = self.take(store, ceremony, ADD)?;
         if c.user_id.as_ref() != Some(user) {
-            return Err(OpenAiError::ceremony_failed(OTHER_SESSION).into());
+            return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
         }
         let state: PasskeyRegistration = decode_state(&c.state)?;
         let cred: RegisterPublicKeyCredential = parse_credential(credential)?;
@@ -254,14 +257,14 @@ impl Passkeys {
             Some(n) => parse_name(n, "name")?,
             None => format!("Passkey {}", count + 1),
         };
-        let record = new_record(user, &name, &passkey, time::now())?;
+        let record = new_record(user, &name, &passkey, self.clock.now())?;
         match store.insert_passkey(&record)? {
             PasskeyInsert::Inserted => {}
             PasskeyInsert::CredentialTaken => {
                 tracing::info!(user_id = %user, "passkey refused: credential id already registered");
-                return Err(OpenAiError::credential_already_registered().into());
+                return Err(ServiceError::CredentialAlreadyRegistered.into());
             }
-            PasskeyInsert::NoSuchUser => return Err(OpenAiError::not_signed_in().into()),
+            PasskeyInsert::NoSuchUser => return Err(ServiceError::NotSignedIn.into()),
         }
         store.flush().await?;
         tracing::info!(user_id = %user, passkey_id = %record.id, "passkey added");
@@ -285,7 +288,7 @@ impl Passkeys {
             state: serde_json::to_string(state).map_err(internal)?,
             user_id,
             name,
-            expires_at: time::now() + self.ceremony_ttl.as_secs(),
+            expires_at: self.clock.now() + self.ceremony_ttl.as_secs(),
         };
         store.put_ceremony(&id, &record)?;
         Ok(Started {
@@ -295,12 +298,12 @@ impl Passkeys {
     }
 
     fn take(&self, store: &Store, id: &str, kind: &str) -> Result<CeremonyRecord, ServerError> {
-        let gone = || OpenAiError::ceremony_failed(EXPIRED);
+        let gone = || ServiceError::CeremonyFailed(EXPIRED.to_owned());
         if id.is_empty() || id.len() > 128 {
             return Err(gone().into());
         }
         let c = store.take_ceremony(id)?.ok_or_else(gone)?;
-        if c.kind != kind || c.expires_at <= time::now() {
+        if c.kind != kind || c.expires_at <= self.clock.now() {
             return Err(gone().into());
         }
         Ok(c)
@@ -407,22 +410,23 @@ fn update_record(
     record: &mut PasskeyRecord,
     passkey: &mut Passkey,
     result: &webauthn_rs::prelude::AuthenticationResult,
+    now: UnixTime,
 ) -> Result<(), ServerError> {
     passkey.update_credential(result);
     record.passkey = serde_json::to_string(passkey).map_err(internal)?;
     record.sign_count = result.counter();
     record.backup_eligible = result.backup_eligible();
     record.backup_state = result.backup_state();
-    record.last_used_at = Some(time::now());
+    record.last_used_at = Some(now);
     Ok(())
 }
 
 fn parse_credential<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ServerError> {
     serde_json::from_value(v).map_err(|_| {
-        OpenAiError::invalid_request(
+        ServiceError::invalid(
+            "credential",
             "`credential` is not a WebAuthn credential (send PublicKeyCredential.toJSON()).",
         )
-        .with_param("credential")
         .into()
     })
 }
@@ -459,7 +463,7 @@ enum Step {
 
 fn rejected(step: Step, e: webauthn_rs::prelude::WebauthnError) -> ServerError {
     tracing::info!(error = ?e, step = ?step, "passkey rejected");
-    OpenAiError::ceremony_failed(plain_message(step, &e)).into()
+    ServiceError::CeremonyFailed(plain_message(step, &e)).into()
 }
 
 /// Plain words for a WebAuthn failure: what happened, and what to do.

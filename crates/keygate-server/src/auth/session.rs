@@ -11,9 +11,8 @@ use actix_web::{FromRequest, HttpRequest, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::UserId;
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::secret::sha256_hex;
-use keygate_core::time::{self, UnixTime};
+use keygate_core::time::UnixTime;
 use keygate_store::{SessionInsert, SessionRecord, Store, UserRecord};
 use rand::RngCore;
 use serde::Serialize;
@@ -21,6 +20,7 @@ use serde::Serialize;
 use crate::auth::passkeys::random_token;
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::services::error::{Missing, ServiceError};
 use crate::state::AppState;
 
 /// Write `last_seen_at` at most this often, so reads stay reads.
@@ -50,13 +50,13 @@ const MAX_USER_AGENT_CHARS: usize = 200;
 /// Starts a fresh session for `user`; returns the cookie to set. `user_agent` is the
 /// browser's `User-Agent` header, shown in the person's sessions list.
 pub async fn create(
-    store: &Store,
-    config: &Config,
+    st: &AppState,
     user: &UserId,
     user_agent: Option<&str>,
 ) -> Result<Cookie<'static>, ServerError> {
+    let (store, config) = (&st.store, &st.config);
     let id = random_token();
-    let now = time::now();
+    let now = st.clock.now();
     let record = SessionRecord {
         user_id: user.clone(),
         created_at: now,
@@ -72,7 +72,7 @@ pub async fn create(
                 tracing::info!(user_id = %user, ended, "oldest sessions ended (per-person cap)");
             }
         }
-        SessionInsert::NoSuchUser => return Err(OpenAiError::not_signed_in().into()),
+        SessionInsert::NoSuchUser => return Err(ServiceError::NotSignedIn.into()),
     }
     store.flush().await?;
     Ok(build_cookie(
@@ -127,12 +127,9 @@ fn expired(record: &SessionRecord, config: &Config, now: UnixTime) -> bool {
 
 /// The signed-in person's live sessions, oldest first, this one marked `current`
 /// (expired ones that wait for the sweep are left out).
-pub fn list(
-    store: &Store,
-    config: &Config,
-    current: &UserSession,
-) -> Result<Vec<SessionView>, ServerError> {
-    let now = time::now();
+pub fn list(st: &AppState, current: &UserSession) -> Result<Vec<SessionView>, ServerError> {
+    let (store, config) = (&st.store, &st.config);
+    let now = st.clock.now();
     let mut out = Vec::new();
     for (hash, mut rec) in store.sessions_for_user(current.user_id())? {
         if expired(&rec, config, now) {
@@ -173,7 +170,7 @@ pub async fn end_one(
         .into_iter()
         .find(|(_, rec)| !rec.public_id.is_empty() && rec.public_id == public_id);
     let Some((hash, _)) = found else {
-        return Err(OpenAiError::not_found("No such session.").into());
+        return Err(ServiceError::NotFound(Missing::Session).into());
     };
     store.delete_session(&hash)?;
     store.flush().await?;
@@ -230,16 +227,16 @@ impl UserSession {
     }
 
     /// Whether a passkey assertion made this session fresh recently enough for step-up.
-    pub fn is_fresh(&self) -> bool {
-        time::now() < self.record.fresh_until
+    pub fn is_fresh(&self, now: UnixTime) -> bool {
+        now < self.record.fresh_until
     }
 
     /// Marks the session fresh after a passkey assertion.
-    pub async fn mark_fresh(&self, store: &Store, config: &Config) -> Result<(), ServerError> {
+    pub async fn mark_fresh(&self, st: &AppState) -> Result<(), ServerError> {
         let mut rec = self.record.clone();
-        rec.fresh_until = time::now() + config.fresh_window.as_secs();
-        store.put_session(&self.hash, &rec)?;
-        store.flush().await?;
+        rec.fresh_until = st.clock.now() + st.config.fresh_window.as_secs();
+        st.store.put_session(&self.hash, &rec)?;
+        st.store.flush().await?;
         Ok(())
     }
 
@@ -258,22 +255,19 @@ fn load(req: &HttpRequest) -> Result<UserSession, ServerError> {
     let cookie = req
         .cookie(cookie_name(&st.config))
         .filter(|c| !c.value().is_empty() && c.value().len() <= 128)
-        .ok_or_else(OpenAiError::not_signed_in)?;
+        .ok_or(ServiceError::NotSignedIn)?;
     let hash = sha256_hex(cookie.value());
-    let mut record = st
-        .store
-        .session(&hash)?
-        .ok_or_else(OpenAiError::not_signed_in)?;
-    let now = time::now();
+    let mut record = st.store.session(&hash)?.ok_or(ServiceError::NotSignedIn)?;
+    let now = st.clock.now();
     if expired(&record, &st.config, now) {
         st.store.delete_session(&hash)?;
-        return Err(OpenAiError::not_signed_in().into());
+        return Err(ServiceError::NotSignedIn.into());
     }
     let user = match st.store.user(&record.user_id)? {
         Some(u) => u,
         None => {
             st.store.delete_session(&hash)?;
-            return Err(OpenAiError::not_signed_in().into());
+            return Err(ServiceError::NotSignedIn.into());
         }
     };
     let legacy = record.public_id.is_empty();
@@ -302,11 +296,14 @@ impl FromRequest for FreshSession {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ServerError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let now = req
+            .app_data::<web::Data<AppState>>()
+            .map(|st| st.clock.now());
         let result = load(req).and_then(|s| {
-            if s.is_fresh() {
+            if now.is_some_and(|now| s.is_fresh(now)) {
                 Ok(FreshSession(s))
             } else {
-                Err(OpenAiError::fresh_passkey_required().into())
+                Err(ServiceError::FreshPasskeyRequired.into())
             }
         });
         Box::pin(async move { result })

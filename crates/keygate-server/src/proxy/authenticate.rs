@@ -8,11 +8,11 @@
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
 use keygate_core::ids::GrantId;
-use keygate_core::openai_error::OpenAiError;
-use keygate_core::time;
+use keygate_core::time::UnixTime;
 use keygate_core::token::{self, SecretHash};
 use keygate_store::{GrantRecord, GrantState};
 
+use super::error::ProxyError;
 use crate::auth::csrf::request_origin;
 use crate::error::ServerError;
 use crate::state::AppState;
@@ -38,9 +38,8 @@ impl AuthenticatedGrant {
 /// secret check). Says nothing yet about whether it may be used.
 pub fn identify(st: &AppState, req: &HttpRequest) -> Result<GrantRecord, ServerError> {
     let presented = bearer_token(req)?;
-    let parsed =
-        token::parse(presented).map_err(|e| OpenAiError::invalid_api_key(&e.to_string()))?;
-    let unknown = || OpenAiError::invalid_api_key("the key is not known to this keygate");
+    let parsed = token::parse(presented).map_err(|e| ProxyError::InvalidApiKey(e.to_string()))?;
+    let unknown = || ProxyError::InvalidApiKey("the key is not known to this keygate".into());
     let grant = st.store.grant(&parsed.grant_id)?.ok_or_else(unknown)?;
     let stored = SecretHash::from_hex(&grant.secret_hash).ok_or_else(|| {
         ServerError::Internal(format!("grant {} has a corrupt secret hash", grant.id))
@@ -53,63 +52,67 @@ pub fn identify(st: &AppState, req: &HttpRequest) -> Result<GrantRecord, ServerE
 
 /// May the identified grant be used now, from here? State, expiry, and the bound
 /// origin: a browser request (it has an `Origin`) from another origin is refused.
-pub fn usable(grant: GrantRecord, req: &HttpRequest) -> Result<AuthenticatedGrant, ServerError> {
+pub fn usable(
+    grant: GrantRecord,
+    req: &HttpRequest,
+    now: UnixTime,
+) -> Result<AuthenticatedGrant, ServerError> {
     match grant.state {
         GrantState::Active => {}
-        GrantState::Revoked => return Err(OpenAiError::revoked_api_key().into()),
+        GrantState::Revoked => return Err(ProxyError::RevokedApiKey.into()),
         GrantState::Disabled => {
-            return Err(OpenAiError::invalid_api_key(
-                "the key has been disabled by an administrator",
+            return Err(ProxyError::InvalidApiKey(
+                "the key has been disabled by an administrator".into(),
             )
             .into());
         }
     }
-    if grant.expires_at.is_some_and(|at| at <= time::now()) {
-        return Err(OpenAiError::expired_api_key().into());
+    if grant.expires_at.is_some_and(|at| at <= now) {
+        return Err(ProxyError::ExpiredApiKey.into());
     }
     if let (Some(bound), Some(origin)) = (grant.origin.as_deref(), request_origin(req.headers()))
         && bound != origin
     {
-        return Err(OpenAiError::origin_not_allowed(origin).into());
+        return Err(ProxyError::OriginNotAllowed(origin.to_owned()).into());
     }
     Ok(AuthenticatedGrant(grant))
 }
 
 /// Extracts the token from exactly one well-formed `Authorization: Bearer <token>`.
-pub fn bearer_token(req: &HttpRequest) -> Result<&str, OpenAiError> {
+pub fn bearer_token(req: &HttpRequest) -> Result<&str, ProxyError> {
     let mut values = req.headers().get_all(AUTHORIZATION);
-    let value = values.next().ok_or_else(OpenAiError::missing_api_key)?;
+    let value = values.next().ok_or(ProxyError::MissingApiKey)?;
     if values.next().is_some() {
-        return Err(OpenAiError::invalid_api_key(
-            "send exactly one Authorization header",
-        ));
+        return Err(invalid("send exactly one Authorization header"));
     }
     if value.len() > MAX_AUTHORIZATION_LEN {
-        return Err(OpenAiError::invalid_api_key(
-            "the Authorization header is too long",
-        ));
+        return Err(invalid("the Authorization header is too long"));
     }
     let value = value
         .to_str()
-        .map_err(|_| OpenAiError::invalid_api_key("the Authorization header is not plain ASCII"))?
+        .map_err(|_| invalid("the Authorization header is not plain ASCII"))?
         .trim();
     if value.is_empty() {
-        return Err(OpenAiError::missing_api_key());
+        return Err(ProxyError::MissingApiKey);
     }
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(OpenAiError::invalid_api_key(
+        return Err(invalid(
             "use the Bearer scheme: `Authorization: Bearer kg_...`",
         ));
     }
     let token = rest.trim();
     if token.is_empty() {
-        return Err(OpenAiError::missing_api_key());
+        return Err(ProxyError::MissingApiKey);
     }
     if token.contains(|c: char| c.is_ascii_whitespace() || c == ',') {
-        return Err(OpenAiError::invalid_api_key("send exactly one key"));
+        return Err(invalid("send exactly one key"));
     }
     Ok(token)
+}
+
+fn invalid(why: &str) -> ProxyError {
+    ProxyError::InvalidApiKey(why.to_owned())
 }
 
 #[cfg(test)]
@@ -130,7 +133,11 @@ mod tests {
 
     #[test]
     fn header_shapes() {
-        let code = |values: &[&[u8]]| bearer_token(&with(values)).err().and_then(|e| e.code);
+        let code = |values: &[&[u8]]| {
+            bearer_token(&with(values))
+                .err()
+                .and_then(|e| ServerError::from(e).to_openai().code)
+        };
         assert_eq!(code(&[]), Some("missing_api_key"));
         assert_eq!(code(&[b""]), Some("missing_api_key"));
         assert_eq!(code(&[b"Bearer"]), Some("missing_api_key"));

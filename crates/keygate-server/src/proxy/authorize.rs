@@ -6,10 +6,9 @@
 
 use actix_web::HttpRequest;
 use actix_web::http::Method;
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::scope::{self, CanonicalPath};
-use keygate_core::time;
 
+use super::error::ProxyError;
 use super::{AuthenticatedGrant, ProxyCtx};
 use crate::error::ServerError;
 use crate::state::AppState;
@@ -20,11 +19,11 @@ pub fn endpoint(
     req: &HttpRequest,
 ) -> Result<CanonicalPath, ServerError> {
     let path = scope::canonicalize(req.uri().path())
-        .map_err(|e| OpenAiError::invalid_path(&e.to_string()))?;
+        .map_err(|e| ProxyError::InvalidPath(e.to_string()))?;
     let access = scope::classify(req.method().as_str(), &path);
     if !access.allowed_by(&grant.record().scopes) {
         tracing::info!(grant_id = %grant.id(), access = ?access, "endpoint not allowed for this grant");
-        return Err(OpenAiError::endpoint_not_allowed(path.as_str()).into());
+        return Err(ProxyError::EndpointNotAllowed(path.as_str().to_owned()).into());
     }
     Ok(path)
 }
@@ -39,16 +38,14 @@ pub fn authorize(
     if !allowed.is_empty() {
         if let Some(model) = &ctx.model {
             if !allowed.iter().any(|m| m == model) {
-                return Err(OpenAiError::model_not_allowed(model).into());
+                return Err(ProxyError::ModelNotAllowed(model.clone()).into());
             }
         } else if req.method() == Method::POST && is_batch(&ctx.path) {
             // A batch names its models inside an uploaded file we never read.
-            return Err(OpenAiError::model_not_allowed("batch")
-                .with_param("model")
-                .into());
+            return Err(ProxyError::ModelNotAllowed("batch".into()).into());
         }
     }
-    st.last_used.note(grant.id(), time::now());
+    st.last_used.note(grant.id(), st.clock.now());
     Ok(())
 }
 

@@ -17,11 +17,11 @@ use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TR
 use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use keygate_core::openai_error::OpenAiError;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::ProxyCtx;
+use super::error::{BodyProblem, ProxyError};
 use crate::error::ServerError;
 
 /// The body as it will be sent upstream.
@@ -57,11 +57,11 @@ pub async fn read(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| OpenAiError::invalid_request("Content-Length is not a number"))?,
+                .ok_or(ProxyError::Body(BodyProblem::ContentLengthNotANumber))?,
         ),
     };
     if content_length.is_some_and(|n| n > limit) {
-        return Err(OpenAiError::request_too_large(limit).into());
+        return Err(ProxyError::TooLarge { limit }.into());
     }
     let chunked = req.headers().contains_key(TRANSFER_ENCODING);
     if content_length == Some(0) || (content_length.is_none() && !chunked) {
@@ -72,10 +72,7 @@ pub async fn read(
             .map_or(true, |v| !v.trim().eq_ignore_ascii_case("identity"))
     });
     if compressed {
-        return Err(OpenAiError::invalid_request(
-            "keygate does not accept compressed request bodies (Content-Encoding); send the body uncompressed.",
-        )
-        .into());
+        return Err(ProxyError::Body(BodyProblem::Compressed).into());
     }
     // The original header: a multipart boundary is case-sensitive.
     let content_type = req
@@ -99,18 +96,13 @@ pub async fn read(
 
     if is_json {
         let bytes = buffer(&mut payload, limit, content_length).await?;
-        let peek: Peek = serde_json::from_slice(&bytes).map_err(|_| {
-            OpenAiError::invalid_request(
-                "We could not parse the JSON body of your request. The body must be a JSON object.",
-            )
-        })?;
+        let peek: Peek = serde_json::from_slice(&bytes)
+            .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;
         ctx.model = match peek.model {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(m)) => Some(m),
             Some(_) => {
-                return Err(OpenAiError::invalid_request("`model` must be a string")
-                    .with_param("model")
-                    .into());
+                return Err(ProxyError::Body(BodyProblem::ModelNotAString).into());
             }
         };
         ctx.stream = matches!(peek.stream, Some(serde_json::Value::Bool(true)));
@@ -131,10 +123,9 @@ async fn buffer(
 ) -> Result<Bytes, ServerError> {
     let mut buf = BytesMut::with_capacity(hint.unwrap_or(8 * 1024).min(1024 * 1024) as usize);
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|_| OpenAiError::invalid_request("the request body could not be read"))?;
+        let chunk = chunk.map_err(|_| ProxyError::Body(BodyProblem::Unreadable))?;
         if (buf.len() + chunk.len()) as u64 > limit {
-            return Err(OpenAiError::request_too_large(limit).into());
+            return Err(ProxyError::TooLarge { limit }.into());
         }
         buf.extend_from_slice(&chunk);
     }

@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 
 use actix_web::HttpRequest;
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::scope::CanonicalPath;
 use keygate_core::vault::UnsealedKey;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -12,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::ProxyCtx;
 use super::body::RequestBody;
+use super::error::ProxyError;
 use super::headers::upstream_headers;
 use crate::error::{ServerError, UpstreamError};
 use crate::state::AppState;
@@ -25,7 +25,7 @@ pub async fn forward(
 ) -> Result<reqwest::Response, ServerError> {
     let url = upstream_url(st, &ctx.path, req.uri().query())?;
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
-        .map_err(|_| OpenAiError::invalid_request("unsupported HTTP method"))?;
+        .map_err(|_| ProxyError::UnsupportedMethod)?;
 
     let mut headers = HeaderMap::new();
     let inbound: Vec<(&str, &[u8])> = req
@@ -81,12 +81,10 @@ pub async fn forward(
         Err(_) => Err(UpstreamError::FirstByteTimeout(timeouts.first_byte).into()),
         Ok(Ok(res)) if over_limit() => {
             drop(res);
-            Err(OpenAiError::request_too_large(st.config.max_body_bytes).into())
+            Err(body_too_large(st))
         }
         Ok(Ok(res)) => Ok(res),
-        Ok(Err(_)) if over_limit() => {
-            Err(OpenAiError::request_too_large(st.config.max_body_bytes).into())
-        }
+        Ok(Err(_)) if over_limit() => Err(body_too_large(st)),
         Ok(Err(e)) if e.is_connect() && (e.is_timeout() || is_timeout_source(&e)) => {
             Err(UpstreamError::ConnectTimeout(timeouts.connect).into())
         }
@@ -99,6 +97,13 @@ pub async fn forward(
             Err(UpstreamError::Request.into())
         }
     }
+}
+
+fn body_too_large(st: &AppState) -> ServerError {
+    ProxyError::TooLarge {
+        limit: st.config.max_body_bytes,
+    }
+    .into()
 }
 
 fn is_timeout_source(e: &reqwest::Error) -> bool {
@@ -130,6 +135,5 @@ fn upstream_url(
         url.push('?');
         url.push_str(q);
     }
-    reqwest::Url::parse(&url)
-        .map_err(|_| OpenAiError::invalid_request("the request path is not valid").into())
+    reqwest::Url::parse(&url).map_err(|_| ProxyError::UnroutablePath.into())
 }

@@ -11,6 +11,7 @@ mod authenticate;
 mod authorize;
 mod body;
 mod cors;
+pub mod error;
 mod forward;
 pub mod headers;
 mod multipart;
@@ -84,7 +85,7 @@ async fn run(
     st: &AppState,
     grant: keygate_store::GrantRecord,
 ) -> Result<HttpResponse, ServerError> {
-    let grant = authenticate::usable(grant, req)?;
+    let grant = authenticate::usable(grant, req, st.clock.now())?;
     let path = authorize::endpoint(&grant, req)?;
     let mut ctx = ProxyCtx::new(req, path);
     let restricted = !grant.record().models.is_empty();

@@ -9,12 +9,12 @@
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use keygate_core::openai_error::OpenAiError;
 
+use super::error::{BodyProblem, ProxyError};
 use crate::error::ServerError;
 
 pub async fn model(content_type: &str, body: Bytes) -> Result<Option<String>, ServerError> {
-    let bad = || OpenAiError::invalid_request("the multipart body could not be parsed");
+    let bad = || ProxyError::Body(BodyProblem::MultipartUnparseable);
     let boundary = multer::parse_boundary(content_type).map_err(|_| bad())?;
     let parts = scan(&body, &boundary).ok_or_else(ambiguous)?;
 
@@ -30,11 +30,7 @@ pub async fn model(content_type: &str, body: Bytes) -> Result<Option<String>, Se
         }
         if strict.name.as_deref() == Some("model") {
             if model.is_some() {
-                return Err(
-                    OpenAiError::invalid_request("`model` is given more than once")
-                        .with_param("model")
-                        .into(),
-                );
+                return Err(ProxyError::Body(BodyProblem::ModelRepeated).into());
             }
             let text = field.text().await.map_err(|_| bad())?;
             if Some(text.as_bytes()) != strict.content.as_deref() {
@@ -56,13 +52,7 @@ pub async fn model(content_type: &str, body: Bytes) -> Result<Option<String>, Se
 }
 
 fn ambiguous() -> ServerError {
-    OpenAiError::invalid_request(
-        "the multipart body names its parts ambiguously (`name*=`, several `name`s or \
-         Content-Disposition headers, folded headers, or `model` spelled another way such as \
-         `Model`); send one part named exactly `model`",
-    )
-    .with_param("model")
-    .into()
+    ProxyError::Body(BodyProblem::MultipartAmbiguous).into()
 }
 
 /// A part as the strict scan reads it.

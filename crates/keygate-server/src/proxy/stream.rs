@@ -18,11 +18,11 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::Stream;
-use keygate_core::openai_error::OpenAiError;
 use pin_project_lite::pin_project;
 
 use super::headers::downstream_headers;
 use super::{AuthenticatedGrant, ProxyCtx};
+use crate::error::{ServerError, UpstreamError};
 use crate::state::AppState;
 
 pub fn respond(
@@ -193,20 +193,15 @@ where
             Poll::Ready(Some(Err(e))) => {
                 tracing::warn!(request_id = %this.meter.request_id, error = %e, "upstream broke mid-response");
                 this.meter.outcome = Outcome::UpstreamBroke;
-                let err = OpenAiError::upstream_unavailable(
-                    "The upstream connection broke before the response was complete.",
-                );
-                Poll::Ready(Some(fail(this.state, *this.sse && *this.at_boundary, &err)))
+                let err = UpstreamError::BrokeMidStream;
+                Poll::Ready(Some(fail(this.state, *this.sse && *this.at_boundary, err)))
             }
             Poll::Pending => match this.idle.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     tracing::warn!(request_id = %this.meter.request_id, "upstream idle timeout mid-response");
                     this.meter.outcome = Outcome::IdleTimeout;
-                    let err = OpenAiError::upstream_timeout(format!(
-                        "The upstream sent nothing for {:?} mid-response.",
-                        this.idle_after
-                    ));
-                    Poll::Ready(Some(fail(this.state, *this.sse && *this.at_boundary, &err)))
+                    let err = UpstreamError::IdleMidStream(*this.idle_after);
+                    Poll::Ready(Some(fail(this.state, *this.sse && *this.at_boundary, err)))
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -215,7 +210,8 @@ where
 }
 
 /// Ends the stream abnormally; for SSE at an event boundary, an `error` event first.
-fn fail(state: &mut State, error_event: bool, err: &OpenAiError) -> Result<Bytes, std::io::Error> {
+fn fail(state: &mut State, error_event: bool, err: UpstreamError) -> Result<Bytes, std::io::Error> {
+    let err = ServerError::from(err).to_openai();
     let io = std::io::Error::other(err.message.clone());
     if error_event {
         let event = Bytes::from(format!("data: {}\n\n", err.to_json()));

@@ -5,10 +5,10 @@
 //! person's id does not open.
 
 use keygate_core::ids::{KeyId, UserId};
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::vault::UnsealedKey;
 
 use super::AuthenticatedGrant;
+use super::error::ProxyError;
 use crate::error::ServerError;
 use crate::services::vault;
 use crate::state::AppState;
@@ -24,10 +24,7 @@ pub struct Unsealed {
 
 pub fn unseal(st: &AppState, grant: &AuthenticatedGrant) -> Result<Unsealed, ServerError> {
     let user = &grant.record().user_id;
-    let record = st
-        .store
-        .vault(user)?
-        .ok_or_else(OpenAiError::key_not_enrolled)?;
+    let record = st.store.vault(user)?.ok_or(ProxyError::KeyNotEnrolled)?;
     let key = vault::open_record(&st.keyring, user, &record)?;
     Ok(Unsealed {
         key,

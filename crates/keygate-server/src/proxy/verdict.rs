@@ -9,9 +9,7 @@
 //! not, since the key still works for other calls. A 2xx answer confirms an unverified
 //! or rejected key; only then is the record written (rarely: off the hot path).
 
-use keygate_core::openai_error::OpenAiError;
-use keygate_core::time;
-
+use super::error::ProxyError;
 use super::unseal::Unsealed;
 use crate::error::ServerError;
 use crate::services::vault;
@@ -48,19 +46,21 @@ pub fn judge(
     match verdict(upstream.status().as_u16()) {
         Verdict::Refused => {
             drop(upstream);
-            if let Err(e) = vault::mark_rejected(&st.store, &key.user_id, &key.key_id, time::now())
+            if let Err(e) =
+                vault::mark_rejected(&st.store, &key.user_id, &key.key_id, st.clock.now())
             {
                 tracing::error!(error = %e, "could not mark the stored key rejected");
             }
-            Err(OpenAiError::owner_key_rejected().into())
+            Err(ProxyError::OwnerKeyRejected.into())
         }
         Verdict::Forbidden => {
             drop(upstream);
             tracing::info!(user_id = %key.user_id, "OpenAI answered 403 to the stored key");
-            Err(OpenAiError::owner_key_rejected().into())
+            Err(ProxyError::OwnerKeyRejected.into())
         }
         Verdict::Accepted if key.unconfirmed => {
-            if let Err(e) = vault::mark_validated(&st.store, &key.user_id, &key.key_id, time::now())
+            if let Err(e) =
+                vault::mark_validated(&st.store, &key.user_id, &key.key_id, st.clock.now())
             {
                 tracing::error!(error = %e, "could not record that the stored key works");
             }

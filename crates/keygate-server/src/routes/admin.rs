@@ -4,13 +4,12 @@ use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use keygate_core::openai_error::OpenAiError;
-use secrecy::ExposeSecret;
-use serde::Deserialize;
+use keygate_core::ids::{GrantId, UserId};
 
+use super::wire::{CreateGrant, Name, PutKey};
 use crate::error::ServerError;
-use crate::services::grants::GrantView;
-use crate::services::{grants, users, vault};
+use crate::services::error::{Limit, ServiceError};
+use crate::services::{admin, grants, users};
 use crate::state::AppState;
 
 /// Proof that the request carried the admin key.
@@ -30,10 +29,7 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ServerError::Internal("app state missing".into()))?;
     if !st.admin_enabled() {
-        return Err(OpenAiError::invalid_api_key(
-            "the admin API is disabled; set KEYGATE_ADMIN_KEY to enable it",
-        )
-        .into());
+        return Err(ServiceError::AdminDisabled.into());
     }
     // Wrong keys are throttled per address, and the throttle comes before the check:
     // a throttled address learns nothing about any key it sends until Retry-After has
@@ -41,11 +37,9 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
     // affected (docs/DECISIONS.md).
     let throttle = &st.throttles.admin_failures;
     let client = st.throttles.client(req.peer_addr(), req.headers());
-    let slow_down = |secs| {
-        OpenAiError::rate_limit_exceeded(
-            format!("Too many wrong admin keys from your address. Try again in {secs} seconds."),
-            secs,
-        )
+    let slow_down = |secs| ServiceError::RateLimited {
+        limit: Limit::AdminKeys,
+        retry_after: secs,
     };
     throttle.gate(client).map_err(slow_down)?;
     let token = crate::proxy::bearer_token(req)?;
@@ -54,109 +48,64 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
     }
     tracing::warn!(%client, "wrong admin key");
     throttle.failed(client).map_err(slow_down)?;
-    Err(OpenAiError::invalid_api_key("this is not the admin key").into())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUser {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PutKey {
-    api_key: secrecy::SecretString,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateGrant {
-    name: String,
-    #[serde(default)]
-    models: Option<Vec<String>>,
-    #[serde(default)]
-    scopes: Option<Vec<String>>,
+    Err(ServiceError::NotAdminKey.into())
 }
 
 pub async fn create_user(
     _: Admin,
     st: web::Data<AppState>,
-    body: web::Json<CreateUser>,
+    body: web::Json<Name>,
 ) -> Result<HttpResponse, ServerError> {
-    let user = users::create(&st.store, &body.name).await?;
+    let user = users::create(&st.store, &body.name, st.clock.now()).await?;
     Ok(HttpResponse::Created().json(user))
 }
 
 pub async fn list_users(_: Admin, st: web::Data<AppState>) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(st.store.users()?))
+    Ok(HttpResponse::Ok().json(users::list(&st.store)?))
 }
 
 pub async fn get_user(
     _: Admin,
     st: web::Data<AppState>,
-    id: web::Path<String>,
+    id: web::Path<UserId>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(users::get(&st.store, &id)?))
+    Ok(HttpResponse::Ok().json(admin::get_user(&st.store, &id)?))
 }
 
 pub async fn put_openai_key(
     _: Admin,
     st: web::Data<AppState>,
-    id: web::Path<String>,
+    id: web::Path<UserId>,
     body: web::Json<PutKey>,
 ) -> Result<HttpResponse, ServerError> {
-    let user = users::get(&st.store, &id)?;
-    vault::put_key(
-        &st.store,
-        &st.keyring,
-        &user.id,
-        body.api_key.expose_secret(),
-    )
-    .await?;
+    admin::put_key(&st.store, &st.keyring, &id, &body.api_key, st.clock.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn create_grant(
     _: Admin,
     st: web::Data<AppState>,
-    id: web::Path<String>,
+    id: web::Path<UserId>,
     body: web::Json<CreateGrant>,
 ) -> Result<HttpResponse, ServerError> {
-    let user = users::get(&st.store, &id)?;
-    let body = body.into_inner();
-    let new = grants::create(
-        &st.store,
-        &user.id,
-        grants::GrantSpec {
-            name: body.name,
-            models: body.models,
-            scopes: body.scopes,
-            ..Default::default()
-        },
-    )
-    .await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "api_key": new.token.expose_secret(),
-        "base_url": st.config.base_url(),
-        "grant": GrantView::from(&new.grant),
-    })))
+    let spec = body.into_inner().into();
+    let new = admin::create_grant(&st.store, &id, spec, st.clock.now()).await?;
+    Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
 pub async fn list_grants(
     _: Admin,
     st: web::Data<AppState>,
-    id: web::Path<String>,
+    id: web::Path<UserId>,
 ) -> Result<HttpResponse, ServerError> {
-    let user = users::get(&st.store, &id)?;
-    Ok(HttpResponse::Ok().json(grants::list(&st.store, &user.id)?))
+    Ok(HttpResponse::Ok().json(admin::list_grants(&st.store, &id)?))
 }
 
 pub async fn revoke_grant(
     _: Admin,
     st: web::Data<AppState>,
-    id: web::Path<String>,
+    id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    grants::revoke(&st.store, &id, None).await?;
+    grants::revoke(&st.store, &id, None, st.clock.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

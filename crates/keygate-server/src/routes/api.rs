@@ -2,53 +2,18 @@
 //! session cookie). Every state-changing call passes the CSRF Origin check first.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use keygate_core::ids::{GrantId, PasskeyId};
+use serde_json::json;
 
+use super::wire::{CreateGrant, Empty, Finish, Name, PutKey};
 use crate::auth::passkeys::REAUTH;
 use crate::auth::{FreshSession, UserSession, flows, session};
 use crate::error::ServerError;
 use crate::services::account::{self, PasskeyView};
-use crate::services::grants::{self, GrantView};
+use crate::services::grants;
 use crate::services::users::UserView;
 use crate::services::vault;
 use crate::state::AppState;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Name {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Empty {}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Finish {
-    pub(crate) ceremony: String,
-    pub(crate) credential: Value,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PutKey {
-    api_key: SecretString,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateGrant {
-    name: String,
-    #[serde(default)]
-    models: Option<Vec<String>>,
-    #[serde(default)]
-    scopes: Option<Vec<String>>,
-}
 
 pub(crate) fn started(s: crate::auth::passkeys::Started) -> HttpResponse {
     HttpResponse::Ok().json(json!({"ceremony": s.ceremony, "options": s.options}))
@@ -152,14 +117,7 @@ pub async fn put_key(
     st: web::Data<AppState>,
     body: web::Json<PutKey>,
 ) -> Result<HttpResponse, ServerError> {
-    let s = s.0;
-    let key = body.api_key.expose_secret();
-    let validated = if st.config.validate_openai_keys {
-        vault::validate_with_upstream(&st, key).await?
-    } else {
-        false
-    };
-    vault::put_key_validated(&st.store, &st.keyring, s.user_id(), key, validated).await?;
+    vault::store_key(&st, s.0.user_id(), &body.api_key).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -167,9 +125,7 @@ pub async fn delete_key(
     s: FreshSession,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    st.store.delete_vault(s.0.user_id())?;
-    st.store.flush().await?;
-    tracing::info!(user_id = %s.0.user_id(), "OpenAI key deleted");
+    vault::delete_key(&st.store, s.0.user_id()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -188,31 +144,17 @@ pub async fn create_grant(
     st: web::Data<AppState>,
     body: web::Json<CreateGrant>,
 ) -> Result<HttpResponse, ServerError> {
-    let body = body.into_inner();
-    let new = grants::create(
-        &st.store,
-        s.0.user_id(),
-        grants::GrantSpec {
-            name: body.name,
-            models: body.models,
-            scopes: body.scopes,
-            ..Default::default()
-        },
-    )
-    .await?;
-    Ok(HttpResponse::Created().json(json!({
-        "api_key": new.token.expose_secret(),
-        "base_url": st.config.base_url(),
-        "grant": GrantView::from(&new.grant),
-    })))
+    let spec = body.into_inner().into();
+    let new = grants::create(&st.store, s.0.user_id(), spec, st.clock.now()).await?;
+    Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
 pub async fn revoke_grant(
     s: UserSession,
     st: web::Data<AppState>,
-    id: web::Path<String>,
+    id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    grants::revoke(&st.store, &id, Some(s.user_id())).await?;
+    grants::revoke(&st.store, &id, Some(s.user_id()), st.clock.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -256,7 +198,7 @@ pub async fn add_passkey_finish(
 pub async fn rename_passkey(
     s: UserSession,
     st: web::Data<AppState>,
-    id: web::Path<String>,
+    id: web::Path<PasskeyId>,
     body: web::Json<Name>,
 ) -> Result<HttpResponse, ServerError> {
     let view = account::rename_passkey(&st.store, s.user_id(), &id, &body.name).await?;
@@ -267,9 +209,9 @@ pub async fn rename_passkey(
 pub async fn delete_passkey(
     s: FreshSession,
     st: web::Data<AppState>,
-    id: web::Path<String>,
+    id: web::Path<PasskeyId>,
 ) -> Result<HttpResponse, ServerError> {
-    account::remove_passkey(&st.store, &s.0, &id).await?;
+    account::remove_passkey(&st.store, s.0.user_id(), &id, s.0.hash()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -279,7 +221,7 @@ pub async fn list_sessions(
     s: UserSession,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(session::list(&st.store, &st.config, &s)?))
+    Ok(HttpResponse::Ok().json(session::list(&st, &s)?))
 }
 
 /// Ends one of the person's sessions; ending this one also drops its cookie.

@@ -4,19 +4,19 @@
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use keygate_core::ids::GrantId;
-use keygate_core::openai_error::OpenAiError;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::api::started;
+use super::wire::Empty;
 use crate::auth::UserSession;
 use crate::auth::csrf::request_origin;
 use crate::auth::passkeys::CONNECT_APPROVE;
 use crate::error::ServerError;
-use crate::routes::api::{Empty, started};
 use crate::routes::web_pages;
 use crate::services::connect::{self, Approval};
-use crate::services::grants::{self, GrantView};
+use crate::services::error::{Missing, ServiceError};
+use crate::services::grants;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -125,20 +125,8 @@ pub async fn approve_finish(
             .transpose()?,
         reuse_grant_id: parse_reuse(body.reuse_grant_id.as_deref())?,
     };
-    st.passkeys.assertion_finish(
-        &st.store,
-        s.user_id(),
-        &body.ceremony,
-        body.credential,
-        CONNECT_APPROVE,
-    )?;
-    let new = connect::grant_for(&st.store, s.user_id(), approval).await?;
-    tracing::info!(user_id = %s.user_id(), grant_id = %new.grant.id, origin = ?new.grant.origin, "app connected");
-    Ok(HttpResponse::Created().json(json!({
-        "api_key": new.token.expose_secret(),
-        "base_url": st.config.base_url(),
-        "grant": GrantView::from(&new.grant),
-    })))
+    let new = connect::approve(&st, s.user_id(), &body.ceremony, body.credential, approval).await?;
+    Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
 #[derive(Deserialize)]
@@ -170,7 +158,7 @@ pub async fn approve_form(
     form: web::Form<ApproveForm>,
 ) -> HttpResponse {
     let result = async {
-        let s = s.ok_or_else(OpenAiError::not_signed_in)?;
+        let s = s.ok_or(ServiceError::NotSignedIn)?;
         let f = form.into_inner();
         let request = connect::parse_redirect_request(
             Some("code"),
@@ -189,12 +177,16 @@ pub async fn approve_form(
             reuse_grant_id: parse_reuse(f.reuse_grant_id.as_deref())?,
         };
         let credential: Value = serde_json::from_str(&f.credential)
-            .map_err(|_| OpenAiError::invalid_request("credential is not JSON").with_param("credential"))?;
-        st.passkeys
-            .assertion_finish(&st.store, s.user_id(), &f.ceremony, credential, CONNECT_APPROVE)?;
-        let code = connect::issue_code(&st.store, s.user_id(), &request, approval, st.config.ceremony_ttl.as_secs()).await?;
-        tracing::info!(user_id = %s.user_id(), origin = %request.redirect_uri.origin(), "redirect connect approved");
-        Ok::<String, ServerError>(request.redirect_uri.with_query(&[("code", &code), ("state", &request.state)]))
+            .map_err(|_| ServiceError::invalid("credential", "credential is not JSON"))?;
+        connect::approve_redirect(
+            &st,
+            s.user_id(),
+            &f.ceremony,
+            credential,
+            &request,
+            approval,
+        )
+        .await
     }
     .await;
     match result {
@@ -222,9 +214,7 @@ pub async fn deny_form(req: HttpRequest, form: web::Form<DenyForm>) -> HttpRespo
             .finish(),
         Err(e) => error_for(
             &req,
-            &OpenAiError::invalid_request(e.to_string())
-                .with_param("redirect_uri")
-                .into(),
+            &ServiceError::invalid("redirect_uri", e.to_string()).into(),
         ),
     }
 }
@@ -250,6 +240,7 @@ pub async fn token(
         &body.code,
         &body.code_verifier,
         body.redirect_uri.as_deref(),
+        st.clock.now(),
     )
     .await?;
     tracing::info!(grant_id = %new.grant.id, "connect code exchanged");
@@ -259,11 +250,7 @@ pub async fn token(
         res.insert_header(("vary", "Origin"));
     }
     res.insert_header(("cache-control", "no-store"));
-    Ok(res.json(json!({
-        "api_key": new.token.expose_secret(),
-        "base_url": st.config.base_url(),
-        "grant_id": new.grant.id.to_string(),
-    })))
+    Ok(res.json(new.exchanged(st.config.base_url())))
 }
 
 /// CORS preflight for the token endpoint (a browser app exchanging its own code).
@@ -289,10 +276,10 @@ fn clean_plan(raw: Option<&str>) -> Result<Option<String>, ServerError> {
         {
             Ok(Some(p.to_owned()))
         }
-        Some(_) => Err(OpenAiError::invalid_request(
+        Some(_) => Err(ServiceError::invalid(
+            "plan",
             "plan must be a plan name (letters, digits, - _ .)",
         )
-        .with_param("plan")
         .into()),
     }
 }
@@ -302,15 +289,11 @@ fn parse_reuse(raw: Option<&str>) -> Result<Option<GrantId>, ServerError> {
         None => Ok(None),
         Some(id) => GrantId::parse(id)
             .map(Some)
-            .map_err(|_| OpenAiError::not_found("No such connection for this app.").into()),
+            .map_err(|_| ServiceError::NotFound(Missing::Connection).into()),
     }
 }
 
 /// Browsers get a readable page; API clients the OpenAI-shaped JSON. Same status.
 fn error_for(req: &HttpRequest, e: &ServerError) -> HttpResponse {
-    if crate::error::wants_html(req.headers()) {
-        crate::error::render_html(&e.to_openai())
-    } else {
-        actix_web::ResponseError::error_response(e)
-    }
+    crate::error::respond(req.headers(), e)
 }

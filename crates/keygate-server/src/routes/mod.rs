@@ -5,38 +5,38 @@ pub(crate) mod api;
 mod connect;
 mod health;
 pub(crate) mod web_pages;
+mod wire;
 
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{HttpRequest, HttpResponse, error, guard, web};
-use keygate_core::openai_error::OpenAiError;
 
 use crate::auth::csrf;
-use crate::error::{ServerError, render, render_html, wants_html};
+use crate::error::{ServerError, respond};
+use crate::services::error::{Missing, ServiceError, Unreadable};
 use crate::{proxy, throttle};
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
     cfg.app_data(json_config(max_json_bytes))
+        // A malformed id in a path (`/api/grants/{id}`) is simply not found.
         .app_data(web::PathConfig::default().error_handler(|_, _| {
-            error::InternalError::from_response(
-                "bad path",
-                render(&OpenAiError::not_found("Not found.")),
-            )
-            .into()
+            let e = ServerError::from(ServiceError::NotFound(Missing::Page));
+            let res = actix_web::ResponseError::error_response(&e);
+            error::InternalError::from_response("bad path", res).into()
         }))
         .app_data(web::QueryConfig::default().error_handler(|err, req| {
-            let e = OpenAiError::invalid_request(format!("The query string is not valid: {err}"));
-            error::InternalError::from_response(err, render_for(req, &e)).into()
+            let e = ServerError::from(ServiceError::Unreadable(Unreadable::Query(err.to_string())));
+            error::InternalError::from_response(err, respond(req.headers(), &e)).into()
         }))
         .app_data(web::FormConfig::default().error_handler(|err, req| {
-            let e = match &err {
-                error::UrlencodedError::Overflow { .. } => OpenAiError::request_too_large(0),
-                error::UrlencodedError::ContentType => OpenAiError::invalid_request(
-                    "Send the form as application/x-www-form-urlencoded.",
-                ),
-                _ => OpenAiError::invalid_request(format!("The form is not valid: {err}")),
-            };
-            error::InternalError::from_response(err, render_for(req, &e)).into()
+            let e = ServerError::from(match &err {
+                error::UrlencodedError::Overflow { .. } => ServiceError::TooLarge { limit: 0 },
+                error::UrlencodedError::ContentType => {
+                    ServiceError::Unreadable(Unreadable::FormContentType)
+                }
+                _ => ServiceError::Unreadable(Unreadable::Form(err.to_string())),
+            });
+            error::InternalError::from_response(err, respond(req.headers(), &e)).into()
         }))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
@@ -163,29 +163,17 @@ fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
         .error_handler(|err, _req| {
-            let e = match &err {
+            let e = ServerError::from(match &err {
                 error::JsonPayloadError::OverflowKnownLength { .. }
-                | error::JsonPayloadError::Overflow { .. } => OpenAiError::request_too_large(0),
-                error::JsonPayloadError::ContentType => OpenAiError::invalid_request(
-                    "Send the body as JSON with Content-Type: application/json.",
-                ),
-                _ => OpenAiError::invalid_request(format!(
-                    "The JSON body could not be parsed: {}",
-                    short(&err)
-                )),
-            };
-            error::InternalError::from_response(err, render(&e)).into()
+                | error::JsonPayloadError::Overflow { .. } => ServiceError::TooLarge { limit: 0 },
+                error::JsonPayloadError::ContentType => {
+                    ServiceError::Unreadable(Unreadable::JsonContentType)
+                }
+                _ => ServiceError::Unreadable(Unreadable::Json(short(&err))),
+            });
+            let res = actix_web::ResponseError::error_response(&e);
+            error::InternalError::from_response(err, res).into()
         })
-}
-
-/// Form posts and page loads come from browsers navigating: they get the error as a
-/// small page; API clients get the JSON shape.
-fn render_for(req: &HttpRequest, e: &OpenAiError) -> HttpResponse {
-    if wants_html(req.headers()) {
-        render_html(e)
-    } else {
-        render(e)
-    }
 }
 
 /// serde's message names the field and position, never the value.
@@ -197,5 +185,9 @@ fn short(err: &error::JsonPayloadError) -> String {
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ServerError> {
-    Err(OpenAiError::not_found(format!("No route for {} {}.", req.method(), req.path())).into())
+    Err(ServiceError::NotFound(Missing::Route {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+    })
+    .into())
 }

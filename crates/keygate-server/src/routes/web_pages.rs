@@ -5,10 +5,10 @@ use actix_web::http::header::{
     REFERRER_POLICY as REFERRER_POLICY_HEADER,
 };
 use actix_web::{HttpResponse, web};
-use keygate_core::openai_error::OpenAiError;
 use rust_embed::RustEmbed;
 
 use crate::error::ServerError;
+use crate::services::error::{Missing, ServiceError};
 
 #[derive(RustEmbed)]
 #[folder = "../../web/"]
@@ -64,7 +64,7 @@ pub fn serve_page_redirecting_to(
 }
 
 fn serve(path: &str) -> Result<HttpResponse, ServerError> {
-    let file = Assets::get(path).ok_or_else(|| OpenAiError::not_found("Not found."))?;
+    let file = Assets::get(path).ok_or(ServiceError::NotFound(Missing::Page))?;
     let mut res = HttpResponse::Ok();
     if path.starts_with("sdk/") {
         // The SDK is a public script apps on any origin import.

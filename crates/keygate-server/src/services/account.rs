@@ -2,13 +2,12 @@
 //! deleting the account with everything in it.
 
 use keygate_core::ids::{PasskeyId, UserId};
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::time::UnixTime;
 use keygate_store::{DeletePasskey, PasskeyRecord, Store};
 use serde::Serialize;
 
-use crate::auth::UserSession;
 use crate::error::ServerError;
+use crate::services::error::{Missing, ServiceError};
 use crate::services::users::parse_name;
 
 /// A passkey as its person sees it (never the public key or credential id).
@@ -46,7 +45,7 @@ pub fn passkeys(store: &Store, user: &UserId) -> Result<Vec<PasskeyView>, Server
 pub async fn rename_passkey(
     store: &Store,
     user: &UserId,
-    id: &str,
+    id: &PasskeyId,
     name: &str,
 ) -> Result<PasskeyView, ServerError> {
     let mut pk = own_passkey(store, user, id)?;
@@ -58,18 +57,20 @@ pub async fn rename_passkey(
 
 /// Removes one of the person's passkeys (never the last one) and ends every other
 /// session of theirs: whoever holds one of those may have been the reason for the
-/// removal. Returns how many sessions were ended.
+/// removal. `keep_session` is the store key of the session asking, which stays.
+/// Returns how many sessions were ended.
 pub async fn remove_passkey(
     store: &Store,
-    current: &UserSession,
-    id: &str,
+    user: &UserId,
+    id: &PasskeyId,
+    keep_session: &str,
 ) -> Result<usize, ServerError> {
-    let pk = own_passkey(store, current.user_id(), id)?;
+    let pk = own_passkey(store, user, id)?;
     match store.delete_passkey_unless_last(&pk)? {
-        DeletePasskey::Last => Err(OpenAiError::last_passkey().into()),
+        DeletePasskey::Last => Err(ServiceError::LastPasskey.into()),
         DeletePasskey::Gone => Err(not_found().into()),
         DeletePasskey::Deleted => {
-            let ended = store.delete_sessions_for_user(&pk.user_id, Some(current.hash()))?;
+            let ended = store.delete_sessions_for_user(&pk.user_id, Some(keep_session))?;
             store.flush().await?;
             tracing::info!(user_id = %pk.user_id, passkey_id = %pk.id, ended, "passkey removed; other sessions ended");
             Ok(ended)
@@ -85,14 +86,13 @@ pub async fn delete(store: &Store, user: &UserId) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn own_passkey(store: &Store, user: &UserId, id: &str) -> Result<PasskeyRecord, ServerError> {
-    let id = PasskeyId::parse(id).map_err(|_| not_found())?;
+fn own_passkey(store: &Store, user: &UserId, id: &PasskeyId) -> Result<PasskeyRecord, ServerError> {
     store
-        .passkey(&id)?
+        .passkey(id)?
         .filter(|p| &p.user_id == user)
         .ok_or_else(|| not_found().into())
 }
 
-fn not_found() -> OpenAiError {
-    OpenAiError::not_found("No such passkey.")
+fn not_found() -> ServiceError {
+    ServiceError::NotFound(Missing::Passkey)
 }

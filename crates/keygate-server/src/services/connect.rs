@@ -8,18 +8,20 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::{GrantId, UserId};
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::origin::{AppOrigin, RedirectUri};
 use keygate_core::scope::{self, Scope};
 use keygate_core::secret::sha256_hex;
-use keygate_core::time;
+use keygate_core::time::UnixTime;
 use keygate_store::{CodeRecord, GrantState, Store};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::passkeys::random_token;
+use crate::auth::passkeys::{CONNECT_APPROVE, random_token};
 use crate::error::ServerError;
+use crate::services::error::{CodeProblem, Missing, ServiceError};
 use crate::services::grants::{self, GrantSpec, GrantView, NewGrant};
+use crate::state::AppState;
 
 /// What the person approved for an app.
 pub struct Approval {
@@ -51,10 +53,10 @@ pub fn parse_app_name(raw: Option<&str>, origin: &AppOrigin) -> Result<String, S
             .trim_start_matches("http://")
             .to_owned()),
         Some(n) if n.chars().count() > MAX_APP_NAME || n.chars().any(char::is_control) => {
-            Err(OpenAiError::invalid_request(format!(
-                "app_name must be at most {MAX_APP_NAME} plain characters"
-            ))
-            .with_param("app_name")
+            Err(ServiceError::invalid(
+                "app_name",
+                format!("app_name must be at most {MAX_APP_NAME} plain characters"),
+            )
             .into())
         }
         Some(n) => Ok(n.to_owned()),
@@ -64,11 +66,7 @@ pub fn parse_app_name(raw: Option<&str>, origin: &AppOrigin) -> Result<String, S
 /// An app origin for a grant: https, or plain http only on localhost / 127.0.0.1 —
 /// the same rule as for redirect URIs, so both connect modes bind alike.
 pub fn parse_origin(raw: &str) -> Result<AppOrigin, ServerError> {
-    let bad = |m: &str| -> ServerError {
-        OpenAiError::invalid_request(m.to_owned())
-            .with_param("origin")
-            .into()
-    };
+    let bad = |m: &str| -> ServerError { ServiceError::invalid("origin", m).into() };
     let origin = AppOrigin::parse(raw)
         .map_err(|_| bad("`origin` must be a web origin such as https://app.example"))?;
     let local = origin.as_str().starts_with("http://localhost")
@@ -108,11 +106,9 @@ pub fn parse_models_csv(raw: Option<&str>) -> Option<Vec<String>> {
 pub fn parse_scopes_csv(raw: Option<&str>) -> Result<Option<Vec<Scope>>, ServerError> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(list) => scope::parse_scope_list(list).map(Some).map_err(|e| {
-            OpenAiError::invalid_request(e.to_string())
-                .with_param("scopes")
-                .into()
-        }),
+        Some(list) => scope::parse_scope_list(list)
+            .map(Some)
+            .map_err(|e| ServiceError::invalid("scopes", e.to_string()).into()),
     }
 }
 
@@ -125,8 +121,8 @@ pub fn parse_redirect_request(
     code_challenge: Option<&str>,
     method: Option<&str>,
 ) -> Result<RedirectRequest, ServerError> {
-    let bad = |param: &str, msg: String| -> ServerError {
-        OpenAiError::invalid_request(msg).with_param(param).into()
+    let bad = |param: &'static str, msg: String| -> ServerError {
+        ServiceError::invalid(param, msg).into()
     };
     if response_type != Some("code") {
         return Err(bad("response_type", "response_type must be `code`".into()));
@@ -188,17 +184,60 @@ pub fn existing(
         .collect())
 }
 
+/// Popup mode: the person's passkey assertion approves `approval`; the grant (new or
+/// re-keyed) and its key go straight back to the popup page.
+pub async fn approve(
+    st: &AppState,
+    user: &UserId,
+    ceremony: &str,
+    credential: Value,
+    approval: Approval,
+) -> Result<NewGrant, ServerError> {
+    st.passkeys
+        .assertion_finish(&st.store, user, ceremony, credential, CONNECT_APPROVE)?;
+    let new = grant_for(&st.store, user, approval, st.clock.now()).await?;
+    tracing::info!(user_id = %user, grant_id = %new.grant.id, origin = ?new.grant.origin, "app connected");
+    Ok(new)
+}
+
+/// Redirect mode: the person's passkey assertion approves `approval`; returns where
+/// to send the browser: `redirect_uri?code&state`.
+pub async fn approve_redirect(
+    st: &AppState,
+    user: &UserId,
+    ceremony: &str,
+    credential: Value,
+    request: &RedirectRequest,
+    approval: Approval,
+) -> Result<String, ServerError> {
+    st.passkeys
+        .assertion_finish(&st.store, user, ceremony, credential, CONNECT_APPROVE)?;
+    let code = issue_code(
+        &st.store,
+        user,
+        request,
+        approval,
+        st.clock.now() + st.config.ceremony_ttl.as_secs(),
+    )
+    .await?;
+    tracing::info!(user_id = %user, origin = %request.redirect_uri.origin(), "redirect connect approved");
+    Ok(request
+        .redirect_uri
+        .with_query(&[("code", &code), ("state", &request.state)]))
+}
+
 /// Creates (or re-keys) the grant for an approval.
 pub async fn grant_for(
     store: &Store,
     user: &UserId,
     approval: Approval,
+    now: UnixTime,
 ) -> Result<NewGrant, ServerError> {
     if let Some(id) = &approval.reuse_grant_id {
         let existing = store
             .grant(id)?
             .filter(|g| g.origin.as_deref() == Some(approval.origin.as_str()))
-            .ok_or_else(|| OpenAiError::not_found("No such connection for this app."))?;
+            .ok_or(ServiceError::NotFound(Missing::Connection))?;
         return grants::rekey(store, &existing.id, user, approval.scopes).await;
     }
     grants::create(
@@ -213,17 +252,19 @@ pub async fn grant_for(
             origin: Some(approval.origin.to_string()),
             plan: approval.plan,
         },
+        now,
     )
     .await
 }
 
-/// Stores a redirect-mode approval and returns the one-time code.
+/// Stores a redirect-mode approval, good until `expires_at`, and returns the one-time
+/// code.
 pub async fn issue_code(
     store: &Store,
     user: &UserId,
     request: &RedirectRequest,
     approval: Approval,
-    ttl_secs: u64,
+    expires_at: UnixTime,
 ) -> Result<String, ServerError> {
     let code = random_token();
     let record = CodeRecord {
@@ -235,7 +276,7 @@ pub async fn issue_code(
         models: approval.models,
         plan: approval.plan,
         reuse_grant_id: approval.reuse_grant_id,
-        expires_at: time::now() + ttl_secs,
+        expires_at,
         scopes: approval.scopes,
     };
     store.put_code(&sha256_hex(&code), &record)?;
@@ -249,19 +290,18 @@ pub async fn exchange(
     code: &str,
     verifier: &str,
     redirect_uri: Option<&str>,
+    now: UnixTime,
 ) -> Result<(NewGrant, AppOrigin), ServerError> {
-    let invalid = |m: &str| -> ServerError { OpenAiError::invalid_grant(m.to_owned()).into() };
+    let invalid = |why: CodeProblem| -> ServerError { ServiceError::CodeInvalid(why).into() };
     if code.is_empty() || code.len() > 128 {
-        return Err(invalid("The code is not valid."));
+        return Err(invalid(CodeProblem::Malformed));
     }
     let record = store
         .take_code(&sha256_hex(code))?
-        .ok_or_else(|| invalid("The code is not valid: unknown, already used, or expired."))?;
+        .ok_or_else(|| invalid(CodeProblem::Unknown))?;
     store.flush().await?;
-    if record.expires_at <= time::now() {
-        return Err(invalid(
-            "The code has expired (codes last 5 minutes). Start the connection again.",
-        ));
+    if record.expires_at <= now {
+        return Err(invalid(CodeProblem::Expired));
     }
     let verifier_ok = (43..=128).contains(&verifier.len())
         && verifier
@@ -269,21 +309,15 @@ pub async fn exchange(
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
     let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
     if !verifier_ok || !bool::from(computed.as_bytes().ct_eq(record.code_challenge.as_bytes())) {
-        return Err(invalid(
-            "The code_verifier does not match the code_challenge; the code is now spent.",
-        ));
+        return Err(invalid(CodeProblem::VerifierMismatch));
     }
     if let Some(uri) = redirect_uri
         && uri != record.redirect_uri
     {
-        return Err(invalid(
-            "redirect_uri does not match the one the code was issued for; the code is now spent.",
-        ));
+        return Err(invalid(CodeProblem::RedirectMismatch));
     }
     if store.user(&record.user_id)?.is_none() {
-        return Err(invalid(
-            "The person who approved this code has deleted their account.",
-        ));
+        return Err(invalid(CodeProblem::PersonGone));
     }
     let origin = AppOrigin::parse(&record.origin)
         .map_err(|_| ServerError::Internal("stored origin unreadable".into()))?;
@@ -295,6 +329,6 @@ pub async fn exchange(
         scopes: record.scopes,
         reuse_grant_id: record.reuse_grant_id,
     };
-    let new = grant_for(store, &record.user_id, approval).await?;
+    let new = grant_for(store, &record.user_id, approval, now).await?;
     Ok((new, origin))
 }

@@ -1,13 +1,13 @@
 use keygate_core::ids::{GrantId, UserId};
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::scope::{self, Scope};
-use keygate_core::time::{self, UnixTime};
+use keygate_core::time::UnixTime;
 use keygate_core::token;
 use keygate_store::{GrantRecord, GrantState, Store};
-use secrecy::SecretString;
-use serde::Serialize;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Serialize, Serializer};
 
 use crate::error::ServerError;
+use crate::services::error::{Missing, ServiceError};
 use crate::services::users::parse_name;
 
 const MAX_MODELS: usize = 256;
@@ -16,6 +16,49 @@ const MAX_MODELS: usize = 256;
 pub struct NewGrant {
     pub token: SecretString,
     pub grant: GrantRecord,
+}
+
+impl NewGrant {
+    /// The answer that hands the key out (grant creation, popup approval).
+    pub fn issued(self, base_url: String) -> IssuedGrant {
+        IssuedGrant {
+            grant: GrantView::from(&self.grant),
+            api_key: self.token,
+            base_url,
+        }
+    }
+
+    /// The redirect flow's code-exchange answer.
+    pub fn exchanged(self, base_url: String) -> ExchangedGrant {
+        ExchangedGrant {
+            grant_id: self.grant.id.to_string(),
+            api_key: self.token,
+            base_url,
+        }
+    }
+}
+
+/// `{api_key, base_url, grant}`: the one time a grant's key is shown. No `Debug`.
+#[derive(Serialize)]
+pub struct IssuedGrant {
+    #[serde(serialize_with = "expose")]
+    pub api_key: SecretString,
+    pub base_url: String,
+    pub grant: GrantView,
+}
+
+/// `{api_key, base_url, grant_id}`: the code exchange's answer. No `Debug`.
+#[derive(Serialize)]
+pub struct ExchangedGrant {
+    #[serde(serialize_with = "expose")]
+    pub api_key: SecretString,
+    pub base_url: String,
+    pub grant_id: String,
+}
+
+/// The key leaves keygate exactly here, in the answer that hands it out.
+fn expose<S: Serializer>(key: &SecretString, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(key.expose_secret())
 }
 
 /// What a grant looks like on the wire; never carries a secret or its hash.
@@ -60,10 +103,10 @@ pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError
     for m in raw.unwrap_or_default() {
         let m = m.trim().to_owned();
         if m.is_empty() || m.len() > 128 || !m.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(OpenAiError::invalid_request(
+            return Err(ServiceError::invalid(
+                "models",
                 "each entry of `models` must be a model id of 1–128 printable characters",
             )
-            .with_param("models")
             .into());
         }
         if !out.contains(&m) {
@@ -71,11 +114,7 @@ pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError
         }
     }
     if out.len() > MAX_MODELS {
-        return Err(
-            OpenAiError::invalid_request(format!("at most {MAX_MODELS} models"))
-                .with_param("models")
-                .into(),
-        );
+        return Err(ServiceError::invalid("models", format!("at most {MAX_MODELS} models")).into());
     }
     Ok(out)
 }
@@ -83,11 +122,7 @@ pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError
 /// Scope names as sent (`None` = the default, `["inference"]`); an unknown name or an
 /// empty list is a 400 naming `scopes`.
 pub fn parse_scopes(raw: Option<&[String]>) -> Result<Vec<Scope>, ServerError> {
-    scope::parse_scopes(raw).map_err(|e| {
-        OpenAiError::invalid_request(e.to_string())
-            .with_param("scopes")
-            .into()
-    })
+    scope::parse_scopes(raw).map_err(|e| ServiceError::invalid("scopes", e.to_string()).into())
 }
 
 /// What a new grant is for: its name, models (none = all), endpoint scopes (none =
@@ -101,10 +136,12 @@ pub struct GrantSpec {
     pub plan: Option<String>,
 }
 
+/// Mints a grant for `user` at `now`; its token exists only in the returned value.
 pub async fn create(
     store: &Store,
     user: &UserId,
     spec: GrantSpec,
+    now: UnixTime,
 ) -> Result<NewGrant, ServerError> {
     let GrantSpec {
         name,
@@ -124,7 +161,7 @@ pub async fn create(
         models: parse_models(models)?,
         state: GrantState::Active,
         secret_hash: issued.hash.to_hex(),
-        created_at: time::now(),
+        created_at: now,
         last_used_at: None,
         revoked_at: None,
         expires_at: None,
@@ -156,7 +193,7 @@ pub async fn rekey(
     owner: &UserId,
     scopes: Option<Vec<Scope>>,
 ) -> Result<NewGrant, ServerError> {
-    let not_found = || OpenAiError::not_found("No such active connection.");
+    let not_found = || ServiceError::NotFound(Missing::ActiveConnection);
     let existing = store.grant(id)?.ok_or_else(not_found)?;
     if existing.user_id != *owner || existing.state != GrantState::Active {
         return Err(not_found().into());
@@ -183,18 +220,16 @@ pub async fn rekey(
 /// returning, so the very next request with the token is refused.
 pub async fn revoke(
     store: &Store,
-    id: &str,
+    id: &GrantId,
     owner: Option<&UserId>,
+    now: UnixTime,
 ) -> Result<GrantRecord, ServerError> {
-    let not_found = || OpenAiError::not_found("No such grant.");
-    let id = GrantId::parse(id).map_err(|_| not_found())?;
-    let existing = store.grant(&id)?.ok_or_else(not_found)?;
+    let not_found = || ServiceError::NotFound(Missing::Grant);
+    let existing = store.grant(id)?.ok_or_else(not_found)?;
     if owner.is_some_and(|o| *o != existing.user_id) {
         return Err(not_found().into());
     }
-    let revoked = store
-        .revoke_grant(&id, time::now())?
-        .ok_or_else(not_found)?;
+    let revoked = store.revoke_grant(id, now)?.ok_or_else(not_found)?;
     store.flush().await?;
     tracing::info!(grant_id = %id, "grant revoked");
     Ok(revoked)

@@ -1,9 +1,12 @@
-//! Service functions: the logic behind routes, free of HTTP types. Each validates its
+//! Service functions: the logic behind routes, free of actix types. Each validates its
 //! input into domain types, does its store work, and flushes security-relevant writes
-//! before returning.
+//! before returning. What they refuse is a [`error::ServiceError`]; `crate::error`
+//! alone turns it into a status and an OpenAI `code`.
 
 pub mod account;
+pub mod admin;
 pub mod connect;
+pub mod error;
 pub mod grants;
 pub mod users;
 pub mod vault;

@@ -1,10 +1,10 @@
 use keygate_core::ids::UserId;
-use keygate_core::openai_error::OpenAiError;
-use keygate_core::time::{self, UnixTime};
+use keygate_core::time::UnixTime;
 use keygate_store::{Store, UserRecord};
 use serde::Serialize;
 
 use crate::error::ServerError;
+use crate::services::error::{Missing, ServiceError};
 
 const MAX_NAME_CHARS: usize = 200;
 
@@ -27,40 +27,45 @@ impl From<&UserRecord> for UserView {
 }
 
 /// A display name: trimmed, 1–200 characters, no control characters.
-pub fn parse_name(raw: &str, what: &str) -> Result<String, ServerError> {
+pub fn parse_name(raw: &str, what: &'static str) -> Result<String, ServiceError> {
     let name = raw.trim();
     if name.is_empty() {
-        return Err(
-            OpenAiError::invalid_request(format!("`{what}` must not be empty"))
-                .with_param(what)
-                .into(),
-        );
+        return Err(ServiceError::invalid(
+            what,
+            format!("`{what}` must not be empty"),
+        ));
     }
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(OpenAiError::invalid_request(format!(
-            "`{what}` must be at most {MAX_NAME_CHARS} characters without control characters"
-        ))
-        .with_param(what)
-        .into());
+        return Err(ServiceError::invalid(
+            what,
+            format!(
+                "`{what}` must be at most {MAX_NAME_CHARS} characters without control characters"
+            ),
+        ));
     }
     Ok(name.to_owned())
 }
 
-pub async fn create(store: &Store, name: &str) -> Result<UserRecord, ServerError> {
+pub async fn create(store: &Store, name: &str, now: UnixTime) -> Result<UserView, ServerError> {
     let user = UserRecord {
         id: UserId::generate(),
         name: parse_name(name, "name")?,
-        created_at: time::now(),
+        created_at: now,
     };
     store.insert_user(&user)?;
     store.flush().await?;
     tracing::info!(user_id = %user.id, "user created");
-    Ok(user)
+    Ok(UserView::from(&user))
 }
 
-pub fn get(store: &Store, id: &str) -> Result<UserRecord, ServerError> {
-    let id = UserId::parse(id).map_err(|_| OpenAiError::not_found("No such user."))?;
+/// Everyone, as the admin API lists them.
+pub fn list(store: &Store) -> Result<Vec<UserView>, ServerError> {
+    Ok(store.users()?.iter().map(UserView::from).collect())
+}
+
+/// The person with this id, or "no such user".
+pub fn get(store: &Store, id: &UserId) -> Result<UserRecord, ServerError> {
     store
-        .user(&id)?
-        .ok_or_else(|| OpenAiError::not_found("No such user.").into())
+        .user(id)?
+        .ok_or_else(|| ServiceError::NotFound(Missing::User).into())
 }

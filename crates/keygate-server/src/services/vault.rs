@@ -7,25 +7,25 @@
 
 use keygate_core::ids::{KeyId, UserId};
 use keygate_core::keyring::Keyring;
-use keygate_core::openai_error::OpenAiError;
 use keygate_core::secret::OpenAiKey;
-use keygate_core::time::{self, UnixTime};
+use keygate_core::time::UnixTime;
 use keygate_core::vault::{self, Binding, SealedKey, UnsealedKey};
 use keygate_store::{Store, VaultRecord};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::error::ServerError;
+use crate::services::error::ServiceError;
 use crate::state::AppState;
 
 /// Parses a pasted key; refuses OpenAI admin keys (`sk-admin-...`) before anything
 /// else happens with them (they are never sent to OpenAI for validation either).
 fn parse_key(raw_key: &str) -> Result<OpenAiKey, ServerError> {
     let key = OpenAiKey::parse(raw_key).map_err(|e| {
-        OpenAiError::invalid_request(format!("The OpenAI key was not accepted: {e}"))
-            .with_param("api_key")
+        ServiceError::invalid("api_key", format!("The OpenAI key was not accepted: {e}"))
     })?;
     if key.is_admin_key() {
-        return Err(OpenAiError::admin_key_not_allowed().into());
+        return Err(ServiceError::AdminKeyNotAllowed.into());
     }
     Ok(key)
 }
@@ -86,8 +86,9 @@ pub async fn put_key(
     keyring: &Keyring,
     user: &UserId,
     raw_key: &str,
+    now: UnixTime,
 ) -> Result<VaultRecord, ServerError> {
-    put_key_validated(store, keyring, user, raw_key, false).await
+    put_key_validated(store, keyring, user, raw_key, false, now).await
 }
 
 /// Asks the upstream whether it accepts `raw_key` (`GET /models`). A refusal (401/403)
@@ -100,9 +101,8 @@ pub async fn validate_with_upstream(st: &AppState, raw_key: &str) -> Result<bool
         st.config.upstream_url.as_str().trim_end_matches('/')
     );
     let mut auth =
-        reqwest::header::HeaderValue::try_from(format!("Bearer {}", key.expose_secret())).map_err(
-            |_| OpenAiError::invalid_request("The OpenAI key is not valid").with_param("api_key"),
-        )?;
+        reqwest::header::HeaderValue::try_from(format!("Bearer {}", key.expose_secret()))
+            .map_err(|_| ServiceError::invalid("api_key", "The OpenAI key is not valid"))?;
     auth.set_sensitive(true);
     let res = st
         .upstream
@@ -121,10 +121,7 @@ pub async fn validate_with_upstream(st: &AppState, raw_key: &str) -> Result<bool
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| "refused".into());
-            Err(OpenAiError::key_rejected(format!(
-                "OpenAI did not accept this key ({detail}). Check that you copied the whole key and that it is active at platform.openai.com/api-keys."
-            ))
-            .into())
+            Err(ServiceError::KeyRejected { detail }.into())
         }
         Ok(r) => {
             tracing::warn!(
@@ -140,15 +137,40 @@ pub async fn validate_with_upstream(st: &AppState, raw_key: &str) -> Result<bool
     }
 }
 
+/// Stores a key the person pasted: checked with the upstream first when
+/// `validate_openai_keys` is on (a refusal is the person's to fix; an unreachable
+/// upstream stores it unverified), then sealed and stored.
+pub async fn store_key(
+    st: &AppState,
+    user: &UserId,
+    key: &SecretString,
+) -> Result<VaultRecord, ServerError> {
+    let raw = key.expose_secret();
+    let validated = if st.config.validate_openai_keys {
+        validate_with_upstream(st, raw).await?
+    } else {
+        false
+    };
+    put_key_validated(&st.store, &st.keyring, user, raw, validated, st.clock.now()).await
+}
+
+/// Deletes the person's stored key; durable before returning.
+pub async fn delete_key(store: &Store, user: &UserId) -> Result<(), ServerError> {
+    store.delete_vault(user)?;
+    store.flush().await?;
+    tracing::info!(user_id = %user, "OpenAI key deleted");
+    Ok(())
+}
+
 pub async fn put_key_validated(
     store: &Store,
     keyring: &Keyring,
     user: &UserId,
     raw_key: &str,
     validated: bool,
+    now: UnixTime,
 ) -> Result<VaultRecord, ServerError> {
     let key = parse_key(raw_key)?;
-    let now = time::now();
     let binding = Binding {
         user_id: user.clone(),
         key_id: KeyId::generate(),
@@ -323,7 +345,7 @@ mod tests {
         let (_dir, store) = store();
         let keyring = Keyring::generate().unwrap();
         let user = UserId::generate();
-        let err = put_key(&store, &keyring, &user, "sk-admin-abcdef0123456789")
+        let err = put_key(&store, &keyring, &user, "sk-admin-abcdef0123456789", 10)
             .await
             .unwrap_err();
         assert_eq!(err.to_openai().code, Some("admin_key_not_allowed"));
@@ -337,7 +359,7 @@ mod tests {
         let (_dir, store) = store();
         let mut keyring = Keyring::generate().unwrap();
         let (x, y) = (UserId::generate(), UserId::generate());
-        let rx = put_key(&store, &keyring, &x, "sk-x-0000000000000000")
+        let rx = put_key(&store, &keyring, &x, "sk-x-0000000000000000", 10)
             .await
             .unwrap();
         store.put_vault(&y, &rx).unwrap();
@@ -361,13 +383,13 @@ mod tests {
         let (_dir, store) = store();
         let keyring = Keyring::generate().unwrap();
         let user = UserId::generate();
-        let old = put_key(&store, &keyring, &user, "sk-old-0000000000000000")
+        let old = put_key(&store, &keyring, &user, "sk-old-0000000000000000", 10)
             .await
             .unwrap();
         assert_eq!(KeyView::of(Some(&old)).status, KeyStatus::Unverified);
 
         // The person replaced the key while a request with the old one was in flight.
-        let new = put_key_validated(&store, &keyring, &user, "sk-new-0000000000000000", true)
+        let new = put_key_validated(&store, &keyring, &user, "sk-new-0000000000000000", true, 20)
             .await
             .unwrap();
         assert!(!mark_rejected(&store, &user, &old.key_id, 50).unwrap());
@@ -393,7 +415,7 @@ mod tests {
 
         // A new key starts clean.
         mark_rejected(&store, &user, &new.key_id, 95).unwrap();
-        let fresh = put_key(&store, &keyring, &user, "sk-third-000000000000000")
+        let fresh = put_key(&store, &keyring, &user, "sk-third-000000000000000", 100)
             .await
             .unwrap();
         assert_eq!(fresh.rejected_at, None);

@@ -1,7 +1,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_testkit::browser::Browser;
-use keygate_testkit::{FAKE_OPENAI_KEY, TestApp, spawn_app, spawn_app_with};
+use keygate_testkit::{FAKE_OPENAI_KEY, TestApp, manual_clock, spawn_app, spawn_app_with_clock};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -209,12 +209,11 @@ async fn a_mismatched_redirect_uri_spends_the_code() {
 
 #[tokio::test]
 async fn codes_expire() {
-    // Times are whole seconds: a TTL of 2 s lasts at least 1 s, enough to sign up and
-    // approve, and is surely over 3.1 s later.
-    let app = spawn_app_with(|c| c.ceremony_ttl_secs = Some(2)).await;
+    // A TTL of 2 s on the server's manual clock: still valid 1 s later, expired at 2 s.
+    let app = spawn_app_with_clock(manual_clock(), |c| c.ceremony_ttl_secs = Some(2)).await;
     let mut b = person(&app).await;
     let code = code_from(&approve_redirect(&mut b, &[]).await);
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    app.clock.advance(2);
     let body =
         assert_openai_error(exchange(&app, &code, VERIFIER).await, 400, "invalid_grant").await;
     assert!(

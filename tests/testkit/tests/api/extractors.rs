@@ -76,3 +76,31 @@ async fn a_form_with_the_wrong_content_type_is_an_openai_error() {
         .unwrap();
     assert_openai_error(res, 400, "invalid_request").await;
 }
+
+#[tokio::test]
+async fn a_malformed_id_in_a_path_is_not_found_in_openai_shape() {
+    let app = spawn_app().await;
+    for path in [
+        "/admin/users/not-an-id",
+        "/admin/users/not-an-id/grants",
+        "/admin/grants/UPPERCASE0000000",
+    ] {
+        let method = if path.starts_with("/admin/grants") {
+            Method::DELETE
+        } else {
+            Method::GET
+        };
+        let res = app.admin(method, path).send().await.unwrap();
+        assert_openai_error(res, 404, "not_found").await;
+    }
+    let mut b = app.browser();
+    b.signed_up("Paths").await;
+    for (method, path) in [
+        (Method::DELETE, "/api/grants/x"),
+        (Method::PATCH, "/api/passkeys/x"),
+        (Method::DELETE, "/api/passkeys/x"),
+    ] {
+        let res = b.send(method, path, serde_json::json!({"name": "n"})).await;
+        assert_openai_error(res, 404, "not_found").await;
+    }
+}

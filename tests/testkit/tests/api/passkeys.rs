@@ -1,5 +1,5 @@
 use keygate_testkit::soft_passkey::SoftPasskey;
-use keygate_testkit::{spawn_app, spawn_app_with};
+use keygate_testkit::{manual_clock, spawn_app, spawn_app_with, spawn_app_with_clock};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -169,7 +169,7 @@ async fn ceremonies_are_single_use() {
 
 #[tokio::test]
 async fn expired_ceremonies_fail() {
-    let app = spawn_app_with(|c| c.ceremony_ttl_secs = Some(1)).await;
+    let app = spawn_app_with_clock(manual_clock(), |c| c.ceremony_ttl_secs = Some(1)).await;
     let mut b = app.browser();
     let started: Value = b
         .post("/api/auth/register/start", json!({"name": "Late"}))
@@ -178,7 +178,7 @@ async fn expired_ceremonies_fail() {
         .await
         .unwrap();
     let cred = b.passkey.create(&started["options"]).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.clock.advance(1);
     let res = b
         .post(
             "/api/auth/register/finish",

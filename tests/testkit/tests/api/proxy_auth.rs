@@ -1,4 +1,5 @@
-use keygate_testkit::spawn_app;
+use keygate_core::ids::GrantId;
+use keygate_testkit::{manual_clock, spawn_app, spawn_app_with_clock};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 
@@ -336,4 +337,26 @@ async fn ambiguous_multipart_model_parts_are_refused() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+}
+
+/// A grant past its `expires_at` is 401 `expired_api_key`: crossed on the server's
+/// manual clock, no sleep. (Grants get an expiry from the store here; no API sets one
+/// yet.)
+#[tokio::test]
+async fn an_expired_grant_is_401_expired_api_key() {
+    let app = spawn_app_with_clock(manual_clock(), |_| {}).await;
+    let g = app.enrolled_grant(None).await;
+    let id = GrantId::parse(&g.grant_id).unwrap();
+    let until = app.clock.now() + 60;
+    app.state
+        .store
+        .update_grant(&id, |grant| grant.expires_at = Some(until))
+        .unwrap()
+        .unwrap();
+    app.clock.advance(59);
+    let res = app.chat_completions(&g.api_key, &chat("gpt-4o-mini")).await;
+    assert_eq!(res.status(), 200);
+    app.clock.advance(1);
+    let res = app.chat_completions(&g.api_key, &chat("gpt-4o-mini")).await;
+    assert_openai_error(res, 401, "expired_api_key").await;
 }

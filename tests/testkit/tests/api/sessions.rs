@@ -2,7 +2,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_testkit::mock_openai::REJECTED_KEY_PREFIX;
 use keygate_testkit::soft_passkey::SoftPasskey;
-use keygate_testkit::{FAKE_OPENAI_KEY, TestApp, spawn_app, spawn_app_with};
+use keygate_testkit::{FAKE_OPENAI_KEY, TestApp, manual_clock, spawn_app, spawn_app_with_clock};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -82,26 +82,37 @@ async fn csrf_foreign_or_missing_origin_changes_nothing() {
 
 #[tokio::test]
 async fn idle_sessions_expire() {
-    // Times are whole seconds: 2 s lasts at least 1 s and is surely over after 3.1 s.
-    let app = spawn_app_with(|c| c.session_idle_timeout_secs = Some(2)).await;
+    // The default idle timeout (24 h), crossed on the server's manual clock: no sleep.
+    const HOUR: u64 = 3600;
+    let app = spawn_app_with_clock(manual_clock(), |_| {}).await;
     let mut b = app.browser();
     b.signed_up("Idle").await;
     assert_eq!(b.get("/api/me").await.status(), 200);
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    // Each use within the idle timeout keeps the session alive...
+    for _ in 0..2 {
+        app.clock.advance(23 * HOUR);
+        assert_eq!(b.get("/api/me").await.status(), 200);
+    }
+    // ...and a day without one ends it.
+    app.clock.advance(24 * HOUR);
     assert_openai_error(b.get("/api/me").await, 401, "not_signed_in").await;
 }
 
 #[tokio::test]
 async fn sessions_expire_absolutely_even_when_used() {
-    // Whole seconds: 4 s lasts at least 3 s (used for 1.5 s), and is over 5.1 s in.
-    let app = spawn_app_with(|c| c.session_absolute_timeout_secs = Some(4)).await;
+    // The default absolute lifetime (7 days) on the manual clock: used every 23 hours
+    // (never idle for the 24 h idle timeout), it still ends after 7 days.
+    const HOUR: u64 = 3600;
+    let app = spawn_app_with_clock(manual_clock(), |_| {}).await;
     let mut b = app.browser();
     b.signed_up("Busy").await;
-    for _ in 0..3 {
+    for _ in 0..7 {
         assert_eq!(b.get("/api/me").await.status(), 200);
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        app.clock.advance(23 * HOUR);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(3600)).await;
+    // 161 hours in: alive. 184 hours in: past 168.
+    assert_eq!(b.get("/api/me").await.status(), 200);
+    app.clock.advance(23 * HOUR);
     assert_openai_error(b.get("/api/me").await, 401, "not_signed_in").await;
 }
 
@@ -159,17 +170,18 @@ async fn logout_ends_the_session_for_good() {
 
 #[tokio::test]
 async fn sensitive_actions_need_a_fresh_passkey_check() {
-    // Whole seconds: a 2 s window lasts at least 1 s and is surely over after 3.1 s.
-    let app = spawn_app_with(|c| c.fresh_window_secs = Some(2)).await;
+    // The default fresh window (5 minutes), crossed on the server's manual clock.
+    let app = spawn_app_with_clock(manual_clock(), |_| {}).await;
     let mut b = app.browser();
     b.signed_up("Step Up").await;
+    app.clock.advance(299);
     assert_eq!(
         b.send(Method::PUT, "/api/key", json!({"api_key": FAKE_OPENAI_KEY}))
             .await
             .status(),
         204
     );
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    app.clock.advance(1);
     // Not fresh any more: replacing or deleting the key, removing a passkey, deleting
     // the account all ask for a passkey first, and change nothing.
     assert_openai_error(
@@ -368,8 +380,8 @@ async fn deleting_the_account_removes_everything_at_once() {
 
 #[tokio::test]
 async fn adding_a_passkey_creating_a_grant_and_the_first_key_need_a_fresh_check() {
-    // Whole seconds: a 2 s window lasts at least 1 s and is surely over after 3.1 s.
-    let app = spawn_app_with(|c| c.fresh_window_secs = Some(2)).await;
+    // A 2 s window, crossed on the server's manual clock.
+    let app = spawn_app_with_clock(manual_clock(), |c| c.fresh_window_secs = Some(2)).await;
     let mut b = app.browser();
     b.signed_up("Fresh").await;
     // Started while fresh, finished when not: the finish checks again.
@@ -381,7 +393,7 @@ async fn adding_a_passkey_creating_a_grant_and_the_first_key_need_a_fresh_check(
         .unwrap();
     let mut phone = SoftPasskey::new(&app.address);
     let cred = phone.create(&started["options"]).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    app.clock.advance(3);
 
     // The first key: before issue 9 a plain session could store it.
     assert_openai_error(

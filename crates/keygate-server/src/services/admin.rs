@@ -1,0 +1,45 @@
+//! The operator's side of the admin API: the person's own services, for any person
+//! named by id, who must exist ("no such user" otherwise).
+
+use keygate_core::ids::UserId;
+use keygate_core::keyring::Keyring;
+use keygate_core::time::UnixTime;
+use keygate_store::Store;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::ServerError;
+use crate::services::grants::{self, GrantSpec, GrantView, NewGrant};
+use crate::services::users::{self, UserView};
+use crate::services::vault;
+
+pub fn get_user(store: &Store, user: &UserId) -> Result<UserView, ServerError> {
+    Ok(UserView::from(&users::get(store, user)?))
+}
+
+/// Stores `user`'s OpenAI key (not checked with the upstream: the operator vouches).
+pub async fn put_key(
+    store: &Store,
+    keyring: &Keyring,
+    user: &UserId,
+    key: &SecretString,
+    now: UnixTime,
+) -> Result<(), ServerError> {
+    let user = users::get(store, user)?;
+    vault::put_key(store, keyring, &user.id, key.expose_secret(), now).await?;
+    Ok(())
+}
+
+pub async fn create_grant(
+    store: &Store,
+    user: &UserId,
+    spec: GrantSpec,
+    now: UnixTime,
+) -> Result<NewGrant, ServerError> {
+    let user = users::get(store, user)?;
+    grants::create(store, &user.id, spec, now).await
+}
+
+pub fn list_grants(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {
+    let user = users::get(store, user)?;
+    grants::list(store, &user.id)
+}
