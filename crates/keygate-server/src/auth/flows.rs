@@ -2,6 +2,7 @@
 //! earns (a new session, or a fresh one). Routes call exactly one of these.
 
 use actix_web::cookie::Cookie;
+use keygate_store::UserRecord;
 use serde_json::Value;
 
 use crate::auth::UserSession;
@@ -28,11 +29,7 @@ pub async fn sign_up(
         .passkeys
         .register_finish(&st.store, ceremony, credential)
         .await?;
-    let cookie = session::create(st, &user.id, user_agent).await?;
-    Ok(SignedIn {
-        user: UserView::from(&user),
-        cookie,
-    })
+    start_session(st, &user, user_agent).await
 }
 
 /// Finishes a usernameless sign-in ceremony: a fresh session.
@@ -46,10 +43,18 @@ pub async fn sign_in(
         .passkeys
         .login_finish(&st.store, ceremony, credential)
         .await?;
-    let cookie = session::create(st, &user.id, user_agent).await?;
     tracing::info!(user_id = %user.id, "signed in with a passkey");
+    start_session(st, &user, user_agent).await
+}
+
+async fn start_session(
+    st: &AppState,
+    user: &UserRecord,
+    user_agent: Option<&str>,
+) -> Result<SignedIn, ServerError> {
+    let cookie = session::create(st, &user.id, user_agent).await?;
     Ok(SignedIn {
-        user: UserView::from(&user),
+        user: UserView::from(user),
         cookie,
     })
 }
