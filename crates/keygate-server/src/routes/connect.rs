@@ -14,7 +14,7 @@ use crate::auth::csrf::request_origin;
 use crate::auth::passkeys::CONNECT_APPROVE;
 use crate::error::ServerError;
 use crate::routes::web_pages;
-use crate::services::connect::{self, Approval};
+use crate::services::connect::{self, Approval, RedirectRequest};
 use crate::services::error::{Missing, ServiceError};
 use crate::services::grants;
 use crate::state::AppState;
@@ -112,21 +112,29 @@ pub async fn approve_finish(
     body: web::Json<ApproveFinish>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
-    let origin = connect::parse_origin(&body.origin)?;
-    let approval = Approval {
-        app_name: connect::parse_app_name(body.app_name.as_deref(), &origin)?,
-        origin,
-        models: body.models.filter(|m| !m.is_empty()),
-        plan: clean_plan(body.plan.as_deref())?,
-        scopes: body
-            .scopes
-            .as_deref()
-            .map(|s| grants::parse_scopes(Some(s)))
-            .transpose()?,
-        reuse_grant_id: parse_reuse(body.reuse_grant_id.as_deref())?,
-    };
+    let approval = Approval::try_from(&body)?;
     let new = connect::approve(&st, s.user_id(), &body.ceremony, body.credential, approval).await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
+}
+
+impl TryFrom<&ApproveFinish> for Approval {
+    type Error = ServerError;
+
+    fn try_from(body: &ApproveFinish) -> Result<Self, ServerError> {
+        let origin = connect::parse_origin(&body.origin)?;
+        Ok(Approval {
+            app_name: connect::parse_app_name(body.app_name.as_deref(), &origin)?,
+            origin,
+            models: body.models.clone().filter(|m| !m.is_empty()),
+            plan: clean_plan(body.plan.as_deref())?,
+            scopes: body
+                .scopes
+                .as_deref()
+                .map(|s| grants::parse_scopes(Some(s)))
+                .transpose()?,
+            reuse_grant_id: parse_reuse(body.reuse_grant_id.as_deref())?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -150,6 +158,29 @@ pub struct ApproveForm {
     reuse_grant_id: Option<String>,
 }
 
+impl ApproveForm {
+    /// The redirect request the form repeats, and what the person approved.
+    fn parse(&self) -> Result<(RedirectRequest, Approval), ServerError> {
+        let request = connect::parse_redirect_request(
+            Some("code"),
+            Some(&self.redirect_uri),
+            Some(&self.state),
+            Some(&self.code_challenge),
+            Some(&self.code_challenge_method),
+        )?;
+        let origin = request.redirect_uri.origin().clone();
+        let approval = Approval {
+            app_name: connect::parse_app_name(self.app_name.as_deref(), &origin)?,
+            origin,
+            models: connect::parse_models_csv(self.models.as_deref()),
+            plan: clean_plan(self.plan.as_deref())?,
+            scopes: connect::parse_scopes_csv(self.scopes.as_deref())?,
+            reuse_grant_id: parse_reuse(self.reuse_grant_id.as_deref())?,
+        };
+        Ok((request, approval))
+    }
+}
+
 /// Redirect mode, a top-level form post: check everything, then `302 redirect_uri?code&state`.
 pub async fn approve_form(
     req: HttpRequest,
@@ -160,22 +191,7 @@ pub async fn approve_form(
     let result = async {
         let s = s.ok_or(ServiceError::NotSignedIn)?;
         let f = form.into_inner();
-        let request = connect::parse_redirect_request(
-            Some("code"),
-            Some(&f.redirect_uri),
-            Some(&f.state),
-            Some(&f.code_challenge),
-            Some(&f.code_challenge_method),
-        )?;
-        let origin = request.redirect_uri.origin().clone();
-        let approval = Approval {
-            app_name: connect::parse_app_name(f.app_name.as_deref(), &origin)?,
-            origin,
-            models: connect::parse_models_csv(f.models.as_deref()),
-            plan: clean_plan(f.plan.as_deref())?,
-            scopes: connect::parse_scopes_csv(f.scopes.as_deref())?,
-            reuse_grant_id: parse_reuse(f.reuse_grant_id.as_deref())?,
-        };
+        let (request, approval) = f.parse()?;
         let credential: Value = serde_json::from_str(&f.credential)
             .map_err(|_| ServiceError::invalid("credential", "credential is not JSON"))?;
         connect::approve_redirect(
