@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch, OpenAI's convention for `created`-style fields.
@@ -14,46 +14,97 @@ pub fn now() -> UnixTime {
 }
 
 /// The clock the server reads "now" from. Production uses the system clock; tests use
-/// a manual one so expiry, day and month boundaries can be crossed without sleeping.
-/// Cheap to clone: clones of a manual clock share one time.
+/// a manual one so expiry, day and month boundaries can be crossed without sleeping, and
+/// test environments that run in real time (keygate-testenv) a system clock with an
+/// offset, moved forward the same way.
+/// Cheap to clone: clones of a manual or offset clock share one time.
 #[derive(Clone, Debug, Default)]
-pub struct Clock(Option<Arc<AtomicU64>>);
+pub struct Clock(Kind);
+
+#[derive(Clone, Debug, Default)]
+enum Kind {
+    #[default]
+    System,
+    /// Stands still at this time.
+    Manual(Arc<AtomicU64>),
+    /// The system clock plus this many seconds (negative after `set` to the past).
+    SystemOffset(Arc<AtomicI64>),
+}
 
 impl Clock {
     pub fn system() -> Self {
-        Self(None)
+        Self(Kind::System)
     }
 
     /// A clock that stands still at `at` until moved with [`Clock::set`] or
     /// [`Clock::advance`].
     pub fn manual(at: UnixTime) -> Self {
-        Self(Some(Arc::new(AtomicU64::new(at))))
+        Self(Kind::Manual(Arc::new(AtomicU64::new(at))))
+    }
+
+    /// The system clock plus an offset, starting at 0: it follows real time, and
+    /// [`Clock::advance`] and [`Clock::set`] move it. For test environments where real
+    /// requests take real time but a test must cross a time limit without waiting.
+    pub fn system_offset() -> Self {
+        Self(Kind::SystemOffset(Arc::new(AtomicI64::new(0))))
     }
 
     pub fn now(&self) -> UnixTime {
         match &self.0 {
-            None => now(),
-            Some(t) => t.load(Ordering::SeqCst),
+            Kind::System => now(),
+            Kind::Manual(t) => t.load(Ordering::SeqCst),
+            Kind::SystemOffset(offset) => offset_now(now(), offset.load(Ordering::SeqCst)),
         }
     }
 
-    /// Moves a manual clock; the system clock ignores it.
+    /// Moves a manual clock to `at`; an offset clock reads `at` now and goes on with
+    /// real time from there. The system clock ignores it.
     pub fn set(&self, at: UnixTime) {
-        if let Some(t) = &self.0 {
-            t.store(at, Ordering::SeqCst);
+        match &self.0 {
+            Kind::System => {}
+            Kind::Manual(t) => t.store(at, Ordering::SeqCst),
+            Kind::SystemOffset(offset) => {
+                let diff = i128::from(at) - i128::from(now());
+                let diff =
+                    i64::try_from(diff).unwrap_or(if diff < 0 { i64::MIN } else { i64::MAX });
+                offset.store(diff, Ordering::SeqCst);
+            }
         }
     }
 
-    /// Moves a manual clock forward; the system clock ignores it.
+    /// Moves a manual or offset clock forward by `secs`; the system clock ignores it.
     pub fn advance(&self, secs: u64) {
-        if let Some(t) = &self.0 {
-            t.fetch_add(secs, Ordering::SeqCst);
+        match &self.0 {
+            Kind::System => {}
+            Kind::Manual(t) => {
+                t.fetch_add(secs, Ordering::SeqCst);
+            }
+            Kind::SystemOffset(offset) => {
+                let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+                let _ = offset.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
+                    Some(o.saturating_add(secs))
+                });
+            }
         }
     }
 
-    pub fn is_manual(&self) -> bool {
-        self.0.is_some()
+    /// Takes an offset clock back to the system time (offset 0); other clocks ignore it.
+    pub fn reset_offset(&self) {
+        if let Kind::SystemOffset(offset) = &self.0 {
+            offset.store(0, Ordering::SeqCst);
+        }
     }
+
+    /// Whether this clock stands still between moves (a manual one).
+    pub fn is_manual(&self) -> bool {
+        matches!(self.0, Kind::Manual(_))
+    }
+}
+
+/// `system` moved by `offset` seconds, kept within [`UnixTime`]'s range.
+fn offset_now(system: UnixTime, offset: i64) -> UnixTime {
+    let moved = i128::from(system) + i128::from(offset);
+    UnixTime::try_from(moved.max(0)).unwrap_or(UnixTime::MAX)
 }
 
 #[cfg(test)]
@@ -76,8 +127,59 @@ mod tests {
         let clock = Clock::system();
         let before = now();
         clock.advance(1_000_000);
+        clock.reset_offset();
         let read = clock.now();
         assert!(read >= before && read <= now());
         assert!(!clock.is_manual());
+    }
+
+    #[test]
+    fn offset_clock_follows_the_system_and_moves_forward_when_told() {
+        let clock = Clock::system_offset();
+        let other = clock.clone();
+        assert!(!clock.is_manual());
+
+        // Unmoved, it reads the system time.
+        let before = now();
+        let read = clock.now();
+        assert!(read >= before && read <= now());
+
+        // Advanced, it reads the system time plus everything advanced, on every clone.
+        clock.advance(301);
+        other.advance(99);
+        let before = now();
+        let read = other.now();
+        assert!(
+            read >= before + 400 && read <= now() + 400,
+            "{read} vs {before}"
+        );
+        assert!(clock.now() >= read);
+
+        // Set, it reads that time now and keeps following real time (also backwards).
+        clock.set(1_700_000_000);
+        let read = other.now();
+        assert!((1_700_000_000..=1_700_000_002).contains(&read), "{read}");
+        clock.set(before + 10);
+        assert!(clock.now() >= before + 10 && clock.now() <= now() + 10);
+
+        // Reset, it reads the system time again.
+        other.reset_offset();
+        let before = now();
+        let read = clock.now();
+        assert!(read >= before && read <= now(), "{read} vs {before}");
+    }
+
+    #[test]
+    fn offset_arithmetic_stays_in_range() {
+        assert_eq!(offset_now(1_000, 301), 1_301);
+        assert_eq!(offset_now(1_000, -400), 600);
+        assert_eq!(offset_now(1_000, i64::MIN), 0);
+        assert_eq!(offset_now(UnixTime::MAX, i64::MAX), UnixTime::MAX);
+        // Advancing saturates instead of wrapping round to the past.
+        let clock = Clock::system_offset();
+        let before = now();
+        clock.advance(u64::MAX);
+        clock.advance(u64::MAX);
+        assert!(clock.now() >= before + i64::MAX.unsigned_abs());
     }
 }
