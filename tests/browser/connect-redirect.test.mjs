@@ -11,7 +11,18 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { SCOPES } from "../../web/js/scopes.js";
-import { addAuthenticator, assertClean, launch, openPage, pageFetch, register, screenshot } from "./lib.mjs";
+import {
+  FRESH_PASSKEY_REQUIRED,
+  addAuthenticator,
+  assertClean,
+  launch,
+  nextAnswer,
+  openPage,
+  outlastFreshWindow,
+  pageFetch,
+  register,
+  screenshot,
+} from "./lib.mjs";
 import {
   BASE_URL,
   DEMO_ORIGIN,
@@ -212,7 +223,7 @@ test("the consent page lists what the app asks to do in plain words; revoking sa
   await context.close();
 });
 
-test("storing the first key on the connect page goes through the passkey step-up when keygate asks for it", async () => {
+test("storing the first key on the connect page goes through the passkey step-up when keygate asks for it", async (t) => {
   // A person who signed up earlier but never stored a key.
   const { context: signup, page: signupPage, cdp } = await openPage(browser);
   const authenticatorId = await addAuthenticator(cdp);
@@ -226,37 +237,30 @@ test("storing the first key on the connect page goes through the passkey step-up
   await page.getByRole("button", { name: "Sign in with a passkey" }).click();
   await page.getByRole("heading", { name: "Add your OpenAI key" }).waitFor();
 
-  // keygate wants a fresh passkey check for this PUT (as once the sign-in is older than its
-  // fresh window, which a test can't wait for); the check and the retry are real.
-  let puts = 0;
-  await page.route("**/api/key", async (route) => {
-    if (route.request().method() !== "PUT") return route.continue();
-    puts += 1;
-    if (puts > 1) return route.continue();
-    return route.fulfill({
-      status: 403,
-      contentType: "application/json",
-      body: JSON.stringify({
-        error: { message: "Confirm with your passkey to continue.", type: "invalid_request_error", param: null, code: "fresh_passkey_required" },
-      }),
-    });
-  });
+  // The sign-in's passkey check gets older than keygate's fresh window: keygate itself answers
+  // the PUT with fresh_passkey_required, and the page asks for the passkey again.
+  await outlastFreshWindow(t);
   const reauth = [];
+  let puts = 0;
   page.on("request", (req) => {
     if (req.url().includes("/api/auth/reauth/")) reauth.push(new URL(req.url()).pathname);
+    if (req.method() === "PUT" && new URL(req.url()).pathname === "/api/key") puts += 1;
   });
+  const first = nextAnswer(page, "PUT", "/api/key");
   await page.getByLabel("OpenAI API key").fill(TEST_KEY);
   await page.getByRole("button", { name: "Seal key and continue" }).click();
+  assert.deepEqual(await first, FRESH_PASSKEY_REQUIRED);
   const stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
   await stepUp.waitFor();
   assert.match(await stepUp.innerText(), /Storing your OpenAI key/);
   await screenshot(page, "connect-16-key-step-up", { fullPage: false });
+  const retry = nextAnswer(page, "PUT", "/api/key");
   await stepUp.getByRole("button", { name: "Use passkey" }).click();
+  assert.equal((await retry).status, 204);
   await page.locator("#step-consent").waitFor({ state: "visible" });
   assert.deepEqual(reauth, ["/api/auth/reauth/start", "/api/auth/reauth/finish"]);
   assert.equal(puts, 2);
   assert.equal((await vaultFetch(context, "GET", `${PUBLIC_URL}/api/key`)).body.enrolled, true);
-  await page.unroute("**/api/key");
   await assertClean(page, problems, "connect key step-up");
   await context.close();
 });

@@ -2,7 +2,7 @@
 // reading it back in plain words; the copy-once panel's JavaScript, Python and curl snippets
 // (the curl one is run for real); the stored key's status as OpenAI sees it (verified, not yet
 // verified, refused after a proxied request met OpenAI's refusal — with the banner and its
-// "Replace key"); the passkey step-up for storing
+// "Replace key"); the passkey step-up (keygate's own 403 once its clock is past the fresh window) for storing
 // the first key, creating a key and adding a passkey; and the signed-in devices, ending one and
 // signing out everywhere else right after signing in.
 
@@ -15,12 +15,15 @@ import { SCOPES } from "../../web/js/scopes.js";
 import { MOCK_URL, Wallet } from "./connect/helpers.mjs";
 import {
   BASE_URL,
+  FRESH_PASSKEY_REQUIRED,
   addAuthenticator,
   assertClean,
   credentialCount,
   launch,
   liveText,
+  nextAnswer,
   openPage,
+  outlastFreshWindow,
   pageFetch,
   register,
   removeAuthenticator,
@@ -51,37 +54,6 @@ async function storeKey(page, key) {
   await page.getByLabel("OpenAI API key").fill(key);
   await page.getByRole("button", { name: /^(Store|Replace) key$/ }).click();
   await page.locator("#key-status").waitFor({ state: "visible" });
-}
-
-/** keygate's answer when a sensitive change needs a fresh passkey check. */
-const FRESH_PASSKEY_REQUIRED = {
-  status: 403,
-  contentType: "application/json",
-  body: JSON.stringify({
-    error: {
-      message: "Confirm with your passkey to continue.",
-      type: "invalid_request_error",
-      param: null,
-      code: "fresh_passkey_required",
-    },
-  }),
-};
-
-/**
- * Answers the first `method` request to `path` with fresh_passkey_required (as keygate does once
- * the sign-in is older than its fresh window, which a test can't wait for); the step-up's
- * passkey check and the retry then go to keygate for real. `beforeRetry` runs before the retry
- * is let through.
- */
-async function requireFreshPasskeyOnce(page, method, path, beforeRetry = null) {
-  let seen = 0;
-  await page.route(`**${path}`, async (route) => {
-    if (route.request().method() !== method) return route.continue();
-    seen += 1;
-    if (seen === 1) return route.fulfill(FRESH_PASSKEY_REQUIRED);
-    if (seen === 2 && beforeRetry) await beforeRetry();
-    return route.continue();
-  });
 }
 
 /** Records the passkey-check calls the page makes. */
@@ -267,60 +239,79 @@ test("the stored key's status: verified, not yet verified, refused by OpenAI (wi
   await context.close();
 });
 
-test("storing the first key, creating a key and adding a passkey go through the passkey step-up", async () => {
+test("storing the first key, creating a key and adding a passkey go through the passkey step-up", async (t) => {
   const { context, page, cdp, problems, authenticatorId } = await signedIn("Stella Stepup");
   const reauth = recordReauth(page);
 
-  // Storing the first key.
-  await requireFreshPasskeyOnce(page, "PUT", "/api/key");
+  // Storing the first key, once the sign-up's passkey check is older than keygate's fresh window.
+  await outlastFreshWindow(t);
+  let first = nextAnswer(page, "PUT", "/api/key");
   await page.getByLabel("OpenAI API key").fill("sk-proj-stepup-test-0000000000000000000000000000Step");
   await page.getByRole("button", { name: "Store key" }).click();
+  assert.deepEqual(await first, FRESH_PASSKEY_REQUIRED);
   let stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
   await stepUp.waitFor();
   assert.match(await stepUp.innerText(), /Storing your OpenAI key/);
+  await screenshot(page, "dash-06a-step-up-store-key", { fullPage: false });
+  let retry = nextAnswer(page, "PUT", "/api/key");
   await stepUp.getByRole("button", { name: "Use passkey" }).click();
+  assert.equal((await retry).status, 204);
   await page.locator("#key-status").waitFor({ state: "visible" });
+  await stepUp.waitFor({ state: "detached" });
   assert.deepEqual(reauth.splice(0), ["/api/auth/reauth/start", "/api/auth/reauth/finish"]);
   assert.equal((await pageFetch(page, "GET", "/api/key")).body.enrolled, true);
-  await page.unroute("**/api/key");
 
-  // Creating a key: giving up at the passkey step creates nothing...
-  await requireFreshPasskeyOnce(page, "POST", "/api/grants");
+  // Creating a key, once that check is old too: giving up at the passkey step creates nothing...
+  await outlastFreshWindow(t);
+  first = nextAnswer(page, "POST", "/api/grants");
   await page.getByRole("button", { name: "New key" }).click();
   await page.getByLabel("Name", { exact: true }).fill("Step-up app");
   await page.getByRole("button", { name: "Create key" }).click();
+  assert.deepEqual(await first, FRESH_PASSKEY_REQUIRED);
   stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
   await stepUp.waitFor();
   assert.match(await stepUp.innerText(), /A new key lets an app spend on your OpenAI account/);
   await screenshot(page, "dash-06-step-up-new-key", { fullPage: false });
   await stepUp.getByRole("button", { name: "Cancel" }).click();
   assert.match(await liveText(page, "#grants-msg"), /didn’t confirm with your passkey/);
+  assert.deepEqual(reauth, []);
   assert.deepEqual((await pageFetch(page, "GET", "/api/grants")).body, []);
-  await page.unroute("**/api/grants");
 
-  // ...going through with it creates the key.
-  await requireFreshPasskeyOnce(page, "POST", "/api/grants");
+  // ...going through with it creates the key (the session is still not fresh: keygate asks again).
+  first = nextAnswer(page, "POST", "/api/grants");
   await page.getByRole("button", { name: "Create key" }).click();
+  assert.deepEqual(await first, FRESH_PASSKEY_REQUIRED);
+  retry = nextAnswer(page, "POST", "/api/grants");
   await page.getByRole("dialog", { name: "Confirm it’s you" }).getByRole("button", { name: "Use passkey" }).click();
+  assert.equal((await retry).status, 201);
   await page.locator("#new-key").waitFor({ state: "visible" });
   assert.deepEqual(reauth.splice(0), ["/api/auth/reauth/start", "/api/auth/reauth/finish"]);
   await page.getByRole("button", { name: "I’ve saved it" }).click();
-  await page.unroute("**/api/grants");
 
   // Adding a passkey: the check uses the passkey the person has; the new one is then made on
-  // another authenticator (webauthn-rs excludes the passkeys already registered).
+  // another authenticator (webauthn-rs excludes the passkeys already registered), swapped in while
+  // the page's retry waits (the route only holds it; keygate answers every request).
+  await outlastFreshWindow(t);
   let second = null;
-  await requireFreshPasskeyOnce(page, "POST", "/api/passkeys/start", async () => {
-    await removeAuthenticator(cdp, authenticatorId);
-    second = await addAuthenticator(cdp);
+  let starts = 0;
+  await page.route("**/api/passkeys/start", async (route) => {
+    if (route.request().method() === "POST" && ++starts === 2) {
+      await removeAuthenticator(cdp, authenticatorId);
+      second = await addAuthenticator(cdp);
+    }
+    return route.continue();
   });
+  first = nextAnswer(page, "POST", "/api/passkeys/start");
   await page.getByLabel(/Name for a new passkey/).fill("Spare key");
   await page.getByRole("button", { name: "Add passkey" }).click();
+  assert.deepEqual(await first, FRESH_PASSKEY_REQUIRED);
   stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
   await stepUp.waitFor();
   assert.match(await stepUp.innerText(), /Adding a passkey.*Then your device makes the new one/s);
+  await screenshot(page, "dash-06b-step-up-add-passkey", { fullPage: false });
   await stepUp.getByRole("button", { name: "Use passkey" }).click();
   await page.locator("#passkeys-list", { hasText: "Spare key" }).waitFor();
+  assert.equal(starts, 2);
   assert.equal(await page.locator("#passkeys-list li[data-passkey-id]").count(), 2);
   assert.equal(await credentialCount(cdp, second), 1);
   assert.deepEqual(reauth, ["/api/auth/reauth/start", "/api/auth/reauth/finish"]);

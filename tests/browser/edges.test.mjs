@@ -7,12 +7,15 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import {
+  FRESH_PASSKEY_REQUIRED,
   PUBLIC_URL,
   addAuthenticator,
   assertClean,
   launch,
   liveText,
+  nextAnswer,
   openPage,
+  outlastFreshWindow,
   pageFetch,
   register,
   screenshot,
@@ -172,36 +175,15 @@ test("a key OpenAI refuses is not stored, and the page says why", async () => {
   await context.close();
 });
 
-test("a sensitive change asks for the passkey again, then goes through", async () => {
+test("a sensitive change asks for the passkey again, then goes through", async (t) => {
   const { context, page, problems } = await signedIn("Mary Jackson");
   await page.getByLabel("OpenAI API key").fill("sk-first-key-0000000000000000000000000000AAAA");
   await page.getByRole("button", { name: "Store key" }).click();
   await page.locator("#key-status").waitFor({ state: "visible" });
 
-  // A session is fresh for a few minutes after a passkey check. Make keygate's answer to the
-  // first DELETE /api/key "fresh_passkey_required", as it is once that time has passed; the
-  // passkey check and the retry then go to keygate for real.
-  let intercepted = 0;
-  await page.route("**/api/key", async (route) => {
-    if (route.request().method() === "DELETE" && intercepted === 0) {
-      intercepted += 1;
-      await route.fulfill({
-        status: 403,
-        contentType: "application/json",
-        body: JSON.stringify({
-          error: {
-            message: "Confirm with your passkey to continue.",
-            type: "invalid_request_error",
-            param: null,
-            code: "fresh_passkey_required",
-          },
-        }),
-      });
-      return;
-    }
-    await route.continue();
-  });
-
+  // A session is fresh for a few minutes after a passkey check; keygate's clock moves past that,
+  // so keygate itself answers the DELETE with fresh_passkey_required.
+  await outlastFreshWindow(t);
   const reauth = [];
   page.on("request", (req) => {
     if (req.url().includes("/api/auth/reauth/")) reauth.push(new URL(req.url()).pathname);
@@ -210,27 +192,34 @@ test("a sensitive change asks for the passkey again, then goes through", async (
   // First the person gives up at the passkey step: nothing changes.
   await page.getByRole("button", { name: "Delete", exact: true }).click();
   let confirm = page.getByRole("dialog", { name: "Delete your OpenAI key?" });
+  let first = nextAnswer(page, "DELETE", "/api/key");
   await confirm.getByRole("button", { name: "Delete key" }).click();
+  assert.deepEqual(await first, FRESH_PASSKEY_REQUIRED);
   let stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
   await stepUp.waitFor();
+  assert.match(await stepUp.innerText(), /Deleting your OpenAI key stops every app at once, so keygate asks for your passkey once more/);
   await screenshot(page, "12-dialog-step-up", { fullPage: false });
   await stepUp.getByRole("button", { name: "Cancel" }).click();
   assert.match(await confirm.locator(".alert-error").innerText(), /didn’t confirm with your passkey/);
   await confirm.getByRole("button", { name: "Cancel" }).click();
+  assert.deepEqual(reauth, []);
   assert.equal((await pageFetch(page, "GET", "/api/key")).body.enrolled, true);
 
-  // Then goes through with it.
-  intercepted = 0;
+  // Then goes through with it: keygate asks again (still no fresh check), the passkey answers,
+  // and the retried DELETE goes through.
   await page.getByRole("button", { name: "Delete", exact: true }).click();
   confirm = page.getByRole("dialog", { name: "Delete your OpenAI key?" });
+  first = nextAnswer(page, "DELETE", "/api/key");
   await confirm.getByRole("button", { name: "Delete key" }).click();
+  assert.deepEqual(await first, FRESH_PASSKEY_REQUIRED);
   stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
+  const retry = nextAnswer(page, "DELETE", "/api/key");
   await stepUp.getByRole("button", { name: "Use passkey" }).click();
+  assert.equal((await retry).status, 204);
   await confirm.waitFor({ state: "detached" });
   await page.locator("#key-form").waitFor({ state: "visible" });
   assert.deepEqual(reauth, ["/api/auth/reauth/start", "/api/auth/reauth/finish"]);
   assert.equal((await pageFetch(page, "GET", "/api/key")).body.enrolled, false);
-  await page.unroute("**/api/key");
   await assertClean(page, problems, "step-up");
   await context.close();
 });

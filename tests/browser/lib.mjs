@@ -189,6 +189,57 @@ export async function pageFetch(page, method, url, body) {
   );
 }
 
+/** keygate's fresh window: how long a passkey check counts for sensitive changes (300 s). */
+export const FRESH_WINDOW_SECS = 300;
+
+/**
+ * Moves keygate-testenv's clock `secs` seconds forward (POST {KG_CONTROL_URL}/advance). The clock
+ * is the whole testenv's: put it back with resetClock() when the test ends.
+ */
+export async function advanceClock(secs) {
+  const res = await fetch(`${required("KG_CONTROL_URL")}/advance?secs=${secs}`, { method: "POST" });
+  assert.equal(res.status, 204, `moving keygate's clock forward: HTTP ${res.status}`);
+}
+
+/**
+ * Takes keygate-testenv's clock back to the system time (POST {KG_CONTROL_URL}/reset), so later
+ * tests see keygate's times as the browser does ("Just now", not "In 5 minutes").
+ */
+export async function resetClock() {
+  const res = await fetch(`${required("KG_CONTROL_URL")}/reset`, { method: "POST" });
+  assert.equal(res.status, 204, `resetting keygate's clock: HTTP ${res.status}`);
+}
+
+const resetAfter = new WeakSet();
+
+/**
+ * Makes every session's last passkey check too old for a sensitive change: keygate's clock moves
+ * past the fresh window. `t` is the running test (node:test's context): the clock is reset after it.
+ */
+export async function outlastFreshWindow(t) {
+  if (!resetAfter.has(t)) {
+    resetAfter.add(t);
+    t.after(resetClock);
+  }
+  await advanceClock(FRESH_WINDOW_SECS + 1);
+}
+
+/**
+ * keygate's answer to the page's next `method` request to `path`: {status, code}. Start waiting
+ * before the click that sends it.
+ */
+export function nextAnswer(page, method, path) {
+  return page
+    .waitForResponse((res) => res.request().method() === method && new URL(res.url()).pathname === path)
+    .then(async (res) => {
+      const body = await res.json().catch(() => null);
+      return { status: res.status(), code: body?.error?.code ?? null };
+    });
+}
+
+/** keygate's answer when a sensitive change needs a fresh passkey check. */
+export const FRESH_PASSKEY_REQUIRED = { status: 403, code: "fresh_passkey_required" };
+
 export function uniqueName(prefix) {
   return `${prefix} ${Math.random().toString(36).slice(2, 7)}`;
 }

@@ -9,6 +9,10 @@
 #   testenv_start "$RUN_DIR" [NAME=value ...]        # env for the testenv; installs the EXIT trap
 #   testenv_export KG_BASE_URL=base_url KG_KEY_ALL=keys.all ...   # dotted paths into the line
 #
+# The line's fields: base_url, public_url, mock_url, demo_url, control_url (POST
+# {control_url}/advance?secs=N moves keygate's clock forward, POST {control_url}/reset back to
+# the system time), admin_key, max_body_bytes, keys.*.
+#
 # JSON is read with python3 when there is one, else node. Knobs: KG_TESTENV_BIN (an already
 # built keygate-testenv: skips the cargo build), TESTENV_START_TIMEOUT (seconds, default 120).
 

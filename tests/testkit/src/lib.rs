@@ -6,6 +6,7 @@
 
 mod app;
 pub mod browser;
+pub mod clock_control;
 pub mod mock_openai;
 pub mod soft_passkey;
 

@@ -2,18 +2,25 @@
 //! Node SDKs, the browser tests): a mock OpenAI upstream, keygate on port 0 in front of
 //! it, and a few grants. Prints one JSON line describing it, then runs until stdin
 //! closes or SIGTERM/SIGINT.
+//!
+//! keygate's clock is the system clock plus an offset, which the suites move forward
+//! through `control_url` (`POST {control_url}/advance?secs=N` → 204; see
+//! `keygate_testkit::clock_control`): real requests take real time, and a test can still
+//! get past a time limit such as the fresh window after a passkey check. Moving it is
+//! for the whole testenv, so a test that moves it puts it back (`POST {control_url}/reset`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
 
-use keygate_testkit::{ADMIN_KEY, spawn_app_with};
+use keygate_core::time::Clock;
+use keygate_testkit::{ADMIN_KEY, clock_control, spawn_app_with_clock};
 use serde_json::json;
 
 const MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 #[tokio::main]
 async fn main() {
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_with_clock(Clock::system_offset(), |c| {
         c.max_body_bytes = Some(MAX_BODY_BYTES);
         // The SDK suites make several requests per test; two workers like production.
         c.workers = Some(2);
@@ -35,6 +42,9 @@ async fn main() {
     let (demo, demo_addr) =
         keygate_server::demo::build("127.0.0.1:0".parse().unwrap(), &public).expect("demo server");
     tokio::spawn(demo);
+    let (control, control_addr) = clock_control::serve(app.clock.clone()).expect("clock control");
+    let control_handle = control.handle();
+    tokio::spawn(control);
 
     let mock = app.mock.base_url();
     let env = json!({
@@ -42,6 +52,7 @@ async fn main() {
         "public_url": app.address,
         "mock_url": mock.trim_end_matches("/v1"),
         "demo_url": format!("http://{demo_addr}"),
+        "control_url": format!("http://{control_addr}"),
         "admin_key": ADMIN_KEY,
         "max_body_bytes": MAX_BODY_BYTES,
         "keys": {
@@ -67,5 +78,6 @@ async fn main() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    control_handle.stop(false).await;
     app.stop().await;
 }
