@@ -10,11 +10,17 @@
 //! * [`ids`] — typed identifiers for users, grants and vault keys.
 //! * [`secret`] — secret newtypes whose `Debug` never prints the secret.
 //! * [`openai_error`] — errors in OpenAI's wire shape.
-//! * [`scope`] — endpoint scopes: canonical `/v1` paths and what each endpoint needs.
+//! * [`scope`] — endpoint scopes: canonical `/v1` paths, what each endpoint needs, and
+//!   which calls must name their model.
+//! * [`content_type`] — a request's `Content-Type`, accepted only in a form every
+//!   parser reads alike.
+//! * [`key_verdict`] — what an upstream 401/403 says about the person's key.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod content_type;
 pub mod error;
 pub mod ids;
+pub mod key_verdict;
 pub mod keyring;
 pub mod openai_error;
 pub mod origin;

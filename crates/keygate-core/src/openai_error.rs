@@ -122,6 +122,19 @@ impl OpenAiError {
         .with_param("model")
     }
 
+    /// A model-limited grant called an endpoint that runs a model without naming one
+    /// (OpenAI would pick a default, or an assistant's model).
+    pub fn model_required() -> Self {
+        Self::new(
+            403,
+            INVALID_REQUEST,
+            "model_not_allowed",
+            "This API key may only use certain models, so this request must name one of them \
+             in `model`; without it OpenAI would choose a model itself.",
+        )
+        .with_param("model")
+    }
+
     pub fn rate_limit_exceeded(message: impl Into<String>, retry_after_secs: u64) -> Self {
         let mut e = Self::new(429, "requests", "rate_limit_exceeded", message);
         e.retry_after = Some(retry_after_secs.max(1));
@@ -204,6 +217,30 @@ impl OpenAiError {
             "owner_key_rejected",
             "OpenAI rejected the key stored by the owner of this API key. The key owner must \
              update their OpenAI key in keygate.",
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
+    /// OpenAI refused this call with the person's stored key, but not the key itself
+    /// (a restricted key lacking a permission, a model or region it may not use): the
+    /// same 424 `owner_key_rejected`, saying the key still works and what it lacks.
+    /// `missing` is OpenAI's list of missing permissions (`api.responses.write`).
+    pub fn owner_key_forbidden(missing: Option<&str>) -> Self {
+        let lacks = match missing {
+            Some(m) => format!("lacks a permission this endpoint needs ({m})"),
+            None => "may not make this call (a permission, model or region it lacks)".to_owned(),
+        };
+        let mut e = Self::new(
+            424,
+            INVALID_REQUEST,
+            "owner_key_rejected",
+            format!(
+                "OpenAI refused this call (424: a dependency failed): the OpenAI key stored \
+                 by the owner of this API key {lacks}. The key still works for other calls; \
+                 the key owner must give it this permission at platform.openai.com or store \
+                 a key that has it."
+            ),
         );
         e.should_retry = Some(false);
         e
@@ -376,6 +413,12 @@ mod tests {
                 "admin_key_not_allowed",
             ),
             (OpenAiError::owner_key_rejected(), 424, "owner_key_rejected"),
+            (
+                OpenAiError::owner_key_forbidden(None),
+                424,
+                "owner_key_rejected",
+            ),
+            (OpenAiError::model_required(), 403, "model_not_allowed"),
             (
                 OpenAiError::credential_already_registered(),
                 409,

@@ -5,7 +5,8 @@
 //! 1. [`canonicalize`] the RAW request path (as it arrived, not decoded). A path that
 //!    another component could read differently from us — `//`, `%2F`, a
 //!    percent-encoded unreserved character (`%66iles`), `;` parameters, `.`/`..`
-//!    segments, a backslash — is refused ([`PathError`], 400 `invalid_path`), never
+//!    segments, a backslash, any byte outside ASCII raw or percent-encoded
+//!    (`%C0%AE`) — is refused ([`PathError`], 400 `invalid_path`), never
 //!    interpreted. What passes is a path whose literal segments mean the same to every
 //!    reader, so the classifier cannot be fooled by an encoding.
 //! 2. [`classify`] `(method, canonical path)` → the [`Access`] it needs: one
@@ -162,6 +163,7 @@ pub enum PathError {
     EncodedUnreserved,
     EncodedPercent,
     EncodedControl,
+    EncodedNonAscii,
     BadEncoding,
     BadCharacter,
     TooLong,
@@ -181,6 +183,9 @@ impl fmt::Display for PathError {
             }
             PathError::EncodedPercent => "it contains an encoded `%` (%25)",
             PathError::EncodedControl => "it contains an encoded control character",
+            PathError::EncodedNonAscii => {
+                "it percent-encodes a byte outside ASCII (%80-%FF); OpenAI's paths are ASCII"
+            }
             PathError::BadEncoding => "it contains a `%` not followed by two hex digits",
             PathError::BadCharacter => "it contains a character not allowed in a path",
             PathError::TooLong => "it is too long",
@@ -218,6 +223,9 @@ pub fn canonicalize(raw: &str) -> Result<CanonicalPath, PathError> {
                     b'%' => return Err(PathError::EncodedPercent),
                     b if is_unreserved(b) => return Err(PathError::EncodedUnreserved),
                     b if b < 0x20 || b == 0x7f => return Err(PathError::EncodedControl),
+                    // Overlong UTF-8 (`%C0%AE` = `.`) and other non-ASCII bytes: a reader
+                    // that decodes leniently could see a separator or a dot segment.
+                    b if b >= 0x80 => return Err(PathError::EncodedNonAscii),
                     _ => {}
                 }
                 i += 3;
@@ -325,6 +333,48 @@ pub fn classify(method: &str, path: &CanonicalPath) -> Access {
     }
 }
 
+// --- models ------------------------------------------------------------------------------
+
+/// How a request chooses the model it runs on, for grants limited to some models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelUse {
+    /// The call runs no model, or continues something already started
+    /// (`runs/{id}/submit_tool_outputs`, `cancel`): nothing to check.
+    None,
+    /// The call runs a model chosen by the body's `model`, and OpenAI picks one when it
+    /// is missing (a default image model, an assistant's or a stored prompt's model): a
+    /// model-limited grant must name one of its models.
+    Named,
+    /// The models are named where keygate does not read (a batch's input file): a
+    /// model-limited grant may not make the call at all.
+    Hidden,
+}
+
+/// How `(method, path)` picks its model. `method` is the upper-case HTTP method.
+pub fn model_use(method: &str, path: &CanonicalPath) -> ModelUse {
+    if method != "POST" {
+        return ModelUse::None;
+    }
+    match path.segments().as_slice() {
+        ["chat", "completions"]
+        | ["completions"]
+        | ["responses"]
+        | ["responses", "input_tokens"]
+        | ["embeddings"]
+        | ["moderations"]
+        | ["audio", "speech" | "transcriptions" | "translations"]
+        | ["images", "generations" | "edits" | "variations"]
+        // Assistants: create and update (each names the model its runs use).
+        | ["assistants"]
+        | ["assistants", _]
+        // Runs: create a thread and run it, or run an existing thread.
+        | ["threads", "runs"]
+        | ["threads", _, "runs"] => ModelUse::Named,
+        ["batches"] => ModelUse::Hidden,
+        _ => ModelUse::None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +446,15 @@ mod tests {
             ("/v1/files/a b", PathError::BadCharacter),
             ("/v1/files/a\"b", PathError::BadCharacter),
             ("/v1/files/é", PathError::BadCharacter),
+            (
+                "/v1/models/%C0%AE%C0%AE%C0%AFfiles",
+                PathError::EncodedNonAscii,
+            ),
+            ("/v1/models/%c0%ae", PathError::EncodedNonAscii),
+            ("/v1/files/%80", PathError::EncodedNonAscii),
+            ("/v1/files/%FF", PathError::EncodedNonAscii),
+            ("/v1/files/%C3%A9", PathError::EncodedNonAscii),
+            ("/v1/files/\u{80}", PathError::BadCharacter),
             ("/v2/files", PathError::NotV1),
             ("/v1files", PathError::NotV1),
             ("/admin", PathError::NotV1),
@@ -518,6 +577,55 @@ mod tests {
         assert!(!Access::Unknown.allowed_by(&Scope::ALL));
     }
 
+    #[test]
+    fn which_calls_must_name_a_model() {
+        use ModelUse::*;
+        let table: &[(&str, &str, ModelUse)] = &[
+            ("POST", "/v1/chat/completions", Named),
+            ("POST", "/v1/completions", Named),
+            ("POST", "/v1/responses", Named),
+            ("POST", "/v1/responses/input_tokens", Named),
+            ("POST", "/v1/embeddings", Named),
+            ("POST", "/v1/moderations", Named),
+            ("POST", "/v1/audio/speech", Named),
+            ("POST", "/v1/audio/transcriptions", Named),
+            ("POST", "/v1/audio/translations", Named),
+            ("POST", "/v1/images/generations", Named),
+            ("POST", "/v1/images/edits", Named),
+            ("POST", "/v1/images/variations", Named),
+            ("POST", "/v1/assistants", Named),
+            ("POST", "/v1/assistants/asst_1", Named),
+            ("POST", "/v1/threads/runs", Named),
+            ("POST", "/v1/threads/thread_1/runs", Named),
+            ("POST", "/v1/batches", Hidden),
+            // Continuations and calls that run no model.
+            (
+                "POST",
+                "/v1/threads/thread_1/runs/run_1/submit_tool_outputs",
+                None,
+            ),
+            ("POST", "/v1/threads/thread_1/runs/run_1/cancel", None),
+            ("POST", "/v1/threads/thread_1/runs/run_1", None),
+            ("POST", "/v1/threads", None),
+            ("POST", "/v1/threads/thread_1/messages", None),
+            ("POST", "/v1/responses/resp_1/cancel", None),
+            ("POST", "/v1/chat/completions/cc_1", None),
+            ("POST", "/v1/batches/b_1/cancel", None),
+            ("POST", "/v1/files", None),
+            ("GET", "/v1/models", None),
+            ("GET", "/v1/assistants/asst_1", None),
+            ("DELETE", "/v1/assistants/asst_1", None),
+            ("GET", "/v1/chat/completions", None),
+        ];
+        for (method, path, want) in table {
+            assert_eq!(
+                model_use(method, &canonicalize(path).unwrap()),
+                *want,
+                "{method} {path}"
+            );
+        }
+    }
+
     /// Encodes every character of `s` as `%XX`.
     fn encode_all(s: &str) -> String {
         s.bytes().map(|b| format!("%{b:02X}")).collect()
@@ -583,6 +691,28 @@ mod tests {
                     "{other} → {got:?} but {plain} → {plain_access:?}"
                 );
             }
+        }
+
+        /// A percent-encoded byte outside ASCII anywhere in the path (an overlong
+        /// `%C0%AE` dot, `%C0%AF` slash, or any other) is refused, whatever surrounds it.
+        #[test]
+        fn non_ascii_encodings_are_refused(
+            segs in prop::collection::vec(segment(), 1..4),
+            which in 0usize..4,
+            pos in 0usize..16,
+            byte in 0x80u8..=0xff,
+            lower in any::<bool>(),
+        ) {
+            let i = which % segs.len();
+            let mut segs = segs;
+            let j = pos % (segs[i].len() + 1);
+            let enc = format!("%{byte:02X}");
+            let enc = if lower { enc.to_ascii_lowercase() } else { enc };
+            segs[i].insert_str(j, &enc);
+            let path = format!("/v1/{}", segs.join("/"));
+            // Bytes are checked before segments, so this is the reason even in a
+            // `.`/`..` segment.
+            prop_assert_eq!(canonicalize(&path), Err(PathError::EncodedNonAscii), "{}", path);
         }
 
         /// Arbitrary bytes never panic, and anything accepted is returned unchanged.

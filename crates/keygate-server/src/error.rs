@@ -190,16 +190,26 @@ fn proxy(e: &ProxyError) -> OpenAiError {
         P::TooLarge { limit } => OpenAiError::request_too_large(*limit),
         P::Body(problem) => body(*problem),
         P::ModelNotAllowed(model) => OpenAiError::model_not_allowed(model),
+        P::ModelRequired => OpenAiError::model_required(),
         P::KeyNotEnrolled => OpenAiError::key_not_enrolled(),
         P::UnsupportedMethod => OpenAiError::invalid_request("unsupported HTTP method"),
         P::UnroutablePath => OpenAiError::invalid_request("the request path is not valid"),
         P::OwnerKeyRejected => OpenAiError::owner_key_rejected(),
+        P::OwnerKeyForbidden { missing_scopes } => {
+            OpenAiError::owner_key_forbidden(missing_scopes.as_deref())
+        }
     }
 }
 
 fn body(problem: BodyProblem) -> OpenAiError {
     use BodyProblem as B;
     let (message, param) = match problem {
+        B::ContentType(why) => {
+            return OpenAiError::invalid_request(format!(
+                "keygate refuses an ambiguous Content-Type that parsers could read \
+                 differently: {why}. Send one Content-Type header with each parameter once."
+            ));
+        }
         B::ContentLengthNotANumber => ("Content-Length is not a number", None),
         B::Compressed => (
             "keygate does not accept compressed request bodies (Content-Encoding); send the \
@@ -312,6 +322,7 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keygate_core::content_type::ContentTypeError;
     use std::time::Duration;
 
     /// Every variant of every error the server can answer with, and its status and code.
@@ -441,6 +452,15 @@ mod tests {
                 424,
                 "owner_key_rejected",
             ),
+            (
+                ProxyError::OwnerKeyForbidden {
+                    missing_scopes: Some("api.responses.write".into()),
+                }
+                .into(),
+                424,
+                "owner_key_rejected",
+            ),
+            (ProxyError::ModelRequired.into(), 403, "model_not_allowed"),
             // --- upstream and keygate itself
             (
                 UpstreamError::ConnectTimeout(Duration::from_secs(1)).into(),
@@ -503,6 +523,13 @@ mod tests {
             BodyProblem::MultipartUnparseable,
             BodyProblem::ModelRepeated,
             BodyProblem::MultipartAmbiguous,
+            BodyProblem::ContentType(ContentTypeError::Repeated),
+            BodyProblem::ContentType(ContentTypeError::Malformed),
+            BodyProblem::ContentType(ContentTypeError::RepeatedParameter),
+            BodyProblem::ContentType(ContentTypeError::ExtendedParameter),
+            BodyProblem::ContentType(ContentTypeError::QuotedValue),
+            BodyProblem::ContentType(ContentTypeError::MissingBoundary),
+            BodyProblem::ContentType(ContentTypeError::BadBoundary),
         ] {
             table.push((ProxyError::Body(problem).into(), 400, "invalid_request"));
         }
@@ -518,7 +545,7 @@ mod tests {
 
     /// How many variants [`variant`] names. A new variant does not compile there until
     /// it gets a name; then this count and the table above must grow with it.
-    const VARIANTS: usize = 44;
+    const VARIANTS: usize = 46;
 
     /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
     /// fails to compile here until it is named, and then the table test fails until it
@@ -562,10 +589,12 @@ mod tests {
                 ProxyError::TooLarge { .. } => "Proxy::TooLarge",
                 ProxyError::Body(_) => "Body",
                 ProxyError::ModelNotAllowed(_) => "ModelNotAllowed",
+                ProxyError::ModelRequired => "ModelRequired",
                 ProxyError::KeyNotEnrolled => "KeyNotEnrolled",
                 ProxyError::UnsupportedMethod => "UnsupportedMethod",
                 ProxyError::UnroutablePath => "UnroutablePath",
                 ProxyError::OwnerKeyRejected => "OwnerKeyRejected",
+                ProxyError::OwnerKeyForbidden { .. } => "OwnerKeyForbidden",
             },
             ServerError::Upstream(u) => match u {
                 UpstreamError::ConnectTimeout(_) => "ConnectTimeout",
@@ -583,6 +612,19 @@ mod tests {
 
     #[test]
     fn params_and_retry_hints_travel_with_the_variant() {
+        let e = ServerError::from(ProxyError::ModelRequired).to_openai();
+        assert_eq!(e.param.as_deref(), Some("model"));
+        assert!(e.message.contains("must name one of them"));
+        let e = ServerError::from(ProxyError::OwnerKeyForbidden {
+            missing_scopes: Some("api.responses.write".into()),
+        })
+        .error_response();
+        assert_eq!(e.headers().get("x-should-retry").unwrap(), "false");
+        let e = ServerError::from(ProxyError::Body(BodyProblem::ContentType(
+            ContentTypeError::RepeatedParameter,
+        )))
+        .to_openai();
+        assert!(e.message.contains("more than once"), "{}", e.message);
         let e = ServerError::from(ServiceError::invalid("models", "x")).to_openai();
         assert_eq!(e.param.as_deref(), Some("models"));
         let e = ServerError::from(ProxyError::Body(BodyProblem::ModelRepeated)).to_openai();

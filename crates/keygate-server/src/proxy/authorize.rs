@@ -5,8 +5,7 @@
 //! endpoint covered by the grant's scopes (403 `endpoint_not_allowed`).
 
 use actix_web::HttpRequest;
-use actix_web::http::Method;
-use keygate_core::scope::{self, CanonicalPath};
+use keygate_core::scope::{self, CanonicalPath, ModelUse};
 
 use super::error::ProxyError;
 use super::{AuthenticatedGrant, ProxyCtx};
@@ -28,6 +27,10 @@ pub fn endpoint(
     Ok(path)
 }
 
+/// The body's `model` against the grant's list. For a model-limited grant, a call that
+/// runs a model must name an allowed one (`scope::model_use`: OpenAI would otherwise
+/// pick a default image model, or an assistant's model), and a batch (whose models
+/// are in a file keygate does not read) is refused.
 pub fn authorize(
     st: &AppState,
     grant: &AuthenticatedGrant,
@@ -36,19 +39,21 @@ pub fn authorize(
 ) -> Result<(), ServerError> {
     let allowed = &grant.record().models;
     if !allowed.is_empty() {
-        if let Some(model) = &ctx.model {
-            if !allowed.iter().any(|m| m == model) {
+        match (
+            &ctx.model,
+            scope::model_use(req.method().as_str(), &ctx.path),
+        ) {
+            (Some(model), _) if !allowed.iter().any(|m| m == model) => {
                 return Err(ProxyError::ModelNotAllowed(model.clone()).into());
             }
-        } else if req.method() == Method::POST && is_batch(&ctx.path) {
+            (Some(_), _) | (None, ModelUse::None) => {}
+            (None, ModelUse::Named) => return Err(ProxyError::ModelRequired.into()),
             // A batch names its models inside an uploaded file we never read.
-            return Err(ProxyError::ModelNotAllowed("batch".into()).into());
+            (None, ModelUse::Hidden) => {
+                return Err(ProxyError::ModelNotAllowed("batch".into()).into());
+            }
         }
     }
     st.last_used.note(grant.id(), st.clock.now());
     Ok(())
-}
-
-fn is_batch(path: &CanonicalPath) -> bool {
-    path.segments().first() == Some(&"batches")
 }

@@ -1,9 +1,11 @@
 //! Phase 2: the request body. Bounded everywhere: a `Content-Length` over the limit is
 //! refused before a byte is read; JSON bodies are buffered (up to the limit) only to
 //! learn `model` and `stream` and are forwarded unchanged; other bodies stream through
-//! a counting pump. When the grant restricts models, multipart bodies are buffered to
-//! read their `model` field (with the boundary exactly as the client sent it, and any
-//! ambiguous `model` part refused) and every other body must be JSON. Compressed
+//! a counting pump. The `Content-Type` is checked first, for every request: sent once,
+//! in a form every parser reads alike (`keygate_core::content_type`), else 400. When
+//! the grant restricts models, multipart bodies are buffered to read their `model`
+//! field (with the one boundary exactly as the client sent it, and any ambiguous
+//! `model` part refused) and every other body must be JSON. Compressed
 //! bodies (`Content-Encoding`) are refused: keygate could not read them for policy.
 //!
 //! Limits on a streamed body are enforced as it passes: a chunked body without
@@ -17,6 +19,7 @@ use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TR
 use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use keygate_core::content_type::{self, ContentType};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -51,6 +54,14 @@ pub async fn read(
     need_model: bool,
     ctx: &mut ProxyCtx,
 ) -> Result<RequestBody, ServerError> {
+    // Exactly one Content-Type, in a form every parser reads alike (for every grant:
+    // see `keygate_core::content_type`); the multipart boundary comes from it.
+    let content_type = content_type::parse(
+        req.headers()
+            .get_all(CONTENT_TYPE)
+            .map(actix_web::http::header::HeaderValue::as_bytes),
+    )
+    .map_err(|e| ProxyError::Body(BodyProblem::ContentType(e)))?;
     let content_length = match req.headers().get(CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -74,25 +85,14 @@ pub async fn read(
     if compressed {
         return Err(ProxyError::Body(BodyProblem::Compressed).into());
     }
-    // The original header: a multipart boundary is case-sensitive.
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let is_multipart = essence == "multipart/form-data";
+    let is_multipart = content_type
+        .as_ref()
+        .is_some_and(ContentType::is_multipart_form);
     // For a model-restricted grant every non-multipart body is read as JSON (OpenAI's
     // endpoints take nothing else), so a missing or odd Content-Type cannot smuggle a
     // model past the check.
-    let is_json = essence == "application/json"
-        || essence.ends_with("+json")
-        || (need_model && !is_multipart);
+    let is_json =
+        content_type.as_ref().is_some_and(ContentType::is_json) || (need_model && !is_multipart);
 
     if is_json {
         let bytes = buffer(&mut payload, limit, content_length).await?;
@@ -110,7 +110,11 @@ pub async fn read(
     }
     if is_multipart && need_model {
         let bytes = buffer(&mut payload, limit, content_length).await?;
-        ctx.model = super::multipart::model(content_type, bytes.clone()).await?;
+        let boundary = content_type
+            .as_ref()
+            .and_then(ContentType::boundary)
+            .ok_or(ProxyError::Body(BodyProblem::MultipartUnparseable))?;
+        ctx.model = super::multipart::model(boundary, bytes.clone()).await?;
         return Ok(RequestBody::Buffered(bytes));
     }
     Ok(pump(payload, limit, content_length))

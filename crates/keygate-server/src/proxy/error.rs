@@ -3,6 +3,7 @@
 //! The Bearer-header parser's errors ([`ProxyError::MissingApiKey`],
 //! [`ProxyError::InvalidApiKey`]) also answer the admin API, which reads the same header.
 
+use keygate_core::content_type::ContentTypeError;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub enum ProxyError {
     Body(BodyProblem),
     #[error("model {0} not allowed")]
     ModelNotAllowed(String),
+    /// A model-limited grant called an endpoint that runs a model without naming one.
+    #[error("no model named, but the grant is limited to some models")]
+    ModelRequired,
     // --- unseal and forward ----------------------------------------------------
     #[error("no OpenAI key stored")]
     KeyNotEnrolled,
@@ -41,14 +45,23 @@ pub enum ProxyError {
     UnsupportedMethod,
     #[error("path does not make an upstream URL")]
     UnroutablePath,
-    /// OpenAI refused the person's stored key (its 401/403).
+    /// OpenAI does not accept the person's stored key at all (`invalid_api_key`,
+    /// `account_deactivated`); the record is marked rejected.
     #[error("OpenAI refused the owner's key")]
     OwnerKeyRejected,
+    /// OpenAI refused this call with the person's key (another 401/403: a restricted
+    /// key lacking a permission, a region); the key is not marked. `missing_scopes` is
+    /// OpenAI's list of missing permissions, when it gave one.
+    #[error("OpenAI refused this call with the owner's key")]
+    OwnerKeyForbidden { missing_scopes: Option<String> },
 }
 
 /// What was wrong with a request body the proxy peeked into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyProblem {
+    /// A `Content-Type` that parsers could read differently (sent twice, a parameter
+    /// twice, an odd boundary...).
+    ContentType(ContentTypeError),
     ContentLengthNotANumber,
     Compressed,
     JsonNotAnObject,

@@ -94,7 +94,7 @@ async fn run(
     let key = unseal::unseal(st, &grant)?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");
     let upstream = forward::forward(st, req, body, &key.key, &ctx).await?;
-    let upstream = verdict::judge(st, &key, upstream)?;
+    let upstream = verdict::judge(st, &key, upstream).await?;
     drop(key);
     Ok(stream::respond(st, req, upstream, grant, ctx))
 }

@@ -1,7 +1,9 @@
 //! The `model` of a multipart body (audio, images), read so that keygate and OpenAI
 //! cannot disagree about it.
 //!
-//! The boundary is taken from the Content-Type exactly as sent (it is case-sensitive).
+//! The boundary is the one `keygate_core::content_type` read from the single
+//! Content-Type header, exactly as sent (it is case-sensitive): a header that names
+//! two boundaries, or one that parsers could read differently, never gets here.
 //! The body is read twice, by multer and by a strict scan of every part's headers
 //! here; a part both readers do not name alike, a `Content-Disposition` given twice,
 //! folded or with `name*=` / several `name` parameters, or a `model` part spelled
@@ -13,10 +15,10 @@ use futures::StreamExt as _;
 use super::error::{BodyProblem, ProxyError};
 use crate::error::ServerError;
 
-pub async fn model(content_type: &str, body: Bytes) -> Result<Option<String>, ServerError> {
+pub async fn model(boundary: &str, body: Bytes) -> Result<Option<String>, ServerError> {
     let bad = || ProxyError::Body(BodyProblem::MultipartUnparseable);
-    let boundary = multer::parse_boundary(content_type).map_err(|_| bad())?;
-    let parts = scan(&body, &boundary).ok_or_else(ambiguous)?;
+    let parts = scan(&body, boundary).ok_or_else(ambiguous)?;
+    let boundary = boundary.to_owned();
 
     let stream = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
     let mut form = multer::Multipart::new(stream, boundary);

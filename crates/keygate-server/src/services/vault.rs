@@ -6,6 +6,7 @@
 //! not open.
 
 use keygate_core::ids::{KeyId, UserId};
+use keygate_core::key_verdict::{self, Verdict};
 use keygate_core::keyring::Keyring;
 use keygate_core::secret::OpenAiKey;
 use keygate_core::time::UnixTime;
@@ -91,8 +92,9 @@ pub async fn put_key(
     put_key_validated(store, keyring, user, raw_key, false, now).await
 }
 
-/// Asks the upstream whether it accepts `raw_key` (`GET /models`). A refusal (401/403)
-/// is the person's to fix; any other failure (OpenAI down, network) does not block
+/// Asks the upstream whether it accepts `raw_key` (`GET /models`). A refusal of the key
+/// itself (`invalid_api_key`, `account_deactivated`: `keygate_core::key_verdict`) is the
+/// person's to fix; a 401/403 for a permission the key lacks stores it unverified; any other failure (OpenAI down, network) does not block
 /// storing the key. Returns whether the key was positively validated.
 pub async fn validate_with_upstream(st: &AppState, raw_key: &str) -> Result<bool, ServerError> {
     let key = parse_key(raw_key)?;
@@ -114,14 +116,21 @@ pub async fn validate_with_upstream(st: &AppState, raw_key: &str) -> Result<bool
     match res {
         Ok(r) if r.status().is_success() => Ok(true),
         Ok(r) if r.status() == 401 || r.status() == 403 => {
-            let detail = r
-                .bytes()
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "refused".into());
-            Err(ServiceError::KeyRejected { detail }.into())
+            let status = r.status().as_u16();
+            let body = r.bytes().await.unwrap_or_default();
+            let (code, _) = key_verdict::read_error(&body);
+            if key_verdict::verdict(status, code.as_deref()) == Verdict::Refused {
+                let detail = code.unwrap_or_else(|| "refused".into());
+                return Err(ServiceError::KeyRejected { detail }.into());
+            }
+            // A restricted key that may not list models (or another refusal that is
+            // not about the key itself) is a working key: stored, not yet verified.
+            tracing::warn!(
+                status,
+                code = code.as_deref(),
+                "OpenAI refused listing models with this key, not the key; storing it unverified"
+            );
+            Ok(false)
         }
         Ok(r) => {
             tracing::warn!(

@@ -48,6 +48,25 @@ pub(crate) fn handle(
             shared.reject_key(&key);
             json_response(StatusCode::OK, &shared.stats())
         }
+        (&Method::POST, "restrict-key") => {
+            let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            match (
+                req["key"].as_str(),
+                req["path"].as_str(),
+                req["scope"].as_str(),
+            ) {
+                (Some(key), Some(path), Some(scope)) => {
+                    shared.restrict_key(key, path, scope);
+                    json_response(StatusCode::OK, &shared.stats())
+                }
+                _ => error_response(
+                    StatusCode::BAD_REQUEST,
+                    "mock control: restrict-key takes {\"key\",\"path\",\"scope\"}",
+                    "invalid_request_error",
+                    None,
+                ),
+            }
+        }
         (&Method::POST, "reset") => {
             shared.reset();
             json_response(StatusCode::OK, &shared.stats())

@@ -16,6 +16,9 @@
 //! - `POST /__mock/reset`: clears recorded requests and counters, answers with the stats.
 //! - `POST /__mock/reject-key` with the key as the body: requests made with it get 401
 //!   `invalid_api_key` from then on (like [`MockOpenAi::reject_key`]).
+//! - `POST /__mock/restrict-key` with `{"key","path","scope"}`: requests made with the key
+//!   to that path get the 401 of a restricted key lacking `scope` ("Missing scopes",
+//!   `code: null`; like [`MockOpenAi::restrict_key`]).
 //!
 //! Deterministic content: chat answers are always [`REPLY_TEXT`], streamed as [`REPLY_PIECES`];
 //! `completion_tokens` / `output_tokens` is the number of pieces (5) and `prompt_tokens` is
@@ -91,6 +94,9 @@ pub(crate) struct Shared {
     /// Keys answered 401 `invalid_api_key` from now on (as OpenAI does for a key that
     /// was revoked after it was stored).
     rejected_keys: Mutex<Vec<String>>,
+    /// `(key, path, scope)`: requests made with `key` to `path` get OpenAI's 401 for a
+    /// restricted key lacking a permission ("Missing scopes: <scope>", `code: null`).
+    restricted: Mutex<Vec<(String, String, String)>>,
 }
 
 impl Shared {
@@ -100,6 +106,23 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .any(|k| k == key)
+    }
+
+    /// The permission `key` lacks for `path`, if it was restricted there.
+    pub(crate) fn missing_scope(&self, key: &str, path: &str) -> Option<String> {
+        self.restricted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(k, p, _)| k == key && p == path)
+            .map(|(_, _, scope)| scope.clone())
+    }
+
+    fn restrict_key(&self, key: &str, path: &str, scope: &str) {
+        self.restricted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key.to_owned(), path.to_owned(), scope.to_owned()));
     }
 
     fn reject_key(&self, key: &str) {
@@ -204,6 +227,15 @@ impl MockOpenAi {
     /// OpenAI refuses a key that was revoked after it was stored in keygate.
     pub fn reject_key(&self, key: &str) {
         self.shared.reject_key(key);
+    }
+
+    /// From now on, requests made with `key` to `path` (e.g. `/v1/responses`) are
+    /// refused as OpenAI refuses a restricted project key that lacks the permission
+    /// `scope` (e.g. `api.responses.write`): 401, "You have insufficient permissions for
+    /// this operation. Missing scopes: <scope>. ...", `code: null`. The key keeps
+    /// working everywhere else.
+    pub fn restrict_key(&self, key: &str, path: &str, scope: &str) {
+        self.shared.restrict_key(key, path, scope);
     }
 
     /// Clears recorded requests and the stream counters.

@@ -59,6 +59,19 @@ async fn respond(ctx: &Ctx) -> Resp {
             Some("invalid_api_key"),
         );
     }
+    if let Some(scope) = bearer.and_then(|k| ctx.shared.missing_scope(k, &ctx.path)) {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            &format!(
+                "You have insufficient permissions for this operation. Missing scopes: \
+                 {scope}. Check that you have the correct role in your organization (Reader, \
+                 Writer, Owner) and project (Member, Owner), and if you're using a restricted \
+                 API key, that it has the necessary scopes."
+            ),
+            "invalid_request_error",
+            None,
+        );
+    }
     let knobs = match Knobs::from_headers(&ctx.headers) {
         Ok(knobs) => knobs,
         Err(msg) => {

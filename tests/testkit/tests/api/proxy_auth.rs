@@ -339,6 +339,196 @@ async fn ambiguous_multipart_model_parts_are_refused() {
     assert_eq!(res.status(), 200);
 }
 
+/// Proxy review, finding 1: `multer` (via `mime`) takes the first of two `boundary`
+/// parameters, other parsers the last. The body below reads as `model=gpt-4o-mini`
+/// with boundary `AaA` and as `model=gpt-4o` with boundary `BbB`; before the fix a
+/// grant limited to gpt-4o-mini got 200 with both spellings of the header. Now any
+/// Content-Type that parsers could read differently is 400, for every grant, and
+/// nothing reaches OpenAI.
+#[tokio::test]
+async fn an_ambiguous_content_type_is_400_and_never_forwarded() {
+    let app = spawn_app().await;
+    let limited = app.enrolled_grant(Some(&["gpt-4o-mini"])).await;
+    let unlimited = app.enrolled_grant(None).await;
+    let model = "Content-Disposition: form-data; name=\"model\"";
+    let inner = multipart_body("AaA", &[(model, "gpt-4o-mini")]);
+    let body = multipart_body(
+        "BbB",
+        &[
+            (model, "gpt-4o"),
+            ("Content-Disposition: form-data; name=\"x\"", &inner),
+        ],
+    );
+    let headers: &[&[&str]] = &[
+        &["multipart/form-data; boundary=AaA; boundary=BbB"],
+        &["multipart/form-data; boundary=BbB; boundary=AaA"],
+        &["multipart/form-data; boundary=AaA; Boundary=BbB"],
+        &["multipart/form-data; boundary=\"AaA\"; boundary=BbB"],
+        &["multipart/form-data; boundary*=UTF-8''BbB; boundary=AaA"],
+        &["multipart/form-data; x=\"; boundary=BbB\"; boundary=AaA"],
+        &["multipart/form-data; boundary=AaA\\"],
+        // Two Content-Type headers: keygate read the first, both were forwarded.
+        &[
+            "multipart/form-data; boundary=AaA",
+            "multipart/form-data; boundary=BbB",
+        ],
+        &["application/json", "multipart/form-data; boundary=BbB"],
+    ];
+    for key in [&limited.api_key, &unlimited.api_key] {
+        for values in headers {
+            let mut req = app.v1(Method::POST, "/audio/transcriptions", key);
+            for v in *values {
+                req = req.header("content-type", *v);
+            }
+            let res = req.body(body.clone()).send().await.unwrap();
+            let err = assert_openai_error(res, 400, "invalid_request").await;
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(message.contains("Content-Type"), "{values:?}: {message}");
+        }
+    }
+    assert_eq!(
+        app.mock.request_count(),
+        0,
+        "an ambiguous body was forwarded"
+    );
+
+    // One plain boundary: read as sent, and the model checked.
+    for (boundary, status) in [("AaA", 200), ("BbB", 403)] {
+        let res = app
+            .v1(Method::POST, "/audio/transcriptions", &limited.api_key)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary=\"{boundary}\""),
+            )
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{boundary}");
+    }
+    assert_eq!(app.mock.request_count(), 1);
+    let sent = &app.mock.requests()[0];
+    let cts: Vec<_> = sent
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-type")
+        .collect();
+    assert_eq!(cts.len(), 1, "{cts:?}");
+}
+
+/// Proxy review, finding 3: a grant limited to some models could leave `model` out and
+/// let OpenAI choose (its default image model, an assistant's model). Calls that run a
+/// model must now name an allowed one; continuations of a run need not.
+#[tokio::test]
+async fn a_model_limited_grant_must_name_its_model() {
+    let app = spawn_app().await;
+    let g = app
+        .enrolled_grant_with(&serde_json::json!({
+            "name": "test app",
+            "models": ["gpt-4o-mini"],
+            "scopes": ["inference", "assistants"],
+        }))
+        .await;
+    let refused = [
+        (
+            "/images/generations",
+            serde_json::json!({"prompt": "a cat"}),
+        ),
+        (
+            "/threads/thread_1/runs",
+            serde_json::json!({"assistant_id": "asst_1"}),
+        ),
+        (
+            "/threads/runs",
+            serde_json::json!({"assistant_id": "asst_1", "thread": {}}),
+        ),
+        ("/assistants", serde_json::json!({"name": "helper"})),
+        (
+            "/assistants/asst_1",
+            serde_json::json!({"instructions": "x"}),
+        ),
+        ("/moderations", serde_json::json!({"input": "hi"})),
+        (
+            "/responses",
+            serde_json::json!({"prompt": {"id": "pmpt_1"}, "input": "hi"}),
+        ),
+        (
+            "/chat/completions",
+            serde_json::json!({"model": null, "messages": []}),
+        ),
+    ];
+    for (path, body) in &refused {
+        let res = app
+            .v1(Method::POST, path, &g.api_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let err = assert_openai_error(res, 403, "model_not_allowed").await;
+        assert_eq!(err["error"]["param"], "model", "{path}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("must name one of them"),
+            "{path}: {err}"
+        );
+    }
+    // A multipart image edit without a `model` part too.
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "a hat")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(vec![0u8; 16]).file_name("a.png"),
+        );
+    let res = app
+        .v1(Method::POST, "/images/edits", &g.api_key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(res, 403, "model_not_allowed").await;
+    assert_eq!(app.mock.request_count(), 0);
+
+    // Naming the model passes; so do continuations that cannot name one.
+    let allowed = [
+        (
+            "/images/generations",
+            serde_json::json!({"model": "gpt-4o-mini", "prompt": "a cat"}),
+        ),
+        (
+            "/threads/thread_1/runs",
+            serde_json::json!({"assistant_id": "asst_1", "model": "gpt-4o-mini"}),
+        ),
+        (
+            "/threads/thread_1/runs/run_1/submit_tool_outputs",
+            serde_json::json!({"tool_outputs": []}),
+        ),
+        ("/threads/thread_1/runs/run_1/cancel", serde_json::json!({})),
+        ("/threads", serde_json::json!({})),
+    ];
+    for (path, body) in &allowed {
+        let res = app
+            .v1(Method::POST, path, &g.api_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    assert_eq!(app.mock.request_count(), allowed.len());
+
+    // A grant with every model may leave `model` out, as OpenAI allows.
+    let all = app.enrolled_grant(None).await;
+    let res = app
+        .v1(Method::POST, "/images/generations", &all.api_key)
+        .json(&serde_json::json!({"prompt": "a cat"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 /// A grant past its `expires_at` is 401 `expired_api_key`: crossed on the server's
 /// manual clock, no sleep. (Grants get an expiry from the store here; no API sets one
 /// yet.)

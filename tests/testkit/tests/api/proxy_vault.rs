@@ -186,6 +186,68 @@ async fn an_upstream_403_is_424_without_marking_the_key() {
     assert_eq!(res.status(), 400);
 }
 
+/// Proxy review, finding 2: OpenAI answers 401 also to a restricted project key that
+/// lacks a permission ("Missing scopes: api.responses.write", `code: null`). Such a key
+/// works for its other endpoints: the call is 424 saying what the key lacks, and the
+/// key is not marked rejected (before the fix, every 401 marked it).
+#[tokio::test]
+async fn a_permission_401_is_424_without_marking_the_key() {
+    let app = spawn_app().await;
+    let (b, grant) = person_with_grant(&app, FAKE_OPENAI_KEY).await;
+    app.mock
+        .restrict_key(FAKE_OPENAI_KEY, "/v1/responses", "api.responses.write");
+    let res = app
+        .v1(Method::POST, "/responses", &grant)
+        .json(&json!({"model": "gpt-4o-mini", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-should-retry"], "false");
+    let body = assert_openai_error(res, 424, "owner_key_rejected").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("api.responses.write"), "{message}");
+    assert!(message.contains("still works"), "{message}");
+    assert!(
+        !message.contains("Check that you have the correct role"),
+        "{message}"
+    );
+    let state = key_state(&b).await;
+    assert_eq!(state["status"], "verified");
+    assert!(state["rejected_at"].is_null());
+    // The key keeps working where it has the permission.
+    assert_eq!(
+        app.chat_completions(&grant, &chat("gpt-4o-mini"))
+            .await
+            .status(),
+        200
+    );
+    // An invalid key (OpenAI's `invalid_api_key`) is still marked.
+    app.mock.reject_key(FAKE_OPENAI_KEY);
+    let res = app.chat_completions(&grant, &chat("gpt-4o-mini")).await;
+    assert_openai_error(res, 424, "owner_key_rejected").await;
+    assert_eq!(key_state(&b).await["status"], "rejected");
+}
+
+/// The same at storing time: a restricted key that may not list models is stored
+/// (unverified), not refused as if OpenAI did not accept it.
+#[tokio::test]
+async fn a_key_that_may_not_list_models_is_stored_unverified() {
+    let app = spawn_app().await;
+    let key = "sk-proj-restricted-000000000000000000RSTR";
+    app.mock.restrict_key(key, "/v1/models", "api.model.read");
+    let (b, grant) = person_with_grant(&app, key).await;
+    let state = key_state(&b).await;
+    assert_eq!(state["status"], "unverified");
+    // Its first successful call through the proxy verifies it.
+    assert_eq!(
+        app.chat_completions(&grant, &chat("gpt-4o-mini"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(key_state(&b).await["status"], "verified");
+}
+
 /// When the key could not be checked at storing time it is "unverified" — never
 /// claimed as checked — and the first answer OpenAI gives through the proxy decides.
 #[tokio::test]

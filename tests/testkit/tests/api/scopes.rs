@@ -227,6 +227,12 @@ async fn encoded_and_doubled_paths_are_400_never_a_bypass() {
         ("GET", "/v1/organization%2Fusers"),
         ("GET", "/v1//organization/users"),
         ("GET", "/v1/files/"),
+        // Proxy review, finding 4: overlong UTF-8 (`%C0%AE` = `.`, `%C0%AF` = `/`)
+        // and any other byte outside ASCII, percent-encoded.
+        ("GET", "/v1/models/%C0%AE%C0%AE%C0%AFfiles"),
+        ("GET", "/v1/models/%c0%ae%c0%ae%c0%affiles"),
+        ("GET", "/v1/models/gpt-4o%C3%A9"),
+        ("GET", "/v1/models/%FF"),
     ];
     for key in [&default.api_key, &files.api_key] {
         for (method, path) in attempts {
