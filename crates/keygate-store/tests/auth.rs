@@ -9,6 +9,33 @@ use keygate_store::{
     SessionRecord, Store, StoreError, StoreOptions, UserRecord,
 };
 
+/// Reopens a directory whose previous handle was just dropped: sled's background
+/// flusher can hold the directory lock for a moment after the drop.
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, &StoreOptions::default()) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
+/// Raw sled on a directory whose store was just dropped (same wait as [`reopen`]).
+fn raw_sled(dir: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Err(sled::Error::Io(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
@@ -115,7 +142,7 @@ fn deleting_a_person_removes_only_credential_entries_that_are_theirs() {
     let dir_path = _dir.path().to_owned();
     drop(store);
     {
-        let db = sled::open(&dir_path).unwrap();
+        let db = raw_sled(&dir_path);
         db.open_tree("passkeys")
             .unwrap()
             .insert(
@@ -138,7 +165,7 @@ fn deleting_a_person_removes_only_credential_entries_that_are_theirs() {
             .unwrap();
         db.flush().unwrap();
     }
-    let store = Store::open(&dir_path, &StoreOptions::default()).unwrap();
+    let store = reopen(&dir_path);
     assert_eq!(store.passkeys_for_user(&b.id).unwrap().len(), 2);
     assert!(store.delete_user(&b.id).unwrap());
     assert_eq!(

@@ -9,6 +9,20 @@ use keygate_store::{
     GrantRecord, GrantState, Store, StoreError, StoreOptions, UserRecord, VaultRecord,
 };
 
+/// Reopens a directory whose previous handle was just dropped: sled's background
+/// flusher can hold the directory lock for a moment after the drop.
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, &StoreOptions::default()) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 fn user() -> UserRecord {
     UserRecord {
         id: UserId::generate(),
@@ -61,7 +75,7 @@ async fn everything_survives_a_reopen() {
         store.touch_grants(&[(g2.id.clone(), 50)]).unwrap();
         store.flush().await.unwrap();
     }
-    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.schema_version().unwrap(), keygate_migrations::LATEST);
     assert_eq!(store.user(&u.id).unwrap().unwrap(), u);
     assert_eq!(store.users().unwrap().len(), 1);
@@ -137,6 +151,6 @@ fn corrupt_records_are_errors_not_panics() {
             .unwrap();
         db.flush().unwrap();
     }
-    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let store = reopen(dir.path());
     assert!(matches!(store.grant(&id), Err(StoreError::Corrupt { .. })));
 }

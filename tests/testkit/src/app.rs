@@ -144,6 +144,24 @@ async fn build_when_store_free(raw: RawConfig, clock: &Clock) -> Application {
     }
 }
 
+/// Opens the store of a stopped test app's data directory, waiting (up to 10 s) for the
+/// previous server's handles to drop, as [`build_when_store_free`] does.
+pub async fn open_store_when_free(data_dir: &std::path::Path) -> keygate_store::Store {
+    let path = keygate_server::keyfile::store_path(data_dir);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match keygate_store::Store::open(&path, &keygate_store::StoreOptions::default()) {
+            Ok(store) => return store,
+            Err(keygate_store::StoreError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("store opens: {e}"),
+        }
+    }
+}
+
 impl TestApp {
     /// A fresh "browser": its own cookie jar and its own passkey authenticator.
     pub fn browser(&self) -> crate::browser::Browser {

@@ -11,6 +11,6 @@ pub mod mock_openai;
 pub mod soft_passkey;
 
 pub use app::{
-    ADMIN_KEY, FAKE_OPENAI_KEY, MOCK_FORWARD_HEADERS, TestApp, TestGrant, manual_clock, spawn_app,
-    spawn_app_with, spawn_app_with_clock,
+    ADMIN_KEY, FAKE_OPENAI_KEY, MOCK_FORWARD_HEADERS, TestApp, TestGrant, manual_clock,
+    open_store_when_free, spawn_app, spawn_app_with, spawn_app_with_clock,
 };

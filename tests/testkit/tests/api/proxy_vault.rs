@@ -2,7 +2,6 @@
 //! record opens only for the person it is filed under, and OpenAI refusing the key is
 //! the key owner's problem (424 `owner_key_rejected`), shown on their dashboard.
 
-use keygate_store::{Store, StoreOptions};
 use keygate_testkit::browser::Browser;
 use keygate_testkit::{FAKE_OPENAI_KEY, TestApp, spawn_app, spawn_app_with};
 use reqwest::Method;
@@ -75,11 +74,7 @@ async fn a_vault_record_copied_under_another_person_does_not_open() {
     let path = data.path().to_path_buf();
 
     {
-        let store = Store::open(
-            &keygate_server::keyfile::store_path(&path),
-            &StoreOptions::default(),
-        )
-        .unwrap();
+        let store = keygate_testkit::open_store_when_free(&path).await;
         let victim_id = keygate_core::ids::UserId::parse(&victim).unwrap();
         let attacker_id = keygate_core::ids::UserId::parse(&attacker.user_id).unwrap();
         let record = store.vault(&victim_id).unwrap().unwrap();
