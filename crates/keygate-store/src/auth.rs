@@ -109,8 +109,12 @@ impl Store {
     }
 
     /// Replaces a passkey record (same id and credential): counters, name, last use.
+    /// A passkey removed meanwhile (alone, or with its person) stays removed: a sign-in
+    /// or step-up finishing during the removal never writes the record back without
+    /// its index entries. (The record and its indexes are removed in one transaction,
+    /// so "the record is still there" is the same as "the passkey still exists".)
     pub fn put_passkey(&self, pk: &PasskeyRecord) -> Result<(), StoreError> {
-        self.passkeys.put(pk.id.as_str(), pk)
+        self.passkeys.put_existing(pk.id.as_str(), pk)
     }
 
     pub fn passkey(&self, id: &PasskeyId) -> Result<Option<PasskeyRecord>, StoreError> {
