@@ -11,8 +11,9 @@
 //!   finds it empty is answered 429, and so is every sign-in finish from that address
 //!   until `Retry-After` has passed. Successful sign-ins cost nothing.
 //! - **Wrong admin keys** ([`Throttles::admin_failures`]): the same shape with
-//!   `admin_failures_per_minute`. A throttled address gets 429 for any key, so the
-//!   throttle is not an oracle; other addresses are unaffected and successes never count.
+//!   `admin_failures_per_minute`, checked *after* the key: the right key always passes,
+//!   a wrong key from a throttled address gets 429 instead of 401; other addresses are
+//!   unaffected and successes never count.
 //! - **Live ceremonies** ([`CeremonyCap`]): every ceremony start, signed in or not, takes
 //!   a slot; at `max_ceremonies` starts are answered 429 until finishes or the sweeper
 //!   free some.
@@ -59,7 +60,12 @@ pub struct Throttles {
     pub admin_failures: FailureThrottle,
     pub ceremonies: CeremonyCap,
     trusted_proxies: Vec<IpAddr>,
+    /// When an untrusted peer's `X-Forwarded-For` was last logged.
+    untrusted_forwarded: Mutex<Option<Instant>>,
 }
+
+/// How often, at most, an ignored `X-Forwarded-For` is logged.
+const FORWARDED_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Throttles {
     pub fn new(s: &ThrottleSettings, ceremony_ttl: Duration) -> Self {
@@ -73,6 +79,7 @@ impl Throttles {
             admin_failures: FailureThrottle::new(admin, admin),
             ceremonies: CeremonyCap::new(s.max_ceremonies, ceremony_ttl),
             trusted_proxies: s.trusted_proxies.clone(),
+            untrusted_forwarded: Mutex::new(None),
         }
     }
 
@@ -81,6 +88,9 @@ impl Throttles {
         let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
         let peer = canonical(peer);
         if !self.trusted_proxies.contains(&peer) {
+            if headers.contains_key("x-forwarded-for") {
+                self.ignored_forwarded_for(peer);
+            }
             return bucket(peer);
         }
         let forwarded = headers
@@ -99,6 +109,26 @@ impl Throttles {
             }
         }
         bucket(peer)
+    }
+
+    /// An `X-Forwarded-For` from a peer not in `trusted_proxies` is ignored; behind a
+    /// reverse proxy that means every client shares the proxy's budgets, so say so in
+    /// the log — once a minute at most, not once per request. Returns whether it logged.
+    fn ignored_forwarded_for(&self, peer: IpAddr) -> bool {
+        let Ok(mut last) = self.untrusted_forwarded.lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < FORWARDED_WARNING_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            %peer,
+            "X-Forwarded-For from a peer not in trusted_proxies is ignored: if keygate is \
+             behind a reverse proxy, every client shares that proxy's throttle budgets; \
+             set trusted_proxies (docs/CONFIG.md)"
+        );
+        true
     }
 
     /// Forgets every address whose state is back to fresh; run by the sweeper.
@@ -198,16 +228,28 @@ impl RateThrottle {
 
 /// A budget that only failures spend, with a gate in front: once a failure finds the
 /// budget empty, the address is refused until the budget has a cell again.
+///
+/// The map of blocked addresses holds at most `max_blocked` entries (normally
+/// [`MAX_TRACKED`]): when it is full of addresses that are all still blocked, the one
+/// closest to the end of its block is dropped to make room. That address is then no
+/// longer refused by [`gate`](Self::gate), but its governor budget is still empty, so
+/// its next failure blocks it again.
 pub struct FailureThrottle {
     rate: RateThrottle,
     blocked: Mutex<HashMap<IpAddr, Instant>>,
+    max_blocked: usize,
 }
 
 impl FailureThrottle {
     pub fn new(per_minute: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self::with_max(per_minute, burst, MAX_TRACKED)
+    }
+
+    fn with_max(per_minute: NonZeroU32, burst: NonZeroU32, max_blocked: usize) -> Self {
         Self {
             rate: RateThrottle::new(per_minute, burst),
             blocked: Mutex::new(HashMap::new()),
+            max_blocked: max_blocked.max(1),
         }
     }
 
@@ -235,12 +277,28 @@ impl FailureThrottle {
         };
         if let Ok(mut blocked) = self.blocked.lock() {
             let now = Instant::now();
-            if blocked.len() >= MAX_TRACKED {
+            if blocked.len() >= self.max_blocked && !blocked.contains_key(&client) {
                 blocked.retain(|_, until| *until > now);
+                // Still full: every entry is blocked; make room by dropping the one
+                // whose block ends first (it is the least protection lost).
+                while blocked.len() >= self.max_blocked {
+                    let Some(soonest) = blocked
+                        .iter()
+                        .min_by_key(|(_, until)| **until)
+                        .map(|(ip, _)| *ip)
+                    else {
+                        break;
+                    };
+                    blocked.remove(&soonest);
+                }
             }
             blocked.insert(client, now + Duration::from_secs(secs));
         }
         Err(secs)
+    }
+
+    fn blocked_len(&self) -> usize {
+        self.blocked.lock().map_or(0, |b| b.len())
     }
 
     pub fn retain_recent(&self) {
@@ -253,7 +311,7 @@ impl FailureThrottle {
     }
 
     pub fn len(&self) -> usize {
-        self.rate.len() + self.blocked.lock().map_or(0, |b| b.len())
+        self.rate.len() + self.blocked_len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -535,6 +593,17 @@ mod tests {
     }
 
     #[test]
+    fn an_ignored_forwarded_for_is_logged_at_most_once_a_minute() {
+        let t = Throttles::new(&settings(&[]), Duration::from_secs(300));
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        assert!(t.ignored_forwarded_for(peer));
+        for _ in 0..100 {
+            assert!(!t.ignored_forwarded_for(peer));
+            let _ = t.client(Some("203.0.113.9:1".parse().unwrap()), &xff("198.51.100.1"));
+        }
+    }
+
+    #[test]
     fn ipv6_clients_share_their_64() {
         let t = Throttles::new(&settings(&[]), Duration::from_secs(300));
         let a = t.client(
@@ -571,6 +640,25 @@ mod tests {
         assert!((1..=60).contains(&secs), "{secs}");
         assert!(t.gate(ip).is_err());
         assert!(t.gate("192.0.2.2".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_blocked_map_stays_bounded_when_every_entry_is_still_blocked() {
+        let t = FailureThrottle::with_max(NonZeroU32::MIN, NonZeroU32::MIN, 3);
+        let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(0xC000_0200 + i));
+        for i in 0..50 {
+            // The burst of one: the first failure passes, the second blocks.
+            assert!(t.failed(ip(i)).is_ok());
+            assert!(t.failed(ip(i)).is_err());
+            assert!(t.blocked_len() <= 3, "{} tracked", t.blocked_len());
+        }
+        // The newest blocked addresses are the ones still refused.
+        assert!(t.gate(ip(49)).is_err());
+        assert!(t.gate(ip(0)).is_ok());
+        // An evicted address's budget is still empty: its next failure blocks it again.
+        assert!(t.failed(ip(0)).is_err());
+        assert!(t.gate(ip(0)).is_err());
+        assert!(t.blocked_len() <= 3);
     }
 
     #[test]

@@ -387,7 +387,10 @@ fn a_late_passkey_update_does_not_bring_back_a_removed_passkey() {
     let (_dir, store) = open();
     let (u, first) = registered(&store, "cred-first");
     let second = passkey(&u.id, "cred-second");
-    assert_eq!(store.insert_passkey(&second).unwrap(), PasskeyInsert::Inserted);
+    assert_eq!(
+        store.insert_passkey(&second).unwrap(),
+        PasskeyInsert::Inserted
+    );
 
     // An update while the passkey exists is applied.
     let mut used = second.clone();
@@ -403,7 +406,12 @@ fn a_late_passkey_update_does_not_bring_back_a_removed_passkey() {
     used.sign_count = 8;
     store.put_passkey(&used).unwrap();
     assert!(store.passkey(&second.id).unwrap().is_none());
-    assert!(store.passkey_by_credential("cred-second").unwrap().is_none());
+    assert!(
+        store
+            .passkey_by_credential("cred-second")
+            .unwrap()
+            .is_none()
+    );
 
     // The same when the whole person is deleted.
     assert!(store.delete_user(&u.id).unwrap());
