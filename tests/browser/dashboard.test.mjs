@@ -370,13 +370,20 @@ test("signed-in devices: listed, ended one by one, and 'sign out everywhere else
   await waitForDashboard(a.page);
   await a.page.locator("#sessions-list li").nth(1).waitFor();
   assert.equal(await a.page.locator("#other-sessions-banner").count(), 0, "A did not just sign in");
+  // Ending another device's session is a step-up; A signed up moments ago, so its session is
+  // fresh and no passkey prompt appears.
+  const aReauth = recordReauth(a.page);
   await a.page.locator("#sessions-list").getByRole("button", { name: /End session/ }).click();
   await a.page.locator("#sessions-list li").nth(1).waitFor({ state: "detached" });
+  assert.deepEqual(aReauth, [], "a fresh session ends another one without a prompt");
   assert.equal((await pageFetch(b.page, "GET", "/api/me")).status, 401, "B is signed out");
   assert.equal((await pageFetch(a.page, "GET", "/api/me")).status, 200, "A is not");
 
   // Device C signs in and signs out everywhere else from the offer: A is signed out.
+  // ("Sign out everywhere else" is a step-up too; right after signing in the session is fresh,
+  // so the offer works without a second prompt.)
   const c = await device();
+  const cReauth = recordReauth(c.page);
   await c.page.locator("#other-sessions-banner").waitFor();
   await c.page.locator("#other-sessions-banner").getByRole("button", { name: "Sign out everywhere else" }).click();
   await c.page.locator("#other-sessions-banner").waitFor({ state: "detached" });
@@ -385,13 +392,34 @@ test("signed-in devices: listed, ended one by one, and 'sign out everywhere else
   assert.ok(await c.page.locator("#sessions-revoke-others").isHidden());
   assert.equal((await pageFetch(a.page, "GET", "/api/me")).status, 401, "A is signed out");
   assert.equal((await pageFetch(c.page, "GET", "/api/me")).status, 200, "C is not");
+  assert.deepEqual(cReauth, [], "no passkey prompt right after signing in");
   await screenshot(c.page, "dash-08-signed-out-elsewhere");
+  await assertClean(c.page, c.problems, "signed out everywhere else");
+
+  // Later (keygate answers fresh_passkey_required once the sign-in is older than its fresh
+  // window), the devices list's "Sign out everywhere else" asks for the passkey first, then
+  // signs the other devices out. Device D signs in (its passkey copy is the newest) and keeps
+  // the offer aside, then uses the list's button.
+  const d = await device();
+  await d.page.locator("#other-sessions-banner").getByRole("button", { name: "Keep them" }).click();
+  const dReauth = recordReauth(d.page);
+  await requireFreshPasskeyOnce(d.page, "POST", "/api/sessions/revoke-others");
+  await d.page.locator("#sessions-revoke-others").click();
+  const stepUp = d.page.getByRole("dialog", { name: "Confirm it’s you" });
+  await stepUp.waitFor();
+  assert.match(await stepUp.innerText(), /Signing out your other devices/);
+  await stepUp.getByRole("button", { name: "Use passkey" }).click();
+  await d.page.locator("#sessions-list li").nth(1).waitFor({ state: "detached" });
+  assert.deepEqual(dReauth, ["/api/auth/reauth/start", "/api/auth/reauth/finish"]);
+  assert.equal((await pageFetch(c.page, "GET", "/api/me")).status, 401, "C is signed out");
+  assert.equal((await pageFetch(d.page, "GET", "/api/me")).status, 200, "D is not");
+  await d.page.unroute("**/api/sessions/revoke-others");
+  await assertClean(d.page, d.problems, "sign out everywhere else after a step-up");
 
   // A's open dashboard notices at its next action and asks to sign in again.
   await a.page.getByRole("button", { name: "New key" }).click();
   await a.page.getByLabel("Name", { exact: true }).fill("Too late");
   await a.page.getByRole("button", { name: "Create key" }).click();
   await a.page.waitForURL(/\/login\?reason=expired$/);
-  await assertClean(c.page, c.problems, "signed out everywhere else");
-  for (const d of [a, b, c]) await d.context.close();
+  for (const x of [a, b, c, d]) await x.context.close();
 });

@@ -2,8 +2,8 @@
 //
 // - 401 `not_signed_in`: the session is gone, so the page goes to /login with a note.
 // - 403 `fresh_passkey_required`: a sensitive action (replacing or deleting the OpenAI key,
-//   storing the first one, creating an app key, adding or removing a passkey, deleting the
-//   account); stepup.js asks for the passkey again, then the original request is retried once.
+//   storing the first one, creating an app key, adding or removing a passkey, ending another
+//   device's session or every other session, deleting the account); stepup.js asks for the passkey again, then the original request is retried once.
 
 import { ApiError } from "./errors.js";
 import { call, goToLogin } from "./http.js";

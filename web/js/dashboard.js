@@ -906,7 +906,12 @@ function sessionItem(s) {
 async function endSession(s, device, button) {
   showMessage(el.sessionsMsg, "", "");
   try {
-    await busy(button, () => api.del(`/api/sessions/${encodeURIComponent(s.id)}`));
+    // Ending another device's session is a step-up (this device's own is a plain sign-out).
+    await busy(button, () =>
+      api.del(`/api/sessions/${encodeURIComponent(s.id)}`, {
+        stepUpMessage: "Signing out another device is something only you should be able to do, so keygate asks for your passkey once more.",
+      }),
+    );
   } catch (err) {
     if (err.status !== 404) {
       showMessage(el.sessionsMsg, "error", err.message);
@@ -922,7 +927,16 @@ async function revokeOthers(button) {
   showMessage(el.sessionsMsg, "", "");
   let out;
   try {
-    out = await busy(button, () => api.post("/api/sessions/revoke-others", {}));
+    // A step-up; right after signing in the session is fresh, so no second prompt there.
+    out = await busy(button, () =>
+      api.post(
+        "/api/sessions/revoke-others",
+        {},
+        {
+          stepUpMessage: "Signing out your other devices is something only you should be able to do, so keygate asks for your passkey once more.",
+        },
+      ),
+    );
   } catch (err) {
     showMessage(el.sessionsMsg, "error", err.message);
     el.sessionsSection.scrollIntoView({ block: "start" });

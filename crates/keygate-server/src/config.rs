@@ -103,7 +103,8 @@ pub struct ThrottleSettings {
     /// budget of the same size.
     pub auth_per_minute: u32,
     pub auth_burst: u32,
-    /// Live WebAuthn ceremonies in the store, all addresses together.
+    /// Live anonymous WebAuthn ceremonies in the store, all addresses together (a
+    /// signed-in person's are bounded per person instead).
     pub max_ceremonies: usize,
     /// Wrong admin keys per minute per address (also the burst).
     pub admin_failures_per_minute: u32,
@@ -656,7 +657,7 @@ pub const SETTINGS: &[Setting] = &[
         "max_ceremonies",
         Kind::Number,
         "10000",
-        "live passkey ceremonies, all clients together",
+        "live anonymous passkey ceremonies (sign-up, sign-in), all clients together",
     ),
     setting(
         "admin_failures_per_minute",

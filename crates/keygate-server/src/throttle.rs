@@ -11,16 +11,24 @@
 //!   finds it empty is answered 429, and so is every sign-in finish from that address
 //!   until `Retry-After` has passed. Successful sign-ins cost nothing.
 //! - **Wrong admin keys** ([`Throttles::admin_failures`]): the same shape with
-//!   `admin_failures_per_minute`. A throttled address gets 429 for any key, so the
-//!   throttle is not an oracle; other addresses are unaffected and successes never count.
-//! - **Live ceremonies** ([`CeremonyCap`]): every ceremony start, signed in or not, takes
-//!   a slot; at `max_ceremonies` starts are answered 429 until finishes or the sweeper
-//!   free some.
+//!   `admin_failures_per_minute`, checked *after* the key: the right key always passes,
+//!   a wrong key from a throttled address gets 429 instead of 401; other addresses are
+//!   unaffected and successes never count.
+//! - **Live ceremonies** ([`CeremonyCap`]): every *anonymous* ceremony start takes a
+//!   slot; at `max_ceremonies` they are answered 429 until finishes or the sweeper free
+//!   some. Ceremonies of a signed-in person (step-up, adding a passkey, approving a
+//!   connection) are neither counted nor refused by the cap: each is stored under one
+//!   key per person and kind, so a new start replaces the person's previous one and a
+//!   person holds at most three, whatever they send (`keygate_store::put_ceremony`).
+//!   An anonymous flood cannot block them, and they cannot fill the cap.
 //!
 //! The client address is the TCP peer's, never a header, unless the peer is one of the
 //! configured `trusted_proxies`: then the right-most `X-Forwarded-For` entry that is not
 //! itself a trusted proxy. IPv6 clients are keyed by their /64 (one host usually holds
-//! a whole /64). The keyed state stays bounded: [`Throttles::retain_recent`] runs from
+//! a whole /64); anonymous ceremony starts and sign-ups from IPv6 also spend from a
+//! budget of their /56 (a home or small site's usual allocation), [`WIDE_FACTOR`] times
+//! the per-address one, so one /56 cannot act as 256 clients. A holder of a /48 or
+//! more still counts as many clients (see docs/DECISIONS.md). The keyed state stays bounded: [`Throttles::retain_recent`] runs from
 //! the sweeper and drops every address whose state is back to fresh, and a table that
 //! still grows past [`MAX_TRACKED`] is pruned inline.
 
@@ -49,17 +57,27 @@ use crate::state::AppState;
 /// rather than waiting for the sweeper.
 pub const MAX_TRACKED: usize = 100_000;
 
+/// An IPv6 /56's anonymous budget, in multiples of one address's.
+pub const WIDE_FACTOR: u32 = 4;
+
 /// How often, at most, a full ceremony cap looks at the store again.
 const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 
 /// The throttles of one running server.
 pub struct Throttles {
     pub auth: RateThrottle,
+    /// Anonymous starts and sign-ups per IPv6 /56 (IPv4 clients do not spend here).
+    pub auth_wide: RateThrottle,
     pub sign_in_failures: FailureThrottle,
     pub admin_failures: FailureThrottle,
     pub ceremonies: CeremonyCap,
     trusted_proxies: Vec<IpAddr>,
+    /// When an untrusted peer's `X-Forwarded-For` was last logged.
+    untrusted_forwarded: Mutex<Option<Instant>>,
 }
+
+/// How often, at most, an ignored `X-Forwarded-For` is logged.
+const FORWARDED_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Throttles {
     pub fn new(s: &ThrottleSettings, ceremony_ttl: Duration) -> Self {
@@ -69,10 +87,15 @@ impl Throttles {
         let admin = NonZeroU32::new(s.admin_failures_per_minute).unwrap_or(one);
         Self {
             auth: RateThrottle::new(per_minute, burst),
+            auth_wide: RateThrottle::new(
+                per_minute.saturating_mul(NonZeroU32::new(WIDE_FACTOR).unwrap_or(one)),
+                burst.saturating_mul(NonZeroU32::new(WIDE_FACTOR).unwrap_or(one)),
+            ),
             sign_in_failures: FailureThrottle::new(per_minute, burst),
             admin_failures: FailureThrottle::new(admin, admin),
             ceremonies: CeremonyCap::new(s.max_ceremonies, ceremony_ttl),
             trusted_proxies: s.trusted_proxies.clone(),
+            untrusted_forwarded: Mutex::new(None),
         }
     }
 
@@ -81,6 +104,9 @@ impl Throttles {
         let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
         let peer = canonical(peer);
         if !self.trusted_proxies.contains(&peer) {
+            if headers.contains_key("x-forwarded-for") {
+                self.ignored_forwarded_for(peer);
+            }
             return bucket(peer);
         }
         let forwarded = headers
@@ -101,16 +127,51 @@ impl Throttles {
         bucket(peer)
     }
 
+    /// An `X-Forwarded-For` from a peer not in `trusted_proxies` is ignored; behind a
+    /// reverse proxy that means every client shares the proxy's budgets, so say so in
+    /// the log — once a minute at most, not once per request. Returns whether it logged.
+    fn ignored_forwarded_for(&self, peer: IpAddr) -> bool {
+        let Ok(mut last) = self.untrusted_forwarded.lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < FORWARDED_WARNING_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            %peer,
+            "X-Forwarded-For from a peer not in trusted_proxies is ignored: if keygate is \
+             behind a reverse proxy, every client shares that proxy's throttle budgets; \
+             set trusted_proxies (docs/CONFIG.md)"
+        );
+        true
+    }
+
+    /// Spends from the anonymous budgets of `client` (as returned by
+    /// [`client`](Self::client)): its own first, then its IPv6 /56's — so requests one
+    /// /64 sends past its own budget do not spend its neighbours' shared one.
+    pub fn check_anonymous(&self, client: IpAddr) -> Result<(), u64> {
+        self.auth.check(client)?;
+        match wide_bucket(client) {
+            Some(wide) => self.auth_wide.check(wide),
+            None => Ok(()),
+        }
+    }
+
     /// Forgets every address whose state is back to fresh; run by the sweeper.
     pub fn retain_recent(&self) {
         self.auth.retain_recent();
+        self.auth_wide.retain_recent();
         self.sign_in_failures.retain_recent();
         self.admin_failures.retain_recent();
     }
 
     /// Addresses currently tracked, all tables together (for tests and logs).
     pub fn tracked(&self) -> usize {
-        self.auth.len() + self.sign_in_failures.len() + self.admin_failures.len()
+        self.auth.len()
+            + self.auth_wide.len()
+            + self.sign_in_failures.len()
+            + self.admin_failures.len()
     }
 }
 
@@ -131,6 +192,19 @@ fn bucket(ip: IpAddr) -> IpAddr {
             IpAddr::V6(Ipv6Addr::from(s))
         }
         v4 => v4,
+    }
+}
+
+/// The /56 an IPv6 client's anonymous traffic is also counted under; none for IPv4.
+fn wide_bucket(ip: IpAddr) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut s = v6.segments();
+            s[3] &= 0xff00;
+            s[4..].fill(0);
+            Some(IpAddr::V6(Ipv6Addr::from(s)))
+        }
+        IpAddr::V4(_) => None,
     }
 }
 
@@ -198,16 +272,28 @@ impl RateThrottle {
 
 /// A budget that only failures spend, with a gate in front: once a failure finds the
 /// budget empty, the address is refused until the budget has a cell again.
+///
+/// The map of blocked addresses holds at most `max_blocked` entries (normally
+/// [`MAX_TRACKED`]): when it is full of addresses that are all still blocked, the one
+/// closest to the end of its block is dropped to make room. That address is then no
+/// longer refused by [`gate`](Self::gate), but its governor budget is still empty, so
+/// its next failure blocks it again.
 pub struct FailureThrottle {
     rate: RateThrottle,
     blocked: Mutex<HashMap<IpAddr, Instant>>,
+    max_blocked: usize,
 }
 
 impl FailureThrottle {
     pub fn new(per_minute: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self::with_max(per_minute, burst, MAX_TRACKED)
+    }
+
+    fn with_max(per_minute: NonZeroU32, burst: NonZeroU32, max_blocked: usize) -> Self {
         Self {
             rate: RateThrottle::new(per_minute, burst),
             blocked: Mutex::new(HashMap::new()),
+            max_blocked: max_blocked.max(1),
         }
     }
 
@@ -235,12 +321,28 @@ impl FailureThrottle {
         };
         if let Ok(mut blocked) = self.blocked.lock() {
             let now = Instant::now();
-            if blocked.len() >= MAX_TRACKED {
+            if blocked.len() >= self.max_blocked && !blocked.contains_key(&client) {
                 blocked.retain(|_, until| *until > now);
+                // Still full: every entry is blocked; make room by dropping the one
+                // whose block ends first (it is the least protection lost).
+                while blocked.len() >= self.max_blocked {
+                    let Some(soonest) = blocked
+                        .iter()
+                        .min_by_key(|(_, until)| **until)
+                        .map(|(ip, _)| *ip)
+                    else {
+                        break;
+                    };
+                    blocked.remove(&soonest);
+                }
             }
             blocked.insert(client, now + Duration::from_secs(secs));
         }
         Err(secs)
+    }
+
+    fn blocked_len(&self) -> usize {
+        self.blocked.lock().map_or(0, |b| b.len())
     }
 
     pub fn retain_recent(&self) {
@@ -253,7 +355,7 @@ impl FailureThrottle {
     }
 
     pub fn len(&self) -> usize {
-        self.rate.len() + self.blocked.lock().map_or(0, |b| b.len())
+        self.rate.len() + self.blocked_len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -261,7 +363,7 @@ impl FailureThrottle {
     }
 }
 
-/// A global cap on live ceremonies. Starts reserve a slot before the handler runs (and
+/// A global cap on live anonymous ceremonies. Starts reserve a slot before the handler runs (and
 /// give it back when no ceremony was made); a full cap looks at the store again at most
 /// once a second, since finishes take ceremonies out; the sweeper resets the count after
 /// removing expired ones.
@@ -309,7 +411,7 @@ impl CeremonyCap {
         };
         if s.live >= self.max && s.recounted.is_none_or(|t| t.elapsed() >= RECOUNT_EVERY) {
             s.recounted = Some(Instant::now());
-            s.live = store.ceremony_count() + s.in_flight;
+            s.live = store.anonymous_ceremony_count() + s.in_flight;
         }
         if s.live >= self.max {
             if !s.warned {
@@ -342,7 +444,7 @@ impl CeremonyCap {
     /// After a sweep: the store's count is the truth again.
     pub fn recount(&self, store: &Store) {
         if let Ok(mut s) = self.inner.lock() {
-            s.live = store.ceremony_count() + s.in_flight;
+            s.live = store.anonymous_ceremony_count() + s.in_flight;
             s.recounted = Some(Instant::now());
         }
     }
@@ -378,9 +480,6 @@ enum Action {
     SignUp,
     /// Finishing a sign-in: only failures count.
     SignInFinish,
-    /// A ceremony start by a signed-in person (step-up, adding a passkey, approving a
-    /// connection): bounded by the ceremony cap only.
-    SignedInStart,
 }
 
 /// `/api/auth/register/start`, `/api/auth/login/start`.
@@ -407,14 +506,6 @@ pub async fn sign_in_finish(
     guard(Action::SignInFinish, req, next).await
 }
 
-/// Ceremony starts behind a session.
-pub async fn signed_in_start(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    guard(Action::SignedInStart, req, next).await
-}
-
 async fn guard<B: MessageBody>(
     action: Action,
     req: ServiceRequest,
@@ -437,9 +528,8 @@ async fn guard<B: MessageBody>(
 
     // Before the handler: the per-address budgets.
     let spent = match action {
-        Action::AnonymousStart | Action::SignUp => t.auth.check(client),
+        Action::AnonymousStart | Action::SignUp => t.check_anonymous(client),
         Action::SignInFinish => t.sign_in_failures.gate(client),
-        Action::SignedInStart => Ok(()),
     };
     if let Err(secs) = spent {
         // Debug only: a flood would otherwise be a flood of log lines.
@@ -447,8 +537,8 @@ async fn guard<B: MessageBody>(
         return refuse(req, busy(secs));
     }
 
-    // Then the global cap, for anything that stores a ceremony.
-    let starts = matches!(action, Action::AnonymousStart | Action::SignedInStart);
+    // Then the global cap, for anything that stores an anonymous ceremony.
+    let starts = action == Action::AnonymousStart;
     let slot = match starts.then(|| t.ceremonies.admit(&st.store)) {
         Some(Err(secs)) => {
             return refuse(
@@ -535,6 +625,40 @@ mod tests {
     }
 
     #[test]
+    fn an_ignored_forwarded_for_is_logged_at_most_once_a_minute() {
+        let t = Throttles::new(&settings(&[]), Duration::from_secs(300));
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        assert!(t.ignored_forwarded_for(peer));
+        for _ in 0..100 {
+            assert!(!t.ignored_forwarded_for(peer));
+            let _ = t.client(Some("203.0.113.9:1".parse().unwrap()), &xff("198.51.100.1"));
+        }
+    }
+
+    #[test]
+    fn an_ipv6_56_shares_a_wider_anonymous_budget() {
+        // Per address: bursts of 2; per /56: WIDE_FACTOR times that.
+        let t = Throttles::new(&settings(&[]), Duration::from_secs(300));
+        let from = |a: &str| t.client(Some(a.parse().unwrap()), &HeaderMap::new());
+        let wide = 2 * WIDE_FACTOR as usize;
+        let mut ok = 0;
+        // Every /64 of one /56 (2001:db8:0:100::/56): only the /56's budget is spent.
+        for i in 0..256u32 {
+            let c = from(&format!("[2001:db8:0:1{i:02x}::1]:1"));
+            while t.check_anonymous(c).is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, wide, "one /56 is {WIDE_FACTOR} clients, not 256");
+        // The neighbouring /56 and IPv4 clients are unaffected.
+        assert!(t.check_anonymous(from("[2001:db8:0:200::1]:1")).is_ok());
+        let v4 = from("192.0.2.1:1");
+        assert!(t.check_anonymous(v4).is_ok());
+        assert!(t.check_anonymous(v4).is_ok());
+        assert!(t.check_anonymous(v4).is_err());
+    }
+
+    #[test]
     fn ipv6_clients_share_their_64() {
         let t = Throttles::new(&settings(&[]), Duration::from_secs(300));
         let a = t.client(
@@ -571,6 +695,25 @@ mod tests {
         assert!((1..=60).contains(&secs), "{secs}");
         assert!(t.gate(ip).is_err());
         assert!(t.gate("192.0.2.2".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_blocked_map_stays_bounded_when_every_entry_is_still_blocked() {
+        let t = FailureThrottle::with_max(NonZeroU32::MIN, NonZeroU32::MIN, 3);
+        let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(0xC000_0200 + i));
+        for i in 0..50 {
+            // The burst of one: the first failure passes, the second blocks.
+            assert!(t.failed(ip(i)).is_ok());
+            assert!(t.failed(ip(i)).is_err());
+            assert!(t.blocked_len() <= 3, "{} tracked", t.blocked_len());
+        }
+        // The newest blocked addresses are the ones still refused.
+        assert!(t.gate(ip(49)).is_err());
+        assert!(t.gate(ip(0)).is_ok());
+        // An evicted address's budget is still empty: its next failure blocks it again.
+        assert!(t.failed(ip(0)).is_err());
+        assert!(t.gate(ip(0)).is_err());
+        assert!(t.blocked_len() <= 3);
     }
 
     #[test]

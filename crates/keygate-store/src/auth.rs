@@ -109,8 +109,12 @@ impl Store {
     }
 
     /// Replaces a passkey record (same id and credential): counters, name, last use.
+    /// A passkey removed meanwhile (alone, or with its person) stays removed: a sign-in
+    /// or step-up finishing during the removal never writes the record back without
+    /// its index entries. (The record and its indexes are removed in one transaction,
+    /// so "the record is still there" is the same as "the passkey still exists".)
     pub fn put_passkey(&self, pk: &PasskeyRecord) -> Result<(), StoreError> {
-        self.passkeys.put(pk.id.as_str(), pk)
+        self.passkeys.put_existing(pk.id.as_str(), pk)
     }
 
     pub fn passkey(&self, id: &PasskeyId) -> Result<Option<PasskeyRecord>, StoreError> {
@@ -354,8 +358,28 @@ impl Store {
 
     // --- ceremonies --------------------------------------------------------------
 
+    /// Stores a ceremony under `id`, replacing any ceremony already there.
+    ///
+    /// Two kinds of id share the tree. An anonymous ceremony (sign-up, sign-in) has a
+    /// random id. A signed-in person's ceremony has [`person_ceremony_id`]: one key per
+    /// person and kind, so a new start *replaces* that person's previous live ceremony
+    /// of the same kind. A person therefore holds at most one live ceremony per kind
+    /// whatever they send, concurrently or across restarts — the bound is the key
+    /// itself, not a count that could drift.
     pub fn put_ceremony(&self, id: &str, c: &CeremonyRecord) -> Result<(), StoreError> {
         self.ceremonies.put(id, c)
+    }
+
+    /// Anonymous ceremonies in the store (live or expired-but-not-yet-swept): the ones
+    /// the live-ceremony cap counts. A full scan of the keys; callers limit how often.
+    /// A key that cannot be read counts (an over-estimate, never under).
+    pub fn anonymous_ceremony_count(&self) -> usize {
+        self.ceremonies
+            .tree()
+            .iter()
+            .keys()
+            .filter(|k| k.as_ref().map_or(true, |k| !is_person_ceremony_key(k)))
+            .count()
     }
 
     /// Removes and returns a ceremony: whatever happens next, it cannot be used twice.
@@ -495,6 +519,26 @@ impl Store {
         });
         outcome(result, ())
     }
+}
+
+/// The store id of a signed-in person's ceremony of `kind` (step-up, adding a passkey,
+/// approving a connection): one per person and kind (see [`Store::put_ceremony`]).
+/// It is not a secret: only a session of that person can finish it (the server checks
+/// the id against the session's person before taking the ceremony).
+pub fn person_ceremony_id(user: &UserId, kind: &str) -> String {
+    format!("{}{PERSON_SEPARATOR}{kind}", user.as_str())
+}
+
+/// Whether `id` is a [`person_ceremony_id`] (random anonymous ids never contain the
+/// separator: they are base64url).
+pub fn is_person_ceremony_id(id: &str) -> bool {
+    is_person_ceremony_key(id.as_bytes())
+}
+
+const PERSON_SEPARATOR: char = '~';
+
+fn is_person_ceremony_key(key: &[u8]) -> bool {
+    key.contains(&(PERSON_SEPARATOR as u8))
 }
 
 /// One key that deleting a person removes: from the tree named `tree`, and when

@@ -11,7 +11,9 @@ mod store;
 mod sweep;
 mod table;
 
-pub use auth::{DeletePasskey, PasskeyInsert, SessionInsert};
+pub use auth::{
+    DeletePasskey, PasskeyInsert, SessionInsert, is_person_ceremony_id, person_ceremony_id,
+};
 pub use error::StoreError;
 pub use records::{
     CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord, SessionRecord, UserRecord,

@@ -408,3 +408,74 @@ fn concurrent_registrations_of_one_credential_id_make_one_person() {
         assert_eq!(store.users().unwrap()[0].id, owner.user_id);
     }
 }
+
+#[test]
+fn a_late_passkey_update_does_not_bring_back_a_removed_passkey() {
+    let (_dir, store) = open();
+    let (u, first) = registered(&store, "cred-first");
+    let second = passkey(&u.id, "cred-second");
+    assert_eq!(
+        store.insert_passkey(&second).unwrap(),
+        PasskeyInsert::Inserted
+    );
+
+    // An update while the passkey exists is applied.
+    let mut used = second.clone();
+    used.sign_count = 7;
+    store.put_passkey(&used).unwrap();
+    assert_eq!(store.passkey(&second.id).unwrap().unwrap().sign_count, 7);
+
+    // A sign-in that read the record before the removal writes it back after: nothing.
+    assert_eq!(
+        store.delete_passkey_unless_last(&second).unwrap(),
+        DeletePasskey::Deleted
+    );
+    used.sign_count = 8;
+    store.put_passkey(&used).unwrap();
+    assert!(store.passkey(&second.id).unwrap().is_none());
+    assert!(
+        store
+            .passkey_by_credential("cred-second")
+            .unwrap()
+            .is_none()
+    );
+
+    // The same when the whole person is deleted.
+    assert!(store.delete_user(&u.id).unwrap());
+    store.put_passkey(&first).unwrap();
+    assert!(store.passkey(&first.id).unwrap().is_none());
+}
+
+#[test]
+fn a_persons_ceremony_of_one_kind_is_replaced_and_not_counted_as_anonymous() {
+    let (_dir, store) = open();
+    let u = user();
+    let ceremony = |state: &str| -> CeremonyRecord {
+        serde_json::from_value(serde_json::json!({
+            "kind": "reauth", "state": state, "user_id": u.id.as_str(), "name": null,
+            "expires_at": u64::MAX / 2,
+        }))
+        .unwrap()
+    };
+    let id = keygate_store::person_ceremony_id(&u.id, "reauth");
+    assert!(keygate_store::is_person_ceremony_id(&id));
+    for i in 0..100 {
+        store
+            .put_ceremony(&id, &ceremony(&format!("s{i}")))
+            .unwrap();
+    }
+    store
+        .put_ceremony(
+            &keygate_store::person_ceremony_id(&u.id, "add_passkey"),
+            &ceremony("add"),
+        )
+        .unwrap();
+    store
+        .put_ceremony("randomAnonymousId_-", &ceremony("anon"))
+        .unwrap();
+    assert!(!keygate_store::is_person_ceremony_id("randomAnonymousId_-"));
+    assert_eq!(store.ceremony_count(), 3);
+    assert_eq!(store.anonymous_ceremony_count(), 1);
+    // The newest start is the one left.
+    assert_eq!(store.take_ceremony(&id).unwrap().unwrap().state, "s99");
+}

@@ -13,7 +13,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::{PasskeyId, UserId};
 use keygate_core::time::{Clock, UnixTime};
-use keygate_store::{CeremonyRecord, PasskeyInsert, PasskeyRecord, Store, UserRecord};
+use keygate_store::{
+    CeremonyRecord, PasskeyInsert, PasskeyRecord, Store, UserRecord, is_person_ceremony_id,
+    person_ceremony_id,
+};
 use rand::RngCore;
 use serde_json::Value;
 use url::Url;
@@ -88,7 +91,7 @@ impl Passkeys {
         ceremony: &str,
         credential: Value,
     ) -> Result<UserRecord, ServerError> {
-        let c = self.take(store, ceremony, REGISTER)?;
+        let c = self.take(store, ceremony, REGISTER, None)?;
         let state: PasskeyRegistration = decode_state(&c.state)?;
         let cred: RegisterPublicKeyCredential = parse_credential(credential)?;
         let passkey = self
@@ -139,7 +142,7 @@ impl Passkeys {
         ceremony: &str,
         credential: Value,
     ) -> Result<UserRecord, ServerError> {
-        let c = self.take(store, ceremony, LOGIN)?;
+        let c = self.take(store, ceremony, LOGIN, None)?;
         let state: DiscoverableAuthentication = decode_state(&c.state)?;
         let cred: PublicKeyCredential = parse_credential(credential)?;
         let webauthn = self.webauthn()?;
@@ -189,7 +192,7 @@ impl Passkeys {
         credential: Value,
         kind: &'static str,
     ) -> Result<(), ServerError> {
-        let c = self.take(store, ceremony, kind)?;
+        let c = self.take(store, ceremony, kind, Some(user))?;
         if c.user_id.as_ref() != Some(user) {
             return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
         }
@@ -242,7 +245,7 @@ impl Passkeys {
         credential: Value,
         name: Option<&str>,
     ) -> Result<PasskeyRecord, ServerError> {
-        let c = self.take(store, ceremony, ADD)?;
+        let c = self.take(store, ceremony, ADD, Some(user))?;
         if c.user_id.as_ref() != Some(user) {
             return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
         }
@@ -273,6 +276,11 @@ impl Passkeys {
 
     // --- ceremony storage --------------------------------------------------------
 
+    /// Stores a ceremony. A signed-in person's ceremony (step-up, adding a passkey,
+    /// approving a connection) is keyed by person and kind, so it replaces their
+    /// previous one of that kind: a person holds at most one live ceremony per kind
+    /// (`keygate_store::person_ceremony_id`), and those are not counted by the
+    /// anonymous live-ceremony cap. Anonymous ones (sign-up, sign-in) get a random id.
     fn save<S: serde::Serialize>(
         &self,
         store: &Store,
@@ -282,7 +290,15 @@ impl Passkeys {
         name: Option<String>,
         options: Value,
     ) -> Result<Started, ServerError> {
-        let id = random_token();
+        let id = match (signed_in(kind), &user_id) {
+            (false, _) => random_token(),
+            (true, Some(user)) => person_ceremony_id(user, kind),
+            (true, None) => {
+                return Err(ServerError::Internal(
+                    "signed-in ceremony without a person".into(),
+                ));
+            }
+        };
         let record = CeremonyRecord {
             kind: kind.to_owned(),
             state: serde_json::to_string(state).map_err(internal)?,
@@ -297,10 +313,33 @@ impl Passkeys {
         })
     }
 
-    fn take(&self, store: &Store, id: &str, kind: &str) -> Result<CeremonyRecord, ServerError> {
+    /// Takes a ceremony of `kind` for its finish. A signed-in kind is looked up only
+    /// under the id of `person` (the session's): someone else's id is refused before
+    /// the store is touched, so nobody can spend another person's ceremony. An
+    /// anonymous kind never takes a person's ceremony.
+    fn take(
+        &self,
+        store: &Store,
+        id: &str,
+        kind: &str,
+        person: Option<&UserId>,
+    ) -> Result<CeremonyRecord, ServerError> {
         let gone = || ServiceError::CeremonyFailed(EXPIRED.to_owned());
         if id.is_empty() || id.len() > 128 {
             return Err(gone().into());
+        }
+        match (signed_in(kind), person) {
+            (true, Some(person)) if id == person_ceremony_id(person, kind) => {}
+            // This person's ceremony of another kind: not this one.
+            (true, Some(person)) if id.starts_with(&person_ceremony_id(person, "")) => {
+                return Err(gone().into());
+            }
+            (true, _) if is_person_ceremony_id(id) => {
+                return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
+            }
+            (true, _) => return Err(gone().into()),
+            (false, _) if is_person_ceremony_id(id) => return Err(gone().into()),
+            (false, _) => {}
         }
         let c = store.take_ceremony(id)?.ok_or_else(gone)?;
         if c.kind != kind || c.expires_at <= self.clock.now() {
@@ -308,6 +347,11 @@ impl Passkeys {
         }
         Ok(c)
     }
+}
+
+/// Ceremonies started by a signed-in person (one live per person and kind).
+fn signed_in(kind: &str) -> bool {
+    matches!(kind, REAUTH | CONNECT_APPROVE | ADD)
 }
 
 /// webauthn-rs wants a UUID per person; a user id is 16 ASCII bytes, exactly a UUID's

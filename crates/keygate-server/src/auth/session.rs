@@ -159,11 +159,14 @@ pub enum Ended {
 }
 
 /// Ends one of the signed-in person's sessions, named by its public id. Someone
-/// else's session, or an unknown id, is "not found".
+/// else's session, or an unknown id, is "not found". Ending *another* session needs a
+/// fresh session (a stolen cookie must not sign the owner out of their devices);
+/// ending this one is a plain sign-out.
 pub async fn end_one(
     store: &Store,
     current: &UserSession,
     public_id: &str,
+    now: UnixTime,
 ) -> Result<Ended, ServerError> {
     let found = store
         .sessions_for_user(current.user_id())?
@@ -172,6 +175,9 @@ pub async fn end_one(
     let Some((hash, _)) = found else {
         return Err(ServiceError::NotFound(Missing::Session).into());
     };
+    if hash != current.hash && !current.is_fresh(now) {
+        return Err(ServiceError::FreshPasskeyRequired.into());
+    }
     store.delete_session(&hash)?;
     store.flush().await?;
     tracing::info!(user_id = %current.user_id(), "session ended by its person");
@@ -183,6 +189,7 @@ pub async fn end_one(
 }
 
 /// Ends every session of the signed-in person except this one; returns how many.
+/// Routes call it with a [`FreshSession`] only.
 pub async fn end_others(store: &Store, current: &UserSession) -> Result<usize, ServerError> {
     let ended = store.delete_sessions_for_user(current.user_id(), Some(&current.hash))?;
     store.flush().await?;

@@ -31,10 +31,16 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
     if !st.admin_enabled() {
         return Err(ServiceError::AdminDisabled.into());
     }
-    // Wrong keys are throttled per address, and the throttle comes before the check:
-    // a throttled address learns nothing about any key it sends until Retry-After has
-    // passed. Right keys never spend from the budget, and other addresses are never
-    // affected (docs/DECISIONS.md).
+    // The key is checked first (in constant time): the right key always passes, from
+    // any address, throttled or not, so nobody sharing an address with the operator
+    // (behind a proxy without `trusted_proxies`, everyone) can lock them out. Wrong keys
+    // are throttled per address: once an address has spent its budget its wrong keys
+    // get 429 + Retry-After instead of 401 until the budget refills
+    // (docs/DECISIONS.md).
+    let token = crate::proxy::bearer_token(req)?;
+    if st.is_admin_key(token) {
+        return Ok(Admin);
+    }
     let throttle = &st.throttles.admin_failures;
     let client = st.throttles.client(req.peer_addr(), req.headers());
     let slow_down = |secs| ServiceError::RateLimited {
@@ -42,10 +48,6 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
         retry_after: secs,
     };
     throttle.gate(client).map_err(slow_down)?;
-    let token = crate::proxy::bearer_token(req)?;
-    if st.is_admin_key(token) {
-        return Ok(Admin);
-    }
     tracing::warn!(%client, "wrong admin key");
     throttle.failed(client).map_err(slow_down)?;
     Err(ServiceError::NotAdminKey.into())

@@ -224,25 +224,27 @@ pub async fn list_sessions(
     Ok(HttpResponse::Ok().json(session::list(&st, &s)?))
 }
 
-/// Ends one of the person's sessions; ending this one also drops its cookie.
+/// Ends one of the person's sessions; ending this one also drops its cookie. Ending
+/// another one needs a fresh session (checked in `end_one`, which knows which it is).
 pub async fn end_session(
     s: UserSession,
     st: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ServerError> {
     let mut res = HttpResponse::NoContent();
-    if session::end_one(&st.store, &s, &id).await? == session::Ended::Current {
+    if session::end_one(&st.store, &s, &id, st.clock.now()).await? == session::Ended::Current {
         res.cookie(session::removal(&st.config));
     }
     Ok(res.finish())
 }
 
-/// "Sign out everywhere else."
+/// "Sign out everywhere else" (step-up: a stolen cookie must not end the owner's
+/// other sessions).
 pub async fn revoke_other_sessions(
-    s: UserSession,
+    s: FreshSession,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    let ended = session::end_others(&st.store, &s).await?;
+    let ended = session::end_others(&st.store, &s.0).await?;
     Ok(HttpResponse::Ok().json(json!({ "ended": ended })))
 }
 

@@ -59,7 +59,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
             web::scope("/api")
                 .wrap(from_fn(csrf::middleware))
                 .wrap(no_store())
-                // Passkey ceremonies: per-address throttles and the live-ceremony cap.
+                // Anonymous passkey ceremonies: per-address throttles and the live-ceremony
+                // cap. A signed-in person's starts (reauth, adding a passkey, approving a
+                // connection) need neither: each replaces that person's previous ceremony
+                // of its kind (one key per person and kind, see auth/passkeys.rs).
                 .service(
                     web::resource("/auth/register/start")
                         .guard(guard::Post())
@@ -84,12 +87,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                         .to(api::login_finish)
                         .wrap(from_fn(throttle::sign_in_finish)),
                 )
-                .service(
-                    web::resource("/auth/reauth/start")
-                        .guard(guard::Post())
-                        .to(api::reauth_start)
-                        .wrap(from_fn(throttle::signed_in_start)),
-                )
+                .route("/auth/reauth/start", web::post().to(api::reauth_start))
                 .route("/auth/reauth/finish", web::post().to(api::reauth_finish))
                 .route("/auth/logout", web::post().to(api::logout))
                 .route("/me", web::get().to(api::me))
@@ -100,12 +98,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/grants", web::post().to(api::create_grant))
                 .route("/grants/{id}", web::delete().to(api::revoke_grant))
                 .route("/passkeys", web::get().to(api::list_passkeys))
-                .service(
-                    web::resource("/passkeys/start")
-                        .guard(guard::Post())
-                        .to(api::add_passkey_start)
-                        .wrap(from_fn(throttle::signed_in_start)),
-                )
+                .route("/passkeys/start", web::post().to(api::add_passkey_start))
                 .route("/passkeys/finish", web::post().to(api::add_passkey_finish))
                 .route("/passkeys/{id}", web::patch().to(api::rename_passkey))
                 .route("/passkeys/{id}", web::delete().to(api::delete_passkey))
@@ -117,11 +110,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/sessions/{id}", web::delete().to(api::end_session))
                 .route("/account", web::delete().to(api::delete_account))
                 .route("/connect/existing", web::get().to(connect::existing))
-                .service(
-                    web::resource("/connect/approve/start")
-                        .guard(guard::Post())
-                        .to(connect::approve_start)
-                        .wrap(from_fn(throttle::signed_in_start)),
+                .route(
+                    "/connect/approve/start",
+                    web::post().to(connect::approve_start),
                 )
                 .route(
                     "/connect/approve/finish",

@@ -106,7 +106,7 @@ pub enum Limit {
     AdminKeys,
     /// Passkey ceremony starts, sign-ups or failed sign-ins from one address.
     Passkeys,
-    /// Live ceremonies, all addresses together.
+    /// Live anonymous ceremonies, all addresses together.
     Ceremonies,
 }
 

@@ -737,3 +737,77 @@ async fn a_code_issued_before_the_account_was_deleted_cannot_be_exchanged() {
         .unwrap();
     assert!(users.as_array().unwrap().is_empty(), "{users}");
 }
+
+#[tokio::test]
+async fn a_stale_session_cannot_end_the_owners_other_sessions() {
+    // A stolen cookie is a stale session: it must not sign the owner out of their
+    // devices. Ending one's own current session stays a plain sign-out.
+    let app = spawn_app_with_clock(manual_clock(), |_| {}).await;
+    let mut laptop = app.browser();
+    laptop.signed_up("Stale").await;
+    let mut phone = laptop.with_same_passkey();
+    assert_eq!(phone.login().await.status(), 200);
+    laptop.passkey = phone.passkey.clone();
+    app.clock.advance(301);
+
+    let list: Value = laptop.get("/api/sessions").await.json().await.unwrap();
+    let phone_id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_openai_error(
+        laptop
+            .send(
+                Method::DELETE,
+                &format!("/api/sessions/{phone_id}"),
+                json!({}),
+            )
+            .await,
+        403,
+        "fresh_passkey_required",
+    )
+    .await;
+    assert_openai_error(
+        laptop.post("/api/sessions/revoke-others", json!({})).await,
+        403,
+        "fresh_passkey_required",
+    )
+    .await;
+    // Nothing ended.
+    assert_eq!(phone.get("/api/me").await.status(), 200);
+    assert_eq!(laptop.get("/api/me").await.status(), 200);
+    // An unknown id is still 404 (not a step-up prompt for nothing).
+    assert_openai_error(
+        laptop
+            .send(Method::DELETE, "/api/sessions/made-up", json!({}))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+
+    // After a passkey check both work.
+    assert_eq!(laptop.reauth().await.status(), 204);
+    let res = laptop.post("/api/sessions/revoke-others", json!({})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"ended": 1}));
+    assert_eq!(phone.get("/api/me").await.status(), 401);
+
+    // Stale again: ending this very session needs no step-up.
+    app.clock.advance(301);
+    let list: Value = laptop.get("/api/sessions").await.json().await.unwrap();
+    let mine = list[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        laptop
+            .send(Method::DELETE, &format!("/api/sessions/{mine}"), json!({}))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(laptop.get("/api/me").await.status(), 401);
+}
