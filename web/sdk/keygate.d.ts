@@ -40,7 +40,7 @@ export interface ConnectRequest {
    * ["inference"]; anything outside them is refused with 403 `endpoint_not_allowed`.
    */
   scopes?: Scope[];
-  /** The name of a plan (usage limits) configured on the keygate server. */
+  /** A plan name, shown to the person and stored with the grant. keygate has no configured plans or plan limits yet: today it changes nothing about what the key may do. */
   plan?: string;
 }
 
