@@ -371,14 +371,72 @@ pub fn model_use(method: &str, path: &CanonicalPath) -> ModelUse {
         | ["threads", "runs"]
         | ["threads", _, "runs"] => ModelUse::Named,
         ["batches"] => ModelUse::Hidden,
+        // A fine-tuning job names its base model on top, but a reinforcement job's
+        // grader (and a grader run) names its own model deep inside the body.
+        ["fine_tuning", "jobs"] | ["fine_tuning", "alpha", "graders", ..] => ModelUse::Hidden,
         _ => ModelUse::None,
     }
+}
+
+/// The models a request's `tools` run on their own, beside its top-level `model`:
+/// each tool that names a `model`, and each `image_generation` tool (which, without
+/// one, runs OpenAI's default image model: `None`). Anything that is not a list of
+/// objects names no model here.
+pub fn tool_models(tools: Option<&serde_json::Value>) -> Vec<Option<String>> {
+    let Some(serde_json::Value::Array(tools)) = tools else {
+        return Vec::new();
+    };
+    tools
+        .iter()
+        .filter_map(|tool| {
+            let model = tool.get("model");
+            let image = tool.get("type").and_then(|t| t.as_str()) == Some("image_generation");
+            match model {
+                Some(serde_json::Value::String(m)) => Some(Some(m.clone())),
+                // A model that is not a string cannot be checked: treat it as unnamed.
+                Some(serde_json::Value::Null) | None if image => Some(None),
+                Some(serde_json::Value::Null) | None => None,
+                Some(_) => Some(None),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn tools_that_run_a_model_of_their_own() {
+        let tools = serde_json::json!([
+            {"type": "function", "name": "f"},
+            {"type": "image_generation"},
+            {"type": "image_generation", "model": "gpt-image-1"},
+            {"type": "web_search", "model": null},
+            {"type": "custom", "model": 7},
+        ]);
+        assert_eq!(
+            tool_models(Some(&tools)),
+            vec![None, Some("gpt-image-1".to_owned()), None]
+        );
+        assert!(tool_models(None).is_empty());
+        assert!(tool_models(Some(&serde_json::json!({"type": "image_generation"}))).is_empty());
+    }
+
+    #[test]
+    fn fine_tuning_jobs_and_grader_runs_hide_models() {
+        let hidden = |p: &str| model_use("POST", &canonicalize(p).unwrap());
+        assert_eq!(hidden("/v1/fine_tuning/jobs"), ModelUse::Hidden);
+        assert_eq!(
+            hidden("/v1/fine_tuning/alpha/graders/run"),
+            ModelUse::Hidden
+        );
+        assert_eq!(
+            hidden("/v1/fine_tuning/jobs/ftjob-1/cancel"),
+            ModelUse::None
+        );
+    }
 
     fn access(method: &str, path: &str) -> Access {
         classify(method, &canonicalize(path).unwrap())

@@ -43,14 +43,32 @@ pub fn authorize(
             &ctx.model,
             scope::model_use(req.method().as_str(), &ctx.path),
         ) {
+            // A batch names its models inside an uploaded file keygate never reads, a
+            // fine-tuning grader deep in its body; a top-level `model` beside them would
+            // prove nothing, so these are refused first.
+            (_, ModelUse::Hidden) => {
+                let what = if ctx.path.segments().first().copied() == Some("batches") {
+                    "batch"
+                } else {
+                    "fine-tuning"
+                };
+                return Err(ProxyError::ModelNotAllowed(what.into()).into());
+            }
             (Some(model), _) if !allowed.iter().any(|m| m == model) => {
                 return Err(ProxyError::ModelNotAllowed(model.clone()).into());
             }
             (Some(_), _) | (None, ModelUse::None) => {}
             (None, ModelUse::Named) => return Err(ProxyError::ModelRequired.into()),
-            // A batch names its models inside an uploaded file we never read.
-            (None, ModelUse::Hidden) => {
-                return Err(ProxyError::ModelNotAllowed("batch".into()).into());
+        }
+        // A tool that runs a model of its own (image generation inside a response) is
+        // held to the same list; one that names none runs OpenAI's default.
+        for tool_model in &ctx.tool_models {
+            match tool_model {
+                Some(model) if !allowed.iter().any(|m| m == model) => {
+                    return Err(ProxyError::ModelNotAllowed(model.clone()).into());
+                }
+                Some(_) => {}
+                None => return Err(ProxyError::ModelRequired.into()),
             }
         }
     }

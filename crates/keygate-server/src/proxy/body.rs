@@ -20,6 +20,7 @@ use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use keygate_core::content_type::{self, ContentType};
+use keygate_core::scope;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -45,6 +46,13 @@ struct Peek {
     model: Option<serde_json::Value>,
     #[serde(default)]
     stream: Option<serde_json::Value>,
+}
+
+/// Read only for model-limited grants: tools can run models of their own.
+#[derive(Deserialize)]
+struct PeekTools {
+    #[serde(default)]
+    tools: Option<serde_json::Value>,
 }
 
 pub async fn read(
@@ -106,6 +114,11 @@ pub async fn read(
             }
         };
         ctx.stream = matches!(peek.stream, Some(serde_json::Value::Bool(true)));
+        if need_model {
+            let peek: PeekTools = serde_json::from_slice(&bytes)
+                .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;
+            ctx.tool_models = scope::tool_models(peek.tools.as_ref());
+        }
         return Ok(RequestBody::Buffered(bytes));
     }
     if is_multipart && need_model {

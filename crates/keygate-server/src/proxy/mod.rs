@@ -38,6 +38,9 @@ pub struct ProxyCtx {
     /// The request path, checked canonical and within the grant's scopes.
     pub path: CanonicalPath,
     pub model: Option<String>,
+    /// Models that the body's tools run on their own (`None`: the tool's default),
+    /// read only for model-limited grants.
+    pub tool_models: Vec<Option<String>>,
     pub stream: bool,
 }
 
@@ -52,6 +55,7 @@ impl ProxyCtx {
             started: Instant::now(),
             path,
             model: None,
+            tool_models: Vec::new(),
             stream: false,
         }
     }

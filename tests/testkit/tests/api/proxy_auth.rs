@@ -184,6 +184,14 @@ async fn models_outside_the_grant_are_403_and_never_forwarded() {
         .await
         .unwrap();
     assert_openai_error(res, 403, "model_not_allowed").await;
+    // An allowed top-level `model` beside it proves nothing about the file's models.
+    let res = app
+        .v1(Method::POST, "/batches", &g.api_key)
+        .json(&serde_json::json!({"input_file_id": "file-1", "endpoint": "/v1/chat/completions", "model": "gpt-4o-mini"}))
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(res, 403, "model_not_allowed").await;
     assert_eq!(app.mock.request_count(), 0);
 
     // The allowed ones pass.
@@ -426,7 +434,7 @@ async fn a_model_limited_grant_must_name_its_model() {
         .enrolled_grant_with(&serde_json::json!({
             "name": "test app",
             "models": ["gpt-4o-mini"],
-            "scopes": ["inference", "assistants"],
+            "scopes": ["inference", "assistants", "fine_tuning"],
         }))
         .await;
     let refused = [
@@ -474,6 +482,36 @@ async fn a_model_limited_grant_must_name_its_model() {
             "{path}: {err}"
         );
     }
+    // Models named (or defaulted) deeper in the body are held to the same list.
+    let nested = [
+        (
+            "/responses",
+            serde_json::json!({"model": "gpt-4o-mini", "input": "draw",
+                               "tools": [{"type": "image_generation"}]}),
+        ),
+        (
+            "/responses",
+            serde_json::json!({"model": "gpt-4o-mini", "input": "draw",
+                               "tools": [{"type": "image_generation", "model": "gpt-image-1"}]}),
+        ),
+        (
+            "/fine_tuning/jobs",
+            serde_json::json!({"model": "gpt-4o-mini", "training_file": "file-1"}),
+        ),
+        (
+            "/fine_tuning/alpha/graders/run",
+            serde_json::json!({"grader": {"type": "score_model", "model": "o3"}}),
+        ),
+    ];
+    for (path, body) in &nested {
+        let res = app
+            .v1(Method::POST, path, &g.api_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_openai_error(res, 403, "model_not_allowed").await;
+    }
     // A multipart image edit without a `model` part too.
     let form = reqwest::multipart::Form::new()
         .text("prompt", "a hat")
@@ -506,6 +544,11 @@ async fn a_model_limited_grant_must_name_its_model() {
         ),
         ("/threads/thread_1/runs/run_1/cancel", serde_json::json!({})),
         ("/threads", serde_json::json!({})),
+        (
+            "/responses",
+            serde_json::json!({"model": "gpt-4o-mini", "input": "hi",
+                               "tools": [{"type": "function", "name": "f"}]}),
+        ),
     ];
     for (path, body) in &allowed {
         let res = app
