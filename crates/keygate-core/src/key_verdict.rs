@@ -41,6 +41,46 @@ pub fn verdict(status: u16, code: Option<&str>) -> Verdict {
     }
 }
 
+/// An upstream error body with the person's OpenAI account ids taken out. OpenAI's
+/// error messages can name the organization and project the key belongs to ("Rate
+/// limit reached for gpt-4o in organization org-… on tokens per min"); the app has no
+/// business knowing them. Each `org-…`, `proj_…` and `user-…` id (the prefix followed
+/// by at least 6 letters or digits) becomes the prefix and `…`. `None` when there was
+/// nothing to take out, so the body can pass unchanged.
+pub fn scrub_account_ids(body: &[u8]) -> Option<Vec<u8>> {
+    const PREFIXES: [&[u8]; 3] = [b"org-", b"proj_", b"user-"];
+    const MIN_ID: usize = 6;
+    let mut out = Vec::with_capacity(body.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < body.len() {
+        let at_word_start = i == 0 || !body[i - 1].is_ascii_alphanumeric();
+        let hit = PREFIXES.iter().find_map(|p| {
+            if !at_word_start || !body[i..].starts_with(p) {
+                return None;
+            }
+            let id = body[i + p.len()..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric())
+                .count();
+            (id >= MIN_ID).then_some((p.len(), id))
+        });
+        match hit {
+            Some((prefix, id)) => {
+                out.extend_from_slice(&body[i..i + prefix]);
+                out.extend_from_slice("…".as_bytes());
+                i += prefix + id;
+                changed = true;
+            }
+            None => {
+                out.push(body[i]);
+                i += 1;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
 /// The error `code` and the missing permissions (`Missing scopes: a, b`) of an OpenAI
 /// error body. The permissions are kept only when they look like OpenAI's scope names
 /// (`api.responses.write`): the rest of OpenAI's message may name the person's
@@ -124,5 +164,24 @@ mod tests {
         assert_eq!(read_error(b"not json"), (None, None));
         let sneaky = br#"{"error":{"message":"Missing scopes: <script>, proj_abc","code":null}}"#;
         assert_eq!(read_error(sneaky), (None, None));
+    }
+    #[test]
+    fn account_ids_are_taken_out_of_error_bodies() {
+        let body = br#"{"error":{"message":"Rate limit reached for gpt-4o in organization org-AbC123xyz on tokens per min (TPM): Limit 30000. Project proj_9a8b7c6d5e.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#;
+        let out = String::from_utf8(scrub_account_ids(body).unwrap()).unwrap();
+        assert!(
+            !out.contains("AbC123xyz") && !out.contains("9a8b7c6d5e"),
+            "{out}"
+        );
+        assert!(out.contains("organization org-… on tokens"), "{out}");
+        assert!(out.contains("Project proj_…."), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        // Nothing to take out: unchanged; short or embedded look-alikes stay.
+        assert_eq!(
+            scrub_account_ids(br#"{"error":{"message":"slow down"}}"#),
+            None
+        );
+        assert_eq!(scrub_account_ids(b"an org-abc and cyborg-abcdefgh"), None);
     }
 }

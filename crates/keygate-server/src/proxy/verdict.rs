@@ -11,7 +11,8 @@
 //! only, with a message saying what the key lacks, and nothing is marked. To tell them
 //! apart, the (small) error body of a 401/403 is read, bounded in size and time. A 2xx
 //! answer confirms an unverified or rejected key; only then is the record written
-//! (rarely: off the hot path).
+//! (rarely: off the hot path). Any other error answer is passed on with the person's
+//! OpenAI organization and project ids taken out of its body.
 
 use futures::StreamExt as _;
 use keygate_core::key_verdict::{self, Verdict};
@@ -40,6 +41,9 @@ pub async fn judge(
         {
             tracing::error!(error = %e, "could not record that the stored key works");
         }
+        if status >= 400 {
+            return Ok(without_account_ids(upstream, st.config.upstream.idle).await);
+        }
         return Ok(upstream);
     }
     let body = error_body(upstream, st.config.upstream.idle).await;
@@ -63,6 +67,47 @@ pub async fn judge(
             Err(ProxyError::OwnerKeyForbidden { missing_scopes }.into())
         }
     }
+}
+
+/// An upstream error answer (429, 400, 5xx…) passed on with the person's OpenAI
+/// organization, project and user ids taken out of its body
+/// (`key_verdict::scrub_account_ids`): OpenAI's rate-limit messages name them. Error
+/// bodies are small; one that is not complete within [`ERROR_BODY_LIMIT`] bytes (or
+/// before `idle` passes) is passed on as it comes, unchanged.
+async fn without_account_ids(
+    upstream: reqwest::Response,
+    idle: std::time::Duration,
+) -> reqwest::Response {
+    let (status, version, headers) = (
+        upstream.status(),
+        upstream.version(),
+        upstream.headers().clone(),
+    );
+    let mut stream = upstream.bytes_stream();
+    let mut head = Vec::new();
+    let mut complete = false;
+    while head.len() <= ERROR_BODY_LIMIT {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(chunk))) => head.extend_from_slice(&chunk),
+            Ok(None) => {
+                complete = true;
+                break;
+            }
+            // A failed or stalled body: pass on what came, then the rest (its error).
+            _ => break,
+        }
+    }
+    let body = if complete {
+        reqwest::Body::from(key_verdict::scrub_account_ids(&head).unwrap_or(head))
+    } else {
+        let head = futures::stream::once(async move { Ok(bytes::Bytes::from(head)) });
+        reqwest::Body::wrap_stream(head.chain(stream))
+    };
+    let mut res = http::Response::new(body);
+    *res.status_mut() = status;
+    *res.version_mut() = version;
+    *res.headers_mut() = headers;
+    reqwest::Response::from(res)
 }
 
 /// Up to [`ERROR_BODY_LIMIT`] bytes of the body, or what arrived before `idle` passed.

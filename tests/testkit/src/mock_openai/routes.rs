@@ -470,7 +470,7 @@ fn scenario_error(ctx: &Ctx, status: u16, quota: bool) -> Resp {
         ),
         429 => (
             format!(
-                "Rate limit reached for {model} in organization org-mock on requests per min \
+                "Rate limit reached for {model} in organization org-Mock0rgId5xYz9Qw3Er7T on requests per min \
                  (RPM): Limit 500, Used 500, Requested 1. Please try again in 1s. Visit \
                  https://platform.openai.com/account/rate-limits to learn more."
             ),

@@ -163,6 +163,13 @@ async fn upstream_errors_pass_through_with_their_status_and_hints() {
     assert!(res.headers().contains_key("retry-after"));
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    // OpenAI's message names the person's organization: the app never learns it.
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Rate limit reached for gpt-4o-mini in organization org-…"),
+        "{message}"
+    );
+    assert!(!message.contains("Mock0rgId"), "{message}");
 }
 
 #[tokio::test]
