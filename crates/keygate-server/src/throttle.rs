@@ -18,8 +18,9 @@
 //!   slot; at `max_ceremonies` they are answered 429 until finishes or the sweeper free
 //!   some. Ceremonies of a signed-in person (step-up, adding a passkey, approving a
 //!   connection) are neither counted nor refused by the cap: each is stored under one
-//!   key per person and kind, so a new start replaces the person's previous one and a
-//!   person holds at most three, whatever they send (`keygate_store::put_ceremony`).
+//!   key per person, kind and session, so a new start replaces that session's previous
+//!   one and a session holds at most three, whatever it sends — a person at most three
+//!   per live session (`keygate_store::put_ceremony`).
 //!   An anonymous flood cannot block them, and they cannot fill the cap.
 //!
 //! The client address is the TCP peer's, never a header, unless the peer is one of the

@@ -361,11 +361,12 @@ impl Store {
     /// Stores a ceremony under `id`, replacing any ceremony already there.
     ///
     /// Two kinds of id share the tree. An anonymous ceremony (sign-up, sign-in) has a
-    /// random id. A signed-in person's ceremony has [`person_ceremony_id`]: one key per
-    /// person and kind, so a new start *replaces* that person's previous live ceremony
-    /// of the same kind. A person therefore holds at most one live ceremony per kind
-    /// whatever they send, concurrently or across restarts — the bound is the key
-    /// itself, not a count that could drift.
+    /// random id. A signed-in ceremony has [`person_ceremony_id`]: one key per person,
+    /// kind and *session*, so a new start replaces only that same session's previous
+    /// live ceremony of the same kind; another session of the same person (a second
+    /// tab, or a stolen cookie) has its own key and cannot displace it. A live session
+    /// therefore holds at most one live ceremony per kind whatever it sends — the bound
+    /// is the key itself, not a count that could drift.
     pub fn put_ceremony(&self, id: &str, c: &CeremonyRecord) -> Result<(), StoreError> {
         self.ceremonies.put(id, c)
     }
@@ -522,11 +523,21 @@ impl Store {
 }
 
 /// The store id of a signed-in person's ceremony of `kind` (step-up, adding a passkey,
-/// approving a connection): one per person and kind (see [`Store::put_ceremony`]).
-/// It is not a secret: only a session of that person can finish it (the server checks
-/// the id against the session's person before taking the ceremony).
-pub fn person_ceremony_id(user: &UserId, kind: &str) -> String {
-    format!("{}{PERSON_SEPARATOR}{kind}", user.as_str())
+/// approving a connection) started by their session with public id `session`:
+/// `<user id>~<kind>~<session public id>`, one per person, kind and session (see
+/// [`Store::put_ceremony`]). It is not a secret: only the session that started it can
+/// finish it (the server rebuilds the id from the calling session before taking the
+/// ceremony and refuses any other).
+pub fn person_ceremony_id(user: &UserId, kind: &str, session: &str) -> String {
+    format!(
+        "{}{PERSON_SEPARATOR}{kind}{PERSON_SEPARATOR}{session}",
+        user.as_str()
+    )
+}
+
+/// The prefix every [`person_ceremony_id`] of `user` starts with: `<user id>~`.
+pub fn person_ceremony_prefix(user: &UserId) -> String {
+    format!("{}{PERSON_SEPARATOR}", user.as_str())
 }
 
 /// Whether `id` is a [`person_ceremony_id`] (random anonymous ids never contain the

@@ -13,6 +13,7 @@ mod table;
 
 pub use auth::{
     DeletePasskey, PasskeyInsert, SessionInsert, is_person_ceremony_id, person_ceremony_id,
+    person_ceremony_prefix,
 };
 pub use error::StoreError;
 pub use records::{

@@ -447,7 +447,7 @@ fn a_late_passkey_update_does_not_bring_back_a_removed_passkey() {
 }
 
 #[test]
-fn a_persons_ceremony_of_one_kind_is_replaced_and_not_counted_as_anonymous() {
+fn a_sessions_ceremony_of_one_kind_is_replaced_and_not_counted_as_anonymous() {
     let (_dir, store) = open();
     let u = user();
     let ceremony = |state: &str| -> CeremonyRecord {
@@ -457,16 +457,24 @@ fn a_persons_ceremony_of_one_kind_is_replaced_and_not_counted_as_anonymous() {
         }))
         .unwrap()
     };
-    let id = keygate_store::person_ceremony_id(&u.id, "reauth");
+    let id = keygate_store::person_ceremony_id(&u.id, "reauth", "sessionA");
+    assert_eq!(id, format!("{}~reauth~sessionA", u.id.as_str()));
+    assert!(id.starts_with(&keygate_store::person_ceremony_prefix(&u.id)));
     assert!(keygate_store::is_person_ceremony_id(&id));
+    // Another session of the same person has its own key, as has another kind.
+    let other_session = keygate_store::person_ceremony_id(&u.id, "reauth", "sessionB");
+    assert_ne!(id, other_session);
     for i in 0..100 {
         store
             .put_ceremony(&id, &ceremony(&format!("s{i}")))
             .unwrap();
     }
     store
+        .put_ceremony(&other_session, &ceremony("other session"))
+        .unwrap();
+    store
         .put_ceremony(
-            &keygate_store::person_ceremony_id(&u.id, "add_passkey"),
+            &keygate_store::person_ceremony_id(&u.id, "add_passkey", "sessionA"),
             &ceremony("add"),
         )
         .unwrap();
@@ -474,8 +482,12 @@ fn a_persons_ceremony_of_one_kind_is_replaced_and_not_counted_as_anonymous() {
         .put_ceremony("randomAnonymousId_-", &ceremony("anon"))
         .unwrap();
     assert!(!keygate_store::is_person_ceremony_id("randomAnonymousId_-"));
-    assert_eq!(store.ceremony_count(), 3);
+    assert_eq!(store.ceremony_count(), 4);
     assert_eq!(store.anonymous_ceremony_count(), 1);
-    // The newest start is the one left.
+    // The newest start of that session is the one left; the other session's is intact.
     assert_eq!(store.take_ceremony(&id).unwrap().unwrap().state, "s99");
+    assert_eq!(
+        store.take_ceremony(&other_session).unwrap().unwrap().state,
+        "other session"
+    );
 }

@@ -67,6 +67,6 @@ pub async fn confirm(
     credential: Value,
 ) -> Result<(), ServerError> {
     st.passkeys
-        .assertion_finish(&st.store, s.user_id(), ceremony, credential, REAUTH)?;
+        .assertion_finish(&st.store, s.signer(), ceremony, credential, REAUTH)?;
     s.mark_fresh(st).await
 }

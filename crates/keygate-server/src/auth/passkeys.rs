@@ -1,6 +1,7 @@
 //! WebAuthn with webauthn-rs: discoverable passkeys, user verification required,
 //! attestation `none`, ES256/RS256. Ceremony state lives server-side in the store,
-//! keyed by a random ceremony id, single use (taken, not read) and short-lived.
+//! single use (taken, not read) and short-lived: an anonymous ceremony under a random
+//! id, a signed-in one under its person, kind and starting session (see `save`).
 //!
 //! Two adjustments to webauthn-rs's passkey options, both client-side hints the server
 //! does not rely on: registration asks for a *resident* (discoverable) credential so
@@ -15,7 +16,7 @@ use keygate_core::ids::{PasskeyId, UserId};
 use keygate_core::time::{Clock, UnixTime};
 use keygate_store::{
     CeremonyRecord, PasskeyInsert, PasskeyRecord, Store, UserRecord, is_person_ceremony_id,
-    person_ceremony_id,
+    person_ceremony_id, person_ceremony_prefix,
 };
 use rand::RngCore;
 use serde_json::Value;
@@ -44,6 +45,14 @@ pub struct Passkeys {
     inner: Result<std::sync::Arc<Webauthn>, String>,
     ceremony_ttl: Duration,
     clock: Clock,
+}
+
+/// The signed-in session that starts or finishes a ceremony: its person and the
+/// session's public id (a signed-in ceremony belongs to one session, not the person).
+#[derive(Clone, Copy)]
+pub struct Signer<'a> {
+    pub user: &'a UserId,
+    pub session: &'a str,
 }
 
 /// A started ceremony: what the browser needs.
@@ -82,7 +91,15 @@ impl Passkeys {
             .start_passkey_registration(user_handle(&user_id), &name, &name, None)
             .map_err(internal)?;
         let options = creation_options(&ccr)?;
-        self.save(store, REGISTER, &state, Some(user_id), Some(name), options)
+        self.save(
+            store,
+            REGISTER,
+            &state,
+            None,
+            Some(user_id),
+            Some(name),
+            options,
+        )
     }
 
     pub async fn register_finish(
@@ -133,7 +150,7 @@ impl Passkeys {
         if let Some(obj) = options.as_object_mut() {
             obj.remove("mediation");
         }
-        self.save(store, LOGIN, &state, None, None, options)
+        self.save(store, LOGIN, &state, None, None, None, options)
     }
 
     pub async fn login_finish(
@@ -168,31 +185,41 @@ impl Passkeys {
 
     // --- step-up for the signed-in person ----------------------------------------
 
-    /// A passkey assertion by the signed-in person, for `kind` (step-up, approvals).
+    /// A passkey assertion by the signed-in person, for `kind` (step-up, approvals),
+    /// started by (and finishable only by) the session `by`.
     pub fn assertion_start(
         &self,
         store: &Store,
-        user: &UserId,
+        by: Signer<'_>,
         kind: &'static str,
     ) -> Result<Started, ServerError> {
-        let passkeys = user_passkeys(store, user)?;
+        let passkeys = user_passkeys(store, by.user)?;
         let (rcr, state) = self
             .webauthn()?
             .start_passkey_authentication(&passkeys)
             .map_err(internal)?;
         let options = serde_json::to_value(&rcr).map_err(internal)?;
-        self.save(store, kind, &state, Some(user.clone()), None, options)
+        self.save(
+            store,
+            kind,
+            &state,
+            Some(by.session),
+            Some(by.user.clone()),
+            None,
+            options,
+        )
     }
 
     pub fn assertion_finish(
         &self,
         store: &Store,
-        user: &UserId,
+        by: Signer<'_>,
         ceremony: &str,
         credential: Value,
         kind: &'static str,
     ) -> Result<(), ServerError> {
-        let c = self.take(store, ceremony, kind, Some(user))?;
+        let user = by.user;
+        let c = self.take(store, ceremony, kind, Some(by))?;
         if c.user_id.as_ref() != Some(user) {
             return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
         }
@@ -221,7 +248,12 @@ impl Passkeys {
 
     // --- adding another passkey --------------------------------------------------
 
-    pub fn add_start(&self, store: &Store, user: &UserRecord) -> Result<Started, ServerError> {
+    pub fn add_start(
+        &self,
+        store: &Store,
+        user: &UserRecord,
+        session: &str,
+    ) -> Result<Started, ServerError> {
         let existing = user_passkeys(store, &user.id)?;
         let exclude = existing.iter().map(|p| p.cred_id().clone()).collect();
         let (ccr, state) = self
@@ -234,18 +266,27 @@ impl Passkeys {
             )
             .map_err(internal)?;
         let options = creation_options(&ccr)?;
-        self.save(store, ADD, &state, Some(user.id.clone()), None, options)
+        self.save(
+            store,
+            ADD,
+            &state,
+            Some(session),
+            Some(user.id.clone()),
+            None,
+            options,
+        )
     }
 
     pub async fn add_finish(
         &self,
         store: &Store,
-        user: &UserId,
+        by: Signer<'_>,
         ceremony: &str,
         credential: Value,
         name: Option<&str>,
     ) -> Result<PasskeyRecord, ServerError> {
-        let c = self.take(store, ceremony, ADD, Some(user))?;
+        let user = by.user;
+        let c = self.take(store, ceremony, ADD, Some(by))?;
         if c.user_id.as_ref() != Some(user) {
             return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
         }
@@ -276,26 +317,32 @@ impl Passkeys {
 
     // --- ceremony storage --------------------------------------------------------
 
-    /// Stores a ceremony. A signed-in person's ceremony (step-up, adding a passkey,
-    /// approving a connection) is keyed by person and kind, so it replaces their
-    /// previous one of that kind: a person holds at most one live ceremony per kind
-    /// (`keygate_store::person_ceremony_id`), and those are not counted by the
-    /// anonymous live-ceremony cap. Anonymous ones (sign-up, sign-in) get a random id.
+    /// Stores a ceremony. A signed-in ceremony (step-up, adding a passkey, approving a
+    /// connection) is keyed by person, kind and the starting session's public id
+    /// (`keygate_store::person_ceremony_id`), so it replaces only that session's
+    /// previous one of that kind — never another session's, not even the same
+    /// person's: a live session holds at most one live ceremony per kind, and those are
+    /// not counted by the anonymous live-ceremony cap. Anonymous ones (sign-up,
+    /// sign-in) get a random id.
+    #[allow(clippy::too_many_arguments)]
     fn save<S: serde::Serialize>(
         &self,
         store: &Store,
         kind: &str,
         state: &S,
+        session: Option<&str>,
         user_id: Option<UserId>,
         name: Option<String>,
         options: Value,
     ) -> Result<Started, ServerError> {
-        let id = match (signed_in(kind), &user_id) {
-            (false, _) => random_token(),
-            (true, Some(user)) => person_ceremony_id(user, kind),
-            (true, None) => {
+        let id = match (signed_in(kind), &user_id, session) {
+            (false, _, None) => random_token(),
+            (true, Some(user), Some(session)) if valid_session_id(session) => {
+                person_ceremony_id(user, kind, session)
+            }
+            _ => {
                 return Err(ServerError::Internal(
-                    "signed-in ceremony without a person".into(),
+                    "signed-in ceremony without its person and session".into(),
                 ));
             }
         };
@@ -314,24 +361,31 @@ impl Passkeys {
     }
 
     /// Takes a ceremony of `kind` for its finish. A signed-in kind is looked up only
-    /// under the id of `person` (the session's): someone else's id is refused before
-    /// the store is touched, so nobody can spend another person's ceremony. An
-    /// anonymous kind never takes a person's ceremony.
+    /// under the id built from `by` (the calling session's person, `kind` and public
+    /// id): any other id — another person's, or another session's of the same person
+    /// — is refused before the store is touched, so nobody can spend a ceremony that
+    /// another session started. An anonymous kind never takes a person's ceremony.
     fn take(
         &self,
         store: &Store,
         id: &str,
         kind: &str,
-        person: Option<&UserId>,
+        by: Option<Signer<'_>>,
     ) -> Result<CeremonyRecord, ServerError> {
         let gone = || ServiceError::CeremonyFailed(EXPIRED.to_owned());
         if id.is_empty() || id.len() > 128 {
             return Err(gone().into());
         }
-        match (signed_in(kind), person) {
-            (true, Some(person)) if id == person_ceremony_id(person, kind) => {}
-            // This person's ceremony of another kind: not this one.
-            (true, Some(person)) if id.starts_with(&person_ceremony_id(person, "")) => {
+        match (signed_in(kind), by) {
+            (true, Some(by))
+                if valid_session_id(by.session)
+                    && id == person_ceremony_id(by.user, kind, by.session) => {}
+            // This session's ceremony of another kind: not this one.
+            (true, Some(by))
+                if valid_session_id(by.session)
+                    && id.starts_with(&person_ceremony_prefix(by.user))
+                    && id.ends_with(&format!("~{}", by.session)) =>
+            {
                 return Err(gone().into());
             }
             (true, _) if is_person_ceremony_id(id) => {
@@ -349,9 +403,15 @@ impl Passkeys {
     }
 }
 
-/// Ceremonies started by a signed-in person (one live per person and kind).
+/// Ceremonies started by a signed-in session (one live per person, kind and session).
 fn signed_in(kind: &str) -> bool {
     matches!(kind, REAUTH | CONNECT_APPROVE | ADD)
+}
+
+/// A session public id usable in a ceremony id: non-empty and without the separator
+/// (they are random base64url; an empty one would let sessions share a key).
+fn valid_session_id(session: &str) -> bool {
+    !session.is_empty() && !session.contains('~')
 }
 
 /// webauthn-rs wants a UUID per person; a user id is 16 ASCII bytes, exactly a UUID's

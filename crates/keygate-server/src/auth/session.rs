@@ -17,7 +17,7 @@ use keygate_store::{SessionInsert, SessionRecord, Store, UserRecord};
 use rand::RngCore;
 use serde::Serialize;
 
-use crate::auth::passkeys::random_token;
+use crate::auth::passkeys::{Signer, random_token};
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::services::error::{Missing, ServiceError};
@@ -226,6 +226,15 @@ pub struct FreshSession(pub UserSession);
 impl UserSession {
     pub fn user_id(&self) -> &UserId {
         &self.user.id
+    }
+
+    /// This session as the starter and finisher of a signed-in passkey ceremony: its
+    /// person and public id (a ceremony belongs to the session that started it).
+    pub fn signer(&self) -> Signer<'_> {
+        Signer {
+            user: &self.user.id,
+            session: &self.record.public_id,
+        }
     }
 
     /// The store key of this session (SHA-256 of its cookie value; not a secret).

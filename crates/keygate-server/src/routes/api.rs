@@ -78,7 +78,7 @@ pub async fn reauth_start(
 ) -> Result<HttpResponse, ServerError> {
     Ok(started(st.passkeys.assertion_start(
         &st.store,
-        s.user_id(),
+        s.signer(),
         REAUTH,
     )?))
 }
@@ -173,7 +173,11 @@ pub async fn add_passkey_start(
     st: web::Data<AppState>,
     _: web::Json<Empty>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(started(st.passkeys.add_start(&st.store, &s.0.user)?))
+    Ok(started(st.passkeys.add_start(
+        &st.store,
+        &s.0.user,
+        &s.0.record.public_id,
+    )?))
 }
 
 pub async fn add_passkey_finish(
@@ -186,7 +190,7 @@ pub async fn add_passkey_finish(
         .passkeys
         .add_finish(
             &st.store,
-            s.0.user_id(),
+            s.0.signer(),
             &body.ceremony,
             body.credential,
             body.name.as_deref(),

@@ -82,7 +82,7 @@ pub async fn approve_start(
 ) -> Result<HttpResponse, ServerError> {
     Ok(started(st.passkeys.assertion_start(
         &st.store,
-        s.user_id(),
+        s.signer(),
         CONNECT_APPROVE,
     )?))
 }
@@ -113,7 +113,7 @@ pub async fn approve_finish(
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
     let approval = Approval::try_from(&body)?;
-    let new = connect::approve(&st, s.user_id(), &body.ceremony, body.credential, approval).await?;
+    let new = connect::approve(&st, s.signer(), &body.ceremony, body.credential, approval).await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
@@ -194,15 +194,8 @@ pub async fn approve_form(
         let (request, approval) = f.parse()?;
         let credential: Value = serde_json::from_str(&f.credential)
             .map_err(|_| ServiceError::invalid("credential", "credential is not JSON"))?;
-        connect::approve_redirect(
-            &st,
-            s.user_id(),
-            &f.ceremony,
-            credential,
-            &request,
-            approval,
-        )
-        .await
+        connect::approve_redirect(&st, s.signer(), &f.ceremony, credential, &request, approval)
+            .await
     }
     .await;
     match result {

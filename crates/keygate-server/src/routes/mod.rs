@@ -61,8 +61,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .wrap(no_store())
                 // Anonymous passkey ceremonies: per-address throttles and the live-ceremony
                 // cap. A signed-in person's starts (reauth, adding a passkey, approving a
-                // connection) need neither: each replaces that person's previous ceremony
-                // of its kind (one key per person and kind, see auth/passkeys.rs).
+                // connection) need neither: each replaces that session's previous ceremony
+                // of its kind (one key per person, kind and session, see
+                // auth/passkeys.rs).
                 .service(
                     web::resource("/auth/register/start")
                         .guard(guard::Post())

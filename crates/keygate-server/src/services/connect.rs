@@ -17,7 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::passkeys::{CONNECT_APPROVE, random_token};
+use crate::auth::passkeys::{CONNECT_APPROVE, Signer, random_token};
 use crate::error::ServerError;
 use crate::services::error::{CodeProblem, Missing, ServiceError};
 use crate::services::grants::{self, GrantSpec, GrantView, NewGrant};
@@ -188,13 +188,14 @@ pub fn existing(
 /// re-keyed) and its key go straight back to the popup page.
 pub async fn approve(
     st: &AppState,
-    user: &UserId,
+    by: Signer<'_>,
     ceremony: &str,
     credential: Value,
     approval: Approval,
 ) -> Result<NewGrant, ServerError> {
     st.passkeys
-        .assertion_finish(&st.store, user, ceremony, credential, CONNECT_APPROVE)?;
+        .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
+    let user = by.user;
     let new = grant_for(&st.store, user, approval, st.clock.now()).await?;
     tracing::info!(user_id = %user, grant_id = %new.grant.id, origin = ?new.grant.origin, "app connected");
     Ok(new)
@@ -204,14 +205,15 @@ pub async fn approve(
 /// to send the browser: `redirect_uri?code&state`.
 pub async fn approve_redirect(
     st: &AppState,
-    user: &UserId,
+    by: Signer<'_>,
     ceremony: &str,
     credential: Value,
     request: &RedirectRequest,
     approval: Approval,
 ) -> Result<String, ServerError> {
     st.passkeys
-        .assertion_finish(&st.store, user, ceremony, credential, CONNECT_APPROVE)?;
+        .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
+    let user = by.user;
     let code = issue_code(
         &st.store,
         user,

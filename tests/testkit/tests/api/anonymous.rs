@@ -371,22 +371,32 @@ async fn a_signed_in_flood_neither_fills_the_cap_nor_is_blocked_by_an_anonymous_
     other.signed_up("Bystander").await;
     assert_eq!(app.state.store.ceremony_count(), 0);
 
-    // One account starts far more step-ups, passkey additions and connect approvals
-    // than the cap: every start is answered, and the person holds one live ceremony per
-    // kind (a start replaces their previous one), so the store holds three.
+    // One account, from two sessions, starts far more step-ups, passkey additions and
+    // connect approvals than the cap: every start is answered, and each session holds
+    // one live ceremony per kind (a start replaces that session's previous one, never
+    // the other session's), so the store holds three per session: six. The bound per
+    // person is their live sessions (at most 20) times the three kinds.
+    let mut second = person.with_same_passkey();
+    assert_eq!(second.login().await.status(), 200);
+    // (The two browsers share one authenticator: keep its signature counter in step.)
+    person.passkey = second.passkey.clone();
+    let sessions = [&person, &second];
     for path in [
         "/api/auth/reauth/start",
         "/api/passkeys/start",
         "/api/connect/approve/start",
     ] {
         let statuses: Vec<u16> = futures::stream::iter(0..10 * CAP)
-            .map(|_| async { person.post(path, json!({})).await.status().as_u16() })
+            .map(|i| {
+                let s = sessions[i % 2];
+                async move { s.post(path, json!({})).await.status().as_u16() }
+            })
             .buffer_unordered(16)
             .collect()
             .await;
         assert!(statuses.iter().all(|s| *s == 200), "{path}: {statuses:?}");
     }
-    assert_eq!(app.state.store.ceremony_count(), 3);
+    assert_eq!(app.state.store.ceremony_count(), 6);
 
     // Anonymous sign-in still works: the cap is for anonymous ceremonies only. (The two
     // sign-ups' ceremonies are finished, but the in-memory count learns that on its

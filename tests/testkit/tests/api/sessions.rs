@@ -811,3 +811,66 @@ async fn a_stale_session_cannot_end_the_owners_other_sessions() {
     );
     assert_eq!(laptop.get("/api/me").await.status(), 401);
 }
+
+#[tokio::test]
+async fn another_session_of_the_same_person_cannot_displace_or_spend_a_step_up() {
+    // A thief holding a stolen, non-fresh cookie of the same person starts step-ups of
+    // its own between the owner's start and finish: the owner's ceremony belongs to the
+    // owner's session, so the owner still becomes fresh and can end the thief's session.
+    let app = spawn_app_with_clock(manual_clock(), |_| {}).await;
+    let mut owner = app.browser();
+    owner.signed_up("Owner").await;
+    let mut thief = owner.with_same_passkey();
+    assert_eq!(thief.login().await.status(), 200);
+    // (The two browsers share one authenticator here: keep its counter in step.)
+    owner.passkey = thief.passkey.clone();
+    app.clock.advance(301);
+    assert_openai_error(
+        owner.post("/api/sessions/revoke-others", json!({})).await,
+        403,
+        "fresh_passkey_required",
+    )
+    .await;
+
+    let started: Value = owner
+        .post("/api/auth/reauth/start", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let credential = owner.passkey.get(&started["options"]).unwrap();
+    // The thief's starts (every signed-in kind) neither replace nor expire the owner's.
+    for path in ["/api/auth/reauth/start", "/api/connect/approve/start"] {
+        let res = thief.post(path, json!({})).await;
+        assert_eq!(res.status(), 200, "{path}");
+        let theirs: Value = res.json().await.unwrap();
+        assert_ne!(theirs["ceremony"], started["ceremony"]);
+    }
+    // The thief cannot finish, and so cannot consume, the owner's ceremony — not even
+    // with a valid assertion in hand.
+    let finish = json!({"ceremony": started["ceremony"], "credential": credential});
+    assert_openai_error(
+        thief.post("/api/auth/reauth/finish", finish.clone()).await,
+        400,
+        "ceremony_failed",
+    )
+    .await;
+    assert_openai_error(
+        thief.post("/api/sessions/revoke-others", json!({})).await,
+        403,
+        "fresh_passkey_required",
+    )
+    .await;
+
+    // The owner's finish still takes the owner's own ceremony: fresh, the owner signs
+    // the thief out.
+    assert_eq!(
+        owner.post("/api/auth/reauth/finish", finish).await.status(),
+        204
+    );
+    let res = owner.post("/api/sessions/revoke-others", json!({})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"ended": 1}));
+    assert_eq!(thief.get("/api/me").await.status(), 401);
+    assert_eq!(owner.get("/api/me").await.status(), 200);
+}
