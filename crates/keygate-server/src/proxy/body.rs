@@ -41,18 +41,15 @@ pub enum RequestBody {
 }
 
 #[derive(Deserialize)]
-struct Peek {
+struct Peek<'a> {
     #[serde(default)]
     model: Option<serde_json::Value>,
     #[serde(default)]
     stream: Option<serde_json::Value>,
-}
-
-/// Read only for model-limited grants: tools can run models of their own.
-#[derive(Deserialize)]
-struct PeekTools {
-    #[serde(default)]
-    tools: Option<serde_json::Value>,
+    /// Left as text in the one pass over the body; read only for model-limited grants
+    /// (tools can run models of their own).
+    #[serde(default, borrow)]
+    tools: Option<&'a serde_json::value::RawValue>,
 }
 
 pub async fn read(
@@ -114,10 +111,10 @@ pub async fn read(
             }
         };
         ctx.stream = matches!(peek.stream, Some(serde_json::Value::Bool(true)));
-        if need_model {
-            let peek: PeekTools = serde_json::from_slice(&bytes)
+        if need_model && let Some(tools) = peek.tools {
+            let tools: serde_json::Value = serde_json::from_str(tools.get())
                 .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;
-            ctx.tool_models = scope::tool_models(peek.tools.as_ref());
+            ctx.tool_models = scope::tool_models(Some(&tools));
         }
         return Ok(RequestBody::Buffered(bytes));
     }
