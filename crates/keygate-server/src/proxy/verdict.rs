@@ -23,7 +23,8 @@ use crate::error::ServerError;
 use crate::services::vault;
 use crate::state::AppState;
 
-/// The most of an upstream 401/403 body read to learn its `code`.
+/// The most of an upstream error body read: a 401/403's to learn its `code`, any
+/// other's to take the person's account ids out of it.
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
 
 /// Passes the upstream answer on, or turns a refusal of the person's key into 424.
@@ -84,22 +85,11 @@ async fn without_account_ids(
         upstream.headers().clone(),
     );
     let mut stream = upstream.bytes_stream();
-    let mut head = Vec::new();
-    let mut complete = false;
-    while head.len() <= ERROR_BODY_LIMIT {
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(Ok(chunk))) => head.extend_from_slice(&chunk),
-            Ok(None) => {
-                complete = true;
-                break;
-            }
-            // A failed or stalled body: pass on what came, then the rest (its error).
-            _ => break,
-        }
-    }
+    let (head, complete) = read_head(&mut stream, idle).await;
     let body = if complete {
         reqwest::Body::from(key_verdict::scrub_account_ids(&head).unwrap_or(head))
     } else {
+        // Too long, failed or stalled: what came, then the rest (or its error).
         let head = futures::stream::once(async move { Ok(bytes::Bytes::from(head)) });
         reqwest::Body::wrap_stream(head.chain(stream))
     };
@@ -112,14 +102,24 @@ async fn without_account_ids(
 
 /// Up to [`ERROR_BODY_LIMIT`] bytes of the body, or what arrived before `idle` passed.
 async fn error_body(upstream: reqwest::Response, idle: std::time::Duration) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut stream = upstream.bytes_stream();
-    while out.len() < ERROR_BODY_LIMIT {
+    let (mut head, _) = read_head(&mut upstream.bytes_stream(), idle).await;
+    head.truncate(ERROR_BODY_LIMIT);
+    head
+}
+
+/// Reads the start of a body: chunks until it holds [`ERROR_BODY_LIMIT`] bytes, the
+/// body ends, fails, or stays silent for `idle`. `true` when that was the whole body.
+async fn read_head<S>(stream: &mut S, idle: std::time::Duration) -> (Vec<u8>, bool)
+where
+    S: futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+{
+    let mut head = Vec::new();
+    while head.len() < ERROR_BODY_LIMIT {
         match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(Ok(chunk))) => out.extend_from_slice(&chunk),
+            Ok(Some(Ok(chunk))) => head.extend_from_slice(&chunk),
+            Ok(None) => return (head, true),
             _ => break,
         }
     }
-    out.truncate(ERROR_BODY_LIMIT);
-    out
+    (head, false)
 }
