@@ -15,19 +15,26 @@
 //! * [`content_type`] — a request's `Content-Type`, accepted only in a form every
 //!   parser reads alike.
 //! * [`key_verdict`] — what an upstream 401/403 says about the person's key.
+//! * [`limits`], [`calendar`], [`money`], [`price`], [`usage`] — a grant's limits,
+//!   budget periods on the UTC calendar, exact money, model prices, token usage.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod calendar;
 pub mod content_type;
 pub mod error;
 pub mod ids;
 pub mod key_verdict;
 pub mod keyring;
+pub mod limits;
+pub mod money;
 pub mod openai_error;
 pub mod origin;
+pub mod price;
 pub mod scope;
 pub mod secret;
 pub mod time;
 pub mod token;
+pub mod usage;
 pub mod vault;
 
 pub use error::CoreError;

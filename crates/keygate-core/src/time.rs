@@ -49,6 +49,26 @@ impl Clock {
         Self(Kind::SystemOffset(Arc::new(AtomicI64::new(0))))
     }
 
+    /// "Now" in milliseconds, for rate windows finer than a second. A manual clock
+    /// reads its second exactly (`now() * 1000`).
+    pub fn now_ms(&self) -> u64 {
+        let system_ms = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0)
+        };
+        match &self.0 {
+            Kind::System => system_ms(),
+            Kind::Manual(t) => t.load(Ordering::SeqCst).saturating_mul(1000),
+            Kind::SystemOffset(offset) => {
+                let moved =
+                    i128::from(system_ms()) + i128::from(offset.load(Ordering::SeqCst)) * 1000;
+                u64::try_from(moved.max(0)).unwrap_or(u64::MAX)
+            }
+        }
+    }
+
     pub fn now(&self) -> UnixTime {
         match &self.0 {
             Kind::System => now(),

@@ -2,7 +2,10 @@
 //! deserialise into [`RawConfig`] (unknown keys are errors); [`RawConfig::validate`]
 //! turns it into [`Config`], reporting every problem at once, before any port opens.
 
+use keygate_core::limits::Plan;
+use keygate_core::price::{Price, PriceTable};
 use keygate_core::time::Clock;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -51,6 +54,12 @@ pub struct RawConfig {
     pub max_ceremonies: Option<u64>,
     pub admin_failures_per_minute: Option<u64>,
     pub trusted_proxies: Option<String>,
+    /// `[prices."MODEL"]`: USD per million tokens, over the built-in table.
+    pub prices: Option<BTreeMap<String, Price>>,
+    /// `[plans.NAME]`: limits a grant on the plan gets.
+    pub plans: Option<BTreeMap<String, Plan>>,
+    /// The plan of a grant whose app asked for none.
+    pub default_plan: Option<String>,
 }
 
 /// The checked configuration.
@@ -91,6 +100,12 @@ pub struct Config {
     pub forward_headers: Vec<String>,
     /// Anonymous passkey traffic and admin-key failures, per client address.
     pub throttle: ThrottleSettings,
+    /// Model prices: built-in table plus `[prices]`.
+    pub prices: PriceTable,
+    /// Named plans from the config file.
+    pub plans: BTreeMap<String, Plan>,
+    /// The plan of a grant whose app asked for none; must name a plan in `plans`.
+    pub default_plan: Option<String>,
     /// Where the server reads "now" (expiry, freshness, sweeps, `created_at`): the system
     /// clock, unless a test put a manual one here before building the application.
     pub clock: Clock,
@@ -407,6 +422,9 @@ impl RawConfig {
                     validate_openai_keys: self.validate_openai_keys.unwrap_or(true),
                     forward_headers,
                     throttle,
+                    prices: PriceTable::builtin().with(self.prices.unwrap_or_default()),
+                    plans: self.plans.unwrap_or_default(),
+                    default_plan: self.default_plan,
                     clock: Clock::system(),
                 })
             }

@@ -3,6 +3,7 @@
 //! [`Versioned`] impl is the one place that knows the versions.
 
 use keygate_core::ids::{GrantId, KeyId, PasskeyId, UserId};
+use keygate_core::limits::Limits;
 use keygate_core::scope::Scope;
 use keygate_core::time::UnixTime;
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,16 @@ pub struct GrantRecord {
     /// read as `["inference"]`: tightened on purpose (docs/DECISIONS.md).
     #[serde(default = "Scope::default_set")]
     pub scopes: Vec<Scope>,
+    /// rpm, tpm, concurrency, budget (copied from the plan at creation, tightened by
+    /// the person; changed with PATCH). Grants from before limits: none.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The secret hash replaced by the last rotation, valid until `previous_until`
+    /// (the rotation's grace), then refused.
+    #[serde(default)]
+    pub previous_secret_hash: Option<String>,
+    #[serde(default)]
+    pub previous_until: Option<UnixTime>,
 }
 
 /// An approved redirect-flow connection waiting for its code to be exchanged. The

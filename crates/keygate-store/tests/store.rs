@@ -46,6 +46,9 @@ fn grant(user: &UserId, created_at: u64) -> GrantRecord {
         expires_at: None,
         plan: None,
         scopes: vec![Scope::Inference, Scope::Files],
+        limits: Default::default(),
+        previous_secret_hash: None,
+        previous_until: None,
     }
 }
 

@@ -167,6 +167,9 @@ pub async fn create(
         expires_at: None,
         plan,
         scopes,
+        limits: Default::default(),
+        previous_secret_hash: None,
+        previous_until: None,
     };
     store.insert_grant(&grant)?;
     store.flush().await?;
