@@ -86,6 +86,61 @@ pub fn parse_day(s: &str) -> Option<u32> {
     (civil(days) == (y, m, d)).then(|| u32::try_from(days).ok())?
 }
 
+/// `2026-11-30T12:00:00Z`: how `expires_at` is written on the wire.
+pub fn to_rfc3339(t: UnixTime) -> String {
+    let (y, m, d) = civil(t / DAY);
+    let s = t % DAY;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// Reads an RFC 3339 date-time (`Z` or a `±hh:mm` offset, optional fraction, which is
+/// dropped) as Unix seconds; `None` for anything else or a time before 1970.
+pub fn parse_rfc3339(s: &str) -> Option<UnixTime> {
+    let s = s.trim();
+    let (date, rest) = s.split_once(['T', 't', ' '])?;
+    let day = u64::from(parse_day(date)?);
+    let (time, offset_secs): (&str, i64) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
+        (t, 0)
+    } else {
+        let i = rest.rfind(['+', '-'])?;
+        let (t, off) = rest.split_at(i);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = off.get(1..)?.split_once(':')?;
+        let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
+        if oh.to_string().len() > 2 || oh > 23 || om > 59 {
+            return None;
+        }
+        (t, sign * (oh * 3600 + om * 60))
+    };
+    let time = time.split_once('.').map_or(time, |(t, frac)| {
+        if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            ""
+        } else {
+            t
+        }
+    });
+    let mut hms = time.split(':');
+    let h: u64 = two_digits(hms.next()?)?;
+    let m: u64 = two_digits(hms.next()?)?;
+    let sec: u64 = two_digits(hms.next()?)?;
+    if hms.next().is_some() || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let local = i64::try_from(day * DAY + h * 3600 + m * 60 + sec.min(59)).ok()?;
+    u64::try_from(local - offset_secs).ok()
+}
+
+fn two_digits(s: &str) -> Option<u64> {
+    (s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
 /// (year, month 1–12, day 1–31) of a day number.
 fn civil(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
@@ -149,7 +204,44 @@ mod tests {
         );
     }
 
+    #[test]
+    fn rfc3339() {
+        assert_eq!(to_rfc3339(MON_2026_11_30 + 3661), "2026-11-30T01:01:01Z");
+        assert_eq!(
+            parse_rfc3339("2026-11-30T01:01:01Z"),
+            Some(MON_2026_11_30 + 3661)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-30T01:01:01.123Z"),
+            Some(MON_2026_11_30 + 3661)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-30T02:01:01+01:00"),
+            Some(MON_2026_11_30 + 3661)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-29T23:01:01-02:00"),
+            Some(MON_2026_11_30 + 3661)
+        );
+        for bad in [
+            "2026-11-30",
+            "2026-11-30T1:01:01Z",
+            "2026-13-01T00:00:00Z",
+            "yesterday",
+            "2026-11-30T24:00:00Z",
+            "2026-11-30T00:00:00",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn rfc3339_round_trips(t in 0u64..250_000_000_000) {
+            prop_assert_eq!(parse_rfc3339(&to_rfc3339(t)), Some(t));
+        }
+
         #[test]
         fn periods_contain_their_instant(t in 1_000_000u64..8_000_000_000) {
             for p in [Period::Day, Period::Week, Period::Month] {

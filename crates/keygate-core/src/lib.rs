@@ -34,6 +34,7 @@ pub mod scope;
 pub mod secret;
 pub mod time;
 pub mod token;
+pub mod tokens;
 pub mod usage;
 pub mod vault;
 
