@@ -271,6 +271,9 @@ fn render(e: &OpenAiError) -> HttpResponse {
     if let Some(secs) = e.retry_after {
         res.insert_header((RETRY_AFTER, HeaderValue::from(secs)));
     }
+    if let Some(ms) = e.retry_after_ms {
+        res.insert_header(("retry-after-ms", HeaderValue::from(ms)));
+    }
     if let Some(retry) = e.should_retry {
         res.insert_header(("x-should-retry", if retry { "true" } else { "false" }));
     }
