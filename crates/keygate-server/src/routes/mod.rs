@@ -53,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/users/{id}/grants", web::post().to(admin::create_grant))
                 .route("/users/{id}/grants", web::get().to(admin::list_grants))
                 .route("/grants/{id}", web::delete().to(admin::revoke_grant))
+                .route("/grants/{id}/usage", web::get().to(admin::grant_usage))
                 .default_service(web::to(not_found)),
         )
         .service(
@@ -98,6 +99,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/grants", web::get().to(api::list_grants))
                 .route("/grants", web::post().to(api::create_grant))
                 .route("/grants/{id}", web::delete().to(api::revoke_grant))
+                .route("/grants/{id}/usage", web::get().to(api::grant_usage))
                 .route("/passkeys", web::get().to(api::list_passkeys))
                 .route("/passkeys/start", web::post().to(api::add_passkey_start))
                 .route("/passkeys/finish", web::post().to(api::add_passkey_finish))
@@ -126,7 +128,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 )
                 .default_service(web::to(not_found)),
         )
-        .service(web::scope("/v1").default_service(web::to(proxy::proxy_v1)))
+        .service(
+            web::scope("/v1")
+                // keygate's own answer about the key (not forwarded, not counted).
+                .route("/key", web::get().to(proxy::key_info))
+                .default_service(web::to(proxy::proxy_v1)),
+        )
         .route("/v1", web::to(proxy::proxy_v1))
         .route("/", web::get().to(web_pages::index))
         .route("/login", web::get().to(web_pages::login))
