@@ -2,6 +2,8 @@
 //! the answer was cut short): from a JSON answer's tail, from an SSE stream as it
 //! passes, and the request rewrite that makes a stream report it.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -242,56 +244,106 @@ impl SseScanner {
         if data.starts_with(b"[DONE]") {
             return Keep::All;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
-            return Keep::All;
+        // The typed read borrows and skips what it does not need (several times
+        // faster than a `Value` per chunk); a shape it does not expect gets the
+        // general `Value` read.
+        let seen = match serde_json::from_slice::<wire::Event<'_>>(&data) {
+            Ok(ev) => self.observe_typed(&ev),
+            Err(_) => match serde_json::from_slice::<Value>(&data) {
+                Ok(v) => self.observe_value(&v),
+                Err(_) => return Keep::All,
+            },
         };
-        self.observe(&v);
-        if !self.strip || !v.get("choices").is_some_and(Value::is_array) {
+        if !self.strip || !seen.chat {
             return Keep::All;
         }
-        match v.get("usage") {
-            Some(Value::Object(_)) if v["choices"].as_array().is_some_and(|c| c.is_empty()) => {
-                Keep::Nothing
-            }
-            Some(Value::Null) => match (range, null_usage_member(&data)) {
-                (Some(r), Some((a, b))) => Keep::Without(r.0 + a, r.0 + b),
-                _ => Keep::All,
-            },
+        if seen.no_choices && seen.usage {
+            return Keep::Nothing;
+        }
+        match (range, null_usage_member(&data)) {
+            (Some(r), Some((a, b))) => Keep::Without(r.0 + a, r.0 + b),
             _ => Keep::All,
         }
     }
 
-    fn observe(&mut self, v: &Value) {
-        if let Some(kind) = v.get("type").and_then(Value::as_str) {
-            match kind {
-                "response.completed" | "response.incomplete" | "response.failed" => {
-                    if let Some(u) = v.pointer("/response/usage").and_then(from_value) {
-                        self.usage = Some(u);
-                    }
+    fn observe_typed(&mut self, ev: &wire::Event<'_>) -> Seen {
+        if let Some(kind) = ev.kind.as_deref() {
+            if FINAL_EVENTS.contains(&kind) {
+                let response = ev.response.map(|r| serde_json::from_str::<Value>(r.get()));
+                if let Some(u) = response
+                    .and_then(Result::ok)
+                    .as_ref()
+                    .and_then(|r| r.get("usage"))
+                    .and_then(from_value)
+                {
+                    self.usage = Some(u);
                 }
-                "response.output_text.delta"
-                | "response.function_call_arguments.delta"
-                | "response.custom_tool_call_input.delta"
-                | "response.refusal.delta"
-                | "response.reasoning_text.delta"
-                | "response.reasoning_summary_text.delta" => {
-                    if let Some(d) = v.get("delta").and_then(Value::as_str) {
-                        self.add_text(d);
-                    }
-                }
-                _ => {}
+            } else if DELTA_EVENTS.contains(&kind)
+                && let Some(Ok(d)) = ev
+                    .delta
+                    .map(|d| serde_json::from_str::<Cow<'_, str>>(d.get()))
+            {
+                self.add_text(&d);
             }
-            return;
+            return Seen::default();
         }
-        if let Some(u) = v
-            .get("usage")
-            .filter(|u| u.is_object())
-            .and_then(from_value)
-        {
+        let usage = ev
+            .usage
+            .and_then(|u| serde_json::from_str::<Value>(u.get()).ok())
+            .filter(Value::is_object);
+        if let Some(u) = usage.as_ref().and_then(from_value) {
+            self.usage = Some(u);
+        }
+        let Some(choices) = &ev.choices else {
+            return Seen::default();
+        };
+        for choice in choices {
+            if let Some(t) = &choice.text {
+                self.add_text(t);
+            }
+            let Some(delta) = &choice.delta else {
+                continue;
+            };
+            let calls = delta
+                .tool_calls
+                .iter()
+                .flatten()
+                .filter_map(|c| c.function.as_ref());
+            let texts = [&delta.content, &delta.refusal]
+                .into_iter()
+                .flatten()
+                .chain(delta.function_call.iter().flat_map(|f| f.arguments.iter()))
+                .chain(calls.flat_map(|f| f.name.iter().chain(f.arguments.iter())));
+            for t in texts {
+                self.add_text(t);
+            }
+        }
+        Seen {
+            chat: true,
+            no_choices: choices.is_empty(),
+            usage: usage.is_some(),
+        }
+    }
+
+    fn observe_value(&mut self, v: &Value) -> Seen {
+        if let Some(kind) = v.get("type").and_then(Value::as_str) {
+            if FINAL_EVENTS.contains(&kind) {
+                if let Some(u) = v.pointer("/response/usage").and_then(from_value) {
+                    self.usage = Some(u);
+                }
+            } else if DELTA_EVENTS.contains(&kind)
+                && let Some(d) = v.get("delta").and_then(Value::as_str)
+            {
+                self.add_text(d);
+            }
+            return Seen::default();
+        }
+        let usage = v.get("usage").filter(|u| u.is_object());
+        if let Some(u) = usage.and_then(from_value) {
             self.usage = Some(u);
         }
         let Some(choices) = v.get("choices").and_then(Value::as_array) else {
-            return;
+            return Seen::default();
         };
         for choice in choices {
             // Legacy Completions stream `text`; chat streams a `delta`.
@@ -301,16 +353,10 @@ impl SseScanner {
             let Some(delta) = choice.get("delta") else {
                 continue;
             };
-            for key in ["content", "refusal"] {
-                if let Some(t) = delta.get(key).and_then(Value::as_str) {
+            for p in ["/content", "/refusal", "/function_call/arguments"] {
+                if let Some(t) = delta.pointer(p).and_then(Value::as_str) {
                     self.add_text(t);
                 }
-            }
-            if let Some(t) = delta
-                .pointer("/function_call/arguments")
-                .and_then(Value::as_str)
-            {
-                self.add_text(t);
             }
             for call in delta
                 .get("tool_calls")
@@ -324,6 +370,11 @@ impl SseScanner {
                     }
                 }
             }
+        }
+        Seen {
+            chat: true,
+            no_choices: choices.is_empty(),
+            usage: usage.is_some(),
         }
     }
 
@@ -339,6 +390,89 @@ impl SseScanner {
         }
         self.text.push_str(&t[..cut]);
         self.text_overflow += (t.len() - cut) as u64;
+    }
+}
+
+/// Responses API events whose `response` carries the final usage.
+const FINAL_EVENTS: &[&str] = &[
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+];
+
+/// Responses API events whose `delta` is generated text (billed as output).
+const DELTA_EVENTS: &[&str] = &[
+    "response.output_text.delta",
+    "response.function_call_arguments.delta",
+    "response.custom_tool_call_input.delta",
+    "response.refusal.delta",
+    "response.reasoning_text.delta",
+    "response.reasoning_summary_text.delta",
+];
+
+/// What one event was, for stripping.
+#[derive(Default)]
+struct Seen {
+    /// A Chat Completions (or legacy Completions) chunk: has `choices`.
+    chat: bool,
+    no_choices: bool,
+    /// Has a `usage` object.
+    usage: bool,
+}
+
+/// The parts of a streamed event the scanner reads; everything else is skipped.
+mod wire {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+
+    #[derive(Deserialize)]
+    pub(super) struct Event<'a> {
+        #[serde(rename = "type", borrow, default)]
+        pub kind: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub delta: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        pub choices: Option<Vec<Choice<'a>>>,
+        #[serde(borrow, default)]
+        pub usage: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        pub response: Option<&'a RawValue>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Choice<'a> {
+        #[serde(borrow, default)]
+        pub text: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub delta: Option<Delta<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Delta<'a> {
+        #[serde(borrow, default)]
+        pub content: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub refusal: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub function_call: Option<Function<'a>>,
+        #[serde(borrow, default)]
+        pub tool_calls: Option<Vec<ToolCall<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct ToolCall<'a> {
+        #[serde(borrow, default)]
+        pub function: Option<Function<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Function<'a> {
+        #[serde(borrow, default)]
+        pub name: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub arguments: Option<Cow<'a, str>>,
     }
 }
 
@@ -735,6 +869,19 @@ data: {"type":"response.function_call_arguments.delta","delta":"\"Paris\"}"}
         let mut s = SseScanner::new(false);
         run(&mut s, input, &[]);
         assert_eq!(s.streamed_text(), "get_weather{\"city\":No.\"Paris\"}");
+    }
+
+    #[test]
+    fn an_unexpected_shape_is_still_read() {
+        // `content` as an array is not what the typed read expects: the general read
+        // still finds the usage and the text it can.
+        let ev = br#"data: {"choices":[{"delta":{"content":[{"type":"text"}],"refusal":"no"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}
+
+"#;
+        let mut s = SseScanner::new(false);
+        s.feed(Bytes::from_static(ev));
+        assert_eq!(s.usage().map(|u| u.total()), Some(4));
+        assert_eq!(s.streamed_text(), "no");
     }
 
     #[test]
