@@ -29,6 +29,7 @@ fn nanos(v: &Value) -> u64 {
 /// The `usage` the mock reported inside an SSE body (the last event that has one).
 fn sse_usage(body: &str) -> Value {
     body.lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
         .filter_map(|v| {
@@ -41,7 +42,7 @@ fn sse_usage(body: &str) -> Value {
                         .cloned()
                 })
         })
-        .last()
+        .next()
         .unwrap_or(Value::Null)
 }
 
