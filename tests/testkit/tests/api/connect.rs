@@ -10,15 +10,15 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{assert_openai_error, chat, chat_stream};
 
-const APP: &str = "https://notes.example";
+pub(crate) const APP: &str = "https://notes.example";
 const REDIRECT: &str = "https://notes.example/oauth/callback?tenant=1";
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-extra-entropy";
+pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-extra-entropy";
 
-fn challenge(verifier: &str) -> String {
+pub(crate) fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-async fn person(app: &TestApp) -> Browser {
+pub(crate) async fn person(app: &TestApp) -> Browser {
     let mut b = app.browser();
     b.signed_up("Connector").await;
     assert_eq!(
@@ -32,7 +32,7 @@ async fn person(app: &TestApp) -> Browser {
 
 /// The redirect-mode approval as the connect page submits it: a passkey assertion,
 /// then a top-level form post.
-async fn approve_redirect(b: &mut Browser, extra: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn approve_redirect(b: &mut Browser, extra: &[(&str, &str)]) -> reqwest::Response {
     let started: Value = b
         .post("/api/connect/approve/start", json!({}))
         .await
@@ -64,7 +64,7 @@ async fn approve_redirect(b: &mut Browser, extra: &[(&str, &str)]) -> reqwest::R
         .unwrap()
 }
 
-fn code_from(res: &reqwest::Response) -> String {
+pub(crate) fn code_from(res: &reqwest::Response) -> String {
     assert_eq!(res.status(), 302, "expected a redirect");
     let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
     assert_eq!(location.origin().ascii_serialization(), APP);
@@ -76,7 +76,7 @@ fn code_from(res: &reqwest::Response) -> String {
     q["code"].clone()
 }
 
-async fn exchange(app: &TestApp, code: &str, verifier: &str) -> reqwest::Response {
+pub(crate) async fn exchange(app: &TestApp, code: &str, verifier: &str) -> reqwest::Response {
     app.client
         .post(app.url("/api/connect/token"))
         .json(&json!({"code": code, "code_verifier": verifier}))
@@ -85,7 +85,7 @@ async fn exchange(app: &TestApp, code: &str, verifier: &str) -> reqwest::Respons
         .unwrap()
 }
 
-fn connect_url(params: &[(&str, &str)]) -> String {
+pub(crate) fn connect_url(params: &[(&str, &str)]) -> String {
     let mut url = url::Url::parse("http://x/connect").unwrap();
     for (k, v) in params {
         url.query_pairs_mut().append_pair(k, v);
@@ -93,7 +93,7 @@ fn connect_url(params: &[(&str, &str)]) -> String {
     format!("/connect?{}", url.query().unwrap())
 }
 
-fn good_params(ch: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn good_params(ch: &str) -> Vec<(&'static str, String)> {
     vec![
         ("response_type", "code".into()),
         ("redirect_uri", REDIRECT.into()),
