@@ -535,7 +535,12 @@ impl GrantPatch {
 /// Applies `patch` to a grant (of `owner`, when given: another person's is 404, as is
 /// a revoked one). The person is held to the plan's ceiling; an operator is not, and
 /// moving a grant to another plan without new `limits` gives it that plan's limits.
-/// Durable before returning: the next proxied request sees the new limits.
+///
+/// A person's change that gives the app more than it has (a scope or model added,
+/// a limit raised or removed, the expiry pushed back or cleared) needs a `fresh`
+/// session, like creating a grant: a stolen session cookie may tighten a grant, never
+/// widen one for an app the thief controls. Durable before returning: the next
+/// proxied request sees the new limits.
 pub async fn patch(
     store: &Store,
     config: &Config,
@@ -543,6 +548,7 @@ pub async fn patch(
     owner: Option<&UserId>,
     patch: GrantPatch,
     by: Caller,
+    fresh: bool,
 ) -> Result<GrantView, ServerError> {
     let existing = changeable(store, id, owner)?;
     let mut plan = existing.plan.clone();
@@ -567,6 +573,9 @@ pub async fn patch(
     {
         new.within(&ceiling).map_err(limit_error)?;
     }
+    if by == Caller::Person && !fresh && widens(&existing, &patch, limits.as_ref()) {
+        return Err(ServiceError::FreshPasskeyRequired.into());
+    }
     let updated = update_unless_revoked(store, id, |g| {
         if let Some(n) = &patch.name {
             g.name = n.clone();
@@ -588,6 +597,30 @@ pub async fn patch(
     store.flush().await?;
     tracing::info!(grant_id = %id, by = ?by, "grant changed");
     Ok(GrantView::from(&updated))
+}
+
+/// Would the change give the grant more than it has now?
+fn widens(g: &GrantRecord, p: &GrantPatch, limits: Option<&Limits>) -> bool {
+    let scopes = p
+        .scopes
+        .as_ref()
+        .is_some_and(|new| new.iter().any(|s| !g.scopes.contains(s)));
+    // An empty list is every model.
+    let models = p.models.as_ref().is_some_and(|new| {
+        !g.models.is_empty() && (new.is_empty() || new.iter().any(|m| !g.models.contains(m)))
+    });
+    let limits = limits.is_some_and(|new| new.within(&g.limits).is_err());
+    let expiry = match (g.expires_at, p.expires_at) {
+        (Some(_), Some(None)) => true,
+        (Some(old), Some(Some(new))) => new > old,
+        _ => false,
+    };
+    scopes || models || limits || expiry
+}
+
+/// One grant (of `owner`, when given), revoked ones too.
+pub fn show(store: &Store, id: &GrantId, owner: Option<&UserId>) -> Result<GrantView, ServerError> {
+    Ok(GrantView::from(&owned(store, id, owner)?))
 }
 
 /// Issues a new secret for a grant (of `owner`, when given; active or disabled). With
@@ -679,7 +712,8 @@ fn rotate_with(
 }
 
 /// Disables (`enabled = false`) or re-enables a grant (of `owner`, when given). Only
-/// active ↔ disabled; a revoked grant is 404. Durable before returning.
+/// active ↔ disabled; a revoked grant is 404. Durable before returning. (The person's
+/// route asks for a fresh session to enable: see `patch` on widening.)
 pub async fn set_enabled(
     store: &Store,
     id: &GrantId,

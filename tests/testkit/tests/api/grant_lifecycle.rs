@@ -127,6 +127,18 @@ async fn limits_and_expiry_round_trip_in_every_create_path_and_every_list() {
     let shown = listed(&b, id).await.unwrap();
     assert_eq!(shown["limits"], limits_out());
     assert_eq!(shown["expires_at"], expiry_out);
+    // Shown one at a time too, to its owner and to the operator.
+    let one = json_of(b.get(&format!("/api/grants/{id}")).await, 200).await;
+    assert_eq!(one, shown);
+    let res = admin(&app, Method::GET, &format!("/admin/grants/{id}"), None).await;
+    assert_eq!(json_of(res, 200).await, shown);
+    let other = person(&app).await;
+    assert_openai_error(
+        other.get(&format!("/api/grants/{id}")).await,
+        404,
+        "not_found",
+    )
+    .await;
 
     // The popup approval.
     let res = popup(&mut b, json!({"limits": limits, "expires_at": expiry_in})).await;
@@ -806,4 +818,67 @@ async fn a_person_cannot_touch_anyone_elses_grant() {
         .await;
     assert_openai_error(res, 400, "invalid_request").await;
     assert_eq!(listed(&victim, &id).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn widening_a_grant_needs_a_fresh_passkey_check_and_tightening_does_not() {
+    let app = spawn_app_with_clock(manual_clock(), |_| {}).await;
+    let mut b = person(&app).await;
+    let now = app.clock.now();
+    let made = person_grant(
+        &b,
+        json!({"name": "n", "models": ["gpt-4o-mini", "gpt-4o"], "limits": {"rpm": 60},
+               "expires_at": to_rfc3339(now + 86_400)}),
+    )
+    .await;
+    let id = made["grant"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/grants/{id}");
+    // Past the fresh window of the sign-up.
+    app.clock.advance(301);
+    for body in [
+        json!({"limits": {"rpm": 30}}),
+        json!({"models": ["gpt-4o-mini"]}),
+        json!({"expires_at": to_rfc3339(now + 3_600)}),
+        json!({"name": "renamed", "scopes": ["inference"]}),
+    ] {
+        let res = b.send(Method::PATCH, &path, body.clone()).await;
+        assert_eq!(status_of(&res), 200, "{body}");
+    }
+    assert_eq!(
+        b.post(&format!("{path}/disable"), json!({})).await.status(),
+        200
+    );
+    let before = listed(&b, &id).await.unwrap();
+    for body in [
+        json!({"limits": {"rpm": 31}}),
+        json!({"limits": null}),
+        json!({"models": []}),
+        json!({"models": ["gpt-4o"]}),
+        json!({"scopes": ["inference", "files"]}),
+        json!({"expires_at": null}),
+        json!({"expires_at": to_rfc3339(now + 7_200)}),
+    ] {
+        let res = b.send(Method::PATCH, &path, body.clone()).await;
+        assert_openai_error(res, 403, "fresh_passkey_required").await;
+    }
+    let res = b.post(&format!("{path}/enable"), json!({})).await;
+    assert_openai_error(res, 403, "fresh_passkey_required").await;
+    assert_eq!(listed(&b, &id).await.unwrap(), before, "nothing changed");
+    // After the passkey check every one of them goes through.
+    assert_eq!(b.reauth().await.status(), 204);
+    let res = b
+        .send(
+            Method::PATCH,
+            &path,
+            json!({"limits": null, "models": [], "scopes": ["inference", "files"], "expires_at": null}),
+        )
+        .await;
+    let widened = json_of(res, 200).await;
+    assert_eq!(widened["models"], json!([]));
+    assert_eq!(widened["expires_at"], Value::Null);
+    assert_eq!(widened["limits"]["rpm"], Value::Null);
+    assert_eq!(
+        b.post(&format!("{path}/enable"), json!({})).await.status(),
+        200
+    );
 }
