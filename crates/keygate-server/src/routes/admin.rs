@@ -121,7 +121,7 @@ pub async fn patch_grant(
     id: web::Path<GrantId>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ServerError> {
-    let patch = GrantPatch::parse(&body, Caller::Operator, st.clock.now())?;
+    let patch = GrantPatch::parse(&body, st.clock.now())?;
     let view = grants::patch(
         &st.store,
         &st.config,

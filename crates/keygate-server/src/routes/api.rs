@@ -176,7 +176,7 @@ pub async fn patch_grant(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ServerError> {
     let now = st.clock.now();
-    let patch = GrantPatch::parse(&body, Caller::Person, now)?;
+    let patch = GrantPatch::parse(&body, now)?;
     let view = grants::patch(
         &st.store,
         &st.config,

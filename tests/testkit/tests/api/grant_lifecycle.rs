@@ -298,6 +298,9 @@ async fn the_person_patches_within_the_plan_and_the_operator_beyond_it() {
         let err = assert_openai_error(res, 400, "invalid_request").await;
         assert_eq!(err["error"]["param"], param, "{limits}");
     }
+    // Sending the grant's own plan back is fine (a dashboard may send the whole grant).
+    let res = b.send(Method::PATCH, &path, json!({"plan": "free"})).await;
+    assert_eq!(status_of(&res), 200);
     // The person cannot change the plan, nor set a past expiry.
     let err = assert_openai_error(
         b.send(Method::PATCH, &path, json!({"plan": "pro"})).await,
@@ -382,6 +385,23 @@ async fn the_person_patches_within_the_plan_and_the_operator_beyond_it() {
     assert_eq!(moved["plan"], "pro");
     assert_eq!(moved["limits"]["rpm"], 600);
     assert_eq!(moved["limits"]["models"]["gpt-4o"]["rpm"], 10);
+    // Naming the plan it is already on changes nothing.
+    let res = admin(
+        &app,
+        Method::PATCH,
+        &admin_path,
+        Some(json!({"limits": {"rpm": 7}})),
+    )
+    .await;
+    assert_eq!(json_of(res, 200).await["limits"]["rpm"], 7);
+    let res = admin(
+        &app,
+        Method::PATCH,
+        &admin_path,
+        Some(json!({"plan": "pro"})),
+    )
+    .await;
+    assert_eq!(json_of(res, 200).await["limits"]["rpm"], 7);
     let res = admin(
         &app,
         Method::PATCH,
