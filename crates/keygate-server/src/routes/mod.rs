@@ -52,7 +52,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 )
                 .route("/users/{id}/grants", web::post().to(admin::create_grant))
                 .route("/users/{id}/grants", web::get().to(admin::list_grants))
-                .route("/grants/{id}", web::delete().to(admin::revoke_grant))
+                .route("/grants/{id}", web::get().to(admin::show_grant))
+                .route("/grants/{id}", web::delete().to(admin::delete_grant))
+                .route("/grants/{id}", web::patch().to(admin::patch_grant))
+                .route("/grants/{id}/rotate", web::post().to(admin::rotate_grant))
+                .route("/grants/{id}/disable", web::post().to(admin::disable_grant))
+                .route("/grants/{id}/enable", web::post().to(admin::enable_grant))
                 .route("/grants/{id}/usage", web::get().to(admin::grant_usage))
                 .default_service(web::to(not_found)),
         )
@@ -98,7 +103,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/key", web::delete().to(api::delete_key))
                 .route("/grants", web::get().to(api::list_grants))
                 .route("/grants", web::post().to(api::create_grant))
-                .route("/grants/{id}", web::delete().to(api::revoke_grant))
+                .route("/grants/{id}", web::get().to(api::show_grant))
+                .route("/grants/{id}", web::delete().to(api::delete_grant))
+                .route("/grants/{id}", web::patch().to(api::patch_grant))
+                .route("/grants/{id}/rotate", web::post().to(api::rotate_grant))
+                .route("/grants/{id}/disable", web::post().to(api::disable_grant))
+                .route("/grants/{id}/enable", web::post().to(api::enable_grant))
                 .route("/grants/{id}/usage", web::get().to(api::grant_usage))
                 .route("/passkeys", web::get().to(api::list_passkeys))
                 .route("/passkeys/start", web::post().to(api::add_passkey_start))
@@ -113,6 +123,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/sessions/{id}", web::delete().to(api::end_session))
                 .route("/account", web::delete().to(api::delete_account))
                 .route("/connect/existing", web::get().to(connect::existing))
+                .route("/connect/plan", web::get().to(connect::plan))
                 .route(
                     "/connect/approve/start",
                     web::post().to(connect::approve_start),
