@@ -81,10 +81,12 @@ impl Limiter {
     }
 
     fn slot(&self, grant: &GrantId) -> Arc<Mutex<Slot>> {
-        lock(&self.0.slots)
-            .entry(grant.clone())
-            .or_default()
-            .clone()
+        let mut slots = lock(&self.0.slots);
+        // Looked up first: the id is cloned only for a grant not seen yet.
+        if let Some(slot) = slots.get(grant) {
+            return slot.clone();
+        }
+        slots.entry(grant.clone()).or_default().clone()
     }
 
     /// Decides a request under the grant's limits (and its model's overrides) and, if
