@@ -610,7 +610,7 @@ function renderGrants() {
     h(
       "tr",
       {},
-      ["Name", "Origin", "Models", "Limits", "Expires", "Last used", "Status"].map((t) => h("th", { scope: "col" }, t)),
+      ["App", "Models", "Limits", "Expires", "Last used", "Status"].map((t) => h("th", { scope: "col" }, t)),
       h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")),
     ),
   );
@@ -646,9 +646,8 @@ function grantRow(g) {
     Array.isArray(g.models) && g.models.length
       ? h("div", { class: "chips" }, g.models.map((m) => h("span", { class: "chip" }, m)))
       : h("span", { class: "muted" }, "All models");
-  const origin = g.origin
-    ? h("span", { class: "origin" }, g.origin)
-    : h("span", { class: "faint" }, h("span", { "aria-hidden": "true" }, "—"), h("span", { class: "visually-hidden" }, "Any"));
+  // A connected app is bound to its website: shown under its name.
+  const origin = g.origin ? h("span", { class: "origin grant-origin", title: "Only this website may use the key" }, g.origin) : null;
   // What it may do, in words (a keygate without scopes sends none: then nothing is claimed).
   let access = null;
   if (Array.isArray(g.scopes)) {
@@ -721,10 +720,10 @@ function grantRow(g) {
       "td",
       { class: "cell-name", "data-label": "Name" },
       h("div", { class: "grant-name" }, g.name),
+      origin,
       access,
       h("div", { class: "small faint" }, "Added ", timeEl(g.created_at)),
     ),
-    h("td", { "data-label": "Origin" }, origin),
     h("td", { "data-label": "Models" }, models),
     h("td", { "data-label": "Limits", class: "cell-limits" }, limits),
     h("td", { "data-label": "Expires" }, expiryCell(g)),

@@ -17,7 +17,6 @@ import {
   expiryWords,
   isExpired,
   limitPhrases,
-  modelsWords,
   money,
   sameLimits,
   scopesWords,
@@ -224,7 +223,11 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
 
   function limitsView(g) {
     const phrases = limitPhrases(g.limits);
-    const extra = [modelsWords(g.models), scopesWords(g.scopes)].filter(Boolean);
+    // Models and scopes keep their own spelling: "Models: gpt-4o-mini", "May use: model calls".
+    const extra = [
+      Array.isArray(g.models) && g.models.length ? `Models: ${g.models.join(", ")}` : null,
+      scopesWords(g.scopes) ? `May use: ${scopesWords(g.scopes).replace(/ only$/, "")}` : null,
+    ].filter(Boolean);
     const expiry = g.expires_at
       ? h("li", { class: "limit-expiry" }, icon("clock"), h("span", {}, capitalize(expiryWords(g.expires_at)), " (", momentEl(g.expires_at), ")"))
       : h("li", { class: "limit-expiry" }, icon("clock"), h("span", {}, "Never expires"));
@@ -232,7 +235,7 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
       ...(phrases.length ? phrases : ["No spending or rate limit"]).map((p, i) =>
         h("li", { class: !phrases.length ? "faint" : null }, icon(i === 0 && phrases.length && budgetWords(g.limits?.budget) ? "wallet" : "gauge"), h("span", {}, capitalize(p))),
       ),
-      ...extra.map((p) => h("li", {}, icon("check"), h("span", {}, capitalize(p)))),
+      ...extra.map((p) => h("li", {}, icon("check"), h("span", {}, p))),
       expiry,
     ];
     return h(
@@ -430,7 +433,9 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
     const err = container.querySelector(`#${id}-error`);
     if (!input || !err) return false;
     input.setAttribute("aria-invalid", "true");
-    replace(err, icon("alert"), h("span", {}, message));
+    // keygate's message may start with the field's name ("limits.rpm: …"): the field is shown.
+    const text = String(message).replace(/^(limits\.[\w.-]+|expires_at|plan): /, "");
+    replace(err, icon("alert"), h("span", {}, capitalize(text)));
     err.hidden = false;
     input.focus();
     return true;

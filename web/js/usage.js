@@ -194,21 +194,27 @@ export function usageTable(usage, caption) {
     h(
       "tr",
       {},
-      h("th", { scope: "row", "data-label": "Day" }, h("time", { datetime: r.day }, dayLabel(r.day, true))),
-      h("td", { "data-label": "Model" }, h("span", { class: "chip" }, r.model || "—")),
+      h(
+        "th",
+        { scope: "row" },
+        h("time", { datetime: r.day }, dayLabel(r.day, true)),
+        // On a phone the model column is hidden and the model shows under the day.
+        h("span", { class: "chip model-inline", "aria-hidden": "true" }, r.model || "—"),
+      ),
+      h("td", { class: "col-model" }, h("span", { class: "chip" }, r.model || "—")),
       h(
         "td",
-        { "data-label": "Requests", class: "num" },
+        { class: "num" },
         count(r.requests),
-        Number(r.errors) > 0 ? h("span", { class: "faint small" }, ` (${count(r.errors)} failed)`) : null,
+        Number(r.errors) > 0 ? h("span", { class: "faint small failed-note" }, ` (${count(r.errors)} failed)`) : null,
       ),
       h(
         "td",
-        { "data-label": "Tokens", class: "num", title: `${count(r.prompt_tokens)} in (${count(r.cached_tokens)} cached), ${count(r.completion_tokens)} out` },
+        { class: "num", title: `${count(r.prompt_tokens)} in (${count(r.cached_tokens)} cached), ${count(r.completion_tokens)} out` },
         count(rowTokens(r)),
         Number(r.estimated) > 0 ? h("span", { class: "estimated", "aria-label": " (partly estimated)" }, "*") : null,
       ),
-      h("td", { "data-label": "Cost", class: "num" }, money(r.usd)),
+      h("td", { class: "num" }, money(r.usd)),
     ),
   );
   return h(
@@ -224,7 +230,9 @@ export function usageTable(usage, caption) {
         h(
           "tr",
           {},
-          ["Day", "Model", "Requests", "Tokens", "Cost"].map((t, i) => h("th", { scope: "col", class: i >= 2 ? "num" : null }, t)),
+          ["Day", "Model", "Requests", "Tokens", "Cost"].map((t, i) =>
+            h("th", { scope: "col", class: i >= 2 ? "num" : i === 1 ? "col-model" : null }, t),
+          ),
         ),
       ),
       h("tbody", {}, body),
