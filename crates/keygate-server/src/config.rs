@@ -60,6 +60,8 @@ pub struct RawConfig {
     pub plans: Option<BTreeMap<String, Plan>>,
     /// The plan of a grant whose app asked for none.
     pub default_plan: Option<String>,
+    /// How long the old key of a reconnected app keeps working.
+    pub reconnect_grace_secs: Option<u64>,
 }
 
 /// The checked configuration.
@@ -106,6 +108,10 @@ pub struct Config {
     pub plans: BTreeMap<String, Plan>,
     /// The plan of a grant whose app asked for none; must name a plan in `plans`.
     pub default_plan: Option<String>,
+    /// When an app reconnects from the same origin (connect `reuse_grant_id`), its old
+    /// key keeps working this long (a rotation with grace), so a tab still using it is
+    /// not cut off mid-conversation.
+    pub reconnect_grace_secs: u64,
     /// Where the server reads "now" (expiry, freshness, sweeps, `created_at`): the system
     /// clock, unless a test put a manual one here before building the application.
     pub clock: Clock,
@@ -182,13 +188,19 @@ impl RawConfig {
                             .and_then(|m| m.source.as_ref())
                             .and_then(|s| s.file_path())
                             .map(|p| p.display().to_string());
-                        let name = match (e.path.last(), file) {
+                        // Nested keys (`[plans.free]`, `[prices."gpt-4o"]`) are named
+                        // by their whole dotted path: `plans.free.budget.usd`.
+                        let key = (!e.path.is_empty()).then(|| e.path.join("."));
+                        let name = match (key, file) {
                             (Some(k), Some(f)) => format!("`{k}` in {f}"),
                             (Some(k), None) => format!("KEYGATE_{}", k.to_ascii_uppercase()),
                             (None, Some(f)) => f,
                             (None, None) => "configuration".into(),
                         };
                         let what = match &e.kind {
+                            figment::error::Kind::UnknownField(field, _) if e.path.len() > 1 => {
+                                format!("unknown field `{field}`")
+                            }
                             figment::error::Kind::UnknownField(field, _) => format!(
                                 "unknown setting{}",
                                 closest_setting(field)
@@ -395,6 +407,18 @@ impl RawConfig {
                 }),
         };
 
+        if self
+            .reconnect_grace_secs
+            .is_some_and(|g| g > MAX_GRACE_SECS)
+        {
+            problem(
+                "reconnect_grace_secs",
+                format!("must be at most {MAX_GRACE_SECS} (a week)"),
+            );
+        }
+        let plans = self.plans.unwrap_or_default();
+        problems.extend(plan_problems(&plans, self.default_plan.as_deref()));
+
         match (listen, public_url, upstream_url) {
             (Some(listen), Some(public_url), Some(upstream_url)) if problems.is_empty() => {
                 Ok(Config {
@@ -423,14 +447,66 @@ impl RawConfig {
                     forward_headers,
                     throttle,
                     prices: PriceTable::builtin().with(self.prices.unwrap_or_default()),
-                    plans: self.plans.unwrap_or_default(),
+                    plans,
                     default_plan: self.default_plan,
+                    reconnect_grace_secs: self.reconnect_grace_secs.unwrap_or(600),
                     clock: Clock::system(),
                 })
             }
             _ => Err(ConfigError(problems)),
         }
     }
+}
+
+/// Longest grace a rotation may give the old key (also `reconnect_grace_secs`): a week.
+pub const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
+
+/// What is wrong with `[plans.NAME]` and `default_plan`, each naming its key
+/// (`plans.free.budget.usd: ...`). Types, negative numbers and unknown fields were
+/// already refused when the file was read; this checks what serde cannot.
+fn plan_problems(plans: &BTreeMap<String, Plan>, default_plan: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, plan) in plans {
+        if !is_plan_name(name) {
+            out.push(format!(
+                "plans.{name}: a plan name is 1–64 letters, digits, `-`, `_` or `.`"
+            ));
+        }
+        if let Err(e) = plan.limits().validate() {
+            let field = e.field.strip_prefix("limits").unwrap_or(&e.field);
+            out.push(format!("plans.{name}{field}: {}", e.message));
+        }
+        if plan.default_max_tokens == Some(0) {
+            out.push(format!(
+                "plans.{name}.default_max_tokens: must be at least 1"
+            ));
+        }
+    }
+    if let Some(d) = default_plan
+        && !plans.contains_key(d)
+    {
+        let known = if plans.is_empty() {
+            "no plans are configured".to_owned()
+        } else {
+            format!(
+                "the plans are: {}",
+                plans.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        out.push(format!(
+            "default_plan (KEYGATE_DEFAULT_PLAN): no plan named \"{d}\" ({known})"
+        ));
+    }
+    out
+}
+
+/// A plan name as apps send it (`plan` in the connect flow): 1–64 of `[A-Za-z0-9._-]`.
+pub fn is_plan_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// `KEYGATE_*` variables as a map of typed values. Read by hand rather than through
@@ -695,6 +771,18 @@ pub const SETTINGS: &[Setting] = &[
         "none: the peer address",
         "proxy IPs whose X-Forwarded-For names the client",
     ),
+    setting(
+        "default_plan",
+        Kind::Text,
+        "none",
+        "plan of a grant whose app asks for none (plans and prices: config file only)",
+    ),
+    setting(
+        "reconnect_grace_secs",
+        Kind::Number,
+        "600",
+        "an app reconnecting from its origin: how long its old key keeps working",
+    ),
 ];
 
 /// The `KEYGATE_*` settings with their defaults, for `keygate serve --help`.
@@ -937,6 +1025,138 @@ mod tests {
         assert_eq!(c.throttle.trusted_proxies.len(), 2);
         assert_eq!(c.throttle.auth_per_minute, 30);
         assert_eq!(c.throttle.max_ceremonies, 10_000);
+    }
+
+    /// Reads `toml` as a config file (plus any `KEYGATE_*` of the test process, none
+    /// in CI) and validates it; the error text, or the config.
+    fn from_toml(toml: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keygate.toml");
+        std::fs::write(&path, toml).unwrap();
+        RawConfig::load(Some(&path))
+            .and_then(RawConfig::validate)
+            .map_err(|e| e.to_string())
+    }
+
+    fn fails_naming(toml: &str, needle: &str) {
+        match from_toml(toml) {
+            Ok(_) => panic!("accepted: {toml}"),
+            Err(e) => assert!(e.contains(needle), "`{needle}` not in: {e}"),
+        }
+    }
+
+    #[test]
+    fn plans_are_checked_naming_the_key() {
+        fails_naming(
+            "[plans.free]\nrpm = 0\n",
+            "plans.free.rpm: must be at least 1",
+        );
+        fails_naming(
+            "[plans.free]\nbudget = { period = \"month\" }\n",
+            "plans.free.budget: a budget needs",
+        );
+        fails_naming(
+            "[plans.free]\nbudget = { usd = -1, period = \"month\" }\n",
+            "plans.free.budget.usd",
+        );
+        fails_naming(
+            "[plans.free]\nbudget = { usd = 1, period = \"year\" }\n",
+            "plans.free.budget.period",
+        );
+        fails_naming(
+            "[plans.free]\nbudget = { tokens = 0, period = \"day\" }\n",
+            "plans.free.budget.tokens: must be at least 1",
+        );
+        fails_naming(
+            "[plans.free]\ndefault_max_tokens = 0\n",
+            "plans.free.default_max_tokens: must be at least 1",
+        );
+        fails_naming(
+            "[plans.pro.models.\"gpt-4o\"]\ntpm = 0\n",
+            "plans.pro.models.gpt-4o.tpm: must be at least 1",
+        );
+        fails_naming("[plans.free]\nrpn = 5\n", "unknown field `rpn`");
+        fails_naming("[plans.free]\nrpn = 5\n", "plans.free");
+        fails_naming("[plans.\"no way\"]\nrpm = 5\n", "plans.no way: a plan name");
+        fails_naming("[plans.free]\nrpm = \"many\"\n", "plans.free.rpm");
+    }
+
+    #[test]
+    fn default_plan_must_name_a_plan() {
+        fails_naming(
+            "default_plan = \"x\"\n",
+            "default_plan (KEYGATE_DEFAULT_PLAN): no plan named \"x\"",
+        );
+        fails_naming(
+            "default_plan = \"x\"\n[plans.free]\nrpm = 5\n",
+            "the plans are: free",
+        );
+        let c = from_toml("default_plan = \"free\"\n[plans.free]\nrpm = 5\n").unwrap();
+        assert_eq!(c.default_plan.as_deref(), Some("free"));
+        assert_eq!(c.plans["free"].rpm, Some(5));
+    }
+
+    #[test]
+    fn prices_are_checked_naming_the_key() {
+        fails_naming(
+            "[prices.\"gpt-4o\"]\ninput_per_mtok = -2.5\n",
+            "prices.gpt-4o.input_per_mtok",
+        );
+        fails_naming(
+            "[prices.\"gpt-4o\"]\ninput_per_mtok = 2.5\noutput_per_mtoks = 1\n",
+            "unknown field `output_per_mtoks`",
+        );
+        fails_naming(
+            "[prices.\"gpt-4o\"]\noutput_per_mtok = 1\n",
+            "prices.gpt-4o",
+        );
+        let c = from_toml(
+            "[prices.\"my-model\"]\ninput_per_mtok = 1\noutput_per_mtok = 2\n\
+             [prices.\"gpt-4o\"]\ninput_per_mtok = 9\noutput_per_mtok = 9\n",
+        )
+        .unwrap();
+        let dollars = |m: &str| c.prices.get(m).map(|p| p.input_per_mtok.dollars());
+        assert_eq!(dollars("my-model"), Some(1.0));
+        assert_eq!(
+            dollars("gpt-4o"),
+            Some(9.0),
+            "the file overrides the built-in"
+        );
+        assert!(c.prices.get("gpt-4o-mini").is_some(), "built-ins stay");
+    }
+
+    #[test]
+    fn reconnect_grace_has_a_default_and_a_ceiling() {
+        assert_eq!(from_toml("").unwrap().reconnect_grace_secs, 600);
+        assert_eq!(
+            from_toml("reconnect_grace_secs = 0\n")
+                .unwrap()
+                .reconnect_grace_secs,
+            0
+        );
+        fails_naming(
+            "reconnect_grace_secs = 604801\n",
+            "reconnect_grace_secs (KEYGATE_RECONNECT_GRACE_SECS): must be at most 604800",
+        );
+    }
+
+    /// The complete example in docs/CONFIG.md is a configuration that starts.
+    #[test]
+    fn the_documented_plans_example_is_valid() {
+        let doc = include_str!("../../../docs/CONFIG.md");
+        let example = doc
+            .split("```toml")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .find(|block| block.contains("[plans."))
+            .expect("docs/CONFIG.md has a TOML example with plans");
+        let c = from_toml(example).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.plans.len() >= 2, "two plans");
+        assert!(
+            c.plans.values().any(|p| !p.models.is_empty()),
+            "per-model overrides"
+        );
+        assert!(c.default_plan.is_some());
     }
 
     #[test]

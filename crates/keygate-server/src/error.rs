@@ -104,13 +104,14 @@ fn service(e: &ServiceError) -> OpenAiError {
             Missing::Session => "No such session.".to_owned(),
             Missing::Connection => "No such connection for this app.".to_owned(),
             Missing::ActiveConnection => "No such active connection.".to_owned(),
+            Missing::Plan => "No such plan.".to_owned(),
             Missing::Page => "Not found.".to_owned(),
             Missing::Route { method, path } => format!("No route for {method} {path}."),
         }),
         S::Invalid { param, message } => {
             let e = OpenAiError::invalid_request(message.clone());
             match param {
-                Some(p) => e.with_param(*p),
+                Some(p) => e.with_param(p.clone()),
                 None => e,
             }
         }
@@ -338,6 +339,7 @@ mod tests {
             (not_found(Missing::Session), 404, "not_found"),
             (not_found(Missing::Connection), 404, "not_found"),
             (not_found(Missing::ActiveConnection), 404, "not_found"),
+            (not_found(Missing::Plan), 404, "not_found"),
             (not_found(Missing::Page), 404, "not_found"),
             (
                 not_found(Missing::Route {

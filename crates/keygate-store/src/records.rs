@@ -99,6 +99,12 @@ pub struct CodeRecord {
     /// before scopes existed): a new grant gets `["inference"]`.
     #[serde(default)]
     pub scopes: Option<Vec<Scope>>,
+    /// The limits the person approved (`None`: the plan's; codes from before limits).
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    /// When the grant should expire, as approved (`None`: never).
+    #[serde(default)]
+    pub grant_expires_at: Option<UnixTime>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -232,6 +232,28 @@ impl Store {
         })
     }
 
+    /// Removes a grant record and its per-user index entry in one transaction (a
+    /// revoked grant the person clears from their list). Returns whether it existed.
+    pub fn delete_grant(&self, id: &GrantId) -> Result<bool, StoreError> {
+        let result: TransactionResult<bool, ()> = (self.grants.tree(), self.grants_by_user.tree())
+            .transaction(|(grants, idx)| {
+                let Some(bytes) = grants.get(id.as_str())? else {
+                    return Ok(false);
+                };
+                let Ok(grant) = self.grants.decode(&bytes) else {
+                    return Err(ConflictableTransactionError::Abort(()));
+                };
+                grants.remove(id.as_str())?;
+                idx.remove(pair_key(grant.user_id.as_str(), grant.id.as_str()))?;
+                Ok(true)
+            });
+        match result {
+            Ok(existed) => Ok(existed),
+            Err(TransactionError::Abort(())) => Err(self.grants.corrupt("undecodable grant")),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
     /// Records `last_used_at` for a batch of grants (the proxy batches these).
     pub fn touch_grants(&self, used: &[(GrantId, UnixTime)]) -> Result<(), StoreError> {
         for (id, at) in used {

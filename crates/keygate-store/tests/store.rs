@@ -132,6 +132,27 @@ fn touch_never_moves_last_used_backwards() {
 }
 
 #[test]
+fn deleting_a_grant_removes_it_and_its_index_entry_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let u = user();
+    store.insert_user(&u).unwrap();
+    let (gone, kept) = (grant(&u.id, 1), grant(&u.id, 2));
+    store.insert_grant(&gone).unwrap();
+    store.insert_grant(&kept).unwrap();
+    assert!(store.delete_grant(&gone.id).unwrap());
+    assert!(store.grant(&gone.id).unwrap().is_none());
+    let left: Vec<_> = store
+        .grants_for_user(&u.id)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(left, vec![kept.id.clone()]);
+    assert!(!store.delete_grant(&gone.id).unwrap(), "already gone");
+}
+
+#[test]
 fn a_second_open_in_the_same_process_is_reported_as_locked() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Store::open(dir.path(), &StoreOptions::default()).unwrap();

@@ -36,18 +36,35 @@ impl AuthenticatedGrant {
 
 /// Finds the grant the presented token belongs to (format, checksum, constant-time
 /// secret check). Says nothing yet about whether it may be used.
+///
+/// After a rotation with grace, the replaced secret is accepted while `now <
+/// previous_until`. Both hashes are compared, in constant time, on every request (the
+/// current one again when there is no old secret), so the time taken does not
+/// tell which one matched or whether the grant was rotated.
 pub fn identify(st: &AppState, req: &HttpRequest) -> Result<GrantRecord, ServerError> {
     let presented = bearer_token(req)?;
     let parsed = token::parse(presented).map_err(|e| ProxyError::InvalidApiKey(e.to_string()))?;
     let unknown = || ProxyError::InvalidApiKey("the key is not known to this keygate".into());
     let grant = st.store.grant(&parsed.grant_id)?.ok_or_else(unknown)?;
-    let stored = SecretHash::from_hex(&grant.secret_hash).ok_or_else(|| {
-        ServerError::Internal(format!("grant {} has a corrupt secret hash", grant.id))
-    })?;
-    if !stored.ct_eq(&parsed.hash) {
-        return Err(unknown().into());
+    let corrupt = || ServerError::Internal(format!("grant {} has a corrupt secret hash", grant.id));
+    let stored = SecretHash::from_hex(&grant.secret_hash).ok_or_else(corrupt)?;
+    let previous = match grant.previous_secret_hash.as_deref() {
+        Some(hex) => Some(SecretHash::from_hex(hex).ok_or_else(corrupt)?),
+        None => None,
+    };
+    // Without an old secret the current one is compared a second time: the same work,
+    // its answer ignored.
+    let is_current = stored.ct_eq(&parsed.hash);
+    let matches_other = previous.unwrap_or(stored).ct_eq(&parsed.hash);
+    let is_previous = previous.is_some() & matches_other;
+    let in_grace = grant
+        .previous_until
+        .is_some_and(|until| st.clock.now() < until);
+    if is_current | (is_previous & in_grace) {
+        Ok(grant)
+    } else {
+        Err(unknown().into())
     }
-    Ok(grant)
 }
 
 /// May the identified grant be used now, from here? State, expiry, and the bound
@@ -61,10 +78,7 @@ pub fn usable(
         GrantState::Active => {}
         GrantState::Revoked => return Err(ProxyError::RevokedApiKey.into()),
         GrantState::Disabled => {
-            return Err(ProxyError::InvalidApiKey(
-                "the key has been disabled by an administrator".into(),
-            )
-            .into());
+            return Err(ProxyError::InvalidApiKey("the key has been disabled".into()).into());
         }
     }
     if grant.expires_at.is_some_and(|at| at <= now) {

@@ -5,11 +5,13 @@ use std::future::{Ready, ready};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use keygate_core::ids::{GrantId, UserId};
+use serde_json::Value;
 
-use super::wire::{CreateGrant, Name, PutKey};
+use super::wire::{CreateGrant, Name, PutKey, Rotate};
 use crate::error::ServerError;
 use crate::services::error::{Limit, ServiceError};
-use crate::services::{admin, grants, users};
+use crate::services::grants::{self, Caller, GrantPatch};
+use crate::services::{admin, users};
 use crate::state::AppState;
 
 /// Proof that the request carried the admin key.
@@ -90,8 +92,9 @@ pub async fn create_grant(
     id: web::Path<UserId>,
     body: web::Json<CreateGrant>,
 ) -> Result<HttpResponse, ServerError> {
-    let spec = body.into_inner().into();
-    let new = admin::create_grant(&st.store, &id, spec, st.clock.now()).await?;
+    let now = st.clock.now();
+    let spec = body.into_inner().into_spec(now)?;
+    let new = admin::create_grant(&st.store, &st.config, &id, spec, now).await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
@@ -103,11 +106,51 @@ pub async fn list_grants(
     Ok(HttpResponse::Ok().json(admin::list_grants(&st.store, &id)?))
 }
 
-pub async fn revoke_grant(
+/// An operator's change: not held to the plan; may move the grant to another plan.
+pub async fn patch_grant(
+    _: Admin,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ServerError> {
+    let patch = GrantPatch::parse(&body, Caller::Operator, st.clock.now())?;
+    let view = grants::patch(&st.store, &st.config, &id, None, patch, Caller::Operator).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+pub async fn rotate_grant(
+    _: Admin,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+    body: web::Json<Rotate>,
+) -> Result<HttpResponse, ServerError> {
+    let grace = body.grace()?;
+    let new = grants::rotate(&st.store, &id, None, grace, st.clock.now()).await?;
+    Ok(HttpResponse::Ok().json(new.issued(st.config.base_url())))
+}
+
+pub async fn disable_grant(
     _: Admin,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    grants::revoke(&st.store, &id, None, st.clock.now()).await?;
+    Ok(HttpResponse::Ok().json(grants::set_enabled(&st.store, &id, None, false).await?))
+}
+
+pub async fn enable_grant(
+    _: Admin,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+) -> Result<HttpResponse, ServerError> {
+    Ok(HttpResponse::Ok().json(grants::set_enabled(&st.store, &id, None, true).await?))
+}
+
+/// Revokes an active or disabled grant; removes an already revoked one.
+pub async fn delete_grant(
+    _: Admin,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+) -> Result<HttpResponse, ServerError> {
+    grants::delete(&st.store, &id, None, st.clock.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

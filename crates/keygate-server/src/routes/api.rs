@@ -3,14 +3,14 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use keygate_core::ids::{GrantId, PasskeyId};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::wire::{CreateGrant, Empty, Finish, Name, PutKey};
+use super::wire::{CreateGrant, Empty, Finish, Name, PutKey, Rotate};
 use crate::auth::passkeys::REAUTH;
 use crate::auth::{FreshSession, UserSession, flows, session};
 use crate::error::ServerError;
 use crate::services::account::{self, PasskeyView};
-use crate::services::grants;
+use crate::services::grants::{self, Caller, GrantPatch};
 use crate::services::users::UserView;
 use crate::services::vault;
 use crate::state::AppState;
@@ -144,17 +144,78 @@ pub async fn create_grant(
     st: web::Data<AppState>,
     body: web::Json<CreateGrant>,
 ) -> Result<HttpResponse, ServerError> {
-    let spec = body.into_inner().into();
-    let new = grants::create(&st.store, s.0.user_id(), spec, st.clock.now()).await?;
+    let now = st.clock.now();
+    let spec = body.into_inner().into_spec(now)?;
+    let new = grants::create(
+        &st.store,
+        &st.config,
+        s.0.user_id(),
+        spec,
+        Caller::Person,
+        now,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
-pub async fn revoke_grant(
+/// Changing limits, models, scopes, name or expiry: a session is enough (no step-up),
+/// and the person is held to the grant's plan.
+pub async fn patch_grant(
+    s: UserSession,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ServerError> {
+    let patch = GrantPatch::parse(&body, Caller::Person, st.clock.now())?;
+    let view = grants::patch(
+        &st.store,
+        &st.config,
+        &id,
+        Some(s.user_id()),
+        patch,
+        Caller::Person,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// A new key is shown, like creating one: a fresh passkey check first.
+pub async fn rotate_grant(
+    s: FreshSession,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+    body: web::Json<Rotate>,
+) -> Result<HttpResponse, ServerError> {
+    let grace = body.grace()?;
+    let new = grants::rotate(&st.store, &id, Some(s.0.user_id()), grace, st.clock.now()).await?;
+    Ok(HttpResponse::Ok().json(new.issued(st.config.base_url())))
+}
+
+pub async fn disable_grant(
     s: UserSession,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    grants::revoke(&st.store, &id, Some(s.user_id()), st.clock.now()).await?;
+    let view = grants::set_enabled(&st.store, &id, Some(s.user_id()), false).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+pub async fn enable_grant(
+    s: UserSession,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+) -> Result<HttpResponse, ServerError> {
+    let view = grants::set_enabled(&st.store, &id, Some(s.user_id()), true).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Revokes an active or disabled grant; removes an already revoked one from the list.
+pub async fn delete_grant(
+    s: UserSession,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+) -> Result<HttpResponse, ServerError> {
+    grants::delete(&st.store, &id, Some(s.user_id()), st.clock.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -27,12 +27,17 @@ pub struct ConnectQuery {
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
     scopes: Option<String>,
+    plan: Option<String>,
+    /// What the app asks for, as a JSON object (the page shows it and lets the
+    /// person lower it).
+    limits: Option<String>,
 }
 
 /// `GET /connect`: the popup or redirect page. A redirect-mode request is checked
 /// here, before any page is shown; a bad one never redirects anywhere.
 pub async fn page(
     req: HttpRequest,
+    st: web::Data<AppState>,
     q: web::Query<ConnectQuery>,
 ) -> Result<HttpResponse, ServerError> {
     let redirect_mode =
@@ -46,6 +51,7 @@ pub async fn page(
             q.code_challenge_method.as_deref(),
         )
         .and_then(|r| connect::parse_scopes_csv(q.scopes.as_deref()).map(|_| r))
+        .and_then(|r| asked_terms(&st, q.plan.as_deref(), q.limits.as_deref()).map(|_| r))
         {
             Err(e) => return Ok(error_for(&req, &e)),
             // The approve form is answered with a redirect to the app: CSP form-action
@@ -75,6 +81,20 @@ pub async fn existing(
     Ok(HttpResponse::Ok().json(connect::existing(&st.store, s.user_id(), &origin)?))
 }
 
+#[derive(Deserialize)]
+pub struct PlanQuery {
+    name: Option<String>,
+}
+
+/// `GET /api/connect/plan?name=`: a plan's ceiling for the consent page (public: the
+/// page shows it before the person signs in).
+pub async fn plan(
+    st: web::Data<AppState>,
+    q: web::Query<PlanQuery>,
+) -> Result<HttpResponse, ServerError> {
+    Ok(HttpResponse::Ok().json(connect::plan(&st.config, q.name.as_deref())?))
+}
+
 pub async fn approve_start(
     s: UserSession,
     st: web::Data<AppState>,
@@ -98,11 +118,16 @@ pub struct ApproveFinish {
     #[serde(default)]
     models: Option<Vec<String>>,
     #[serde(default)]
-    plan: Option<String>,
+    plan: Option<Value>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
     #[serde(default)]
     reuse_grant_id: Option<String>,
+    /// What the person approved (after lowering what the app asked for).
+    #[serde(default)]
+    limits: Option<Value>,
+    #[serde(default)]
+    expires_at: Option<Value>,
 }
 
 /// Popup mode: the approval is a passkey assertion; the key goes back to the page.
@@ -112,21 +137,37 @@ pub async fn approve_finish(
     body: web::Json<ApproveFinish>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
-    let approval = Approval::try_from(&body)?;
+    let approval = body.approval(st.clock.now())?;
     let new = connect::approve(&st, s.signer(), &body.ceremony, body.credential, approval).await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
-impl TryFrom<&ApproveFinish> for Approval {
-    type Error = ServerError;
-
-    fn try_from(body: &ApproveFinish) -> Result<Self, ServerError> {
+impl ApproveFinish {
+    fn approval(&self, now: keygate_core::time::UnixTime) -> Result<Approval, ServerError> {
+        let body = self;
         let origin = connect::parse_origin(&body.origin)?;
         Ok(Approval {
             app_name: connect::parse_app_name(body.app_name.as_deref(), &origin)?,
             origin,
             models: body.models.clone().filter(|m| !m.is_empty()),
-            plan: clean_plan(body.plan.as_deref())?,
+            plan: body
+                .plan
+                .as_ref()
+                .map(grants::parse_plan)
+                .transpose()?
+                .flatten(),
+            limits: body
+                .limits
+                .as_ref()
+                .filter(|v| !v.is_null())
+                .map(grants::parse_limits)
+                .transpose()?,
+            expires_at: body
+                .expires_at
+                .as_ref()
+                .map(|v| grants::parse_expires_at(v, now))
+                .transpose()?
+                .flatten(),
             scopes: body
                 .scopes
                 .as_deref()
@@ -156,11 +197,20 @@ pub struct ApproveForm {
     scopes: Option<String>,
     #[serde(default)]
     reuse_grant_id: Option<String>,
+    /// The limits approved, as a JSON object; empty = the plan's.
+    #[serde(default)]
+    limits: Option<String>,
+    /// RFC 3339; empty = never.
+    #[serde(default)]
+    expires_at: Option<String>,
 }
 
 impl ApproveForm {
     /// The redirect request the form repeats, and what the person approved.
-    fn parse(&self) -> Result<(RedirectRequest, Approval), ServerError> {
+    fn parse(
+        &self,
+        now: keygate_core::time::UnixTime,
+    ) -> Result<(RedirectRequest, Approval), ServerError> {
         let request = connect::parse_redirect_request(
             Some("code"),
             Some(&self.redirect_uri),
@@ -174,6 +224,11 @@ impl ApproveForm {
             origin,
             models: connect::parse_models_csv(self.models.as_deref()),
             plan: clean_plan(self.plan.as_deref())?,
+            limits: limits_text(self.limits.as_deref())?,
+            expires_at: match self.expires_at.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(t) => grants::parse_expires_at(&Value::String(t.to_owned()), now)?,
+            },
             scopes: connect::parse_scopes_csv(self.scopes.as_deref())?,
             reuse_grant_id: parse_reuse(self.reuse_grant_id.as_deref())?,
         };
@@ -191,7 +246,7 @@ pub async fn approve_form(
     let result = async {
         let s = s.ok_or(ServiceError::NotSignedIn)?;
         let f = form.into_inner();
-        let (request, approval) = f.parse()?;
+        let (request, approval) = f.parse(st.clock.now())?;
         let credential: Value = serde_json::from_str(&f.credential)
             .map_err(|_| ServiceError::invalid("credential", "credential is not JSON"))?;
         connect::approve_redirect(&st, s.signer(), &f.ceremony, credential, &request, approval)
@@ -246,6 +301,7 @@ pub async fn token(
 ) -> Result<HttpResponse, ServerError> {
     let (new, origin) = connect::exchange(
         &st.store,
+        &st.config,
         &body.code,
         &body.code_verifier,
         body.redirect_uri.as_deref(),
@@ -276,21 +332,27 @@ pub async fn token_preflight(req: HttpRequest) -> HttpResponse {
 }
 
 fn clean_plan(raw: Option<&str>) -> Result<Option<String>, ServerError> {
-    match raw.map(str::trim).filter(|p| !p.is_empty()) {
+    grants::parse_plan(&raw.map_or(Value::Null, |p| Value::String(p.to_owned())))
+}
+
+/// `limits` from a query string or form: a JSON object as text; empty = none.
+fn limits_text(raw: Option<&str>) -> Result<Option<keygate_core::limits::Limits>, ServerError> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(p)
-            if p.len() <= 64
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-        {
-            Ok(Some(p.to_owned()))
+        Some(text) => {
+            let v: Value = serde_json::from_str(text)
+                .map_err(|_| ServiceError::invalid("limits", "`limits` must be a JSON object"))?;
+            grants::parse_limits(&v).map(Some)
         }
-        Some(_) => Err(ServiceError::invalid(
-            "plan",
-            "plan must be a plan name (letters, digits, - _ .)",
-        )
-        .into()),
     }
+}
+
+/// What a redirect-mode request asks for (a plan, limits): refused on the page, before
+/// the person is asked, when the plan does not exist or the limits exceed it.
+fn asked_terms(st: &AppState, plan: Option<&str>, limits: Option<&str>) -> Result<(), ServerError> {
+    let plan = clean_plan(plan)?;
+    let limits = limits_text(limits)?;
+    grants::settle(&st.config, grants::Caller::Person, plan, limits).map(|_| ())
 }
 
 fn parse_reuse(raw: Option<&str>) -> Result<Option<GrantId>, ServerError> {

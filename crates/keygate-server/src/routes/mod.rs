@@ -52,7 +52,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 )
                 .route("/users/{id}/grants", web::post().to(admin::create_grant))
                 .route("/users/{id}/grants", web::get().to(admin::list_grants))
-                .route("/grants/{id}", web::delete().to(admin::revoke_grant))
+                .route("/grants/{id}", web::delete().to(admin::delete_grant))
+                .route("/grants/{id}", web::patch().to(admin::patch_grant))
+                .route("/grants/{id}/rotate", web::post().to(admin::rotate_grant))
+                .route("/grants/{id}/disable", web::post().to(admin::disable_grant))
+                .route("/grants/{id}/enable", web::post().to(admin::enable_grant))
                 .default_service(web::to(not_found)),
         )
         .service(
@@ -97,7 +101,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/key", web::delete().to(api::delete_key))
                 .route("/grants", web::get().to(api::list_grants))
                 .route("/grants", web::post().to(api::create_grant))
-                .route("/grants/{id}", web::delete().to(api::revoke_grant))
+                .route("/grants/{id}", web::delete().to(api::delete_grant))
+                .route("/grants/{id}", web::patch().to(api::patch_grant))
+                .route("/grants/{id}/rotate", web::post().to(api::rotate_grant))
+                .route("/grants/{id}/disable", web::post().to(api::disable_grant))
+                .route("/grants/{id}/enable", web::post().to(api::enable_grant))
                 .route("/passkeys", web::get().to(api::list_passkeys))
                 .route("/passkeys/start", web::post().to(api::add_passkey_start))
                 .route("/passkeys/finish", web::post().to(api::add_passkey_finish))
@@ -111,6 +119,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/sessions/{id}", web::delete().to(api::end_session))
                 .route("/account", web::delete().to(api::delete_account))
                 .route("/connect/existing", web::get().to(connect::existing))
+                .route("/connect/plan", web::get().to(connect::plan))
                 .route(
                     "/connect/approve/start",
                     web::post().to(connect::approve_start),

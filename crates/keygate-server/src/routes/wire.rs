@@ -1,11 +1,13 @@
 //! Request bodies shared by several routes, each defined once. Responses are the
 //! services' view types (`UserView`, `GrantView`, `IssuedGrant`, ...).
 
+use keygate_core::time::UnixTime;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::services::grants::GrantSpec;
+use crate::error::ServerError;
+use crate::services::grants::{self, GrantSpec};
 
 /// `{"name": ...}`: signing up, renaming a passkey, creating a user (admin).
 #[derive(Deserialize)]
@@ -37,7 +39,9 @@ pub struct PutKey {
     pub api_key: SecretString,
 }
 
-/// `POST /api/grants`, `POST /admin/users/{id}/grants`.
+/// `POST /api/grants`, `POST /admin/users/{id}/grants`. `limits`, `plan` and
+/// `expires_at` are read as JSON values and parsed by hand, so that a wrong type is a
+/// 400 naming its field (`limits.budget.usd`) rather than serde's position.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGrant {
@@ -46,15 +50,48 @@ pub struct CreateGrant {
     pub models: Option<Vec<String>>,
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: Option<Value>,
+    #[serde(default)]
+    pub plan: Option<Value>,
+    #[serde(default)]
+    pub expires_at: Option<Value>,
 }
 
-impl From<CreateGrant> for GrantSpec {
-    fn from(body: CreateGrant) -> Self {
-        GrantSpec {
-            name: body.name,
-            models: body.models,
-            scopes: body.scopes,
-            ..GrantSpec::default()
-        }
+impl CreateGrant {
+    pub fn into_spec(self, now: UnixTime) -> Result<GrantSpec, ServerError> {
+        Ok(GrantSpec {
+            name: self.name,
+            models: self.models,
+            scopes: self.scopes,
+            origin: None,
+            plan: self
+                .plan
+                .as_ref()
+                .map(grants::parse_plan)
+                .transpose()?
+                .flatten(),
+            limits: self.limits.as_ref().map(grants::parse_limits).transpose()?,
+            expires_at: self
+                .expires_at
+                .as_ref()
+                .map(|v| grants::parse_expires_at(v, now))
+                .transpose()?
+                .flatten(),
+        })
+    }
+}
+
+/// `POST …/grants/{id}/rotate {"grace_seconds"?}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    #[serde(default)]
+    pub grace_seconds: Option<Value>,
+}
+
+impl Rotate {
+    pub fn grace(&self) -> Result<u64, ServerError> {
+        grants::parse_grace(self.grace_seconds.as_ref())
     }
 }

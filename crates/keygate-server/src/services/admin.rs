@@ -7,8 +7,9 @@ use keygate_core::time::UnixTime;
 use keygate_store::Store;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::config::Config;
 use crate::error::ServerError;
-use crate::services::grants::{self, GrantSpec, GrantView, NewGrant};
+use crate::services::grants::{self, Caller, GrantSpec, GrantView, NewGrant};
 use crate::services::users::{self, UserView};
 use crate::services::vault;
 
@@ -29,14 +30,16 @@ pub async fn put_key(
     Ok(())
 }
 
+/// An operator's grant: any limits, any plan the configuration has.
 pub async fn create_grant(
     store: &Store,
+    config: &Config,
     user: &UserId,
     spec: GrantSpec,
     now: UnixTime,
 ) -> Result<NewGrant, ServerError> {
     let user = users::get(store, user)?;
-    grants::create(store, &user.id, spec, now).await
+    grants::create(store, config, &user.id, spec, Caller::Operator, now).await
 }
 
 pub fn list_grants(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {

@@ -8,19 +8,22 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::ids::{GrantId, UserId};
+use keygate_core::limits::Limits;
 use keygate_core::origin::{AppOrigin, RedirectUri};
 use keygate_core::scope::{self, Scope};
 use keygate_core::secret::sha256_hex;
 use keygate_core::time::UnixTime;
 use keygate_store::{CodeRecord, GrantState, Store};
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::passkeys::{CONNECT_APPROVE, Signer, random_token};
+use crate::config::Config;
 use crate::error::ServerError;
 use crate::services::error::{CodeProblem, Missing, ServiceError};
-use crate::services::grants::{self, GrantSpec, GrantView, NewGrant};
+use crate::services::grants::{self, Caller, GrantSpec, GrantView, NewGrant, Reapproval};
 use crate::state::AppState;
 
 /// What the person approved for an app.
@@ -29,7 +32,13 @@ pub struct Approval {
     pub app_name: String,
     /// `None` = all models.
     pub models: Option<Vec<String>>,
+    /// The plan the app asked for (`None`: `default_plan`, if any).
     pub plan: Option<String>,
+    /// The limits the person approved, after lowering what the app asked for; held to
+    /// the plan. `None`: the plan's.
+    pub limits: Option<Limits>,
+    /// When the grant stops working; `None`: never.
+    pub expires_at: Option<UnixTime>,
     /// The endpoint scopes approved; `None` when the app asked for none: a new grant
     /// gets `["inference"]`, a re-keyed one keeps its scopes.
     pub scopes: Option<Vec<Scope>>,
@@ -193,10 +202,11 @@ pub async fn approve(
     credential: Value,
     approval: Approval,
 ) -> Result<NewGrant, ServerError> {
+    check(&st.config, &approval)?;
     st.passkeys
         .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
     let user = by.user;
-    let new = grant_for(&st.store, user, approval, st.clock.now()).await?;
+    let new = grant_for(&st.store, &st.config, user, approval, st.clock.now()).await?;
     tracing::info!(user_id = %user, grant_id = %new.grant.id, origin = ?new.grant.origin, "app connected");
     Ok(new)
 }
@@ -211,6 +221,7 @@ pub async fn approve_redirect(
     request: &RedirectRequest,
     approval: Approval,
 ) -> Result<String, ServerError> {
+    check(&st.config, &approval)?;
     st.passkeys
         .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
     let user = by.user;
@@ -228,9 +239,26 @@ pub async fn approve_redirect(
         .with_query(&[("code", &code), ("state", &request.state)]))
 }
 
-/// Creates (or re-keys) the grant for an approval.
+/// Is what the person approved allowed (a plan that exists, limits within it, an
+/// expiry in the future)? Checked before the passkey assertion is spent, so a bad
+/// request can be fixed and approved again.
+pub fn check(config: &Config, approval: &Approval) -> Result<(), ServerError> {
+    grants::settle(
+        config,
+        Caller::Person,
+        approval.plan.clone(),
+        approval.limits.clone(),
+    )?;
+    Ok(())
+}
+
+/// Creates (or re-keys) the grant for an approval. Re-keying an app's existing
+/// connection keeps its old key working for `reconnect_grace_secs`, and applies a plan
+/// or limits only when the approval carries them (otherwise the grant keeps its own,
+/// which the person may have changed since).
 pub async fn grant_for(
     store: &Store,
+    config: &Config,
     user: &UserId,
     approval: Approval,
     now: UnixTime,
@@ -240,10 +268,34 @@ pub async fn grant_for(
             .grant(id)?
             .filter(|g| g.origin.as_deref() == Some(approval.origin.as_str()))
             .ok_or(ServiceError::NotFound(Missing::Connection))?;
-        return grants::rekey(store, &existing.id, user, approval.scopes).await;
+        let settled = if approval.plan.is_some() || approval.limits.is_some() {
+            Some(grants::settle(
+                config,
+                Caller::Person,
+                approval.plan,
+                approval.limits,
+            )?)
+        } else {
+            None
+        };
+        let again = Reapproval {
+            scopes: approval.scopes,
+            settled,
+            expires_at: approval.expires_at,
+        };
+        return grants::rekey(
+            store,
+            &existing.id,
+            user,
+            again,
+            config.reconnect_grace_secs,
+            now,
+        )
+        .await;
     }
     grants::create(
         store,
+        config,
         user,
         GrantSpec {
             name: approval.app_name,
@@ -253,7 +305,10 @@ pub async fn grant_for(
                 .map(|list| list.iter().map(|s| s.as_str().to_owned()).collect()),
             origin: Some(approval.origin.to_string()),
             plan: approval.plan,
+            limits: approval.limits,
+            expires_at: approval.expires_at,
         },
+        Caller::Person,
         now,
     )
     .await
@@ -280,6 +335,8 @@ pub async fn issue_code(
         reuse_grant_id: approval.reuse_grant_id,
         expires_at,
         scopes: approval.scopes,
+        limits: approval.limits,
+        grant_expires_at: approval.expires_at,
     };
     store.put_code(&sha256_hex(&code), &record)?;
     store.flush().await?;
@@ -289,6 +346,7 @@ pub async fn issue_code(
 /// Exchanges a code for a key. Any attempt spends the code, right or wrong.
 pub async fn exchange(
     store: &Store,
+    config: &Config,
     code: &str,
     verifier: &str,
     redirect_uri: Option<&str>,
@@ -328,9 +386,46 @@ pub async fn exchange(
         app_name: record.app_name,
         models: record.models,
         plan: record.plan,
+        limits: record.limits,
+        // An expiry that passed while the code waited is refused by `create`.
+        expires_at: record.grant_expires_at,
         scopes: record.scopes,
         reuse_grant_id: record.reuse_grant_id,
     };
-    let new = grant_for(store, &record.user_id, approval, now).await?;
+    let new = grant_for(store, config, &record.user_id, approval, now).await?;
     Ok((new, origin))
+}
+
+/// `GET /api/connect/plan`: a plan's ceiling, for the consent page.
+#[derive(Serialize)]
+pub struct PlanView {
+    pub name: Option<String>,
+    pub limits: Limits,
+    pub default_max_tokens: Option<u64>,
+}
+
+/// The plan named `name`, else the default plan, else "no plan" (no limits); an
+/// unknown name is 404.
+pub fn plan(config: &Config, name: Option<&str>) -> Result<PlanView, ServerError> {
+    let name = name
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .or_else(|| config.default_plan.clone());
+    let Some(name) = name else {
+        return Ok(PlanView {
+            name: None,
+            limits: Limits::default(),
+            default_max_tokens: None,
+        });
+    };
+    let plan = config
+        .plans
+        .get(&name)
+        .ok_or(ServiceError::NotFound(Missing::Plan))?;
+    Ok(PlanView {
+        limits: plan.limits(),
+        default_max_tokens: plan.default_max_tokens,
+        name: Some(name),
+    })
 }

@@ -3,6 +3,8 @@
 //! [`ServerError`](crate::error::ServerError)); only `crate::error` decides the status,
 //! `type`, `code`, `param` and retry hints each one gets on the wire.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -13,7 +15,8 @@ pub enum ServiceError {
     /// A field (`param`) or the request as a whole (`None`) is not acceptable.
     #[error("invalid {param:?}: {message}")]
     Invalid {
-        param: Option<&'static str>,
+        /// A field name; nested ones are dotted (`limits.budget.usd`).
+        param: Option<Cow<'static, str>>,
         message: String,
     },
     /// A body, form or query string the extractors could not read.
@@ -68,6 +71,8 @@ pub enum Missing {
     Connection,
     /// An active connection to re-key.
     ActiveConnection,
+    /// A plan named in the configuration (`GET /api/connect/plan?name=`).
+    Plan,
     /// A page or asset, or a malformed id in a path.
     Page,
     /// No route at all for this method and path.
@@ -111,9 +116,9 @@ pub enum Limit {
 }
 
 impl ServiceError {
-    pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(param: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self::Invalid {
-            param: Some(param),
+            param: Some(param.into()),
             message: message.into(),
         }
     }

@@ -1,11 +1,27 @@
+//! Grants: creating them (with a plan and limits), showing them, changing them, and
+//! the key's lifecycle (rotate with grace, disable / enable, revoke, remove).
+//!
+//! Who may set what: the person (dashboard, connect approval) may only tighten the
+//! grant's plan (`Limits::within`); an operator (admin API) may set anything. A plan's
+//! limits are copied into the grant when it is created, so later edits of a plan reach
+//! new grants only.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+
+use keygate_core::calendar::{Period, parse_rfc3339, to_rfc3339};
 use keygate_core::ids::{GrantId, UserId};
+use keygate_core::limits::{Budget, LimitError, Limits, ModelLimits};
+use keygate_core::money::{MAX_DOLLARS, Usd};
 use keygate_core::scope::{self, Scope};
 use keygate_core::time::UnixTime;
 use keygate_core::token;
 use keygate_store::{GrantRecord, GrantState, Store};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 
+use crate::config::{Config, MAX_GRACE_SECS, is_plan_name};
 use crate::error::ServerError;
 use crate::services::error::{Missing, ServiceError};
 use crate::services::users::parse_name;
@@ -19,7 +35,7 @@ pub struct NewGrant {
 }
 
 impl NewGrant {
-    /// The answer that hands the key out (grant creation, popup approval).
+    /// The answer that hands the key out (grant creation, rotation, popup approval).
     pub fn issued(self, base_url: String) -> IssuedGrant {
         IssuedGrant {
             grant: GrantView::from(&self.grant),
@@ -69,13 +85,19 @@ pub struct GrantView {
     pub name: String,
     pub origin: Option<String>,
     pub models: Vec<String>,
+    pub scopes: Vec<Scope>,
     pub state: GrantState,
     pub created_at: UnixTime,
     pub last_used_at: Option<UnixTime>,
-    pub expires_at: Option<UnixTime>,
     pub revoked_at: Option<UnixTime>,
+    /// RFC 3339 UTC (`2026-12-30T00:00:00Z`), as the issue asks; the other times
+    /// stay Unix seconds.
+    pub expires_at: Option<String>,
     pub plan: Option<String>,
-    pub scopes: Vec<Scope>,
+    pub limits: Limits,
+    /// Until when the secret replaced by the last rotation still works (Unix seconds;
+    /// `null` when no old secret is valid any more or the rotation had no grace).
+    pub rotated_until: Option<UnixTime>,
 }
 
 impl From<&GrantRecord> for GrantView {
@@ -86,16 +108,28 @@ impl From<&GrantRecord> for GrantView {
             name: g.name.clone(),
             origin: g.origin.clone(),
             models: g.models.clone(),
+            scopes: g.scopes.clone(),
             state: g.state,
             created_at: g.created_at,
             last_used_at: g.last_used_at,
-            expires_at: g.expires_at,
             revoked_at: g.revoked_at,
+            expires_at: g.expires_at.map(to_rfc3339),
             plan: g.plan.clone(),
-            scopes: g.scopes.clone(),
+            limits: g.limits.clone(),
+            rotated_until: g.previous_secret_hash.as_ref().and(g.previous_until),
         }
     }
 }
+
+/// Who is asking for a grant's plan and limits. The person (and an app, through the
+/// person's approval) may only tighten the plan; an operator may set anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Person,
+    Operator,
+}
+
+// --- parsing ---------------------------------------------------------------------
 
 /// Model ids: trimmed, non-empty, printable, de-duplicated, order kept.
 pub fn parse_models(raw: Option<Vec<String>>) -> Result<Vec<String>, ServerError> {
@@ -125,8 +159,239 @@ pub fn parse_scopes(raw: Option<&[String]>) -> Result<Vec<Scope>, ServerError> {
     scope::parse_scopes(raw).map_err(|e| ServiceError::invalid("scopes", e.to_string()).into())
 }
 
+fn bad(param: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ServerError {
+    ServiceError::invalid(param, message).into()
+}
+
+fn limit_error(e: LimitError) -> ServerError {
+    bad(e.field, e.message)
+}
+
+/// `limits` as sent (the wire shape of `keygate_core::limits::Limits`), walked by hand
+/// so that every refusal names its field: a wrong type (`"rpm": "60"`), an unknown
+/// field (`limits.rpn`), zero, a budget without `usd` or `tokens`, a bad `period`.
+pub fn parse_limits(v: &Value) -> Result<Limits, ServerError> {
+    let at = "limits";
+    let m = object(
+        v,
+        at,
+        &["rpm", "tpm", "max_concurrency", "budget", "models"],
+    )?;
+    let mut models = std::collections::BTreeMap::new();
+    match m.get("models") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            let list = v
+                .as_object()
+                .ok_or_else(|| bad("limits.models", "must be an object of model ids"))?;
+            for (model, v) in list {
+                let at = format!("limits.models.{model}");
+                let mm = object(v, &at, &["rpm", "tpm", "budget"])?;
+                models.insert(
+                    model.clone(),
+                    ModelLimits {
+                        rpm: count(mm, "rpm", &at)?,
+                        tpm: count(mm, "tpm", &at)?,
+                        budget: budget(mm, &at)?,
+                    },
+                );
+            }
+        }
+    }
+    let limits = Limits {
+        rpm: count(m, "rpm", at)?,
+        tpm: count(m, "tpm", at)?,
+        max_concurrency: count(m, "max_concurrency", at)?,
+        budget: budget(m, at)?,
+        models,
+    };
+    limits.validate().map_err(limit_error)?;
+    Ok(limits)
+}
+
+/// `v` as an object with only `known` fields; an unknown one is named (`limits.rpn`).
+fn object<'a>(
+    v: &'a Value,
+    at: &str,
+    known: &[&str],
+) -> Result<&'a Map<String, Value>, ServerError> {
+    let m = v
+        .as_object()
+        .ok_or_else(|| bad(at.to_owned(), format!("`{at}` must be an object")))?;
+    if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(bad(
+            format!("{at}.{k}"),
+            format!("unknown field `{k}`; known: {}", known.join(", ")),
+        ));
+    }
+    Ok(m)
+}
+
+/// A whole-number limit (`null` or absent = none).
+fn count<T: TryFrom<u64>>(
+    m: &Map<String, Value>,
+    key: &str,
+    at: &str,
+) -> Result<Option<T>, ServerError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| T::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                bad(
+                    format!("{at}.{key}"),
+                    format!("`{at}.{key}` must be a whole number of at least 1, or null"),
+                )
+            }),
+    }
+}
+
+fn budget(m: &Map<String, Value>, at: &str) -> Result<Option<Budget>, ServerError> {
+    let v = match m.get("budget") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let at = format!("{at}.budget");
+    let b = object(v, &at, &["usd", "tokens", "period"])?;
+    let usd = match b.get("usd") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_f64().and_then(Usd::from_dollars).ok_or_else(|| {
+            bad(
+                format!("{at}.usd"),
+                format!("`{at}.usd` must be a number of dollars from 0 to {MAX_DOLLARS}"),
+            )
+        })?),
+    };
+    let period = match b.get("period").and_then(Value::as_str) {
+        Some("day") => Period::Day,
+        Some("week") => Period::Week,
+        Some("month") => Period::Month,
+        _ => {
+            return Err(bad(
+                format!("{at}.period"),
+                format!("`{at}.period` must be \"day\", \"week\" or \"month\""),
+            ));
+        }
+    };
+    Ok(Some(Budget {
+        usd,
+        tokens: count(b, "tokens", &at)?,
+        period,
+    }))
+}
+
+/// `expires_at` as sent: an RFC 3339 date-time after `now`, or `null` (never).
+pub fn parse_expires_at(v: &Value, now: UnixTime) -> Result<Option<UnixTime>, ServerError> {
+    let at = match v {
+        Value::Null => return Ok(None),
+        Value::String(s) => parse_rfc3339(s).ok_or_else(|| {
+            bad(
+                "expires_at",
+                "`expires_at` must be an RFC 3339 date-time such as 2026-12-31T00:00:00Z, or null",
+            )
+        })?,
+        _ => {
+            return Err(bad(
+                "expires_at",
+                "`expires_at` must be an RFC 3339 date-time string, or null",
+            ));
+        }
+    };
+    if at <= now {
+        return Err(bad("expires_at", "`expires_at` must be in the future"));
+    }
+    Ok(Some(at))
+}
+
+/// `plan` as sent: a plan name, or `null` / `""` (none). Whether it exists is checked
+/// against the configuration when it is used.
+pub fn parse_plan(v: &Value) -> Result<Option<String>, ServerError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s.trim().is_empty() => Ok(None),
+        Value::String(s) if is_plan_name(s.trim()) => Ok(Some(s.trim().to_owned())),
+        _ => Err(bad(
+            "plan",
+            "`plan` must be a plan name (letters, digits, - _ .), or null",
+        )),
+    }
+}
+
+/// The grace for a rotation, 0 (default) to a week.
+pub fn parse_grace(v: Option<&Value>) -> Result<u64, ServerError> {
+    match v {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v.as_u64().filter(|g| *g <= MAX_GRACE_SECS).ok_or_else(|| {
+            bad(
+                "grace_seconds",
+                format!("`grace_seconds` must be a whole number from 0 to {MAX_GRACE_SECS}"),
+            )
+        }),
+    }
+}
+
+// --- plans -----------------------------------------------------------------------
+
+/// A grant's plan and limits, decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub plan: Option<String>,
+    pub limits: Limits,
+}
+
+/// Decides a new grant's plan and limits: the plan asked for, else `default_plan`,
+/// else none (an unknown plan is a 400 naming `plan`); the limits given (held to the
+/// plan when `by` is the person), else the plan's.
+pub fn settle(
+    config: &Config,
+    by: Caller,
+    plan: Option<String>,
+    limits: Option<Limits>,
+) -> Result<Settled, ServerError> {
+    let plan = plan.or_else(|| config.default_plan.clone());
+    let ceiling = match &plan {
+        Some(name) => Some(
+            config
+                .plans
+                .get(name)
+                .ok_or_else(|| bad("plan", format!("there is no plan named \"{name}\"")))?
+                .limits(),
+        ),
+        None => None,
+    };
+    let limits = match (limits, ceiling) {
+        (Some(given), Some(ceiling)) => {
+            if by == Caller::Person {
+                given.within(&ceiling).map_err(limit_error)?;
+            }
+            given
+        }
+        (Some(given), None) => given,
+        (None, Some(ceiling)) => ceiling,
+        (None, None) => Limits::default(),
+    };
+    Ok(Settled { plan, limits })
+}
+
+/// What the person may raise a grant's limits to: its plan's limits as configured
+/// now; for a plan the configuration no longer has, the grant's own limits (they may
+/// only go down); none without a plan (the person's own key, the person's call).
+fn ceiling_for(config: &Config, grant: &GrantRecord) -> Option<Limits> {
+    let name = grant.plan.as_ref()?;
+    Some(
+        config
+            .plans
+            .get(name)
+            .map_or_else(|| grant.limits.clone(), |p| p.limits()),
+    )
+}
+
+// --- creating and listing --------------------------------------------------------
+
 /// What a new grant is for: its name, models (none = all), endpoint scopes (none =
-/// inference), bound origin and plan.
+/// inference), bound origin, plan and limits (none = the plan's), expiry.
 #[derive(Default)]
 pub struct GrantSpec {
     pub name: String,
@@ -134,13 +399,17 @@ pub struct GrantSpec {
     pub scopes: Option<Vec<String>>,
     pub origin: Option<String>,
     pub plan: Option<String>,
+    pub limits: Option<Limits>,
+    pub expires_at: Option<UnixTime>,
 }
 
 /// Mints a grant for `user` at `now`; its token exists only in the returned value.
 pub async fn create(
     store: &Store,
+    config: &Config,
     user: &UserId,
     spec: GrantSpec,
+    by: Caller,
     now: UnixTime,
 ) -> Result<NewGrant, ServerError> {
     let GrantSpec {
@@ -149,31 +418,39 @@ pub async fn create(
         scopes,
         origin,
         plan,
+        limits,
+        expires_at,
     } = spec;
+    let name = parse_name(&name, "name")?;
+    let models = parse_models(models)?;
     let scopes = parse_scopes(scopes.as_deref())?;
+    let settled = settle(config, by, plan, limits)?;
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(bad("expires_at", "`expires_at` must be in the future"));
+    }
     let id = GrantId::generate();
     let issued = token::issue(&id);
     let grant = GrantRecord {
         id,
         user_id: user.clone(),
-        name: parse_name(&name, "name")?,
+        name,
         origin,
-        models: parse_models(models)?,
+        models,
         state: GrantState::Active,
         secret_hash: issued.hash.to_hex(),
         created_at: now,
         last_used_at: None,
         revoked_at: None,
-        expires_at: None,
-        plan,
+        expires_at,
+        plan: settled.plan,
         scopes,
-        limits: Default::default(),
+        limits: settled.limits,
         previous_secret_hash: None,
         previous_until: None,
     };
     store.insert_grant(&grant)?;
     store.flush().await?;
-    tracing::info!(grant_id = %grant.id, user_id = %user, "grant created");
+    tracing::info!(grant_id = %grant.id, user_id = %user, plan = ?grant.plan, "grant created");
     Ok(NewGrant {
         token: issued.token,
         grant,
@@ -188,35 +465,264 @@ pub fn list(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError>
         .collect())
 }
 
-/// Issues a new key for an existing active grant of `owner`; the old key stops working.
-/// With `scopes`, the grant's scopes become exactly those (a re-approval shows them).
+// --- changing --------------------------------------------------------------------
+
+/// `PATCH …/grants/{id}`: each field absent = unchanged; `limits: null` and
+/// `expires_at: null` clear them. `plan` is the operator's alone.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GrantPatch {
+    pub name: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub scopes: Option<Vec<Scope>>,
+    pub limits: Option<Option<Limits>>,
+    pub expires_at: Option<Option<UnixTime>>,
+    pub plan: Option<Option<String>>,
+}
+
+impl GrantPatch {
+    /// Reads a PATCH body; every refusal names its field (an unknown one too).
+    pub fn parse(body: &Value, by: Caller, now: UnixTime) -> Result<Self, ServerError> {
+        let known: &[&str] = match by {
+            Caller::Person => &["name", "models", "scopes", "limits", "expires_at"],
+            Caller::Operator => &["name", "models", "scopes", "limits", "expires_at", "plan"],
+        };
+        let m = body
+            .as_object()
+            .ok_or_else(|| bad("body", "the body must be a JSON object"))?;
+        if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
+            let why = if k == "plan" {
+                "only an operator can move a grant to another plan".to_owned()
+            } else {
+                format!("unknown field `{k}`; known: {}", known.join(", "))
+            };
+            return Err(bad(k.clone(), why));
+        }
+        let strings = |key: &'static str| -> Result<Option<Vec<String>>, ServerError> {
+            match m.get(key) {
+                None => Ok(None),
+                Some(v) => serde_json::from_value::<Vec<String>>(v.clone())
+                    .map(Some)
+                    .map_err(|_| bad(key, format!("`{key}` must be a list of strings"))),
+            }
+        };
+        let name = match m.get("name") {
+            None => None,
+            Some(Value::String(s)) => Some(parse_name(s, "name")?),
+            Some(_) => return Err(bad("name", "`name` must be a string")),
+        };
+        Ok(Self {
+            name,
+            models: strings("models")?
+                .map(|m| parse_models(Some(m)))
+                .transpose()?,
+            scopes: strings("scopes")?
+                .map(|s| parse_scopes(Some(&s)))
+                .transpose()?,
+            limits: match m.get("limits") {
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(v) => Some(Some(parse_limits(v)?)),
+            },
+            expires_at: m
+                .get("expires_at")
+                .map(|v| parse_expires_at(v, now))
+                .transpose()?,
+            plan: m.get("plan").map(parse_plan).transpose()?,
+        })
+    }
+}
+
+/// Applies `patch` to a grant (of `owner`, when given: another person's is 404, as is
+/// a revoked one). The person is held to the plan's ceiling; an operator is not, and
+/// moving a grant to another plan without new `limits` gives it that plan's limits.
+/// Durable before returning: the next proxied request sees the new limits.
+pub async fn patch(
+    store: &Store,
+    config: &Config,
+    id: &GrantId,
+    owner: Option<&UserId>,
+    patch: GrantPatch,
+    by: Caller,
+) -> Result<GrantView, ServerError> {
+    let existing = changeable(store, id, owner)?;
+    let mut plan = existing.plan.clone();
+    let mut limits = patch.limits.clone();
+    if let Some(new_plan) = &patch.plan {
+        if let Some(name) = new_plan
+            && !config.plans.contains_key(name)
+        {
+            return Err(bad("plan", format!("there is no plan named \"{name}\"")));
+        }
+        plan = new_plan.clone();
+        if limits.is_none()
+            && let Some(p) = new_plan.as_ref().and_then(|n| config.plans.get(n))
+        {
+            limits = Some(Some(p.limits()));
+        }
+    }
+    let limits = limits.map(Option::unwrap_or_default);
+    if by == Caller::Person
+        && let Some(new) = &limits
+        && let Some(ceiling) = ceiling_for(config, &existing)
+    {
+        new.within(&ceiling).map_err(limit_error)?;
+    }
+    let updated = update_unless_revoked(store, id, |g| {
+        if let Some(n) = &patch.name {
+            g.name = n.clone();
+        }
+        if let Some(m) = &patch.models {
+            g.models = m.clone();
+        }
+        if let Some(s) = &patch.scopes {
+            g.scopes = s.clone();
+        }
+        if let Some(l) = &limits {
+            g.limits = l.clone();
+        }
+        if let Some(e) = patch.expires_at {
+            g.expires_at = e;
+        }
+        g.plan = plan.clone();
+    })?;
+    store.flush().await?;
+    tracing::info!(grant_id = %id, by = ?by, "grant changed");
+    Ok(GrantView::from(&updated))
+}
+
+/// Issues a new secret for a grant (of `owner`, when given; active or disabled). With
+/// a grace, the secret it replaces keeps working until `now + grace_secs` (only that
+/// one: a rotation forgets any older secret); without, it stops at once.
+pub async fn rotate(
+    store: &Store,
+    id: &GrantId,
+    owner: Option<&UserId>,
+    grace_secs: u64,
+    now: UnixTime,
+) -> Result<NewGrant, ServerError> {
+    changeable(store, id, owner)?;
+    let new = rotate_with(store, id, grace_secs, now, |_| {})?;
+    store.flush().await?;
+    tracing::info!(grant_id = %id, grace_secs, "grant rotated");
+    Ok(new)
+}
+
+/// The terms a re-approved connection changes (connect reuse). `None` = keep.
+#[derive(Default)]
+pub struct Reapproval {
+    pub scopes: Option<Vec<Scope>>,
+    pub settled: Option<Settled>,
+    pub expires_at: Option<UnixTime>,
+}
+
+/// A reconnecting app: a new key for an existing ACTIVE grant of `owner`; the old key
+/// keeps working for `grace_secs` (`reconnect_grace_secs`). What the person approved
+/// again (scopes, plan and limits, expiry) replaces what the grant had.
 pub async fn rekey(
     store: &Store,
     id: &GrantId,
     owner: &UserId,
-    scopes: Option<Vec<Scope>>,
+    again: Reapproval,
+    grace_secs: u64,
+    now: UnixTime,
 ) -> Result<NewGrant, ServerError> {
     let not_found = || ServiceError::NotFound(Missing::ActiveConnection);
     let existing = store.grant(id)?.ok_or_else(not_found)?;
     if existing.user_id != *owner || existing.state != GrantState::Active {
         return Err(not_found().into());
     }
+    let new = rotate_with(store, id, grace_secs, now, |g| {
+        if let Some(s) = &again.scopes {
+            g.scopes = s.clone();
+        }
+        if let Some(s) = &again.settled {
+            g.plan = s.plan.clone();
+            g.limits = s.limits.clone();
+        }
+        if again.expires_at.is_some() {
+            g.expires_at = again.expires_at;
+        }
+    })
+    .map_err(|e| match e {
+        ServerError::Service(ServiceError::NotFound(_)) => not_found().into(),
+        other => other,
+    })?;
+    store.flush().await?;
+    tracing::info!(grant_id = %id, grace_secs, "grant re-keyed");
+    Ok(new)
+}
+
+fn rotate_with(
+    store: &Store,
+    id: &GrantId,
+    grace_secs: u64,
+    now: UnixTime,
+    also: impl Fn(&mut GrantRecord),
+) -> Result<NewGrant, ServerError> {
     let issued = token::issue(id);
     let hash = issued.hash.to_hex();
-    let grant = store
-        .update_grant(id, |g| {
-            g.secret_hash = hash.clone();
-            if let Some(s) = &scopes {
-                g.scopes = s.clone();
-            }
-        })?
-        .ok_or_else(not_found)?;
-    store.flush().await?;
-    tracing::info!(grant_id = %id, "grant re-keyed");
+    let grant = update_unless_revoked(store, id, |g| {
+        let old = std::mem::replace(&mut g.secret_hash, hash.clone());
+        if grace_secs > 0 {
+            g.previous_secret_hash = Some(old);
+            g.previous_until = Some(now.saturating_add(grace_secs));
+        } else {
+            g.previous_secret_hash = None;
+            g.previous_until = None;
+        }
+        also(g);
+    })?;
     Ok(NewGrant {
         token: issued.token,
         grant,
     })
+}
+
+/// Disables (`enabled = false`) or re-enables a grant (of `owner`, when given). Only
+/// active ↔ disabled; a revoked grant is 404. Durable before returning.
+pub async fn set_enabled(
+    store: &Store,
+    id: &GrantId,
+    owner: Option<&UserId>,
+    enabled: bool,
+) -> Result<GrantView, ServerError> {
+    changeable(store, id, owner)?;
+    let state = if enabled {
+        GrantState::Active
+    } else {
+        GrantState::Disabled
+    };
+    let updated = update_unless_revoked(store, id, |g| g.state = state)?;
+    store.flush().await?;
+    tracing::info!(grant_id = %id, enabled, "grant enabled or disabled");
+    Ok(GrantView::from(&updated))
+}
+
+/// What `DELETE …/grants/{id}` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Revoked,
+    /// It was revoked already: now it is gone from the list (its usage rows stay).
+    Removed,
+}
+
+/// `DELETE`: revokes an active or disabled grant; removes an already revoked one. With
+/// `owner`, only that person's. Durable before returning.
+pub async fn delete(
+    store: &Store,
+    id: &GrantId,
+    owner: Option<&UserId>,
+    now: UnixTime,
+) -> Result<Deleted, ServerError> {
+    let existing = owned(store, id, owner)?;
+    if existing.state == GrantState::Revoked {
+        store.delete_grant(id)?;
+        store.flush().await?;
+        tracing::info!(grant_id = %id, "revoked grant removed");
+        return Ok(Deleted::Removed);
+    }
+    revoke(store, id, owner, now).await?;
+    Ok(Deleted::Revoked)
 }
 
 /// Revokes a grant; with `owner`, only if it belongs to that person. Durable before
@@ -227,13 +733,281 @@ pub async fn revoke(
     owner: Option<&UserId>,
     now: UnixTime,
 ) -> Result<GrantRecord, ServerError> {
-    let not_found = || ServiceError::NotFound(Missing::Grant);
-    let existing = store.grant(id)?.ok_or_else(not_found)?;
-    if owner.is_some_and(|o| *o != existing.user_id) {
-        return Err(not_found().into());
-    }
-    let revoked = store.revoke_grant(id, now)?.ok_or_else(not_found)?;
+    owned(store, id, owner)?;
+    let revoked = store
+        .revoke_grant(id, now)?
+        .ok_or(ServiceError::NotFound(Missing::Grant))?;
     store.flush().await?;
     tracing::info!(grant_id = %id, "grant revoked");
     Ok(revoked)
+}
+
+/// The grant, if it exists and (with `owner`) is theirs; 404 otherwise, so another
+/// person's grant ids reveal nothing.
+fn owned(store: &Store, id: &GrantId, owner: Option<&UserId>) -> Result<GrantRecord, ServerError> {
+    let not_found = || ServiceError::NotFound(Missing::Grant);
+    let grant = store.grant(id)?.ok_or_else(not_found)?;
+    if owner.is_some_and(|o| *o != grant.user_id) {
+        return Err(not_found().into());
+    }
+    Ok(grant)
+}
+
+/// [`owned`], and not revoked: a revoked grant cannot be changed (404).
+fn changeable(
+    store: &Store,
+    id: &GrantId,
+    owner: Option<&UserId>,
+) -> Result<GrantRecord, ServerError> {
+    let grant = owned(store, id, owner)?;
+    if grant.state == GrantState::Revoked {
+        return Err(ServiceError::NotFound(Missing::Grant).into());
+    }
+    Ok(grant)
+}
+
+/// Applies `change` atomically unless the grant is revoked by then (a revocation that
+/// raced this change wins); 404 when it is gone or revoked.
+fn update_unless_revoked(
+    store: &Store,
+    id: &GrantId,
+    change: impl Fn(&mut GrantRecord),
+) -> Result<GrantRecord, ServerError> {
+    let revoked = Cell::new(false);
+    let updated = store.update_grant(id, |g| {
+        revoked.set(g.state == GrantState::Revoked);
+        if !revoked.get() {
+            change(g);
+        }
+    })?;
+    match updated {
+        Some(g) if !revoked.get() => Ok(g),
+        _ => Err(ServiceError::NotFound(Missing::Grant).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn param(r: Result<impl std::fmt::Debug, ServerError>) -> String {
+        match r {
+            Err(ServerError::Service(ServiceError::Invalid { param: Some(p), .. })) => {
+                p.into_owned()
+            }
+            other => panic!("not a 400 with a param: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limits_parse_and_name_the_bad_field() {
+        let l = parse_limits(&json!({"rpm": 60, "budget": {"usd": 5, "period": "month"},
+            "models": {"gpt-4o": {"tpm": 100}}}))
+        .unwrap();
+        assert_eq!(l.rpm, Some(60));
+        assert_eq!(
+            l.budget.as_ref().and_then(|b| b.usd),
+            Usd::from_dollars(5.0)
+        );
+        assert_eq!(l.models["gpt-4o"].tpm, Some(100));
+        assert_eq!(parse_limits(&json!({})).unwrap(), Limits::default());
+        assert_eq!(
+            parse_limits(&json!({"rpm": null})).unwrap(),
+            Limits::default()
+        );
+        for (body, field) in [
+            (json!([]), "limits"),
+            (json!({"rpm": "60"}), "limits.rpm"),
+            (json!({"rpm": -1}), "limits.rpm"),
+            (json!({"rpm": 1.5}), "limits.rpm"),
+            (json!({"rpm": 0}), "limits.rpm"),
+            (json!({"rpm": 5_000_000_000u64}), "limits.rpm"),
+            (json!({"tpm": 0}), "limits.tpm"),
+            (json!({"max_concurrency": 0}), "limits.max_concurrency"),
+            (json!({"rpn": 1}), "limits.rpn"),
+            (json!({"budget": {"period": "day"}}), "limits.budget"),
+            (
+                json!({"budget": {"usd": -1, "period": "day"}}),
+                "limits.budget.usd",
+            ),
+            (
+                json!({"budget": {"usd": "5", "period": "day"}}),
+                "limits.budget.usd",
+            ),
+            (
+                json!({"budget": {"usd": 1e12, "period": "day"}}),
+                "limits.budget.usd",
+            ),
+            (
+                json!({"budget": {"usd": 1, "period": "year"}}),
+                "limits.budget.period",
+            ),
+            (json!({"budget": {"usd": 1}}), "limits.budget.period"),
+            (
+                json!({"budget": {"tokens": 0, "period": "day"}}),
+                "limits.budget.tokens",
+            ),
+            (
+                json!({"budget": {"usd": 1, "period": "day", "x": 1}}),
+                "limits.budget.x",
+            ),
+            (json!({"models": []}), "limits.models"),
+            (
+                json!({"models": {"gpt-4o": {"rpm": 0}}}),
+                "limits.models.gpt-4o.rpm",
+            ),
+            (
+                json!({"models": {"gpt-4o": {"max_concurrency": 1}}}),
+                "limits.models.gpt-4o.max_concurrency",
+            ),
+            (
+                json!({"models": {"gpt-4o": {"budget": {"usd": 1, "period": "x"}}}}),
+                "limits.models.gpt-4o.budget.period",
+            ),
+        ] {
+            assert_eq!(param(parse_limits(&body)), field, "{body}");
+        }
+    }
+
+    #[test]
+    fn expiry_plan_and_grace() {
+        let now = 1_795_996_800; // 2026-11-30T00:00:00Z
+        assert_eq!(
+            parse_expires_at(&json!("2026-12-01T00:00:00Z"), now).unwrap(),
+            Some(now + 86_400)
+        );
+        assert_eq!(parse_expires_at(&Value::Null, now).unwrap(), None);
+        for bad in [json!("2026-11-30T00:00:00Z"), json!("tomorrow"), json!(5)] {
+            assert_eq!(param(parse_expires_at(&bad, now)), "expires_at", "{bad}");
+        }
+        assert_eq!(parse_plan(&json!("free")).unwrap().as_deref(), Some("free"));
+        assert_eq!(parse_plan(&json!("")).unwrap(), None);
+        assert_eq!(param(parse_plan(&json!("no way"))), "plan");
+        assert_eq!(param(parse_plan(&json!(3))), "plan");
+        assert_eq!(parse_grace(None).unwrap(), 0);
+        assert_eq!(parse_grace(Some(&json!(604_800))).unwrap(), 604_800);
+        for bad in [json!(604_801), json!(-1), json!("60")] {
+            assert_eq!(param(parse_grace(Some(&bad))), "grace_seconds", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_patch_names_unknown_fields_and_keeps_plan_for_operators() {
+        let now = 1_795_996_800;
+        let p = GrantPatch::parse(
+            &json!({"limits": null, "expires_at": null, "name": "x"}),
+            Caller::Person,
+            now,
+        )
+        .unwrap();
+        assert_eq!(p.limits, Some(None));
+        assert_eq!(p.expires_at, Some(None));
+        assert_eq!(p.name.as_deref(), Some("x"));
+        assert_eq!(
+            GrantPatch::parse(&json!({}), Caller::Person, now).unwrap(),
+            GrantPatch::default()
+        );
+        assert_eq!(
+            param(GrantPatch::parse(
+                &json!({"plan": "pro"}),
+                Caller::Person,
+                now
+            )),
+            "plan"
+        );
+        assert_eq!(
+            param(GrantPatch::parse(
+                &json!({"colour": 1}),
+                Caller::Person,
+                now
+            )),
+            "colour"
+        );
+        assert_eq!(
+            param(GrantPatch::parse(
+                &json!({"models": "gpt-4o"}),
+                Caller::Person,
+                now
+            )),
+            "models"
+        );
+        assert_eq!(
+            param(GrantPatch::parse(
+                &json!({"scopes": ["x"]}),
+                Caller::Person,
+                now
+            )),
+            "scopes"
+        );
+        assert_eq!(
+            param(GrantPatch::parse(&json!({"name": 1}), Caller::Person, now)),
+            "name"
+        );
+        let p = GrantPatch::parse(&json!({"plan": null}), Caller::Operator, now).unwrap();
+        assert_eq!(p.plan, Some(None));
+    }
+
+    fn config(plans: Value, default_plan: Option<&str>) -> Config {
+        crate::config::RawConfig {
+            plans: Some(serde_json::from_value(plans).unwrap()),
+            default_plan: default_plan.map(str::to_owned),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap()
+    }
+
+    #[test]
+    fn settling_a_plan() {
+        let c = config(
+            json!({"free": {"rpm": 10, "budget": {"usd": 5, "period": "month"}}, "open": {}}),
+            Some("free"),
+        );
+        let free = c.plans["free"].limits();
+        // No plan asked: the default one, with its limits.
+        let s = settle(&c, Caller::Person, None, None).unwrap();
+        assert_eq!((s.plan.as_deref(), &s.limits), (Some("free"), &free));
+        // Tighter limits are kept; looser ones refused for the person, kept for operators.
+        let tight =
+            parse_limits(&json!({"rpm": 5, "budget": {"usd": 1, "period": "month"}})).unwrap();
+        assert_eq!(
+            settle(&c, Caller::Person, None, Some(tight.clone()))
+                .unwrap()
+                .limits,
+            tight
+        );
+        let loose =
+            parse_limits(&json!({"rpm": 50, "budget": {"usd": 1, "period": "month"}})).unwrap();
+        assert_eq!(
+            param(settle(&c, Caller::Person, None, Some(loose.clone()))),
+            "limits.rpm"
+        );
+        assert_eq!(
+            settle(&c, Caller::Operator, None, Some(loose.clone()))
+                .unwrap()
+                .limits,
+            loose
+        );
+        // A plan without limits is no ceiling.
+        assert_eq!(
+            settle(&c, Caller::Person, Some("open".into()), Some(loose.clone()))
+                .unwrap()
+                .limits,
+            loose
+        );
+        assert_eq!(
+            param(settle(&c, Caller::Operator, Some("gold".into()), None)),
+            "plan"
+        );
+        // Without a default plan and none asked: no plan, no limits.
+        let bare = config(json!({}), None);
+        assert_eq!(
+            settle(&bare, Caller::Person, None, None).unwrap(),
+            Settled {
+                plan: None,
+                limits: Limits::default()
+            }
+        );
+    }
 }
