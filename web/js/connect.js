@@ -481,7 +481,7 @@ function renderExisting() {
         " · Last used: ",
         timeEl(g.last_used_at, { relative: true, never: "Never" }),
       ],
-      note: "Keeps its models, what it may do and its settings. The app gets a new key; the one it had stops working.",
+      note: "Keeps its models, what it may do and its settings. The app gets a new key; the one it had keeps working a short while, so nothing breaks, then stops.",
     }),
   );
   options.push(

@@ -22,8 +22,8 @@ import {
   withinCeiling,
 } from "./limits.js";
 
-/** Expiry choices, shortest first (seconds). */
-export const EXPIRY_CHOICES = [3600, 86_400, 7 * 86_400, 30 * 86_400, 90 * 86_400, 365 * 86_400];
+/** Expiry choices, longest first (seconds). */
+export const EXPIRY_CHOICES = [365 * 86_400, 90 * 86_400, 30 * 86_400, 7 * 86_400, 86_400, 3600];
 const MAX_EXPIRES_IN = 10 * 365 * 86_400;
 
 /**
