@@ -8,7 +8,6 @@ import { h, icon, replace } from "./dom.js";
 import {
   PERIODS,
   budgetWords,
-  capitalize,
   cleanLimits,
   count,
   durationWords,
@@ -80,17 +79,25 @@ export function renderConsentLimits({ els, asked, plan, planAsked }) {
   const cb = ceiling && budgetWords(ceiling.budget) ? ceiling.budget : null;
 
   // What the app asks for, in words.
-  const askedWords = summaryWords({
-    limits: asked.limits,
-    models: asked.models,
-    scopes: asked.scopes,
-    expiresAt: asked.expiresIn ? Date.now() + asked.expiresIn * 1000 : null,
-  });
+  const askedWords = summaryWords(
+    {
+      limits: asked.limits,
+      models: asked.models,
+      scopes: asked.scopes,
+      expiresAt: asked.expiresIn ? Date.now() + asked.expiresIn * 1000 : null,
+    },
+    Date.now(),
+    { capital: true },
+  );
   const askedAnything = Boolean(asked.limits && !isUnlimited(asked.limits)) || Boolean(asked.expiresIn);
   replace(
     els.asked,
     h("span", { class: "asked-label" }, "The app asks for"),
-    h("strong", { id: "limits-asked-words" }, capitalize(askedAnything ? askedWords : `${askedWords}, with no budget or expiry`)),
+    h(
+      "strong",
+      { id: "limits-asked-words" },
+      askedAnything ? askedWords : `No budget or expiry; ${summaryWords({ models: asked.models, scopes: asked.scopes })}`,
+    ),
   );
 
   // The plan and its ceiling.
@@ -234,7 +241,15 @@ export function renderConsentLimits({ els, asked, plan, planAsked }) {
       replace(
         els.result,
         h("span", { class: "asked-label" }, "It will get"),
-        h("strong", { id: "limits-result-words" }, capitalize(summaryWords({ limits: c.limits, models: null, scopes: null, expiresAt: c.expiresIn ? Date.now() + c.expiresIn * 1000 : null }))),
+        h(
+          "strong",
+          { id: "limits-result-words" },
+          summaryWords(
+            { limits: c.limits, expiresAt: c.expiresIn ? Date.now() + c.expiresIn * 1000 : null },
+            Date.now(),
+            { capital: true },
+          ),
+        ),
       );
     } catch {
       // The field says what is wrong.

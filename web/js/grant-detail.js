@@ -63,6 +63,12 @@ function momentEl(when) {
   return h("time", { datetime: date.toISOString(), title: dateTimeFmt.format(date) }, formatDate(ms / 1000));
 }
 
+/** A `<time>` with the date and time (when a rotated-out key stops). */
+function rotatedEl(seconds) {
+  const date = new Date(seconds * 1000);
+  return h("time", { datetime: date.toISOString() }, dateTimeFmt.format(date));
+}
+
 /** The local calendar date of a moment, as an <input type=date> value. */
 function localDateValue(when) {
   const ms = toMillis(when);
@@ -681,7 +687,7 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
       { class: "gd-key", "aria-labelledby": "gd-key-title" },
       h("div", { class: "gd-block-head" }, h("h4", { id: "gd-key-title" }, "Key")),
       g.rotated_until && g.rotated_until * 1000 > Date.now()
-        ? h("p", { class: "alert alert-info" }, icon("info"), h("span", {}, "The previous key keeps working until ", timeEl(g.rotated_until), ` (${dateTimeFmt.format(new Date(g.rotated_until * 1000))}).`))
+        ? h("p", { class: "alert alert-info" }, icon("info"), h("span", {}, "The previous key keeps working until ", rotatedEl(g.rotated_until), ", then stops."))
         : null,
       rotate,
       toggle,

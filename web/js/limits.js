@@ -141,11 +141,14 @@ export function isExpired(expiresAt, now = Date.now()) {
  * Everything a grant is bound by, in one sentence: "up to $5 a month, gpt-4o-mini only, model
  * calls only, expires in 30 days". `scopes` and `models` are left out when absent.
  */
-export function summaryWords({ limits, models, scopes, expiresAt }, now = Date.now()) {
+export function summaryWords({ limits, models, scopes, expiresAt }, now = Date.now(), { capital = false } = {}) {
   const parts = [...limitPhrases(limits), modelsWords(models), scopesWords(scopes), expiryWords(expiresAt, now)].filter(
     Boolean,
   );
-  return parts.length ? parts.join(", ") : "no limits";
+  if (!parts.length) return capital ? "No limits" : "no limits";
+  // A sentence starts with a capital, but a model keeps its own spelling ("gpt-4o-mini only").
+  if (capital && parts[0] !== modelsWords(models)) parts[0] = capitalize(parts[0]);
+  return parts.join(", ");
 }
 
 export function capitalize(text) {
