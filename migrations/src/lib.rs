@@ -9,6 +9,7 @@ use thiserror::Error;
 mod m0001_initial;
 mod m0002_passkeys_sessions;
 mod m0003_connect_codes;
+mod m0004_usage;
 pub mod trees;
 
 /// The `meta` tree and the key under which the schema version (u32, big endian) lives.
@@ -51,10 +52,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "connect_codes",
         apply: m0003_connect_codes::apply,
     },
+    Migration {
+        version: 4,
+        name: "usage",
+        apply: m0004_usage::apply,
+    },
 ];
 
 /// The schema version a fully migrated store has.
-pub const LATEST: u32 = 3;
+pub const LATEST: u32 = 4;
 
 /// All known steps, in order.
 pub fn all() -> &'static [Migration] {

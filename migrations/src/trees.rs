@@ -28,3 +28,6 @@ pub const SESSIONS_BY_USER: &str = "sessions_by_user";
 pub const CEREMONIES: &str = "ceremonies";
 /// SHA-256(code) → pending redirect-flow approval.
 pub const CONNECT_CODES: &str = "connect_codes";
+/// grant id ‖ 0x00 ‖ day number (u32, big endian) ‖ model → usage counters of that
+/// grant, UTC day and model (a grant's rows, in day order, are one range scan).
+pub const USAGE: &str = "usage";

@@ -15,6 +15,7 @@
 //! * [`content_type`] — a request's `Content-Type`, accepted only in a form every
 //!   parser reads alike.
 //! * [`key_verdict`] — what an upstream 401/403 says about the person's key.
+//! * [`policy`] — may this call go ahead: rate buckets, concurrency, budget reservations.
 //! * [`limits`], [`calendar`], [`money`], [`price`], [`usage`] — a grant's limits,
 //!   budget periods on the UTC calendar, exact money, model prices, token usage.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -29,6 +30,7 @@ pub mod limits;
 pub mod money;
 pub mod openai_error;
 pub mod origin;
+pub mod policy;
 pub mod price;
 pub mod scope;
 pub mod secret;

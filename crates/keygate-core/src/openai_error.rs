@@ -16,6 +16,8 @@ pub struct OpenAiError {
     pub retry_after: Option<u64>,
     /// Sent as `x-should-retry`, which the official SDKs obey over their own defaults.
     pub should_retry: Option<bool>,
+    /// Milliseconds, sent as `retry-after-ms` (the official SDKs prefer it).
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -49,6 +51,7 @@ impl OpenAiError {
             code: Some(code),
             retry_after: None,
             should_retry: None,
+            retry_after_ms: None,
         }
     }
 
@@ -139,6 +142,50 @@ impl OpenAiError {
         let mut e = Self::new(429, "requests", "rate_limit_exceeded", message);
         e.retry_after = Some(retry_after_secs.max(1));
         e
+    }
+
+    /// A grant's own rate limit: `Retry-After` in whole seconds (rounded up) and
+    /// `retry-after-ms`.
+    pub fn rate_limit_ms(message: impl Into<String>, retry_after_ms: u64) -> Self {
+        let mut e = Self::rate_limit_exceeded(message, retry_after_ms.div_ceil(1000));
+        e.retry_after_ms = Some(retry_after_ms);
+        e
+    }
+
+    /// A request that can never fit a rate limit (more tokens than the per-minute
+    /// limit): no `Retry-After`, and `x-should-retry: false`.
+    pub fn rate_limit_never(message: impl Into<String>) -> Self {
+        let mut e = Self::new(429, "tokens", "rate_limit_exceeded", message);
+        e.should_retry = Some(false);
+        e
+    }
+
+    pub fn concurrency_limit_exceeded(limit: u32) -> Self {
+        let mut e = Self::new(
+            429,
+            "requests",
+            "concurrency_limit_exceeded",
+            format!(
+                "This API key allows {limit} concurrent request(s), and that many are in \
+                 progress. Retry when one has finished."
+            ),
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
+    pub fn model_not_priced(model: Option<&str>) -> Self {
+        let message = match model {
+            Some(m) => format!(
+                "This API key has a budget in dollars, and keygate knows no price for the \
+                 model '{m}', so it cannot keep the budget. Use a model with a known price \
+                 (or ask the operator to add one under [prices])."
+            ),
+            None => "This API key has a budget in dollars; name the `model` of the request so \
+                     keygate can price it."
+                .to_owned(),
+        };
+        Self::new(403, INVALID_REQUEST, "model_not_priced", message).with_param("model")
     }
 
     pub fn insufficient_quota(message: impl Into<String>) -> Self {

@@ -164,11 +164,15 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM (graceful: in-flight requests and streams get up to
     /// the shutdown timeout) or until the handle stops it; then writes pending
-    /// last-used times and flushes the store.
+    /// last-used times and usage counters and flushes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let flusher = self
             .state
             .last_used
+            .spawn_flusher(self.state.store.clone(), Duration::from_secs(1));
+        let usage_flusher = self
+            .state
+            .accounting
             .spawn_flusher(self.state.store.clone(), Duration::from_secs(1));
         let sweeper = spawn_sweeper(&self.state);
         let resealer = {
@@ -182,13 +186,17 @@ impl Application {
         let result = self.server.await;
         // Abort the background tasks and wait until they are gone: each holds a store
         // handle, and sled's lock is released only when the last handle drops.
-        for task in [flusher, sweeper] {
+        for task in [flusher, usage_flusher, sweeper] {
             task.abort();
             let _ = task.await;
         }
         // The re-seal pass is short and bounded: let it finish rather than stop halfway.
         let _ = resealer.await;
         self.state.last_used.write_to(&self.state.store);
+        // Streams drained by the shutdown have settled their usage by now.
+        if let Err(e) = self.state.accounting.write_to(&self.state.store) {
+            tracing::error!(error = %e, "could not write the last usage counters");
+        }
         if let Err(e) = self.state.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }

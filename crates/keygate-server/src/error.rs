@@ -15,7 +15,7 @@ use keygate_core::openai_error::OpenAiError;
 use keygate_store::StoreError;
 use thiserror::Error;
 
-use crate::proxy::error::{BodyProblem, ProxyError};
+use crate::proxy::error::{BodyProblem, ProxyError, RateKind};
 use crate::services::error::{CodeProblem, Limit, Missing, ServiceError, Unreadable};
 
 #[derive(Debug, Error)]
@@ -192,6 +192,46 @@ fn proxy(e: &ProxyError) -> OpenAiError {
         P::Body(problem) => body(*problem),
         P::ModelNotAllowed(model) => OpenAiError::model_not_allowed(model),
         P::ModelRequired => OpenAiError::model_required(),
+        P::RateLimited {
+            what,
+            limit,
+            retry_after_ms,
+        } => {
+            let unit = match what {
+                RateKind::Requests => "requests",
+                RateKind::Tokens => "tokens",
+            };
+            OpenAiError::rate_limit_ms(
+                format!(
+                    "Rate limit reached for this API key on {unit} per minute: limit {limit}. \
+                     Please try again in {}.",
+                    keygate_core::policy::openai_duration(*retry_after_ms)
+                ),
+                *retry_after_ms,
+            )
+        }
+        P::TooManyTokens { limit, requested } => OpenAiError::rate_limit_never(format!(
+            "This request needs up to {requested} tokens (prompt plus max_tokens), more than \
+             this API key's limit of {limit} tokens per minute. Lower max_tokens or shorten \
+             the prompt."
+        )),
+        P::ConcurrencyLimit(limit) => OpenAiError::concurrency_limit_exceeded(*limit),
+        P::BudgetSpent {
+            what,
+            period,
+            model,
+            resets_at,
+        } => {
+            let whose = match model {
+                Some(m) => format!("budget for {m}"),
+                None => "budget".to_owned(),
+            };
+            OpenAiError::insufficient_quota(format!(
+                "This API key's {whose} of {what} per {period} is spent (or this request's \
+                 worst case does not fit what is left). It resets at {resets_at}."
+            ))
+        }
+        P::ModelNotPriced(model) => OpenAiError::model_not_priced(model.as_deref()),
         P::KeyNotEnrolled => OpenAiError::key_not_enrolled(),
         P::UnsupportedMethod => OpenAiError::invalid_request("unsupported HTTP method"),
         P::UnroutablePath => OpenAiError::invalid_request("the request path is not valid"),
@@ -271,6 +311,9 @@ fn render(e: &OpenAiError) -> HttpResponse {
     res.content_type("application/json");
     if let Some(secs) = e.retry_after {
         res.insert_header((RETRY_AFTER, HeaderValue::from(secs)));
+    }
+    if let Some(ms) = e.retry_after_ms {
+        res.insert_header(("retry-after-ms", HeaderValue::from(ms)));
     }
     if let Some(retry) = e.should_retry {
         res.insert_header(("x-should-retry", if retry { "true" } else { "false" }));
@@ -446,6 +489,46 @@ mod tests {
                 403,
                 "model_not_allowed",
             ),
+            (
+                ProxyError::RateLimited {
+                    what: RateKind::Requests,
+                    limit: 1,
+                    retry_after_ms: 1,
+                }
+                .into(),
+                429,
+                "rate_limit_exceeded",
+            ),
+            (
+                ProxyError::TooManyTokens {
+                    limit: 1,
+                    requested: 2,
+                }
+                .into(),
+                429,
+                "rate_limit_exceeded",
+            ),
+            (
+                ProxyError::ConcurrencyLimit(1).into(),
+                429,
+                "concurrency_limit_exceeded",
+            ),
+            (
+                ProxyError::BudgetSpent {
+                    what: "$1.00".into(),
+                    period: "day",
+                    model: None,
+                    resets_at: "x".into(),
+                }
+                .into(),
+                429,
+                "insufficient_quota",
+            ),
+            (
+                ProxyError::ModelNotPriced(Some("m".into())).into(),
+                403,
+                "model_not_priced",
+            ),
             (ProxyError::KeyNotEnrolled.into(), 409, "key_not_enrolled"),
             (ProxyError::UnsupportedMethod.into(), 400, "invalid_request"),
             (ProxyError::UnroutablePath.into(), 400, "invalid_request"),
@@ -592,6 +675,11 @@ mod tests {
                 ProxyError::Body(_) => "Body",
                 ProxyError::ModelNotAllowed(_) => "ModelNotAllowed",
                 ProxyError::ModelRequired => "ModelRequired",
+                ProxyError::RateLimited { .. } => "RateLimited",
+                ProxyError::TooManyTokens { .. } => "TooManyTokens",
+                ProxyError::ConcurrencyLimit(_) => "ConcurrencyLimit",
+                ProxyError::BudgetSpent { .. } => "BudgetSpent",
+                ProxyError::ModelNotPriced(_) => "ModelNotPriced",
                 ProxyError::KeyNotEnrolled => "KeyNotEnrolled",
                 ProxyError::UnsupportedMethod => "UnsupportedMethod",
                 ProxyError::UnroutablePath => "UnroutablePath",
@@ -641,6 +729,30 @@ mod tests {
         assert_eq!(e.headers().get(RETRY_AFTER).unwrap(), "7");
         let e = ServerError::from(ProxyError::KeyNotEnrolled).error_response();
         assert_eq!(e.headers().get("x-should-retry").unwrap(), "false");
+    }
+
+    #[test]
+    fn limit_refusals_carry_their_headers() {
+        let res = ServerError::from(ProxyError::RateLimited {
+            what: RateKind::Tokens,
+            limit: 100,
+            retry_after_ms: 1_500,
+        })
+        .error_response();
+        assert_eq!(res.headers().get(RETRY_AFTER).unwrap(), "2");
+        assert_eq!(res.headers().get("retry-after-ms").unwrap(), "1500");
+        let res = ServerError::from(ProxyError::TooManyTokens {
+            limit: 1,
+            requested: 2,
+        })
+        .error_response();
+        assert!(res.headers().get(RETRY_AFTER).is_none());
+        assert_eq!(res.headers().get("x-should-retry").unwrap(), "false");
+        let res = ServerError::from(ProxyError::ConcurrencyLimit(2)).error_response();
+        assert_eq!(res.headers().get(RETRY_AFTER).unwrap(), "1");
+        let e = ServerError::from(ProxyError::ModelNotPriced(Some("my-model".into()))).to_openai();
+        assert_eq!(e.param.as_deref(), Some("model"));
+        assert!(e.message.contains("my-model"));
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! function, and map its error through [`error::ServerError`], the one place errors
 //! become HTTP.
 
+pub mod accounting;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod keyfile;
+pub mod limiter;
 pub mod proxy;
 pub mod request_id;
 pub mod routes;

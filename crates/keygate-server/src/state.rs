@@ -12,8 +12,10 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::accounting::Accounting;
 use crate::auth::Passkeys;
 use crate::config::Config;
+use crate::limiter::Limiter;
 use crate::throttle::Throttles;
 
 #[derive(Clone)]
@@ -29,6 +31,10 @@ pub struct AppState {
     pub throttles: Arc<Throttles>,
     /// "Now" for every decision by time (from `Config::clock`; shared by clones).
     pub clock: Clock,
+    /// Usage counters, batched and flushed at most a second apart.
+    pub accounting: Accounting,
+    /// Every grant's rate, concurrency and budget state (`limiter.rs`).
+    pub limiter: Limiter,
     admin_key_hash: Option<[u8; 32]>,
 }
 
@@ -42,7 +48,11 @@ impl AppState {
         let throttles = Arc::new(Throttles::new(&config.throttle, config.ceremony_ttl));
         // A restart starts from what the store already holds.
         throttles.ceremonies.recount(&store);
+        let accounting = Accounting::default();
+        let limiter = Limiter::new(store.clone(), accounting.clone(), config.clock.clone());
         Self {
+            accounting,
+            limiter,
             passkeys,
             throttles,
             clock: config.clock.clone(),

@@ -10,6 +10,7 @@ pub mod records;
 mod store;
 mod sweep;
 mod table;
+mod usage;
 
 pub use auth::{
     DeletePasskey, PasskeyInsert, SessionInsert, is_person_ceremony_id, person_ceremony_id,
@@ -22,3 +23,4 @@ pub use records::{
 };
 pub use store::{Store, StoreOptions};
 pub use sweep::Swept;
+pub use usage::{UsageCounts, UsageDelta, UsageRow};

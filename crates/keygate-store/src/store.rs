@@ -44,6 +44,9 @@ pub struct Store {
     pub(crate) sessions_by_user: Index,
     pub(crate) ceremonies: Table<CeremonyRecord>,
     pub(crate) connect_codes: Table<CodeRecord>,
+    /// Usage counters (see `usage.rs`): raw, not a [`Table`] (keys are composite, values
+    /// are added to in transactions).
+    pub(crate) usage: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -85,6 +88,7 @@ impl Store {
             sessions_by_user: Index::open(&db, trees::SESSIONS_BY_USER)?,
             ceremonies: Table::open(&db, trees::CEREMONIES)?,
             connect_codes: Table::open(&db, trees::CONNECT_CODES)?,
+            usage: db.open_tree(trees::USAGE)?,
             db,
         })
     }

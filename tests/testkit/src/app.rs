@@ -14,7 +14,7 @@ use crate::mock_openai::MockOpenAi;
 /// At least 32 characters, the minimum admin key length.
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef-0123";
 /// The mock upstream's knob headers, forwarded by keygate in tests (`forward_headers`).
-pub const MOCK_FORWARD_HEADERS: &str = "x-mock-scenario, x-mock-delay-ms";
+pub const MOCK_FORWARD_HEADERS: &str = "x-mock-scenario, x-mock-delay-ms, x-mock-completion-tokens";
 /// A fake OpenAI key whose every occurrence can be searched for.
 pub const FAKE_OPENAI_KEY: &str = "sk-test-keygate-fake-key-0000000000000000WXYZ";
 
@@ -299,6 +299,55 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Sets a grant's limits (and plan) straight in the store, as an operator's edit
+    /// would; the proxy reads them on the next request.
+    pub fn set_limits(&self, grant_id: &str, limits: Value, plan: Option<&str>) {
+        let limits: keygate_core::limits::Limits =
+            serde_json::from_value(limits).expect("limits JSON");
+        limits.validate().expect("valid limits");
+        let id = keygate_core::ids::GrantId::parse(grant_id).expect("grant id");
+        self.state
+            .store
+            .update_grant(&id, |g| {
+                g.limits = limits.clone();
+                g.plan = plan.map(str::to_owned);
+            })
+            .expect("store")
+            .expect("grant exists");
+    }
+
+    /// A new person with a key and a grant with these limits (all models).
+    pub async fn limited_grant(&self, limits: Value) -> TestGrant {
+        let g = self.enrolled_grant(None).await;
+        self.set_limits(&g.grant_id, limits, None);
+        g
+    }
+
+    /// `GET /v1/key` with the grant's key.
+    pub async fn key_info(&self, api_key: &str) -> Value {
+        let res = self
+            .v1(reqwest::Method::GET, "/key", api_key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 200, "GET /v1/key");
+        res.json().await.expect("json")
+    }
+
+    /// `GET /admin/grants/{id}/usage` (with `query`, e.g. `?from=2026-11-01`).
+    pub async fn usage(&self, grant_id: &str, query: &str) -> Value {
+        let res = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/grants/{grant_id}/usage{query}"),
+            )
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 200, "usage report");
+        res.json().await.expect("json")
     }
 
     /// Stops the server gracefully and waits for it (store flushed, sled lock

@@ -5,11 +5,17 @@
 //! endpoint covered by the grant's scopes (403 `endpoint_not_allowed`).
 
 use actix_web::HttpRequest;
+use keygate_core::calendar;
+use keygate_core::limits::{Budget, Limits};
+use keygate_core::money::Usd;
+use keygate_core::policy::{BudgetLimit, Deny, Estimate, Rules};
 use keygate_core::scope::{self, CanonicalPath, ModelUse};
+use keygate_core::usage::Usage;
 
-use super::error::ProxyError;
+use super::error::{ProxyError, RateKind};
 use super::{AuthenticatedGrant, ProxyCtx};
 use crate::error::ServerError;
+use crate::limiter::{Lease, Refusal};
 use crate::state::AppState;
 
 /// The request's canonical path, if the grant's scopes reach its endpoint.
@@ -39,6 +45,14 @@ pub fn authorize(
 ) -> Result<(), ServerError> {
     let allowed = &grant.record().models;
     if !allowed.is_empty() {
+        // `GET /v1/models/{id}` of a model the grant may not use: as if it were absent
+        // from the (filtered) list.
+        if req.method() == actix_web::http::Method::GET
+            && let ["models", id] = ctx.path.segments().as_slice()
+            && !allowed.iter().any(|m| m == id)
+        {
+            return Err(ProxyError::ModelNotAllowed((*id).to_owned()).into());
+        }
         match (
             &ctx.model,
             scope::model_use(req.method().as_str(), &ctx.path),
@@ -74,4 +88,130 @@ pub fn authorize(
     }
     st.last_used.note(grant.id(), st.clock.now());
     Ok(())
+}
+
+/// Whether the grant's limits need the request's token count (tpm or a budget, for
+/// the grant or any of its models).
+pub fn needs_tokens(limits: &Limits) -> bool {
+    Rules::of(limits).needs_tokens()
+        || limits
+            .models
+            .values()
+            .any(|m| Rules::of_model(m).needs_tokens())
+}
+
+/// The limits step: the request's worst case (prompt tokens + the output it allows, or
+/// the plan's `default_max_tokens`, priced for its model) decided by
+/// `keygate_core::policy` through the limiter, which hands back the lease the answer
+/// will settle.
+pub fn limits(
+    st: &AppState,
+    grant: &AuthenticatedGrant,
+    req: &HttpRequest,
+    ctx: &ProxyCtx,
+) -> Result<Lease, ServerError> {
+    let record = grant.record();
+    let limits = &record.limits;
+    let model = ctx.model.as_deref();
+    let estimate = if needs_tokens(limits) {
+        let prompt = ctx.prompt_tokens.unwrap_or(0);
+        let output = ctx
+            .max_output
+            .or_else(|| {
+                record
+                    .plan
+                    .as_ref()
+                    .and_then(|p| st.config.plans.get(p))
+                    .and_then(|p| p.default_max_tokens)
+            })
+            .unwrap_or(0);
+        let usage = Usage {
+            prompt_tokens: prompt,
+            cached_tokens: 0,
+            completion_tokens: output,
+        };
+        let usd = match (model, scope::model_use(req.method().as_str(), &ctx.path)) {
+            (Some(m), ModelUse::None) => Some(
+                st.config
+                    .prices
+                    .get(m)
+                    .map_or(Usd::ZERO, |p| p.cost(&usage)),
+            ),
+            (Some(m), _) => st.config.prices.get(m).map(|p| p.cost(&usage)),
+            // A call that runs no model costs nothing by the token; one whose model is
+            // left to OpenAI cannot be priced.
+            (None, ModelUse::None) => Some(Usd::ZERO),
+            (None, _) => None,
+        };
+        Estimate {
+            tokens: usage.total(),
+            usd,
+        }
+    } else {
+        Estimate::default()
+    };
+    st.limiter
+        .acquire(grant.id(), limits, model, estimate)
+        .map_err(|refusal| match refusal {
+            Refusal::Store(e) => ServerError::from(e),
+            Refusal::Deny(deny) => {
+                tracing::info!(grant_id = %grant.id(), ?deny, "refused by the grant's limits");
+                refused(deny, limits, model).into()
+            }
+        })
+}
+
+fn refused(deny: Deny, limits: &Limits, model: Option<&str>) -> ProxyError {
+    match deny {
+        Deny::Requests {
+            limit,
+            retry_after_ms,
+        } => ProxyError::RateLimited {
+            what: RateKind::Requests,
+            limit,
+            retry_after_ms,
+        },
+        Deny::Tokens {
+            limit,
+            retry_after_ms,
+        } => ProxyError::RateLimited {
+            what: RateKind::Tokens,
+            limit,
+            retry_after_ms,
+        },
+        Deny::TokensNeverFit { limit, requested } => ProxyError::TooManyTokens { limit, requested },
+        Deny::Concurrency { limit } => ProxyError::ConcurrencyLimit(limit),
+        Deny::Budget {
+            limit, resets_at, ..
+        } => {
+            // Which budget: the grant's, or the model's when the grant's would have fit.
+            let grant_budget: Option<&Budget> = limits.budget.as_ref();
+            let is_grant = grant_budget.is_some_and(|b| match limit {
+                BudgetLimit::Usd(u) => b.usd == Some(u),
+                BudgetLimit::Tokens(t) => b.tokens == Some(t),
+            });
+            let budget = if is_grant {
+                grant_budget
+            } else {
+                model
+                    .and_then(|m| limits.for_model(m))
+                    .and_then(|o| o.budget.as_ref())
+                    .or(grant_budget)
+            };
+            ProxyError::BudgetSpent {
+                what: match limit {
+                    BudgetLimit::Usd(u) => format!("${}", u.dollars()),
+                    BudgetLimit::Tokens(t) => format!("{t} tokens"),
+                },
+                period: budget.map_or("month", |b| b.period.as_str()),
+                model: if is_grant {
+                    None
+                } else {
+                    model.map(str::to_owned)
+                },
+                resets_at: calendar::to_rfc3339(resets_at),
+            }
+        }
+        Deny::ModelNotPriced => ProxyError::ModelNotPriced(model.map(str::to_owned)),
+    }
 }

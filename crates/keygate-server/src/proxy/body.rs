@@ -8,6 +8,12 @@
 //! `model` part refused) and every other body must be JSON. Compressed
 //! bodies (`Content-Encoding`) are refused: keygate could not read them for policy.
 //!
+//! For usage, a JSON body is also kept (a cheap reference to the same bytes) for an
+//! estimate if the answer is cut short; for grants with tpm or a budget its prompt
+//! tokens and requested output are counted for the reservation; and a streaming chat or
+//! completions request that does not ask for usage is changed to ask for it
+//! (`stream_options.include_usage`), its answer then stripped of that chunk.
+//!
 //! Limits on a streamed body are enforced as it passes: a chunked body without
 //! `Content-Length` that outgrows the limit has by then been partly sent upstream; the
 //! upstream request is cut and the app gets 413 (docs/API.md says so).
@@ -20,7 +26,7 @@ use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use keygate_core::content_type::{self, ContentType};
-use keygate_core::scope;
+use keygate_core::{scope, tokens, usage};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -57,6 +63,7 @@ pub async fn read(
     mut payload: web::Payload,
     limit: u64,
     need_model: bool,
+    need_tokens: bool,
     ctx: &mut ProxyCtx,
 ) -> Result<RequestBody, ServerError> {
     // Exactly one Content-Type, in a form every parser reads alike (for every grant:
@@ -116,6 +123,29 @@ pub async fn read(
                 .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;
             ctx.tool_models = scope::tool_models(Some(&tools));
         }
+        if need_tokens {
+            // The reservation: a second, full parse, only for grants with tpm or a budget.
+            let body: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;
+            let model = ctx.model.as_deref().unwrap_or_default();
+            ctx.prompt_tokens = Some(tokens::estimate_prompt(model, &body));
+            ctx.max_output = tokens::requested_output(&body);
+        }
+        let mut bytes = bytes;
+        let completions = matches!(
+            ctx.path.as_str(),
+            "/v1/chat/completions" | "/v1/completions"
+        );
+        if ctx.stream
+            && completions
+            && let Some(asked) = usage::ask_for_usage(&bytes)
+        {
+            // The app streams without asking for usage: ask on its behalf (usage is always
+            // counted) and take the extra chunk out of its answer again.
+            bytes = Bytes::from(asked);
+            ctx.strip_usage = true;
+        }
+        ctx.body = Some(bytes.clone());
         return Ok(RequestBody::Buffered(bytes));
     }
     if is_multipart && need_model {

@@ -38,6 +38,31 @@ pub enum ProxyError {
     /// A model-limited grant called an endpoint that runs a model without naming one.
     #[error("no model named, but the grant is limited to some models")]
     ModelRequired,
+    // --- limits ---------------------------------------------------------------
+    /// A per-minute limit is spent; the request fits after `retry_after_ms`.
+    #[error("{what:?} per minute limit {limit} reached")]
+    RateLimited {
+        what: RateKind,
+        limit: u64,
+        retry_after_ms: u64,
+    },
+    /// The request alone needs more tokens than the per-minute limit: it never fits.
+    #[error("request of {requested} tokens over the {limit} tokens per minute limit")]
+    TooManyTokens { limit: u64, requested: u64 },
+    #[error("{0} concurrent requests in flight")]
+    ConcurrencyLimit(u32),
+    /// The reservation does not fit what is left of a budget: `what` names it (`$5.00`,
+    /// `1000 tokens`), `period` is `day`/`week`/`month`, `resets_at` RFC 3339.
+    #[error("budget of {what} per {period} spent")]
+    BudgetSpent {
+        what: String,
+        period: &'static str,
+        model: Option<String>,
+        resets_at: String,
+    },
+    /// A USD budget and a model without a known price (or no model named).
+    #[error("model {0:?} has no price")]
+    ModelNotPriced(Option<String>),
     // --- unseal and forward ----------------------------------------------------
     #[error("no OpenAI key stored")]
     KeyNotEnrolled,
@@ -54,6 +79,13 @@ pub enum ProxyError {
     /// OpenAI's list of missing permissions, when it gave one.
     #[error("OpenAI refused this call with the owner's key")]
     OwnerKeyForbidden { missing_scopes: Option<String> },
+}
+
+/// Which per-minute limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKind {
+    Requests,
+    Tokens,
 }
 
 /// What was wrong with a request body the proxy peeked into.

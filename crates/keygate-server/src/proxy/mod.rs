@@ -2,11 +2,15 @@
 //!
 //! authenticate (401 family) → endpoint: canonical path and scope (400 `invalid_path`,
 //! 403 `endpoint_not_allowed`), before any body byte is read → read the body far
-//! enough to learn `model`/`stream` (413, 400) → authorize models (403) → unseal the
+//! enough to learn `model`/`stream` (413, 400) → authorize models (403), then limits
+//! (429/403 from `keygate_core::policy` through the limiter: a lease) → unseal the
 //! person's key (409) → forward upstream (502/504) → verdict on the key (424 when
 //! OpenAI refuses it) → stream the answer back as it arrives, with an idle timeout and
-//! an abnormal end (never a fabricated `[DONE]`) when the upstream breaks.
+//! an abnormal end (never a fabricated `[DONE]`) when the upstream breaks → account
+//! (`account.rs`): the usage is counted and the lease settled when the stream ends or
+//! is dropped. `GET /v1/key` (`key.rs`) answers from keygate alone.
 
+mod account;
 mod authenticate;
 mod authorize;
 mod body;
@@ -14,7 +18,10 @@ mod cors;
 pub mod error;
 mod forward;
 pub mod headers;
+mod key;
+mod models;
 mod multipart;
+mod ratelimit;
 mod stream;
 mod unseal;
 mod verdict;
@@ -29,6 +36,7 @@ use crate::request_id::RequestId;
 use crate::state::AppState;
 
 pub use authenticate::{AuthenticatedGrant, bearer_token};
+pub use key::key_info;
 
 /// What the phases learn about one request.
 #[derive(Debug)]
@@ -42,6 +50,15 @@ pub struct ProxyCtx {
     /// read only for model-limited grants.
     pub tool_models: Vec<Option<String>>,
     pub stream: bool,
+    /// The JSON body as sent upstream (a reference, not a copy), for an estimate of a
+    /// cut-short answer's prompt.
+    pub body: Option<bytes::Bytes>,
+    /// Counted only for grants whose limits need tokens (tpm, a budget).
+    pub prompt_tokens: Option<u64>,
+    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`, when counted.
+    pub max_output: Option<u64>,
+    /// keygate asked for usage on the app's behalf: take it out of the answer.
+    pub strip_usage: bool,
 }
 
 impl ProxyCtx {
@@ -57,6 +74,10 @@ impl ProxyCtx {
             model: None,
             tool_models: Vec::new(),
             stream: false,
+            body: None,
+            prompt_tokens: None,
+            max_output: None,
+            strip_usage: false,
         }
     }
 }
@@ -75,10 +96,16 @@ pub async fn proxy_v1(
     };
     // CORS for exactly the grant's bound origin, on every answer from here on.
     let allow = cors::allowed_origin(&req, grant.origin.as_deref());
+    // The grant's own rpm/tpm state goes on every answer (keygate's or the upstream's).
+    let rated = (grant.limits.rpm.is_some() || grant.limits.tpm.is_some())
+        .then(|| (grant.id.clone(), grant.limits.clone()));
     let mut res = match run(&req, payload, &st, grant).await {
         Ok(res) => res,
         Err(e) => actix_web::ResponseError::error_response(&e),
     };
+    if let Some((id, limits)) = rated {
+        ratelimit::decorate(&mut res, &st.limiter.snapshot(&id, &limits));
+    }
     cors::decorate(&mut res, allow);
     res
 }
@@ -93,12 +120,23 @@ async fn run(
     let path = authorize::endpoint(&grant, req)?;
     let mut ctx = ProxyCtx::new(req, path);
     let restricted = !grant.record().models.is_empty();
-    let body = body::read(req, payload, st.config.max_body_bytes, restricted, &mut ctx).await?;
+    let need_tokens = authorize::needs_tokens(&grant.record().limits);
+    let body = body::read(
+        req,
+        payload,
+        st.config.max_body_bytes,
+        restricted,
+        need_tokens,
+        &mut ctx,
+    )
+    .await?;
     authorize::authorize(st, &grant, req, &ctx)?;
+    let lease = authorize::limits(st, &grant, req, &ctx)?;
     let key = unseal::unseal(st, &grant)?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");
     let upstream = forward::forward(st, req, body, &key.key, &ctx).await?;
     let upstream = verdict::judge(st, &key, upstream).await?;
     drop(key);
-    Ok(stream::respond(st, req, upstream, grant, ctx))
+    let upstream = models::filter(st, &grant, req, &ctx, upstream).await;
+    Ok(stream::respond(st, req, upstream, grant, ctx, lease))
 }

@@ -20,9 +20,11 @@ use bytes::Bytes;
 use futures::Stream;
 use pin_project_lite::pin_project;
 
+use super::account::{Account, Outcome};
 use super::headers::downstream_headers;
 use super::{AuthenticatedGrant, ProxyCtx};
 use crate::error::{ServerError, UpstreamError};
+use crate::limiter::Lease;
 use crate::state::AppState;
 
 pub fn respond(
@@ -30,7 +32,8 @@ pub fn respond(
     req: &HttpRequest,
     upstream: reqwest::Response,
     grant: AuthenticatedGrant,
-    ctx: ProxyCtx,
+    mut ctx: ProxyCtx,
+    lease: Lease,
 ) -> HttpResponse {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -56,6 +59,22 @@ pub fn respond(
                 .to_ascii_lowercase()
                 .starts_with("text/event-stream")
         });
+    let is_json = upstream_headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    let mut account = Account::new(
+        st.config.clone(),
+        lease,
+        &mut ctx,
+        status.as_u16(),
+        is_sse,
+        is_json,
+    );
     if is_sse {
         // Tell buffering reverse proxies in front of keygate to pass events through.
         res.insert_header(("x-accel-buffering", "no"));
@@ -65,15 +84,17 @@ pub fn respond(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     if no_body {
+        account.end(Outcome::Completed);
         return res.finish();
     }
     let meter = Meter {
         grant_id: grant.id().to_string(),
+        model: account.model().map(str::to_owned),
         request_id: ctx.request_id,
-        model: ctx.model,
         started: ctx.started,
         bytes: 0,
         outcome: Outcome::Abandoned,
+        account,
     };
     let body = UpstreamBody {
         inner: upstream.bytes_stream(),
@@ -102,27 +123,21 @@ enum State {
     Done,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Completed,
-    Abandoned,
-    UpstreamBroke,
-    IdleTimeout,
-}
-
 /// Owned by the response stream: when the stream ends *or is dropped* it logs how the
-/// response went (and is where usage accounting hooks in).
+/// response went and settles its account (usage counted, lease released).
 struct Meter {
     grant_id: String,
-    request_id: String,
     model: Option<String>,
+    request_id: String,
     started: std::time::Instant,
     bytes: u64,
     outcome: Outcome,
+    account: Account,
 }
 
 impl Drop for Meter {
     fn drop(&mut self) {
+        self.account.end(self.outcome);
         tracing::info!(
             request_id = %self.request_id,
             grant_id = %self.grant_id,
@@ -177,34 +192,47 @@ where
                 return Poll::Ready(None);
             }
         }
-        match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                let deadline = tokio::time::Instant::now() + *this.idle_after;
-                this.idle.as_mut().reset(deadline);
-                this.meter.bytes += chunk.len() as u64;
-                track_boundary(this.at_boundary, this.last_byte, &chunk);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(None) => {
-                this.meter.outcome = Outcome::Completed;
-                *this.state = State::Done;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                tracing::warn!(request_id = %this.meter.request_id, error = %e, "upstream broke mid-response");
-                this.meter.outcome = Outcome::UpstreamBroke;
-                let err = UpstreamError::BrokeMidStream;
-                Poll::Ready(Some(fail(this.state, *this.sse && *this.at_boundary, err)))
-            }
-            Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    tracing::warn!(request_id = %this.meter.request_id, "upstream idle timeout mid-response");
-                    this.meter.outcome = Outcome::IdleTimeout;
-                    let err = UpstreamError::IdleMidStream(*this.idle_after);
+        loop {
+            return match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let deadline = tokio::time::Instant::now() + *this.idle_after;
+                    this.idle.as_mut().reset(deadline);
+                    let chunk = this.meter.account.feed(chunk);
+                    if chunk.is_empty() {
+                        // All held back (an SSE event not complete yet): read on.
+                        continue;
+                    }
+                    this.meter.bytes += chunk.len() as u64;
+                    track_boundary(this.at_boundary, this.last_byte, &chunk);
+                    Poll::Ready(Some(Ok(chunk)))
+                }
+                Poll::Ready(None) => {
+                    this.meter.outcome = Outcome::Completed;
+                    *this.state = State::Done;
+                    let rest = this.meter.account.finish();
+                    if rest.is_empty() {
+                        Poll::Ready(None)
+                    } else {
+                        this.meter.bytes += rest.len() as u64;
+                        Poll::Ready(Some(Ok(rest)))
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(request_id = %this.meter.request_id, error = %e, "upstream broke mid-response");
+                    this.meter.outcome = Outcome::UpstreamBroke;
+                    let err = UpstreamError::BrokeMidStream;
                     Poll::Ready(Some(fail(this.state, *this.sse && *this.at_boundary, err)))
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                Poll::Pending => match this.idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::warn!(request_id = %this.meter.request_id, "upstream idle timeout mid-response");
+                        this.meter.outcome = Outcome::IdleTimeout;
+                        let err = UpstreamError::IdleMidStream(*this.idle_after);
+                        Poll::Ready(Some(fail(this.state, *this.sse && *this.at_boundary, err)))
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+            };
         }
     }
 }

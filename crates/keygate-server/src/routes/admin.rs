@@ -154,3 +154,15 @@ pub async fn delete_grant(
     grants::delete(&st.store, &id, None, st.clock.now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// `GET /admin/grants/{id}/usage?from&to`: any grant's per-day usage.
+pub async fn grant_usage(
+    _: Admin,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+    q: web::Query<crate::routes::api::UsageQuery>,
+) -> Result<HttpResponse, ServerError> {
+    let report =
+        crate::services::usage::report(&st, None, &id, q.from.as_deref(), q.to.as_deref())?;
+    Ok(HttpResponse::Ok().json(report))
+}

@@ -324,3 +324,27 @@ pub async fn delete_account(
         .cookie(session::removal(&st.config))
         .finish())
 }
+
+/// `?from=YYYY-MM-DD&to=YYYY-MM-DD` of a usage report.
+#[derive(serde::Deserialize)]
+pub struct UsageQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// `GET /api/grants/{id}/usage?from&to`: one of the person's grants, per day.
+pub async fn grant_usage(
+    s: UserSession,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+    q: web::Query<UsageQuery>,
+) -> Result<HttpResponse, ServerError> {
+    let report = crate::services::usage::report(
+        &st,
+        Some(s.user_id()),
+        &id,
+        q.from.as_deref(),
+        q.to.as_deref(),
+    )?;
+    Ok(HttpResponse::Ok().json(report))
+}

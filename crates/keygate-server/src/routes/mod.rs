@@ -57,6 +57,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/grants/{id}/rotate", web::post().to(admin::rotate_grant))
                 .route("/grants/{id}/disable", web::post().to(admin::disable_grant))
                 .route("/grants/{id}/enable", web::post().to(admin::enable_grant))
+                .route("/grants/{id}/usage", web::get().to(admin::grant_usage))
                 .default_service(web::to(not_found)),
         )
         .service(
@@ -106,6 +107,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/grants/{id}/rotate", web::post().to(api::rotate_grant))
                 .route("/grants/{id}/disable", web::post().to(api::disable_grant))
                 .route("/grants/{id}/enable", web::post().to(api::enable_grant))
+                .route("/grants/{id}/usage", web::get().to(api::grant_usage))
                 .route("/passkeys", web::get().to(api::list_passkeys))
                 .route("/passkeys/start", web::post().to(api::add_passkey_start))
                 .route("/passkeys/finish", web::post().to(api::add_passkey_finish))
@@ -135,7 +137,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 )
                 .default_service(web::to(not_found)),
         )
-        .service(web::scope("/v1").default_service(web::to(proxy::proxy_v1)))
+        .service(
+            web::scope("/v1")
+                // keygate's own answer about the key (not forwarded, not counted).
+                .route("/key", web::get().to(proxy::key_info))
+                .default_service(web::to(proxy::proxy_v1)),
+        )
         .route("/v1", web::to(proxy::proxy_v1))
         .route("/", web::get().to(web_pages::index))
         .route("/login", web::get().to(web_pages::login))

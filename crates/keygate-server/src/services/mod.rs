@@ -8,5 +8,6 @@ pub mod admin;
 pub mod connect;
 pub mod error;
 pub mod grants;
+pub mod usage;
 pub mod users;
 pub mod vault;

@@ -12,7 +12,8 @@
 //!
 //! Control API (for scripts outside Rust):
 //! - `GET /__mock/requests`: JSON array of `{method, path, headers: {name: value}, body, body_len}`
-//! - `GET /__mock/stats`: `{"requests":N,"cancelled_streams":N,"completed_streams":N}`
+//! - `GET /__mock/stats`: `{"requests":N,"cancelled_streams":N,"completed_streams":N,
+//!   "max_concurrent":N}`
 //! - `POST /__mock/reset`: clears recorded requests and counters, answers with the stats.
 //! - `POST /__mock/reject-key` with the key as the body: requests made with it get 401
 //!   `invalid_api_key` from then on (like [`MockOpenAi::reject_key`]).
@@ -91,6 +92,9 @@ pub(crate) struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     cancelled_streams: AtomicUsize,
     completed_streams: AtomicUsize,
+    /// Requests being answered now (until the response head is sent), and the most at once.
+    open: AtomicUsize,
+    max_open: AtomicUsize,
     /// Keys answered 401 `invalid_api_key` from now on (as OpenAI does for a key that
     /// was revoked after it was stored).
     rejected_keys: Mutex<Vec<String>>,
@@ -145,6 +149,7 @@ impl Shared {
         self.lock_requests().clear();
         self.cancelled_streams.store(0, Ordering::SeqCst);
         self.completed_streams.store(0, Ordering::SeqCst);
+        self.max_open.store(0, Ordering::SeqCst);
     }
 
     fn stats(&self) -> serde_json::Value {
@@ -152,6 +157,7 @@ impl Shared {
             "requests": self.lock_requests().len(),
             "cancelled_streams": self.cancelled_streams.load(Ordering::SeqCst),
             "completed_streams": self.completed_streams.load(Ordering::SeqCst),
+            "max_concurrent": self.max_open.load(Ordering::SeqCst),
         })
     }
 }
@@ -238,6 +244,12 @@ impl MockOpenAi {
         self.shared.restrict_key(key, path, scope);
     }
 
+    /// The most requests the mock was answering at the same time (from receipt to the
+    /// response head: with `slow-first-byte`, the whole wait).
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.max_open.load(Ordering::SeqCst)
+    }
+
     /// Clears recorded requests and the stream counters.
     pub fn reset(&self) {
         self.shared.reset();
@@ -310,6 +322,23 @@ async fn accept_loop(
     }
 }
 
+/// Counts a request as open while it is being answered.
+struct OpenGuard(Arc<Shared>);
+
+impl OpenGuard {
+    fn new(shared: &Arc<Shared>) -> Self {
+        let now = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_open.fetch_max(now, Ordering::SeqCst);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn read_body(mut body: Incoming) -> (Bytes, Option<hyper::Error>) {
     let mut buf = BytesMut::new();
     loop {
@@ -339,6 +368,7 @@ async fn serve(
         return Ok(control::handle(&parts.method, op, &body, &shared));
     }
 
+    let _open = OpenGuard::new(&shared);
     shared.record(RecordedRequest {
         method: parts.method.as_str().to_owned(),
         path: match &query {

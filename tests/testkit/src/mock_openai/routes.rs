@@ -245,6 +245,24 @@ fn model_request(ctx: &Ctx) -> Result<(Value, String), Box<Resp>> {
     Ok((req, model))
 }
 
+/// `x-mock-completion-tokens: N`: the answer produces N completion (output) tokens,
+/// capped by the request's `max_tokens` / `max_completion_tokens` /
+/// `max_output_tokens` as OpenAI caps them.
+fn completion_knob(ctx: &Ctx, req: &Value) -> Option<u64> {
+    let n: u64 = ctx
+        .headers
+        .get(super::scenario::COMPLETION_TOKENS_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cap = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| req.get(*k).and_then(Value::as_u64));
+    Some(cap.map_or(n, |c| n.min(c)))
+}
+
 fn is_stream(req: &Value) -> bool {
     req.get("stream").and_then(Value::as_bool).unwrap_or(false)
 }
@@ -270,13 +288,14 @@ fn chat(ctx: &Ctx, delay: Duration) -> Resp {
         Err(resp) => return *resp,
     };
     let prompt_tokens = fixtures::chat_prompt_tokens(&req);
+    let knob = completion_knob(ctx, &req);
     if is_stream(&req) {
-        return match sse::chat_events(&model, include_usage(&req), prompt_tokens) {
+        return match sse::chat_events(&model, include_usage(&req), prompt_tokens, knob) {
             Ok(events) => sse_response(paced_steps(events, Pacing::Every(delay)), &ctx.shared),
             Err(msg) => internal_error(&msg),
         };
     }
-    let completion_tokens = REPLY_PIECES.len() as u64;
+    let completion_tokens = knob.unwrap_or(REPLY_PIECES.len() as u64);
     let vars = [
         ("id", json!(fixtures::chat_id())),
         ("created", json!(fixtures::unix_now())),
@@ -297,13 +316,14 @@ fn responses(ctx: &Ctx, delay: Duration) -> Resp {
         Err(resp) => return *resp,
     };
     let input_tokens = fixtures::responses_input_tokens(&req);
+    let knob = completion_knob(ctx, &req);
     if is_stream(&req) {
-        return match sse::responses_events(&model, input_tokens) {
+        return match sse::responses_events(&model, input_tokens, knob) {
             Ok(events) => sse_response(paced_steps(events, Pacing::Every(delay)), &ctx.shared),
             Err(msg) => internal_error(&msg),
         };
     }
-    let vars = sse::responses_vars(&model, input_tokens);
+    let vars = sse::responses_vars(&model, input_tokens, knob);
     match fixtures::load("responses.json", fixtures::RESPONSES, &vars) {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(msg) => internal_error(&msg),
@@ -580,13 +600,15 @@ fn big_response() -> Resp {
 fn stream_scenario(ctx: &Ctx, pacing: Pacing) -> Resp {
     let req = serde_json::from_slice::<Value>(&ctx.body).unwrap_or(Value::Null);
     let model = loose_model(ctx);
+    let knob = completion_knob(ctx, &req);
     let events = if ctx.path == "/v1/responses" {
-        sse::responses_events(&model, fixtures::responses_input_tokens(&req))
+        sse::responses_events(&model, fixtures::responses_input_tokens(&req), knob)
     } else {
         sse::chat_events(
             &model,
             include_usage(&req),
             fixtures::chat_prompt_tokens(&req),
+            knob,
         )
     };
     match events {

@@ -13,6 +13,12 @@
 //! | `echo-headers`      | 200 `{"headers":{...}}` with every received header |
 //! | `big-response`      | 200 JSON body of exactly 5 MiB, streamed in 64 KiB chunks |
 //!
+//!
+//! Independent of the scenario, `x-mock-completion-tokens: N` makes chat (JSON and
+//! SSE, where it sends N content chunks) and Responses answers report N completion
+//! (output) tokens, capped by the request's `max_tokens` / `max_completion_tokens` /
+//! `max_output_tokens` as OpenAI caps them.
+//!
 //! The stream scenarios answer as a stream even if the request did not ask for `stream: true`;
 //! on `/v1/responses` `reset-mid-stream` and `stall-mid-stream` use Responses API events,
 //! everywhere else (and always for `long-stream`) chat completion chunks.
@@ -23,6 +29,7 @@ use hyper::HeaderMap;
 
 pub const SCENARIO_HEADER: &str = "x-mock-scenario";
 pub const DELAY_HEADER: &str = "x-mock-delay-ms";
+pub const COMPLETION_TOKENS_HEADER: &str = "x-mock-completion-tokens";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scenario {

@@ -63,16 +63,42 @@ fn finish_chunk(mut chunk: Value, include_usage: bool, vars: &fixtures::Vars<'_>
     chunk
 }
 
-/// A whole chat completion stream, ending with `data: [DONE]`.
+/// A whole chat completion stream, ending with `data: [DONE]`: the fixture's five
+/// content chunks, or `completion_tokens` of them (`x-mock-completion-tokens`).
 pub(crate) fn chat_events(
     model: &str,
     include_usage: bool,
     prompt_tokens: u64,
+    completion_tokens: Option<u64>,
 ) -> Result<Vec<Bytes>, String> {
-    let vars = usage_vars(prompt_tokens, REPLY_PIECES.len() as u64);
-    let mut events: Vec<Bytes> = chat_templates(model)?
+    let completion = completion_tokens.unwrap_or(REPLY_PIECES.len() as u64);
+    let vars = usage_vars(prompt_tokens, completion);
+    let mut templates: Vec<Value> = chat_templates(model)?
         .into_iter()
         .filter(|c| include_usage || !is_usage_chunk(c))
+        .collect();
+    if let Some(n) = completion_tokens {
+        let is_content = |c: &Value| {
+            c.pointer("/choices/0/delta/content")
+                .is_some_and(|v| v != "")
+        };
+        let first = templates
+            .iter()
+            .position(is_content)
+            .ok_or("no content chunk")?;
+        let content = templates[first].clone();
+        templates.retain(|c| !is_content(c));
+        let pieces = (0..n).map(|i| {
+            let mut chunk = content.clone();
+            if let Some(delta) = chunk.pointer_mut("/choices/0/delta/content") {
+                *delta = json!(REPLY_PIECES[(i as usize) % REPLY_PIECES.len()]);
+            }
+            chunk
+        });
+        templates.splice(first..first, pieces);
+    }
+    let mut events: Vec<Bytes> = templates
+        .into_iter()
         .map(|c| data_event(&finish_chunk(c, include_usage, &vars)))
         .collect();
     events.push(done_event());
@@ -80,8 +106,12 @@ pub(crate) fn chat_events(
 }
 
 /// A whole Responses API stream (`response.created` ... `response.completed`).
-pub(crate) fn responses_events(model: &str, input_tokens: u64) -> Result<Vec<Bytes>, String> {
-    let vars = responses_vars(model, input_tokens);
+pub(crate) fn responses_events(
+    model: &str,
+    input_tokens: u64,
+    output_tokens: Option<u64>,
+) -> Result<Vec<Bytes>, String> {
+    let vars = responses_vars(model, input_tokens, output_tokens);
     let mut lines =
         fixtures::parse_lines("responses_streaming.jsonl", fixtures::RESPONSES_STREAMING)?;
     lines
@@ -97,8 +127,12 @@ pub(crate) fn responses_events(model: &str, input_tokens: u64) -> Result<Vec<Byt
         .collect()
 }
 
-pub(crate) fn responses_vars(model: &str, input_tokens: u64) -> Vec<(&'static str, Value)> {
-    let output_tokens = REPLY_PIECES.len() as u64;
+pub(crate) fn responses_vars(
+    model: &str,
+    input_tokens: u64,
+    output_tokens: Option<u64>,
+) -> Vec<(&'static str, Value)> {
+    let output_tokens = output_tokens.unwrap_or(REPLY_PIECES.len() as u64);
     vec![
         ("id", json!(format!("resp_{}", fixtures::random_hex(48)))),
         ("msg_id", json!(format!("msg_{}", fixtures::random_hex(48)))),
@@ -220,7 +254,7 @@ mod tests {
 
     #[test]
     fn chat_events_without_usage() {
-        let events = chat_events("m", false, 8).unwrap();
+        let events = chat_events("m", false, 8, None).unwrap();
         assert_eq!(events.len(), 8); // role + 5 content + finish + [DONE]
         assert_eq!(events.last().unwrap(), &done_event());
         for e in &events[..7] {
@@ -234,7 +268,7 @@ mod tests {
 
     #[test]
     fn chat_events_with_usage() {
-        let events = chat_events("m", true, 8).unwrap();
+        let events = chat_events("m", true, 8, None).unwrap();
         assert_eq!(events.len(), 9);
         for e in &events[..7] {
             assert!(parse(e)["usage"].is_null());
@@ -244,6 +278,14 @@ mod tests {
         assert_eq!(usage["usage"]["prompt_tokens"], 8);
         assert_eq!(usage["usage"]["completion_tokens"], 5);
         assert_eq!(usage["usage"]["total_tokens"], 13);
+    }
+
+    #[test]
+    fn chat_events_with_n_completion_tokens() {
+        let events = chat_events("m", true, 8, Some(12)).unwrap();
+        assert_eq!(events.len(), 16); // role + 12 content + finish + usage + [DONE]
+        assert_eq!(parse(&events[14])["usage"]["completion_tokens"], 12);
+        assert_eq!(parse(&events[1])["choices"][0]["delta"]["content"], "Hello");
     }
 
     #[test]

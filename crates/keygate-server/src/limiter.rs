@@ -1,0 +1,351 @@
+//! THE limiter: every piece of per-grant limit state lives here, behind [`Limiter`]'s
+//! few methods (`acquire`, the [`Lease`] it hands out, `snapshot`, `reserved`), so a
+//! later issue can move it to a shared database for several nodes without touching
+//! the proxy.
+//!
+//! Per grant (and per grant + model for a model with overrides in `limits.models`): a
+//! `keygate_core::policy::UsageWindow` — rpm/tpm buckets, requests in flight, and the
+//! budget spent in its current period = settled usage (loaded once per period from
+//! the usage rows, stored and pending, then kept in memory) + reservations in flight.
+//! Deciding and applying a lease happen under one lock per grant, so concurrent
+//! requests cannot overspend a budget together. Limits are read from the grant record
+//! on every request, so an edit applies to the very next one.
+//!
+//! A [`Lease`] is settled with the answer's real usage by the proxy's account phase;
+//! one dropped unsettled (the request failed before an answer) is counted as an error
+//! with no tokens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use keygate_core::calendar::{self, Period};
+use keygate_core::ids::GrantId;
+use keygate_core::limits::{Budget, Limits};
+use keygate_core::money::Usd;
+use keygate_core::policy::{self, Deny, Estimate, Rules, Spend, UsageWindow};
+use keygate_core::time::Clock;
+use keygate_store::{Store, StoreError, UsageCounts};
+
+use crate::accounting::Accounting;
+
+#[derive(Clone)]
+pub struct Limiter(Arc<Inner>);
+
+struct Inner {
+    slots: Mutex<HashMap<GrantId, Arc<Mutex<Slot>>>>,
+    accounting: Accounting,
+    store: Store,
+    clock: Clock,
+}
+
+/// One grant's state.
+#[derive(Default)]
+struct Slot {
+    grant: Window,
+    models: HashMap<String, Window>,
+}
+
+/// A [`UsageWindow`] and the budget period its `settled` belongs to.
+#[derive(Default)]
+struct Window {
+    usage: UsageWindow,
+    period: Option<(Period, u64)>,
+}
+
+/// Why [`Limiter::acquire`] said no.
+#[derive(Debug)]
+pub enum Refusal {
+    Deny(Deny),
+    Store(StoreError),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The rpm/tpm state for `x-ratelimit-*` and `/v1/key`: (limit, remaining, ms to full).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateSnapshot {
+    pub requests: Option<(u64, u64, u64)>,
+    pub tokens: Option<(u64, u64, u64)>,
+}
+
+impl Limiter {
+    pub fn new(store: Store, accounting: Accounting, clock: Clock) -> Self {
+        Self(Arc::new(Inner {
+            slots: Mutex::new(HashMap::new()),
+            accounting,
+            store,
+            clock,
+        }))
+    }
+
+    fn slot(&self, grant: &GrantId) -> Arc<Mutex<Slot>> {
+        lock(&self.0.slots)
+            .entry(grant.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Decides a request under the grant's limits (and its model's overrides) and, if
+    /// it may go ahead, takes its lease — atomically per grant. `model` is the model the
+    /// request named (its usage row's model).
+    pub fn acquire(
+        &self,
+        grant: &GrantId,
+        limits: &Limits,
+        model: Option<&str>,
+        estimate: Estimate,
+    ) -> Result<Lease, Refusal> {
+        let (now, now_ms) = (self.0.clock.now(), self.0.clock.now_ms());
+        let slot = self.slot(grant);
+        let mut s = lock(&slot);
+        let rules = Rules::of(limits);
+        self.prepare(
+            &mut s.grant,
+            grant,
+            None,
+            &rules,
+            limits.budget.as_ref(),
+            now,
+            now_ms,
+        )
+        .map_err(Refusal::Store)?;
+        let lease = policy::decide_rules(&rules, &s.grant.usage, &estimate, now_ms)
+            .map_err(Refusal::Deny)?;
+        let mut model_lease = None;
+        if let Some((name, overrides)) = model.and_then(|m| limits.for_model(m).map(|o| (m, o))) {
+            let rules = Rules::of_model(overrides);
+            let mut w = s.models.remove(name).unwrap_or_default();
+            let decided = self
+                .prepare(
+                    &mut w,
+                    grant,
+                    Some(name),
+                    &rules,
+                    overrides.budget.as_ref(),
+                    now,
+                    now_ms,
+                )
+                .map_err(Refusal::Store)
+                .and_then(|()| {
+                    policy::decide_rules(&rules, &w.usage, &estimate, now_ms).map_err(Refusal::Deny)
+                });
+            match decided {
+                Ok(l) => {
+                    w.usage.apply(&l, now_ms);
+                    model_lease = Some(l);
+                    s.models.insert(name.to_owned(), w);
+                }
+                Err(e) => {
+                    s.models.insert(name.to_owned(), w);
+                    return Err(e);
+                }
+            }
+        } else if let Some(m) = model {
+            // Overrides removed since the last request: forget their window.
+            s.models.remove(m);
+        }
+        s.grant.usage.apply(&lease, now_ms);
+        Ok(Lease {
+            limiter: self.clone(),
+            grant: grant.clone(),
+            model: model.unwrap_or_default().to_owned(),
+            limits_budget: limits.budget.clone(),
+            model_budget: model
+                .and_then(|m| limits.for_model(m))
+                .and_then(|o| o.budget.clone()),
+            grant_lease: lease,
+            model_lease,
+            settled: false,
+        })
+    }
+
+    /// Brings a window up to date: its buckets to the rules, and its budget's settled
+    /// usage to the current period (loaded when the period changed or was never read).
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &self,
+        w: &mut Window,
+        grant: &GrantId,
+        model: Option<&str>,
+        rules: &Rules,
+        budget: Option<&Budget>,
+        now: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        w.usage.conform(rules, now_ms);
+        let Some(budget) = budget else {
+            w.period = None;
+            w.usage.settled = Spend::default();
+            return Ok(());
+        };
+        load_period(self, w, grant, model, budget, now)
+    }
+
+    /// rpm/tpm now, for the answer's headers (full buckets for a grant not seen yet).
+    pub fn snapshot(&self, grant: &GrantId, limits: &Limits) -> RateSnapshot {
+        let now_ms = self.0.clock.now_ms();
+        let slot = self.slot(grant);
+        let mut s = lock(&slot);
+        s.grant.usage.conform(&Rules::of(limits), now_ms);
+        let view = |b: &Option<policy::Bucket>| {
+            b.map(|b| (b.limit(), b.available(now_ms), b.reset_ms(now_ms)))
+        };
+        RateSnapshot {
+            requests: view(&s.grant.usage.requests),
+            tokens: view(&s.grant.usage.tokens),
+        }
+    }
+
+    /// What the grant's requests in flight have reserved against its budget.
+    pub fn reserved(&self, grant: &GrantId) -> Spend {
+        let slots = lock(&self.0.slots);
+        slots
+            .get(grant)
+            .map(|slot| lock(slot).grant.usage.reserved)
+            .unwrap_or_default()
+    }
+
+    /// Requests of the grant in flight.
+    pub fn in_flight(&self, grant: &GrantId) -> u32 {
+        let slots = lock(&self.0.slots);
+        slots
+            .get(grant)
+            .map(|slot| lock(slot).grant.usage.in_flight)
+            .unwrap_or_default()
+    }
+
+    fn settle(&self, lease: &Lease, counts: &UsageCounts) {
+        let (now, now_ms) = (self.0.clock.now(), self.0.clock.now_ms());
+        let actual = Spend {
+            usd: Usd::from_nanos(counts.usd_nanos),
+            tokens: counts.tokens(),
+        };
+        let slot = self.slot(&lease.grant);
+        let mut s = lock(&slot);
+        // The answer is charged to the UTC day it ends: roll the windows first, so the
+        // load (if the period changed) does not already include it.
+        roll(
+            self,
+            &mut s.grant,
+            &lease.grant,
+            None,
+            lease.limits_budget.as_ref(),
+            now,
+        );
+        self.0.accounting.record(
+            &lease.grant,
+            calendar::day_number(now),
+            &lease.model,
+            counts,
+        );
+        s.grant.usage.settle(&lease.grant_lease, actual, now_ms);
+        if let Some(ml) = &lease.model_lease
+            && let Some(w) = s.models.get_mut(&lease.model)
+        {
+            roll(
+                self,
+                w,
+                &lease.grant,
+                Some(&lease.model),
+                lease.model_budget.as_ref(),
+                now,
+            );
+            w.usage.settle(ml, actual, now_ms);
+        }
+    }
+}
+
+/// Loads a budget window's settled usage when its period changed (or was never read).
+/// Reservations in flight stay: their answers land in the new period.
+fn load_period(
+    limiter: &Limiter,
+    w: &mut Window,
+    grant: &GrantId,
+    model: Option<&str>,
+    budget: &Budget,
+    now: u64,
+) -> Result<(), StoreError> {
+    let start = budget.period.start(now);
+    if w.period == Some((budget.period, start)) {
+        return Ok(());
+    }
+    let end = budget.period.next_start(now);
+    let total = limiter.0.accounting.total(
+        &limiter.0.store,
+        grant,
+        calendar::day_number(start),
+        calendar::day_number(end).saturating_sub(1),
+        model,
+    )?;
+    w.usage.settled = Spend {
+        usd: Usd::from_nanos(total.usd_nanos),
+        tokens: total.tokens(),
+    };
+    w.usage.resets_at = end;
+    w.period = Some((budget.period, start));
+    Ok(())
+}
+
+/// [`load_period`] at settle time: a store error keeps the old period (better a stale
+/// total than a lost settlement).
+fn roll(
+    limiter: &Limiter,
+    w: &mut Window,
+    grant: &GrantId,
+    model: Option<&str>,
+    budget: Option<&Budget>,
+    now: u64,
+) {
+    if let Some(budget) = budget
+        && let Err(e) = load_period(limiter, w, grant, model, budget, now)
+    {
+        tracing::warn!(error = %e, "could not load a budget period's usage");
+    }
+}
+
+/// What an accepted request holds: its place in the concurrency count and its
+/// reservations. Settle it with the real usage ([`Lease::settle`]); dropped unsettled,
+/// it counts the request as an error with no tokens.
+pub struct Lease {
+    limiter: Limiter,
+    grant: GrantId,
+    model: String,
+    limits_budget: Option<Budget>,
+    model_budget: Option<Budget>,
+    grant_lease: policy::Lease,
+    model_lease: Option<policy::Lease>,
+    settled: bool,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("grant", &self.grant)
+            .field("reserved", &self.grant_lease.reserved)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// Ends the lease with the answer's usage (`counts` counts the request itself).
+    pub fn settle(mut self, counts: &UsageCounts) {
+        self.settled = true;
+        self.limiter.settle(&self, counts);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.settled = true;
+            let counts = UsageCounts {
+                requests: 1,
+                errors: 1,
+                ..UsageCounts::default()
+            };
+            self.limiter.settle(self, &counts);
+        }
+    }
+}

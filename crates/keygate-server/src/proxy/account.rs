@@ -1,0 +1,235 @@
+//! Phase 7: account. Owned by the response stream, it reads the answer's usage as the
+//! bytes pass — SSE through `keygate_core::usage::SseScanner` (which also removes the
+//! usage chunk keygate asked for on the app's behalf), JSON by keeping the last
+//! [`TAIL`] bytes for `usage::from_json_tail` (references to the chunks, no copies) —
+//! and when the stream ends *or is dropped* it prices the usage and settles the lease.
+//!
+//! * A complete answer with usage: counted exactly.
+//! * An SSE answer cut short (the app went away, the upstream broke or stalled), or
+//!   one that never said its usage: estimated — the prompt (counted now if the
+//!   reservation did not) plus the streamed text's tokens — and marked `estimated`.
+//! * A JSON answer cut short: the prompt plus the output it allowed, `estimated`
+//!   (OpenAI bills the whole answer even if nobody reads it).
+//! * An error answer (non-2xx): one request, one error, no tokens.
+//!
+//! Usage is charged to the UTC day the answer ends.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keygate_core::tokens;
+use keygate_core::usage::{self, SseScanner, Usage};
+use keygate_store::UsageCounts;
+
+use super::ProxyCtx;
+use crate::config::Config;
+use crate::limiter::Lease;
+
+/// How much of a JSON answer's end is kept: OpenAI's `usage` is its last field.
+const TAIL: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Abandoned,
+    UpstreamBroke,
+    IdleTimeout,
+}
+
+enum Tap {
+    /// Nothing to read (binary answers, errors).
+    None,
+    Sse(Box<SseScanner>),
+    Json(Tail),
+}
+
+/// The last [`TAIL`] bytes of a body, as the chunks that hold them.
+#[derive(Default)]
+struct Tail {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Tail {
+    fn push(&mut self, chunk: &Bytes) {
+        self.len += chunk.len();
+        self.chunks.push_back(chunk.clone());
+        while let Some(front) = self.chunks.front() {
+            if self.len - front.len() < TAIL {
+                break;
+            }
+            self.len -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        for c in &self.chunks {
+            out.extend_from_slice(c);
+        }
+        let start = out.len().saturating_sub(TAIL);
+        out.split_off(start)
+    }
+}
+
+pub struct Account {
+    config: Arc<Config>,
+    lease: Option<Lease>,
+    model: Option<String>,
+    success: bool,
+    tap: Tap,
+    body: Option<Bytes>,
+    prompt_tokens: Option<u64>,
+    max_output: Option<u64>,
+}
+
+impl Account {
+    /// `status` is the upstream's; `sse`/`json` what its `Content-Type` says.
+    pub fn new(
+        config: Arc<Config>,
+        lease: Lease,
+        ctx: &mut ProxyCtx,
+        status: u16,
+        sse: bool,
+        json: bool,
+    ) -> Self {
+        let success = (200..300).contains(&status);
+        let tap = match (success, sse, json) {
+            (true, true, _) => Tap::Sse(Box::new(SseScanner::new(ctx.strip_usage))),
+            (true, false, true) => Tap::Json(Tail::default()),
+            _ => Tap::None,
+        };
+        Self {
+            config,
+            lease: Some(lease),
+            model: ctx.model.take(),
+            success,
+            tap,
+            body: ctx.body.take(),
+            prompt_tokens: ctx.prompt_tokens,
+            max_output: ctx.max_output,
+        }
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// A chunk from the upstream in, the bytes for the app out (SSE may hold some back).
+    pub fn feed(&mut self, chunk: Bytes) -> Bytes {
+        match &mut self.tap {
+            Tap::None => chunk,
+            Tap::Sse(scanner) => scanner.feed(chunk),
+            Tap::Json(tail) => {
+                tail.push(&chunk);
+                chunk
+            }
+        }
+    }
+
+    /// The upstream body ended: what is still held back.
+    pub fn finish(&mut self) -> Bytes {
+        match &mut self.tap {
+            Tap::Sse(scanner) => scanner.finish(),
+            _ => Bytes::new(),
+        }
+    }
+
+    /// The answer is over (or dropped): count it and settle the lease.
+    pub fn end(&mut self, outcome: Outcome) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let counts = self.counts(outcome);
+        lease.settle(&counts);
+    }
+
+    fn counts(&self, outcome: Outcome) -> UsageCounts {
+        let mut counts = UsageCounts {
+            requests: 1,
+            ..UsageCounts::default()
+        };
+        if !self.success {
+            counts.errors = 1;
+            return counts;
+        }
+        let model = self.model.as_deref().unwrap_or_default();
+        let (usage, estimated) = match &self.tap {
+            Tap::None => (None, false),
+            Tap::Sse(scanner) => match scanner.usage() {
+                Some(u) => (Some(u), false),
+                None => (
+                    Some(Usage {
+                        prompt_tokens: self.prompt_estimate(model),
+                        cached_tokens: 0,
+                        completion_tokens: tokens::count(model, scanner.streamed_text()),
+                    }),
+                    true,
+                ),
+            },
+            Tap::Json(tail) if outcome == Outcome::Completed => {
+                (usage::from_json_tail(&tail.bytes()), false)
+            }
+            Tap::Json(_) if self.model.is_some() => (
+                Some(Usage {
+                    prompt_tokens: self.prompt_estimate(model),
+                    cached_tokens: 0,
+                    completion_tokens: self.max_output.unwrap_or(0),
+                }),
+                true,
+            ),
+            Tap::Json(_) => (None, false),
+        };
+        if let Some(u) = usage {
+            counts.prompt_tokens = u.prompt_tokens;
+            counts.cached_tokens = u.cached_tokens;
+            counts.completion_tokens = u.completion_tokens;
+            counts.estimated = u64::from(estimated);
+            counts.usd_nanos = self
+                .config
+                .prices
+                .get(model)
+                .map_or(0, |p| p.cost(&u).nanos());
+        }
+        counts
+    }
+
+    /// The prompt's tokens: counted already for the reservation, or counted now.
+    fn prompt_estimate(&self, model: &str) -> u64 {
+        self.prompt_tokens.unwrap_or_else(|| {
+            self.body
+                .as_ref()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .map_or(0, |v| tokens::estimate_prompt(model, &v))
+        })
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        // Normally ended by the stream's meter; this covers any other path.
+        self.end(Outcome::Abandoned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_bytes_without_copying_chunks() {
+        let mut t = Tail::default();
+        for i in 0..100u8 {
+            t.push(&Bytes::from(vec![i; 1000]));
+        }
+        let b = t.bytes();
+        assert_eq!(b.len(), TAIL);
+        assert_eq!(*b.last().unwrap(), 99);
+        assert!(t.chunks.len() <= TAIL / 1000 + 2);
+        let mut t = Tail::default();
+        t.push(&Bytes::from_static(b"{\"usage\":{}}"));
+        assert_eq!(t.bytes(), b"{\"usage\":{}}");
+    }
+}
