@@ -658,7 +658,8 @@ async function approve(event) {
   try {
     picked = collectChoice();
   } catch (err) {
-    showMessage(el.consentNotice, "error", err.message);
+    // A refused limit is said next to its field (consent-limits.js); anything else here.
+    if (!err.fieldId) showMessage(el.consentNotice, "error", err.message);
     return;
   }
   deciding = true;
@@ -789,6 +790,8 @@ async function switchAccount() {
 }
 
 el.consent.addEventListener("submit", approve);
+// A changed choice clears what was said about the last attempt.
+el.consent.addEventListener("input", () => showMessage(el.consentNotice, "", ""));
 el.deny.addEventListener("click", deny);
 el.switchAccount.addEventListener("click", switchAccount);
 

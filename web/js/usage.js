@@ -15,6 +15,14 @@ const DAY_MS = 86_400_000;
 const dayFmt = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", timeZone: "UTC" });
 const longDayFmt = new Intl.DateTimeFormat(undefined, { weekday: "short", month: "short", day: "numeric", timeZone: "UTC" });
 
+const weekdayFmt = new Intl.DateTimeFormat(undefined, { weekday: "short", timeZone: "UTC" });
+
+/** "2026-11-30" → "Mon". */
+function weekday(day) {
+  const ms = Date.parse(`${day}T00:00:00Z`);
+  return Number.isNaN(ms) ? "" : weekdayFmt.format(new Date(ms));
+}
+
 /** "2026-11-30" → "Nov 30" (UTC: usage days are UTC days). */
 export function dayLabel(day, long = false) {
   const ms = Date.parse(`${day}T00:00:00Z`);
@@ -197,7 +205,8 @@ export function usageTable(usage, caption) {
       h(
         "th",
         { scope: "row" },
-        h("time", { datetime: r.day }, dayLabel(r.day, true)),
+        // The weekday is left out on a phone (CSS), to keep four columns in its width.
+        h("time", { datetime: r.day }, h("span", { class: "weekday" }, `${weekday(r.day)}, `), dayLabel(r.day)),
         // On a phone the model column is hidden and the model shows under the day.
         h("span", { class: "chip model-inline", "aria-hidden": "true" }, r.model || "—"),
       ),
