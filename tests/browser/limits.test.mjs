@@ -147,6 +147,20 @@ test("consent: the person lowers the budget the app asks for, and the grant gets
   assert.equal(grant.plan, "starter");
   assert.equal(grant.expires_at, access.expiresAt);
 
+  // The app can ask keygate what is left (the SDK's keyInfo: GET /v1/key, CORS for its origin).
+  const info = await page.evaluate(
+    async ({ vault, access }) => {
+      const k = await import(`${vault}/sdk/keygate.js`);
+      return k.keyInfo(access);
+    },
+    { vault: PUBLIC_URL, access },
+  );
+  assert.equal(info.name, "Budget bot");
+  assert.deepEqual(info.limits.budget, { usd: 2, tokens: null, period: "month" });
+  assert.equal(info.remaining.usd, 2);
+  assert.equal(info.usage.period, "month");
+  assert.equal(JSON.stringify(info).includes(access.apiKey), false, "never the secret");
+
   // The dashboard lists it in words, with its expiry.
   const dash = await context.newPage();
   const dashProblems = watch(dash);

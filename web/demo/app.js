@@ -199,7 +199,11 @@ async function showBudget() {
     return;
   }
   const cents = Math.floor(left * 100) / 100;
-  el.budget.textContent = `$${cents.toFixed(2)} left this ${info.usage?.period || "month"}`;
+  // "$4.99 left this month"; a phone shows "$4.99 left" (the rest is hidden by the CSS).
+  const rest = document.createElement("span");
+  rest.className = "budget-period";
+  rest.textContent = ` this ${info.usage?.period || "month"}`;
+  el.budget.replaceChildren(`$${cents.toFixed(2)} left`, rest);
   el.budget.title = info.usage?.resets_at ? `Resets ${new Date(info.usage.resets_at).toLocaleDateString()}` : "";
   el.budget.hidden = false;
 }
