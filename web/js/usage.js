@@ -219,7 +219,7 @@ export function usageTable(usage, caption) {
       ),
       h(
         "td",
-        { class: "num", title: `${count(r.prompt_tokens)} in (${count(r.cached_tokens)} cached), ${count(r.completion_tokens)} out` },
+        { class: "num col-tokens", title: `${count(r.prompt_tokens)} in (${count(r.cached_tokens)} cached), ${count(r.completion_tokens)} out` },
         count(rowTokens(r)),
         Number(r.estimated) > 0 ? h("span", { class: "estimated", "aria-label": " (partly estimated)" }, "*") : null,
       ),
@@ -240,7 +240,7 @@ export function usageTable(usage, caption) {
           "tr",
           {},
           ["Day", "Model", "Requests", "Tokens", "Cost"].map((t, i) =>
-            h("th", { scope: "col", class: i >= 2 ? "num" : i === 1 ? "col-model" : null }, t),
+            h("th", { scope: "col", class: [i >= 2 ? "num" : null, i === 1 ? "col-model" : null, i === 3 ? "col-tokens" : null].filter(Boolean).join(" ") || null }, t),
           ),
         ),
       ),
