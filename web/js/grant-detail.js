@@ -440,7 +440,10 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
     if (!input || !err) return false;
     input.setAttribute("aria-invalid", "true");
     // keygate's message may start with the field's name ("limits.rpm: …"): the field is shown.
-    const text = String(message).replace(/^(limits\.[\w.-]+|expires_at|plan): /, "");
+    const text = String(message)
+      .replace(/^(limits\.[\w.-]+|expires_at|plan): /, "")
+      .replace(/^`expires_at`/, "The date")
+      .replace(/`/g, "");
     replace(err, icon("alert"), h("span", {}, capitalize(text)));
     err.hidden = false;
     input.focus();
