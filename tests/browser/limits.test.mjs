@@ -15,11 +15,14 @@ import OpenAI from "openai";
 import { TEST_KEY, Wallet, approveInPopup, openDemo, vaultFetch, waitForConsent, watch } from "./connect/helpers.mjs";
 import {
   BASE_URL,
+  FRESH_PASSKEY_REQUIRED,
   PUBLIC_URL,
   addAuthenticator,
   assertClean,
   launch,
+  nextAnswer,
   openPage,
+  outlastFreshWindow,
   pageFetch,
   register,
   screenshot,
@@ -282,11 +285,18 @@ test("dashboard: edit limits, usage per day, rotate with grace, disable and enab
   });
 
   let newKey;
-  await t.test("rotating with a grace period: a new key once, and the old one still works", async () => {
+  await t.test("rotating with a grace period: a new key once (after the passkey step-up), and the old one still works", async (st) => {
     const panel = page.locator("#grant-detail");
     await panel.getByLabel("The old key").selectOption({ label: "Keeps working 1 hour" });
-    const rotated = page.waitForResponse((res) => res.url().endsWith(`/api/grants/${grantId}/rotate`));
+    // The sign-in is older than keygate's fresh window: rotating asks for the passkey first.
+    await outlastFreshWindow(st);
+    const first = nextAnswer(page, "POST", `/api/grants/${grantId}/rotate`);
     await panel.getByRole("button", { name: "Rotate key" }).click();
+    assert.deepEqual(await first, FRESH_PASSKEY_REQUIRED);
+    const stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
+    assert.match(await stepUp.innerText(), /A new key for “Report writer” replaces its current one/);
+    const rotated = page.waitForResponse((res) => res.url().endsWith(`/api/grants/${grantId}/rotate`));
+    await stepUp.getByRole("button", { name: "Use passkey" }).click();
     assert.equal((await rotated).status(), 200);
     await page.locator("#new-key").waitFor({ state: "visible" });
     newKey = (await page.locator("#new-key-value").innerText()).trim();
@@ -332,6 +342,25 @@ test("dashboard: edit limits, usage per day, rotate with grace, disable and enab
     const grants = await pageFetch(page, "GET", "/api/grants");
     assert.equal(grants.body.find((g) => g.id === grantId), undefined);
     await assertClean(page, problems, "dashboard after issue 10's lifecycle");
+  });
+
+  await t.test("a new key can start with a budget, a rate and an expiry", async () => {
+    await page.getByRole("button", { name: "New key" }).click();
+    await page.getByLabel("Name", { exact: true }).fill("Capped script");
+    await page.getByLabel("Budget", { exact: true }).fill("1.5");
+    await page.getByLabel("Budget period").selectOption("day");
+    await page.getByLabel("Requests a minute").fill("20");
+    await page.getByLabel("Key expires").selectOption({ label: "In 7 days" });
+    const posted = page.waitForRequest((req) => req.url().endsWith("/api/grants") && req.method() === "POST");
+    await page.getByRole("button", { name: "Create key" }).click();
+    const body = (await posted).postDataJSON();
+    assert.deepEqual(body.limits, { rpm: 20, budget: { period: "day", usd: 1.5 } });
+    assert.ok(Math.abs(Date.parse(body.expires_at) - Date.now() - 7 * DAY * 1000) < 120_000, body.expires_at);
+    await page.locator("#new-key").waitFor({ state: "visible" });
+    await page.getByRole("button", { name: "I’ve saved it" }).click();
+    const capped = page.locator("#grants-table tbody tr", { hasText: "Capped script" });
+    assert.deepEqual(await capped.locator(".limit-list li").allInnerTexts(), ["Up to $1.50 a day", "20 requests a minute"]);
+    assert.equal((await capped.locator('td[data-label="Expires"]').innerText()).trim(), "In 7 days");
   });
   await context.close();
 });

@@ -6,7 +6,7 @@ import { api, goToLogin } from "./api.js";
 import { describeAgent } from "./devices.js";
 import { $, busy, formatDate, h, icon, replace, showMessage, timeEl } from "./dom.js";
 import { createGrantDetail, removeGrant } from "./grant-detail.js";
-import { capitalize, expiryWords, isExpired, limitPhrases, toMillis } from "./limits.js";
+import { capitalize, cleanLimits, expiryWords, isExpired, limitPhrases, toMillis } from "./limits.js";
 import { addPasskey } from "./passkey.js";
 import { DEFAULT_SCOPES, SCOPES, scope, sortScopes } from "./scopes.js";
 import { LANGUAGES, highlight, snippetsFor } from "./snippets.js";
@@ -52,6 +52,10 @@ const el = {
   grantModels: $("#grant-models"),
   grantScopes: $("#grant-scopes"),
   grantScopesList: $("#grant-scopes-list"),
+  grantBudget: $("#grant-budget"),
+  grantBudgetPeriod: $("#grant-budget-period"),
+  grantRpm: $("#grant-rpm"),
+  grantExpiry: $("#grant-expiry"),
   grantCreate: $("#grant-create"),
   grantCancel: $("#grant-cancel"),
   newKey: $("#new-key"),
@@ -460,6 +464,31 @@ el.grantForm.addEventListener("submit", async (event) => {
   }
   const body = { name, scopes };
   if (models.length) body.models = models;
+  // Optional limits and expiry (keygate checks them again; its message names the field).
+  const numbers = {};
+  for (const [key, input, integer] of [
+    ["usd", el.grantBudget, false],
+    ["rpm", el.grantRpm, true],
+  ]) {
+    const raw = input.value.trim();
+    input.removeAttribute("aria-invalid");
+    if (!raw) continue;
+    const v = Number(raw);
+    if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
+      input.setAttribute("aria-invalid", "true");
+      showMessage(el.grantsMsg, "error", integer ? "Requests a minute: enter a whole number above zero, or leave it empty." : "Budget: enter an amount above zero, or leave it empty.");
+      input.focus();
+      return;
+    }
+    numbers[key] = v;
+  }
+  const limits = cleanLimits({
+    rpm: numbers.rpm ?? null,
+    budget: numbers.usd ? { usd: numbers.usd, period: el.grantBudgetPeriod.value } : null,
+  });
+  if (limits) body.limits = limits;
+  const expiresIn = Number(el.grantExpiry.value);
+  if (expiresIn > 0) body.expires_at = new Date(Date.now() + expiresIn * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
   let created;
   try {
     created = await busy(el.grantCreate, () =>

@@ -218,6 +218,7 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
 
   function closeAndReturn() {
     const id = close();
+    for (const b of document.querySelectorAll("#grants-table .manage-btn")) b.setAttribute("aria-expanded", "false");
     document.querySelector(`#grants-table tr[data-grant-id="${CSS.escape(id || "")}"] .manage-btn`)?.focus();
   }
 
