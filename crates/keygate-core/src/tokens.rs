@@ -123,13 +123,13 @@ pub fn requested_output(body: &Value) -> Option<u64> {
 
 /// The tokens OpenAI bills for one image on `model`. GPT-4o mini bills images at
 /// 2,833 + 5,667 per tile (33 times GPT-4o's count, priced to cost the same); the
-/// GPT-4.1 mini / nano and o4-mini patch models bill at most 1,536 patches times a
-/// multiplier. Others: [`IMAGE_TOKENS`].
+/// GPT-4.1 / GPT-5 mini and nano and o4-mini patch models bill at most 1,536 patches
+/// times a multiplier. Others: [`IMAGE_TOKENS`].
 pub fn image_tokens(model: &str) -> u64 {
     let m = base_model(model);
     if m.starts_with("gpt-4o-mini") {
         2_833 + 6 * 5_667
-    } else if m.starts_with("gpt-4.1-nano") {
+    } else if m.starts_with("gpt-4.1-nano") || m.starts_with("gpt-5-nano") {
         1_536 * 246 / 100
     } else if m.starts_with("o4-mini") {
         1_536 * 172 / 100

@@ -138,10 +138,10 @@ pub struct SseScanner {
     text_overflow: u64,
     /// The unfinished event (from its first byte).
     pending: BytesMut,
-    /// How far into `pending` the line scan has got, and whether the line being
-    /// scanned is so far empty.
+    /// How far into `pending` the line scan has got, and whether it is inside a
+    /// line (false at a line start: the state `Default` gives).
     scanned: usize,
-    line_empty: bool,
+    in_line: bool,
     /// The current event outgrew [`MAX_EVENT`]: passed on unread until it ends.
     oversized: bool,
 }
@@ -150,7 +150,6 @@ impl SseScanner {
     pub fn new(strip_injected_usage: bool) -> Self {
         Self {
             strip: strip_injected_usage,
-            line_empty: true,
             ..Self::default()
         }
     }
@@ -174,7 +173,7 @@ impl SseScanner {
             self.observe_event(&rest);
         }
         self.scanned = 0;
-        self.line_empty = true;
+        self.in_line = false;
         self.oversized = false;
         if self.strip { rest } else { Bytes::new() }
     }
@@ -198,11 +197,11 @@ impl SseScanner {
     /// what the app should get to `out`.
     fn drain_events(&mut self, out: &mut BytesMut) {
         loop {
-            match scan_lines(&self.pending, self.scanned, self.line_empty) {
+            match scan_lines(&self.pending, self.scanned, !self.in_line) {
                 Scan::EventEnd(end) => {
                     let event = self.pending.split_to(end).freeze();
                     self.scanned = 0;
-                    self.line_empty = true;
+                    self.in_line = false;
                     if std::mem::take(&mut self.oversized) {
                         self.emit(out, &event);
                     } else {
@@ -214,7 +213,7 @@ impl SseScanner {
                 }
                 Scan::Partial(at, line_empty) => {
                     self.scanned = at;
-                    self.line_empty = line_empty;
+                    self.in_line = !line_empty;
                     if self.pending.len() > MAX_EVENT || self.oversized {
                         // Too big to read: pass what has been scanned on now and
                         // keep only the unscanned byte (a `\r` awaiting its `\n`).
@@ -773,6 +772,15 @@ mod tests {
         }
         out.extend_from_slice(&scanner.finish());
         out
+    }
+
+    #[test]
+    fn default_is_a_pass_through_scanner() {
+        let input = chat_stream(true, "\n");
+        let mut s = SseScanner::default();
+        assert_eq!(run(&mut s, b"\n", &[]), b"\n");
+        assert_eq!(run(&mut s, &input, &[5, 900]), input);
+        assert_eq!(s.usage(), Some(MOCK_USAGE));
     }
 
     #[test]

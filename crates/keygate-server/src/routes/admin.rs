@@ -106,6 +106,14 @@ pub async fn list_grants(
     Ok(HttpResponse::Ok().json(admin::list_grants(&st.store, &id)?))
 }
 
+pub async fn show_grant(
+    _: Admin,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+) -> Result<HttpResponse, ServerError> {
+    Ok(HttpResponse::Ok().json(grants::show(&st.store, &id, None)?))
+}
+
 /// An operator's change: not held to the plan; may move the grant to another plan.
 pub async fn patch_grant(
     _: Admin,
@@ -113,8 +121,17 @@ pub async fn patch_grant(
     id: web::Path<GrantId>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ServerError> {
-    let patch = GrantPatch::parse(&body, Caller::Operator, st.clock.now())?;
-    let view = grants::patch(&st.store, &st.config, &id, None, patch, Caller::Operator).await?;
+    let patch = GrantPatch::parse(&body, st.clock.now())?;
+    let view = grants::patch(
+        &st.store,
+        &st.config,
+        &id,
+        None,
+        patch,
+        Caller::Operator,
+        true,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 

@@ -158,15 +158,25 @@ pub async fn create_grant(
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
-/// Changing limits, models, scopes, name or expiry: a session is enough (no step-up),
-/// and the person is held to the grant's plan.
+pub async fn show_grant(
+    s: UserSession,
+    st: web::Data<AppState>,
+    id: web::Path<GrantId>,
+) -> Result<HttpResponse, ServerError> {
+    Ok(HttpResponse::Ok().json(grants::show(&st.store, &id, Some(s.user_id()))?))
+}
+
+/// Changing limits, models, scopes, name or expiry: a session is enough to tighten a
+/// grant; widening it needs a fresh one (decided in `grants::patch`). The person is
+/// held to the grant's plan.
 pub async fn patch_grant(
     s: UserSession,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ServerError> {
-    let patch = GrantPatch::parse(&body, Caller::Person, st.clock.now())?;
+    let now = st.clock.now();
+    let patch = GrantPatch::parse(&body, now)?;
     let view = grants::patch(
         &st.store,
         &st.config,
@@ -174,6 +184,7 @@ pub async fn patch_grant(
         Some(s.user_id()),
         patch,
         Caller::Person,
+        s.is_fresh(now),
     )
     .await?;
     Ok(HttpResponse::Ok().json(view))
@@ -200,12 +211,14 @@ pub async fn disable_grant(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// Enabling gives a key its power back: a fresh passkey check first (disabling needs
+/// only the session: a stolen cookie may stop a key, never revive one).
 pub async fn enable_grant(
-    s: UserSession,
+    s: FreshSession,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    let view = grants::set_enabled(&st.store, &id, Some(s.user_id()), true).await?;
+    let view = grants::set_enabled(&st.store, &id, Some(s.0.user_id()), true).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 

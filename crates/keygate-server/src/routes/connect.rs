@@ -4,6 +4,8 @@
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use keygate_core::ids::GrantId;
+use keygate_core::limits::Limits;
+use keygate_core::time::UnixTime;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -143,7 +145,8 @@ pub async fn approve_finish(
 }
 
 impl ApproveFinish {
-    fn approval(&self, now: keygate_core::time::UnixTime) -> Result<Approval, ServerError> {
+    /// What the person approved, read from the popup's body.
+    fn approval(&self, now: UnixTime) -> Result<Approval, ServerError> {
         let body = self;
         let origin = connect::parse_origin(&body.origin)?;
         Ok(Approval {
@@ -207,10 +210,7 @@ pub struct ApproveForm {
 
 impl ApproveForm {
     /// The redirect request the form repeats, and what the person approved.
-    fn parse(
-        &self,
-        now: keygate_core::time::UnixTime,
-    ) -> Result<(RedirectRequest, Approval), ServerError> {
+    fn parse(&self, now: UnixTime) -> Result<(RedirectRequest, Approval), ServerError> {
         let request = connect::parse_redirect_request(
             Some("code"),
             Some(&self.redirect_uri),
@@ -336,7 +336,7 @@ fn clean_plan(raw: Option<&str>) -> Result<Option<String>, ServerError> {
 }
 
 /// `limits` from a query string or form: a JSON object as text; empty = none.
-fn limits_text(raw: Option<&str>) -> Result<Option<keygate_core::limits::Limits>, ServerError> {
+fn limits_text(raw: Option<&str>) -> Result<Option<Limits>, ServerError> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(text) => {

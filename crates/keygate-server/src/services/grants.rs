@@ -480,22 +480,19 @@ pub struct GrantPatch {
 }
 
 impl GrantPatch {
-    /// Reads a PATCH body; every refusal names its field (an unknown one too).
-    pub fn parse(body: &Value, by: Caller, now: UnixTime) -> Result<Self, ServerError> {
-        let known: &[&str] = match by {
-            Caller::Person => &["name", "models", "scopes", "limits", "expires_at"],
-            Caller::Operator => &["name", "models", "scopes", "limits", "expires_at", "plan"],
-        };
+    /// Reads a PATCH body; every refusal names its field (an unknown one too). A
+    /// `plan` is read for everyone: the person may send the grant's own plan back
+    /// unchanged, and `patch` refuses them any other.
+    pub fn parse(body: &Value, now: UnixTime) -> Result<Self, ServerError> {
+        let known = ["name", "models", "scopes", "limits", "expires_at", "plan"];
         let m = body
             .as_object()
             .ok_or_else(|| bad("body", "the body must be a JSON object"))?;
         if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
-            let why = if k == "plan" {
-                "only an operator can move a grant to another plan".to_owned()
-            } else {
-                format!("unknown field `{k}`; known: {}", known.join(", "))
-            };
-            return Err(bad(k.clone(), why));
+            return Err(bad(
+                k.clone(),
+                format!("unknown field `{k}`; known: {}", known.join(", ")),
+            ));
         }
         let strings = |key: &'static str| -> Result<Option<Vec<String>>, ServerError> {
             match m.get(key) {
@@ -534,8 +531,14 @@ impl GrantPatch {
 
 /// Applies `patch` to a grant (of `owner`, when given: another person's is 404, as is
 /// a revoked one). The person is held to the plan's ceiling; an operator is not, and
-/// moving a grant to another plan without new `limits` gives it that plan's limits.
-/// Durable before returning: the next proxied request sees the new limits.
+/// moving a grant to another plan without new `limits` gives it that plan's limits
+/// (naming the plan it is already on changes nothing).
+///
+/// A person's change that gives the app more than it has (a scope or model added,
+/// a limit raised or removed, the expiry pushed back or cleared) needs a `fresh`
+/// session, like creating a grant: a stolen session cookie may tighten a grant, never
+/// widen one for an app the thief controls. Durable before returning: the next
+/// proxied request sees the new limits.
 pub async fn patch(
     store: &Store,
     config: &Config,
@@ -543,11 +546,22 @@ pub async fn patch(
     owner: Option<&UserId>,
     patch: GrantPatch,
     by: Caller,
+    fresh: bool,
 ) -> Result<GrantView, ServerError> {
     let existing = changeable(store, id, owner)?;
+    if by == Caller::Person
+        && let Some(asked) = &patch.plan
+        && *asked != existing.plan
+    {
+        return Err(bad(
+            "plan",
+            "only an operator can move a grant to another plan",
+        ));
+    }
     let mut plan = existing.plan.clone();
     let mut limits = patch.limits.clone();
-    if let Some(new_plan) = &patch.plan {
+    // Only a real move changes anything: the same plan sent back is a no-op.
+    if let Some(new_plan) = patch.plan.as_ref().filter(|p| **p != existing.plan) {
         if let Some(name) = new_plan
             && !config.plans.contains_key(name)
         {
@@ -566,6 +580,9 @@ pub async fn patch(
         && let Some(ceiling) = ceiling_for(config, &existing)
     {
         new.within(&ceiling).map_err(limit_error)?;
+    }
+    if by == Caller::Person && !fresh && widens(&existing, &patch, limits.as_ref()) {
+        return Err(ServiceError::FreshPasskeyRequired.into());
     }
     let updated = update_unless_revoked(store, id, |g| {
         if let Some(n) = &patch.name {
@@ -588,6 +605,30 @@ pub async fn patch(
     store.flush().await?;
     tracing::info!(grant_id = %id, by = ?by, "grant changed");
     Ok(GrantView::from(&updated))
+}
+
+/// Would the change give the grant more than it has now?
+fn widens(g: &GrantRecord, p: &GrantPatch, limits: Option<&Limits>) -> bool {
+    let scopes = p
+        .scopes
+        .as_ref()
+        .is_some_and(|new| new.iter().any(|s| !g.scopes.contains(s)));
+    // An empty list is every model.
+    let models = p.models.as_ref().is_some_and(|new| {
+        !g.models.is_empty() && (new.is_empty() || new.iter().any(|m| !g.models.contains(m)))
+    });
+    let limits = limits.is_some_and(|new| new.within(&g.limits).is_err());
+    let expiry = match (g.expires_at, p.expires_at) {
+        (Some(_), Some(None)) => true,
+        (Some(old), Some(Some(new))) => new > old,
+        _ => false,
+    };
+    scopes || models || limits || expiry
+}
+
+/// One grant (of `owner`, when given), revoked ones too.
+pub fn show(store: &Store, id: &GrantId, owner: Option<&UserId>) -> Result<GrantView, ServerError> {
+    Ok(GrantView::from(&owned(store, id, owner)?))
 }
 
 /// Issues a new secret for a grant (of `owner`, when given; active or disabled). With
@@ -679,7 +720,8 @@ fn rotate_with(
 }
 
 /// Disables (`enabled = false`) or re-enables a grant (of `owner`, when given). Only
-/// active ↔ disabled; a revoked grant is 404. Durable before returning.
+/// active ↔ disabled; a revoked grant is 404. Durable before returning. (The person's
+/// route asks for a fresh session to enable: see `patch` on widening.)
 pub async fn set_enabled(
     store: &Store,
     id: &GrantId,
@@ -893,11 +935,10 @@ mod tests {
     }
 
     #[test]
-    fn a_patch_names_unknown_fields_and_keeps_plan_for_operators() {
+    fn a_patch_names_its_bad_fields() {
         let now = 1_795_996_800;
         let p = GrantPatch::parse(
             &json!({"limits": null, "expires_at": null, "name": "x"}),
-            Caller::Person,
             now,
         )
         .unwrap();
@@ -905,46 +946,22 @@ mod tests {
         assert_eq!(p.expires_at, Some(None));
         assert_eq!(p.name.as_deref(), Some("x"));
         assert_eq!(
-            GrantPatch::parse(&json!({}), Caller::Person, now).unwrap(),
+            GrantPatch::parse(&json!({}), now).unwrap(),
             GrantPatch::default()
         );
-        assert_eq!(
-            param(GrantPatch::parse(
-                &json!({"plan": "pro"}),
-                Caller::Person,
-                now
-            )),
-            "plan"
-        );
-        assert_eq!(
-            param(GrantPatch::parse(
-                &json!({"colour": 1}),
-                Caller::Person,
-                now
-            )),
-            "colour"
-        );
-        assert_eq!(
-            param(GrantPatch::parse(
-                &json!({"models": "gpt-4o"}),
-                Caller::Person,
-                now
-            )),
-            "models"
-        );
-        assert_eq!(
-            param(GrantPatch::parse(
-                &json!({"scopes": ["x"]}),
-                Caller::Person,
-                now
-            )),
-            "scopes"
-        );
-        assert_eq!(
-            param(GrantPatch::parse(&json!({"name": 1}), Caller::Person, now)),
-            "name"
-        );
-        let p = GrantPatch::parse(&json!({"plan": null}), Caller::Operator, now).unwrap();
+        for (body, field) in [
+            (json!({"plan": "no way"}), "plan"),
+            (json!({"colour": 1}), "colour"),
+            (json!({"models": "gpt-4o"}), "models"),
+            (json!({"scopes": ["x"]}), "scopes"),
+            (json!({"name": 1}), "name"),
+            (json!({"expires_at": "soon"}), "expires_at"),
+            (json!({"limits": {"rpm": "1"}}), "limits.rpm"),
+        ] {
+            assert_eq!(param(GrantPatch::parse(&body, now)), field, "{body}");
+        }
+        assert_eq!(param(GrantPatch::parse(&json!([]), now)), "body");
+        let p = GrantPatch::parse(&json!({"plan": null}), now).unwrap();
         assert_eq!(p.plan, Some(None));
     }
 

@@ -1,22 +1,24 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_testkit::browser::Browser;
-use keygate_testkit::{FAKE_OPENAI_KEY, TestApp, manual_clock, spawn_app, spawn_app_with_clock};
+use keygate_testkit::{
+    FAKE_OPENAI_KEY, TestApp, manual_clock, spawn_app, spawn_app_with, spawn_app_with_clock,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{assert_openai_error, chat, chat_stream};
 
-const APP: &str = "https://notes.example";
+pub(crate) const APP: &str = "https://notes.example";
 const REDIRECT: &str = "https://notes.example/oauth/callback?tenant=1";
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-extra-entropy";
+pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-extra-entropy";
 
-fn challenge(verifier: &str) -> String {
+pub(crate) fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-async fn person(app: &TestApp) -> Browser {
+pub(crate) async fn person(app: &TestApp) -> Browser {
     let mut b = app.browser();
     b.signed_up("Connector").await;
     assert_eq!(
@@ -30,7 +32,7 @@ async fn person(app: &TestApp) -> Browser {
 
 /// The redirect-mode approval as the connect page submits it: a passkey assertion,
 /// then a top-level form post.
-async fn approve_redirect(b: &mut Browser, extra: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn approve_redirect(b: &mut Browser, extra: &[(&str, &str)]) -> reqwest::Response {
     let started: Value = b
         .post("/api/connect/approve/start", json!({}))
         .await
@@ -62,7 +64,7 @@ async fn approve_redirect(b: &mut Browser, extra: &[(&str, &str)]) -> reqwest::R
         .unwrap()
 }
 
-fn code_from(res: &reqwest::Response) -> String {
+pub(crate) fn code_from(res: &reqwest::Response) -> String {
     assert_eq!(res.status(), 302, "expected a redirect");
     let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
     assert_eq!(location.origin().ascii_serialization(), APP);
@@ -74,7 +76,7 @@ fn code_from(res: &reqwest::Response) -> String {
     q["code"].clone()
 }
 
-async fn exchange(app: &TestApp, code: &str, verifier: &str) -> reqwest::Response {
+pub(crate) async fn exchange(app: &TestApp, code: &str, verifier: &str) -> reqwest::Response {
     app.client
         .post(app.url("/api/connect/token"))
         .json(&json!({"code": code, "code_verifier": verifier}))
@@ -83,7 +85,7 @@ async fn exchange(app: &TestApp, code: &str, verifier: &str) -> reqwest::Respons
         .unwrap()
 }
 
-fn connect_url(params: &[(&str, &str)]) -> String {
+pub(crate) fn connect_url(params: &[(&str, &str)]) -> String {
     let mut url = url::Url::parse("http://x/connect").unwrap();
     for (k, v) in params {
         url.query_pairs_mut().append_pair(k, v);
@@ -91,7 +93,7 @@ fn connect_url(params: &[(&str, &str)]) -> String {
     format!("/connect?{}", url.query().unwrap())
 }
 
-fn good_params(ch: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn good_params(ch: &str) -> Vec<(&'static str, String)> {
     vec![
         ("response_type", "code".into()),
         ("redirect_uri", REDIRECT.into()),
@@ -373,6 +375,12 @@ async fn deny_redirects_with_access_denied() {
     assert_openai_error(res, 400, "invalid_request").await;
 }
 
+/// A keygate whose config has the `starter` plan (no limits) that `approve_popup` asks
+/// for: a plan the config does not have is refused (400 `plan`).
+async fn spawn_with_starter_plan() -> TestApp {
+    spawn_app_with(|c| c.plans = Some([("starter".to_owned(), Default::default())].into())).await
+}
+
 async fn approve_popup(b: &mut Browser, origin: &str, reuse: Option<&str>) -> reqwest::Response {
     let started: Value = b
         .post("/api/connect/approve/start", json!({}))
@@ -393,7 +401,7 @@ async fn approve_popup(b: &mut Browser, origin: &str, reuse: Option<&str>) -> re
 
 #[tokio::test]
 async fn popup_approval_binds_the_grant_to_the_origin_and_can_reuse_it() {
-    let app = spawn_app().await;
+    let app = spawn_with_starter_plan().await;
     let mut b = person(&app).await;
     let res = approve_popup(&mut b, APP, None).await;
     assert_eq!(res.status(), 201);
@@ -423,7 +431,8 @@ async fn popup_approval_binds_the_grant_to_the_origin_and_can_reuse_it() {
     )
     .await;
 
-    // Reuse: a new key for the same grant; the old key stops working.
+    // Reuse: a new key for the same grant; the old key keeps working for
+    // `reconnect_grace_secs` (600 s: its end is tested in grant_lifecycle.rs).
     let gid = first["grant"]["id"].as_str().unwrap();
     let res = approve_popup(&mut b, APP, Some(gid)).await;
     assert_eq!(res.status(), 201);
@@ -436,13 +445,13 @@ async fn popup_approval_binds_the_grant_to_the_origin_and_can_reuse_it() {
             .status(),
         200
     );
-    assert_openai_error(
+    assert_eq!(
         app.chat_completions(first["api_key"].as_str().unwrap(), &chat("gpt-4o"))
-            .await,
-        401,
-        "invalid_api_key",
-    )
-    .await;
+            .await
+            .status(),
+        200
+    );
+    assert!(second["grant"]["rotated_until"].is_u64());
     // Reusing a grant of another origin is refused.
     let res = approve_popup(&mut b, "https://other.example", Some(gid)).await;
     assert_openai_error(res, 404, "not_found").await;
@@ -471,7 +480,7 @@ async fn popup_approval_binds_the_grant_to_the_origin_and_can_reuse_it() {
 
 #[tokio::test]
 async fn cors_only_for_the_bound_origin() {
-    let app = spawn_app().await;
+    let app = spawn_with_starter_plan().await;
     let mut b = person(&app).await;
     let key = approve_popup(&mut b, APP, None)
         .await
