@@ -114,14 +114,14 @@ pub struct Spend {
 }
 
 impl Spend {
-    pub fn add(self, other: Spend) -> Spend {
+    pub fn plus(self, other: Spend) -> Spend {
         Spend {
             usd: self.usd + other.usd,
             tokens: self.tokens.saturating_add(other.tokens),
         }
     }
 
-    pub fn sub(self, other: Spend) -> Spend {
+    pub fn minus(self, other: Spend) -> Spend {
         Spend {
             usd: self.usd.saturating_sub(other.usd),
             tokens: self.tokens.saturating_sub(other.tokens),
@@ -356,7 +356,7 @@ impl UsageWindow {
             b.take(lease.tokens, now_ms);
         }
         self.in_flight = self.in_flight.saturating_add(1);
-        self.reserved = self.reserved.add(lease.reserved);
+        self.reserved = self.reserved.plus(lease.reserved);
     }
 
     /// Ends `lease` with what the answer really used: the reservation is released,
@@ -364,8 +364,8 @@ impl UsageWindow {
     /// charged the excess, into debt if need be).
     pub fn settle(&mut self, lease: &Lease, actual: Spend, now_ms: u64) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.reserved = self.reserved.sub(lease.reserved);
-        self.settled = self.settled.add(actual);
+        self.reserved = self.reserved.minus(lease.reserved);
+        self.settled = self.settled.plus(actual);
         if let Some(b) = &mut self.tokens {
             if actual.tokens < lease.tokens {
                 b.give_back(lease.tokens - actual.tokens, now_ms);

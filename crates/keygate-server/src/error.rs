@@ -630,7 +630,7 @@ mod tests {
 
     /// How many variants [`variant`] names. A new variant does not compile there until
     /// it gets a name; then this count and the table above must grow with it.
-    const VARIANTS: usize = 46;
+    const VARIANTS: usize = 51;
 
     /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
     /// fails to compile here until it is named, and then the table test fails until it
@@ -675,7 +675,7 @@ mod tests {
                 ProxyError::Body(_) => "Body",
                 ProxyError::ModelNotAllowed(_) => "ModelNotAllowed",
                 ProxyError::ModelRequired => "ModelRequired",
-                ProxyError::RateLimited { .. } => "RateLimited",
+                ProxyError::RateLimited { .. } => "Proxy::RateLimited",
                 ProxyError::TooManyTokens { .. } => "TooManyTokens",
                 ProxyError::ConcurrencyLimit(_) => "ConcurrencyLimit",
                 ProxyError::BudgetSpent { .. } => "BudgetSpent",

@@ -635,7 +635,8 @@ async fn control_api() {
         .unwrap();
     assert_eq!(
         stats,
-        json!({"requests": 1, "cancelled_streams": 0, "completed_streams": 1})
+        json!({"requests": 1, "cancelled_streams": 0, "completed_streams": 1,
+               "max_concurrent": 1})
     );
     let reqs: Value = client()
         .get(format!("{base}/__mock/requests"))
@@ -662,7 +663,8 @@ async fn control_api() {
         .unwrap();
     assert_eq!(
         reset,
-        json!({"requests": 0, "cancelled_streams": 0, "completed_streams": 0})
+        json!({"requests": 0, "cancelled_streams": 0, "completed_streams": 0,
+               "max_concurrent": 0})
     );
     assert_eq!(mock.request_count(), 0, "control calls are not recorded");
 }

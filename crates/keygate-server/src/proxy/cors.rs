@@ -11,7 +11,7 @@ use crate::auth::csrf::request_origin;
 
 /// Response headers a browser app may read (request ids, rate-limit hints).
 const EXPOSE: &str = "x-request-id, x-upstream-request-id, openai-processing-ms, openai-version, \
-                      retry-after, x-should-retry, x-ratelimit-limit-requests, \
+                      retry-after, retry-after-ms, x-should-retry, x-ratelimit-limit-requests, \
                       x-ratelimit-limit-tokens, x-ratelimit-remaining-requests, \
                       x-ratelimit-remaining-tokens, x-ratelimit-reset-requests, \
                       x-ratelimit-reset-tokens";
