@@ -494,7 +494,12 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
     }
     let updated;
     try {
-      updated = await busy(form.querySelector("#gd-save"), () => api.patch(`/api/grants/${encodeURIComponent(g.id)}`, body));
+      updated = await busy(form.querySelector("#gd-save"), () =>
+        api.patch(`/api/grants/${encodeURIComponent(g.id)}`, body, {
+          // keygate asks for it only when the change gives the app more than it has.
+          stepUpMessage: `Raising what “${g.name}” may spend or how long its key lives needs your passkey once more.`,
+        }),
+      );
     } catch (err) {
       const id = PARAM_FIELDS[err.param];
       if (!id || !fieldError(id, err.message)) showMessage(msg, "error", err.message);
