@@ -16,8 +16,10 @@ import { TEST_KEY, Wallet, approveInPopup, openDemo, vaultFetch, waitForConsent,
 import {
   BASE_URL,
   FRESH_PASSKEY_REQUIRED,
+  FRESH_WINDOW_SECS,
   PUBLIC_URL,
   addAuthenticator,
+  advanceClock,
   assertClean,
   launch,
   nextAnswer,
@@ -25,6 +27,7 @@ import {
   outlastFreshWindow,
   pageFetch,
   register,
+  resetClock,
   screenshot,
 } from "./lib.mjs";
 
@@ -246,44 +249,6 @@ test("dashboard: edit limits, usage per day, rotate with grace, disable and enab
     assert.ok(g.expires_at);
   });
 
-  await t.test("usage and cost per day: a chart and a table, and what is left of the budget", async (st) => {
-    const probe = await pageFetch(page, "GET", `/api/grants/${grantId}/usage`);
-    if (probe.status === 404) {
-      st.skip("this keygate has no usage route yet: the panel hides its usage section");
-      assert.equal(await page.locator("#grant-detail .gd-usage").count(), 0);
-      return;
-    }
-    const panel = page.locator("#grant-detail");
-    // Usage is batched for up to a second: reopen the panel until the three requests show.
-    let requests = 0;
-    for (let i = 0; i < 30 && requests < 3; i++) {
-      await page.locator("#gd-close").click();
-      await row.getByRole("button", { name: "Manage Report writer" }).click();
-      await panel.locator(".gd-usage").waitFor();
-      const cells = await panel.locator(".usage-table tbody tr td.num:nth-of-type(2)").allInnerTexts().catch(() => []);
-      requests = cells.reduce((n, text) => n + (parseInt(text, 10) || 0), 0);
-      if (requests < 3) await page.waitForTimeout(250);
-    }
-    assert.equal(requests, 3, "the table counts the three requests");
-    const chart = panel.locator("#gd-chart svg.usage-chart");
-    await chart.waitFor();
-    assert.equal(await chart.getAttribute("role"), "img");
-    assert.match(await chart.locator("title").first().textContent(), /^Cost per day/);
-    assert.ok((await chart.locator("rect.chart-bar").count()) >= 1, "today has a bar");
-    assert.match(await chart.locator(".chart-day title").last().textContent(), /3 requests/);
-    const firstRow = panel.locator(".usage-table tbody tr").first();
-    assert.match(await firstRow.innerText(), /gpt-4o-mini/);
-    // Tokens instead of cost.
-    await panel.getByRole("button", { name: "Tokens" }).click();
-    assert.equal(await panel.getByRole("button", { name: "Tokens" }).getAttribute("aria-pressed"), "true");
-    assert.match(await panel.locator("#gd-chart svg title").first().textContent(), /^Tokens per day/);
-    await panel.getByRole("button", { name: "Cost" }).click();
-    // What is left of the $3 a month, with the reset date.
-    assert.match(await panel.locator("#gd-left-usd").innerText(), /\$[0-9.]+ left\s+of \$3/);
-    assert.match(await panel.locator("#gd-reset").innerText(), /Resets .+ 00:00 UTC/);
-    await screenshot(page, "limits-03-dashboard-usage", { sizes: PHONE });
-  });
-
   let newKey;
   await t.test("rotating with a grace period: a new key once (after the passkey step-up), and the old one still works", async (st) => {
     const panel = page.locator("#grant-detail");
@@ -361,6 +326,35 @@ test("dashboard: edit limits, usage per day, rotate with grace, disable and enab
     const capped = page.locator("#grants-table tbody tr", { hasText: "Capped script" });
     assert.deepEqual(await capped.locator(".limit-list li").allInnerTexts(), ["Up to $1.50 a day", "20 requests a minute"]);
     assert.equal((await capped.locator('td[data-label="Expires"]').innerText()).trim(), "In 7 days");
+  });
+
+  await t.test("raising a limit asks for the passkey once more (keygate's step-up), lowering doesn't", async (st) => {
+    // Past the fresh window of every passkey check so far (the rotation's included).
+    st.after(resetClock);
+    await advanceClock(3 * FRESH_WINDOW_SECS);
+    const capped = page.locator("#grants-table tbody tr", { hasText: "Capped script" });
+    await capped.getByRole("button", { name: "Manage Capped script" }).click();
+    const panel = page.locator("#grant-detail");
+    await panel.getByRole("button", { name: "Edit limits of Capped script" }).click();
+    await panel.getByLabel("Dollars").fill("2");
+    const id = await capped.getAttribute("data-grant-id");
+    const first = nextAnswer(page, "PATCH", `/api/grants/${id}`);
+    await panel.getByRole("button", { name: "Save limits" }).click();
+    assert.deepEqual(await first, FRESH_PASSKEY_REQUIRED);
+    const stepUp = page.getByRole("dialog", { name: "Confirm it’s you" });
+    assert.match(await stepUp.innerText(), /Raising what “Capped script” may spend/);
+    await stepUp.getByRole("button", { name: "Use passkey" }).click();
+    await panel.getByRole("button", { name: "Edit limits of Capped script" }).waitFor();
+    assert.match(await panel.locator("#gd-limit-words").innerText(), /Up to \$2 a day/);
+    // Lowering never needs it: a plain 200 at once.
+    await advanceClock(3 * FRESH_WINDOW_SECS);
+    await panel.getByRole("button", { name: "Edit limits of Capped script" }).click();
+    await panel.getByLabel("Dollars").fill("1");
+    const second = nextAnswer(page, "PATCH", `/api/grants/${id}`);
+    await panel.getByRole("button", { name: "Save limits" }).click();
+    assert.equal((await second).status, 200);
+    await panel.getByRole("button", { name: "Edit limits of Capped script" }).waitFor();
+    assert.match(await panel.locator("#gd-limit-words").innerText(), /Up to \$1 a day/);
   });
   await context.close();
 });
