@@ -233,8 +233,8 @@ fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// One pass of the background sweeper: drops expired sessions, ceremonies and connect
-/// codes, resets the live-ceremony count from the store, and forgets throttled
-/// addresses whose state is back to fresh.
+/// codes, resets the live-ceremony count from the store, forgets throttled addresses
+/// whose state is back to fresh, and the limiter state of idle grants.
 pub fn sweep_once(state: &AppState) -> keygate_store::Swept {
     let swept = state
         .store
@@ -249,6 +249,7 @@ pub fn sweep_once(state: &AppState) -> keygate_store::Swept {
         });
     state.throttles.ceremonies.recount(&state.store);
     state.throttles.retain_recent();
+    state.limiter.forget_idle();
     if swept != keygate_store::Swept::default() {
         tracing::debug!(?swept, "swept expired records");
     }

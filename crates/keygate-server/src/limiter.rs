@@ -198,6 +198,29 @@ impl Limiter {
         }
     }
 
+    /// Drops the state of grants with nothing in flight and full buckets (what a fresh
+    /// start would rebuild: the budget is reloaded from the usage rows); returns how
+    /// many were dropped. Run by the background sweeper, so idle grants cost no memory.
+    pub fn forget_idle(&self) -> usize {
+        let now_ms = self.0.clock.now_ms();
+        let mut slots = lock(&self.0.slots);
+        let before = slots.len();
+        slots.retain(|_, slot| {
+            // A slot someone holds (a lease being settled, a request deciding) stays.
+            if Arc::strong_count(slot) > 1 {
+                return true;
+            }
+            let s = lock(slot);
+            let full =
+                |b: &Option<policy::Bucket>| b.is_none_or(|b| b.available(now_ms) >= b.limit());
+            let busy = |w: &Window| {
+                w.usage.in_flight > 0 || !full(&w.usage.requests) || !full(&w.usage.tokens)
+            };
+            busy(&s.grant) || s.models.values().any(busy)
+        });
+        before - slots.len()
+    }
+
     /// What the grant's requests in flight have reserved against its budget.
     pub fn reserved(&self, grant: &GrantId) -> Spend {
         let slots = lock(&self.0.slots);
@@ -347,5 +370,96 @@ impl Drop for Lease {
             };
             self.limiter.settle(self, &counts);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate_store::StoreOptions;
+    use serde_json::json;
+
+    fn limiter() -> (tempfile::TempDir, Limiter, Clock) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let clock = Clock::manual(1_795_996_800);
+        let limiter = Limiter::new(store, Accounting::default(), clock.clone());
+        (dir, limiter, clock)
+    }
+
+    fn limits(v: serde_json::Value) -> Limits {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn spent(usd_nanos: u64, tokens: u64) -> UsageCounts {
+        UsageCounts {
+            requests: 1,
+            prompt_tokens: tokens,
+            usd_nanos,
+            ..UsageCounts::default()
+        }
+    }
+
+    #[test]
+    fn budget_spend_survives_forgetting_and_counts_pending_usage() {
+        let (_dir, l, _clock) = limiter();
+        let g = GrantId::generate();
+        let lim = limits(json!({"budget": {"tokens": 100, "period": "day"}}));
+        let est = Estimate {
+            tokens: 60,
+            usd: None,
+        };
+        let lease = l.acquire(&g, &lim, Some("m"), est).unwrap();
+        // In flight: the reservation blocks a second one.
+        assert!(matches!(
+            l.acquire(&g, &lim, Some("m"), est),
+            Err(Refusal::Deny(Deny::Budget { .. }))
+        ));
+        assert_eq!(l.forget_idle(), 0, "a grant with a request in flight stays");
+        lease.settle(&spent(0, 50));
+        assert_eq!(l.in_flight(&g), 0);
+        // Forgotten, then reloaded from the (unflushed) accounting: 50 of 100 spent.
+        assert_eq!(l.forget_idle(), 1);
+        assert!(matches!(
+            l.acquire(&g, &lim, Some("m"), est),
+            Err(Refusal::Deny(Deny::Budget { .. }))
+        ));
+        let small = Estimate {
+            tokens: 50,
+            usd: None,
+        };
+        drop(l.acquire(&g, &lim, Some("m"), small).unwrap());
+    }
+
+    #[test]
+    fn a_dropped_lease_is_an_error_and_frees_its_place() {
+        let (_dir, l, _clock) = limiter();
+        let g = GrantId::generate();
+        let lim = limits(json!({"max_concurrency": 1}));
+        let lease = l.acquire(&g, &lim, None, Estimate::default()).unwrap();
+        assert!(matches!(
+            l.acquire(&g, &lim, None, Estimate::default()),
+            Err(Refusal::Deny(Deny::Concurrency { limit: 1 }))
+        ));
+        drop(lease);
+        let total =
+            l.0.accounting
+                .total(&l.0.store, &g, 0, u32::MAX, None)
+                .unwrap();
+        assert_eq!((total.requests, total.errors), (1, 1));
+        assert!(l.acquire(&g, &lim, None, Estimate::default()).is_ok());
+    }
+
+    #[test]
+    fn idle_grants_are_forgotten_once_their_buckets_are_full() {
+        let (_dir, l, clock) = limiter();
+        let g = GrantId::generate();
+        let lim = limits(json!({"rpm": 2}));
+        l.acquire(&g, &lim, None, Estimate::default())
+            .unwrap()
+            .settle(&spent(0, 0));
+        assert_eq!(l.forget_idle(), 0, "a bucket still refilling is kept");
+        clock.advance(30);
+        assert_eq!(l.forget_idle(), 1);
     }
 }

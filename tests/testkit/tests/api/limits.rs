@@ -416,3 +416,27 @@ async fn limits_changed_in_the_store_apply_to_the_next_request() {
     let res = app.chat_completions(&g.api_key, &chat("unpriced")).await;
     assert_openai_error(res, 403, "model_not_priced").await;
 }
+
+#[tokio::test]
+async fn the_plans_default_max_tokens_is_reserved_when_the_request_sets_none() {
+    let app = keygate_testkit::spawn_app_with(|c| {
+        let plan: keygate_core::limits::Plan = serde_json::from_value(json!({
+            "budget": {"usd": 0.0001, "period": "day"},
+            "default_max_tokens": 1000
+        }))
+        .unwrap();
+        c.plans = Some([("tiny".to_owned(), plan)].into());
+    })
+    .await;
+    let g = app
+        .enrolled_grant_with(&json!({"name": "planned", "plan": "tiny"}))
+        .await;
+    // 1000 output tokens at $0.60 per million is $0.0006: more than the $0.0001 budget.
+    let res = app.chat_completions(&g.api_key, &chat("gpt-4o-mini")).await;
+    assert_openai_error(res, 429, "insufficient_quota").await;
+    // A request that caps its own output fits.
+    let mut body = chat("gpt-4o-mini");
+    body["max_tokens"] = json!(10);
+    assert_eq!(app.chat_completions(&g.api_key, &body).await.status(), 200);
+    assert_eq!(app.mock.request_count(), 1);
+}
