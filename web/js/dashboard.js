@@ -656,6 +656,8 @@ function renderGrants() {
 
 /** The expiry cell: "In 30 days" (the date on hover), "Never", or "Expired 2 days ago". */
 function expiryCell(g) {
+  // A revoked key no longer works at all: its expiry says nothing.
+  if (g.state === "revoked") return h("span", { class: "faint" }, h("span", { "aria-hidden": "true" }, "—"), h("span", { class: "visually-hidden" }, "Revoked"));
   const ms = toMillis(g.expires_at);
   if (ms === null) return h("span", { class: "faint" }, "Never");
   const date = new Date(ms);

@@ -238,12 +238,13 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
     const expiry = g.expires_at
       ? h("li", { class: "limit-expiry" }, icon("clock"), h("span", {}, capitalize(expiryWords(g.expires_at)), " (", momentEl(g.expires_at), ")"))
       : h("li", { class: "limit-expiry" }, icon("clock"), h("span", {}, "Never expires"));
+    const revoked = g.state === "revoked";
     const items = [
       ...(phrases.length ? phrases : ["No spending or rate limit"]).map((p, i) =>
         h("li", { class: !phrases.length ? "faint" : null }, icon(i === 0 && phrases.length && budgetWords(g.limits?.budget) ? "wallet" : "gauge"), h("span", {}, capitalize(p))),
       ),
       ...extra.map((p) => h("li", {}, icon("check"), h("span", {}, p))),
-      expiry,
+      revoked ? null : expiry,
     ];
     return h(
       "section",
@@ -527,7 +528,8 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
     if (usage === false || !summary) {
       return block(h("p", { class: "muted small" }, "This keygate doesn’t report usage for apps yet."));
     }
-    const budget = g.limits?.budget;
+    // A revoked app spends nothing more: what it spent, without what would be left.
+    const budget = g.state === "revoked" ? null : g.limits?.budget;
     const meters = [];
     if (budget?.usd != null) {
       const left = remaining?.usd ?? Math.max(0, budget.usd - (summary.usd || 0));
@@ -539,7 +541,11 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
     }
     const reset = resetWords(summary.resets_at);
     return block(
-      meters.length ? meters : h("p", { class: "muted small" }, "No budget: it may spend without a cap. Edit its limits to set one."),
+      meters.length
+        ? meters
+        : g.state === "revoked"
+          ? null
+          : h("p", { class: "muted small" }, "No budget: it may spend without a cap. Edit its limits to set one."),
       h(
         "dl",
         { class: "stats" },
