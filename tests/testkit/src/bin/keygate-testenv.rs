@@ -17,7 +17,7 @@ use keygate_core::calendar::Period;
 use keygate_core::limits::{Budget, Plan};
 use keygate_core::money::Usd;
 use keygate_core::time::Clock;
-use keygate_testkit::{ADMIN_KEY, clock_control, spawn_app_with_clock};
+use keygate_testkit::{ADMIN_KEY, FAKE_OPENAI_KEY, clock_control, spawn_app_with_clock};
 use serde_json::json;
 
 const MAX_BODY_BYTES: u64 = 1024 * 1024;
@@ -73,6 +73,9 @@ async fn main() {
         "demo_url": format!("http://{demo_addr}"),
         "control_url": format!("http://{control_addr}"),
         "admin_key": ADMIN_KEY,
+        // The (fake) OpenAI key the mock accepts, for suites that make their own people
+        // and grants through the admin API (grants with limits: tests/sdk).
+        "openai_key": FAKE_OPENAI_KEY,
         "max_body_bytes": MAX_BODY_BYTES,
         "keys": {
             "all": all.api_key,
