@@ -111,7 +111,12 @@ test('rpm: RateLimitError rate_limit_exceeded, and the SDK waits Retry-After bef
 test('tpm: RateLimitError naming tokens per minute', async () => {
   const key = await grant({ limits: { tpm: 200 } });
   const { c } = client(key);
-  await c.chat.completions.create({ model: MODEL, messages: user(), max_tokens: 150 });
+  // The first answer really uses ~160 tokens (the mock writes 150); the second reserves its
+  // prompt plus max_tokens (150), which no longer fits the minute.
+  await c.chat.completions.create(
+    { model: MODEL, messages: user(), max_tokens: 150 },
+    { headers: { 'x-mock-completion-tokens': '150' } },
+  );
   const err = await expectError(OpenAI.RateLimitError, () =>
     c.chat.completions.create({ model: MODEL, messages: user(), max_tokens: 150 }),
   );

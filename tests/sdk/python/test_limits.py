@@ -23,7 +23,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -78,10 +77,11 @@ def client(api_key: str, **kwargs: Any) -> openai.OpenAI:
     return openai.OpenAI(api_key=api_key, base_url=_env("KG_BASE_URL"), **kwargs)
 
 
-def counting_client(api_key: str, **kwargs: Any) -> tuple[openai.OpenAI, list[httpx.Request]]:
-    """A client whose every HTTP attempt (first try and retries) is recorded."""
-    sent: list[httpx.Request] = []
-    http = httpx.Client(event_hooks={"request": [sent.append]}, timeout=TIMEOUT_S)
+def counting_client(api_key: str, **kwargs: Any) -> tuple[openai.OpenAI, list[Any]]:
+    """A client whose every HTTP attempt (first try and retries) is recorded, through the
+    SDK's own HTTP client class (whichever HTTP library this SDK version uses)."""
+    sent: list[Any] = []
+    http = openai.DefaultHttpxClient(event_hooks={"request": [sent.append]}, timeout=TIMEOUT_S)
     return client(api_key, http_client=http, **kwargs), sent
 
 
@@ -127,8 +127,11 @@ def test_rpm_is_rate_limit_error_and_the_sdk_waits_retry_after() -> None:
 def test_tpm_is_rate_limit_error() -> None:
     key = grant(limits={"tpm": 200})
     c = client(key)
-    # Each call reserves its prompt plus max_tokens (150): the second does not fit a minute.
-    c.chat.completions.create(model=MODEL, messages=user(), max_tokens=150)
+    # The first answer really uses ~160 tokens (the mock writes 150); the second reserves
+    # its prompt plus max_tokens (150), which no longer fits the minute.
+    c.chat.completions.create(
+        model=MODEL, messages=user(), max_tokens=150, extra_headers={"x-mock-completion-tokens": "150"}
+    )
     with pytest.raises(openai.RateLimitError) as info:
         c.chat.completions.create(model=MODEL, messages=user(), max_tokens=150)
     assert info.value.code == "rate_limit_exceeded"
@@ -248,9 +251,8 @@ def test_stream_usage_is_counted_without_the_app_asking() -> None:
     # Settled when keygate's side of the stream ends, a moment after the app read [DONE].
     deadline = time.monotonic() + 10
     while True:
-        info = httpx.get(f"{_env('KG_BASE_URL')}/key", headers={"authorization": f"Bearer {key}"}, timeout=10)
-        assert info.status_code == 200
-        body = info.json()
+        status, body = _call("GET", f"{_env('KG_BASE_URL')}/key", headers={"authorization": f"Bearer {key}"})
+        assert status == 200, body
         if body["usage"]["requests"] == 1 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
