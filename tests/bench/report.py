@@ -69,6 +69,8 @@ res = {
     "latency_c1": {
         "direct": (load("latency-keygate.json") or {}).get("baseline"),
         "keygate": load("latency-keygate.json"),
+        "direct_alongside_limited": (load("latency-keygate-limited.json") or {}).get("baseline"),
+        "keygate_limited": load("latency-keygate-limited.json"),
         "direct_alongside_litellm": (load("latency-litellm.json") or {}).get("baseline"),
         "litellm": load("latency-litellm.json"),
     },
@@ -79,6 +81,7 @@ res = {
     "throughput": {
         "direct": load("tput-direct.json"),
         "keygate": load("tput-keygate.json"),
+        "keygate_limited": load("tput-keygate-limited.json"),
         "litellm": load("tput-litellm.json"),
         "litellm_nproc_workers": load("tput-litellm-nproc.json"),
     },
@@ -201,6 +204,8 @@ print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for name, label, base in (
     ("direct", "direct → upstream (alternating with keygate)", None),
     ("keygate", "via keygate", "direct"),
+    ("direct_alongside_limited", "direct → upstream (alternating with keygate, grant with limits)", None),
+    ("keygate_limited", "via keygate, grant with limits", "direct_alongside_limited"),
     ("direct_alongside_litellm", "direct → upstream (alternating with LiteLLM)", None),
     ("litellm", "via LiteLLM", "direct_alongside_litellm"),
 ):
@@ -233,6 +238,7 @@ nproc = get(res, "machine", "nproc")
 for name, label, proxy in (
     ("direct", "direct → upstream", None),
     ("keygate", "via keygate", "keygate"),
+    ("keygate_limited", "via keygate, grant with limits", "keygate"),
     ("litellm", "via LiteLLM (1 worker)", "litellm"),
     ("litellm_nproc_workers", f"via LiteLLM ({nproc} workers)", "litellm"),
 ):

@@ -299,6 +299,14 @@ admin PUT "/admin/users/$USER_ID/openai-key" '{"api_key":"sk-proj-bench-01234567
 GRANT_KEY=$(admin POST "/admin/users/$USER_ID/grants" '{"name":"bench"}' | jget api_key)
 [[ $GRANT_KEY == kg_* ]] || { echo "no grant key" >&2; exit 1; }
 note "grant ready"
+# A grant with every limit set (none of them reached here), so the policy and account
+# phases run in full: rate buckets, concurrency lease, budget reservation with the
+# prompt tokenized, settlement. Keygates from before limits refuse the field: then the
+# limited paths are left out.
+LIMITED_KEY=$(admin POST "/admin/users/$USER_ID/grants" \
+  '{"name":"bench-limited","limits":{"rpm":100000000,"tpm":1000000000000,"max_concurrency":100000,"budget":{"usd":1000000,"tokens":1000000000000,"period":"month"}}}' \
+  2>/dev/null | jget api_key 2>/dev/null || true)
+if [[ $LIMITED_KEY == kg_* ]]; then note "grant with limits ready"; else LIMITED_KEY=""; note "this keygate has no grant limits: limited paths skipped"; fi
 
 # ------------------------------------------------------------------------ memory
 step "memory: idle RSS after a little traffic, then $HOLD idle streams"
@@ -332,6 +340,13 @@ measure "$RUN/ttfb-keygate.json" "$BENCH" latency --url "$KG_URL" --key "$GRANT_
   --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$N" --rounds "$ROUNDS" --stream \
   --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
 
+if [[ -n $LIMITED_KEY ]]; then
+  step "latency, concurrency 1, grant with limits: direct and via keygate alternating"
+  measure "$RUN/latency-keygate-limited.json" "$BENCH" latency --url "$KG_URL" --key "$LIMITED_KEY" \
+    --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$N" --rounds "$ROUNDS" \
+    --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
+fi
+
 wait_quiet "throughput"
 step "throughput, concurrency $CONC: ${WARMUP_SECS}s warmup + ${SECS}s"
 measure "$RUN/tput-direct.json" "$BENCH" throughput --url "$UP_URL" --concurrency "$CONC" \
@@ -340,6 +355,11 @@ measure "$RUN/tput-direct.json" "$BENCH" throughput --url "$UP_URL" --concurrenc
 measure "$RUN/tput-keygate.json" "$BENCH" throughput --url "$KG_URL" --key "$GRANT_KEY" --concurrency "$CONC" \
   --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
   --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
+if [[ -n $LIMITED_KEY ]]; then
+  measure "$RUN/tput-keygate-limited.json" "$BENCH" throughput --url "$KG_URL" --key "$LIMITED_KEY" --concurrency "$CONC" \
+    --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+    --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
+fi
 mem_json "$KG_PID" >"$RUN/mem-after-load.json"
 
 cat >"$RUN/post.lua" <<'LUA'

@@ -94,7 +94,13 @@ test("a server app connects with redirect + PKCE", async (t) => {
     assert.match(await page.locator("#origin-label").innerText(), /return to/i);
     assert.equal((await page.locator("#consent-app").innerText()).trim(), "Server Notes");
     assert.equal((await page.locator("#plan-name").innerText()).trim(), "starter");
-    assert.match(await page.locator("#plan-hint").innerText(), /later keygate release/);
+    // The plan's ceiling in words (keygate-testenv's "starter" plan), and what the grant will get:
+    // the app asked for no limits of its own, so the plan's.
+    assert.match(await page.locator("#plan-hint").innerText(), /up to \$5 a month, 60 requests a minute, 4 requests at a time/);
+    assert.match(await page.locator("#limits-result").innerText(), /Up to \$5 a month, 60 requests a minute, 4 requests at a time/);
+    // The person lowers the budget: the approve form carries it (limits, as JSON).
+    await page.getByLabel("Budget", { exact: true }).fill("3");
+    assert.match(await page.locator("#limits-result").innerText(), /Up to \$3 a month/);
     assert.deepEqual(
       await page.locator("#models-body input[name=model]").evaluateAll((els) => els.map((e) => [e.value, e.checked])),
       [["gpt-4o-mini", true]],
@@ -111,7 +117,7 @@ test("a server app connects with redirect + PKCE", async (t) => {
     assert.ok(!(await page.content()).includes(app.last.apiKey), "the key stays on the server");
   });
 
-  await t.test("the grant is bound to the app's origin, with its name, models and plan", async () => {
+  await t.test("the grant is bound to the app's origin, with its name, models, plan and the lowered budget", async () => {
     assert.match(app.last.apiKey, /^kg_/);
     assert.equal(app.last.baseURL, BASE_URL);
     const grants = await vaultFetch(context, "GET", `${PUBLIC_URL}/api/grants`);
@@ -121,6 +127,8 @@ test("a server app connects with redirect + PKCE", async (t) => {
     assert.equal(grant.name, "Server Notes");
     assert.deepEqual(grant.models, ["gpt-4o-mini"]);
     assert.equal(grant.plan, "starter");
+    assert.deepEqual(grant.limits.budget, { usd: 3, tokens: null, period: "month" });
+    assert.equal(grant.limits.rpm, 60);
   });
 
   await t.test("a code works once", async () => {

@@ -108,6 +108,56 @@ test("buildConnectURL builds the redirect-mode request", () => {
   assert.throws(() => sdk.buildConnectURL({ vault: PUBLIC_URL, redirectUri: "", state: "s", codeChallenge: "c" }), sdk.VaultError);
 });
 
+test("limits and expiresIn: checked for shape, carried in the redirect URL", () => {
+  const url = new URL(
+    sdk.buildConnectURL({
+      vault: PUBLIC_URL,
+      redirectUri: "https://app.example/cb",
+      state: "st",
+      codeChallenge: "c".repeat(43),
+      plan: "starter",
+      limits: { budget: { usd: 5, period: "month" }, rpm: 60 },
+      expiresIn: 30 * 86400,
+    }),
+  );
+  assert.deepEqual(JSON.parse(url.searchParams.get("limits")), { budget: { usd: 5, period: "month" }, rpm: 60 });
+  assert.equal(url.searchParams.get("expires_in"), String(30 * 86400));
+  const base = { vault: PUBLIC_URL, redirectUri: "https://app.example/cb", state: "st", codeChallenge: "c" };
+  for (const [limits, expiresIn, code] of [
+    [[1], undefined, "invalid_limits"],
+    ["5 dollars", undefined, "invalid_limits"],
+    [{ budgets: {} }, undefined, "invalid_limits"],
+    [undefined, -1, "invalid_expires_in"],
+    [undefined, "30d", "invalid_expires_in"],
+  ]) {
+    assert.throws(
+      () => sdk.buildConnectURL({ ...base, limits, expiresIn }),
+      (err) => err instanceof sdk.VaultError && err.code === code,
+      JSON.stringify({ limits, expiresIn }),
+    );
+  }
+});
+
+test("keyInfo reads /v1/key with the key, and turns refusals into VaultError", async () => {
+  const calls = [];
+  const fake = async (url, init) => {
+    calls.push({ url, auth: init.headers.Authorization });
+    if (init.headers.Authorization === "Bearer kg_good") {
+      return new Response(JSON.stringify({ name: "App", remaining: { usd: 3.2, tokens: null } }), { status: 200 });
+    }
+    return new Response(JSON.stringify({ error: { message: "Invalid API key", code: "invalid_api_key" } }), { status: 401 });
+  };
+  const info = await sdk.keyInfo({ apiKey: "kg_good", baseURL: "https://vault.example/v1/", fetch: fake });
+  assert.equal(info.remaining.usd, 3.2);
+  assert.deepEqual(calls[0], { url: "https://vault.example/v1/key", auth: "Bearer kg_good" });
+  await assert.rejects(sdk.keyInfo({ apiKey: "kg_bad", baseURL: "https://vault.example/v1", fetch: fake }), (err) => {
+    assert.ok(err instanceof sdk.VaultError);
+    assert.deepEqual([err.status, err.code], [401, "invalid_api_key"]);
+    return true;
+  });
+  await assert.rejects(sdk.keyInfo({ apiKey: "", baseURL: "x" }), sdk.VaultError);
+});
+
 test("exchangeCode turns keygate's refusals into VaultError with status and code", async () => {
   const { verifier } = await sdk.createPkcePair();
   await assert.rejects(sdk.exchangeCode({ vault: PUBLIC_URL, code: "not-a-real-code", codeVerifier: verifier }), (err) => {

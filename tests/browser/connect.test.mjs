@@ -13,7 +13,7 @@ import { after, before, test } from "node:test";
 import OpenAI from "openai";
 
 import { SCOPES } from "../../web/js/scopes.js";
-import { assertClean, launch, screenshot } from "./lib.mjs";
+import { advanceClock, assertClean, launch, resetClock, screenshot } from "./lib.mjs";
 import {
   BASE_URL,
   DEMO_ORIGIN,
@@ -237,7 +237,8 @@ test("Sign in with OpenAI from the demo app, end to end", async (t) => {
     await approveInPopup(popup);
     await page.locator("#chat").waitFor({ state: "visible" });
 
-    // Still one grant, with a new key: the old one stops working, the new one works.
+    // Still one grant, with a new key: the old one keeps working for the reconnect grace
+    // (rotated_until), then stops; the new one works.
     const grants = await vaultFetch(context, "GET", `${PUBLIC_URL}/api/grants`);
     assert.equal(grants.body.filter((g) => g.state === "active").length, 1);
     assert.equal(grants.body[0].id, grantId);
@@ -247,9 +248,17 @@ test("Sign in with OpenAI from the demo app, end to end", async (t) => {
     await page.locator(".message-assistant .message-body", { hasText: "Hello from the mock!" }).waitFor();
     assert.equal(keys.length, 2);
     assert.notEqual(keys[1], oldKey);
-    const old = await rawChat(oldKey);
-    assert.equal(old.status, 401, "the replaced key no longer works");
-    assert.equal(old.body.error.code, "invalid_api_key");
+    const rotatedUntil = grants.body[0].rotated_until;
+    assert.ok(rotatedUntil * 1000 > Date.now(), `the old key has a grace period (rotated_until ${rotatedUntil})`);
+    assert.equal((await rawChat(oldKey)).status, 200, "the replaced key works during the grace");
+    await advanceClock(rotatedUntil - Math.floor(Date.now() / 1000) + 5);
+    try {
+      const old = await rawChat(oldKey);
+      assert.equal(old.status, 401, "the replaced key no longer works after the grace");
+      assert.equal(old.body.error.code, "invalid_api_key");
+    } finally {
+      await resetClock();
+    }
 
     // The pair works with plain fetch too, from the app's origin (the docs' fetch snippet).
     const plain = await page.evaluate(

@@ -108,9 +108,19 @@ export async function credentialCount(cdp, authenticatorId) {
 /**
  * Screenshots at 1280 and 375 px wide: NAME-1280.png and NAME-375.png. Full page by default
  * (scrolled to the top, toasts dismissed so they don't cover the content); `fullPage: false`
- * for modal dialogs, which belong to the viewport.
+ * for modal dialogs, which belong to the viewport. `sizes`: other [width, height] pairs.
  */
-export async function screenshot(page, name, { fullPage = true } = {}) {
+export async function screenshot(
+  page,
+  name,
+  {
+    fullPage = true,
+    sizes = [
+      [1280, 860],
+      [375, 812],
+    ],
+  } = {},
+) {
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
   const original = page.viewportSize();
   const files = [];
@@ -120,10 +130,7 @@ export async function screenshot(page, name, { fullPage = true } = {}) {
       window.scrollTo(0, 0);
     });
   }
-  for (const [width, height] of [
-    [1280, 860],
-    [375, 812],
-  ]) {
+  for (const [width, height] of sizes) {
     await page.setViewportSize({ width, height });
     await page.evaluate(() => document.fonts.ready);
     await page.waitForTimeout(150);

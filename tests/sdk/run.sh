@@ -73,7 +73,8 @@ BIN="$(testenv_binary)"
 testenv_start "$BIN" "$RUN_DIR"
 testenv_export KG_BASE_URL=base_url KG_PUBLIC_URL=public_url KG_MOCK_URL=mock_url \
   KG_MAX_BODY_BYTES=max_body_bytes KG_KEY_ALL=keys.all KG_KEY_RESTRICTED=keys.restricted \
-  KG_KEY_REVOKED=keys.revoked KG_KEY_NOT_ENROLLED=keys.not_enrolled
+  KG_KEY_REVOKED=keys.revoked KG_KEY_NOT_ENROLLED=keys.not_enrolled \
+  KG_ADMIN_KEY=admin_key KG_OPENAI_KEY=openai_key KG_CONTROL_URL=control_url
 log "keygate-testenv ready at $KG_BASE_URL (mock upstream at $KG_MOCK_URL)"
 
 # --- the suites -----------------------------------------------------------------------------
@@ -94,7 +95,7 @@ fi
 if want node; then
   log "node $(node --version): openai $(node -p 'require(process.argv[1]).version' "$SDK/node/node_modules/openai/package.json")"
   set +e
-  (cd "$SDK/node" && timeout "$SUITE_TIMEOUT" node --test openai.test.mjs)
+  (cd "$SDK/node" && timeout "$SUITE_TIMEOUT" node --test openai.test.mjs limits.test.mjs)
   node_rc=$?
   set -e
 fi

@@ -7,16 +7,20 @@
 //   2. in a click handler, before any await:     requestOpenAIAPI({ vault, appName, models })
 //   3. hand the result to the official SDK:      new OpenAI(access)
 //   4. stream:                                   openai.chat.completions.create({ stream: true, ... })
+//   5. show what is left of the budget:          keyInfo(access) → remaining.usd
 // The key lives in this tab's memory only (never localStorage); reloading forgets it.
 
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from "./vendor/openai.mjs";
 
 const APP_NAME = "Pocket Chat";
 const MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"];
+// What Pocket Chat asks for: the person sees it in words at consent and may lower it.
+const LIMITS = { budget: { usd: 5, period: "month" } };
 
 const $ = (selector) => document.querySelector(selector);
 const el = {
   session: $("#session"),
+  budget: $("#budget"),
   disconnect: $("#disconnect"),
   notice: $("#notice"),
   welcome: $("#welcome"),
@@ -38,6 +42,8 @@ let keygate = null;
 let vault = "";
 /** The official OpenAI client, configured with the keygate key; null when not connected. */
 let openai = null;
+/** {apiKey, baseURL, limits, …} from keygate, for keyInfo(); null when not connected. */
+let access = null;
 /** The conversation so far, as the Chat Completions API wants it. */
 let history = [];
 let streaming = null;
@@ -83,7 +89,7 @@ function connectWithPopup() {
   clearNotice();
   // requestOpenAIAPI opens the popup synchronously: it must run inside the click, first.
   keygate
-    .requestOpenAIAPI({ vault, appName: APP_NAME, models: MODELS })
+    .requestOpenAIAPI({ vault, appName: APP_NAME, models: MODELS, limits: LIMITS })
     .then(connected, explainConnectError);
 }
 
@@ -92,7 +98,7 @@ function connectInThisTab(event) {
   clearNotice();
   // Redirect + PKCE: this page goes to keygate and comes back to "/" with ?code&state.
   keygate
-    .requestOpenAIAPI({ mode: "redirect", vault, redirectUri: `${window.location.origin}/`, appName: APP_NAME, models: MODELS })
+    .requestOpenAIAPI({ mode: "redirect", vault, redirectUri: `${window.location.origin}/`, appName: APP_NAME, models: MODELS, limits: LIMITS })
     .catch(explainConnectError);
 }
 
@@ -105,10 +111,14 @@ async function finishRedirect() {
   }
 }
 
-function connected(access) {
-  // access = {apiKey, baseURL, dangerouslyAllowBrowser: true}: exactly what the SDK takes.
-  // maxRetries 0: show errors at once instead of retrying behind the person's back.
-  openai = new OpenAI({ ...access, maxRetries: 0 });
+function connected(granted) {
+  // granted = {apiKey, baseURL, dangerouslyAllowBrowser: true, limits, plan, expiresAt}: the
+  // first three are what the SDK takes. maxRetries 0: show errors at once instead of retrying
+  // behind the person's back.
+  access = granted;
+  const { apiKey, baseURL, dangerouslyAllowBrowser } = granted;
+  openai = new OpenAI({ apiKey, baseURL, dangerouslyAllowBrowser, maxRetries: 0 });
+  showBudget();
   history = [];
   el.messages.replaceChildren();
   showChat(true);
@@ -119,6 +129,8 @@ function connected(access) {
 function disconnect(message) {
   streaming?.abort();
   openai = null;
+  access = null;
+  el.budget.hidden = true;
   history = [];
   el.messages.replaceChildren();
   showChat(false);
@@ -171,6 +183,31 @@ function bubble(role, text) {
   return { li, body };
 }
 
+/** "$4.99 left this month" in the header, from keygate's /v1/key; hidden when there is no budget. */
+async function showBudget() {
+  if (!access || !keygate.keyInfo) return;
+  let info;
+  try {
+    info = await keygate.keyInfo(access);
+  } catch {
+    el.budget.hidden = true; // an older keygate, or the key stopped working: the chat says why
+    return;
+  }
+  const left = info?.remaining?.usd;
+  if (typeof left !== "number") {
+    el.budget.hidden = true;
+    return;
+  }
+  const cents = Math.floor(left * 100) / 100;
+  // "$4.99 left this month"; a phone shows "$4.99 left" (the rest is hidden by the CSS).
+  const rest = document.createElement("span");
+  rest.className = "budget-period";
+  rest.textContent = ` this ${info.usage?.period || "month"}`;
+  el.budget.replaceChildren(`$${cents.toFixed(2)} left`, rest);
+  el.budget.title = info.usage?.resets_at ? `Resets ${new Date(info.usage.resets_at).toLocaleDateString()}` : "";
+  el.budget.hidden = false;
+}
+
 async function send(text) {
   const model = el.model.value;
   history.push({ role: "user", content: text });
@@ -205,6 +242,7 @@ async function send(text) {
       explainChatError(err, model);
     }
   } finally {
+    showBudget();
     streaming = null;
     answer.li.classList.remove("is-streaming");
     answer.li.removeAttribute("aria-busy");

@@ -3,10 +3,11 @@
 // Popup mode (/connect?mode=popup&nonce=N, opened by the JS SDK in web/sdk/keygate.js):
 //   1. this page sends {type: "keygate:hello", nonce} to window.opener every 300 ms (the
 //      nonce is no secret; "*" is fine for it);
-//   2. the SDK answers {type: "keygate:init", nonce, appName, models, plan, scopes}; the app's
+//   2. the SDK answers {type: "keygate:init", nonce, appName, models, plan, scopes, limits,
+//      expiresIn}; the app's
 //      origin is that message's `event.origin`, as the browser saw it, never a parameter;
 //   3. sign in (or register and store the OpenAI key), consent, approve with a passkey;
-//   4. {type: "keygate:result", nonce, apiKey, baseURL} goes to window.opener with
+//   4. {type: "keygate:result", nonce, apiKey, baseURL, limits, plan, expiresAt} goes to window.opener with
 //      targetOrigin = that exact origin (never "*"), or "keygate:denied" / "keygate:error".
 //
 // Redirect mode (/connect?response_type=code&redirect_uri=…&state=…&code_challenge=…): keygate
@@ -15,7 +16,9 @@
 // a 302 back to the app.
 
 import { ApiError, request } from "./api.js";
+import { parseAskedLimits, parseExpiresIn, renderConsentLimits } from "./consent-limits.js";
 import { $, busy, h, icon, replace, showMessage, timeEl } from "./dom.js";
+import { expiryWords, limitPhrases } from "./limits.js";
 import { explainRefusal, passkeySupportProblem, register, signIn } from "./passkey.js";
 import { parseRequested, scope, sortScopes } from "./scopes.js";
 
@@ -61,8 +64,13 @@ const el = {
   scopesList: $("#scopes-list"),
   modelsGroup: $("#models-group"),
   modelsBody: $("#models-body"),
+  limitsGroup: $("#limits-group"),
+  limitsAsked: $("#limits-asked"),
+  limitControls: $("#limit-controls"),
+  limitsResult: $("#limits-result"),
   planRow: $("#plan-row"),
   planName: $("#plan-name"),
+  planHint: $("#plan-hint"),
   consentNotice: $("#consent-notice"),
   deny: $("#deny"),
   approve: $("#approve"),
@@ -98,6 +106,9 @@ const app = {
   declaredName: null,
   models: null,
   plan: null,
+  // Limits it asks for (keygate's shape) and how long the key should live (seconds), or null.
+  limits: null,
+  expiresIn: null,
   // What it may do: the scopes it asked for (["inference"] when it asked for none), and
   // whether it asked at all (only then does the approval name them).
   scopes: ["inference"],
@@ -233,7 +244,7 @@ function cleanPlan(value) {
   return plan && plan.length <= 64 ? plan : null;
 }
 
-function setApp({ origin, appName, models, plan, scopes }) {
+function setApp({ origin, appName, models, plan, scopes, limits, expiresIn }) {
   app.origin = origin; // first, so a refusal below reaches the app (fail() tells it)
   const requested = parseRequested(scopes);
   if (requested.unknown.length) {
@@ -249,6 +260,15 @@ function setApp({ origin, appName, models, plan, scopes }) {
   app.name = app.declaredName || new URL(origin).host;
   app.models = cleanModels(models);
   app.plan = cleanPlan(plan);
+  try {
+    app.limits = parseAskedLimits(limits);
+    app.expiresIn = parseExpiresIn(expiresIn);
+  } catch (err) {
+    throw new FlowError(`${err.message} Its developer needs to fix the request.`, {
+      title: "This app asked for something keygate can’t read",
+      code: "bad_request",
+    });
+  }
   document.title = `Connect ${app.name} · keygate`;
 
   el.avatar.textContent = app.name.slice(0, 1).toUpperCase();
@@ -383,6 +403,22 @@ async function accountStep() {
 // ---------------------------------------------------------------------- consent
 
 let existing = [];
+/** The limits section's {collect()} (consent-limits.js), once drawn. */
+let consentLimits = null;
+
+/**
+ * The plan's ceiling: {name, limits} for the plan the app asked for (or keygate's default plan),
+ * null when there is none (or this keygate doesn't know plans).
+ */
+async function planCeiling() {
+  const query = app.plan ? `?name=${encodeURIComponent(app.plan)}` : "";
+  try {
+    const plan = await api.get(`/api/connect/plan${query}`);
+    return plan && (plan.name || plan.limits) ? plan : null;
+  } catch {
+    return null;
+  }
+}
 
 async function consentStep() {
   showMessage(el.consentNotice, "", "");
@@ -402,7 +438,19 @@ async function consentStep() {
   if (!secure) el.originNote.textContent += " Warning: this website doesn't use HTTPS.";
   el.meName.textContent = me?.name || "you";
 
-  el.planName.textContent = app.plan || "";
+  consentLimits = renderConsentLimits({
+    els: {
+      asked: el.limitsAsked,
+      controls: el.limitControls,
+      result: el.limitsResult,
+      planRow: el.planRow,
+      planName: el.planName,
+      planHint: el.planHint,
+    },
+    asked: { limits: app.limits, expiresIn: app.expiresIn, models: app.models, scopes: app.scopes },
+    plan: await planCeiling(),
+    planAsked: app.plan,
+  });
   renderScopes();
   renderModels();
   renderExisting();
@@ -426,12 +474,14 @@ function renderExisting() {
         `Models: ${g.models?.length ? g.models.join(", ") : "all models"}`,
         h("br"),
         Array.isArray(g.scopes) ? [`Can: ${scopeLabels(g.scopes)}`, h("br")] : null,
+        `Limits: ${limitPhrases(g.limits).join(", ") || "none"} · ${g.expires_at ? expiryWords(g.expires_at).replace(/^e/, "E") : "Never expires"}`,
+        h("br"),
         "Connected ",
         timeEl(g.created_at),
         " · Last used: ",
         timeEl(g.last_used_at, { relative: true, never: "Never" }),
       ],
-      note: "Keeps its models, what it may do and its settings. The app gets a new key; the one it had stops working.",
+      note: "Keeps its models, what it may do and its settings. The app gets a new key; the one it had keeps working a short while, so nothing breaks, then stops.",
     }),
   );
   options.push(
@@ -477,7 +527,7 @@ function syncModelsEnabled() {
   el.scopesGroup.hidden = reuse;
   el.modelsGroup.hidden = reuse;
   el.modelsGroup.disabled = reuse;
-  el.planRow.hidden = reuse || !app.plan;
+  el.limitsGroup.hidden = reuse;
 }
 
 /** What the app asks to do with the person's OpenAI account, in plain words. */
@@ -533,10 +583,18 @@ function renderModels() {
   }
 }
 
-/** The person's choice: {models: string[] | null, reuseGrantId: string | null}. */
+/**
+ * The person's choice: {models: string[] | null, reuseGrantId: string | null, limits, expiresAt}
+ * (limits and expiresAt: what the limits section holds; null for none).
+ */
 function collectChoice() {
   const reuse = selectedReuse();
-  if (reuse) return { models: null, reuseGrantId: reuse.id };
+  if (reuse) return { models: null, reuseGrantId: reuse.id, limits: null, expiresAt: null };
+  const { limits, expiresAt } = consentLimits ? consentLimits.collect() : { limits: null, expiresAt: null };
+  return { ...collectModels(), limits, expiresAt };
+}
+
+function collectModels() {
   if (app.models) {
     const picked = [...el.modelsBody.querySelectorAll("input[name=model]:checked")].map((i) => i.value);
     if (!picked.length) throw new Error("Pick at least one model, or choose Deny.");
@@ -600,7 +658,8 @@ async function approve(event) {
   try {
     picked = collectChoice();
   } catch (err) {
-    showMessage(el.consentNotice, "error", err.message);
+    // A refused limit is said next to its field (consent-limits.js); anything else here.
+    if (!err.fieldId) showMessage(el.consentNotice, "error", err.message);
     return;
   }
   deciding = true;
@@ -623,10 +682,23 @@ async function approve(event) {
           models: picked.models,
           plan: app.plan,
           reuse_grant_id: picked.reuseGrantId,
+          // What the person chose (only when there is something: an older keygate knows neither).
+          ...(picked.limits ? { limits: picked.limits } : {}),
+          ...(picked.expiresAt ? { expires_at: picked.expiresAt } : {}),
           // Only when the app asked: keygate grants ["inference"] otherwise.
           ...(app.scopesAsked && !picked.reuseGrantId ? { scopes: app.scopes } : {}),
         });
-        if (!tellApp({ type: "keygate:result", apiKey: out.api_key, baseURL: out.base_url })) {
+        const grant = out.grant || {};
+        const result = {
+          type: "keygate:result",
+          apiKey: out.api_key,
+          baseURL: out.base_url,
+          // What applies, as keygate stored it.
+          limits: grant.limits ?? null,
+          plan: grant.plan ?? null,
+          expiresAt: grant.expires_at ?? null,
+        };
+        if (!tellApp(result)) {
           throw new FlowError("The app's window was closed before keygate could hand it the key.", {
             title: "The app is gone",
             code: "opener_closed",
@@ -647,6 +719,8 @@ async function approve(event) {
           models: picked.models ? picked.models.join(",") : "",
           plan: app.plan || "",
           reuse_grant_id: picked.reuseGrantId || "",
+          ...(picked.limits ? { limits: JSON.stringify(picked.limits) } : {}),
+          ...(picked.expiresAt ? { expires_at: picked.expiresAt } : {}),
           ...(app.scopesAsked && !picked.reuseGrantId ? { scopes: app.scopes.join(",") } : {}),
         });
         finished = true;
@@ -716,6 +790,8 @@ async function switchAccount() {
 }
 
 el.consent.addEventListener("submit", approve);
+// A changed choice clears what was said about the last attempt.
+el.consent.addEventListener("input", () => showMessage(el.consentNotice, "", ""));
 el.deny.addEventListener("click", deny);
 el.switchAccount.addEventListener("click", switchAccount);
 
@@ -731,7 +807,15 @@ async function start() {
     }
     el.loadingText.textContent = "Connecting to the app…";
     const { origin, data } = await handshake();
-    setApp({ origin, appName: data.appName, models: data.models, plan: data.plan, scopes: data.scopes });
+    setApp({
+      origin,
+      appName: data.appName,
+      models: data.models,
+      plan: data.plan,
+      scopes: data.scopes,
+      limits: data.limits,
+      expiresIn: data.expiresIn,
+    });
   } else if (mode === "redirect") {
     let origin;
     try {
@@ -745,6 +829,8 @@ async function start() {
       models: params.get("models"),
       plan: params.get("plan"),
       scopes: params.get("scopes"),
+      limits: params.get("limits"),
+      expiresIn: params.get("expires_in"),
     });
   } else {
     throw new FlowError(

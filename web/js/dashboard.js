@@ -5,6 +5,8 @@
 import { api, goToLogin } from "./api.js";
 import { describeAgent } from "./devices.js";
 import { $, busy, formatDate, h, icon, replace, showMessage, timeEl } from "./dom.js";
+import { createGrantDetail, removeGrant } from "./grant-detail.js";
+import { capitalize, cleanLimits, expiryWords, isExpired, limitPhrases, toMillis } from "./limits.js";
 import { addPasskey } from "./passkey.js";
 import { DEFAULT_SCOPES, SCOPES, scope, sortScopes } from "./scopes.js";
 import { LANGUAGES, highlight, snippetsFor } from "./snippets.js";
@@ -50,10 +52,16 @@ const el = {
   grantModels: $("#grant-models"),
   grantScopes: $("#grant-scopes"),
   grantScopesList: $("#grant-scopes-list"),
+  grantBudget: $("#grant-budget"),
+  grantBudgetPeriod: $("#grant-budget-period"),
+  grantRpm: $("#grant-rpm"),
+  grantExpiry: $("#grant-expiry"),
   grantCreate: $("#grant-create"),
   grantCancel: $("#grant-cancel"),
   newKey: $("#new-key"),
   newKeyHeading: $("#new-key-heading"),
+  newKeyNote: $("#new-key-note"),
+  newKeyNoteText: $("#new-key-note-text"),
   newKeyValue: $("#new-key-value"),
   newKeyBase: $("#new-key-base"),
   newKeySnippet: $("#new-key-snippet"),
@@ -61,6 +69,7 @@ const el = {
   snippetTabs: $("#snippet-tabs"),
   newKeyDone: $("#new-key-done"),
   grantsList: $("#grants-list"),
+  grantDetail: $("#grant-detail"),
   // passkeys
   passkeysMsg: $("#passkeys-msg"),
   passkeysList: $("#passkeys-list"),
@@ -134,7 +143,10 @@ async function refresh(what) {
     renderGrants(); // the "store your key first" hint depends on it
     renderBanners();
   }
-  if (what === "grants") renderGrants();
+  if (what === "grants") {
+    renderGrants();
+    detail.update(state.grants);
+  }
   if (what === "passkeys") renderPasskeys();
   if (what === "sessions") {
     renderSessions();
@@ -452,6 +464,31 @@ el.grantForm.addEventListener("submit", async (event) => {
   }
   const body = { name, scopes };
   if (models.length) body.models = models;
+  // Optional limits and expiry (keygate checks them again; its message names the field).
+  const numbers = {};
+  for (const [key, input, integer] of [
+    ["usd", el.grantBudget, false],
+    ["rpm", el.grantRpm, true],
+  ]) {
+    const raw = input.value.trim();
+    input.removeAttribute("aria-invalid");
+    if (!raw) continue;
+    const v = Number(raw);
+    if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
+      input.setAttribute("aria-invalid", "true");
+      showMessage(el.grantsMsg, "error", integer ? "Requests a minute: enter a whole number above zero, or leave it empty." : "Budget: enter an amount above zero, or leave it empty.");
+      input.focus();
+      return;
+    }
+    numbers[key] = v;
+  }
+  const limits = cleanLimits({
+    rpm: numbers.rpm ?? null,
+    budget: numbers.usd ? { usd: numbers.usd, period: el.grantBudgetPeriod.value } : null,
+  });
+  if (limits) body.limits = limits;
+  const expiresIn = Number(el.grantExpiry.value);
+  if (expiresIn > 0) body.expires_at = new Date(Date.now() + expiresIn * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
   let created;
   try {
     created = await busy(el.grantCreate, () =>
@@ -473,11 +510,14 @@ el.grantForm.addEventListener("submit", async (event) => {
 let revealed = null;
 let snippetLang = "js";
 
-function showNewKey(created) {
+/** Shows a key once (a new one, or a rotated one with `note` saying until when the old one works). */
+function showNewKey(created, { note = null, heading = null } = {}) {
   const apiKey = created.api_key;
   const baseURL = created.base_url;
   const name = created.grant?.name;
-  el.newKeyHeading.textContent = name ? `Your new key for “${name}” is ready` : "Your new key is ready";
+  el.newKeyHeading.textContent = heading || (name ? `Your new key for “${name}” is ready` : "Your new key is ready");
+  el.newKeyNote.hidden = !note;
+  el.newKeyNoteText.textContent = note || "";
   el.newKeyValue.textContent = apiKey;
   el.newKeyBase.textContent = baseURL;
   revealed = snippetsFor(apiKey, baseURL, created.grant);
@@ -515,6 +555,7 @@ for (const tab of el.snippetTabs.querySelectorAll("[role=tab]")) {
 el.newKeyDone.addEventListener("click", () => {
   // Forget the secret: it is not kept anywhere on the page once dismissed.
   el.newKey.hidden = true;
+  el.newKeyNote.hidden = true;
   el.newKeyValue.textContent = "";
   el.newKeySnippet.replaceChildren();
   revealed = null;
@@ -551,10 +592,18 @@ async function copy(text, button, target) {
 }
 
 const STATE_LABELS = { active: "Active", revoked: "Revoked", disabled: "Disabled" };
+const STATE_RANK = { active: 0, disabled: 1, revoked: 2 };
+
+// One app's panel under the list: limits, usage, rotation, disable/enable (grant-detail.js).
+const detail = createGrantDetail({
+  container: el.grantDetail,
+  onChanged: () => refreshSafely("grants", el.grantsMsg),
+  showNewKey,
+});
 
 function renderGrants() {
   const grants = [...(state.grants || [])].sort((a, b) => {
-    const rank = (g) => (g.state === "active" ? 0 : 1);
+    const rank = (g) => STATE_RANK[g.state] ?? 3;
     return rank(a) - rank(b) || (b.created_at || 0) - (a.created_at || 0);
   });
 
@@ -590,7 +639,7 @@ function renderGrants() {
     h(
       "tr",
       {},
-      ["Name", "Origin", "Models", "Created", "Last used", "Status"].map((t) => h("th", { scope: "col" }, t)),
+      ["App", "Models", "Limits", "Expires", "Last used", "Status"].map((t) => h("th", { scope: "col" }, t)),
       h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")),
     ),
   );
@@ -599,25 +648,37 @@ function renderGrants() {
     h(
       "div",
       { class: "table-wrap" },
-      h("table", { class: "data", id: "grants-table" }, h("caption", { class: "visually-hidden" }, "Your app keys"), head, h("tbody", {}, rows)),
+      h("table", { class: "data grants-table", id: "grants-table" }, h("caption", { class: "visually-hidden" }, "Your app keys"), head, h("tbody", {}, rows)),
     ),
   );
   replace(el.grantsList, parts);
 }
 
+/** The expiry cell: "In 30 days" (the date on hover), "Never", or "Expired 2 days ago". */
+function expiryCell(g) {
+  // A revoked key no longer works at all: its expiry says nothing.
+  if (g.state === "revoked") return h("span", { class: "faint" }, h("span", { "aria-hidden": "true" }, "—"), h("span", { class: "visually-hidden" }, "Revoked"));
+  const ms = toMillis(g.expires_at);
+  if (ms === null) return h("span", { class: "faint" }, "Never");
+  const date = new Date(ms);
+  const words = capitalize(expiryWords(ms).replace(/^expires /, ""));
+  return h(
+    "time",
+    { datetime: date.toISOString(), title: formatDate(ms / 1000), class: isExpired(ms) ? "is-expired" : null },
+    words,
+  );
+}
+
 function grantRow(g) {
   const active = g.state === "active";
+  const revoked = g.state === "revoked";
+  const expired = !revoked && isExpired(g.expires_at);
   const models =
     Array.isArray(g.models) && g.models.length
       ? h("div", { class: "chips" }, g.models.map((m) => h("span", { class: "chip" }, m)))
       : h("span", { class: "muted" }, "All models");
-  const origin = g.origin
-    ? h("span", { class: "origin" }, g.origin)
-    : h("span", { class: "faint" }, h("span", { "aria-hidden": "true" }, "—"), h("span", { class: "visually-hidden" }, "Any"));
-  let expiry = null;
-  if (g.expires_at && active) {
-    expiry = h("div", { class: "small muted" }, "Expires ", timeEl(g.expires_at));
-  }
+  // A connected app is bound to its website: shown under its name.
+  const origin = g.origin ? h("span", { class: "origin grant-origin", title: "Only this website may use the key" }, g.origin) : null;
   // What it may do, in words (a keygate without scopes sends none: then nothing is claimed).
   let access = null;
   if (Array.isArray(g.scopes)) {
@@ -628,34 +689,77 @@ function grantRow(g) {
       known.map((id) => h("li", {}, scope(id).words)),
     );
   }
-  const actions = h("td", { class: "cell-actions" });
-  if (active) {
-    actions.append(
+  const phrases = limitPhrases(g.limits);
+  const limits = phrases.length
+    ? h("ul", { class: "limit-list", "aria-label": `Limits of ${g.name}` }, phrases.map((p) => h("li", {}, capitalize(p))))
+    : h("span", { class: "muted" }, "No limits");
+  const open = detail.currentId === g.id;
+  const actions = h(
+    "td",
+    { class: "cell-actions" },
+    h(
+      "div",
+      { class: "row-actions" },
       h(
         "button",
         {
-          class: "btn btn-sm btn-danger-outline",
+          class: "btn btn-sm manage-btn",
           type: "button",
-          "aria-label": `Revoke ${g.name}`,
-          onclick: () => revokeGrant(g),
+          "aria-label": `${revoked ? "Usage of" : "Manage"} ${g.name}`,
+          "aria-controls": "grant-detail",
+          "aria-expanded": String(open),
+          onclick: () => {
+            for (const b of el.grantsList.querySelectorAll(".manage-btn")) b.setAttribute("aria-expanded", "false");
+            detail.open(g);
+            const row = el.grantsList.querySelector(`tr[data-grant-id="${CSS.escape(g.id)}"] .manage-btn`);
+            row?.setAttribute("aria-expanded", "true");
+          },
         },
-        "Revoke",
+        icon(revoked ? "chart" : "sliders"),
+        revoked ? "Usage" : "Manage",
       ),
-    );
-  }
+      revoked
+        ? h(
+            "button",
+            {
+              class: "btn btn-sm btn-danger-outline",
+              type: "button",
+              "aria-label": `Remove ${g.name}`,
+              onclick: () => removeGrant(g, { onChanged: () => refresh("grants") }),
+            },
+            "Remove",
+          )
+        : h(
+            "button",
+            {
+              class: "btn btn-sm btn-danger-outline",
+              type: "button",
+              "aria-label": `Revoke ${g.name}`,
+              onclick: () => revokeGrant(g),
+            },
+            "Revoke",
+          ),
+    ),
+  );
+  const badge = expired
+    ? h("span", { class: "badge badge-revoked" }, "Expired")
+    : h("span", { class: `badge badge-${g.state}` }, STATE_LABELS[g.state] || g.state);
   return h(
     "tr",
-    { class: active ? "" : "is-inactive", dataset: { grantId: g.id } },
-    h("td", { class: "cell-name", "data-label": "Name" }, h("div", { class: "grant-name" }, g.name), access, expiry),
-    h("td", { "data-label": "Origin" }, origin),
-    h("td", { "data-label": "Models" }, models),
-    h("td", { "data-label": "Created" }, timeEl(g.created_at)),
-    h("td", { "data-label": "Last used" }, timeEl(g.last_used_at, { relative: true })),
+    { class: active && !expired ? "" : "is-inactive", dataset: { grantId: g.id } },
     h(
       "td",
-      { "data-label": "Status" },
-      h("span", { class: `badge badge-${g.state}` }, STATE_LABELS[g.state] || g.state),
+      { class: "cell-name", "data-label": "Name" },
+      h("div", { class: "grant-name" }, g.name),
+      origin,
+      access,
+      h("div", { class: "small faint" }, "Added ", timeEl(g.created_at)),
     ),
+    h("td", { "data-label": "Models" }, models),
+    h("td", { "data-label": "Limits", class: "cell-limits" }, limits),
+    h("td", { "data-label": "Expires" }, expiryCell(g)),
+    h("td", { "data-label": "Last used" }, timeEl(g.last_used_at, { relative: true })),
+    h("td", { "data-label": "Status" }, badge),
     actions,
   );
 }

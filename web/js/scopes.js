@@ -7,13 +7,14 @@ export const SCOPES = [
   {
     id: "inference",
     label: "Use models",
+    short: "model calls",
     words: "Use models: chat, responses, embeddings, moderation, audio and images, and list models",
   },
-  { id: "files", label: "Files", words: "Upload, list, download and delete files in your OpenAI account" },
-  { id: "batches", label: "Batches", words: "Start, list and cancel batch jobs" },
-  { id: "fine_tuning", label: "Fine-tuning", words: "Start and manage fine-tuning jobs" },
-  { id: "assistants", label: "Assistants", words: "Use assistants, threads and vector stores" },
-  { id: "stored", label: "Stored outputs", words: "Read and delete your stored chat completions and responses" },
+  { id: "files", label: "Files", short: "files", words: "Upload, list, download and delete files in your OpenAI account" },
+  { id: "batches", label: "Batches", short: "batches", words: "Start, list and cancel batch jobs" },
+  { id: "fine_tuning", label: "Fine-tuning", short: "fine-tuning", words: "Start and manage fine-tuning jobs" },
+  { id: "assistants", label: "Assistants", short: "assistants", words: "Use assistants, threads and vector stores" },
+  { id: "stored", label: "Stored outputs", short: "stored outputs", words: "Read and delete your stored chat completions and responses" },
 ];
 
 /** What a grant gets when nobody asked for anything else. */

@@ -13,6 +13,44 @@ export interface OpenAIAccess {
   baseURL: string;
   /** The `openai` package refuses to run in a browser without it; the key is made for it. */
   dangerouslyAllowBrowser: true;
+  /**
+   * The limits that apply to the key: what the person approved (they may have lowered what
+   * you asked for), within the plan. null when keygate's answer doesn't say.
+   */
+  limits?: Limits | null;
+  /** The plan the key is on, or null. */
+  plan?: string | null;
+  /** When the key stops working (RFC 3339, UTC), or null for never. */
+  expiresAt?: string | null;
+}
+
+/** A budget period: calendar day, week (from Monday) or month, in UTC. */
+export type BudgetPeriod = "day" | "week" | "month";
+
+/** At most `usd` dollars and/or `tokens` tokens per `period`. */
+export interface Budget {
+  usd?: number | null;
+  tokens?: number | null;
+  period: BudgetPeriod;
+}
+
+/** Limits for one model, on top of the key's own. */
+export interface ModelLimits {
+  rpm?: number | null;
+  tpm?: number | null;
+  budget?: Budget | null;
+}
+
+/** A key's limits (keygate's wire shape); an absent or null field is no limit. */
+export interface Limits {
+  /** Requests per minute. */
+  rpm?: number | null;
+  /** Tokens per minute. */
+  tpm?: number | null;
+  /** Requests at the same time. */
+  max_concurrency?: number | null;
+  budget?: Budget | null;
+  models?: Record<string, ModelLimits>;
 }
 
 /**
@@ -40,8 +78,18 @@ export interface ConnectRequest {
    * ["inference"]; anything outside them is refused with 403 `endpoint_not_allowed`.
    */
   scopes?: Scope[];
-  /** A plan name, shown to the person and stored with the grant. keygate has no configured plans or plan limits yet: today it changes nothing about what the key may do. */
+  /**
+   * A plan configured on the vault (`[plans.NAME]`): its limits are the most the key can get.
+   * Omit for the vault's default plan, if it has one. An unknown name makes the approval fail.
+   */
   plan?: string;
+  /**
+   * The limits you ask for, e.g. `{budget: {usd: 5, period: "month"}, rpm: 60}`. The person sees
+   * them in plain words and may lower any of them; keygate keeps them within the plan.
+   */
+  limits?: Limits;
+  /** How long the key should live, in seconds (e.g. 30 * 86400). The person may choose sooner. */
+  expiresIn?: number;
 }
 
 export interface PopupOptions extends ConnectRequest {
@@ -116,6 +164,10 @@ export interface TokenResult {
   baseURL: string;
   /** The id of the connection (grant) in the person's keygate. */
   grantId: string;
+  /** What applies, when keygate's answer carries the grant (otherwise null: ask keyInfo()). */
+  limits: Limits | null;
+  plan: string | null;
+  expiresAt: string | null;
 }
 
 /**
@@ -173,3 +225,48 @@ export declare class VaultError extends KeygateError {
   /** HTTP status of keygate's answer, or 0 when there was none. */
   status: number;
 }
+
+export interface KeyInfoOptions {
+  apiKey: string;
+  /** keygate's OpenAI-compatible base URL (`VAULT/v1`), as requestOpenAIAPI() returned it. */
+  baseURL: string;
+  fetch?: typeof fetch;
+}
+
+/** `GET {baseURL}/key`: what the key may do and what is left of it. Never a secret. */
+export interface KeyInfo {
+  id: string;
+  name: string;
+  origin: string | null;
+  models: string[];
+  scopes?: Scope[];
+  limits: Limits;
+  /** RFC 3339 (UTC), or null for never. */
+  expires_at: string | null;
+  plan: string | null;
+  usage: {
+    /** The budget's period, else "month". */
+    period: BudgetPeriod;
+    period_start: string;
+    resets_at: string;
+    requests: number;
+    tokens: number;
+    usd: number;
+  };
+  /** What is left of the budget this period; null where there is no such budget. */
+  remaining: { usd: number | null; tokens: number | null };
+  rate_limit: {
+    remaining_requests: number | null;
+    remaining_tokens: number | null;
+    reset_requests_s: number | null;
+    reset_tokens_s: number | null;
+  };
+}
+
+/**
+ * What the key may do and what is left of it, e.g. to show "you have $3.20 left this month".
+ * Not counted against the key's rate limit.
+ * @throws {VaultError} with keygate's `status` and `code` (401 `invalid_api_key` once the key
+ * was revoked, disabled or rotated out; 401 `expired_api_key` once it expired)
+ */
+export declare function keyInfo(options: KeyInfoOptions): Promise<KeyInfo>;

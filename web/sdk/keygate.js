@@ -20,7 +20,7 @@
 // Licensed under Apache-2.0.
 
 /** The SDK's version. */
-export const VERSION = "0.1.0";
+export const VERSION = "0.2.0";
 
 const POPUP_NAME = "keygate-connect";
 const POPUP_FEATURES = "popup,width=480,height=720";
@@ -196,6 +196,51 @@ function normalizeScopes(scopes) {
   return [...new Set(scopes)];
 }
 
+const LIMIT_KEYS = ["rpm", "tpm", "max_concurrency", "budget", "models"];
+
+/**
+ * @param {unknown} limits
+ * @returns {Record<string, unknown> | null}
+ */
+function normalizeLimits(limits) {
+  if (limits === undefined || limits === null) return null;
+  // Shape only: the vault checks the values (and keeps them within the plan).
+  if (
+    typeof limits !== "object" ||
+    Array.isArray(limits) ||
+    Object.keys(limits).some((k) => !LIMIT_KEYS.includes(k))
+  ) {
+    throw new VaultError(`\`limits\` must be an object with any of ${LIMIT_KEYS.join(", ")}`, {
+      code: "invalid_limits",
+    });
+  }
+  return JSON.parse(JSON.stringify(limits));
+}
+
+/**
+ * @param {unknown} seconds
+ * @returns {number | null}
+ */
+function normalizeExpiresIn(seconds) {
+  if (seconds === undefined || seconds === null) return null;
+  if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds <= 0) {
+    throw new VaultError("`expiresIn` must be a number of seconds above zero", { code: "invalid_expires_in" });
+  }
+  return Math.round(seconds);
+}
+
+/**
+ * What the person approved, from the vault's answer (null for what it doesn't say).
+ * @param {any} data
+ */
+function approved(data) {
+  return {
+    limits: data && typeof data.limits === "object" ? data.limits : null,
+    plan: data && typeof data.plan === "string" ? data.plan : null,
+    expiresAt: data && typeof data.expiresAt === "string" ? data.expiresAt : null,
+  };
+}
+
 /** @param {unknown} value @param {string} name */
 function optionalString(value, name) {
   if (value === undefined || value === null || value === "") return null;
@@ -236,7 +281,7 @@ export function requestOpenAIAPI(options) {
   // be there when the popup opens.
   /** @type {{origin: string, base: string}} */
   let vault;
-  /** @type {{appName: string | null, models: string[] | null, scopes: string[] | null, plan: string | null}} */
+  /** @type {{appName: string | null, models: string[] | null, scopes: string[] | null, plan: string | null, limits: Record<string, unknown> | null, expiresIn: number | null}} */
   let request;
   try {
     vault = parseVault(opts.vault);
@@ -245,6 +290,8 @@ export function requestOpenAIAPI(options) {
       models: normalizeModels(opts.models),
       scopes: normalizeScopes(opts.scopes),
       plan: optionalString(opts.plan, "plan"),
+      limits: normalizeLimits(opts.limits),
+      expiresIn: normalizeExpiresIn(opts.expiresIn),
     };
   } catch (err) {
     return Promise.reject(err);
@@ -308,7 +355,12 @@ export function requestOpenAIAPI(options) {
           if (typeof data.apiKey !== "string" || !data.apiKey || typeof data.baseURL !== "string" || !data.baseURL) {
             settle(reject, new VaultError("keygate sent an incomplete answer.", { code: "bad_response" }));
           } else {
-            settle(resolve, { apiKey: data.apiKey, baseURL: data.baseURL, dangerouslyAllowBrowser: true });
+            settle(resolve, {
+              apiKey: data.apiKey,
+              baseURL: data.baseURL,
+              dangerouslyAllowBrowser: true,
+              ...approved(data),
+            });
           }
           break;
         case "keygate:denied":
@@ -398,6 +450,8 @@ export function buildConnectURL(options) {
   const scopes = normalizeScopes(options.scopes);
   const appName = optionalString(options.appName, "appName");
   const plan = optionalString(options.plan, "plan");
+  const limits = normalizeLimits(options.limits);
+  const expiresIn = normalizeExpiresIn(options.expiresIn);
   const url = new URL(`${v.base}/connect`);
   const q = url.searchParams;
   q.set("response_type", "code");
@@ -409,6 +463,8 @@ export function buildConnectURL(options) {
   if (models) q.set("models", models.join(","));
   if (scopes) q.set("scopes", scopes.join(","));
   if (plan) q.set("plan", plan);
+  if (limits) q.set("limits", JSON.stringify(limits));
+  if (expiresIn) q.set("expires_in", String(expiresIn));
   return url.href;
 }
 
@@ -456,7 +512,14 @@ export async function exchangeCode(options) {
   if (!json || typeof json.api_key !== "string" || typeof json.base_url !== "string") {
     throw new VaultError("keygate sent an incomplete answer.", { status: res.status, code: "bad_response" });
   }
-  return { apiKey: json.api_key, baseURL: json.base_url, grantId: String(json.grant_id || "") };
+  // What applies, when this keygate's answer carries the grant (else keyInfo() tells).
+  const grant = json.grant && typeof json.grant === "object" ? json.grant : {};
+  return {
+    apiKey: json.api_key,
+    baseURL: json.base_url,
+    grantId: String(json.grant_id || grant.id || ""),
+    ...approved({ limits: grant.limits, plan: grant.plan, expiresAt: grant.expires_at }),
+  };
 }
 
 /** @param {any} opts @returns {Promise<never>} */
@@ -477,6 +540,8 @@ async function startRedirect(opts) {
     models: opts.models,
     scopes: opts.scopes,
     plan: opts.plan,
+    limits: opts.limits,
+    expiresIn: opts.expiresIn,
   });
   window.sessionStorage.setItem(
     STORAGE_PREFIX + state,
@@ -537,4 +602,52 @@ export async function completeRedirect(options = {}) {
     fetch: options.fetch,
   });
   return { ...result, dangerouslyAllowBrowser: true };
+}
+
+// ------------------------------------------------------------------------ key info
+
+/**
+ * What the key may do and what is left of it: `GET {baseURL}/key` with the key (keygate's
+ * `/v1/key`; answered with CORS for the app's origin, never counted against its rate limit).
+ * Resolves to `{id, name, origin, models, scopes, limits, expires_at, plan, usage: {period,
+ * period_start, resets_at, requests, tokens, usd}, remaining: {usd, tokens}, rate_limit}`, e.g.
+ * to show "you have $3.20 left this month". Throws VaultError with keygate's `status` and
+ * `code` (401 `invalid_api_key` once the key is revoked, disabled or rotated out).
+ * @param {import("./keygate").KeyInfoOptions} options
+ * @returns {Promise<import("./keygate").KeyInfo>}
+ */
+export async function keyInfo(options) {
+  const { apiKey, baseURL } = options || /** @type {any} */ ({});
+  if (typeof apiKey !== "string" || !apiKey || typeof baseURL !== "string" || !baseURL) {
+    throw new VaultError("`apiKey` and `baseURL` are required", { code: "invalid_request" });
+  }
+  const doFetch = options.fetch || globalThis.fetch;
+  const url = `${baseURL.replace(/\/+$/, "")}/key`;
+  let res;
+  try {
+    res = await doFetch(url, {
+      headers: { Authorization: `Bearer ${apiKey}`, Accept: "application/json" },
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch (cause) {
+    throw new VaultError(`Can't reach keygate at ${baseURL}.`, { code: "network_error", cause });
+  }
+  let json = null;
+  try {
+    json = await res.json();
+  } catch {
+    json = null;
+  }
+  if (!res.ok) {
+    const err = json && typeof json === "object" ? json.error : null;
+    throw new VaultError(
+      (err && typeof err.message === "string" && err.message) || `keygate answered HTTP ${res.status}.`,
+      { status: res.status, code: (err && typeof err.code === "string" && err.code) || "vault_error" },
+    );
+  }
+  if (!json || typeof json !== "object") {
+    throw new VaultError("keygate sent an answer this SDK could not read.", { status: res.status, code: "bad_response" });
+  }
+  return json;
 }

@@ -15,7 +15,10 @@ import {
   completeRedirect,
   createPkcePair,
   exchangeCode,
+  keyInfo,
   requestOpenAIAPI,
+  type KeyInfo,
+  type Limits,
   type OpenAIAccess,
   type TokenResult,
 } from "keygate";
@@ -157,3 +160,28 @@ void requestOpenAIAPI({ mode: "redirect", vault: "https://vault.example" });
 void requestOpenAIAPI({ vault: "https://vault.example", models: "gpt-4o-mini" });
 // @ts-expect-error: exchangeCode needs the verifier
 void exchangeCode({ vault: "https://vault.example", code: "x" });
+
+// --- limits: ask, read what the person approved, show what is left -------------------------
+async function withLimits(label: HTMLElement): Promise<OpenAI> {
+  const asked: Limits = { budget: { usd: 5, period: "month" }, rpm: 60, max_concurrency: 2 };
+  const access = await requestOpenAIAPI({
+    vault: "https://vault.example",
+    appName: "My app",
+    models: ["gpt-4o-mini"],
+    plan: "starter",
+    limits: asked,
+    expiresIn: 30 * 86400,
+  });
+  const budget: number | null | undefined = access.limits?.budget?.usd;
+  const expires: string | null | undefined = access.expiresAt;
+  void budget;
+  void expires;
+  const info: KeyInfo = await keyInfo(access);
+  if (info.remaining.usd !== null) {
+    label.textContent = `You have $${info.remaining.usd.toFixed(2)} left this ${info.usage.period}`;
+  }
+  const resets: string = info.usage.resets_at;
+  void resets;
+  return new OpenAI(access);
+}
+void withLimits;

@@ -10,10 +10,14 @@
 //! for the whole testenv, so a test that moves it puts it back (`POST {control_url}/reset`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
+use keygate_core::calendar::Period;
+use keygate_core::limits::{Budget, Plan};
+use keygate_core::money::Usd;
 use keygate_core::time::Clock;
-use keygate_testkit::{ADMIN_KEY, clock_control, spawn_app_with_clock};
+use keygate_testkit::{ADMIN_KEY, FAKE_OPENAI_KEY, clock_control, spawn_app_with_clock};
 use serde_json::json;
 
 const MAX_BODY_BYTES: u64 = 1024 * 1024;
@@ -28,6 +32,21 @@ async fn main() {
         // the per-address throttles have their own tests (api/anonymous.rs).
         c.auth_rate_per_minute = Some(100_000);
         c.auth_burst = Some(100_000);
+        // The plan the browser suite's apps ask for (tests/browser/connect*.test.mjs): its
+        // limits are the ceiling the consent page shows and lets the person lower.
+        c.plans = Some(BTreeMap::from([(
+            "starter".to_string(),
+            Plan {
+                rpm: Some(60),
+                max_concurrency: Some(4),
+                budget: Some(Budget {
+                    usd: Usd::from_dollars(5.0),
+                    tokens: None,
+                    period: Period::Month,
+                }),
+                ..Plan::default()
+            },
+        )]));
     })
     .await;
     let all = app.enrolled_grant(None).await;
@@ -54,6 +73,9 @@ async fn main() {
         "demo_url": format!("http://{demo_addr}"),
         "control_url": format!("http://{control_addr}"),
         "admin_key": ADMIN_KEY,
+        // The (fake) OpenAI key the mock accepts, for suites that make their own people
+        // and grants through the admin API (grants with limits: tests/sdk).
+        "openai_key": FAKE_OPENAI_KEY,
         "max_body_bytes": MAX_BODY_BYTES,
         "keys": {
             "all": all.api_key,
