@@ -266,7 +266,8 @@ export interface KeyInfo {
 /**
  * What the key may do and what is left of it, e.g. to show "you have $3.20 left this month".
  * Not counted against the key's rate limit.
- * @throws {VaultError} with keygate's `status` and `code` (401 `invalid_api_key` once the key
- * was revoked, disabled or rotated out; 401 `expired_api_key` once it expired)
+ * @throws {VaultError} with keygate's `status` and `code` (401 `revoked_api_key` once the key
+ * was revoked, `invalid_api_key` once it was disabled, rotated out or removed,
+ * `expired_api_key` once it expired)
  */
 export declare function keyInfo(options: KeyInfoOptions): Promise<KeyInfo>;

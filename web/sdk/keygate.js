@@ -612,7 +612,8 @@ export async function completeRedirect(options = {}) {
  * Resolves to `{id, name, origin, models, scopes, limits, expires_at, plan, usage: {period,
  * period_start, resets_at, requests, tokens, usd}, remaining: {usd, tokens}, rate_limit}`, e.g.
  * to show "you have $3.20 left this month". Throws VaultError with keygate's `status` and
- * `code` (401 `invalid_api_key` once the key is revoked, disabled or rotated out).
+ * `code` (401 `revoked_api_key` once the key is revoked, `invalid_api_key` once it is
+ * disabled, rotated out or removed, `expired_api_key` once it expired).
  * @param {import("./keygate").KeyInfoOptions} options
  * @returns {Promise<import("./keygate").KeyInfo>}
  */

@@ -144,10 +144,15 @@ impl OpenAiError {
         e
     }
 
-    /// A grant's own rate limit: `Retry-After` in whole seconds (rounded up) and
-    /// `retry-after-ms`.
-    pub fn rate_limit_ms(message: impl Into<String>, retry_after_ms: u64) -> Self {
-        let mut e = Self::rate_limit_exceeded(message, retry_after_ms.div_ceil(1000));
+    /// A grant's own rate limit on `unit` (`"requests"` or `"tokens"`, OpenAI's error
+    /// `type` for each): `Retry-After` in whole seconds (rounded up) and `retry-after-ms`.
+    pub fn rate_limit_ms(
+        unit: &'static str,
+        message: impl Into<String>,
+        retry_after_ms: u64,
+    ) -> Self {
+        let mut e = Self::new(429, unit, "rate_limit_exceeded", message);
+        e.retry_after = Some(retry_after_ms.div_ceil(1000).max(1));
         e.retry_after_ms = Some(retry_after_ms);
         e
     }

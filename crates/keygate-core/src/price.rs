@@ -98,9 +98,11 @@ fn undated(model: &str) -> Option<&str> {
 /// When the built-in table was taken from OpenAI's pricing page.
 pub const BUILTIN_AS_OF: &str = "2026-11-30";
 
-/// (model, input, cached input, output) in USD per million tokens, standard tier, from
-/// OpenAI's pricing page, <https://openai.com/api/pricing> (the per-model pages at
-/// <https://platform.openai.com/docs/pricing> list the same figures).
+/// (model, input, cached input, output) in USD per million tokens, standard tier,
+/// compiled from OpenAI's published prices (<https://openai.com/api/pricing>; the
+/// per-model pages at <https://platform.openai.com/docs/pricing>). They could not be
+/// re-checked against the live page when written: operators verify them and override
+/// with `[prices."MODEL"]` (docs/CONFIG.md).
 ///
 /// Text and embedding models only: image, audio, realtime, transcription and speech
 /// models bill by other units (images, seconds, audio tokens) that keygate does not

@@ -202,6 +202,7 @@ fn proxy(e: &ProxyError) -> OpenAiError {
                 RateKind::Tokens => "tokens",
             };
             OpenAiError::rate_limit_ms(
+                unit,
                 format!(
                     "Rate limit reached for this API key on {unit} per minute: limit {limit}. \
                      Please try again in {}.",
@@ -741,6 +742,18 @@ mod tests {
         .error_response();
         assert_eq!(res.headers().get(RETRY_AFTER).unwrap(), "2");
         assert_eq!(res.headers().get("retry-after-ms").unwrap(), "1500");
+        // OpenAI's `type` says which limit: "tokens" here, "requests" for rpm.
+        let kind = |what| {
+            ServerError::from(ProxyError::RateLimited {
+                what,
+                limit: 1,
+                retry_after_ms: 1,
+            })
+            .to_openai()
+            .kind
+        };
+        assert_eq!(kind(RateKind::Tokens), "tokens");
+        assert_eq!(kind(RateKind::Requests), "requests");
         let res = ServerError::from(ProxyError::TooManyTokens {
             limit: 1,
             requested: 2,
