@@ -47,8 +47,19 @@ pub struct Limits {
     #[serde(default)]
     pub budget: Option<Budget>,
     /// Per-model overrides; they add to (never replace) the grant-wide limits.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// `"models": null` reads as none, like an absent field.
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub models: BTreeMap<String, ModelLimits>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, ModelLimits>, D::Error> {
+    Ok(Option::deserialize(d)?.unwrap_or_default())
 }
 
 /// A named plan from the config file (`[plans.NAME]`): the limits a grant on it gets
