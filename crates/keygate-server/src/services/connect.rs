@@ -266,7 +266,8 @@ pub async fn grant_for(
     if let Some(id) = &approval.reuse_grant_id {
         let existing = store
             .grant(id)?
-            .filter(|g| g.origin.as_deref() == Some(approval.origin.as_str()))
+            // Another person's grant is answered like one that does not exist.
+            .filter(|g| g.user_id == *user && g.origin.as_deref() == Some(approval.origin.as_str()))
             .ok_or(ServiceError::NotFound(Missing::Connection))?;
         let settled = if approval.plan.is_some() || approval.limits.is_some() {
             Some(grants::settle(

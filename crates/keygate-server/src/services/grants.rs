@@ -626,6 +626,10 @@ pub async fn rekey(
     if existing.user_id != *owner || existing.state != GrantState::Active {
         return Err(not_found().into());
     }
+    // `create` refuses these too; here it can come from a redirect code that waited.
+    if again.expires_at.is_some_and(|at| at <= now) {
+        return Err(bad("expires_at", "`expires_at` must be in the future"));
+    }
     let new = rotate_with(store, id, grace_secs, now, |g| {
         if let Some(s) = &again.scopes {
             g.scopes = s.clone();
@@ -662,8 +666,7 @@ fn rotate_with(
             g.previous_secret_hash = Some(old);
             g.previous_until = Some(now.saturating_add(grace_secs));
         } else {
-            g.previous_secret_hash = None;
-            g.previous_until = None;
+            forget_previous_secret(g);
         }
         also(g);
     })?;
@@ -674,7 +677,8 @@ fn rotate_with(
 }
 
 /// Disables (`enabled = false`) or re-enables a grant (of `owner`, when given). Only
-/// active ↔ disabled; a revoked grant is 404. Durable before returning. (The person's
+/// active ↔ disabled; a revoked grant is 404. Disabling also ends a rotation's grace.
+/// Durable before returning. (The person's
 /// route asks for a fresh session to enable: see `patch` on widening.)
 pub async fn set_enabled(
     store: &Store,
@@ -688,10 +692,23 @@ pub async fn set_enabled(
     } else {
         GrantState::Disabled
     };
-    let updated = update_unless_revoked(store, id, |g| g.state = state)?;
+    let updated = update_unless_revoked(store, id, |g| {
+        g.state = state;
+        // Disabling is how a person cuts a key off: the secret a rotation replaced goes
+        // too, so enabling again does not revive it (its grace ends here).
+        if !enabled {
+            forget_previous_secret(g);
+        }
+    })?;
     store.flush().await?;
     tracing::info!(grant_id = %id, enabled, "grant enabled or disabled");
     Ok(GrantView::from(&updated))
+}
+
+/// Ends the grace of the secret the last rotation replaced.
+fn forget_previous_secret(g: &mut GrantRecord) {
+    g.previous_secret_hash = None;
+    g.previous_until = None;
 }
 
 /// What `DELETE …/grants/{id}` did.
