@@ -120,6 +120,13 @@ impl Budget {
                 "a budget needs `usd`, `tokens` or both",
             ));
         }
+        // Also what a fraction of a nanodollar (`1e-12`) rounds to.
+        if self.usd == Some(Usd::ZERO) {
+            return Err(LimitError::new(
+                format!("{at}.usd"),
+                "must be more than $0 (revoke or disable the grant to stop it)",
+            ));
+        }
         if self.tokens == Some(0) {
             return Err(LimitError::new(
                 format!("{at}.tokens"),
@@ -297,6 +304,12 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e.field, "limits.budget");
+        for usd in [json!(0), json!(1e-12)] {
+            let e = limits(json!({"budget": {"usd": usd, "period": "day"}}))
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.field, "limits.budget.usd");
+        }
         let e = limits(json!({"models": {"gpt-4o": {"tpm": 0}}}))
             .validate()
             .unwrap_err();

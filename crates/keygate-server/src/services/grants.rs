@@ -229,7 +229,9 @@ fn limits_refusal(e: serde_path_to_error::Error<serde_json::Error>) -> ServerErr
         Some("rpm" | "tpm" | "max_concurrency" | "tokens") => {
             format!("`{field}` must be a whole number of at least 1, or null")
         }
-        Some("usd") => format!("`{field}` must be a number of dollars from 0 to {MAX_DOLLARS}"),
+        Some("usd") => {
+            format!("`{field}` must be a number of dollars above 0, at most {MAX_DOLLARS}")
+        }
         Some("period") => format!("`{field}` must be \"day\", \"week\" or \"month\""),
         _ => format!("`{field}` must be an object"),
     };
@@ -253,10 +255,17 @@ pub fn parse_expires_at(v: &Value, now: UnixTime) -> Result<Option<UnixTime>, Se
             ));
         }
     };
-    if at <= now {
+    in_future(Some(at), now)?;
+    Ok(Some(at))
+}
+
+/// An expiry must be after `now` (checked again where an approval may have waited:
+/// a redirect code is exchanged minutes after the person approved).
+fn in_future(expires_at: Option<UnixTime>, now: UnixTime) -> Result<(), ServerError> {
+    if expires_at.is_some_and(|at| at <= now) {
         return Err(bad("expires_at", "`expires_at` must be in the future"));
     }
-    Ok(Some(at))
+    Ok(())
 }
 
 /// `plan` as sent: a plan name, or `null` / `""` (none). Whether it exists is checked
@@ -270,6 +279,36 @@ pub fn parse_plan(v: &Value) -> Result<Option<String>, ServerError> {
             "plan",
             "`plan` must be a plan name (letters, digits, - _ .), or null",
         )),
+    }
+}
+
+/// A grant's `plan`, `limits` and `expires_at` as a JSON body sends them (creating a
+/// grant, the popup's approval); `null` or absent: none (the default plan, its
+/// limits, no expiry).
+pub struct Terms {
+    pub plan: Option<String>,
+    pub limits: Option<Limits>,
+    pub expires_at: Option<UnixTime>,
+}
+
+impl Terms {
+    pub fn parse(
+        plan: Option<&Value>,
+        limits: Option<&Value>,
+        expires_at: Option<&Value>,
+        now: UnixTime,
+    ) -> Result<Self, ServerError> {
+        Ok(Self {
+            plan: plan.map(parse_plan).transpose()?.flatten(),
+            limits: limits
+                .filter(|v| !v.is_null())
+                .map(parse_limits)
+                .transpose()?,
+            expires_at: expires_at
+                .map(|v| parse_expires_at(v, now))
+                .transpose()?
+                .flatten(),
+        })
     }
 }
 
@@ -379,9 +418,7 @@ pub async fn create(
     let models = parse_models(models)?;
     let scopes = parse_scopes(scopes.as_deref())?;
     let settled = settle(config, by, plan, limits)?;
-    if expires_at.is_some_and(|at| at <= now) {
-        return Err(bad("expires_at", "`expires_at` must be in the future"));
-    }
+    in_future(expires_at, now)?;
     let id = GrantId::generate();
     let issued = token::issue(&id);
     let grant = GrantRecord {
@@ -626,10 +663,7 @@ pub async fn rekey(
     if existing.user_id != *owner || existing.state != GrantState::Active {
         return Err(not_found().into());
     }
-    // `create` refuses these too; here it can come from a redirect code that waited.
-    if again.expires_at.is_some_and(|at| at <= now) {
-        return Err(bad("expires_at", "`expires_at` must be in the future"));
-    }
+    in_future(again.expires_at, now)?;
     let new = rotate_with(store, id, grace_secs, now, |g| {
         if let Some(s) = &again.scopes {
             g.scopes = s.clone();
@@ -880,6 +914,10 @@ mod tests {
             (json!({"rpm": 4_294_967_296u64}), "limits.rpm"),
             (
                 json!({"budget": {"usd": 1e308, "period": "day"}}),
+                "limits.budget.usd",
+            ),
+            (
+                json!({"budget": {"usd": 0, "period": "day"}}),
                 "limits.budget.usd",
             ),
             (

@@ -401,6 +401,11 @@ async fn an_app_cannot_get_more_than_the_plan_at_consent() {
             json!({"limits": {"rpm": 60, "budget": {"usd": -1, "period": "month"}}}),
             "limits.budget.usd",
         ),
+        // Rounds to $0: a budget nothing fits in.
+        (
+            json!({"limits": {"rpm": 60, "budget": {"usd": 1e-12, "period": "month"}}}),
+            "limits.budget.usd",
+        ),
         (
             json!({"limits": {"rpm": 4_294_967_356u64, "budget": {"usd": 5, "period": "month"}}}),
             "limits.rpm",
@@ -573,4 +578,25 @@ async fn day_zero_dates_are_refused_everywhere() {
     assert_eq!(res.status(), 400);
     // The server is still answering.
     assert_eq!(b.get("/api/grants").await.status(), 200);
+}
+
+/// The largest numbers each limit's type holds are limits like any other: requests go
+/// through, with the rate-limit headers, and nothing in the policy math overflows.
+#[tokio::test]
+async fn the_largest_limits_are_served_without_overflow() {
+    let app = spawn_app_with(|_| {}).await;
+    let g = app
+        .enrolled_grant_with(&json!({"name": "huge", "limits": {
+            "rpm": u32::MAX, "tpm": u64::MAX, "max_concurrency": u32::MAX,
+            "budget": {"usd": 1e9, "tokens": u64::MAX, "period": "month"},
+            "models": {"gpt-4o": {"rpm": u32::MAX, "tpm": u64::MAX,
+                                  "budget": {"usd": 1e9, "tokens": u64::MAX, "period": "day"}}}}}))
+        .await;
+    for _ in 0..3 {
+        let res = app.chat_completions(&g.api_key, &chat("gpt-4o")).await;
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().contains_key("x-ratelimit-remaining-tokens"));
+    }
+    let info = app.key_info(&g.api_key).await;
+    assert_eq!(info["limits"]["tpm"], json!(u64::MAX));
 }
