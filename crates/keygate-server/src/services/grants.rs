@@ -572,10 +572,16 @@ pub async fn patch(
     {
         new.within(&ceiling).map_err(limit_error)?;
     }
-    if by == Caller::Person && !fresh && widens(&existing, &patch, limits.as_ref()) {
-        return Err(ServiceError::FreshPasskeyRequired.into());
-    }
+    // Judged against the record being written, inside the atomic update: a check
+    // against the copy read above could be raced by another change (the person's own
+    // tightening landing in between would be undone by a stale session's "tightening").
+    let needs_fresh = Cell::new(false);
+    let moved = (plan != existing.plan).then_some(plan);
     let updated = update_unless_revoked(store, id, |g| {
+        needs_fresh.set(by == Caller::Person && !fresh && widens(g, &patch, limits.as_ref()));
+        if needs_fresh.get() {
+            return;
+        }
         if let Some(n) = &patch.name {
             g.name = n.clone();
         }
@@ -591,8 +597,15 @@ pub async fn patch(
         if let Some(e) = patch.expires_at {
             g.expires_at = e;
         }
-        g.plan = plan.clone();
+        // Only a real move (the operator's): a change racing an operator's move of the
+        // plan must not put the old plan back.
+        if let Some(p) = &moved {
+            g.plan = p.clone();
+        }
     })?;
+    if needs_fresh.get() {
+        return Err(ServiceError::FreshPasskeyRequired.into());
+    }
     store.flush().await?;
     tracing::info!(grant_id = %id, by = ?by, "grant changed");
     Ok(GrantView::from(&updated))
