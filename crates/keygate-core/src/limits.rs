@@ -62,6 +62,9 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(
     Ok(Option::deserialize(d)?.unwrap_or_default())
 }
 
+/// Most per-model entries one `limits` may have.
+pub const MAX_MODEL_LIMITS: usize = 256;
+
 /// A named plan from the config file (`[plans.NAME]`): the limits a grant on it gets
 /// (and may only tighten), and the output tokens reserved for a request that names no
 /// `max_tokens`.
@@ -170,6 +173,14 @@ impl Limits {
         )?;
         if let Some(b) = &self.budget {
             b.validate("limits.budget")?;
+        }
+        // As many as a grant's model allow-list: every request reads the grant record,
+        // so an app cannot have it carry thousands of (tightening) entries.
+        if self.models.len() > MAX_MODEL_LIMITS {
+            return Err(LimitError::new(
+                "limits.models",
+                format!("at most {MAX_MODEL_LIMITS} models"),
+            ));
         }
         for (model, m) in &self.models {
             if model.is_empty() || model.len() > 128 || !model.bytes().all(|b| b.is_ascii_graphic())
@@ -310,6 +321,11 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.field, "limits.budget.usd");
         }
+        let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_MODEL_LIMITS)
+            .map(|i| (format!("m{i}"), json!({"rpm": 1})))
+            .collect();
+        let e = limits(json!({ "models": many })).validate().unwrap_err();
+        assert_eq!(e.field, "limits.models");
         let e = limits(json!({"models": {"gpt-4o": {"tpm": 0}}}))
             .validate()
             .unwrap_err();

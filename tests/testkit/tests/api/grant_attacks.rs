@@ -437,6 +437,17 @@ async fn an_app_cannot_get_more_than_the_plan_at_consent() {
         let res = popup(&mut b, extra.clone()).await;
         assert_eq!(param_of(res).await, param, "{extra}");
     }
+    // Thousands of per-model entries (each only tightening) would bloat the record
+    // every request reads.
+    let many: serde_json::Map<String, Value> = (0..300)
+        .map(|i| (format!("m{i}"), json!({"rpm": 1})))
+        .collect();
+    let res = popup(
+        &mut b,
+        json!({"limits": {"rpm": 60, "budget": {"usd": 5, "period": "month"}, "models": many}}),
+    )
+    .await;
+    assert_eq!(param_of(res).await, "limits.models");
     // Nested past serde_json's depth limit: an unreadable body, not a crash.
     let started: Value = b
         .post("/api/connect/approve/start", json!({}))
