@@ -253,9 +253,10 @@ pub fn check(config: &Config, approval: &Approval) -> Result<(), ServerError> {
 }
 
 /// Creates (or re-keys) the grant for an approval. Re-keying an app's existing
-/// connection keeps its old key working for `reconnect_grace_secs`, and applies a plan
-/// or limits only when the approval carries them (otherwise the grant keeps its own,
-/// which the person may have changed since).
+/// connection keeps its old key working for `reconnect_grace_secs` and keeps the
+/// grant's plan (whatever plan the app asks for now); it applies limits only when the
+/// approval carries them, held to that plan (otherwise the grant keeps its own, which
+/// the person may have lowered since).
 pub async fn grant_for(
     store: &Store,
     config: &Config,
@@ -269,23 +270,15 @@ pub async fn grant_for(
             // Another person's grant is answered like one that does not exist.
             .filter(|g| g.user_id == *user && g.origin.as_deref() == Some(approval.origin.as_str()))
             .ok_or(ServiceError::NotFound(Missing::Connection))?;
-        let settled = if approval.plan.is_some() || approval.limits.is_some() {
-            Some(grants::settle(
-                config,
-                Caller::Person,
-                approval.plan,
-                approval.limits,
-            )?)
-        } else {
-            None
-        };
+        // `approval.plan` is not used: a re-key keeps the grant's plan.
         let again = Reapproval {
             scopes: approval.scopes,
-            settled,
+            limits: approval.limits,
             expires_at: approval.expires_at,
         };
         return grants::rekey(
             store,
+            config,
             &existing.id,
             user,
             again,

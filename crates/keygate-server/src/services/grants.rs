@@ -652,19 +652,24 @@ pub async fn rotate(
     Ok(new)
 }
 
-/// The terms a re-approved connection changes (connect reuse). `None` = keep.
+/// The terms a re-approved connection changes (connect reuse). `None` = keep. There
+/// is no plan: re-keying never moves a grant to another plan (the plan an app asks for
+/// applies to new connections; the consent page hides plan and limits for a re-key).
 #[derive(Default)]
 pub struct Reapproval {
     pub scopes: Option<Vec<Scope>>,
-    pub settled: Option<Settled>,
+    /// Held to the grant's own plan, like the person's PATCH.
+    pub limits: Option<Limits>,
     pub expires_at: Option<UnixTime>,
 }
 
 /// A reconnecting app: a new key for an existing ACTIVE grant of `owner`; the old key
 /// keeps working for `grace_secs` (`reconnect_grace_secs`). What the person approved
-/// again (scopes, plan and limits, expiry) replaces what the grant had.
+/// again (scopes, limits within the grant's plan, expiry) replaces what the grant had;
+/// its plan and the limits the person set stay unless the approval carries limits.
 pub async fn rekey(
     store: &Store,
+    config: &Config,
     id: &GrantId,
     owner: &UserId,
     again: Reapproval,
@@ -677,13 +682,17 @@ pub async fn rekey(
         return Err(not_found().into());
     }
     in_future(again.expires_at, now)?;
+    if let Some(limits) = &again.limits
+        && let Some(ceiling) = ceiling_for(config, &existing)
+    {
+        limits.within(&ceiling).map_err(limit_error)?;
+    }
     let new = rotate_with(store, id, grace_secs, now, |g| {
         if let Some(s) = &again.scopes {
             g.scopes = s.clone();
         }
-        if let Some(s) = &again.settled {
-            g.plan = s.plan.clone();
-            g.limits = s.limits.clone();
+        if let Some(l) = &again.limits {
+            g.limits = l.clone();
         }
         if again.expires_at.is_some() {
             g.expires_at = again.expires_at;

@@ -611,3 +611,53 @@ async fn the_largest_limits_are_served_without_overflow() {
     let info = app.key_info(&g.api_key).await;
     assert_eq!(info["limits"]["tpm"], json!(u64::MAX));
 }
+
+/// Re-keying an existing connection keeps its plan and the limits the person set (the
+/// consent page hides plan and limits for a re-key and says so). An app asking again
+/// with a looser plan, or its own plan to reset what the person lowered, gets a new key
+/// and nothing more.
+#[tokio::test]
+async fn a_reconnect_cannot_move_the_plan_or_reset_lowered_limits() {
+    let app = spawn_app_with(plans).await;
+    let mut b = person(&app).await;
+    let first = json_of(popup(&mut b, json!({"plan": "free"})).await, 201).await;
+    let id = first["grant"]["id"].as_str().unwrap().to_owned();
+    let lowered = json!({"rpm": 10, "budget": {"usd": 1, "period": "month"}});
+    let res = b
+        .send(
+            Method::PATCH,
+            &format!("/api/grants/{id}"),
+            json!({ "limits": lowered }),
+        )
+        .await;
+    let before = json_of(res, 200).await["limits"].clone();
+
+    for asked in ["open", "free"] {
+        let again = popup(&mut b, json!({"reuse_grant_id": id, "plan": asked})).await;
+        let again = json_of(again, 201).await;
+        assert_eq!(again["grant"]["plan"], "free", "asked {asked}");
+        assert_eq!(again["grant"]["limits"], before, "asked {asked}");
+    }
+    let res = approve_redirect(&mut b, &[("reuse_grant_id", &id), ("plan", "open")]).await;
+    let code = code_from(&res);
+    json_of(exchange(&app, &code, VERIFIER).await, 200).await;
+    let shown = listed(&b, &id).await.unwrap();
+    assert_eq!(
+        (&shown["plan"], &shown["limits"]),
+        (&json!("free"), &before)
+    );
+
+    // Limits sent with a re-key are held to the grant's own plan, whatever plan is named.
+    let res = popup(
+        &mut b,
+        json!({"reuse_grant_id": id, "plan": "open", "limits": {"rpm": 1000}}),
+    )
+    .await;
+    assert_eq!(param_of(res).await, "limits.rpm");
+    let res = popup(
+        &mut b,
+        json!({"reuse_grant_id": id, "limits": {"rpm": 5, "budget": {"usd": 1, "period": "month"}}}),
+    )
+    .await;
+    assert_eq!(json_of(res, 201).await["grant"]["limits"]["rpm"], 5);
+}
