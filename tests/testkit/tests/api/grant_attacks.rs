@@ -4,6 +4,7 @@
 //! test states what the attacker tries and what must still hold afterwards.
 
 use keygate_core::calendar::to_rfc3339;
+use keygate_core::ids::GrantId;
 use keygate_testkit::browser::Browser;
 use keygate_testkit::{TestApp, manual_clock, spawn_app_with, spawn_app_with_clock};
 use reqwest::{Method, Response};
@@ -521,7 +522,7 @@ async fn reconnecting_to_another_persons_grant_is_not_found_and_rotates_nothing(
     let err = assert_openai_error(res, 404, "not_found").await;
     let res = popup(
         &mut attacker,
-        json!({"reuse_grant_id": "aaaaaaaaaaaaaaaaaaaaaa"}),
+        json!({"reuse_grant_id": GrantId::generate().to_string()}),
     )
     .await;
     let unknown = assert_openai_error(res, 404, "not_found").await;
@@ -660,4 +661,43 @@ async fn a_reconnect_cannot_move_the_plan_or_reset_lowered_limits() {
     )
     .await;
     assert_eq!(json_of(res, 201).await["grant"]["limits"]["rpm"], 5);
+}
+
+/// Another person's grant id is answered exactly like an id nobody has, on every grant
+/// route (reads included), so ids cannot be probed for existence.
+#[tokio::test]
+async fn another_persons_grant_id_is_answered_like_an_unknown_one() {
+    let app = spawn_app_with(plans).await;
+    let victim = person(&app).await;
+    let made = json_of(
+        victim.post("/api/grants", json!({"name": "theirs"})).await,
+        201,
+    )
+    .await;
+    let theirs = made["grant"]["id"].as_str().unwrap().to_owned();
+    let mut attacker = person(&app).await;
+    attacker.reauth().await;
+    let unknown = GrantId::generate().to_string();
+    let unknown = unknown.as_str();
+    let answer = |id: &str| {
+        let mut routes = changing_routes(id);
+        routes.push((Method::GET, format!("/api/grants/{id}"), Value::Null));
+        routes.push((Method::GET, format!("/api/grants/{id}/usage"), Value::Null));
+        routes
+    };
+    for ((method, path, body), (_, unknown_path, _)) in
+        answer(&theirs).into_iter().zip(answer(unknown))
+    {
+        let send = |path: String| {
+            let mut req = attacker.request(method.clone(), &path);
+            if !body.is_null() {
+                req = req.json(&body);
+            }
+            req.send()
+        };
+        let a = assert_openai_error(send(path.clone()).await.unwrap(), 404, "not_found").await;
+        let b = assert_openai_error(send(unknown_path).await.unwrap(), 404, "not_found").await;
+        assert_eq!(a, b, "{method} {path}");
+    }
+    assert_eq!(listed(&victim, &theirs).await.unwrap()["name"], "theirs");
 }
