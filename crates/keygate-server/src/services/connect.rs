@@ -13,7 +13,7 @@ use keygate_core::origin::{AppOrigin, RedirectUri};
 use keygate_core::scope::{self, Scope};
 use keygate_core::secret::sha256_hex;
 use keygate_core::time::UnixTime;
-use keygate_store::{CodeRecord, GrantState, Store};
+use keygate_store::{CodeRecord, GrantRecord, GrantState, Store};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -202,7 +202,7 @@ pub async fn approve(
     credential: Value,
     approval: Approval,
 ) -> Result<NewGrant, ServerError> {
-    check(&st.config, &approval)?;
+    check(st, by.user, &approval)?;
     st.passkeys
         .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
     let user = by.user;
@@ -221,7 +221,7 @@ pub async fn approve_redirect(
     request: &RedirectRequest,
     approval: Approval,
 ) -> Result<String, ServerError> {
-    check(&st.config, &approval)?;
+    check(st, by.user, &approval)?;
     st.passkeys
         .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
     let user = by.user;
@@ -239,17 +239,39 @@ pub async fn approve_redirect(
         .with_query(&[("code", &code), ("state", &request.state)]))
 }
 
-/// Is what the person approved allowed (a plan that exists, limits within it, an
-/// expiry in the future)? Checked before the passkey assertion is spent, so a bad
-/// request can be fixed and approved again.
-pub fn check(config: &Config, approval: &Approval) -> Result<(), ServerError> {
-    grants::settle(
-        config,
-        Caller::Person,
-        approval.plan.clone(),
-        approval.limits.clone(),
-    )?;
-    Ok(())
+/// Is what the person approved allowed (a plan that exists, limits within it; for a
+/// re-key, a connection of theirs to re-key and limits within its own plan)? Checked
+/// before the passkey assertion is spent, so a bad request can be fixed and approved
+/// again.
+pub fn check(st: &AppState, user: &UserId, approval: &Approval) -> Result<(), ServerError> {
+    match &approval.reuse_grant_id {
+        Some(id) => grants::check_reapproval(
+            &st.config,
+            &reusable(&st.store, user, id, &approval.origin)?,
+            approval.limits.as_ref(),
+        ),
+        None => grants::settle(
+            &st.config,
+            Caller::Person,
+            approval.plan.clone(),
+            approval.limits.clone(),
+        )
+        .map(|_| ()),
+    }
+}
+
+/// The person's grant bound to `origin` that an approval re-keys. Another person's,
+/// or one bound to another origin, is answered like one that does not exist.
+fn reusable(
+    store: &Store,
+    user: &UserId,
+    id: &GrantId,
+    origin: &AppOrigin,
+) -> Result<GrantRecord, ServerError> {
+    store
+        .grant(id)?
+        .filter(|g| g.user_id == *user && g.origin.as_deref() == Some(origin.as_str()))
+        .ok_or_else(|| ServiceError::NotFound(Missing::Connection).into())
 }
 
 /// Creates (or re-keys) the grant for an approval. Re-keying an app's existing
@@ -265,11 +287,7 @@ pub async fn grant_for(
     now: UnixTime,
 ) -> Result<NewGrant, ServerError> {
     if let Some(id) = &approval.reuse_grant_id {
-        let existing = store
-            .grant(id)?
-            // Another person's grant is answered like one that does not exist.
-            .filter(|g| g.user_id == *user && g.origin.as_deref() == Some(approval.origin.as_str()))
-            .ok_or(ServiceError::NotFound(Missing::Connection))?;
+        let existing = reusable(store, user, id, &approval.origin)?;
         // `approval.plan` is not used: a re-key keeps the grant's plan.
         let again = Reapproval {
             scopes: approval.scopes,

@@ -663,6 +663,21 @@ pub struct Reapproval {
     pub expires_at: Option<UnixTime>,
 }
 
+/// May a re-approval of `existing` set `limits`? Held to the grant's own plan, like
+/// the person's PATCH (a re-key never changes the plan).
+pub fn check_reapproval(
+    config: &Config,
+    existing: &GrantRecord,
+    limits: Option<&Limits>,
+) -> Result<(), ServerError> {
+    if let Some(limits) = limits
+        && let Some(ceiling) = ceiling_for(config, existing)
+    {
+        limits.within(&ceiling).map_err(limit_error)?;
+    }
+    Ok(())
+}
+
 /// A reconnecting app: a new key for an existing ACTIVE grant of `owner`; the old key
 /// keeps working for `grace_secs` (`reconnect_grace_secs`). What the person approved
 /// again (scopes, limits within the grant's plan, expiry) replaces what the grant had;
@@ -682,11 +697,7 @@ pub async fn rekey(
         return Err(not_found().into());
     }
     in_future(again.expires_at, now)?;
-    if let Some(limits) = &again.limits
-        && let Some(ceiling) = ceiling_for(config, &existing)
-    {
-        limits.within(&ceiling).map_err(limit_error)?;
-    }
+    check_reapproval(config, &existing, again.limits.as_ref())?;
     let new = rotate_with(store, id, grace_secs, now, |g| {
         if let Some(s) = &again.scopes {
             g.scopes = s.clone();
