@@ -5,16 +5,15 @@
 
 use keygate_core::calendar::to_rfc3339;
 use keygate_core::ids::GrantId;
-use keygate_testkit::browser::Browser;
 use keygate_testkit::{TestApp, manual_clock, spawn_app_with, spawn_app_with_clock};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
 use crate::connect::{
     APP, VERIFIER, approve_redirect, challenge, code_from, connect_url, exchange, good_params,
-    person,
+    person, popup,
 };
-use crate::helpers::{assert_openai_error, chat};
+use crate::helpers::{assert_openai_error, chat, json_of, listed, param_of};
 
 /// `free`: rpm 60 and $5 a month, the default; `open`: no limits.
 fn plans(c: &mut keygate_server::config::RawConfig) {
@@ -28,26 +27,6 @@ fn plans(c: &mut keygate_server::config::RawConfig) {
     c.default_plan = Some("free".into());
 }
 
-async fn json_of(res: Response, status: u16) -> Value {
-    let got = res.status().as_u16();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
-    assert_eq!(got, status, "{body}");
-    body
-}
-
-async fn param_of(res: Response) -> Value {
-    assert_openai_error(res, 400, "invalid_request").await["error"]["param"].clone()
-}
-
-async fn listed(b: &Browser, id: &str) -> Option<Value> {
-    let all: Value = b.get("/api/grants").await.json().await.unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["id"] == id)
-        .cloned()
-}
-
 async fn status(app: &TestApp, key: &str) -> u16 {
     app.chat_completions(key, &chat("gpt-4o"))
         .await
@@ -57,23 +36,6 @@ async fn status(app: &TestApp, key: &str) -> u16 {
 
 async fn admin(app: &TestApp, method: Method, path: &str, body: Value) -> Response {
     app.admin(method, path).json(&body).send().await.unwrap()
-}
-
-async fn popup(b: &mut Browser, extra: Value) -> Response {
-    let started: Value = b
-        .post("/api/connect/approve/start", json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let cred = b.passkey.get(&started["options"]).unwrap();
-    let mut body = json!({
-        "ceremony": started["ceremony"], "credential": cred, "origin": APP, "app_name": "Notes",
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    b.post("/api/connect/approve/finish", body).await
 }
 
 /// Every state-changing grant route, as (method, path) for grant `id`.
