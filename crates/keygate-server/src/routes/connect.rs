@@ -80,7 +80,12 @@ pub async fn existing(
     q: web::Query<ExistingQuery>,
 ) -> Result<HttpResponse, ServerError> {
     let origin = connect::parse_origin(&q.origin)?;
-    Ok(HttpResponse::Ok().json(connect::existing(&st.store, s.user_id(), &origin)?))
+    Ok(HttpResponse::Ok().json(connect::existing(
+        &st.store,
+        s.user_id(),
+        &origin,
+        st.clock.now(),
+    )?))
 }
 
 #[derive(Deserialize)]

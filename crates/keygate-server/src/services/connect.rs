@@ -13,7 +13,7 @@ use keygate_core::origin::{AppOrigin, RedirectUri};
 use keygate_core::scope::{self, Scope};
 use keygate_core::secret::sha256_hex;
 use keygate_core::time::UnixTime;
-use keygate_store::{CodeRecord, GrantRecord, GrantState, Store};
+use keygate_store::{CodeRecord, GrantRecord, Store};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -179,16 +179,17 @@ pub fn parse_redirect_request(
     })
 }
 
-/// The person's active grants already bound to `origin`.
+/// The person's connections bound to `origin` that a re-approval can re-key.
 pub fn existing(
     store: &Store,
     user: &UserId,
     origin: &AppOrigin,
+    now: UnixTime,
 ) -> Result<Vec<GrantView>, ServerError> {
     Ok(store
         .grants_for_user(user)?
         .iter()
-        .filter(|g| g.state == GrantState::Active && g.origin.as_deref() == Some(origin.as_str()))
+        .filter(|g| grants::re_keyable(g, now) && g.origin.as_deref() == Some(origin.as_str()))
         .map(GrantView::from)
         .collect())
 }

@@ -663,6 +663,13 @@ pub struct Reapproval {
     pub expires_at: Option<UnixTime>,
 }
 
+/// Can an app's connection get a new key by re-approval? Active and not expired: a
+/// re-key keeps the expiry, so an expired one would hand out a key dead on arrival
+/// (the app connects anew instead).
+pub fn re_keyable(g: &GrantRecord, now: UnixTime) -> bool {
+    g.state == GrantState::Active && g.expires_at.is_none_or(|at| at > now)
+}
+
 /// May a re-approval of `existing` set `limits`? Held to the grant's own plan, like
 /// the person's PATCH (a re-key never changes the plan).
 pub fn check_reapproval(
@@ -693,7 +700,7 @@ pub async fn rekey(
 ) -> Result<NewGrant, ServerError> {
     let not_found = || ServiceError::NotFound(Missing::ActiveConnection);
     let existing = store.grant(id)?.ok_or_else(not_found)?;
-    if existing.user_id != *owner || existing.state != GrantState::Active {
+    if existing.user_id != *owner || !re_keyable(&existing, now) {
         return Err(not_found().into());
     }
     in_future(again.expires_at, now)?;

@@ -664,3 +664,25 @@ async fn another_persons_grant_id_is_answered_like_an_unknown_one() {
     }
     assert_eq!(listed(&victim, &theirs).await.unwrap()["name"], "theirs");
 }
+
+/// An expired connection is neither offered for re-keying nor re-keyed: a re-key keeps
+/// the grant's expiry, so it would hand the app a key that is dead on arrival.
+#[tokio::test]
+async fn an_expired_connection_is_not_offered_nor_re_keyed() {
+    let app = spawn_app_with_clock(manual_clock(), plans).await;
+    let mut b = person(&app).await;
+    let soon = to_rfc3339(app.clock.now() + 60);
+    let first = json_of(popup(&mut b, json!({"expires_at": soon})).await, 201).await;
+    let id = first["grant"]["id"].as_str().unwrap().to_owned();
+    let existing = format!("/api/connect/existing?origin={APP}");
+    let offered = json_of(b.get(&existing).await, 200).await;
+    assert_eq!(offered.as_array().unwrap().len(), 1);
+    app.clock.advance(60);
+    assert_eq!(json_of(b.get(&existing).await, 200).await, json!([]));
+    let res = popup(&mut b, json!({"reuse_grant_id": id})).await;
+    assert_openai_error(res, 404, "not_found").await;
+    let shown = listed(&b, &id).await.unwrap();
+    assert_eq!(shown["rotated_until"], Value::Null, "not re-keyed");
+    // A new connection is what works.
+    assert_eq!(popup(&mut b, json!({})).await.status(), 201);
+}
