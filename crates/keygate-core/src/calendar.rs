@@ -78,7 +78,13 @@ pub fn parse_day(s: &str) -> Option<u32> {
     let y: u64 = parts.next()?.parse().ok()?;
     let m: u64 = parts.next()?.parse().ok()?;
     let d: u64 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(1970..=9999).contains(&y) || !(1..=12).contains(&m) {
+    // Day 0 is refused here, not left to the round trip below: `days_from_civil` would
+    // underflow on it (the 0th of March is day -1 of the year's March-based count).
+    if parts.next().is_some()
+        || !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+    {
         return None;
     }
     let days = days_from_civil(y, m, d);
@@ -110,12 +116,13 @@ pub fn parse_rfc3339(s: &str) -> Option<UnixTime> {
         let i = rest.rfind(['+', '-'])?;
         let (t, off) = rest.split_at(i);
         let sign = if off.starts_with('-') { -1 } else { 1 };
+        // Exactly `hh:mm`: no sign, no third digit (`+-1:00`, `+001:00` are not offsets).
         let (oh, om) = off.get(1..)?.split_once(':')?;
-        let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
-        if oh.to_string().len() > 2 || oh > 23 || om > 59 {
+        let (oh, om) = (two_digits(oh)?, two_digits(om)?);
+        if oh > 23 || om > 59 {
             return None;
         }
-        (t, sign * (oh * 3600 + om * 60))
+        (t, sign * i64::try_from(oh * 3600 + om * 60).ok()?)
     };
     let time = time.split_once('.').map_or(time, |(t, frac)| {
         if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
@@ -231,12 +238,30 @@ mod tests {
             "2026-11-30T24:00:00Z",
             "2026-11-30T00:00:00",
             "1969-12-31T23:59:59Z",
+            // Day 0 (of March, the month `days_from_civil` counts from, it underflowed).
+            "2027-03-00T00:00:00Z",
+            "2027-01-00T00:00:00Z",
+            "2027-01-32T00:00:00Z",
+            // Offsets are exactly `±hh:mm`.
+            "2026-11-30T00:00:00+-1:00",
+            "2026-11-30T00:00:00+001:00",
+            "2026-11-30T00:00:00+01:-5",
+            "2026-11-30T00:00:00+1:00",
+            "2026-11-30T00:00:00+24:00",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 
     proptest! {
+        #[test]
+        fn any_numeric_date_parses_or_is_refused(y in 0u64..20_000, m in 0u64..20, d in 0u64..40) {
+            let text = format!("{y:04}-{m:02}-{d:02}");
+            if let Some(day) = parse_day(&text) {
+                prop_assert_eq!(day_string(day), text);
+            }
+        }
+
         #[test]
         fn rfc3339_round_trips(t in 0u64..250_000_000_000) {
             prop_assert_eq!(parse_rfc3339(&to_rfc3339(t)), Some(t));

@@ -47,9 +47,23 @@ pub struct Limits {
     #[serde(default)]
     pub budget: Option<Budget>,
     /// Per-model overrides; they add to (never replace) the grant-wide limits.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// `"models": null` reads as none, like an absent field.
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub models: BTreeMap<String, ModelLimits>,
 }
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, ModelLimits>, D::Error> {
+    Ok(Option::deserialize(d)?.unwrap_or_default())
+}
+
+/// Most per-model entries one `limits` may have.
+pub const MAX_MODEL_LIMITS: usize = 256;
 
 /// A named plan from the config file (`[plans.NAME]`): the limits a grant on it gets
 /// (and may only tighten), and the output tokens reserved for a request that names no
@@ -109,6 +123,13 @@ impl Budget {
                 "a budget needs `usd`, `tokens` or both",
             ));
         }
+        // Also what a fraction of a nanodollar (`1e-12`) rounds to.
+        if self.usd == Some(Usd::ZERO) {
+            return Err(LimitError::new(
+                format!("{at}.usd"),
+                "must be more than $0 (revoke or disable the grant to stop it)",
+            ));
+        }
         if self.tokens == Some(0) {
             return Err(LimitError::new(
                 format!("{at}.tokens"),
@@ -152,6 +173,14 @@ impl Limits {
         )?;
         if let Some(b) = &self.budget {
             b.validate("limits.budget")?;
+        }
+        // As many as a grant's model allow-list: every request reads the grant record,
+        // so an app cannot have it carry thousands of (tightening) entries.
+        if self.models.len() > MAX_MODEL_LIMITS {
+            return Err(LimitError::new(
+                "limits.models",
+                format!("at most {MAX_MODEL_LIMITS} models"),
+            ));
         }
         for (model, m) in &self.models {
             if model.is_empty() || model.len() > 128 || !model.bytes().all(|b| b.is_ascii_graphic())
@@ -286,6 +315,17 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e.field, "limits.budget");
+        for usd in [json!(0), json!(1e-12)] {
+            let e = limits(json!({"budget": {"usd": usd, "period": "day"}}))
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.field, "limits.budget.usd");
+        }
+        let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_MODEL_LIMITS)
+            .map(|i| (format!("m{i}"), json!({"rpm": 1})))
+            .collect();
+        let e = limits(json!({ "models": many })).validate().unwrap_err();
+        assert_eq!(e.field, "limits.models");
         let e = limits(json!({"models": {"gpt-4o": {"tpm": 0}}}))
             .validate()
             .unwrap_err();

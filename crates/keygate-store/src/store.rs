@@ -222,7 +222,8 @@ impl Store {
         self.grants.update(id.as_str(), change)
     }
 
-    /// Marks a grant revoked. Returns the updated grant, `None` if unknown.
+    /// Marks a grant revoked, and forgets the secret a rotation replaced (its grace ends
+    /// with the grant). Returns the updated grant, `None` if unknown.
     pub fn revoke_grant(
         &self,
         id: &GrantId,
@@ -233,6 +234,8 @@ impl Store {
                 g.state = GrantState::Revoked;
                 g.revoked_at = Some(now);
             }
+            g.previous_secret_hash = None;
+            g.previous_until = None;
         })
     }
 

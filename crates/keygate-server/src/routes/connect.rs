@@ -18,7 +18,7 @@ use crate::error::ServerError;
 use crate::routes::web_pages;
 use crate::services::connect::{self, Approval, RedirectRequest};
 use crate::services::error::{Missing, ServiceError};
-use crate::services::grants;
+use crate::services::grants::{self, Terms};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -80,7 +80,12 @@ pub async fn existing(
     q: web::Query<ExistingQuery>,
 ) -> Result<HttpResponse, ServerError> {
     let origin = connect::parse_origin(&q.origin)?;
-    Ok(HttpResponse::Ok().json(connect::existing(&st.store, s.user_id(), &origin)?))
+    Ok(HttpResponse::Ok().json(connect::existing(
+        &st.store,
+        s.user_id(),
+        &origin,
+        st.clock.now(),
+    )?))
 }
 
 #[derive(Deserialize)]
@@ -149,28 +154,19 @@ impl ApproveFinish {
     fn approval(&self, now: UnixTime) -> Result<Approval, ServerError> {
         let body = self;
         let origin = connect::parse_origin(&body.origin)?;
+        let terms = Terms::parse(
+            body.plan.as_ref(),
+            body.limits.as_ref(),
+            body.expires_at.as_ref(),
+            now,
+        )?;
         Ok(Approval {
             app_name: connect::parse_app_name(body.app_name.as_deref(), &origin)?,
             origin,
             models: body.models.clone().filter(|m| !m.is_empty()),
-            plan: body
-                .plan
-                .as_ref()
-                .map(grants::parse_plan)
-                .transpose()?
-                .flatten(),
-            limits: body
-                .limits
-                .as_ref()
-                .filter(|v| !v.is_null())
-                .map(grants::parse_limits)
-                .transpose()?,
-            expires_at: body
-                .expires_at
-                .as_ref()
-                .map(|v| grants::parse_expires_at(v, now))
-                .transpose()?
-                .flatten(),
+            plan: terms.plan,
+            limits: terms.limits,
+            expires_at: terms.expires_at,
             scopes: body
                 .scopes
                 .as_deref()

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ServerError;
-use crate::services::grants::{self, GrantSpec};
+use crate::services::grants::{self, GrantSpec, Terms};
 
 /// `{"name": ...}`: signing up, renaming a passkey, creating a user (admin).
 #[derive(Deserialize)]
@@ -60,24 +60,20 @@ pub struct CreateGrant {
 
 impl CreateGrant {
     pub fn into_spec(self, now: UnixTime) -> Result<GrantSpec, ServerError> {
+        let terms = Terms::parse(
+            self.plan.as_ref(),
+            self.limits.as_ref(),
+            self.expires_at.as_ref(),
+            now,
+        )?;
         Ok(GrantSpec {
             name: self.name,
             models: self.models,
             scopes: self.scopes,
             origin: None,
-            plan: self
-                .plan
-                .as_ref()
-                .map(grants::parse_plan)
-                .transpose()?
-                .flatten(),
-            limits: self.limits.as_ref().map(grants::parse_limits).transpose()?,
-            expires_at: self
-                .expires_at
-                .as_ref()
-                .map(|v| grants::parse_expires_at(v, now))
-                .transpose()?
-                .flatten(),
+            plan: terms.plan,
+            limits: terms.limits,
+            expires_at: terms.expires_at,
         })
     }
 }

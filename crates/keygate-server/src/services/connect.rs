@@ -13,7 +13,7 @@ use keygate_core::origin::{AppOrigin, RedirectUri};
 use keygate_core::scope::{self, Scope};
 use keygate_core::secret::sha256_hex;
 use keygate_core::time::UnixTime;
-use keygate_store::{CodeRecord, GrantState, Store};
+use keygate_store::{CodeRecord, GrantRecord, Store};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -179,16 +179,17 @@ pub fn parse_redirect_request(
     })
 }
 
-/// The person's active grants already bound to `origin`.
+/// The person's connections bound to `origin` that a re-approval can re-key.
 pub fn existing(
     store: &Store,
     user: &UserId,
     origin: &AppOrigin,
+    now: UnixTime,
 ) -> Result<Vec<GrantView>, ServerError> {
     Ok(store
         .grants_for_user(user)?
         .iter()
-        .filter(|g| g.state == GrantState::Active && g.origin.as_deref() == Some(origin.as_str()))
+        .filter(|g| grants::re_keyable(g, now) && g.origin.as_deref() == Some(origin.as_str()))
         .map(GrantView::from)
         .collect())
 }
@@ -202,7 +203,7 @@ pub async fn approve(
     credential: Value,
     approval: Approval,
 ) -> Result<NewGrant, ServerError> {
-    check(&st.config, &approval)?;
+    check(st, by.user, &approval)?;
     st.passkeys
         .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
     let user = by.user;
@@ -221,7 +222,7 @@ pub async fn approve_redirect(
     request: &RedirectRequest,
     approval: Approval,
 ) -> Result<String, ServerError> {
-    check(&st.config, &approval)?;
+    check(st, by.user, &approval)?;
     st.passkeys
         .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
     let user = by.user;
@@ -239,23 +240,46 @@ pub async fn approve_redirect(
         .with_query(&[("code", &code), ("state", &request.state)]))
 }
 
-/// Is what the person approved allowed (a plan that exists, limits within it, an
-/// expiry in the future)? Checked before the passkey assertion is spent, so a bad
-/// request can be fixed and approved again.
-pub fn check(config: &Config, approval: &Approval) -> Result<(), ServerError> {
-    grants::settle(
-        config,
-        Caller::Person,
-        approval.plan.clone(),
-        approval.limits.clone(),
-    )?;
-    Ok(())
+/// Is what the person approved allowed (a plan that exists, limits within it; for a
+/// re-key, a connection of theirs to re-key and limits within its own plan)? Checked
+/// before the passkey assertion is spent, so a bad request can be fixed and approved
+/// again.
+pub fn check(st: &AppState, user: &UserId, approval: &Approval) -> Result<(), ServerError> {
+    match &approval.reuse_grant_id {
+        Some(id) => grants::check_reapproval(
+            &st.config,
+            &reusable(&st.store, user, id, &approval.origin)?,
+            approval.limits.as_ref(),
+        ),
+        None => grants::settle(
+            &st.config,
+            Caller::Person,
+            approval.plan.clone(),
+            approval.limits.clone(),
+        )
+        .map(|_| ()),
+    }
+}
+
+/// The person's grant bound to `origin` that an approval re-keys. Another person's,
+/// or one bound to another origin, is answered like one that does not exist.
+fn reusable(
+    store: &Store,
+    user: &UserId,
+    id: &GrantId,
+    origin: &AppOrigin,
+) -> Result<GrantRecord, ServerError> {
+    store
+        .grant(id)?
+        .filter(|g| g.user_id == *user && g.origin.as_deref() == Some(origin.as_str()))
+        .ok_or_else(|| ServiceError::NotFound(Missing::Connection).into())
 }
 
 /// Creates (or re-keys) the grant for an approval. Re-keying an app's existing
-/// connection keeps its old key working for `reconnect_grace_secs`, and applies a plan
-/// or limits only when the approval carries them (otherwise the grant keeps its own,
-/// which the person may have changed since).
+/// connection keeps its old key working for `reconnect_grace_secs` and keeps the
+/// grant's plan (whatever plan the app asks for now); it applies limits only when the
+/// approval carries them, held to that plan (otherwise the grant keeps its own, which
+/// the person may have lowered since).
 pub async fn grant_for(
     store: &Store,
     config: &Config,
@@ -264,27 +288,16 @@ pub async fn grant_for(
     now: UnixTime,
 ) -> Result<NewGrant, ServerError> {
     if let Some(id) = &approval.reuse_grant_id {
-        let existing = store
-            .grant(id)?
-            .filter(|g| g.origin.as_deref() == Some(approval.origin.as_str()))
-            .ok_or(ServiceError::NotFound(Missing::Connection))?;
-        let settled = if approval.plan.is_some() || approval.limits.is_some() {
-            Some(grants::settle(
-                config,
-                Caller::Person,
-                approval.plan,
-                approval.limits,
-            )?)
-        } else {
-            None
-        };
+        let existing = reusable(store, user, id, &approval.origin)?;
+        // `approval.plan` is not used: a re-key keeps the grant's plan.
         let again = Reapproval {
             scopes: approval.scopes,
-            settled,
+            limits: approval.limits,
             expires_at: approval.expires_at,
         };
         return grants::rekey(
             store,
+            config,
             &existing.id,
             user,
             again,

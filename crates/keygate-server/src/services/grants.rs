@@ -9,17 +9,18 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 
-use keygate_core::calendar::{Period, parse_rfc3339, to_rfc3339};
+use keygate_core::calendar::{parse_rfc3339, to_rfc3339};
 use keygate_core::ids::{GrantId, UserId};
-use keygate_core::limits::{Budget, LimitError, Limits, ModelLimits};
-use keygate_core::money::{MAX_DOLLARS, Usd};
+use keygate_core::limits::{LimitError, Limits};
+use keygate_core::money::MAX_DOLLARS;
 use keygate_core::scope::{self, Scope};
 use keygate_core::time::UnixTime;
 use keygate_core::token;
 use keygate_store::{GrantRecord, GrantState, Store};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_path_to_error::Segment;
 
 use crate::config::{Config, MAX_GRACE_SECS, is_plan_name};
 use crate::error::ServerError;
@@ -167,119 +168,74 @@ fn limit_error(e: LimitError) -> ServerError {
     bad(e.field, e.message)
 }
 
-/// `limits` as sent (the wire shape of `keygate_core::limits::Limits`), walked by hand
-/// so that every refusal names its field: a wrong type (`"rpm": "60"`), an unknown
-/// field (`limits.rpn`), zero, a budget without `usd` or `tokens`, a bad `period`.
+/// `limits` as sent: the wire shape of [`Limits`], read by its own serde impl through
+/// `serde_path_to_error`, so that every refusal names its field: a wrong type
+/// (`limits.rpm`), an unknown field (`limits.rpn`), a missing `period`
+/// (`limits.budget.period`); then [`Limits::validate`] (zero, a budget without `usd`
+/// or `tokens`).
 pub fn parse_limits(v: &Value) -> Result<Limits, ServerError> {
-    let at = "limits";
-    let m = object(
-        v,
-        at,
-        &["rpm", "tpm", "max_concurrency", "budget", "models"],
-    )?;
-    let mut models = std::collections::BTreeMap::new();
-    match m.get("models") {
-        None | Some(Value::Null) => {}
-        Some(v) => {
-            let list = v
-                .as_object()
-                .ok_or_else(|| bad("limits.models", "must be an object of model ids"))?;
-            for (model, v) in list {
-                let at = format!("limits.models.{model}");
-                let mm = object(v, &at, &["rpm", "tpm", "budget"])?;
-                models.insert(
-                    model.clone(),
-                    ModelLimits {
-                        rpm: count(mm, "rpm", &at)?,
-                        tpm: count(mm, "tpm", &at)?,
-                        budget: budget(mm, &at)?,
-                    },
-                );
-            }
-        }
+    if let Some(field) = array_in(v, "limits") {
+        return Err(bad(field.clone(), format!("`{field}` must be an object")));
     }
-    let limits = Limits {
-        rpm: count(m, "rpm", at)?,
-        tpm: count(m, "tpm", at)?,
-        max_concurrency: count(m, "max_concurrency", at)?,
-        budget: budget(m, at)?,
-        models,
-    };
+    let limits: Limits = serde_path_to_error::deserialize(v).map_err(limits_refusal)?;
     limits.validate().map_err(limit_error)?;
     Ok(limits)
 }
 
-/// `v` as an object with only `known` fields; an unknown one is named (`limits.rpn`).
-fn object<'a>(
-    v: &'a Value,
-    at: &str,
-    known: &[&str],
-) -> Result<&'a Map<String, Value>, ServerError> {
-    let m = v
-        .as_object()
-        .ok_or_else(|| bad(at.to_owned(), format!("`{at}` must be an object")))?;
-    if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(bad(
-            format!("{at}.{k}"),
-            format!("unknown field `{k}`; known: {}", known.join(", ")),
-        ));
-    }
-    Ok(m)
-}
-
-/// A whole-number limit (`null` or absent = none).
-fn count<T: TryFrom<u64>>(
-    m: &Map<String, Value>,
-    key: &str,
-    at: &str,
-) -> Result<Option<T>, ServerError> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| T::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| {
-                bad(
-                    format!("{at}.{key}"),
-                    format!("`{at}.{key}` must be a whole number of at least 1, or null"),
-                )
-            }),
+/// Where `v` holds a JSON array, if anywhere: serde reads a struct from an array too
+/// (`[60]` as `{"rpm": 60}`), and no part of `limits` is a list.
+fn array_in(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::Array(_) => Some(at.to_owned()),
+        Value::Object(m) => m
+            .iter()
+            .find_map(|(k, v)| array_in(v, &format!("{at}.{k}"))),
+        _ => None,
     }
 }
 
-fn budget(m: &Map<String, Value>, at: &str) -> Result<Option<Budget>, ServerError> {
-    let v = match m.get("budget") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(v) => v,
+/// A `limits` value serde refused, as a 400 naming the field. The messages are ours,
+/// in words, and never repeat the value sent (serde's would); an unknown field keeps
+/// serde's message, which lists the known ones.
+fn limits_refusal(e: serde_path_to_error::Error<serde_json::Error>) -> ServerError {
+    let inner = e.inner().to_string();
+    let mut keys: Vec<&str> = e
+        .path()
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Map { key } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    // A missing field is reported at its parent: name the field itself.
+    if let Some(missing) = inner
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        keys.push(missing);
+    }
+    let field = std::iter::once("limits")
+        .chain(keys.iter().copied())
+        .collect::<Vec<_>>()
+        .join(".");
+    // `limits.models.<id>` is a model id, whatever its name.
+    let leaf = match keys.as_slice() {
+        ["models", _] => None,
+        [.., last] => Some(*last),
+        [] => None,
     };
-    let at = format!("{at}.budget");
-    let b = object(v, &at, &["usd", "tokens", "period"])?;
-    let usd = match b.get("usd") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_f64().and_then(Usd::from_dollars).ok_or_else(|| {
-            bad(
-                format!("{at}.usd"),
-                format!("`{at}.usd` must be a number of dollars from 0 to {MAX_DOLLARS}"),
-            )
-        })?),
-    };
-    let period = match b.get("period").and_then(Value::as_str) {
-        Some("day") => Period::Day,
-        Some("week") => Period::Week,
-        Some("month") => Period::Month,
-        _ => {
-            return Err(bad(
-                format!("{at}.period"),
-                format!("`{at}.period` must be \"day\", \"week\" or \"month\""),
-            ));
+    let message = match leaf {
+        _ if inner.starts_with("unknown field") => format!("`{field}`: {inner}"),
+        Some("rpm" | "tpm" | "max_concurrency" | "tokens") => {
+            format!("`{field}` must be a whole number of at least 1, or null")
         }
+        Some("usd") => {
+            format!("`{field}` must be a number of dollars above 0, at most {MAX_DOLLARS}")
+        }
+        Some("period") => format!("`{field}` must be \"day\", \"week\" or \"month\""),
+        _ => format!("`{field}` must be an object"),
     };
-    Ok(Some(Budget {
-        usd,
-        tokens: count(b, "tokens", &at)?,
-        period,
-    }))
+    bad(field, message)
 }
 
 /// `expires_at` as sent: an RFC 3339 date-time after `now`, or `null` (never).
@@ -299,10 +255,17 @@ pub fn parse_expires_at(v: &Value, now: UnixTime) -> Result<Option<UnixTime>, Se
             ));
         }
     };
-    if at <= now {
+    in_future(Some(at), now)?;
+    Ok(Some(at))
+}
+
+/// An expiry must be after `now` (checked again where an approval may have waited:
+/// a redirect code is exchanged minutes after the person approved).
+fn in_future(expires_at: Option<UnixTime>, now: UnixTime) -> Result<(), ServerError> {
+    if expires_at.is_some_and(|at| at <= now) {
         return Err(bad("expires_at", "`expires_at` must be in the future"));
     }
-    Ok(Some(at))
+    Ok(())
 }
 
 /// `plan` as sent: a plan name, or `null` / `""` (none). Whether it exists is checked
@@ -316,6 +279,36 @@ pub fn parse_plan(v: &Value) -> Result<Option<String>, ServerError> {
             "plan",
             "`plan` must be a plan name (letters, digits, - _ .), or null",
         )),
+    }
+}
+
+/// A grant's `plan`, `limits` and `expires_at` as a JSON body sends them (creating a
+/// grant, the popup's approval); `null` or absent: none (the default plan, its
+/// limits, no expiry).
+pub struct Terms {
+    pub plan: Option<String>,
+    pub limits: Option<Limits>,
+    pub expires_at: Option<UnixTime>,
+}
+
+impl Terms {
+    pub fn parse(
+        plan: Option<&Value>,
+        limits: Option<&Value>,
+        expires_at: Option<&Value>,
+        now: UnixTime,
+    ) -> Result<Self, ServerError> {
+        Ok(Self {
+            plan: plan.map(parse_plan).transpose()?.flatten(),
+            limits: limits
+                .filter(|v| !v.is_null())
+                .map(parse_limits)
+                .transpose()?,
+            expires_at: expires_at
+                .map(|v| parse_expires_at(v, now))
+                .transpose()?
+                .flatten(),
+        })
     }
 }
 
@@ -425,9 +418,7 @@ pub async fn create(
     let models = parse_models(models)?;
     let scopes = parse_scopes(scopes.as_deref())?;
     let settled = settle(config, by, plan, limits)?;
-    if expires_at.is_some_and(|at| at <= now) {
-        return Err(bad("expires_at", "`expires_at` must be in the future"));
-    }
+    in_future(expires_at, now)?;
     let id = GrantId::generate();
     let issued = token::issue(&id);
     let grant = GrantRecord {
@@ -581,10 +572,16 @@ pub async fn patch(
     {
         new.within(&ceiling).map_err(limit_error)?;
     }
-    if by == Caller::Person && !fresh && widens(&existing, &patch, limits.as_ref()) {
-        return Err(ServiceError::FreshPasskeyRequired.into());
-    }
+    // Judged against the record being written, inside the atomic update: a check
+    // against the copy read above could be raced by another change (the person's own
+    // tightening landing in between would be undone by a stale session's "tightening").
+    let needs_fresh = Cell::new(false);
+    let moved = (plan != existing.plan).then_some(plan);
     let updated = update_unless_revoked(store, id, |g| {
+        needs_fresh.set(by == Caller::Person && !fresh && widens(g, &patch, limits.as_ref()));
+        if needs_fresh.get() {
+            return;
+        }
         if let Some(n) = &patch.name {
             g.name = n.clone();
         }
@@ -600,8 +597,15 @@ pub async fn patch(
         if let Some(e) = patch.expires_at {
             g.expires_at = e;
         }
-        g.plan = plan.clone();
+        // Only a real move (the operator's): a change racing an operator's move of the
+        // plan must not put the old plan back.
+        if let Some(p) = &moved {
+            g.plan = p.clone();
+        }
     })?;
+    if needs_fresh.get() {
+        return Err(ServiceError::FreshPasskeyRequired.into());
+    }
     store.flush().await?;
     tracing::info!(grant_id = %id, by = ?by, "grant changed");
     Ok(GrantView::from(&updated))
@@ -648,19 +652,46 @@ pub async fn rotate(
     Ok(new)
 }
 
-/// The terms a re-approved connection changes (connect reuse). `None` = keep.
+/// The terms a re-approved connection changes (connect reuse). `None` = keep. There
+/// is no plan: re-keying never moves a grant to another plan (the plan an app asks for
+/// applies to new connections; the consent page hides plan and limits for a re-key).
 #[derive(Default)]
 pub struct Reapproval {
     pub scopes: Option<Vec<Scope>>,
-    pub settled: Option<Settled>,
+    /// Held to the grant's own plan, like the person's PATCH.
+    pub limits: Option<Limits>,
     pub expires_at: Option<UnixTime>,
+}
+
+/// Can an app's connection get a new key by re-approval? Active and not expired: a
+/// re-key keeps the expiry, so an expired one would hand out a key dead on arrival
+/// (the app connects anew instead).
+pub fn re_keyable(g: &GrantRecord, now: UnixTime) -> bool {
+    g.state == GrantState::Active && g.expires_at.is_none_or(|at| at > now)
+}
+
+/// May a re-approval of `existing` set `limits`? Held to the grant's own plan, like
+/// the person's PATCH (a re-key never changes the plan).
+pub fn check_reapproval(
+    config: &Config,
+    existing: &GrantRecord,
+    limits: Option<&Limits>,
+) -> Result<(), ServerError> {
+    if let Some(limits) = limits
+        && let Some(ceiling) = ceiling_for(config, existing)
+    {
+        limits.within(&ceiling).map_err(limit_error)?;
+    }
+    Ok(())
 }
 
 /// A reconnecting app: a new key for an existing ACTIVE grant of `owner`; the old key
 /// keeps working for `grace_secs` (`reconnect_grace_secs`). What the person approved
-/// again (scopes, plan and limits, expiry) replaces what the grant had.
+/// again (scopes, limits within the grant's plan, expiry) replaces what the grant had;
+/// its plan and the limits the person set stay unless the approval carries limits.
 pub async fn rekey(
     store: &Store,
+    config: &Config,
     id: &GrantId,
     owner: &UserId,
     again: Reapproval,
@@ -669,16 +700,17 @@ pub async fn rekey(
 ) -> Result<NewGrant, ServerError> {
     let not_found = || ServiceError::NotFound(Missing::ActiveConnection);
     let existing = store.grant(id)?.ok_or_else(not_found)?;
-    if existing.user_id != *owner || existing.state != GrantState::Active {
+    if existing.user_id != *owner || !re_keyable(&existing, now) {
         return Err(not_found().into());
     }
+    in_future(again.expires_at, now)?;
+    check_reapproval(config, &existing, again.limits.as_ref())?;
     let new = rotate_with(store, id, grace_secs, now, |g| {
         if let Some(s) = &again.scopes {
             g.scopes = s.clone();
         }
-        if let Some(s) = &again.settled {
-            g.plan = s.plan.clone();
-            g.limits = s.limits.clone();
+        if let Some(l) = &again.limits {
+            g.limits = l.clone();
         }
         if again.expires_at.is_some() {
             g.expires_at = again.expires_at;
@@ -708,8 +740,7 @@ fn rotate_with(
             g.previous_secret_hash = Some(old);
             g.previous_until = Some(now.saturating_add(grace_secs));
         } else {
-            g.previous_secret_hash = None;
-            g.previous_until = None;
+            forget_previous_secret(g);
         }
         also(g);
     })?;
@@ -720,7 +751,8 @@ fn rotate_with(
 }
 
 /// Disables (`enabled = false`) or re-enables a grant (of `owner`, when given). Only
-/// active ↔ disabled; a revoked grant is 404. Durable before returning. (The person's
+/// active ↔ disabled; a revoked grant is 404. Disabling also ends a rotation's grace.
+/// Durable before returning. (The person's
 /// route asks for a fresh session to enable: see `patch` on widening.)
 pub async fn set_enabled(
     store: &Store,
@@ -734,10 +766,23 @@ pub async fn set_enabled(
     } else {
         GrantState::Disabled
     };
-    let updated = update_unless_revoked(store, id, |g| g.state = state)?;
+    let updated = update_unless_revoked(store, id, |g| {
+        g.state = state;
+        // Disabling is how a person cuts a key off: the secret a rotation replaced goes
+        // too, so enabling again does not revive it (its grace ends here).
+        if !enabled {
+            forget_previous_secret(g);
+        }
+    })?;
     store.flush().await?;
     tracing::info!(grant_id = %id, enabled, "grant enabled or disabled");
     Ok(GrantView::from(&updated))
+}
+
+/// Ends the grace of the secret the last rotation replaced.
+fn forget_previous_secret(g: &mut GrantRecord) {
+    g.previous_secret_hash = None;
+    g.previous_until = None;
 }
 
 /// What `DELETE …/grants/{id}` did.
@@ -831,6 +876,7 @@ fn update_unless_revoked(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keygate_core::money::Usd;
     use serde_json::json;
 
     fn param(r: Result<impl std::fmt::Debug, ServerError>) -> String {
@@ -855,7 +901,7 @@ mod tests {
         assert_eq!(l.models["gpt-4o"].tpm, Some(100));
         assert_eq!(parse_limits(&json!({})).unwrap(), Limits::default());
         assert_eq!(
-            parse_limits(&json!({"rpm": null})).unwrap(),
+            parse_limits(&json!({"rpm": null, "models": null})).unwrap(),
             Limits::default()
         );
         for (body, field) in [
@@ -895,6 +941,25 @@ mod tests {
                 "limits.budget.x",
             ),
             (json!({"models": []}), "limits.models"),
+            (json!({"models": {"rpm": 5}}), "limits.models.rpm"),
+            (json!({"budget": 5}), "limits.budget"),
+            (json!([60]), "limits"),
+            (json!({"budget": [5, null, "day"]}), "limits.budget"),
+            (json!({"models": {"gpt-4o": [1]}}), "limits.models.gpt-4o"),
+            (json!({"tpm": 1e3}), "limits.tpm"),
+            (
+                json!({"tpm": 18_446_744_073_709_551_615u64 as f64}),
+                "limits.tpm",
+            ),
+            (json!({"rpm": 4_294_967_296u64}), "limits.rpm"),
+            (
+                json!({"budget": {"usd": 1e308, "period": "day"}}),
+                "limits.budget.usd",
+            ),
+            (
+                json!({"budget": {"usd": 0, "period": "day"}}),
+                "limits.budget.usd",
+            ),
             (
                 json!({"models": {"gpt-4o": {"rpm": 0}}}),
                 "limits.models.gpt-4o.rpm",
@@ -910,6 +975,29 @@ mod tests {
         ] {
             assert_eq!(param(parse_limits(&body)), field, "{body}");
         }
+    }
+
+    #[test]
+    fn limits_refusals_say_what_is_wanted_without_repeating_the_value() {
+        let message = |v: Value| match parse_limits(&v) {
+            Err(ServerError::Service(ServiceError::Invalid { message, .. })) => message,
+            other => panic!("not a 400: {other:?}"),
+        };
+        let m = message(json!({"budget": {"usd": "sk-not-a-number", "period": "day"}}));
+        assert!(m.contains("number of dollars") && !m.contains("sk-"), "{m}");
+        let m = message(json!({"budget": {"usd": 1, "period": "sk-period"}}));
+        assert!(m.contains("\"month\"") && !m.contains("sk-"), "{m}");
+        let m = message(json!({"rpm": "sk-rpm"}));
+        assert!(m.contains("whole number") && !m.contains("sk-"), "{m}");
+        let m = message(json!({"budget": "sk-budget"}));
+        assert!(m.contains("must be an object") && !m.contains("sk-"), "{m}");
+        let m = message(json!({"rpn": 1}));
+        assert!(
+            m.contains("unknown field `rpn`") && m.contains("`rpm`"),
+            "{m}"
+        );
+        let m = message(json!({"budget": {"usd": 1}}));
+        assert!(m.contains("limits.budget.period"), "{m}");
     }
 
     #[test]

@@ -64,6 +64,25 @@ pub(crate) async fn approve_redirect(b: &mut Browser, extra: &[(&str, &str)]) ->
         .unwrap()
 }
 
+/// The popup's approval of `APP` ("Notes") as the connect page sends it, with `extra`
+/// fields (`plan`, `limits`, `reuse_grant_id`, ...) set in the body.
+pub(crate) async fn popup(b: &mut Browser, extra: Value) -> reqwest::Response {
+    let started: Value = b
+        .post("/api/connect/approve/start", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cred = b.passkey.get(&started["options"]).unwrap();
+    let mut body = json!({
+        "ceremony": started["ceremony"], "credential": cred, "origin": APP, "app_name": "Notes",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    b.post("/api/connect/approve/finish", body).await
+}
+
 pub(crate) fn code_from(res: &reqwest::Response) -> String {
     assert_eq!(res.status(), 302, "expected a redirect");
     let location = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();

@@ -9,8 +9,8 @@ use keygate_testkit::{TestApp, manual_clock, spawn_app, spawn_app_with, spawn_ap
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use crate::connect::{APP, VERIFIER, approve_redirect, code_from, exchange, person};
-use crate::helpers::{assert_openai_error, chat};
+use crate::connect::{VERIFIER, approve_redirect, code_from, exchange, person, popup};
+use crate::helpers::{assert_openai_error, chat, json_of, listed};
 
 async fn admin(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Response {
     let req = app.admin(method, path);
@@ -23,43 +23,9 @@ async fn admin(app: &TestApp, method: Method, path: &str, body: Option<Value>) -
     .unwrap()
 }
 
-async fn json_of(res: Response, status: u16) -> Value {
-    let got = res.status().as_u16();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
-    assert_eq!(got, status, "{body}");
-    body
-}
-
-/// The person's grant with this id, as their list shows it (`None`: not listed).
-async fn listed(b: &Browser, id: &str) -> Option<Value> {
-    let all: Value = b.get("/api/grants").await.json().await.unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["id"] == id)
-        .cloned()
-}
-
 /// A grant made by the signed-in person through `POST /api/grants` (fresh session).
 async fn person_grant(b: &Browser, body: Value) -> Value {
     json_of(b.post("/api/grants", body).await, 201).await
-}
-
-async fn popup(b: &mut Browser, extra: Value) -> Response {
-    let started: Value = b
-        .post("/api/connect/approve/start", json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let cred = b.passkey.get(&started["options"]).unwrap();
-    let mut body = json!({
-        "ceremony": started["ceremony"], "credential": cred, "origin": APP, "app_name": "Notes",
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    b.post("/api/connect/approve/finish", body).await
 }
 
 fn status_of(res: &Response) -> u16 {

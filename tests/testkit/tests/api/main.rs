@@ -7,6 +7,7 @@ mod admin;
 mod anonymous;
 mod connect;
 mod extractors;
+mod grant_attacks;
 mod grant_lifecycle;
 mod health;
 mod helpers;

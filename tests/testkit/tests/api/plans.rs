@@ -3,16 +3,15 @@
 //! held to it, the operator not, and the consent page's `GET /api/connect/plan`.
 
 use keygate_server::config::RawConfig;
-use keygate_testkit::browser::Browser;
 use keygate_testkit::{TestApp, spawn_app, spawn_app_with};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
 use crate::connect::{
-    APP, VERIFIER, approve_redirect, challenge, code_from, connect_url, exchange, good_params,
-    person,
+    VERIFIER, approve_redirect, challenge, code_from, connect_url, exchange, good_params, person,
+    popup,
 };
-use crate::helpers::assert_openai_error;
+use crate::helpers::{assert_openai_error, param_of};
 
 fn plans(c: &mut RawConfig) {
     c.plans = Some(
@@ -52,27 +51,6 @@ async fn created(res: Response) -> Value {
     let v: Value = res.json().await.unwrap();
     assert_eq!(status, 201, "{v}");
     v["grant"].clone()
-}
-
-async fn popup(b: &mut Browser, extra: Value) -> Response {
-    let started: Value = b
-        .post("/api/connect/approve/start", json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let cred = b.passkey.get(&started["options"]).unwrap();
-    let mut body = json!({
-        "ceremony": started["ceremony"], "credential": cred, "origin": APP, "app_name": "Notes",
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    b.post("/api/connect/approve/finish", body).await
-}
-
-async fn param_of(res: Response) -> Value {
-    assert_openai_error(res, 400, "invalid_request").await["error"]["param"].clone()
 }
 
 #[tokio::test]
