@@ -11,6 +11,12 @@
 //! * A JSON answer cut short: the prompt plus the output it allowed, `estimated`
 //!   (OpenAI bills the whole answer even if nobody reads it).
 //! * An error answer (non-2xx): one request, one error, no tokens.
+//! * Only a call that runs a model is read for usage: retrieving a stored answer
+//!   (`GET /v1/chat/completions/{id}`, `GET /v1/responses/{id}`, or updating one) shows
+//!   the usage of a run already counted, and counting it again would double it.
+//! * An answer in a content coding keygate cannot read (it never asks for one, but an
+//!   upstream may send it anyway) is estimated like a cut JSON answer: the prompt plus
+//!   the output it allowed, so a budget cannot be escaped by an unreadable answer.
 //!
 //! Usage is charged to the UTC day the answer ends.
 
@@ -38,8 +44,10 @@ pub enum Outcome {
 }
 
 enum Tap {
-    /// Nothing to read (binary answers, errors).
+    /// Nothing to read (binary answers, errors, calls that run no model).
     None,
+    /// A model's answer keygate cannot read (compressed): estimated.
+    Opaque,
     Sse(Box<SseScanner>),
     Json(Tail),
 }
@@ -74,6 +82,16 @@ impl Tail {
     }
 }
 
+/// What the answer's headers say its body is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Sse,
+    Json,
+    /// In a content coding other than `identity`: its bytes cannot be read.
+    Encoded,
+    Other,
+}
+
 pub struct Account {
     config: Arc<Config>,
     lease: Option<Lease>,
@@ -86,20 +104,23 @@ pub struct Account {
 }
 
 impl Account {
-    /// `status` is the upstream's; `sse`/`json` what its `Content-Type` says.
+    /// `status` is the upstream's; `body` what its `Content-Type` and
+    /// `Content-Encoding` say; `runs_model` whether the call ran a model (only then is
+    /// its answer's usage new).
     pub fn new(
         config: Arc<Config>,
         lease: Lease,
         ctx: &mut ProxyCtx,
         status: u16,
-        sse: bool,
-        json: bool,
+        body: BodyKind,
+        runs_model: bool,
     ) -> Self {
         let success = (200..300).contains(&status);
-        let tap = match (success, sse, json) {
-            (true, true, _) => Tap::Sse(Box::new(SseScanner::new(ctx.strip_usage))),
-            (true, false, true) => Tap::Json(Tail::default()),
-            _ => Tap::None,
+        let tap = match (success && runs_model, body) {
+            (false, _) | (true, BodyKind::Other) => Tap::None,
+            (true, BodyKind::Sse) => Tap::Sse(Box::new(SseScanner::new(ctx.strip_usage))),
+            (true, BodyKind::Json) => Tap::Json(Tail::default()),
+            (true, BodyKind::Encoded) => Tap::Opaque,
         };
         Self {
             config,
@@ -120,7 +141,7 @@ impl Account {
     /// A chunk from the upstream in, the bytes for the app out (SSE may hold some back).
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
         match &mut self.tap {
-            Tap::None => chunk,
+            Tap::None | Tap::Opaque => chunk,
             Tap::Sse(scanner) => scanner.feed(chunk),
             Tap::Json(tail) => {
                 tail.push(&chunk);
@@ -172,7 +193,7 @@ impl Account {
             Tap::Json(tail) if outcome == Outcome::Completed => {
                 (usage::from_json_tail(&tail.bytes()), false)
             }
-            Tap::Json(_) if self.model.is_some() => (
+            Tap::Json(_) | Tap::Opaque if self.model.is_some() => (
                 Some(Usage {
                     prompt_tokens: self.prompt_estimate(model),
                     cached_tokens: 0,
@@ -180,7 +201,7 @@ impl Account {
                 }),
                 true,
             ),
-            Tap::Json(_) => (None, false),
+            Tap::Json(_) | Tap::Opaque => (None, false),
         };
         if let Some(u) = usage {
             counts.prompt_tokens = u.prompt_tokens;

@@ -45,6 +45,12 @@ pub async fn forward(
         .map_err(|_| ServerError::Internal("stored key is not a valid header value".into()))?;
     auth.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, auth);
+    // Said explicitly: without the header an upstream may pick any coding (RFC 9110
+    // §12.5.3), and the account phase reads usage from the answer's plain bytes.
+    headers.insert(
+        reqwest::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     for (name, value) in [
         ("openai-organization", &key.org),
         ("openai-project", &key.project),

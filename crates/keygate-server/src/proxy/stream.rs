@@ -20,7 +20,9 @@ use bytes::Bytes;
 use futures::Stream;
 use pin_project_lite::pin_project;
 
-use super::account::{Account, Outcome};
+use keygate_core::scope::{self, ModelUse};
+
+use super::account::{Account, BodyKind, Outcome};
 use super::headers::downstream_headers;
 use super::{AuthenticatedGrant, ProxyCtx};
 use crate::error::{ServerError, UpstreamError};
@@ -51,29 +53,36 @@ pub fn respond(
             res.append_header((n, v));
         }
     }
-    let is_sse = upstream_headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        });
-    let is_json = upstream_headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
+    let content_type = |prefix: &str| {
+        upstream_headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.trim_start()
+                    .get(..prefix.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+            })
+    };
+    let is_sse = content_type("text/event-stream");
+    // keygate asks for `identity`; an upstream that compresses anyway cannot be read.
+    let encoded = upstream_headers
+        .get_all(reqwest::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity")));
+    let body_kind = match () {
+        () if encoded => BodyKind::Encoded,
+        () if is_sse => BodyKind::Sse,
+        () if content_type("application/json") => BodyKind::Json,
+        () => BodyKind::Other,
+    };
+    let runs_model = scope::model_use(req.method().as_str(), &ctx.path) != ModelUse::None;
     let mut account = Account::new(
         st.config.clone(),
         lease,
         &mut ctx,
         status.as_u16(),
-        is_sse,
-        is_json,
+        body_kind,
+        runs_model,
     );
     if is_sse {
         // Tell buffering reverse proxies in front of keygate to pass events through.

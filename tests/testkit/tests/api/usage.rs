@@ -360,3 +360,47 @@ async fn usage_reports_are_the_persons_own_and_check_their_dates() {
         (json!("2026-11-01"), json!("2026-11-30"))
     );
 }
+
+/// Review finding: retrieving a stored answer shows the usage of a run already
+/// counted; counting it again would double the person's usage (and spend a token
+/// budget on nothing).
+#[tokio::test]
+async fn retrieving_a_stored_answer_counts_no_tokens_again() {
+    let app = spawn_app().await;
+    let g = app
+        .enrolled_grant_with_scopes(&["inference", "stored"])
+        .await;
+    let res = app
+        .v1(Method::GET, "/chat/completions/chatcmpl-stored", &g.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer["usage"]["prompt_tokens"], 100, "{answer}");
+    let report = settled(&app, &g.grant_id, 1).await;
+    let row = only_row(&report);
+    assert_eq!(row["prompt_tokens"], 0, "{report}");
+    assert_eq!(row["completion_tokens"], 0, "{report}");
+    assert_eq!(row["errors"], 0, "{report}");
+}
+
+/// Review finding: usage is read from the answer's plain bytes, so keygate asks the
+/// upstream for no content coding at all (a request without `Accept-Encoding` lets a
+/// server pick any), whatever the app asked for.
+#[tokio::test]
+async fn the_upstream_is_asked_for_an_uncompressed_answer() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    let res = app
+        .v1(Method::POST, "/chat/completions", &g.api_key)
+        .header("x-mock-scenario", "echo-headers")
+        .header("accept-encoding", "gzip, br")
+        .json(&chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["headers"]["accept-encoding"], "identity", "{v}");
+}
