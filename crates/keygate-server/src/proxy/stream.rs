@@ -68,7 +68,10 @@ pub fn respond(
     let encoded = upstream_headers
         .get_all(reqwest::header::CONTENT_ENCODING)
         .iter()
-        .any(|v| !v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity")));
+        .any(|v| {
+            !v.to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+        });
     let body_kind = match () {
         () if encoded => BodyKind::Encoded,
         () if is_sse => BodyKind::Sse,
