@@ -171,6 +171,19 @@ pub fn requested_output(body: &Value) -> Option<u64> {
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
 }
 
+/// How many answers the request asks for: Chat Completions' `n`, legacy Completions'
+/// `n` and `best_of` (the larger: `best_of` answers are generated and billed, `n`
+/// returned). Each may be as long as the output limit, so the reservation multiplies
+/// by this; 1 when unset.
+pub fn choices(body: &Value) -> u64 {
+    ["n", "best_of"]
+        .iter()
+        .filter_map(|k| body.get(*k).and_then(Value::as_u64))
+        .max()
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// The tokens OpenAI bills for one image on `model`. GPT-4o mini bills images at
 /// 2,833 + 5,667 per tile (33 times GPT-4o's count, priced to cost the same); the
 /// GPT-4.1 / GPT-5 mini and nano and o4-mini patch models bill at most 1,536 patches
@@ -573,6 +586,14 @@ mod tests {
         let one = count("gpt-4o", &part);
         let expected = 20 * (one + 3) + 3 + 20; // + per message, priming, "user"
         assert!(n.abs_diff(expected) <= expected / 100, "{n} vs {expected}");
+    }
+
+    #[test]
+    fn several_choices_multiply_the_output() {
+        assert_eq!(choices(&json!({})), 1);
+        assert_eq!(choices(&json!({"n": 4})), 4);
+        assert_eq!(choices(&json!({"n": 2, "best_of": 5})), 5);
+        assert_eq!(choices(&json!({"n": 0, "best_of": null})), 1);
     }
 
     #[test]

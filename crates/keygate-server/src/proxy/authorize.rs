@@ -123,6 +123,7 @@ pub fn limits(
                     .as_ref()
                     .and_then(|p| st.config.plans.get(p))
                     .and_then(|p| p.default_max_tokens)
+                    .map(|t| t.saturating_mul(ctx.choices))
             })
             .unwrap_or(0);
         let usage = Usage {

@@ -129,7 +129,9 @@ pub async fn read(
                 .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;
             let model = ctx.model.as_deref().unwrap_or_default();
             ctx.prompt_tokens = Some(tokens::estimate_prompt(model, &body));
-            ctx.max_output = tokens::requested_output(&body);
+            // `n` answers of up to the limit each (OpenAI bills them all).
+            ctx.choices = tokens::choices(&body);
+            ctx.max_output = tokens::requested_output(&body).map(|t| t.saturating_mul(ctx.choices));
         }
         let mut bytes = bytes;
         let completions = matches!(

@@ -55,8 +55,11 @@ pub struct ProxyCtx {
     pub body: Option<bytes::Bytes>,
     /// Counted only for grants whose limits need tokens (tpm, a budget).
     pub prompt_tokens: Option<u64>,
-    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`, when counted.
+    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens` times
+    /// [`ProxyCtx::choices`], when counted.
     pub max_output: Option<u64>,
+    /// Answers the request asks for (`n`, `best_of`), when counted; 1 otherwise.
+    pub choices: u64,
     /// keygate asked for usage on the app's behalf: take it out of the answer.
     pub strip_usage: bool,
 }
@@ -77,6 +80,7 @@ impl ProxyCtx {
             body: None,
             prompt_tokens: None,
             max_output: None,
+            choices: 1,
             strip_usage: false,
         }
     }

@@ -440,3 +440,22 @@ async fn the_plans_default_max_tokens_is_reserved_when_the_request_sets_none() {
     assert_eq!(app.chat_completions(&g.api_key, &body).await.status(), 200);
     assert_eq!(app.mock.request_count(), 1);
 }
+
+/// Review finding: `n` answers may each be as long as `max_tokens` (OpenAI bills them
+/// all), so the reservation counts `n` of them; it counted one.
+#[tokio::test]
+async fn several_choices_reserve_each_ones_output() {
+    let app = spawn_app().await;
+    let g = app
+        .limited_grant(json!({"budget": {"tokens": 1000, "period": "day"}}))
+        .await;
+    let mut body = chat("gpt-4o-mini");
+    body["max_tokens"] = json!(300);
+    body["n"] = json!(4);
+    let res = app.chat_completions(&g.api_key, &body).await;
+    assert_openai_error(res, 429, "insufficient_quota").await;
+    assert_eq!(app.mock.request_count(), 0);
+    body["n"] = json!(3);
+    let res = app.chat_completions(&g.api_key, &body).await;
+    assert_eq!(res.status(), 200);
+}
