@@ -262,6 +262,12 @@ fn body(problem: BodyProblem) -> OpenAiError {
             None,
         ),
         B::ModelNotAString => ("`model` must be a string", Some("model")),
+        B::KeyRepeated => (
+            "The JSON body names one of `model`, `stream`, `stream_options`, `tools`, \
+             `max_tokens`, `max_completion_tokens`, `max_output_tokens`, `n` or `best_of` \
+             more than once; JSON parsers disagree on which one counts. Send each key once.",
+            None,
+        ),
         B::Unreadable => ("the request body could not be read", None),
         B::MultipartUnparseable => ("the multipart body could not be parsed", None),
         B::ModelRepeated => ("`model` is given more than once", Some("model")),
@@ -608,6 +614,7 @@ mod tests {
             BodyProblem::MultipartUnparseable,
             BodyProblem::ModelRepeated,
             BodyProblem::MultipartAmbiguous,
+            BodyProblem::KeyRepeated,
             BodyProblem::ContentType(ContentTypeError::Repeated),
             BodyProblem::ContentType(ContentTypeError::Malformed),
             BodyProblem::ContentType(ContentTypeError::RepeatedParameter),

@@ -28,6 +28,7 @@ use futures::StreamExt;
 use keygate_core::content_type::{self, ContentType};
 use keygate_core::{scope, tokens, usage};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use tokio::sync::mpsc;
 
 use super::ProxyCtx;
@@ -56,6 +57,21 @@ struct Peek<'a> {
     /// (tools can run models of their own).
     #[serde(default, borrow)]
     tools: Option<&'a serde_json::value::RawValue>,
+    // Never read here: declared so that a body naming one of them twice is refused
+    // (the derive rejects a repeated field). Which copy counts differs between JSON
+    // parsers; keygate's reservation and usage request must read what OpenAI reads.
+    #[serde(default)]
+    stream_options: Option<IgnoredAny>,
+    #[serde(default)]
+    max_tokens: Option<IgnoredAny>,
+    #[serde(default)]
+    max_completion_tokens: Option<IgnoredAny>,
+    #[serde(default)]
+    max_output_tokens: Option<IgnoredAny>,
+    #[serde(default)]
+    n: Option<IgnoredAny>,
+    #[serde(default)]
+    best_of: Option<IgnoredAny>,
 }
 
 pub async fn read(
@@ -108,8 +124,14 @@ pub async fn read(
 
     if is_json {
         let bytes = buffer(&mut payload, limit, content_length).await?;
-        let peek: Peek = serde_json::from_slice(&bytes)
-            .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;
+        let peek: Peek = serde_json::from_slice(&bytes).map_err(|e| {
+            // serde's own wording for a field it met twice (`duplicate field `n``).
+            if e.is_data() && e.to_string().starts_with("duplicate field") {
+                ProxyError::Body(BodyProblem::KeyRepeated)
+            } else {
+                ProxyError::Body(BodyProblem::JsonNotAnObject)
+            }
+        })?;
         ctx.model = match peek.model {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(m)) => Some(m),

@@ -102,4 +102,6 @@ pub enum BodyProblem {
     MultipartUnparseable,
     ModelRepeated,
     MultipartAmbiguous,
+    /// A JSON key that policy reads sent twice: parsers disagree on which counts.
+    KeyRepeated,
 }

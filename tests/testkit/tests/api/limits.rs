@@ -459,3 +459,36 @@ async fn several_choices_reserve_each_ones_output() {
     let res = app.chat_completions(&g.api_key, &body).await;
     assert_eq!(res.status(), 200);
 }
+
+/// Review finding: `{"max_tokens": 100000, "max_tokens": 10}` reserved the last copy
+/// (serde's pick), while a parser that takes the first would let the answer run ten
+/// thousand times longer. A key policy reads, sent twice, is refused.
+#[tokio::test]
+async fn a_key_policy_reads_sent_twice_is_refused() {
+    let app = spawn_app().await;
+    let g = app
+        .limited_grant(json!({"budget": {"tokens": 1000, "period": "day"}}))
+        .await;
+    for body in [
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":100000,"max_tokens":10}"#,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":false,"stream":true}"#,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"n":1,"n":50}"#,
+    ] {
+        let res = app
+            .v1(Method::POST, "/chat/completions", &g.api_key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let err = assert_openai_error(res, 400, "invalid_request").await;
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than once"),
+            "{err}"
+        );
+    }
+    assert_eq!(app.mock.request_count(), 0);
+}
