@@ -60,18 +60,18 @@ struct Peek<'a> {
     // Never read here: declared so that a body naming one of them twice is refused
     // (the derive rejects a repeated field). Which copy counts differs between JSON
     // parsers; keygate's reservation and usage request must read what OpenAI reads.
-    #[serde(default)]
-    stream_options: Option<IgnoredAny>,
-    #[serde(default)]
-    max_tokens: Option<IgnoredAny>,
-    #[serde(default)]
-    max_completion_tokens: Option<IgnoredAny>,
-    #[serde(default)]
-    max_output_tokens: Option<IgnoredAny>,
-    #[serde(default)]
-    n: Option<IgnoredAny>,
-    #[serde(default)]
-    best_of: Option<IgnoredAny>,
+    #[serde(default, rename = "stream_options")]
+    _stream_options: Option<IgnoredAny>,
+    #[serde(default, rename = "max_tokens")]
+    _max_tokens: Option<IgnoredAny>,
+    #[serde(default, rename = "max_completion_tokens")]
+    _max_completion_tokens: Option<IgnoredAny>,
+    #[serde(default, rename = "max_output_tokens")]
+    _max_output_tokens: Option<IgnoredAny>,
+    #[serde(default, rename = "n")]
+    _n: Option<IgnoredAny>,
+    #[serde(default, rename = "best_of")]
+    _best_of: Option<IgnoredAny>,
 }
 
 pub async fn read(

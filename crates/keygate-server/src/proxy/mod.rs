@@ -98,20 +98,38 @@ pub async fn proxy_v1(
         Ok(g) => g,
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
-    // CORS for exactly the grant's bound origin, on every answer from here on.
-    let allow = cors::allowed_origin(&req, grant.origin.as_deref());
-    // The grant's own rpm/tpm state goes on every answer (keygate's or the upstream's).
-    let rated = (grant.limits.rpm.is_some() || grant.limits.tpm.is_some())
-        .then(|| (grant.id.clone(), grant.limits.clone()));
+    let finish = Finish::of(&req, &grant);
     let mut res = match run(&req, payload, &st, grant).await {
         Ok(res) => res,
         Err(e) => actix_web::ResponseError::error_response(&e),
     };
-    if let Some((id, limits)) = rated {
-        ratelimit::decorate(&mut res, &st.limiter.snapshot(&id, &limits));
-    }
-    cors::decorate(&mut res, allow);
+    finish.apply(&st, &mut res);
     res
+}
+
+/// What every answer to an identified grant carries, whatever it is (keygate's own,
+/// a refusal, or the upstream's): CORS for exactly the grant's bound origin, and the
+/// grant's own rpm/tpm state when it has those limits.
+pub(crate) struct Finish {
+    allow: Option<actix_web::http::header::HeaderValue>,
+    rated: Option<(keygate_core::ids::GrantId, keygate_core::limits::Limits)>,
+}
+
+impl Finish {
+    pub(crate) fn of(req: &HttpRequest, grant: &keygate_store::GrantRecord) -> Self {
+        Self {
+            allow: cors::allowed_origin(req, grant.origin.as_deref()),
+            rated: (grant.limits.rpm.is_some() || grant.limits.tpm.is_some())
+                .then(|| (grant.id.clone(), grant.limits.clone())),
+        }
+    }
+
+    pub(crate) fn apply(self, st: &AppState, res: &mut HttpResponse) {
+        if let Some((id, limits)) = self.rated {
+            ratelimit::decorate(res, &st.limiter.snapshot(&id, &limits));
+        }
+        cors::decorate(res, self.allow);
+    }
 }
 
 async fn run(
