@@ -325,7 +325,8 @@ fn load_period(
         grant,
         calendar::day_number(start),
         calendar::day_number(end).saturating_sub(1),
-        model,
+        // The rows' name (cut like every row's), so a long override name still matches.
+        model.map(row_model),
     )?;
     w.usage.settled = Spend {
         usd: Usd::from_nanos(total.usd_nanos),
