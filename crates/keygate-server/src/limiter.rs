@@ -11,9 +11,10 @@
 //! requests cannot overspend a budget together. Limits are read from the grant record
 //! on every request, so an edit applies to the very next one.
 //!
-//! A [`Lease`] is settled with the answer's real usage by the proxy's account phase;
-//! one dropped unsettled (the request failed before an answer) is counted as an error
-//! with no tokens.
+//! A [`Lease`] is settled by the proxy's account phase, which takes it over as the
+//! request leaves for the upstream (an answer's real usage, or the worst case of a
+//! request sent and never answered); one dropped unsettled (refused or failed before
+//! anything was sent) is counted as an error with no tokens.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

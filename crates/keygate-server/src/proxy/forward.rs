@@ -105,6 +105,21 @@ pub async fn forward(
     }
 }
 
+/// Whether a [`forward`] error means the upstream never got the whole request (so
+/// nothing can have run or been billed): no connection, or a body cut at the limit.
+/// A first-byte timeout or a failure after connecting may have been billed.
+pub fn never_sent(e: &ServerError) -> bool {
+    matches!(
+        e,
+        ServerError::Upstream(UpstreamError::Connect | UpstreamError::ConnectTimeout(_))
+            | ServerError::Proxy(
+                ProxyError::TooLarge { .. }
+                    | ProxyError::UnsupportedMethod
+                    | ProxyError::UnroutablePath
+            )
+    )
+}
+
 fn body_too_large(st: &AppState) -> ServerError {
     ProxyError::TooLarge {
         limit: st.config.max_body_bytes,

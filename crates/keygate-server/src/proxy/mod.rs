@@ -29,7 +29,7 @@ mod verdict;
 use std::time::Instant;
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use keygate_core::scope::CanonicalPath;
+use keygate_core::scope::{self, CanonicalPath, ModelUse};
 
 use crate::error::ServerError;
 use crate::request_id::RequestId;
@@ -156,9 +156,19 @@ async fn run(
     let lease = authorize::limits(st, &grant, req, &ctx)?;
     let key = unseal::unseal(st, &grant)?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");
-    let upstream = forward::forward(st, req, body, &key.key, &ctx).await?;
+    let runs_model = scope::model_use(req.method().as_str(), &ctx.path) != ModelUse::None;
+    // The account phase holds the lease from the moment the request may be billed.
+    let mut account = account::Account::new(st.config.clone(), lease, &mut ctx, runs_model);
+    let upstream = forward::forward(st, req, body, &key.key, &ctx)
+        .await
+        .inspect_err(|e| {
+            if forward::never_sent(e) {
+                account.not_sent();
+            }
+        })?;
+    account.answered(upstream.status().as_u16());
     let upstream = verdict::judge(st, &key, upstream).await?;
     drop(key);
     let upstream = models::filter(st, &grant, req, &ctx, upstream).await;
-    Ok(stream::respond(st, req, upstream, grant, ctx, lease))
+    Ok(stream::respond(st, req, upstream, grant, ctx, account))
 }

@@ -20,13 +20,10 @@ use bytes::Bytes;
 use futures::Stream;
 use pin_project_lite::pin_project;
 
-use keygate_core::scope::{self, ModelUse};
-
 use super::account::{Account, BodyKind, Outcome};
 use super::headers::downstream_headers;
 use super::{AuthenticatedGrant, ProxyCtx};
 use crate::error::{ServerError, UpstreamError};
-use crate::limiter::Lease;
 use crate::state::AppState;
 
 pub fn respond(
@@ -34,8 +31,8 @@ pub fn respond(
     req: &HttpRequest,
     upstream: reqwest::Response,
     grant: AuthenticatedGrant,
-    mut ctx: ProxyCtx,
-    lease: Lease,
+    ctx: ProxyCtx,
+    mut account: Account,
 ) -> HttpResponse {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -78,15 +75,7 @@ pub fn respond(
         () if content_type("application/json") => BodyKind::Json,
         () => BodyKind::Other,
     };
-    let runs_model = scope::model_use(req.method().as_str(), &ctx.path) != ModelUse::None;
-    let mut account = Account::new(
-        st.config.clone(),
-        lease,
-        &mut ctx,
-        status.as_u16(),
-        body_kind,
-        runs_model,
-    );
+    account.read(body_kind);
     if is_sse {
         // Tell buffering reverse proxies in front of keygate to pass events through.
         res.insert_header(("x-accel-buffering", "no"));

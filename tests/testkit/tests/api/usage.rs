@@ -404,3 +404,32 @@ async fn the_upstream_is_asked_for_an_uncompressed_answer() {
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["headers"]["accept-encoding"], "identity", "{v}");
 }
+
+/// Review finding: an app that hung up while OpenAI was still working on a JSON answer
+/// (or a first-byte timeout) released its reservation and counted nothing, though
+/// OpenAI runs and bills the request all the same — repeated, a budget held nothing.
+/// It is counted at its worst case, estimated, like a JSON answer cut short.
+#[tokio::test]
+async fn a_request_abandoned_before_its_answer_counts_its_worst_case() {
+    let app = spawn_app().await;
+    let g = app
+        .limited_grant(json!({"budget": {"tokens": 100000, "period": "day"}}))
+        .await;
+    let mut body = chat("gpt-4o-mini");
+    body["max_tokens"] = json!(500);
+    let sent = app
+        .v1(Method::POST, "/chat/completions", &g.api_key)
+        .header("x-mock-scenario", "slow-first-byte")
+        .header("x-mock-delay-ms", "3000")
+        .timeout(Duration::from_millis(300))
+        .json(&body)
+        .send()
+        .await;
+    assert!(sent.is_err(), "the app gave up before the answer");
+    let report = settled(&app, &g.grant_id, 1).await;
+    let row = only_row(&report);
+    assert_eq!(row["completion_tokens"], 500, "{report}");
+    assert!(row["prompt_tokens"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(row["estimated"], 1, "{report}");
+    assert!(nanos(&row["usd"]) > 0, "{report}");
+}
