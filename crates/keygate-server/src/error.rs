@@ -232,6 +232,7 @@ fn proxy(e: &ProxyError) -> OpenAiError {
             ))
         }
         P::ModelNotPriced(model) => OpenAiError::model_not_priced(model.as_deref()),
+        P::TierNotPriced(tier) => OpenAiError::tier_not_priced(tier),
         P::KeyNotEnrolled => OpenAiError::key_not_enrolled(),
         P::UnsupportedMethod => OpenAiError::invalid_request("unsupported HTTP method"),
         P::UnroutablePath => OpenAiError::invalid_request("the request path is not valid"),
@@ -264,7 +265,8 @@ fn body(problem: BodyProblem) -> OpenAiError {
         B::ModelNotAString => ("`model` must be a string", Some("model")),
         B::KeyRepeated => (
             "The JSON body names one of `model`, `stream`, `stream_options`, `tools`, \
-             `max_tokens`, `max_completion_tokens`, `max_output_tokens`, `n` or `best_of` \
+             `max_tokens`, `max_completion_tokens`, `max_output_tokens`, `n`, `best_of` or \
+             `service_tier` \
              more than once; JSON parsers disagree on which one counts. Send each key once.",
             None,
         ),
@@ -535,6 +537,11 @@ mod tests {
                 403,
                 "model_not_priced",
             ),
+            (
+                ProxyError::TierNotPriced("priority".into()).into(),
+                403,
+                "model_not_priced",
+            ),
             (ProxyError::KeyNotEnrolled.into(), 409, "key_not_enrolled"),
             (ProxyError::UnsupportedMethod.into(), 400, "invalid_request"),
             (ProxyError::UnroutablePath.into(), 400, "invalid_request"),
@@ -637,7 +644,7 @@ mod tests {
 
     /// How many variants [`variant`] names. A new variant does not compile there until
     /// it gets a name; then this count and the table above must grow with it.
-    const VARIANTS: usize = 51;
+    const VARIANTS: usize = 52;
 
     /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
     /// fails to compile here until it is named, and then the table test fails until it
@@ -687,6 +694,7 @@ mod tests {
                 ProxyError::ConcurrencyLimit(_) => "ConcurrencyLimit",
                 ProxyError::BudgetSpent { .. } => "BudgetSpent",
                 ProxyError::ModelNotPriced(_) => "ModelNotPriced",
+                ProxyError::TierNotPriced(_) => "TierNotPriced",
                 ProxyError::KeyNotEnrolled => "KeyNotEnrolled",
                 ProxyError::UnsupportedMethod => "UnsupportedMethod",
                 ProxyError::UnroutablePath => "UnroutablePath",

@@ -60,6 +60,9 @@ struct Peek<'a> {
     // Never read here: declared so that a body naming one of them twice is refused
     // (the derive rejects a repeated field). Which copy counts differs between JSON
     // parsers; keygate's reservation and usage request must read what OpenAI reads.
+    /// `priority` (and the older `scale`) cost more than the price table says.
+    #[serde(default)]
+    service_tier: Option<serde_json::Value>,
     #[serde(default, rename = "stream_options")]
     _stream_options: Option<IgnoredAny>,
     #[serde(default, rename = "max_tokens")]
@@ -140,6 +143,11 @@ pub async fn read(
             }
         };
         ctx.stream = matches!(peek.stream, Some(serde_json::Value::Bool(true)));
+        ctx.service_tier = match peek.service_tier {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(t)) => Some(t),
+            Some(other) => Some(other.to_string()),
+        };
         if need_model && let Some(tools) = peek.tools {
             let tools: serde_json::Value = serde_json::from_str(tools.get())
                 .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;

@@ -60,6 +60,8 @@ pub struct ProxyCtx {
     pub max_output: Option<u64>,
     /// Answers the request asks for (`n`, `best_of`), when counted; 1 otherwise.
     pub choices: u64,
+    /// The body's `service_tier`, when it names one.
+    pub service_tier: Option<String>,
     /// keygate asked for usage on the app's behalf: take it out of the answer.
     pub strip_usage: bool,
 }
@@ -81,6 +83,7 @@ impl ProxyCtx {
             prompt_tokens: None,
             max_output: None,
             choices: 1,
+            service_tier: None,
             strip_usage: false,
         }
     }

@@ -492,3 +492,25 @@ async fn a_key_policy_reads_sent_twice_is_refused() {
     }
     assert_eq!(app.mock.request_count(), 0);
 }
+
+/// Review finding: `service_tier: "priority"` costs up to twice the standard price the
+/// table holds, so a USD budget could be overspent twofold; keygate has no price for
+/// it and refuses it like an unpriced model. Flex (cheaper) and auto pass.
+#[tokio::test]
+async fn a_usd_budget_refuses_a_dearer_service_tier() {
+    let app = spawn_app().await;
+    let g = app
+        .limited_grant(json!({"budget": {"usd": 5.0, "period": "month"}}))
+        .await;
+    let mut body = chat("gpt-4o-mini");
+    body["service_tier"] = json!("priority");
+    let res = app.chat_completions(&g.api_key, &body).await;
+    let err = assert_openai_error(res, 403, "model_not_priced").await;
+    assert_eq!(err["error"]["param"], "service_tier", "{err}");
+    assert_eq!(app.mock.request_count(), 0);
+    for tier in ["flex", "auto"] {
+        body["service_tier"] = json!(tier);
+        let res = app.chat_completions(&g.api_key, &body).await;
+        assert_eq!(res.status(), 200, "{tier}");
+    }
+}
