@@ -114,21 +114,62 @@ impl Accounting {
         to_day: u32,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let _consistent = lock(&self.0.flush);
-        let mut rows = store.usage_rows(grant, from_day, to_day)?;
+        // Merged in a map: a grant may have many rows (one per model name it sent), and
+        // a search per pending counter would make a report quadratic.
+        let mut merged: std::collections::BTreeMap<(u32, String), UsageCounts> = store
+            .usage_rows(grant, from_day, to_day)?
+            .into_iter()
+            .map(|r| ((r.day, r.model), r.counts))
+            .collect();
         for ((g, day, model), counts) in lock(&self.0.pending).iter() {
-            if g != grant || !(from_day..=to_day).contains(day) {
-                continue;
-            }
-            match rows.iter_mut().find(|r| r.day == *day && r.model == *model) {
-                Some(row) => row.counts.add(counts),
-                None => rows.push(UsageRow {
-                    day: *day,
-                    model: model.clone(),
-                    counts: *counts,
-                }),
+            if g == grant && (from_day..=to_day).contains(day) {
+                merged.entry((*day, model.clone())).or_default().add(counts);
             }
         }
-        rows.sort_by(|a, b| (a.day, &a.model).cmp(&(b.day, &b.model)));
-        Ok(rows)
+        Ok(merged
+            .into_iter()
+            .map(|((day, model), counts)| UsageRow { day, model, counts })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate_store::StoreOptions;
+
+    fn one() -> UsageCounts {
+        UsageCounts {
+            requests: 1,
+            prompt_tokens: 10,
+            ..UsageCounts::default()
+        }
+    }
+
+    /// A row both stored and pending is reported once, with both parts; a failed or
+    /// repeated flush counts nothing twice.
+    #[test]
+    fn rows_and_totals_merge_stored_and_pending_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let acc = Accounting::default();
+        let g = GrantId::generate();
+        acc.record(&g, 5, "m", &one());
+        acc.write_to(&store).unwrap();
+        acc.write_to(&store).unwrap();
+        acc.record(&g, 5, "m", &one());
+        acc.record(&g, 5, "a", &one());
+        acc.record(&g, 7, "m", &one());
+        acc.record(&GrantId::generate(), 5, "m", &one());
+        let rows = acc.rows(&store, &g, 0, 6).unwrap();
+        let got: Vec<(u32, &str, u64)> = rows
+            .iter()
+            .map(|r| (r.day, r.model.as_str(), r.counts.requests))
+            .collect();
+        assert_eq!(got, [(5, "a", 1), (5, "m", 2)]);
+        assert_eq!(acc.total(&store, &g, 0, 7, None).unwrap().requests, 4);
+        assert_eq!(acc.total(&store, &g, 0, 7, Some("m")).unwrap().requests, 3);
+        acc.write_to(&store).unwrap();
+        assert_eq!(acc.total(&store, &g, 0, 7, None).unwrap().requests, 4);
     }
 }
