@@ -170,6 +170,7 @@ impl Limiter {
                 .and_then(|o| o.budget.clone()),
             grant_lease: lease,
             model_lease,
+            anonymous_row: false,
             settled: false,
         })
     }
@@ -273,7 +274,11 @@ impl Limiter {
         self.0.accounting.record(
             &lease.grant,
             calendar::day_number(now),
-            row_model(&lease.model),
+            if lease.anonymous_row {
+                ""
+            } else {
+                row_model(&lease.model)
+            },
             counts,
         );
         s.grant.usage.settle(&lease.grant_lease, actual, now_ms);
@@ -366,6 +371,8 @@ pub struct Lease {
     model_budget: Option<Budget>,
     grant_lease: policy::Lease,
     model_lease: Option<policy::Lease>,
+    /// Count the usage row under no model (see [`Lease::count_without_model`]).
+    anonymous_row: bool,
     settled: bool,
 }
 
@@ -379,6 +386,14 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
+    /// Counts the usage row under no model name: for a request that failed on a model
+    /// nobody priced. The name is the app's own string; rows are kept for good, and a
+    /// leaked key could otherwise add one per made-up name (OpenAI refuses them with
+    /// 404, costing nothing). A name keeps its row when it is priced or it answered.
+    pub fn count_without_model(&mut self) {
+        self.anonymous_row = true;
+    }
+
     /// Ends the lease with the answer's usage (`counts` counts the request itself).
     pub fn settle(mut self, counts: &UsageCounts) {
         self.settled = true;

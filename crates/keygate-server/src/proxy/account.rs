@@ -182,10 +182,14 @@ impl Account {
 
     /// The answer is over (or dropped): count it and settle the lease.
     pub fn end(&mut self, outcome: Outcome) {
-        let Some(lease) = self.lease.take() else {
+        let Some(mut lease) = self.lease.take() else {
             return;
         };
         let counts = self.counts(outcome);
+        let model = self.model.as_deref().unwrap_or_default();
+        if !self.success && self.config.prices.get(model).is_none() {
+            lease.count_without_model();
+        }
         lease.settle(&counts);
     }
 

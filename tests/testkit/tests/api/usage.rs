@@ -433,3 +433,28 @@ async fn a_request_abandoned_before_its_answer_counts_its_worst_case() {
     assert_eq!(row["estimated"], 1, "{report}");
     assert!(nanos(&row["usd"]) > 0, "{report}");
 }
+
+/// Review finding: every made-up model name got a usage row of its own, kept for
+/// good, though OpenAI refuses it at no cost: a leaked key could add rows without
+/// end. A failed request on a model with no price is counted under no model.
+#[tokio::test]
+async fn failed_requests_on_unpriced_names_share_one_row() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    for name in ["made-up-1", "made-up-2", "gpt-4o-mini"] {
+        let res = app
+            .v1(Method::POST, "/chat/completions", &g.api_key)
+            .header("x-mock-scenario", "error-404")
+            .json(&chat(name))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        let _ = res.bytes().await;
+    }
+    let report = settled(&app, &g.grant_id, 3).await;
+    let days = report["days"].as_array().unwrap();
+    let models: Vec<&Value> = days.iter().map(|d| &d["model"]).collect();
+    assert_eq!(models, [&Value::Null, &json!("gpt-4o-mini")], "{report}");
+    assert_eq!(days[0]["errors"], 2, "{report}");
+}
