@@ -274,7 +274,9 @@ impl Limiter {
         self.0.accounting.record(
             &lease.grant,
             calendar::day_number(now),
-            if lease.anonymous_row {
+            // A model with overrides keeps its name: its window reloads its spend
+            // from the rows of that name.
+            if lease.anonymous_row && lease.model_lease.is_none() {
                 ""
             } else {
                 row_model(&lease.model)
@@ -389,7 +391,8 @@ impl Lease {
     /// Counts the usage row under no model name: for a request that failed on a model
     /// nobody priced. The name is the app's own string; rows are kept for good, and a
     /// leaked key could otherwise add one per made-up name (OpenAI refuses them with
-    /// 404, costing nothing). A name keeps its row when it is priced or it answered.
+    /// 404, costing nothing). A name keeps its row when it is priced, answered, or has
+    /// overrides in the grant's limits.
     pub fn count_without_model(&mut self) {
         self.anonymous_row = true;
     }
