@@ -193,6 +193,16 @@ impl OpenAiError {
         Self::new(403, INVALID_REQUEST, "model_not_priced", message).with_param("model")
     }
 
+    /// A USD budget and a `service_tier` whose prices keygate does not know.
+    pub fn tier_not_priced(tier: &str) -> Self {
+        let message = format!(
+            "This API key has a budget in dollars, and keygate knows standard and flex \
+             prices only, not those of the service tier '{tier}', so it cannot keep the \
+             budget. Leave `service_tier` out or send `auto`, `default` or `flex`."
+        );
+        Self::new(403, INVALID_REQUEST, "model_not_priced", message).with_param("service_tier")
+    }
+
     pub fn insufficient_quota(message: impl Into<String>) -> Self {
         let mut e = Self::new(429, "insufficient_quota", "insufficient_quota", message);
         e.should_retry = Some(false);

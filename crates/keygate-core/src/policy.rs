@@ -384,8 +384,12 @@ fn conform_bucket(bucket: &mut Option<Bucket>, limit: Option<u64>, now_ms: u64) 
     }
 }
 
-/// OpenAI's duration format for `x-ratelimit-reset-*`: `20ms`, `1s`, `1.5s`, `6m0s`.
+/// OpenAI's duration format for `x-ratelimit-reset-*`: `0s`, `20ms`, `1s`, `1.5s`, `6m0s`.
 pub fn openai_duration(ms: u64) -> String {
+    // Go's `time.Duration` format, which OpenAI's headers use: zero is `0s`.
+    if ms == 0 {
+        return "0s".to_owned();
+    }
     if ms < 1000 {
         return format!("{ms}ms");
     }
@@ -575,6 +579,7 @@ mod tests {
 
     #[test]
     fn durations_in_openai_format() {
+        assert_eq!(openai_duration(0), "0s");
         assert_eq!(openai_duration(20), "20ms");
         assert_eq!(openai_duration(1000), "1s");
         assert_eq!(openai_duration(1500), "1.5s");

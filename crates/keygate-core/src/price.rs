@@ -197,6 +197,24 @@ mod tests {
         assert!(t.get("nope").is_none());
     }
 
+    /// Review: an upstream's fake or huge `usage` must not overflow (or panic) in the
+    /// cost math: it saturates at the largest amount.
+    #[test]
+    fn absurd_usage_saturates() {
+        let p = Price {
+            input_per_mtok: Usd::from_nanos(u64::MAX),
+            cached_input_per_mtok: None,
+            output_per_mtok: Usd::from_nanos(u64::MAX),
+        };
+        let u = Usage {
+            prompt_tokens: u64::MAX,
+            cached_tokens: u64::MAX,
+            completion_tokens: u64::MAX,
+        };
+        assert_eq!(p.cost(&u), Usd::from_nanos(u64::MAX));
+        assert_eq!(u.total(), u64::MAX);
+    }
+
     /// (input, cached, output) per million tokens of `model`, in dollars.
     fn per_m(t: &PriceTable, model: &str) -> (f64, f64, f64) {
         let p = t

@@ -10,6 +10,7 @@
 //! Images, audio and files are never tokenized (their base64 would count thousands of
 //! meaningless tokens): each gets a fixed allowance, below.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -42,26 +43,71 @@ const PER_MESSAGE: u64 = 3;
 const PER_NAME: u64 = 1;
 const REPLY_PRIMING: u64 = 3;
 
+/// Text tokenized for one request body at most, across all its strings: the
+/// tokenizer runs on the request's thread, and a body of many strings each under
+/// [`TOKENIZE_AT_MOST`] (up to `max_body_bytes`, 32 MiB by default) would otherwise
+/// cost seconds of CPU. Strings past it are counted at the ratio measured on the text
+/// tokenized before them.
+const TOKENIZE_PER_REQUEST: usize = 1024 * 1024;
+
 /// Tokens in `text` for `model`.
 pub fn count(model: &str, text: &str) -> u64 {
+    counted(model, text, TOKENIZE_AT_MOST).tokens
+}
+
+/// A count of which only the first `head` bytes were tokenized.
+struct Counted {
+    tokens: u64,
+    head: usize,
+    head_tokens: u64,
+}
+
+/// Tokens in `text`, tokenizing at most `at_most` bytes (a char boundary at or
+/// below it) and extrapolating the rest at the ratio measured on them. `at_most` is
+/// at least 4 (one char) whenever `text` is longer.
+fn counted(model: &str, text: &str, at_most: usize) -> Counted {
+    let none = Counted {
+        tokens: 0,
+        head: 0,
+        head_tokens: 0,
+    };
     if text.is_empty() {
-        return 0;
+        return none;
     }
     let Some(bpe) = encoder(model) else {
         // The tokenizer's tables failed to load (they are compiled in, so this is not
         // expected): fall back to an over-estimate rather than refusing requests.
-        return text.len() as u64;
+        return Counted {
+            tokens: text.len() as u64,
+            ..none
+        };
     };
-    if text.len() <= TOKENIZE_AT_MOST {
-        return bpe.encode_ordinary(text).len() as u64;
-    }
-    let mut cut = TOKENIZE_AT_MOST;
+    let mut cut = text.len().min(at_most);
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    let head = bpe.encode_ordinary(&text[..cut]).len() as u64;
+    if cut == 0 {
+        return none;
+    }
+    let head_tokens = tokenize(bpe, &text[..cut]);
     let rest = (text.len() - cut) as u64;
-    head + (rest * head).div_ceil(cut as u64)
+    Counted {
+        tokens: head_tokens + (rest * head_tokens).div_ceil(cut as u64),
+        head: cut,
+        head_tokens,
+    }
+}
+
+fn tokenize(bpe: &CoreBPE, text: &str) -> u64 {
+    #[cfg(test)]
+    TOKENIZED.with(|t| t.set(t.get() + text.len()));
+    bpe.encode_ordinary(text).len() as u64
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes given to the tokenizer on this thread (tests measure the CPU bound).
+    static TOKENIZED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Loads the tokenizers now, so the first request does not pay for it (about a tenth
@@ -78,7 +124,11 @@ pub fn preload() {
 /// (`input`, `instructions`, `tools`), Embeddings and Moderations (`input`) and legacy
 /// Completions (`prompt`). A body it does not recognise counts 0.
 pub fn estimate_prompt(model: &str, body: &Value) -> u64 {
-    let c = Counter { model };
+    let c = Counter {
+        model,
+        left: Cell::new(TOKENIZE_PER_REQUEST),
+        measured: Cell::new((0, 0)),
+    };
     let mut n = 0u64;
     if let Some(messages) = body.get("messages").and_then(Value::as_array) {
         n += messages.iter().map(|m| c.message(m)).sum::<u64>() + REPLY_PRIMING;
@@ -119,6 +169,19 @@ pub fn requested_output(body: &Value) -> Option<u64> {
     ["max_completion_tokens", "max_tokens", "max_output_tokens"]
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
+}
+
+/// How many answers the request asks for: Chat Completions' `n`, legacy Completions'
+/// `n` and `best_of` (the larger: `best_of` answers are generated and billed, `n`
+/// returned). Each may be as long as the output limit, so the reservation multiplies
+/// by this; 1 when unset.
+pub fn choices(body: &Value) -> u64 {
+    ["n", "best_of"]
+        .iter()
+        .filter_map(|k| body.get(*k).and_then(Value::as_u64))
+        .max()
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// The tokens OpenAI bills for one image on `model`. GPT-4o mini bills images at
@@ -202,11 +265,30 @@ fn cl100k() -> Option<&'static CoreBPE> {
 
 struct Counter<'a> {
     model: &'a str,
+    /// Bytes this request may still tokenize ([`TOKENIZE_PER_REQUEST`]).
+    left: Cell<usize>,
+    /// Bytes tokenized so far and their tokens: the ratio for text past the bound.
+    measured: Cell<(u64, u64)>,
 }
 
 impl Counter<'_> {
     fn text(&self, s: &str) -> u64 {
-        count(self.model, s)
+        let left = self.left.get();
+        if left >= 4 {
+            let c = counted(self.model, s, left.min(TOKENIZE_AT_MOST));
+            if c.head > 0 {
+                self.left.set(left - c.head);
+                let (bytes, tokens) = self.measured.get();
+                self.measured
+                    .set((bytes + c.head as u64, tokens + c.head_tokens));
+                return c.tokens;
+            }
+            if s.is_empty() || encoder(self.model).is_none() {
+                return c.tokens;
+            }
+        }
+        let (bytes, tokens) = self.measured.get();
+        (s.len() as u64 * tokens).div_ceil(bytes.max(1))
     }
 
     fn json(&self, v: &Value) -> u64 {
@@ -486,6 +568,32 @@ mod tests {
         let text = "word ".repeat(200_000); // 1 MB, 200k tokens
         let n = count("gpt-4o", &text);
         assert!((199_000..=202_000).contains(&n), "{n}");
+    }
+
+    /// Review finding: each string was capped, the request was not, so a body of many
+    /// strings (up to `max_body_bytes`) held a request thread for seconds.
+    #[test]
+    fn a_request_tokenizes_at_most_its_bound() {
+        let part = "lorem ipsum dolor sit amet ".repeat(200 * 1024 / 27);
+        let messages: Vec<Value> = (0..20)
+            .map(|_| json!({"role": "user", "content": part}))
+            .collect();
+        TOKENIZED.with(|t| t.set(0));
+        let n = estimate_prompt("gpt-4o", &json!({ "messages": messages }));
+        let tokenized = TOKENIZED.with(std::cell::Cell::get);
+        assert!(tokenized <= TOKENIZE_PER_REQUEST, "{tokenized}");
+        // The strings past the bound are counted at the measured ratio.
+        let one = count("gpt-4o", &part);
+        let expected = 20 * (one + 3) + 3 + 20; // + per message, priming, "user"
+        assert!(n.abs_diff(expected) <= expected / 100, "{n} vs {expected}");
+    }
+
+    #[test]
+    fn several_choices_multiply_the_output() {
+        assert_eq!(choices(&json!({})), 1);
+        assert_eq!(choices(&json!({"n": 4})), 4);
+        assert_eq!(choices(&json!({"n": 2, "best_of": 5})), 5);
+        assert_eq!(choices(&json!({"n": 0, "best_of": null})), 1);
     }
 
     #[test]

@@ -15,14 +15,40 @@ use std::time::Duration;
 use keygate_core::ids::GrantId;
 use keygate_store::{Store, StoreError, UsageCounts, UsageDelta, UsageRow};
 
-type Key = (GrantId, u32, String);
+/// Pending counters by grant, then model, then day: nested so that adding to a row
+/// that exists borrows its keys (no allocation on a request's way out).
+#[derive(Default)]
+struct Pending(HashMap<GrantId, HashMap<String, HashMap<u32, UsageCounts>>>);
+
+impl Pending {
+    fn add(&mut self, grant: &GrantId, day: u32, model: &str, counts: &UsageCounts) {
+        let models = match self.0.get_mut(grant) {
+            Some(m) => m,
+            None => self.0.entry(grant.clone()).or_default(),
+        };
+        let days = match models.get_mut(model) {
+            Some(d) => d,
+            None => models.entry(model.to_owned()).or_default(),
+        };
+        days.entry(day).or_default().add(counts);
+    }
+
+    /// One grant's counters: (day, model, counts).
+    fn of<'a>(&'a self, grant: &GrantId) -> impl Iterator<Item = (u32, &'a str, &'a UsageCounts)> {
+        self.0.get(grant).into_iter().flat_map(|models| {
+            models
+                .iter()
+                .flat_map(|(m, days)| days.iter().map(move |(d, c)| (*d, m.as_str(), c)))
+        })
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct Accounting(Arc<Inner>);
 
 #[derive(Default)]
 struct Inner {
-    pending: Mutex<HashMap<Key, UsageCounts>>,
+    pending: Mutex<Pending>,
     /// Held while a batch travels from `pending` to the store.
     flush: Mutex<()>,
 }
@@ -35,36 +61,35 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Accounting {
     /// Adds `counts` to the row of `grant`, `day`, `model` (in memory until flushed).
     pub fn record(&self, grant: &GrantId, day: u32, model: &str, counts: &UsageCounts) {
-        let mut pending = lock(&self.0.pending);
-        match pending.get_mut(&(grant.clone(), day, model.to_owned())) {
-            Some(row) => row.add(counts),
-            None => {
-                pending.insert((grant.clone(), day, model.to_owned()), *counts);
-            }
-        }
+        lock(&self.0.pending).add(grant, day, model, counts);
     }
 
     /// Writes the pending deltas; called by the flusher and at shutdown.
     pub fn write_to(&self, store: &Store) -> Result<(), StoreError> {
         let _writing = lock(&self.0.flush);
-        let batch: Vec<(Key, UsageCounts)> = lock(&self.0.pending).drain().collect();
-        if batch.is_empty() {
+        let batch = std::mem::take(&mut *lock(&self.0.pending));
+        if batch.0.is_empty() {
             return Ok(());
         }
         let deltas: Vec<UsageDelta> = batch
+            .0
             .iter()
-            .map(|((grant_id, day, model), counts)| UsageDelta {
-                grant_id: grant_id.clone(),
-                day: *day,
-                model: model.clone(),
-                counts: *counts,
+            .flat_map(|(grant_id, models)| {
+                models.iter().flat_map(move |(model, days)| {
+                    days.iter().map(move |(day, counts)| UsageDelta {
+                        grant_id: grant_id.clone(),
+                        day: *day,
+                        model: model.clone(),
+                        counts: *counts,
+                    })
+                })
             })
             .collect();
         if let Err(e) = store.add_usage(&deltas) {
             // Not written: back into the pending counters, for the next attempt.
             let mut pending = lock(&self.0.pending);
-            for (key, counts) in batch {
-                pending.entry(key).or_default().add(&counts);
+            for d in &deltas {
+                pending.add(&d.grant_id, d.day, &d.model, &d.counts);
             }
             return Err(e);
         }
@@ -97,8 +122,8 @@ impl Accounting {
     ) -> Result<UsageCounts, StoreError> {
         let _consistent = lock(&self.0.flush);
         let mut total = store.usage_total(grant, from_day, to_day, model)?;
-        for ((g, day, m), counts) in lock(&self.0.pending).iter() {
-            if g == grant && (from_day..=to_day).contains(day) && model.is_none_or(|x| x == m) {
+        for (day, m, counts) in lock(&self.0.pending).of(grant) {
+            if (from_day..=to_day).contains(&day) && model.is_none_or(|x| x == m) {
                 total.add(counts);
             }
         }
@@ -114,21 +139,65 @@ impl Accounting {
         to_day: u32,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let _consistent = lock(&self.0.flush);
-        let mut rows = store.usage_rows(grant, from_day, to_day)?;
-        for ((g, day, model), counts) in lock(&self.0.pending).iter() {
-            if g != grant || !(from_day..=to_day).contains(day) {
-                continue;
-            }
-            match rows.iter_mut().find(|r| r.day == *day && r.model == *model) {
-                Some(row) => row.counts.add(counts),
-                None => rows.push(UsageRow {
-                    day: *day,
-                    model: model.clone(),
-                    counts: *counts,
-                }),
+        // Merged in a map: a grant may have many rows (one per model name it sent), and
+        // a search per pending counter would make a report quadratic.
+        let mut merged: std::collections::BTreeMap<(u32, String), UsageCounts> = store
+            .usage_rows(grant, from_day, to_day)?
+            .into_iter()
+            .map(|r| ((r.day, r.model), r.counts))
+            .collect();
+        for (day, model, counts) in lock(&self.0.pending).of(grant) {
+            if (from_day..=to_day).contains(&day) {
+                merged
+                    .entry((day, model.to_owned()))
+                    .or_default()
+                    .add(counts);
             }
         }
-        rows.sort_by(|a, b| (a.day, &a.model).cmp(&(b.day, &b.model)));
-        Ok(rows)
+        Ok(merged
+            .into_iter()
+            .map(|((day, model), counts)| UsageRow { day, model, counts })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate_store::StoreOptions;
+
+    fn one() -> UsageCounts {
+        UsageCounts {
+            requests: 1,
+            prompt_tokens: 10,
+            ..UsageCounts::default()
+        }
+    }
+
+    /// A row both stored and pending is reported once, with both parts; a failed or
+    /// repeated flush counts nothing twice.
+    #[test]
+    fn rows_and_totals_merge_stored_and_pending_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let acc = Accounting::default();
+        let g = GrantId::generate();
+        acc.record(&g, 5, "m", &one());
+        acc.write_to(&store).unwrap();
+        acc.write_to(&store).unwrap();
+        acc.record(&g, 5, "m", &one());
+        acc.record(&g, 5, "a", &one());
+        acc.record(&g, 7, "m", &one());
+        acc.record(&GrantId::generate(), 5, "m", &one());
+        let rows = acc.rows(&store, &g, 0, 6).unwrap();
+        let got: Vec<(u32, &str, u64)> = rows
+            .iter()
+            .map(|r| (r.day, r.model.as_str(), r.counts.requests))
+            .collect();
+        assert_eq!(got, [(5, "a", 1), (5, "m", 2)]);
+        assert_eq!(acc.total(&store, &g, 0, 7, None).unwrap().requests, 4);
+        assert_eq!(acc.total(&store, &g, 0, 7, Some("m")).unwrap().requests, 3);
+        acc.write_to(&store).unwrap();
+        assert_eq!(acc.total(&store, &g, 0, 7, None).unwrap().requests, 4);
     }
 }

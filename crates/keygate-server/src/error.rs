@@ -233,6 +233,7 @@ fn proxy(e: &ProxyError) -> OpenAiError {
             ))
         }
         P::ModelNotPriced(model) => OpenAiError::model_not_priced(model.as_deref()),
+        P::TierNotPriced(tier) => OpenAiError::tier_not_priced(tier),
         P::KeyNotEnrolled => OpenAiError::key_not_enrolled(),
         P::UnsupportedMethod => OpenAiError::invalid_request("unsupported HTTP method"),
         P::UnroutablePath => OpenAiError::invalid_request("the request path is not valid"),
@@ -263,6 +264,13 @@ fn body(problem: BodyProblem) -> OpenAiError {
             None,
         ),
         B::ModelNotAString => ("`model` must be a string", Some("model")),
+        B::KeyRepeated => (
+            "The JSON body names one of `model`, `stream`, `stream_options`, `tools`, \
+             `max_tokens`, `max_completion_tokens`, `max_output_tokens`, `n`, `best_of` or \
+             `service_tier` \
+             more than once; JSON parsers disagree on which one counts. Send each key once.",
+            None,
+        ),
         B::Unreadable => ("the request body could not be read", None),
         B::MultipartUnparseable => ("the multipart body could not be parsed", None),
         B::ModelRepeated => ("`model` is given more than once", Some("model")),
@@ -530,6 +538,11 @@ mod tests {
                 403,
                 "model_not_priced",
             ),
+            (
+                ProxyError::TierNotPriced("priority".into()).into(),
+                403,
+                "model_not_priced",
+            ),
             (ProxyError::KeyNotEnrolled.into(), 409, "key_not_enrolled"),
             (ProxyError::UnsupportedMethod.into(), 400, "invalid_request"),
             (ProxyError::UnroutablePath.into(), 400, "invalid_request"),
@@ -609,6 +622,7 @@ mod tests {
             BodyProblem::MultipartUnparseable,
             BodyProblem::ModelRepeated,
             BodyProblem::MultipartAmbiguous,
+            BodyProblem::KeyRepeated,
             BodyProblem::ContentType(ContentTypeError::Repeated),
             BodyProblem::ContentType(ContentTypeError::Malformed),
             BodyProblem::ContentType(ContentTypeError::RepeatedParameter),
@@ -631,7 +645,7 @@ mod tests {
 
     /// How many variants [`variant`] names. A new variant does not compile there until
     /// it gets a name; then this count and the table above must grow with it.
-    const VARIANTS: usize = 51;
+    const VARIANTS: usize = 52;
 
     /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
     /// fails to compile here until it is named, and then the table test fails until it
@@ -681,6 +695,7 @@ mod tests {
                 ProxyError::ConcurrencyLimit(_) => "ConcurrencyLimit",
                 ProxyError::BudgetSpent { .. } => "BudgetSpent",
                 ProxyError::ModelNotPriced(_) => "ModelNotPriced",
+                ProxyError::TierNotPriced(_) => "TierNotPriced",
                 ProxyError::KeyNotEnrolled => "KeyNotEnrolled",
                 ProxyError::UnsupportedMethod => "UnsupportedMethod",
                 ProxyError::UnroutablePath => "UnroutablePath",

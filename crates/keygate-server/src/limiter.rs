@@ -11,9 +11,10 @@
 //! requests cannot overspend a budget together. Limits are read from the grant record
 //! on every request, so an edit applies to the very next one.
 //!
-//! A [`Lease`] is settled with the answer's real usage by the proxy's account phase;
-//! one dropped unsettled (the request failed before an answer) is counted as an error
-//! with no tokens.
+//! A [`Lease`] is settled by the proxy's account phase, which takes it over as the
+//! request leaves for the upstream (an answer's real usage, or the worst case of a
+//! request sent and never answered); one dropped unsettled (refused or failed before
+//! anything was sent) is counted as an error with no tokens.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -144,9 +145,19 @@ impl Limiter {
                     return Err(e);
                 }
             }
-        } else if let Some(m) = model {
-            // Overrides removed since the last request: forget their window.
-            s.models.remove(m);
+        } else if let Some(m) = model
+            && let Some(w) = s.models.get_mut(m)
+        {
+            // Overrides removed since the last request: forget their window — unless
+            // leases are still out in it. Their settlement comes back here, and should
+            // the overrides return, the window must still know those reservations (a
+            // fresh one would let new requests reserve the same budget again). Its
+            // spend is reloaded then: requests in between were not counted in it.
+            if w.usage.in_flight == 0 {
+                s.models.remove(m);
+            } else {
+                w.period = None;
+            }
         }
         s.grant.usage.apply(&lease, now_ms);
         Ok(Lease {
@@ -159,6 +170,7 @@ impl Limiter {
                 .and_then(|o| o.budget.clone()),
             grant_lease: lease,
             model_lease,
+            anonymous_row: false,
             settled: false,
         })
     }
@@ -262,7 +274,13 @@ impl Limiter {
         self.0.accounting.record(
             &lease.grant,
             calendar::day_number(now),
-            &lease.model,
+            // A model with overrides keeps its name: its window reloads its spend
+            // from the rows of that name.
+            if lease.anonymous_row && lease.model_lease.is_none() {
+                ""
+            } else {
+                row_model(&lease.model)
+            },
             counts,
         );
         s.grant.usage.settle(&lease.grant_lease, actual, now_ms);
@@ -280,6 +298,19 @@ impl Limiter {
             w.usage.settle(ml, actual, now_ms);
         }
     }
+}
+
+/// The longest model name a usage row keeps. The name is the app's own string (an
+/// unrestricted grant may send any): without a cap, a leaked key could store a
+/// megabyte-long row per request. OpenAI's ids are far shorter.
+const ROW_MODEL_MAX: usize = 128;
+
+fn row_model(model: &str) -> &str {
+    let mut end = model.len().min(ROW_MODEL_MAX);
+    while !model.is_char_boundary(end) {
+        end -= 1;
+    }
+    &model[..end]
 }
 
 /// Loads a budget window's settled usage when its period changed (or was never read).
@@ -302,7 +333,8 @@ fn load_period(
         grant,
         calendar::day_number(start),
         calendar::day_number(end).saturating_sub(1),
-        model,
+        // The rows' name (cut like every row's), so a long override name still matches.
+        model.map(row_model),
     )?;
     w.usage.settled = Spend {
         usd: Usd::from_nanos(total.usd_nanos),
@@ -341,6 +373,8 @@ pub struct Lease {
     model_budget: Option<Budget>,
     grant_lease: policy::Lease,
     model_lease: Option<policy::Lease>,
+    /// Count the usage row under no model (see [`Lease::count_without_model`]).
+    anonymous_row: bool,
     settled: bool,
 }
 
@@ -354,6 +388,15 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
+    /// Counts the usage row under no model name: for a request that failed on a model
+    /// nobody priced. The name is the app's own string; rows are kept for good, and a
+    /// leaked key could otherwise add one per made-up name (OpenAI refuses them with
+    /// 404, costing nothing). A name keeps its row when it is priced, answered, or has
+    /// overrides in the grant's limits.
+    pub fn count_without_model(&mut self) {
+        self.anonymous_row = true;
+    }
+
     /// Ends the lease with the answer's usage (`counts` counts the request itself).
     pub fn settle(mut self, counts: &UsageCounts) {
         self.settled = true;
@@ -450,6 +493,55 @@ mod tests {
                 .unwrap();
         assert_eq!((total.requests, total.errors), (1, 1));
         assert!(l.acquire(&g, &lim, None, Estimate::default()).is_ok());
+    }
+
+    /// Review finding: a model's overrides removed and put back while a request under
+    /// them was in flight made a fresh window that forgot its reservation, so a second
+    /// request could reserve the same model budget again.
+    #[test]
+    fn overrides_removed_and_restored_mid_flight_keep_their_reservations() {
+        let (_dir, l, _clock) = limiter();
+        let g = GrantId::generate();
+        let with = limits(json!({"models": {"m": {"budget": {"tokens": 100, "period": "day"}}}}));
+        let without = limits(json!({}));
+        let est = Estimate {
+            tokens: 60,
+            usd: None,
+        };
+        let first = l.acquire(&g, &with, Some("m"), est).unwrap();
+        // Edited twice while `first` is in flight; a request in between.
+        l.acquire(&g, &without, Some("m"), est)
+            .unwrap()
+            .settle(&spent(0, 10));
+        assert!(
+            matches!(
+                l.acquire(&g, &with, Some("m"), est),
+                Err(Refusal::Deny(Deny::Budget { .. }))
+            ),
+            "60 of 100 are reserved, 10 spent: 60 more do not fit"
+        );
+        first.settle(&spent(0, 20));
+        // Spent: 10 (between the edits, reloaded) + 20 = 30; 60 more fit, 80 do not.
+        let big = Estimate {
+            tokens: 80,
+            usd: None,
+        };
+        assert!(l.acquire(&g, &with, Some("m"), big).is_err());
+        assert!(l.acquire(&g, &with, Some("m"), est).is_ok());
+    }
+
+    /// Review finding: the usage row's model is the app's string; it is capped.
+    #[test]
+    fn a_huge_model_name_is_cut_in_the_usage_row() {
+        let (_dir, l, _clock) = limiter();
+        let g = GrantId::generate();
+        let name = "é".repeat(10_000);
+        l.acquire(&g, &Limits::default(), Some(&name), Estimate::default())
+            .unwrap()
+            .settle(&spent(0, 1));
+        let rows = l.0.accounting.rows(&l.0.store, &g, 0, u32::MAX).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].model, "é".repeat(ROW_MODEL_MAX / 2));
     }
 
     #[test]

@@ -11,6 +11,15 @@
 //! * A JSON answer cut short: the prompt plus the output it allowed, `estimated`
 //!   (OpenAI bills the whole answer even if nobody reads it).
 //! * An error answer (non-2xx): one request, one error, no tokens.
+//! * A request sent and never answered (a first-byte timeout, the app gone while
+//!   waiting): one error, counted at its worst case, `estimated` — OpenAI may have run
+//!   it. One that never left (no connection): one error, no tokens.
+//! * Only a call that runs a model is read for usage: retrieving a stored answer
+//!   (`GET /v1/chat/completions/{id}`, `GET /v1/responses/{id}`, or updating one) shows
+//!   the usage of a run already counted, and counting it again would double it.
+//! * An answer in a content coding keygate cannot read (it never asks for one, but an
+//!   upstream may send it anyway) is estimated like a cut JSON answer: the prompt plus
+//!   the output it allowed, so a budget cannot be escaped by an unreadable answer.
 //!
 //! Usage is charged to the UTC day the answer ends.
 
@@ -38,8 +47,12 @@ pub enum Outcome {
 }
 
 enum Tap {
-    /// Nothing to read (binary answers, errors).
+    /// The request left for the upstream and no answer has come back (yet).
+    Sent,
+    /// Nothing to read (binary answers, errors, calls that run no model).
     None,
+    /// A model's answer keygate cannot read (compressed): estimated.
+    Opaque,
     Sse(Box<SseScanner>),
     Json(Tail),
 }
@@ -74,11 +87,23 @@ impl Tail {
     }
 }
 
+/// What the answer's headers say its body is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Sse,
+    Json,
+    /// In a content coding other than `identity`: its bytes cannot be read.
+    Encoded,
+    Other,
+}
+
 pub struct Account {
     config: Arc<Config>,
     lease: Option<Lease>,
     model: Option<String>,
+    runs_model: bool,
     success: bool,
+    strip_usage: bool,
     tap: Tap,
     body: Option<Bytes>,
     prompt_tokens: Option<u64>,
@@ -86,31 +111,49 @@ pub struct Account {
 }
 
 impl Account {
-    /// `status` is the upstream's; `sse`/`json` what its `Content-Type` says.
-    pub fn new(
-        config: Arc<Config>,
-        lease: Lease,
-        ctx: &mut ProxyCtx,
-        status: u16,
-        sse: bool,
-        json: bool,
-    ) -> Self {
-        let success = (200..300).contains(&status);
-        let tap = match (success, sse, json) {
-            (true, true, _) => Tap::Sse(Box::new(SseScanner::new(ctx.strip_usage))),
-            (true, false, true) => Tap::Json(Tail::default()),
-            _ => Tap::None,
-        };
+    /// Takes over the lease as the request leaves for the upstream: from then on
+    /// OpenAI may run (and bill) it even if no answer ever comes back (a first-byte
+    /// timeout, the app gone while waiting), so an account dropped before an answer
+    /// counts the request's worst case. `runs_model`: whether the call runs a model
+    /// (only then is there anything to bill, or any usage in its answer that is new).
+    pub fn new(config: Arc<Config>, lease: Lease, ctx: &mut ProxyCtx, runs_model: bool) -> Self {
         Self {
             config,
             lease: Some(lease),
             model: ctx.model.take(),
-            success,
-            tap,
+            runs_model,
+            success: false,
+            strip_usage: ctx.strip_usage,
+            tap: Tap::Sent,
             body: ctx.body.take(),
             prompt_tokens: ctx.prompt_tokens,
             max_output: ctx.max_output,
         }
+    }
+
+    /// The request never reached the upstream (no connection): nothing can be billed.
+    pub fn not_sent(&mut self) {
+        self.tap = Tap::None;
+    }
+
+    /// The upstream answered with `status` (its body not read yet).
+    pub fn answered(&mut self, status: u16) {
+        self.success = (200..300).contains(&status);
+        self.tap = Tap::None;
+    }
+
+    /// The answer's body is about to stream: `body` is what its `Content-Type` and
+    /// `Content-Encoding` say.
+    pub fn read(&mut self, body: BodyKind) {
+        if !(self.success && self.runs_model) {
+            return;
+        }
+        self.tap = match body {
+            BodyKind::Other => Tap::None,
+            BodyKind::Sse => Tap::Sse(Box::new(SseScanner::new(self.strip_usage))),
+            BodyKind::Json => Tap::Json(Tail::default()),
+            BodyKind::Encoded => Tap::Opaque,
+        };
     }
 
     pub fn model(&self) -> Option<&str> {
@@ -120,7 +163,7 @@ impl Account {
     /// A chunk from the upstream in, the bytes for the app out (SSE may hold some back).
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
         match &mut self.tap {
-            Tap::None => chunk,
+            Tap::None | Tap::Opaque | Tap::Sent => chunk,
             Tap::Sse(scanner) => scanner.feed(chunk),
             Tap::Json(tail) => {
                 tail.push(&chunk);
@@ -139,10 +182,14 @@ impl Account {
 
     /// The answer is over (or dropped): count it and settle the lease.
     pub fn end(&mut self, outcome: Outcome) {
-        let Some(lease) = self.lease.take() else {
+        let Some(mut lease) = self.lease.take() else {
             return;
         };
         let counts = self.counts(outcome);
+        let model = self.model.as_deref().unwrap_or_default();
+        if !self.success && self.config.prices.get(model).is_none() {
+            lease.count_without_model();
+        }
         lease.settle(&counts);
     }
 
@@ -151,13 +198,21 @@ impl Account {
             requests: 1,
             ..UsageCounts::default()
         };
+        if let Tap::Sent = self.tap {
+            // No answer: an error for the app, perhaps billed all the same.
+            counts.errors = 1;
+            if self.runs_model && self.model.is_some() {
+                self.worst_case(&mut counts);
+            }
+            return counts;
+        }
         if !self.success {
             counts.errors = 1;
             return counts;
         }
         let model = self.model.as_deref().unwrap_or_default();
         let (usage, estimated) = match &self.tap {
-            Tap::None => (None, false),
+            Tap::None | Tap::Sent => (None, false),
             Tap::Sse(scanner) => match scanner.usage() {
                 Some(u) => (Some(u), false),
                 None => (
@@ -172,28 +227,40 @@ impl Account {
             Tap::Json(tail) if outcome == Outcome::Completed => {
                 (usage::from_json_tail(&tail.bytes()), false)
             }
-            Tap::Json(_) if self.model.is_some() => (
-                Some(Usage {
-                    prompt_tokens: self.prompt_estimate(model),
-                    cached_tokens: 0,
-                    completion_tokens: self.max_output.unwrap_or(0),
-                }),
-                true,
-            ),
-            Tap::Json(_) => (None, false),
+            Tap::Json(_) | Tap::Opaque if self.model.is_some() => {
+                self.worst_case(&mut counts);
+                return counts;
+            }
+            Tap::Json(_) | Tap::Opaque => (None, false),
         };
         if let Some(u) = usage {
-            counts.prompt_tokens = u.prompt_tokens;
-            counts.cached_tokens = u.cached_tokens;
-            counts.completion_tokens = u.completion_tokens;
-            counts.estimated = u64::from(estimated);
-            counts.usd_nanos = self
-                .config
-                .prices
-                .get(model)
-                .map_or(0, |p| p.cost(&u).nanos());
+            self.count(&mut counts, &u, estimated);
         }
         counts
+    }
+
+    /// The prompt plus all the output the request allowed, marked estimated: what an
+    /// answer nobody read whole may have cost (OpenAI bills it all the same).
+    fn worst_case(&self, counts: &mut UsageCounts) {
+        let model = self.model.as_deref().unwrap_or_default();
+        let usage = Usage {
+            prompt_tokens: self.prompt_estimate(model),
+            cached_tokens: 0,
+            completion_tokens: self.max_output.unwrap_or(0),
+        };
+        self.count(counts, &usage, true);
+    }
+
+    fn count(&self, counts: &mut UsageCounts, u: &Usage, estimated: bool) {
+        counts.prompt_tokens = u.prompt_tokens;
+        counts.cached_tokens = u.cached_tokens;
+        counts.completion_tokens = u.completion_tokens;
+        counts.estimated = u64::from(estimated);
+        counts.usd_nanos = self
+            .config
+            .prices
+            .get(self.model.as_deref().unwrap_or_default())
+            .map_or(0, |p| p.cost(u).nanos());
     }
 
     /// The prompt's tokens: counted already for the reservation, or counted now.

@@ -123,6 +123,7 @@ pub fn limits(
                     .as_ref()
                     .and_then(|p| st.config.plans.get(p))
                     .and_then(|p| p.default_max_tokens)
+                    .map(|t| t.saturating_mul(ctx.choices))
             })
             .unwrap_or(0);
         let usage = Usage {
@@ -131,6 +132,8 @@ pub fn limits(
             completion_tokens: output,
         };
         let usd = match (model, scope::model_use(req.method().as_str(), &ctx.path)) {
+            // The table holds standard prices (flex is cheaper); a dearer tier has none.
+            (_, ModelUse::Named | ModelUse::Hidden) if premium_tier(ctx) => None,
             (Some(m), ModelUse::None) => Some(
                 st.config
                     .prices
@@ -156,9 +159,22 @@ pub fn limits(
             Refusal::Store(e) => ServerError::from(e),
             Refusal::Deny(deny) => {
                 tracing::info!(grant_id = %grant.id(), ?deny, "refused by the grant's limits");
-                refused(deny, limits, model).into()
+                match deny {
+                    Deny::ModelNotPriced if premium_tier(ctx) => {
+                        ProxyError::TierNotPriced(ctx.service_tier.clone().unwrap_or_default())
+                            .into()
+                    }
+                    deny => refused(deny, limits, model).into(),
+                }
             }
         })
+}
+
+/// A `service_tier` that costs more than the price table says (`priority`, `scale`).
+fn premium_tier(ctx: &ProxyCtx) -> bool {
+    ctx.service_tier
+        .as_deref()
+        .is_some_and(|t| !matches!(t, "auto" | "default" | "flex"))
 }
 
 fn refused(deny: Deny, limits: &Limits, model: Option<&str>) -> ProxyError {

@@ -28,6 +28,7 @@ use futures::StreamExt;
 use keygate_core::content_type::{self, ContentType};
 use keygate_core::{scope, tokens, usage};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use tokio::sync::mpsc;
 
 use super::ProxyCtx;
@@ -56,6 +57,24 @@ struct Peek<'a> {
     /// (tools can run models of their own).
     #[serde(default, borrow)]
     tools: Option<&'a serde_json::value::RawValue>,
+    // Never read here: declared so that a body naming one of them twice is refused
+    // (the derive rejects a repeated field). Which copy counts differs between JSON
+    // parsers; keygate's reservation and usage request must read what OpenAI reads.
+    /// `priority` (and the older `scale`) cost more than the price table says.
+    #[serde(default)]
+    service_tier: Option<serde_json::Value>,
+    #[serde(default, rename = "stream_options")]
+    _stream_options: Option<IgnoredAny>,
+    #[serde(default, rename = "max_tokens")]
+    _max_tokens: Option<IgnoredAny>,
+    #[serde(default, rename = "max_completion_tokens")]
+    _max_completion_tokens: Option<IgnoredAny>,
+    #[serde(default, rename = "max_output_tokens")]
+    _max_output_tokens: Option<IgnoredAny>,
+    #[serde(default, rename = "n")]
+    _n: Option<IgnoredAny>,
+    #[serde(default, rename = "best_of")]
+    _best_of: Option<IgnoredAny>,
 }
 
 pub async fn read(
@@ -108,8 +127,14 @@ pub async fn read(
 
     if is_json {
         let bytes = buffer(&mut payload, limit, content_length).await?;
-        let peek: Peek = serde_json::from_slice(&bytes)
-            .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;
+        let peek: Peek = serde_json::from_slice(&bytes).map_err(|e| {
+            // serde's own wording for a field it met twice (`duplicate field `n``).
+            if e.is_data() && e.to_string().starts_with("duplicate field") {
+                ProxyError::Body(BodyProblem::KeyRepeated)
+            } else {
+                ProxyError::Body(BodyProblem::JsonNotAnObject)
+            }
+        })?;
         ctx.model = match peek.model {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(m)) => Some(m),
@@ -118,6 +143,11 @@ pub async fn read(
             }
         };
         ctx.stream = matches!(peek.stream, Some(serde_json::Value::Bool(true)));
+        ctx.service_tier = match peek.service_tier {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(t)) => Some(t),
+            Some(other) => Some(other.to_string()),
+        };
         if need_model && let Some(tools) = peek.tools {
             let tools: serde_json::Value = serde_json::from_str(tools.get())
                 .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;
@@ -129,7 +159,9 @@ pub async fn read(
                 .map_err(|_| ProxyError::Body(BodyProblem::JsonNotAnObject))?;
             let model = ctx.model.as_deref().unwrap_or_default();
             ctx.prompt_tokens = Some(tokens::estimate_prompt(model, &body));
-            ctx.max_output = tokens::requested_output(&body);
+            // `n` answers of up to the limit each (OpenAI bills them all).
+            ctx.choices = tokens::choices(&body);
+            ctx.max_output = tokens::requested_output(&body).map(|t| t.saturating_mul(ctx.choices));
         }
         let mut bytes = bytes;
         let completions = matches!(

@@ -63,6 +63,10 @@ pub enum ProxyError {
     /// A USD budget and a model without a known price (or no model named).
     #[error("model {0:?} has no price")]
     ModelNotPriced(Option<String>),
+    /// A USD budget and a `service_tier` priced differently from the table
+    /// (`priority`, `scale`).
+    #[error("service tier {0:?} has no price")]
+    TierNotPriced(String),
     // --- unseal and forward ----------------------------------------------------
     #[error("no OpenAI key stored")]
     KeyNotEnrolled,
@@ -102,4 +106,6 @@ pub enum BodyProblem {
     MultipartUnparseable,
     ModelRepeated,
     MultipartAmbiguous,
+    /// A JSON key that policy reads sent twice: parsers disagree on which counts.
+    KeyRepeated,
 }

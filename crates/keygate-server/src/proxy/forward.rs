@@ -45,6 +45,12 @@ pub async fn forward(
         .map_err(|_| ServerError::Internal("stored key is not a valid header value".into()))?;
     auth.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, auth);
+    // Said explicitly: without the header an upstream may pick any coding (RFC 9110
+    // §12.5.3), and the account phase reads usage from the answer's plain bytes.
+    headers.insert(
+        reqwest::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     for (name, value) in [
         ("openai-organization", &key.org),
         ("openai-project", &key.project),
@@ -97,6 +103,21 @@ pub async fn forward(
             Err(UpstreamError::Request.into())
         }
     }
+}
+
+/// Whether a [`forward`] error means the upstream never got the whole request (so
+/// nothing can have run or been billed): no connection, or a body cut at the limit.
+/// A first-byte timeout or a failure after connecting may have been billed.
+pub fn never_sent(e: &ServerError) -> bool {
+    matches!(
+        e,
+        ServerError::Upstream(UpstreamError::Connect | UpstreamError::ConnectTimeout(_))
+            | ServerError::Proxy(
+                ProxyError::TooLarge { .. }
+                    | ProxyError::UnsupportedMethod
+                    | ProxyError::UnroutablePath
+            )
+    )
 }
 
 fn body_too_large(st: &AppState) -> ServerError {

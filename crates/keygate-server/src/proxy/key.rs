@@ -6,7 +6,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::{authenticate, cors, ratelimit};
+use super::authenticate;
 use crate::error::ServerError;
 use crate::services::usage;
 use crate::state::AppState;
@@ -16,9 +16,7 @@ pub async fn key_info(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse
         Ok(g) => g,
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
-    let allow = cors::allowed_origin(&req, grant.origin.as_deref());
-    let rated = (grant.limits.rpm.is_some() || grant.limits.tpm.is_some())
-        .then(|| (grant.id.clone(), grant.limits.clone()));
+    let finish = super::Finish::of(&req, &grant);
     let answer: Result<_, ServerError> = authenticate::usable(grant, &req, st.clock.now())
         .and_then(|g| usage::key_info(&st, g.record()));
     let mut res = match answer {
@@ -27,9 +25,6 @@ pub async fn key_info(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse
             .json(info),
         Err(e) => actix_web::ResponseError::error_response(&e),
     };
-    if let Some((id, limits)) = rated {
-        ratelimit::decorate(&mut res, &st.limiter.snapshot(&id, &limits));
-    }
-    cors::decorate(&mut res, allow);
+    finish.apply(&st, &mut res);
     res
 }

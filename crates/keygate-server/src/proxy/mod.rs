@@ -29,7 +29,7 @@ mod verdict;
 use std::time::Instant;
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use keygate_core::scope::CanonicalPath;
+use keygate_core::scope::{self, CanonicalPath, ModelUse};
 
 use crate::error::ServerError;
 use crate::request_id::RequestId;
@@ -55,8 +55,13 @@ pub struct ProxyCtx {
     pub body: Option<bytes::Bytes>,
     /// Counted only for grants whose limits need tokens (tpm, a budget).
     pub prompt_tokens: Option<u64>,
-    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`, when counted.
+    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens` times
+    /// [`ProxyCtx::choices`], when counted.
     pub max_output: Option<u64>,
+    /// Answers the request asks for (`n`, `best_of`), when counted; 1 otherwise.
+    pub choices: u64,
+    /// The body's `service_tier`, when it names one.
+    pub service_tier: Option<String>,
     /// keygate asked for usage on the app's behalf: take it out of the answer.
     pub strip_usage: bool,
 }
@@ -77,6 +82,8 @@ impl ProxyCtx {
             body: None,
             prompt_tokens: None,
             max_output: None,
+            choices: 1,
+            service_tier: None,
             strip_usage: false,
         }
     }
@@ -94,20 +101,38 @@ pub async fn proxy_v1(
         Ok(g) => g,
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
-    // CORS for exactly the grant's bound origin, on every answer from here on.
-    let allow = cors::allowed_origin(&req, grant.origin.as_deref());
-    // The grant's own rpm/tpm state goes on every answer (keygate's or the upstream's).
-    let rated = (grant.limits.rpm.is_some() || grant.limits.tpm.is_some())
-        .then(|| (grant.id.clone(), grant.limits.clone()));
+    let finish = Finish::of(&req, &grant);
     let mut res = match run(&req, payload, &st, grant).await {
         Ok(res) => res,
         Err(e) => actix_web::ResponseError::error_response(&e),
     };
-    if let Some((id, limits)) = rated {
-        ratelimit::decorate(&mut res, &st.limiter.snapshot(&id, &limits));
-    }
-    cors::decorate(&mut res, allow);
+    finish.apply(&st, &mut res);
     res
+}
+
+/// What every answer to an identified grant carries, whatever it is (keygate's own,
+/// a refusal, or the upstream's): CORS for exactly the grant's bound origin, and the
+/// grant's own rpm/tpm state when it has those limits.
+pub(crate) struct Finish {
+    allow: Option<actix_web::http::header::HeaderValue>,
+    rated: Option<(keygate_core::ids::GrantId, keygate_core::limits::Limits)>,
+}
+
+impl Finish {
+    pub(crate) fn of(req: &HttpRequest, grant: &keygate_store::GrantRecord) -> Self {
+        Self {
+            allow: cors::allowed_origin(req, grant.origin.as_deref()),
+            rated: (grant.limits.rpm.is_some() || grant.limits.tpm.is_some())
+                .then(|| (grant.id.clone(), grant.limits.clone())),
+        }
+    }
+
+    pub(crate) fn apply(self, st: &AppState, res: &mut HttpResponse) {
+        if let Some((id, limits)) = self.rated {
+            ratelimit::decorate(res, &st.limiter.snapshot(&id, &limits));
+        }
+        cors::decorate(res, self.allow);
+    }
 }
 
 async fn run(
@@ -134,9 +159,19 @@ async fn run(
     let lease = authorize::limits(st, &grant, req, &ctx)?;
     let key = unseal::unseal(st, &grant)?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");
-    let upstream = forward::forward(st, req, body, &key.key, &ctx).await?;
+    let runs_model = scope::model_use(req.method().as_str(), &ctx.path) != ModelUse::None;
+    // The account phase holds the lease from the moment the request may be billed.
+    let mut account = account::Account::new(st.config.clone(), lease, &mut ctx, runs_model);
+    let upstream = forward::forward(st, req, body, &key.key, &ctx)
+        .await
+        .inspect_err(|e| {
+            if forward::never_sent(e) {
+                account.not_sent();
+            }
+        })?;
+    account.answered(upstream.status().as_u16());
     let upstream = verdict::judge(st, &key, upstream).await?;
     drop(key);
     let upstream = models::filter(st, &grant, req, &ctx, upstream).await;
-    Ok(stream::respond(st, req, upstream, grant, ctx, lease))
+    Ok(stream::respond(st, req, upstream, grant, ctx, account))
 }

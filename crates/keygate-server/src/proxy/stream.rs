@@ -20,11 +20,10 @@ use bytes::Bytes;
 use futures::Stream;
 use pin_project_lite::pin_project;
 
-use super::account::{Account, Outcome};
+use super::account::{Account, BodyKind, Outcome};
 use super::headers::downstream_headers;
 use super::{AuthenticatedGrant, ProxyCtx};
 use crate::error::{ServerError, UpstreamError};
-use crate::limiter::Lease;
 use crate::state::AppState;
 
 pub fn respond(
@@ -32,8 +31,8 @@ pub fn respond(
     req: &HttpRequest,
     upstream: reqwest::Response,
     grant: AuthenticatedGrant,
-    mut ctx: ProxyCtx,
-    lease: Lease,
+    ctx: ProxyCtx,
+    mut account: Account,
 ) -> HttpResponse {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -51,30 +50,32 @@ pub fn respond(
             res.append_header((n, v));
         }
     }
-    let is_sse = upstream_headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
+    let content_type = |prefix: &str| {
+        upstream_headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.trim_start()
+                    .get(..prefix.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+            })
+    };
+    let is_sse = content_type("text/event-stream");
+    // keygate asks for `identity`; an upstream that compresses anyway cannot be read.
+    let encoded = upstream_headers
+        .get_all(reqwest::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            !v.to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
         });
-    let is_json = upstream_headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
-    let mut account = Account::new(
-        st.config.clone(),
-        lease,
-        &mut ctx,
-        status.as_u16(),
-        is_sse,
-        is_json,
-    );
+    let body_kind = match () {
+        () if encoded => BodyKind::Encoded,
+        () if is_sse => BodyKind::Sse,
+        () if content_type("application/json") => BodyKind::Json,
+        () => BodyKind::Other,
+    };
+    account.read(body_kind);
     if is_sse {
         // Tell buffering reverse proxies in front of keygate to pass events through.
         res.insert_header(("x-accel-buffering", "no"));

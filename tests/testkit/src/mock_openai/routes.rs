@@ -122,6 +122,9 @@ fn route(ctx: &Ctx, delay: Duration) -> Resp {
         (&Method::POST, "/v1/embeddings") => embeddings(ctx),
         (&Method::GET, "/v1/models") => models(),
         (&Method::GET, _) if path.starts_with("/v1/models/") => model(&path["/v1/models/".len()..]),
+        (&Method::GET, _) if path.starts_with("/v1/chat/completions/") => {
+            stored_chat(&path["/v1/chat/completions/".len()..])
+        }
         _ if path == "/v1" || path.starts_with("/v1/") => echo(ctx),
         _ => error_response(
             StatusCode::NOT_FOUND,
@@ -428,6 +431,21 @@ fn model(id: &str) -> Resp {
             Some("model_not_found"),
         ),
     }
+}
+
+/// A stored chat completion, retrieved (`GET /v1/chat/completions/{id}`): the run's
+/// object with its `usage`, as OpenAI shows it again on every retrieval.
+fn stored_chat(id: &str) -> Resp {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "id": id, "object": "chat.completion", "created": fixtures::unix_now(),
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+        }),
+    )
 }
 
 fn echo(ctx: &Ctx) -> Resp {

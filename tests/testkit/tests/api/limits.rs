@@ -440,3 +440,77 @@ async fn the_plans_default_max_tokens_is_reserved_when_the_request_sets_none() {
     assert_eq!(app.chat_completions(&g.api_key, &body).await.status(), 200);
     assert_eq!(app.mock.request_count(), 1);
 }
+
+/// Review finding: `n` answers may each be as long as `max_tokens` (OpenAI bills them
+/// all), so the reservation counts `n` of them; it counted one.
+#[tokio::test]
+async fn several_choices_reserve_each_ones_output() {
+    let app = spawn_app().await;
+    let g = app
+        .limited_grant(json!({"budget": {"tokens": 1000, "period": "day"}}))
+        .await;
+    let mut body = chat("gpt-4o-mini");
+    body["max_tokens"] = json!(300);
+    body["n"] = json!(4);
+    let res = app.chat_completions(&g.api_key, &body).await;
+    assert_openai_error(res, 429, "insufficient_quota").await;
+    assert_eq!(app.mock.request_count(), 0);
+    body["n"] = json!(3);
+    let res = app.chat_completions(&g.api_key, &body).await;
+    assert_eq!(res.status(), 200);
+}
+
+/// Review finding: `{"max_tokens": 100000, "max_tokens": 10}` reserved the last copy
+/// (serde's pick), while a parser that takes the first would let the answer run ten
+/// thousand times longer. A key policy reads, sent twice, is refused.
+#[tokio::test]
+async fn a_key_policy_reads_sent_twice_is_refused() {
+    let app = spawn_app().await;
+    let g = app
+        .limited_grant(json!({"budget": {"tokens": 1000, "period": "day"}}))
+        .await;
+    for body in [
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":100000,"max_tokens":10}"#,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":false,"stream":true}"#,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"n":1,"n":50}"#,
+    ] {
+        let res = app
+            .v1(Method::POST, "/chat/completions", &g.api_key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let err = assert_openai_error(res, 400, "invalid_request").await;
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than once"),
+            "{err}"
+        );
+    }
+    assert_eq!(app.mock.request_count(), 0);
+}
+
+/// Review finding: `service_tier: "priority"` costs up to twice the standard price the
+/// table holds, so a USD budget could be overspent twofold; keygate has no price for
+/// it and refuses it like an unpriced model. Flex (cheaper) and auto pass.
+#[tokio::test]
+async fn a_usd_budget_refuses_a_dearer_service_tier() {
+    let app = spawn_app().await;
+    let g = app
+        .limited_grant(json!({"budget": {"usd": 5.0, "period": "month"}}))
+        .await;
+    let mut body = chat("gpt-4o-mini");
+    body["service_tier"] = json!("priority");
+    let res = app.chat_completions(&g.api_key, &body).await;
+    let err = assert_openai_error(res, 403, "model_not_priced").await;
+    assert_eq!(err["error"]["param"], "service_tier", "{err}");
+    assert_eq!(app.mock.request_count(), 0);
+    for tier in ["flex", "auto"] {
+        body["service_tier"] = json!(tier);
+        let res = app.chat_completions(&g.api_key, &body).await;
+        assert_eq!(res.status(), 200, "{tier}");
+    }
+}

@@ -360,3 +360,101 @@ async fn usage_reports_are_the_persons_own_and_check_their_dates() {
         (json!("2026-11-01"), json!("2026-11-30"))
     );
 }
+
+/// Review finding: retrieving a stored answer shows the usage of a run already
+/// counted; counting it again would double the person's usage (and spend a token
+/// budget on nothing).
+#[tokio::test]
+async fn retrieving_a_stored_answer_counts_no_tokens_again() {
+    let app = spawn_app().await;
+    let g = app
+        .enrolled_grant_with_scopes(&["inference", "stored"])
+        .await;
+    let res = app
+        .v1(Method::GET, "/chat/completions/chatcmpl-stored", &g.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer["usage"]["prompt_tokens"], 100, "{answer}");
+    let report = settled(&app, &g.grant_id, 1).await;
+    let row = only_row(&report);
+    assert_eq!(row["prompt_tokens"], 0, "{report}");
+    assert_eq!(row["completion_tokens"], 0, "{report}");
+    assert_eq!(row["errors"], 0, "{report}");
+}
+
+/// Review finding: usage is read from the answer's plain bytes, so keygate asks the
+/// upstream for no content coding at all (a request without `Accept-Encoding` lets a
+/// server pick any), whatever the app asked for.
+#[tokio::test]
+async fn the_upstream_is_asked_for_an_uncompressed_answer() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    let res = app
+        .v1(Method::POST, "/chat/completions", &g.api_key)
+        .header("x-mock-scenario", "echo-headers")
+        .header("accept-encoding", "gzip, br")
+        .json(&chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["headers"]["accept-encoding"], "identity", "{v}");
+}
+
+/// Review finding: an app that hung up while OpenAI was still working on a JSON answer
+/// (or a first-byte timeout) released its reservation and counted nothing, though
+/// OpenAI runs and bills the request all the same — repeated, a budget held nothing.
+/// It is counted at its worst case, estimated, like a JSON answer cut short.
+#[tokio::test]
+async fn a_request_abandoned_before_its_answer_counts_its_worst_case() {
+    let app = spawn_app().await;
+    let g = app
+        .limited_grant(json!({"budget": {"tokens": 100000, "period": "day"}}))
+        .await;
+    let mut body = chat("gpt-4o-mini");
+    body["max_tokens"] = json!(500);
+    let sent = app
+        .v1(Method::POST, "/chat/completions", &g.api_key)
+        .header("x-mock-scenario", "slow-first-byte")
+        .header("x-mock-delay-ms", "3000")
+        .timeout(Duration::from_millis(300))
+        .json(&body)
+        .send()
+        .await;
+    assert!(sent.is_err(), "the app gave up before the answer");
+    let report = settled(&app, &g.grant_id, 1).await;
+    let row = only_row(&report);
+    assert_eq!(row["completion_tokens"], 500, "{report}");
+    assert!(row["prompt_tokens"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(row["estimated"], 1, "{report}");
+    assert!(nanos(&row["usd"]) > 0, "{report}");
+}
+
+/// Review finding: every made-up model name got a usage row of its own, kept for
+/// good, though OpenAI refuses it at no cost: a leaked key could add rows without
+/// end. A failed request on a model with no price is counted under no model.
+#[tokio::test]
+async fn failed_requests_on_unpriced_names_share_one_row() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    for name in ["made-up-1", "made-up-2", "gpt-4o-mini"] {
+        let res = app
+            .v1(Method::POST, "/chat/completions", &g.api_key)
+            .header("x-mock-scenario", "error-404")
+            .json(&chat(name))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        let _ = res.bytes().await;
+    }
+    let report = settled(&app, &g.grant_id, 3).await;
+    let days = report["days"].as_array().unwrap();
+    let models: Vec<&Value> = days.iter().map(|d| &d["model"]).collect();
+    assert_eq!(models, [&Value::Null, &json!("gpt-4o-mini")], "{report}");
+    assert_eq!(days[0]["errors"], 2, "{report}");
+}
