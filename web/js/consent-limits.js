@@ -4,7 +4,7 @@
 // above the plan's ceiling (GET /api/connect/plan; keygate enforces it again on approval). What
 // the person leaves in the controls is what the grant gets.
 
-import { h, icon, replace } from "./dom.js";
+import { h, icon, numberInput, replace } from "./dom.js";
 import {
   PERIODS,
   budgetWords,
@@ -295,19 +295,6 @@ export function renderConsentLimits({ els, asked, plan, planAsked }) {
       return { limits: c.limits, expiresAt };
     },
   };
-}
-
-function numberInput(id, value, { max = null, step = "1", min = "1" } = {}) {
-  return h("input", {
-    id,
-    type: "number",
-    inputmode: step === "1" ? "numeric" : "decimal",
-    min,
-    step,
-    max: max ?? null,
-    value: value ?? "",
-    autocomplete: "off",
-  });
 }
 
 function control({ id, label, input, prefix = null, suffix = null, after = null, hint = null, wide = false }) {

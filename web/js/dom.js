@@ -121,3 +121,17 @@ function relativeText(date) {
 function capital(text) {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
+
+/** A number field for a limit: whole numbers unless `step` says otherwise, empty for none. */
+export function numberInput(id, value, { max = null, step = "1", min = "1" } = {}) {
+  return h("input", {
+    id,
+    type: "number",
+    inputmode: step === "1" ? "numeric" : "decimal",
+    min,
+    step,
+    max: max ?? null,
+    value: value ?? "",
+    autocomplete: "off",
+  });
+}

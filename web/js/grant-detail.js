@@ -6,7 +6,7 @@
 // list once revoked.
 
 import { api } from "./api.js";
-import { busy, formatDate, h, icon, replace, showMessage, timeEl } from "./dom.js";
+import { busy, formatDate, h, icon, numberInput, replace, showMessage, timeEl } from "./dom.js";
 import {
   PERIODS,
   budgetWords,
@@ -302,19 +302,6 @@ export function createGrantDetail({ container, onChanged, showNewKey }) {
       hint ? h("p", { class: "hint", id: hintId }, hint) : null,
       h("p", { class: "field-error", id: errorId, hidden: true }),
     );
-  }
-
-  function numberInput(id, value, { max = null, step = "1", min = "1" } = {}) {
-    return h("input", {
-      id,
-      type: "number",
-      inputmode: step === "1" ? "numeric" : "decimal",
-      min,
-      step,
-      max: max ?? null,
-      value: value ?? "",
-      autocomplete: "off",
-    });
   }
 
   function capHint(cap, words) {

@@ -14,7 +14,10 @@
 //!   fit what is left, so concurrent requests cannot overspend it together.
 
 use crate::money::Usd;
+use crate::price::PriceTable;
+use crate::scope::ModelUse;
 use crate::time::UnixTime;
+use crate::usage::Usage;
 
 /// Bucket levels are kept in "token-milliseconds" (tokens × 60 000): a bucket of
 /// `limit` per minute refills exactly `limit` units per millisecond, with no rounding.
@@ -136,6 +139,40 @@ impl Spend {
 pub struct Estimate {
     pub tokens: u64,
     pub usd: Option<Usd>,
+}
+
+impl Estimate {
+    /// The worst case of a request: `prompt` tokens plus `output`, priced for `model`.
+    /// `runs` says whether the call runs a model (`scope::model_use`): one that runs
+    /// none costs nothing by the token; one that runs a model it does not name (OpenAI
+    /// picks), or at a dearer `premium_tier` than the table's standard prices, cannot
+    /// be priced.
+    pub fn of(
+        prices: &PriceTable,
+        model: Option<&str>,
+        runs: ModelUse,
+        prompt: u64,
+        output: u64,
+        premium_tier: bool,
+    ) -> Self {
+        let usage = Usage {
+            prompt_tokens: prompt,
+            cached_tokens: 0,
+            completion_tokens: output,
+        };
+        let price = |m: &str| prices.get(m).map(|p| p.cost(&usage));
+        let usd = match (model, runs) {
+            (_, ModelUse::Named | ModelUse::Hidden) if premium_tier => None,
+            (Some(m), ModelUse::None) => Some(price(m).unwrap_or(Usd::ZERO)),
+            (Some(m), _) => price(m),
+            (None, ModelUse::None) => Some(Usd::ZERO),
+            (None, _) => None,
+        };
+        Self {
+            tokens: usage.total(),
+            usd,
+        }
+    }
 }
 
 /// The state one set of limits is decided against (the limiter owns it).
@@ -417,6 +454,28 @@ mod tests {
     use super::*;
     use crate::limits::{Budget, Limits};
     use proptest::prelude::*;
+
+    #[test]
+    fn estimates_are_priced_only_when_they_can_be() {
+        let t = PriceTable::builtin();
+        let of =
+            |model, runs, premium| Estimate::of(&t, model, runs, 1_000_000, 1_000_000, premium);
+        // gpt-4o-mini: $0.15 in + $0.60 out per million.
+        let e = of(Some("gpt-4o-mini"), ModelUse::Named, false);
+        assert_eq!((e.tokens, e.usd), (2_000_000, Some(usd(0.75))));
+        assert_eq!(of(Some("gpt-4o-mini"), ModelUse::Named, true).usd, None);
+        assert_eq!(
+            of(Some("nobody-priced-this"), ModelUse::Named, false).usd,
+            None
+        );
+        assert_eq!(of(None, ModelUse::Named, false).usd, None);
+        // A call that runs no model (a file list) costs nothing, whatever it names.
+        assert_eq!(of(None, ModelUse::None, false).usd, Some(Usd::ZERO));
+        assert_eq!(
+            of(Some("nobody-priced-this"), ModelUse::None, false).usd,
+            Some(Usd::ZERO)
+        );
+    }
 
     fn usd(d: f64) -> Usd {
         Usd::from_dollars(d).unwrap()

@@ -98,14 +98,9 @@ impl Accounting {
 
     pub fn spawn_flusher(&self, store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = this.write_to(&store) {
-                    tracing::warn!(error = %e, "could not write usage counters; kept for the next try");
-                }
+        crate::state::spawn_every(every, move || {
+            if let Err(e) = this.write_to(&store) {
+                tracing::warn!(error = %e, "could not write usage counters; kept for the next try");
             }
         })
     }

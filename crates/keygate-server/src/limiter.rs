@@ -56,7 +56,10 @@ struct Window {
 /// Why [`Limiter::acquire`] said no.
 #[derive(Debug)]
 pub enum Refusal {
+    /// The grant-wide limits.
     Deny(Deny),
+    /// The overrides of the request's model (`limits.models`).
+    Model(Deny),
     Store(StoreError),
 }
 
@@ -132,7 +135,8 @@ impl Limiter {
                 )
                 .map_err(Refusal::Store)
                 .and_then(|()| {
-                    policy::decide_rules(&rules, &w.usage, &estimate, now_ms).map_err(Refusal::Deny)
+                    policy::decide_rules(&rules, &w.usage, &estimate, now_ms)
+                        .map_err(Refusal::Model)
                 });
             match decided {
                 Ok(l) => {
@@ -516,7 +520,7 @@ mod tests {
         assert!(
             matches!(
                 l.acquire(&g, &with, Some("m"), est),
-                Err(Refusal::Deny(Deny::Budget { .. }))
+                Err(Refusal::Model(Deny::Budget { .. }))
             ),
             "60 of 100 are reserved, 10 spent: 60 more do not fit"
         );

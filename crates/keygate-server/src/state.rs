@@ -112,13 +112,22 @@ impl LastUsed {
 
     pub fn spawn_flusher(&self, store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                this.write_to(&store);
-            }
-        })
+        spawn_every(every, move || this.write_to(&store))
     }
+}
+
+/// Runs `tick` every `period` until the task is aborted, skipping ticks missed while
+/// one ran long: the loop of the batching writers (last-used times, usage counters).
+pub fn spawn_every(
+    period: Duration,
+    mut tick: impl FnMut() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            tick();
+        }
+    })
 }

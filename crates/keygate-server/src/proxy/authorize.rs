@@ -7,10 +7,8 @@
 use actix_web::HttpRequest;
 use keygate_core::calendar;
 use keygate_core::limits::{Budget, Limits};
-use keygate_core::money::Usd;
 use keygate_core::policy::{BudgetLimit, Deny, Estimate, Rules};
 use keygate_core::scope::{self, CanonicalPath, ModelUse};
-use keygate_core::usage::Usage;
 
 use super::error::{ProxyError, RateKind};
 use super::{AuthenticatedGrant, ProxyCtx};
@@ -126,48 +124,47 @@ pub fn limits(
                     .map(|t| t.saturating_mul(ctx.choices))
             })
             .unwrap_or(0);
-        let usage = Usage {
-            prompt_tokens: prompt,
-            cached_tokens: 0,
-            completion_tokens: output,
-        };
-        let usd = match (model, scope::model_use(req.method().as_str(), &ctx.path)) {
-            // The table holds standard prices (flex is cheaper); a dearer tier has none.
-            (_, ModelUse::Named | ModelUse::Hidden) if premium_tier(ctx) => None,
-            (Some(m), ModelUse::None) => Some(
-                st.config
-                    .prices
-                    .get(m)
-                    .map_or(Usd::ZERO, |p| p.cost(&usage)),
-            ),
-            (Some(m), _) => st.config.prices.get(m).map(|p| p.cost(&usage)),
-            // A call that runs no model costs nothing by the token; one whose model is
-            // left to OpenAI cannot be priced.
-            (None, ModelUse::None) => Some(Usd::ZERO),
-            (None, _) => None,
-        };
-        Estimate {
-            tokens: usage.total(),
-            usd,
-        }
+        Estimate::of(
+            &st.config.prices,
+            model,
+            scope::model_use(req.method().as_str(), &ctx.path),
+            prompt,
+            output,
+            premium_tier(ctx),
+        )
     } else {
         Estimate::default()
     };
     st.limiter
         .acquire(grant.id(), limits, model, estimate)
-        .map_err(|refusal| match refusal {
+        .map_err(|why| match why {
             Refusal::Store(e) => ServerError::from(e),
-            Refusal::Deny(deny) => {
-                tracing::info!(grant_id = %grant.id(), ?deny, "refused by the grant's limits");
-                match deny {
-                    Deny::ModelNotPriced if premium_tier(ctx) => {
-                        ProxyError::TierNotPriced(ctx.service_tier.clone().unwrap_or_default())
-                            .into()
-                    }
-                    deny => refused(deny, limits, model).into(),
-                }
+            Refusal::Deny(deny) => refused_by(grant, ctx, deny, limits.budget.as_ref(), None),
+            Refusal::Model(deny) => {
+                let budget = model
+                    .and_then(|m| limits.for_model(m))
+                    .and_then(|o| o.budget.as_ref());
+                refused_by(grant, ctx, deny, budget, model)
             }
         })
+}
+
+/// The error for a refusal by the grant's own limits (`model: None`) or by those of
+/// the request's model, whose `budget` it was.
+fn refused_by(
+    grant: &AuthenticatedGrant,
+    ctx: &ProxyCtx,
+    deny: Deny,
+    budget: Option<&Budget>,
+    model: Option<&str>,
+) -> ServerError {
+    tracing::info!(grant_id = %grant.id(), ?deny, model, "refused by the grant's limits");
+    match deny {
+        Deny::ModelNotPriced if premium_tier(ctx) => {
+            ProxyError::TierNotPriced(ctx.service_tier.clone().unwrap_or_default()).into()
+        }
+        deny => refused(deny, budget, model, ctx.model.as_deref()).into(),
+    }
 }
 
 /// A `service_tier` that costs more than the price table says (`priority`, `scale`).
@@ -177,7 +174,14 @@ fn premium_tier(ctx: &ProxyCtx) -> bool {
         .is_some_and(|t| !matches!(t, "auto" | "default" | "flex"))
 }
 
-fn refused(deny: Deny, limits: &Limits, model: Option<&str>) -> ProxyError {
+/// `budget` is the one that refused (the grant's, or `budget_of`'s overrides'), and
+/// `model` the request's.
+fn refused(
+    deny: Deny,
+    budget: Option<&Budget>,
+    budget_of: Option<&str>,
+    model: Option<&str>,
+) -> ProxyError {
     match deny {
         Deny::Requests {
             limit,
@@ -199,35 +203,15 @@ fn refused(deny: Deny, limits: &Limits, model: Option<&str>) -> ProxyError {
         Deny::Concurrency { limit } => ProxyError::ConcurrencyLimit(limit),
         Deny::Budget {
             limit, resets_at, ..
-        } => {
-            // Which budget: the grant's, or the model's when the grant's would have fit.
-            let grant_budget: Option<&Budget> = limits.budget.as_ref();
-            let is_grant = grant_budget.is_some_and(|b| match limit {
-                BudgetLimit::Usd(u) => b.usd == Some(u),
-                BudgetLimit::Tokens(t) => b.tokens == Some(t),
-            });
-            let budget = if is_grant {
-                grant_budget
-            } else {
-                model
-                    .and_then(|m| limits.for_model(m))
-                    .and_then(|o| o.budget.as_ref())
-                    .or(grant_budget)
-            };
-            ProxyError::BudgetSpent {
-                what: match limit {
-                    BudgetLimit::Usd(u) => format!("${}", u.dollars()),
-                    BudgetLimit::Tokens(t) => format!("{t} tokens"),
-                },
-                period: budget.map_or("month", |b| b.period.as_str()),
-                model: if is_grant {
-                    None
-                } else {
-                    model.map(str::to_owned)
-                },
-                resets_at: calendar::to_rfc3339(resets_at),
-            }
-        }
+        } => ProxyError::BudgetSpent {
+            what: match limit {
+                BudgetLimit::Usd(u) => format!("${}", u.dollars()),
+                BudgetLimit::Tokens(t) => format!("{t} tokens"),
+            },
+            period: budget.map_or("month", |b| b.period.as_str()),
+            model: budget_of.map(str::to_owned),
+            resets_at: calendar::to_rfc3339(resets_at),
+        },
         Deny::ModelNotPriced => ProxyError::ModelNotPriced(model.map(str::to_owned)),
     }
 }
