@@ -175,9 +175,6 @@ impl Application {
             .accounting
             .spawn_flusher(self.state.store.clone(), Duration::from_secs(1));
         let sweeper = spawn_sweeper(&self.state);
-        // Building the tokenizers takes ~200 ms: do it now, off the request path, rather
-        // than in the first request that reserves tokens.
-        let _tokenizers = tokio::task::spawn_blocking(keygate_core::tokens::preload);
         let resealer = {
             let (store, keyring) = (self.state.store.clone(), self.state.keyring.clone());
             tokio::spawn(async move {
