@@ -496,19 +496,7 @@ export async function exchangeCode(options) {
   } catch (cause) {
     throw new VaultError(`Can't reach keygate at ${v.base}.`, { code: "network_error", cause });
   }
-  let json = null;
-  try {
-    json = await res.json();
-  } catch {
-    json = null;
-  }
-  if (!res.ok) {
-    const err = json && typeof json === "object" ? json.error : null;
-    throw new VaultError(
-      (err && typeof err.message === "string" && err.message) || `keygate answered HTTP ${res.status}.`,
-      { status: res.status, code: (err && typeof err.code === "string" && err.code) || "vault_error" },
-    );
-  }
+  const json = await answerJson(res);
   if (!json || typeof json.api_key !== "string" || typeof json.base_url !== "string") {
     throw new VaultError("keygate sent an incomplete answer.", { status: res.status, code: "bad_response" });
   }
@@ -607,6 +595,28 @@ export async function completeRedirect(options = {}) {
 // ------------------------------------------------------------------------ key info
 
 /**
+ * The JSON of one of keygate's answers (`null` when it has none); an error answer is
+ * thrown as a VaultError with keygate's own message and `code`.
+ * @param {Response} res
+ */
+async function answerJson(res) {
+  let json = null;
+  try {
+    json = await res.json();
+  } catch {
+    json = null;
+  }
+  if (!res.ok) {
+    const err = json && typeof json === "object" ? json.error : null;
+    throw new VaultError(
+      (err && typeof err.message === "string" && err.message) || `keygate answered HTTP ${res.status}.`,
+      { status: res.status, code: (err && typeof err.code === "string" && err.code) || "vault_error" },
+    );
+  }
+  return json;
+}
+
+/**
  * What the key may do and what is left of it: `GET {baseURL}/key` with the key (keygate's
  * `/v1/key`; answered with CORS for the app's origin, never counted against its rate limit).
  * Resolves to `{id, name, origin, models, scopes, limits, expires_at, plan, usage: {period,
@@ -634,19 +644,7 @@ export async function keyInfo(options) {
   } catch (cause) {
     throw new VaultError(`Can't reach keygate at ${baseURL}.`, { code: "network_error", cause });
   }
-  let json = null;
-  try {
-    json = await res.json();
-  } catch {
-    json = null;
-  }
-  if (!res.ok) {
-    const err = json && typeof json === "object" ? json.error : null;
-    throw new VaultError(
-      (err && typeof err.message === "string" && err.message) || `keygate answered HTTP ${res.status}.`,
-      { status: res.status, code: (err && typeof err.code === "string" && err.code) || "vault_error" },
-    );
-  }
+  const json = await answerJson(res);
   if (!json || typeof json !== "object") {
     throw new VaultError("keygate sent an answer this SDK could not read.", { status: res.status, code: "bad_response" });
   }
