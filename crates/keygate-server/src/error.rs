@@ -264,6 +264,10 @@ fn body(problem: BodyProblem) -> OpenAiError {
             None,
         ),
         B::ModelNotAString => ("`model` must be a string", Some("model")),
+        B::ModelTooLong => (
+            "`model` is longer than any model id (at most 256 bytes)",
+            Some("model"),
+        ),
         B::KeyRepeated => (
             "The JSON body names one of `model`, `stream`, `stream_options`, `tools`, \
              `max_tokens`, `max_completion_tokens`, `max_output_tokens`, `n`, `best_of` or \
@@ -618,6 +622,7 @@ mod tests {
             BodyProblem::Compressed,
             BodyProblem::JsonNotAnObject,
             BodyProblem::ModelNotAString,
+            BodyProblem::ModelTooLong,
             BodyProblem::Unreadable,
             BodyProblem::MultipartUnparseable,
             BodyProblem::ModelRepeated,

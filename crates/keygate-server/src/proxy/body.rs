@@ -35,6 +35,10 @@ use super::ProxyCtx;
 use super::error::{BodyProblem, ProxyError};
 use crate::error::ServerError;
 
+/// Longer than any OpenAI model id (fine-tuned ones run ~60 bytes): a `model` is logged
+/// and named in usage, so an app cannot make either carry megabytes.
+const MAX_MODEL_LEN: usize = 256;
+
 /// The body as it will be sent upstream.
 pub enum RequestBody {
     Empty,
@@ -137,6 +141,9 @@ pub async fn read(
         })?;
         ctx.model = match peek.model {
             None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(m)) if m.len() > MAX_MODEL_LEN => {
+                return Err(ProxyError::Body(BodyProblem::ModelTooLong).into());
+            }
             Some(serde_json::Value::String(m)) => Some(m),
             Some(_) => {
                 return Err(ProxyError::Body(BodyProblem::ModelNotAString).into());

@@ -102,6 +102,8 @@ pub enum BodyProblem {
     Compressed,
     JsonNotAnObject,
     ModelNotAString,
+    /// A `model` longer than any model id (it would be logged and counted).
+    ModelTooLong,
     Unreadable,
     MultipartUnparseable,
     ModelRepeated,

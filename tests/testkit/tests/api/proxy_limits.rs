@@ -103,3 +103,21 @@ async fn bad_json_and_bad_content_length_are_400() {
     }
     assert_eq!(app.mock.request_count(), 0);
 }
+
+/// A `model` longer than any model id is refused before the upstream: it would be
+/// logged and named in the usage rows.
+#[tokio::test]
+async fn a_model_name_longer_than_any_model_id_is_400() {
+    let app = keygate_testkit::spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    let body = json!({"model": "m".repeat(257), "messages": [{"role": "user", "content": "hi"}]});
+    let res = app.chat_completions(&g.api_key, &body).await;
+    let err = assert_openai_error(res, 400, "invalid_request").await;
+    assert_eq!(err["error"]["param"], "model");
+    assert_eq!(app.mock.request_count(), 0);
+    let ok = json!({"model": "m".repeat(256), "messages": [{"role": "user", "content": "hi"}]});
+    // 256 bytes pass keygate (the mock then answers for the unknown model).
+    let res = app.chat_completions(&g.api_key, &ok).await;
+    assert_ne!(res.status(), 400);
+    assert_eq!(app.mock.request_count(), 1);
+}
