@@ -10,6 +10,7 @@ mod m0001_initial;
 mod m0002_passkeys_sessions;
 mod m0003_connect_codes;
 mod m0004_usage;
+mod m0005_admin_keys;
 pub mod trees;
 
 /// The `meta` tree and the key under which the schema version (u32, big endian) lives.
@@ -57,10 +58,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "usage",
         apply: m0004_usage::apply,
     },
+    Migration {
+        version: 5,
+        name: "admin_keys",
+        apply: m0005_admin_keys::apply,
+    },
 ];
 
 /// The schema version a fully migrated store has.
-pub const LATEST: u32 = 4;
+pub const LATEST: u32 = 5;
 
 /// All known steps, in order.
 pub fn all() -> &'static [Migration] {
@@ -143,6 +149,7 @@ mod tests {
         for tree in m0001_initial::TREES
             .iter()
             .chain(m0002_passkeys_sessions::TREES.iter())
+            .chain(m0005_admin_keys::TREES.iter())
         {
             assert!(
                 names.iter().any(|n| n.as_ref() == tree.as_bytes()),

@@ -31,3 +31,5 @@ pub const CONNECT_CODES: &str = "connect_codes";
 /// grant id ‖ 0x00 ‖ day number (u32, big endian) ‖ model → usage counters of that
 /// grant, UTC day and model (a grant's rows, in day order, are one range scan).
 pub const USAGE: &str = "usage";
+/// admin key id → admin key record (name, scope, SHA-256 of the secret, expiry).
+pub const ADMIN_KEYS: &str = "admin_keys";

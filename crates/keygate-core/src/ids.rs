@@ -103,6 +103,12 @@ id_type!(
 );
 
 id_type!(
+    /// An operator's admin key (`kga_` + this id + secret + checksum).
+    AdminKeyId,
+    "admin key id"
+);
+
+id_type!(
     /// One of a person's passkeys (keygate's id, not the WebAuthn credential id).
     PasskeyId,
     "passkey id"

@@ -20,6 +20,7 @@
 //!   budget periods on the UTC calendar, exact money, model prices, token usage.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod admin_scope;
 pub mod calendar;
 pub mod content_type;
 pub mod error;

@@ -403,6 +403,19 @@ impl OpenAiError {
         Self::new(400, INVALID_REQUEST, "invalid_request", message)
     }
 
+    /// An admin key whose scope does not cover this request (`needed`: the scope that
+    /// would).
+    pub fn insufficient_scope(needed: &str) -> Self {
+        Self::new(
+            403,
+            INVALID_REQUEST,
+            "insufficient_scope",
+            format!(
+                "This admin key's scope does not allow this request; it needs scope `{needed}`."
+            ),
+        )
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, INVALID_REQUEST, "not_found", message)
     }

@@ -1,6 +1,9 @@
 //! Grant tokens: `kg_` + grant id + `_` + 43 base62 characters of secret (≥ 256 bits)
 //! + a 6-character base62 CRC-32 of everything before it.
 //!
+//! Admin keys ([`admin`]) have the same shape behind `kga_`, minted and checked by the
+//! same code.
+//!
 //! The checksum lets the proxy (and secret scanners) reject a mistyped or truncated
 //! token without touching the store. Only the SHA-256 of the secret part is stored;
 //! [`SecretHash::ct_eq`] compares in constant time.
@@ -12,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::ids::{GrantId, ID_LEN};
+use crate::ids::{AdminKeyId, GrantId, ID_LEN};
 
 pub const PREFIX: &str = "kg_";
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -20,12 +23,12 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 pub const SECRET_LEN: usize = 43;
 const CHECKSUM_LEN: usize = 6;
 /// Total length of a token.
-pub const TOKEN_LEN: usize = PREFIX.len() + ID_LEN + 1 + SECRET_LEN + CHECKSUM_LEN;
+pub const TOKEN_LEN: usize = token_len(PREFIX);
 
 /// Why a presented token was refused before any lookup. Never carries the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("the key does not start with kg_")]
+    #[error("the key does not start with kg_ (kga_ for an admin key)")]
     WrongPrefix,
     #[error("the key has the wrong length")]
     WrongLength,
@@ -55,29 +58,48 @@ pub struct ParsedToken {
 
 /// Mints a new token for `grant_id`.
 pub fn issue(grant_id: &GrantId) -> IssuedToken {
-    let mut rng = rand::rng();
-    let secret: String = (0..SECRET_LEN)
-        .map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())]))
-        .collect();
-    let hash = SecretHash::of(&secret);
-    let mut token = String::with_capacity(TOKEN_LEN);
-    token.push_str(PREFIX);
-    token.push_str(grant_id.as_str());
-    token.push('_');
-    token.push_str(&secret);
-    let sum = checksum(&token);
-    token.push_str(&sum);
+    let (token, hash) = mint(PREFIX, grant_id.as_str());
     IssuedToken {
         grant_id: grant_id.clone(),
-        token: SecretString::from(token),
+        token,
         hash,
     }
 }
 
 /// Checks a presented token's shape and checksum and hashes its secret.
 pub fn parse(token: &str) -> Result<ParsedToken, TokenError> {
-    let rest = token.strip_prefix(PREFIX).ok_or(TokenError::WrongPrefix)?;
-    if token.len() != TOKEN_LEN {
+    let (id, hash) = split(PREFIX, token)?;
+    let grant_id = GrantId::parse(id).map_err(|_| TokenError::BadCharacters)?;
+    Ok(ParsedToken { grant_id, hash })
+}
+
+/// `prefix` + `id` + `_` + a fresh secret + checksum, and the secret's hash.
+fn mint(prefix: &str, id: &str) -> (SecretString, SecretHash) {
+    let mut rng = rand::rng();
+    let secret: String = (0..SECRET_LEN)
+        .map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())]))
+        .collect();
+    let hash = SecretHash::of(&secret);
+    let len = token_len(prefix);
+    let mut token = String::with_capacity(len);
+    token.push_str(prefix);
+    token.push_str(id);
+    token.push('_');
+    token.push_str(&secret);
+    let sum = checksum(&token);
+    token.push_str(&sum);
+    (SecretString::from(token), hash)
+}
+
+const fn token_len(prefix: &str) -> usize {
+    prefix.len() + ID_LEN + 1 + SECRET_LEN + CHECKSUM_LEN
+}
+
+/// Checks shape and checksum; returns the id part (not yet parsed) and the secret's hash.
+fn split<'t>(prefix: &str, token: &'t str) -> Result<(&'t str, SecretHash), TokenError> {
+    let rest = token.strip_prefix(prefix).ok_or(TokenError::WrongPrefix)?;
+    let len = token_len(prefix);
+    if token.len() != len {
         return Err(TokenError::WrongLength);
     }
     let (id, rest) = rest
@@ -94,17 +116,64 @@ pub fn parse(token: &str) -> Result<ParsedToken, TokenError> {
     {
         return Err(TokenError::BadCharacters);
     }
-    let grant_id = GrantId::parse(id).map_err(|_| TokenError::BadCharacters)?;
     let body = token
-        .get(..TOKEN_LEN - CHECKSUM_LEN)
+        .get(..len - CHECKSUM_LEN)
         .ok_or(TokenError::WrongLength)?;
     if checksum(body) != sum {
         return Err(TokenError::BadChecksum);
     }
-    Ok(ParsedToken {
-        grant_id,
-        hash: SecretHash::of(secret),
-    })
+    Ok((id, SecretHash::of(secret)))
+}
+
+/// Admin keys: `kga_` + admin key id + `_` + secret + checksum, the grant token's
+/// shape and code under another prefix (so neither kind can be mistaken for the other).
+pub mod admin {
+    use super::{AdminKeyId, SecretHash, SecretString, TokenError, mint, split, token_len};
+
+    pub const PREFIX: &str = "kga_";
+    /// Total length of an admin key.
+    pub const TOKEN_LEN: usize = token_len(PREFIX);
+
+    /// A fresh admin key: shown once, then only `hash` is kept.
+    pub struct IssuedAdminKey {
+        pub id: AdminKeyId,
+        pub token: SecretString,
+        pub hash: SecretHash,
+    }
+
+    /// A presented admin key that passed the format and checksum checks.
+    #[derive(Debug)]
+    pub struct ParsedAdminKey {
+        pub id: AdminKeyId,
+        pub hash: SecretHash,
+    }
+
+    pub fn issue(id: &AdminKeyId) -> IssuedAdminKey {
+        let (token, hash) = mint(PREFIX, id.as_str());
+        IssuedAdminKey {
+            id: id.clone(),
+            token,
+            hash,
+        }
+    }
+
+    pub fn parse(token: &str) -> Result<ParsedAdminKey, TokenError> {
+        let (id, hash) = split(PREFIX, token)?;
+        let id = AdminKeyId::parse(id).map_err(|_| TokenError::BadCharacters)?;
+        Ok(ParsedAdminKey { id, hash })
+    }
+
+    impl std::fmt::Debug for IssuedAdminKey {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "IssuedAdminKey(id={})", self.id)
+        }
+    }
+
+    impl IssuedAdminKey {
+        pub fn expose_secret(&self) -> &str {
+            secrecy::ExposeSecret::expose_secret(&self.token)
+        }
+    }
 }
 
 impl SecretHash {
@@ -207,6 +276,35 @@ mod tests {
         );
         let non_ascii = format!("{}é", &good[..good.len() - 2]);
         assert!(parse(&non_ascii).is_err());
+    }
+
+    #[test]
+    fn admin_keys_share_the_format_but_not_the_prefix() {
+        let id = AdminKeyId::generate();
+        let k = admin::issue(&id);
+        assert_eq!(k.expose_secret().len(), admin::TOKEN_LEN);
+        assert!(k.expose_secret().starts_with("kga_"));
+        let p = admin::parse(k.expose_secret()).unwrap();
+        assert_eq!(p.id, id);
+        assert!(p.hash.ct_eq(&k.hash));
+        assert!(!format!("{k:?}").contains(k.expose_secret()));
+        // Neither kind parses as the other.
+        assert_eq!(
+            parse(k.expose_secret()).unwrap_err(),
+            TokenError::WrongPrefix
+        );
+        let g = issue(&GrantId::generate());
+        assert_eq!(
+            admin::parse(g.expose_secret()).unwrap_err(),
+            TokenError::WrongPrefix
+        );
+        let mut flipped = k.expose_secret().to_owned().into_bytes();
+        let i = admin::PREFIX.len() + ID_LEN + 3;
+        flipped[i] = if flipped[i] == b'a' { b'b' } else { b'a' };
+        assert_eq!(
+            admin::parse(std::str::from_utf8(&flipped).unwrap()).unwrap_err(),
+            TokenError::BadChecksum
+        );
     }
 
     #[test]

@@ -102,6 +102,7 @@ fn service(e: &ServiceError) -> OpenAiError {
             Missing::Grant => "No such grant.".to_owned(),
             Missing::Passkey => "No such passkey.".to_owned(),
             Missing::Session => "No such session.".to_owned(),
+            Missing::AdminKey => "No such admin key.".to_owned(),
             Missing::Connection => "No such connection for this app.".to_owned(),
             Missing::ActiveConnection => "No such active connection.".to_owned(),
             Missing::Plan => "No such plan.".to_owned(),
@@ -160,6 +161,7 @@ fn service(e: &ServiceError) -> OpenAiError {
             "the admin API is disabled; set KEYGATE_ADMIN_KEY to enable it",
         ),
         S::NotAdminKey => OpenAiError::invalid_api_key("this is not the admin key"),
+        S::InsufficientScope { needed } => OpenAiError::insufficient_scope(needed.as_str()),
         S::RateLimited { limit, retry_after } => {
             let secs = *retry_after;
             let message = match limit {
@@ -393,6 +395,7 @@ mod tests {
             (not_found(Missing::Grant), 404, "not_found"),
             (not_found(Missing::Passkey), 404, "not_found"),
             (not_found(Missing::Session), 404, "not_found"),
+            (not_found(Missing::AdminKey), 404, "not_found"),
             (not_found(Missing::Connection), 404, "not_found"),
             (not_found(Missing::ActiveConnection), 404, "not_found"),
             (not_found(Missing::Plan), 404, "not_found"),
@@ -468,6 +471,14 @@ mod tests {
             ),
             (S::AdminDisabled.into(), 401, "invalid_api_key"),
             (S::NotAdminKey.into(), 401, "invalid_api_key"),
+            (
+                S::InsufficientScope {
+                    needed: keygate_core::admin_scope::AdminScope::Write,
+                }
+                .into(),
+                403,
+                "insufficient_scope",
+            ),
             // --- proxy phases
             (ProxyError::MissingApiKey.into(), 401, "missing_api_key"),
             (
@@ -681,6 +692,7 @@ mod tests {
                 S::CodeInvalid(_) => "CodeInvalid",
                 S::AdminDisabled => "AdminDisabled",
                 S::NotAdminKey => "NotAdminKey",
+                S::InsufficientScope { .. } => "InsufficientScope",
                 S::RateLimited { .. } => "RateLimited",
             },
             ServerError::Proxy(p) => match p {

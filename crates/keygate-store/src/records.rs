@@ -2,7 +2,8 @@
 //! adds `V2` and never edits `V1`. Code works with the latest shape only: each record's
 //! [`Versioned`] impl is the one place that knows the versions.
 
-use keygate_core::ids::{GrantId, KeyId, PasskeyId, UserId};
+use keygate_core::admin_scope::AdminScope;
+use keygate_core::ids::{AdminKeyId, GrantId, KeyId, PasskeyId, UserId};
 use keygate_core::limits::Limits;
 use keygate_core::scope::Scope;
 use keygate_core::time::UnixTime;
@@ -286,6 +287,39 @@ impl Versioned for GrantRecord {
     fn from_stored(stored: StoredGrant) -> Self {
         match stored {
             StoredGrant::V1(r) => r,
+        }
+    }
+}
+
+/// An operator's admin key. The key itself is never stored: only the SHA-256 of its
+/// secret part, compared in constant time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminKeyRecord {
+    pub id: AdminKeyId,
+    pub name: String,
+    pub scope: AdminScope,
+    /// Lowercase hex SHA-256 of the key's secret part.
+    pub secret_hash: String,
+    pub created_at: UnixTime,
+    /// After this the key is refused like a wrong one (`None`: never).
+    pub expires_at: Option<UnixTime>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(crate) enum StoredAdminKey {
+    #[serde(rename = "1")]
+    V1(AdminKeyRecord),
+}
+
+impl Versioned for AdminKeyRecord {
+    type Stored = StoredAdminKey;
+    fn into_stored(self) -> StoredAdminKey {
+        StoredAdminKey::V1(self)
+    }
+    fn from_stored(stored: StoredAdminKey) -> Self {
+        match stored {
+            StoredAdminKey::V1(r) => r,
         }
     }
 }

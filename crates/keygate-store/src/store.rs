@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use keygate_core::ids::{GrantId, UserId};
+use keygate_core::ids::{AdminKeyId, GrantId, UserId};
 use keygate_core::time::UnixTime;
 use keygate_migrations::trees;
 use sled::Transactional;
@@ -8,8 +8,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::StoreError;
 use crate::records::{
-    CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord, SessionRecord, UserRecord,
-    VaultRecord,
+    AdminKeyRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord,
+    SessionRecord, UserRecord, VaultRecord,
 };
 use crate::table::{Index, Table, pair_key};
 
@@ -47,6 +47,7 @@ pub struct Store {
     /// Usage counters (see `usage.rs`): raw, not a [`Table`] (keys are composite, values
     /// are added to in transactions).
     pub(crate) usage: sled::Tree,
+    pub(crate) admin_keys: Table<AdminKeyRecord>,
 }
 
 impl std::fmt::Debug for Store {
@@ -89,6 +90,7 @@ impl Store {
             ceremonies: Table::open(&db, trees::CEREMONIES)?,
             connect_codes: Table::open(&db, trees::CONNECT_CODES)?,
             usage: db.open_tree(trees::USAGE)?,
+            admin_keys: Table::open(&db, trees::ADMIN_KEYS)?,
             db,
         })
     }
@@ -107,6 +109,25 @@ impl Store {
     /// A cheap read that proves the store answers (for `/readyz`).
     pub fn ping(&self) -> Result<(), StoreError> {
         self.schema_version().map(|_| ())
+    }
+
+    // --- admin keys --------------------------------------------------------------
+
+    pub fn insert_admin_key(&self, key: &AdminKeyRecord) -> Result<(), StoreError> {
+        self.admin_keys.put(key.id.as_str(), key)
+    }
+
+    pub fn admin_key(&self, id: &AdminKeyId) -> Result<Option<AdminKeyRecord>, StoreError> {
+        self.admin_keys.get(id.as_str())
+    }
+
+    pub fn admin_keys(&self) -> Result<Vec<AdminKeyRecord>, StoreError> {
+        self.admin_keys.values()
+    }
+
+    /// Removes the key; returns whether there was one.
+    pub fn delete_admin_key(&self, id: &AdminKeyId) -> Result<bool, StoreError> {
+        self.admin_keys.remove(id.as_str())
     }
 
     // --- users -------------------------------------------------------------------

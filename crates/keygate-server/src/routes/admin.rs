@@ -1,21 +1,26 @@
-//! `/admin/*`: for operators (and tests) holding `KEYGATE_ADMIN_KEY`.
+//! `/admin/*`: for operators (and tests) holding `KEYGATE_ADMIN_KEY` or an admin key
+//! (`kga_…`) of enough scope.
 
 use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
+use actix_web::http::Method;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use keygate_core::ids::{GrantId, UserId};
+use keygate_core::admin_scope::AdminScope;
+use keygate_core::ids::{AdminKeyId, GrantId, UserId};
 use serde_json::Value;
 
-use super::wire::{CreateGrant, Name, PutKey, Rotate};
+use super::wire::{CreateAdminKey, CreateGrant, Name, PutKey, Rotate};
 use crate::error::ServerError;
+use crate::services::admin_keys::{self, AdminCaller};
 use crate::services::error::{Limit, ServiceError};
 use crate::services::grants::{self, Caller, GrantPatch};
 use crate::services::{admin, users};
 use crate::state::AppState;
 
-/// Proof that the request carried the admin key.
-pub struct Admin;
+/// Proof that the request carried an admin key whose scope covers it: the bootstrap
+/// `KEYGATE_ADMIN_KEY` (scope `admin`) or a stored `kga_…` key.
+pub struct Admin(#[allow(dead_code)] pub AdminCaller);
 
 impl FromRequest for Admin {
     type Error = ServerError;
@@ -33,15 +38,31 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
     if !st.admin_enabled() {
         return Err(ServiceError::AdminDisabled.into());
     }
-    // The key is checked first (in constant time): the right key always passes, from
+    // The key is checked first (in constant time): a right key always passes, from
     // any address, throttled or not, so nobody sharing an address with the operator
     // (behind a proxy without `trusted_proxies`, everyone) can lock them out. Wrong keys
-    // are throttled per address: once an address has spent its budget its wrong keys
-    // get 429 + Retry-After instead of 401 until the budget refills
-    // (docs/DECISIONS.md).
+    // (and unknown, revoked or expired stored keys) are throttled per address: once an
+    // address has spent its budget its wrong keys get 429 + Retry-After instead of 401
+    // until the budget refills (docs/DECISIONS.md).
     let token = crate::proxy::bearer_token(req)?;
-    if st.is_admin_key(token) {
-        return Ok(Admin);
+    let caller = if st.is_admin_key(token) {
+        Some(AdminCaller {
+            id: None,
+            scope: AdminScope::Admin,
+        })
+    } else {
+        admin_keys::check(&st.store, token, st.clock.now())?
+    };
+    if let Some(caller) = caller {
+        // A right key of too small a scope is not a guess: 403, never throttled.
+        let needed = AdminScope::needed_for(
+            matches!(*req.method(), Method::GET | Method::HEAD),
+            is_admin_keys_path(req.path()),
+        );
+        if !caller.scope.covers(needed) {
+            return Err(ServiceError::InsufficientScope { needed }.into());
+        }
+        return Ok(Admin(caller));
     }
     let throttle = &st.throttles.admin_failures;
     let client = st.throttles.client(req.peer_addr(), req.headers());
@@ -53,6 +74,37 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
     tracing::warn!(%client, "wrong admin key");
     throttle.failed(client).map_err(slow_down)?;
     Err(ServiceError::NotAdminKey.into())
+}
+
+/// `/admin/keys` and everything under it: managed with scope `admin` only.
+fn is_admin_keys_path(path: &str) -> bool {
+    path.strip_prefix("/admin/keys")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// `POST /admin/keys {"name","scope","expires_at"?}`: the key is in this answer only.
+pub async fn create_key(
+    _: Admin,
+    st: web::Data<AppState>,
+    body: web::Json<CreateAdminKey>,
+) -> Result<HttpResponse, ServerError> {
+    let now = st.clock.now();
+    let (name, scope, expires_at) = body.into_inner().parse(now)?;
+    let new = admin_keys::create(&st.store, &name, scope, expires_at, now).await?;
+    Ok(HttpResponse::Created().json(new))
+}
+
+pub async fn list_keys(_: Admin, st: web::Data<AppState>) -> Result<HttpResponse, ServerError> {
+    Ok(HttpResponse::Ok().json(admin_keys::list(&st.store)?))
+}
+
+pub async fn revoke_key(
+    _: Admin,
+    st: web::Data<AppState>,
+    id: web::Path<AdminKeyId>,
+) -> Result<HttpResponse, ServerError> {
+    admin_keys::revoke(&st.store, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn create_user(

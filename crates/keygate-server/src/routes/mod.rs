@@ -43,6 +43,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
         .service(
             web::scope("/admin")
                 .wrap(no_store())
+                .route("/keys", web::post().to(admin::create_key))
+                .route("/keys", web::get().to(admin::list_keys))
+                .route("/keys/{id}", web::delete().to(admin::revoke_key))
                 .route("/users", web::post().to(admin::create_user))
                 .route("/users", web::get().to(admin::list_users))
                 .route("/users/{id}", web::get().to(admin::get_user))

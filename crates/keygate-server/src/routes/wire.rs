@@ -78,6 +78,43 @@ impl CreateGrant {
     }
 }
 
+/// `POST /admin/keys {"name","scope","expires_at"?}`. `scope` and `expires_at` are read
+/// as JSON values so a wrong one is a 400 naming its field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdminKey {
+    pub name: String,
+    pub scope: Value,
+    #[serde(default)]
+    pub expires_at: Option<Value>,
+}
+
+impl CreateAdminKey {
+    pub fn parse(
+        self,
+        now: UnixTime,
+    ) -> Result<
+        (
+            String,
+            keygate_core::admin_scope::AdminScope,
+            Option<UnixTime>,
+        ),
+        ServerError,
+    > {
+        let scope = serde_json::from_value(self.scope).map_err(|_| {
+            ServerError::from(crate::services::error::ServiceError::invalid(
+                "scope",
+                "`scope` must be \"read\", \"write\" or \"admin\"",
+            ))
+        })?;
+        let expires_at = match self.expires_at.as_ref() {
+            Some(v) => grants::parse_expires_at(v, now)?,
+            None => None,
+        };
+        Ok((self.name, scope, expires_at))
+    }
+}
+
 /// `POST …/grants/{id}/rotate {"grace_seconds"?}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -55,6 +55,11 @@ pub enum ServiceError {
     AdminDisabled,
     #[error("wrong admin key")]
     NotAdminKey,
+    /// A valid admin key whose scope does not cover the request.
+    #[error("admin key scope too small (needs {needed:?})")]
+    InsufficientScope {
+        needed: keygate_core::admin_scope::AdminScope,
+    },
     /// A per-address throttle or the live-ceremony cap.
     #[error("rate limited ({limit:?}), retry after {retry_after} s")]
     RateLimited { limit: Limit, retry_after: u64 },
@@ -67,6 +72,7 @@ pub enum Missing {
     Grant,
     Passkey,
     Session,
+    AdminKey,
     /// A connection (grant) of this app to reuse.
     Connection,
     /// An active connection to re-key.

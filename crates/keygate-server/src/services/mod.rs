@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod admin_keys;
 pub mod connect;
 pub mod error;
 pub mod grants;
