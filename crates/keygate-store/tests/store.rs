@@ -178,3 +178,32 @@ fn corrupt_records_are_errors_not_panics() {
     let store = reopen(dir.path());
     assert!(matches!(store.grant(&id), Err(StoreError::Corrupt { .. })));
 }
+
+#[tokio::test]
+async fn admin_keys_are_stored_listed_removed_and_survive_a_reopen() {
+    use keygate_core::admin_scope::AdminScope;
+    use keygate_core::ids::AdminKeyId;
+    use keygate_store::AdminKeyRecord;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = AdminKeyRecord {
+        id: AdminKeyId::generate(),
+        name: "ci".into(),
+        scope: AdminScope::Write,
+        secret_hash: "ab".repeat(32),
+        created_at: 5,
+        expires_at: Some(99),
+    };
+    {
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        assert!(store.admin_key(&key.id).unwrap().is_none());
+        store.insert_admin_key(&key).unwrap();
+        store.flush().await.unwrap();
+    }
+    let store = reopen(dir.path());
+    assert_eq!(store.admin_key(&key.id).unwrap(), Some(key.clone()));
+    assert_eq!(store.admin_keys().unwrap(), vec![key.clone()]);
+    assert!(store.delete_admin_key(&key.id).unwrap());
+    assert!(!store.delete_admin_key(&key.id).unwrap());
+    assert!(store.admin_keys().unwrap().is_empty());
+}
