@@ -5,6 +5,7 @@
 
 mod admin;
 mod anonymous;
+mod byok;
 mod connect;
 mod extractors;
 mod grant_attacks;
