@@ -114,6 +114,9 @@ async fn unusable_headers_are_400_and_never_reach_openai() {
     let res = chat_own(&app, &grant, &[admin.as_bytes()]).await;
     let body = assert_openai_error(res, 400, "admin_key_not_allowed").await;
     assert!(!body.to_string().contains(admin));
+    // Only a caller with a valid grant: without one, its own key does not help.
+    let res = chat_own(&app, "kg_not_a_grant", &[OWN_KEY.as_bytes()]).await;
+    assert_openai_error(res, 401, "invalid_api_key").await;
     assert_eq!(app.mock.request_count(), 0);
 }
 
