@@ -83,9 +83,21 @@ pub struct Plan {
     pub default_max_tokens: Option<u64>,
     #[serde(default)]
     pub models: BTreeMap<String, ModelLimits>,
+    /// Callers on this plan must send their own OpenAI key (`X-OpenAI-Key`) with every
+    /// request; the vault's key is never used for them.
+    #[serde(default)]
+    pub requires_own_key: bool,
+    /// Whether callers may send their own OpenAI key (`X-OpenAI-Key`); `None` is yes.
+    #[serde(default)]
+    pub allow_own_key: Option<bool>,
 }
 
 impl Plan {
+    /// Whether a caller on this plan may send `X-OpenAI-Key` (the default: yes).
+    pub fn allows_own_key(&self) -> bool {
+        self.allow_own_key != Some(false)
+    }
+
     /// The limits a grant on this plan starts with (its ceiling).
     pub fn limits(&self) -> Limits {
         Limits {

@@ -270,6 +270,46 @@ impl OpenAiError {
         .with_param("api_key")
     }
 
+    /// A plan requires the caller's own OpenAI key (`X-OpenAI-Key`) and none was sent.
+    pub fn own_key_required() -> Self {
+        let mut e = Self::new(
+            400,
+            INVALID_REQUEST,
+            "own_key_required",
+            "This API key's plan requires your own OpenAI key: send it in the X-OpenAI-Key \
+             header.",
+        )
+        .with_param("x-openai-key");
+        e.should_retry = Some(false);
+        e
+    }
+
+    /// A plan forbids the caller's own OpenAI key (`allow_own_key = false`).
+    pub fn own_key_not_allowed() -> Self {
+        let mut e = Self::new(
+            403,
+            INVALID_REQUEST,
+            "own_key_not_allowed",
+            "This API key's plan does not accept your own OpenAI key: leave out the \
+             X-OpenAI-Key header.",
+        )
+        .with_param("x-openai-key");
+        e.should_retry = Some(false);
+        e
+    }
+
+    /// An `X-OpenAI-Key` header keygate cannot use; `why` names the problem, never the
+    /// value.
+    pub fn invalid_own_key(why: &str) -> Self {
+        Self::new(
+            400,
+            INVALID_REQUEST,
+            "invalid_own_key",
+            format!("The X-OpenAI-Key header is not usable: {why}."),
+        )
+        .with_param("x-openai-key")
+    }
+
     /// OpenAI refused the person's stored key (its 401/403). The app cannot fix this by
     /// retrying: the key owner must replace the key in keygate.
     pub fn owner_key_rejected() -> Self {

@@ -481,6 +481,12 @@ fn plan_problems(plans: &BTreeMap<String, Plan>, default_plan: Option<&str>) -> 
                 "plans.{name}.default_max_tokens: must be at least 1"
             ));
         }
+        if plan.requires_own_key && !plan.allows_own_key() {
+            out.push(format!(
+                "plans.{name}.requires_own_key: a plan cannot require the caller's own key \
+                 and forbid it (allow_own_key = false)"
+            ));
+        }
     }
     if let Some(d) = default_plan
         && !plans.contains_key(d)
@@ -1070,6 +1076,10 @@ mod tests {
         fails_naming(
             "[plans.free]\ndefault_max_tokens = 0\n",
             "plans.free.default_max_tokens: must be at least 1",
+        );
+        fails_naming(
+            "[plans.byok]\nrequires_own_key = true\nallow_own_key = false\n",
+            "plans.byok.requires_own_key: a plan cannot require",
         );
         fails_naming(
             "[plans.pro.models.\"gpt-4o\"]\ntpm = 0\n",

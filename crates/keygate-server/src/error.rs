@@ -236,6 +236,10 @@ fn proxy(e: &ProxyError) -> OpenAiError {
         }
         P::ModelNotPriced(model) => OpenAiError::model_not_priced(model.as_deref()),
         P::TierNotPriced(tier) => OpenAiError::tier_not_priced(tier),
+        P::OwnKeyRequired => OpenAiError::own_key_required(),
+        P::OwnKeyNotAllowed => OpenAiError::own_key_not_allowed(),
+        P::OwnKeyInvalid(why) => OpenAiError::invalid_own_key(why),
+        P::OwnKeyAdmin => OpenAiError::admin_key_not_allowed().with_param("x-openai-key"),
         P::KeyNotEnrolled => OpenAiError::key_not_enrolled(),
         P::UnsupportedMethod => OpenAiError::invalid_request("unsupported HTTP method"),
         P::UnroutablePath => OpenAiError::invalid_request("the request path is not valid"),
@@ -558,6 +562,18 @@ mod tests {
                 403,
                 "model_not_priced",
             ),
+            (ProxyError::OwnKeyRequired.into(), 400, "own_key_required"),
+            (
+                ProxyError::OwnKeyNotAllowed.into(),
+                403,
+                "own_key_not_allowed",
+            ),
+            (
+                ProxyError::OwnKeyInvalid("sent more than once").into(),
+                400,
+                "invalid_own_key",
+            ),
+            (ProxyError::OwnKeyAdmin.into(), 400, "admin_key_not_allowed"),
             (ProxyError::KeyNotEnrolled.into(), 409, "key_not_enrolled"),
             (ProxyError::UnsupportedMethod.into(), 400, "invalid_request"),
             (ProxyError::UnroutablePath.into(), 400, "invalid_request"),
@@ -661,7 +677,7 @@ mod tests {
 
     /// How many variants [`variant`] names. A new variant does not compile there until
     /// it gets a name; then this count and the table above must grow with it.
-    const VARIANTS: usize = 53;
+    const VARIANTS: usize = 57;
 
     /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
     /// fails to compile here until it is named, and then the table test fails until it
@@ -713,6 +729,10 @@ mod tests {
                 ProxyError::BudgetSpent { .. } => "BudgetSpent",
                 ProxyError::ModelNotPriced(_) => "ModelNotPriced",
                 ProxyError::TierNotPriced(_) => "TierNotPriced",
+                ProxyError::OwnKeyRequired => "OwnKeyRequired",
+                ProxyError::OwnKeyNotAllowed => "OwnKeyNotAllowed",
+                ProxyError::OwnKeyInvalid(_) => "OwnKeyInvalid",
+                ProxyError::OwnKeyAdmin => "OwnKeyAdmin",
                 ProxyError::KeyNotEnrolled => "KeyNotEnrolled",
                 ProxyError::UnsupportedMethod => "UnsupportedMethod",
                 ProxyError::UnroutablePath => "UnroutablePath",

@@ -164,6 +164,37 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
                 .unwrap()
         );
     }
+    // Bring your own key (`X-OpenAI-Key`): used, passed an upstream error, refused by
+    // OpenAI, sent twice, an admin key. None of it may be logged or stored either.
+    let own = format!("sk-own-canary-{}-OWNK", random_suffix());
+    let own_admin = format!("sk-admin-canary-{}-OWNA", random_suffix());
+    let own_chat = |body: &serde_json::Value, keys: &[&str]| {
+        let mut req = v1(reqwest::Method::POST, "/chat/completions");
+        for k in keys {
+            req = req.header("x-openai-key", *k);
+        }
+        req.json(body)
+    };
+    for body in [&chat, &stream] {
+        assert_eq!(keep!(own_chat(body, &[&own]).send().await.unwrap()), 200);
+    }
+    keep!(
+        own_chat(&stream, &[&own])
+            .header("x-mock-scenario", "error-429")
+            .send()
+            .await
+            .unwrap()
+    );
+    mock.reject_key(&own);
+    assert_eq!(keep!(own_chat(&chat, &[&own]).send().await.unwrap()), 401);
+    assert_eq!(
+        keep!(own_chat(&chat, &[&own, &own]).send().await.unwrap()),
+        400
+    );
+    assert_eq!(
+        keep!(own_chat(&chat, &[&own_admin]).send().await.unwrap()),
+        400
+    );
     let bad = client
         .post(url("/v1/chat/completions"))
         .bearer_auth(format!("{grant_key}x"))
@@ -200,6 +231,11 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
             .iter()
             .any(|r| r.header("authorization") == Some(format!("Bearer {canary}").as_str()))
     );
+    assert!(
+        forwarded
+            .iter()
+            .any(|r| r.header("authorization") == Some(format!("Bearer {own}").as_str()))
+    );
 
     let logs = std::fs::read(&log).unwrap();
     assert!(
@@ -220,6 +256,9 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
         &canary[10..30],
         grant_secret.as_str(),
         master_key.as_str(),
+        own.as_str(),
+        &own[10..30],
+        own_admin.as_str(),
     ];
 
     for needle in needles {

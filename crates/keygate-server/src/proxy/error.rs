@@ -67,6 +67,20 @@ pub enum ProxyError {
     /// (`priority`, `scale`).
     #[error("service tier {0:?} has no price")]
     TierNotPriced(String),
+    // --- the caller's own OpenAI key (`X-OpenAI-Key`) ----------------------------
+    /// The grant's plan requires the caller's own key and none was sent.
+    #[error("own OpenAI key required")]
+    OwnKeyRequired,
+    /// The grant's plan forbids the caller's own key.
+    #[error("own OpenAI key not allowed")]
+    OwnKeyNotAllowed,
+    /// An `X-OpenAI-Key` header that cannot be used; the text names the problem, never
+    /// the value.
+    #[error("unusable X-OpenAI-Key header: {0}")]
+    OwnKeyInvalid(&'static str),
+    /// An OpenAI admin key (`sk-admin-...`) sent as the caller's own key.
+    #[error("own OpenAI key is an admin key")]
+    OwnKeyAdmin,
     // --- unseal and forward ----------------------------------------------------
     #[error("no OpenAI key stored")]
     KeyNotEnrolled,

@@ -41,7 +41,7 @@ pub const FORWARD_UPSTREAM: [&str; 7] = [
 const FORWARD_UPSTREAM_PREFIXES: [&str; 1] = ["x-stainless-"];
 
 /// Never forwarded, even when an operator lists them in `forward_headers`.
-const NEVER_UPSTREAM: [&str; 24] = [
+const NEVER_UPSTREAM: [&str; 25] = [
     "host",
     // actix answered any `100-continue` already; the upstream gets the whole body.
     "expect",
@@ -55,6 +55,8 @@ const NEVER_UPSTREAM: [&str; 24] = [
     "openai-project",
     "api-key",
     "x-api-key",
+    // The caller's own OpenAI key: sent upstream only as `Authorization`, never as is.
+    "x-openai-key",
     "origin",
     "referer",
     "forwarded",
@@ -191,6 +193,7 @@ mod tests {
             ("OpenAI-Organization", b"org-evil"),
             ("OpenAI-Project", b"proj-evil"),
             ("api-key", b"k"),
+            ("X-OpenAI-Key", b"sk-own"),
             ("Origin", b"https://app.example"),
             ("Referer", b"https://app.example/page"),
             ("Accept-Encoding", b"gzip"),
@@ -244,6 +247,7 @@ mod tests {
             "authorization",
             "Cookie",
             "openai-organization",
+            "X-OpenAI-Key",
             "x-forwarded-port",
             "proxy-foo",
             "connection",

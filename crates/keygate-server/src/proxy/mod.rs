@@ -1,14 +1,17 @@
 //! The `/v1/*` proxy: its phases, read top to bottom in [`proxy_v1`] and `run`.
 //!
-//! authenticate (401 family) → endpoint: canonical path and scope (400 `invalid_path`,
-//! 403 `endpoint_not_allowed`), before any body byte is read → read the body far
-//! enough to learn `model`/`stream` (413, 400) → authorize models (403), then limits
-//! (429/403 from `keygate_core::policy` through the limiter: a lease) → unseal the
-//! person's key (409) → forward upstream (502/504) → verdict on the key (424 when
-//! OpenAI refuses it) → stream the answer back as it arrives, with an idle timeout and
-//! an abnormal end (never a fabricated `[DONE]`) when the upstream breaks → account
-//! (`account.rs`): the usage is counted and the lease settled when the stream ends or
-//! is dropped. `GET /v1/key` (`key.rs`) answers from keygate alone.
+//! authenticate (401 family) → the caller's own OpenAI key, `X-OpenAI-Key`
+//! (`own_key.rs`: 400 malformed or `own_key_required`, 403 `own_key_not_allowed`) →
+//! endpoint: canonical path and scope (400 `invalid_path`, 403 `endpoint_not_allowed`),
+//! before any body byte is read → read the body far enough to learn `model`/`stream`
+//! (413, 400) → authorize models (403), then limits (429/403 from
+//! `keygate_core::policy` through the limiter: a lease) → unseal the person's key
+//! (409), unless the caller sent its own (the vault is then not opened) → forward
+//! upstream (502/504) → verdict on the key (424 when OpenAI refuses a stored key) →
+//! stream the answer back as it arrives, with an idle timeout and an abnormal end
+//! (never a fabricated `[DONE]`) when the upstream breaks → account (`account.rs`): the
+//! usage is counted and the lease settled when the stream ends or is dropped.
+//! `GET /v1/key` (`key.rs`) answers from keygate alone.
 
 mod account;
 mod authenticate;
@@ -21,6 +24,7 @@ pub mod headers;
 mod key;
 mod models;
 mod multipart;
+mod own_key;
 mod ratelimit;
 mod stream;
 mod unseal;
@@ -142,6 +146,12 @@ async fn run(
     grant: keygate_store::GrantRecord,
 ) -> Result<HttpResponse, ServerError> {
     let grant = authenticate::usable(grant, req, st.clock.now())?;
+    let plan = grant
+        .record()
+        .plan
+        .as_ref()
+        .and_then(|p| st.config.plans.get(p));
+    let own_key = own_key::read(req, plan)?;
     let path = authorize::endpoint(&grant, req)?;
     let mut ctx = ProxyCtx::new(req, path);
     let restricted = !grant.record().models.is_empty();
@@ -157,8 +167,9 @@ async fn run(
     .await?;
     authorize::authorize(st, &grant, req, &ctx)?;
     let lease = authorize::limits(st, &grant, req, &ctx)?;
-    let key = unseal::unseal(st, &grant)?;
-    tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");
+    let key = unseal::unseal(st, &grant, own_key)?;
+    let own = key.stored.is_none();
+    tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, own_key = own, "forwarding");
     let runs_model = scope::model_use(req.method().as_str(), &ctx.path) != ModelUse::None;
     // The account phase holds the lease from the moment the request may be billed.
     let mut account = account::Account::new(st.config.clone(), lease, &mut ctx, runs_model);

@@ -12,7 +12,9 @@
 //! apart, the (small) error body of a 401/403 is read, bounded in size and time. A 2xx
 //! answer confirms an unverified or rejected key; only then is the record written
 //! (rarely: off the hot path). Any other error answer is passed on with the person's
-//! OpenAI organization and project ids taken out of its body.
+//! OpenAI organization and project ids taken out of its body. A request made with the
+//! caller's own key (`X-OpenAI-Key`) has no record to mark: every answer, a 401/403
+//! included, is passed on (scrubbed the same way), since it is about the caller's key.
 
 use futures::StreamExt as _;
 use keygate_core::key_verdict::{self, Verdict};
@@ -34,6 +36,14 @@ pub async fn judge(
     upstream: reqwest::Response,
 ) -> Result<reqwest::Response, ServerError> {
     let status = upstream.status().as_u16();
+    let Some(key) = &key.stored else {
+        // The caller's own key (`X-OpenAI-Key`): OpenAI's answer, a 401/403 too, is
+        // about the key the caller sent; it is passed on and no vault record is marked.
+        if status >= 400 {
+            return Ok(without_account_ids(upstream, st.config.upstream.idle).await);
+        }
+        return Ok(upstream);
+    };
     if !matches!(status, 401 | 403) {
         if key_verdict::verdict(status, None) == Verdict::Accepted
             && key.unconfirmed
