@@ -144,6 +144,7 @@ async fn run(
     let grant = authenticate::usable(grant, req, st.clock.now())?;
     let path = authorize::endpoint(&grant, req)?;
     let mut ctx = ProxyCtx::new(req, path);
+    let started = ctx.started;
     let restricted = !grant.record().models.is_empty();
     let need_tokens = authorize::needs_tokens(&grant.record().limits);
     let body = body::read(
@@ -155,13 +156,22 @@ async fn run(
         &mut ctx,
     )
     .await?;
+    st.metrics
+        .note_model(&st.config.prices, req, ctx.model.as_deref());
     authorize::authorize(st, &grant, req, &ctx)?;
     let lease = authorize::limits(st, &grant, req, &ctx)?;
     let key = unseal::unseal(st, &grant)?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, "forwarding");
     let runs_model = scope::model_use(req.method().as_str(), &ctx.path) != ModelUse::None;
     // The account phase holds the lease from the moment the request may be billed.
-    let mut account = account::Account::new(st.config.clone(), lease, &mut ctx, runs_model);
+    let mut account = account::Account::new(
+        st.config.clone(),
+        st.metrics.clone(),
+        lease,
+        &mut ctx,
+        runs_model,
+    );
+    let sent = Instant::now();
     let upstream = forward::forward(st, req, body, &key.key, &ctx)
         .await
         .inspect_err(|e| {
@@ -169,9 +179,13 @@ async fn run(
                 account.not_sent();
             }
         })?;
-    account.answered(upstream.status().as_u16());
+    let first_byte = sent.elapsed();
+    account.answered(upstream.status().as_u16(), first_byte);
     let upstream = verdict::judge(st, &key, upstream).await?;
     drop(key);
     let upstream = models::filter(st, &grant, req, &ctx, upstream).await;
-    Ok(stream::respond(st, req, upstream, grant, ctx, account))
+    let res = stream::respond(st, req, upstream, grant, ctx, account);
+    st.metrics
+        .added("v1", started.elapsed().saturating_sub(first_byte));
+    Ok(res)
 }

@@ -25,7 +25,9 @@ pub struct Unsealed {
 pub fn unseal(st: &AppState, grant: &AuthenticatedGrant) -> Result<Unsealed, ServerError> {
     let user = &grant.record().user_id;
     let record = st.store.vault(user)?.ok_or(ProxyError::KeyNotEnrolled)?;
-    let key = vault::open_record(&st.keyring, user, &record)?;
+    let key = vault::open_record(&st.keyring, user, &record)
+        .inspect_err(|_| st.metrics.unsealed(false))?;
+    st.metrics.unsealed(true);
     Ok(Unsealed {
         key,
         user_id: user.clone(),
