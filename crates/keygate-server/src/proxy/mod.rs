@@ -97,14 +97,20 @@ pub async fn proxy_v1(
     if cors::is_preflight(&req) {
         return cors::preflight(&req);
     }
+    let started = Instant::now();
+    // A refusal's whole time is keygate's (a forwarded request's is observed in `run`).
+    let refused = |e: &ServerError| {
+        st.metrics.added("v1", started.elapsed());
+        actix_web::ResponseError::error_response(e)
+    };
     let grant = match authenticate::identify(&st, &req) {
         Ok(g) => g,
-        Err(e) => return actix_web::ResponseError::error_response(&e),
+        Err(e) => return refused(&e),
     };
     let finish = Finish::of(&req, &grant);
     let mut res = match run(&req, payload, &st, grant).await {
         Ok(res) => res,
-        Err(e) => actix_web::ResponseError::error_response(&e),
+        Err(e) => refused(&e),
     };
     finish.apply(&st, &mut res);
     res

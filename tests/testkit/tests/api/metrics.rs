@@ -120,7 +120,7 @@ async fn counters_move_as_requests_are_made_and_no_id_or_secret_shows() {
             r#"keygate_upstream_total_seconds_count{model="gpt-4o-mini"}"#
         ) >= 2.0
     );
-    assert!(value(&t, r#"keygate_added_seconds_count{group="v1"}"#) >= 2.0);
+    assert!(value(&t, r#"keygate_added_seconds_count{group="v1"}"#) >= 3.0);
     assert_eq!(value(&t, "keygate_open_streams"), 0.0, "{t}");
 
     for secret in [
@@ -168,4 +168,52 @@ async fn the_token_protects_metrics() {
     let body = res.text().await.unwrap();
     assert!(body.contains("keygate_requests_total"));
     assert!(!body.contains(TOKEN));
+}
+
+/// docs/grafana-keygate.json queries only metrics that `/metrics` serves.
+#[tokio::test]
+async fn the_grafana_dashboard_uses_served_names() {
+    let app = spawn_app().await;
+    // Series of a label vector appear once used: one answered request, one refused.
+    let g = app.limited_grant(json!({"rpm": 1})).await;
+    for _ in 0..2 {
+        app.chat_completions(&g.api_key, &chat("gpt-4o-mini"))
+            .await
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let served = when_at_least(
+        &app,
+        r#"keygate_tokens_total{kind="completion",model="gpt-4o-mini"}"#,
+        1.0,
+    )
+    .await;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana-keygate.json"
+    );
+    let dashboard = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str::<serde_json::Value>(&dashboard).unwrap();
+    let mut names: Vec<&str> = dashboard
+        .match_indices("keygate_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            served.contains(&format!("\n# TYPE {name} "))
+                || served.contains(&format!("\n{name}{{"))
+                || served.contains(&format!("\n{name} ")),
+            "{name} is not served:\n{served}"
+        );
+    }
 }
