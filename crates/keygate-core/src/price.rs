@@ -71,6 +71,19 @@ impl PriceTable {
         self
     }
 
+    /// The names the table prices, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.prices.keys().map(String::as_str)
+    }
+
+    /// The table's name for `model`: itself, or its undated name, when priced.
+    pub fn priced_name<'a>(&'a self, model: &str) -> Option<&'a str> {
+        self.prices
+            .get_key_value(model)
+            .or_else(|| undated(model).and_then(|m| self.prices.get_key_value(m)))
+            .map(|(k, _)| k.as_str())
+    }
+
     /// The price of `model`: an exact entry, else the entry for its undated name
     /// (`gpt-4o-2024-08-06` → `gpt-4o`).
     pub fn get(&self, model: &str) -> Option<&Price> {

@@ -96,10 +96,15 @@ impl Accounting {
         Ok(())
     }
 
-    pub fn spawn_flusher(&self, store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_flusher(
+        &self,
+        store: Store,
+        every: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         crate::state::spawn_every(every, move || {
-            if let Err(e) = this.write_to(&store) {
+            if let Err(e) = metrics.time_flush("usage", || this.write_to(&store)) {
                 tracing::warn!(error = %e, "could not write usage counters; kept for the next try");
             }
         })

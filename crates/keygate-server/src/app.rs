@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::keyfile::{self, KeyFileError, KeySource};
 use crate::state::AppState;
-use crate::{request_id, routes, upstream};
+use crate::{metrics, request_id, routes, upstream};
 
 /// keygate's own JSON bodies (admin API, later the vault API) are small.
 const MAX_API_JSON_BYTES: usize = 64 * 1024;
@@ -35,6 +35,8 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("metrics")]
+    Metrics(#[from] prometheus::Error),
     #[error("upstream client")]
     Upstream(#[from] reqwest::Error),
 }
@@ -99,7 +101,7 @@ impl Application {
         let client = upstream::client(&config)?;
         let shutdown = config.shutdown_timeout;
         let workers = config.workers;
-        let state = AppState::new(config, store, keyring, client);
+        let state = AppState::new(config, store, keyring, client)?;
         tracing::info!(
             port,
             kids = ?state.keyring.kids().collect::<Vec<_>>(),
@@ -114,6 +116,7 @@ impl Application {
         let data = web::Data::new(state.clone());
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(metrics::middleware))
                 .wrap(from_fn(request_id::middleware))
                 .app_data(data.clone())
                 .configure(|cfg| routes::configure(cfg, MAX_API_JSON_BYTES))
@@ -166,14 +169,16 @@ impl Application {
     /// the shutdown timeout) or until the handle stops it; then writes pending
     /// last-used times and usage counters and flushes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let flusher = self
-            .state
-            .last_used
-            .spawn_flusher(self.state.store.clone(), Duration::from_secs(1));
-        let usage_flusher = self
-            .state
-            .accounting
-            .spawn_flusher(self.state.store.clone(), Duration::from_secs(1));
+        let flusher = self.state.last_used.spawn_flusher(
+            self.state.store.clone(),
+            Duration::from_secs(1),
+            self.state.metrics.clone(),
+        );
+        let usage_flusher = self.state.accounting.spawn_flusher(
+            self.state.store.clone(),
+            Duration::from_secs(1),
+            self.state.metrics.clone(),
+        );
         let sweeper = spawn_sweeper(&self.state);
         let resealer = {
             let (store, keyring) = (self.state.store.clone(), self.state.keyring.clone());

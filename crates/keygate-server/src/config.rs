@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub public_url: Option<String>,
     pub upstream_url: Option<String>,
     pub admin_key: Option<SecretString>,
+    pub metrics_token: Option<SecretString>,
     pub master_keys: Option<SecretString>,
     pub max_body_bytes: Option<u64>,
     pub upstream_connect_timeout_ms: Option<u64>,
@@ -77,6 +78,8 @@ pub struct Config {
     /// The OpenAI-compatible API base, without a trailing slash.
     pub upstream_url: Url,
     pub admin_key: Option<SecretString>,
+    /// Bearer token `GET /metrics` requires; `None`: open.
+    pub metrics_token: Option<SecretString>,
     /// `KEYGATE_MASTER_KEYS`; when absent the key file in `data_dir` is used.
     pub master_keys: Option<SecretString>,
     pub max_body_bytes: u64,
@@ -430,6 +433,10 @@ impl RawConfig {
                     public_url_explicit: self.public_url.is_some(),
                     upstream_url,
                     admin_key,
+                    metrics_token: self
+                        .metrics_token
+                        .map(|t| SecretString::from(t.expose_secret().trim()))
+                        .filter(|t| !t.expose_secret().is_empty()),
                     master_keys,
                     max_body_bytes,
                     upstream,
@@ -644,6 +651,12 @@ pub const SETTINGS: &[Setting] = &[
         Kind::Secret,
         "unset: admin API off",
         "bearer key for /admin/*, at least 32 characters",
+    ),
+    setting(
+        "metrics_token",
+        Kind::Secret,
+        "unset: /metrics open",
+        "bearer token GET /metrics requires",
     ),
     setting(
         "master_keys",
@@ -877,6 +890,10 @@ impl fmt::Debug for Config {
             .field("public_url", &self.public_url.as_str())
             .field("upstream_url", &self.upstream_url.as_str())
             .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<set>"),
+            )
             .field("master_keys", &self.master_keys.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("upstream", &self.upstream)

@@ -16,6 +16,7 @@ use crate::accounting::Accounting;
 use crate::auth::Passkeys;
 use crate::config::Config;
 use crate::limiter::Limiter;
+use crate::metrics::Metrics;
 use crate::throttle::Throttles;
 
 #[derive(Clone)]
@@ -35,11 +36,18 @@ pub struct AppState {
     pub accounting: Accounting,
     /// Every grant's rate, concurrency and budget state (`limiter.rs`).
     pub limiter: Limiter,
+    /// Prometheus metrics (`metrics.rs`).
+    pub metrics: Arc<Metrics>,
     admin_key_hash: Option<[u8; 32]>,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Store, keyring: Keyring, upstream: reqwest::Client) -> Self {
+    pub fn new(
+        config: Config,
+        store: Store,
+        keyring: Keyring,
+        upstream: reqwest::Client,
+    ) -> Result<Self, prometheus::Error> {
         let admin_key_hash = config
             .admin_key
             .as_ref()
@@ -50,7 +58,9 @@ impl AppState {
         throttles.ceremonies.recount(&store);
         let accounting = Accounting::default();
         let limiter = Limiter::new(store.clone(), accounting.clone(), config.clock.clone());
-        Self {
+        let metrics = Arc::new(Metrics::new(&config.prices)?);
+        Ok(Self {
+            metrics,
             accounting,
             limiter,
             passkeys,
@@ -62,7 +72,7 @@ impl AppState {
             upstream,
             last_used: LastUsed::default(),
             admin_key_hash,
-        }
+        })
     }
 
     pub fn admin_enabled(&self) -> bool {
@@ -110,9 +120,16 @@ impl LastUsed {
         }
     }
 
-    pub fn spawn_flusher(&self, store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_flusher(
+        &self,
+        store: Store,
+        every: Duration,
+        metrics: Arc<Metrics>,
+    ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        spawn_every(every, move || this.write_to(&store))
+        spawn_every(every, move || {
+            metrics.time_flush("last_used", || this.write_to(&store));
+        })
     }
 }
 

@@ -25,6 +25,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keygate_core::tokens;
@@ -34,6 +35,7 @@ use keygate_store::UsageCounts;
 use super::ProxyCtx;
 use crate::config::Config;
 use crate::limiter::Lease;
+use crate::metrics::Metrics;
 
 /// How much of a JSON answer's end is kept: OpenAI's `usage` is its last field.
 const TAIL: usize = 16 * 1024;
@@ -99,6 +101,13 @@ pub enum BodyKind {
 
 pub struct Account {
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    /// When the request left for the upstream.
+    sent: Instant,
+    /// The upstream answered: its whole time is observed when the answer ends.
+    answered: bool,
+    /// Counted in `keygate_open_streams` until the end.
+    open: bool,
     lease: Option<Lease>,
     model: Option<String>,
     runs_model: bool,
@@ -116,9 +125,19 @@ impl Account {
     /// timeout, the app gone while waiting), so an account dropped before an answer
     /// counts the request's worst case. `runs_model`: whether the call runs a model
     /// (only then is there anything to bill, or any usage in its answer that is new).
-    pub fn new(config: Arc<Config>, lease: Lease, ctx: &mut ProxyCtx, runs_model: bool) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        lease: Lease,
+        ctx: &mut ProxyCtx,
+        runs_model: bool,
+    ) -> Self {
         Self {
             config,
+            metrics,
+            sent: Instant::now(),
+            answered: false,
+            open: false,
             lease: Some(lease),
             model: ctx.model.take(),
             runs_model,
@@ -136,15 +155,26 @@ impl Account {
         self.tap = Tap::None;
     }
 
-    /// The upstream answered with `status` (its body not read yet).
-    pub fn answered(&mut self, status: u16) {
+    /// The upstream answered with `status` (its body not read yet) after `first_byte`.
+    pub fn answered(&mut self, status: u16, first_byte: Duration) {
         self.success = (200..300).contains(&status);
         self.tap = Tap::None;
+        self.answered = true;
+        self.metrics
+            .upstream_first_byte(self.model_label(), first_byte);
+    }
+
+    fn model_label(&self) -> &str {
+        Metrics::model_label(&self.config.prices, self.model.as_deref())
     }
 
     /// The answer's body is about to stream: `body` is what its `Content-Type` and
     /// `Content-Encoding` say.
     pub fn read(&mut self, body: BodyKind) {
+        if !self.open {
+            self.open = true;
+            self.metrics.stream_opened();
+        }
         if !(self.success && self.runs_model) {
             return;
         }
@@ -185,7 +215,16 @@ impl Account {
         let Some(mut lease) = self.lease.take() else {
             return;
         };
+        if self.open {
+            self.open = false;
+            self.metrics.stream_closed();
+        }
+        if self.answered {
+            self.metrics
+                .upstream_total(self.model_label(), self.sent.elapsed());
+        }
         let counts = self.counts(outcome);
+        self.metrics.usage(self.model_label(), &counts);
         let model = self.model.as_deref().unwrap_or_default();
         if !self.success && self.config.prices.get(model).is_none() {
             lease.count_without_model();

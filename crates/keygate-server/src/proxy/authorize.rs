@@ -139,8 +139,12 @@ pub fn limits(
         .acquire(grant.id(), limits, model, estimate)
         .map_err(|why| match why {
             Refusal::Store(e) => ServerError::from(e),
-            Refusal::Deny(deny) => refused_by(grant, ctx, deny, limits.budget.as_ref(), None),
+            Refusal::Deny(deny) => {
+                st.metrics.refused(&deny, false);
+                refused_by(grant, ctx, deny, limits.budget.as_ref(), None)
+            }
             Refusal::Model(deny) => {
+                st.metrics.refused(&deny, true);
                 let budget = model
                     .and_then(|m| limits.for_model(m))
                     .and_then(|o| o.budget.as_ref());

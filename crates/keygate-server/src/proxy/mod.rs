@@ -101,14 +101,20 @@ pub async fn proxy_v1(
     if cors::is_preflight(&req) {
         return cors::preflight(&req);
     }
+    let started = Instant::now();
+    // A refusal's whole time is keygate's (a forwarded request's is observed in `run`).
+    let refused = |e: &ServerError| {
+        st.metrics.added("v1", started.elapsed());
+        actix_web::ResponseError::error_response(e)
+    };
     let grant = match authenticate::identify(&st, &req) {
         Ok(g) => g,
-        Err(e) => return actix_web::ResponseError::error_response(&e),
+        Err(e) => return refused(&e),
     };
     let finish = Finish::of(&req, &grant);
     let mut res = match run(&req, payload, &st, grant).await {
         Ok(res) => res,
-        Err(e) => actix_web::ResponseError::error_response(&e),
+        Err(e) => refused(&e),
     };
     finish.apply(&st, &mut res);
     res
@@ -154,6 +160,7 @@ async fn run(
     let own_key = own_key::read(req, plan)?;
     let path = authorize::endpoint(&grant, req)?;
     let mut ctx = ProxyCtx::new(req, path);
+    let started = ctx.started;
     let restricted = !grant.record().models.is_empty();
     let need_tokens = authorize::needs_tokens(&grant.record().limits);
     let body = body::read(
@@ -165,6 +172,8 @@ async fn run(
         &mut ctx,
     )
     .await?;
+    st.metrics
+        .note_model(&st.config.prices, req, ctx.model.as_deref());
     authorize::authorize(st, &grant, req, &ctx)?;
     let lease = authorize::limits(st, &grant, req, &ctx)?;
     let key = unseal::unseal(st, &grant, own_key)?;
@@ -172,7 +181,14 @@ async fn run(
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, own_key = own, "forwarding");
     let runs_model = scope::model_use(req.method().as_str(), &ctx.path) != ModelUse::None;
     // The account phase holds the lease from the moment the request may be billed.
-    let mut account = account::Account::new(st.config.clone(), lease, &mut ctx, runs_model);
+    let mut account = account::Account::new(
+        st.config.clone(),
+        st.metrics.clone(),
+        lease,
+        &mut ctx,
+        runs_model,
+    );
+    let sent = Instant::now();
     let upstream = forward::forward(st, req, body, &key.key, &ctx)
         .await
         .inspect_err(|e| {
@@ -180,9 +196,13 @@ async fn run(
                 account.not_sent();
             }
         })?;
-    account.answered(upstream.status().as_u16());
+    let first_byte = sent.elapsed();
+    account.answered(upstream.status().as_u16(), first_byte);
     let upstream = verdict::judge(st, &key, upstream).await?;
     drop(key);
     let upstream = models::filter(st, &grant, req, &ctx, upstream).await;
-    Ok(stream::respond(st, req, upstream, grant, ctx, account))
+    let res = stream::respond(st, req, upstream, grant, ctx, account);
+    st.metrics
+        .added("v1", started.elapsed().saturating_sub(first_byte));
+    Ok(res)
 }

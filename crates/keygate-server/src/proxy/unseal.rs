@@ -50,7 +50,9 @@ pub fn unseal(
     }
     let user = &grant.record().user_id;
     let record = st.store.vault(user)?.ok_or(ProxyError::KeyNotEnrolled)?;
-    let key = vault::open_record(&st.keyring, user, &record)?;
+    let key = vault::open_record(&st.keyring, user, &record)
+        .inspect_err(|_| st.metrics.unsealed(false))?;
+    st.metrics.unsealed(true);
     Ok(Unsealed {
         key,
         stored: Some(Stored {

@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
         }))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(crate::metrics::serve))
         .service(
             web::scope("/admin")
                 .wrap(no_store())

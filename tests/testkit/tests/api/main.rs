@@ -15,6 +15,7 @@ mod health;
 mod helpers;
 mod key_info;
 mod limits;
+mod metrics;
 mod passkeys;
 mod plans;
 mod proxy_auth;
