@@ -204,7 +204,7 @@ impl Metrics {
     /// Notes the model label of the request being served, for [`middleware`].
     pub fn note_model(&self, prices: &PriceTable, req: &HttpRequest, model: Option<&str>) {
         let Some(model) = model else { return };
-        let label = prices.priced_name(model).unwrap_or(OTHER_MODEL);
+        let label = Self::model_label(prices, Some(model));
         let priced = &self.models[..self.models.len() - 1];
         let at = priced
             .binary_search_by(|m| m.as_str().cmp(label))
