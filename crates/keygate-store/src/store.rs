@@ -144,6 +144,16 @@ impl Store {
         self.users.values()
     }
 
+    /// One page of people in id order (ids are random: the order is stable, not by
+    /// age), starting after the store key `after`; see `Table::page`.
+    pub fn users_page(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<UserRecord>, Option<Vec<u8>>), StoreError> {
+        self.users.page(b"", after, limit, |_| true)
+    }
+
     // --- vault -------------------------------------------------------------------
 
     /// Stores (or replaces) `user`'s sealed key. The record is filed under `user`, the

@@ -177,6 +177,44 @@ impl<R: Versioned> Table<R> {
         })
     }
 
+    /// Up to `limit` records under `prefix` that `keep` picks, in key order, starting
+    /// after the key `after` (a page's cursor; one outside `prefix` yields nothing, so a
+    /// caller confined to a prefix stays in it). The second value is the key to continue
+    /// after when more records under `prefix` may follow.
+    pub(crate) fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        keep: impl Fn(&R) -> bool,
+    ) -> Result<(Vec<R>, Option<Vec<u8>>), StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) if !a.starts_with(prefix) => return Ok((Vec::new(), None)),
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let (mut keys, mut items) = (Vec::new(), Vec::new());
+        for item in self.tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let record = self.decode(&value)?;
+            if !keep(&record) {
+                continue;
+            }
+            if items.len() == limit {
+                // One more record follows: the page ends at its last item.
+                let next = keys.last().map(|k: &IVec| k.to_vec());
+                return Ok((items, next));
+            }
+            keys.push(key);
+            items.push(record);
+        }
+        Ok((items, None))
+    }
+
     /// Every record, in key order.
     pub(crate) fn values(&self) -> Result<Vec<R>, StoreError> {
         self.entries().map(|e| e.map(|(_, r)| r)).collect()
@@ -415,6 +453,43 @@ mod tests {
         assert_eq!(t.sweep(|n| n.expires_at <= 200).unwrap(), 2);
         assert_eq!(t.count(), 1);
         assert_eq!(t.get("new").unwrap(), Some(note("new", 300)));
+    }
+
+    #[test]
+    fn pages_walk_a_prefix_and_stay_inside_it() {
+        let (_db, t) = table();
+        for (k, at) in [("a/1", 1), ("a/2", 2), ("a/3", 3), ("a/4", 4), ("b/1", 5)] {
+            t.put(k, &note(k, at)).unwrap();
+        }
+        let texts = |v: &[Note]| v.iter().map(|n| n.text.clone()).collect::<Vec<_>>();
+        let (first, next) = t.page(b"a/", None, 2, |_| true).unwrap();
+        assert_eq!(texts(&first), ["a/1", "a/2"]);
+        assert_eq!(next.as_deref(), Some(&b"a/2"[..]));
+        let (second, next) = t.page(b"a/", next.as_deref(), 2, |_| true).unwrap();
+        assert_eq!(texts(&second), ["a/3", "a/4"]);
+        // Exactly full and nothing after: no cursor.
+        assert_eq!(next, None);
+        // A filter skips without ending the page early.
+        let (odd, next) = t.page(b"a/", None, 2, |n| n.expires_at % 2 == 1).unwrap();
+        assert_eq!(
+            (texts(&odd), next),
+            (vec!["a/1".into(), "a/3".into()], None)
+        );
+        // A cursor from elsewhere reaches nothing.
+        assert!(
+            t.page(b"a/", Some(b"b/0"), 10, |_| true)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert!(
+            t.page(b"b/", Some(b"a/9"), 10, |_| true)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        // The empty prefix is the whole table.
+        assert_eq!(t.page(b"", None, 10, |_| true).unwrap().0.len(), 5);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use keygate_core::admin_scope::AdminScope;
 use keygate_core::ids::{AdminKeyId, GrantId, UserId};
 use serde_json::Value;
 
+use super::page::{self, PageQuery};
 use super::wire::{CreateAdminKey, CreateGrant, Name, PutKey, Rotate};
 use crate::error::ServerError;
 use crate::services::admin_keys::{self, AdminCaller};
@@ -116,8 +117,14 @@ pub async fn create_user(
     Ok(HttpResponse::Created().json(user))
 }
 
-pub async fn list_users(_: Admin, st: web::Data<AppState>) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(users::list(&st.store)?))
+pub async fn list_users(
+    _: Admin,
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ServerError> {
+    let page = users::list(&st.store, &q.parse()?)?;
+    Ok(page::respond(&req, page))
 }
 
 pub async fn get_user(

@@ -4,6 +4,7 @@ mod admin;
 pub(crate) mod api;
 mod connect;
 mod health;
+pub(crate) mod page;
 pub(crate) mod web_pages;
 mod wire;
 

@@ -4,6 +4,7 @@ use keygate_store::{Store, UserRecord};
 use serde::Serialize;
 
 use crate::error::ServerError;
+use crate::routes::page::{Page, PageRequest};
 use crate::services::error::{Missing, ServiceError};
 
 const MAX_NAME_CHARS: usize = 200;
@@ -58,9 +59,13 @@ pub async fn create(store: &Store, name: &str, now: UnixTime) -> Result<UserView
     Ok(UserView::from(&user))
 }
 
-/// Everyone, as the admin API lists them.
-pub fn list(store: &Store) -> Result<Vec<UserView>, ServerError> {
-    Ok(store.users()?.iter().map(UserView::from).collect())
+/// One page of everyone, as the admin API lists them.
+pub fn list(store: &Store, page: &PageRequest) -> Result<Page<UserView>, ServerError> {
+    let (users, next) = store.users_page(page.after.as_deref(), page.limit)?;
+    Ok(Page {
+        items: users.iter().map(UserView::from).collect(),
+        next,
+    })
 }
 
 /// The person with this id, or "no such user".
