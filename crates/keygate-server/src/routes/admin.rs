@@ -135,6 +135,17 @@ pub async fn get_user(
     Ok(HttpResponse::Ok().json(admin::get_user(&st.store, &id)?))
 }
 
+/// `DELETE /admin/users/{id}`: the person and everything of theirs, as their own
+/// `DELETE /api/account` would; an unknown id is 404.
+pub async fn delete_user(
+    _: Admin,
+    st: web::Data<AppState>,
+    id: web::Path<UserId>,
+) -> Result<HttpResponse, ServerError> {
+    admin::delete_user(&st.store, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 pub async fn put_openai_key(
     _: Admin,
     st: web::Data<AppState>,

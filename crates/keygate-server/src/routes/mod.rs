@@ -51,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/users", web::post().to(admin::create_user))
                 .route("/users", web::get().to(admin::list_users))
                 .route("/users/{id}", web::get().to(admin::get_user))
+                .route("/users/{id}", web::delete().to(admin::delete_user))
                 .route(
                     "/users/{id}/openai-key",
                     web::put().to(admin::put_openai_key),

@@ -11,10 +11,17 @@ use crate::config::Config;
 use crate::error::ServerError;
 use crate::services::grants::{self, Caller, GrantSpec, GrantView, NewGrant};
 use crate::services::users::{self, UserView};
-use crate::services::vault;
+use crate::services::{account, vault};
 
 pub fn get_user(store: &Store, user: &UserId) -> Result<UserView, ServerError> {
     Ok(UserView::from(&users::get(store, user)?))
+}
+
+/// Deletes a person the operator names, through the same service as the person's own
+/// `DELETE /api/account`; unlike there, the person may not exist (404).
+pub async fn delete_user(store: &Store, user: &UserId) -> Result<(), ServerError> {
+    let user = users::get(store, user)?;
+    account::delete(store, &user.id).await
 }
 
 /// Stores `user`'s OpenAI key (not checked with the upstream: the operator vouches).

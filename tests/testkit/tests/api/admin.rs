@@ -271,3 +271,107 @@ async fn rotated_master_keys_reseal_records_online() {
     );
     drop(data);
 }
+
+/// `DELETE /admin/users/{id}`: the person goes as with their own `DELETE /api/account`
+/// (sessions on every device, grants, key, passkeys), needs scope `write`, and an
+/// unknown, already deleted or malformed id is 404.
+#[tokio::test]
+async fn an_operator_deletes_a_person_and_everything_of_theirs() {
+    let app = spawn_app().await;
+    let mut b = app.browser();
+    let user = b.signed_up("Removed by the operator").await;
+    let uid = user["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.put_openai_key(&uid, FAKE_OPENAI_KEY).await.status(),
+        204
+    );
+    let created = app.create_grant(&uid, "app", None).await;
+    let api_key = created["api_key"].as_str().unwrap().to_owned();
+    let grant_id = created["grant"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.chat_completions(&api_key, &chat("gpt-4o-mini"))
+            .await
+            .status(),
+        200
+    );
+    let other = app.create_user("Stays").await;
+
+    // Too little scope, or a wrong key, changes nothing.
+    let made: Value = app
+        .admin(Method::POST, "/admin/keys")
+        .json(&json!({"name": "reader", "scope": "read"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let read_key = made["key"].as_str().unwrap();
+    let path = format!("/admin/users/{uid}");
+    let res = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(read_key)
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(res, 403, "insufficient_scope").await;
+    let res = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth("not-the-admin-key-at-all-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(res, 401, "invalid_api_key").await;
+    assert_eq!(b.get("/api/me").await.status(), 200);
+
+    let res = app.admin(Method::DELETE, &path).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    assert!(res.text().await.unwrap().is_empty());
+    assert_openai_error(
+        app.chat_completions(&api_key, &chat("gpt-4o-mini")).await,
+        401,
+        "invalid_api_key",
+    )
+    .await;
+    assert_eq!(b.get("/api/me").await.status(), 401, "session survived");
+    let mut again = b.with_same_passkey();
+    assert_openai_error(again.login().await, 400, "ceremony_failed").await;
+    for gone in [path.clone(), format!("/admin/grants/{grant_id}")] {
+        let res = app.admin(Method::GET, &gone).send().await.unwrap();
+        assert_openai_error(res, 404, "not_found").await;
+    }
+    // Only that person: the other one is still listed.
+    let listed: Value = app
+        .admin(Method::GET, "/admin/users")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [other.as_str()]);
+
+    // Again, never existed, not an id at all: 404, nothing else touched.
+    for id in [uid.as_str(), "aaaaaaaaaaaaaaaa", "not-an-id"] {
+        let res = app
+            .admin(Method::DELETE, &format!("/admin/users/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_openai_error(res, 404, "not_found").await;
+    }
+    let res = app
+        .admin(Method::GET, &format!("/admin/users/{other}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
