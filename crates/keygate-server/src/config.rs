@@ -534,7 +534,10 @@ fn env_overrides() -> Result<serde_json::Map<String, serde_json::Value>, ConfigE
             continue;
         };
         let key = key.to_ascii_lowercase();
-        if key == "config" {
+        // KEYGATE_CONFIG names the file; KEYGATE_URL is where `keygate admin` finds a
+        // running server. Neither is a server setting, and both may be set in the
+        // shell an operator starts the server from.
+        if key == "config" || key == "url" {
             continue;
         }
         let Some(value) = value.to_str() else {

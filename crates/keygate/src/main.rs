@@ -5,6 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod admin;
+
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use keygate_server::config::RawConfig;
@@ -52,6 +54,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:5173")]
         listen: std::net::SocketAddr,
     },
+    /// Manage a running keygate through its admin API: people, grants, admin keys,
+    /// usage, the audit log and the operator key.
+    Admin(admin::AdminArgs),
     /// Inspect or rotate the master keyring.
     Keys {
         #[command(subcommand)]
@@ -79,9 +84,12 @@ fn main() -> ExitCode {
     let command = Cli::command().mut_subcommand("serve", |serve| {
         serve.after_help(keygate_server::config::env_help())
     });
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+    let cli = match command
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => usage_error(e),
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,6 +102,52 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command line clap refused, said on one line like every other failure (with
+/// clap's tip when it has one); help and version requests print as clap prints them.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let rendered = e.render().to_string();
+    let text: Vec<&str> = rendered.lines().map(str::trim).collect();
+    // The first paragraph is the error (with its context: the missing arguments, the
+    // possible values); then any tip; the usage line names the command to ask for help.
+    let mut line = text
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(rest) = line.strip_prefix("error: ") {
+        line = rest.to_owned();
+    }
+    for tip in text.iter().filter_map(|l| l.strip_prefix("tip: ")) {
+        line.push_str("; ");
+        line.push_str(tip);
+    }
+    let command = text
+        .iter()
+        .find_map(|l| l.strip_prefix("Usage: "))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|c| !c.is_empty())
+        .map(|c| format!("`{c} --help`"))
+        .unwrap_or_else(|| "--help".into());
+    let _ = writeln!(std::io::stderr(), "keygate: {line} (see {command})");
+    std::process::exit(e.exit_code())
 }
 
 /// The error and its causes on one line, each said once: a cause whose text its
@@ -228,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 server.await.context("demo server error")
             })
         }
+        Command::Admin(args) => admin::run(args),
         Command::Keys { action } => match action {
             KeysAction::List { config } => {
                 let config = load(config.as_ref())?;
