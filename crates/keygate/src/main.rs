@@ -56,7 +56,7 @@ enum Command {
     },
     /// Manage a running keygate through its admin API: people, grants, admin keys,
     /// usage, the audit log and the operator key.
-    Admin(admin::AdminArgs),
+    Admin(Box<admin::AdminArgs>),
     /// Inspect or rotate the master keyring.
     Keys {
         #[command(subcommand)]
@@ -282,7 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 server.await.context("demo server error")
             })
         }
-        Command::Admin(args) => admin::run(args),
+        Command::Admin(args) => admin::run(*args),
         Command::Keys { action } => match action {
             KeysAction::List { config } => {
                 let config = load(config.as_ref())?;

@@ -137,8 +137,12 @@ impl Client {
                 q.push(("cursor", c.clone()));
             }
             let reply = self.send(Method::GET, path, &q, None)?;
-            let page: Vec<Box<RawValue>> = serde_json::from_slice(&reply.body)
-                .map_err(|_| anyhow!("the answer to GET {path} was not a JSON array"))?;
+            let page: Vec<Box<RawValue>> = serde_json::from_slice(&reply.body).map_err(|_| {
+                anyhow!(
+                    "the answer to GET {path} from {} is not a list keygate gives: is --url right?",
+                    self.shown_base()
+                )
+            })?;
             let empty = page.is_empty();
             items.extend(page);
             if let Some(limit) = limit
@@ -232,11 +236,12 @@ impl Client {
 fn parse_base(raw: &str) -> anyhow::Result<Url> {
     let url = Url::parse(raw.trim())
         .map_err(|e| anyhow!("--url {raw:?} is not a URL ({e}); e.g. http://127.0.0.1:8080"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        bail!("--url {raw:?} must be an http:// or https:// address");
-    }
+    // Checked first: the other messages repeat the URL.
     if !url.username().is_empty() || url.password().is_some() {
         bail!("--url must not hold a user name or password: the admin key is the credential");
+    }
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        bail!("--url {raw:?} must be an http:// or https:// address");
     }
     if url.query().is_some() || url.fragment().is_some() {
         bail!("--url {raw:?} must not have a query or fragment");

@@ -367,7 +367,11 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             limit,
         } => {
             let mut q = Vec::new();
-            push_opt(&mut q, "user", user.map(|u| id(&u, "user id")).transpose()?);
+            push_opt(
+                &mut q,
+                "user",
+                user.map(|u| id(&u, "a user id")).transpose()?,
+            );
             push_opt(&mut q, "action", action);
             push_opt(&mut q, "from", from);
             push_opt(&mut q, "to", to);
@@ -385,7 +389,7 @@ fn users(client: &Client, out: &Out, verb: UsersVerb) -> anyhow::Result<()> {
             out.list(&items, table::users)
         }
         UsersVerb::Show { id: u } => {
-            let path = format!("/admin/users/{}", id(&u, "user id")?);
+            let path = format!("/admin/users/{}", id(&u, "a user id")?);
             out.one(&client.send(Method::GET, &path, &[], None)?, table::user)
         }
         UsersVerb::Create { name } => {
@@ -398,7 +402,7 @@ fn users(client: &Client, out: &Out, verb: UsersVerb) -> anyhow::Result<()> {
             out.one(&reply, table::user)
         }
         UsersVerb::Delete { id: u } => {
-            let u = id(&u, "user id")?;
+            let u = id(&u, "a user id")?;
             let reply = client.send(Method::DELETE, &format!("/admin/users/{u}"), &[], None)?;
             out.done(
                 &reply,
@@ -416,7 +420,7 @@ fn grants(client: &Client, out: &Out, verb: GrantsVerb) -> anyhow::Result<()> {
             origin,
             limit,
         } => {
-            let user = user.map(|u| id(&u, "user id")).transpose()?;
+            let user = user.map(|u| id(&u, "a user id")).transpose()?;
             // One person's grants alone: their own list, which says when there is no
             // such person (the filtered list would just be empty).
             let items = match (&user, &state, &origin) {
@@ -457,7 +461,7 @@ fn grants(client: &Client, out: &Out, verb: GrantsVerb) -> anyhow::Result<()> {
             insert_opt(&mut body, "plan", plan.map(Value::from));
             insert_opt(&mut body, "limits", limits);
             insert_opt(&mut body, "expires_at", expires_at.map(Value::from));
-            let path = format!("/admin/users/{}/grants", id(&user, "user id")?);
+            let path = format!("/admin/users/{}/grants", id(&user, "a user id")?);
             let reply = client.send(Method::POST, &path, &[], Some(&Value::Object(body)))?;
             out.one(&reply, table::issued)
         }
@@ -569,7 +573,7 @@ fn keys(client: &Client, out: &Out, verb: KeysVerb) -> anyhow::Result<()> {
             out.one(&reply, table::new_key)
         }
         KeysVerb::Revoke { id: k } => {
-            let k = id(&k, "admin key id")?;
+            let k = id(&k, "an admin key id")?;
             let reply = client.send(Method::DELETE, &format!("/admin/keys/{k}"), &[], None)?;
             out.done(
                 &reply,
@@ -739,12 +743,12 @@ fn id(raw: &str, what: &str) -> anyhow::Result<String> {
     if ok {
         Ok(raw.to_owned())
     } else {
-        Err(anyhow!("{raw:?} is not a {what}"))
+        Err(anyhow!("{raw:?} is not {what}"))
     }
 }
 
 fn grant_path(g: &str, rest: &str) -> anyhow::Result<String> {
-    Ok(format!("/admin/grants/{}{rest}", id(g, "grant id")?))
+    Ok(format!("/admin/grants/{}{rest}", id(g, "a grant id")?))
 }
 
 fn push_opt(q: &mut Vec<(&'static str, String)>, k: &'static str, v: Option<impl Into<String>>) {
@@ -808,11 +812,11 @@ mod tests {
     #[test]
     fn ids_are_path_segments_or_refused() {
         assert_eq!(
-            id("abcdefghijklmnop", "user id").unwrap(),
+            id("abcdefghijklmnop", "a user id").unwrap(),
             "abcdefghijklmnop"
         );
         for bad in ["", "../keys", "a/b", "a b", "a?b", "a%2fb", "ü"] {
-            assert!(id(bad, "user id").is_err(), "{bad}");
+            assert!(id(bad, "a user id").is_err(), "{bad}");
         }
     }
 

@@ -1,0 +1,187 @@
+//! Where the key comes from, and every way a command can fail: each a non-zero exit
+//! and one line, never the key.
+
+use keygate_testkit::{ADMIN_KEY, spawn_app};
+
+use crate::{Cli, common};
+
+#[tokio::test]
+async fn the_key_comes_from_the_environment_or_a_key_file() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.key");
+    std::fs::write(&file, format!("{ADMIN_KEY}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let bare = Cli::at(&app.local_address);
+
+    // The file alone; the file over a wrong variable (given on purpose, it wins).
+    assert_eq!(
+        bare.ok(&["--key-file", file, "users", "list"]).await.trim(),
+        "No users."
+    );
+    let wrong_env = Cli::at(&app.local_address).key("wrong-key-wrong-key-wrong-key-wrong");
+    assert_eq!(
+        wrong_env
+            .ok(&["users", "list", "--key-file", file])
+            .await
+            .trim(),
+        "No users."
+    );
+    let line = wrong_env.fails(&["users", "list"]).await;
+    assert!(
+        line.contains("invalid_api_key") && line.contains("401"),
+        "{line}"
+    );
+
+    // A wrong key in the file.
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "not-the-admin-key-not-the-admin-key\n").unwrap();
+    let line = bare
+        .fails(&["--key-file", bad.to_str().unwrap(), "users", "list"])
+        .await;
+    assert!(line.contains("invalid_api_key"), "{line}");
+    assert!(!line.contains("not-the-admin-key"), "key echoed: {line}");
+
+    // No key anywhere; an empty variable or file; a missing, unreadable or huge file.
+    let line = bare.fails(&["users", "list"]).await;
+    assert!(
+        line.contains("KEYGATE_ADMIN_KEY") && line.contains("--key-file"),
+        "{line}"
+    );
+    let line = Cli::at(&app.local_address)
+        .env("KEYGATE_ADMIN_KEY", "")
+        .fails(&["users", "list"])
+        .await;
+    assert!(line.contains("KEYGATE_ADMIN_KEY is empty"), "{line}");
+    let empty = dir.path().join("empty.key");
+    std::fs::write(&empty, "\n").unwrap();
+    let missing = dir.path().join("missing.key");
+    let huge = dir.path().join("huge.key");
+    std::fs::write(&huge, "k".repeat(10_000)).unwrap();
+    for (path, says) in [
+        (empty.as_path(), "is empty"),
+        (missing.as_path(), "No such file"),
+        (dir.path(), "Is a directory"),
+        (huge.as_path(), "not a key file"),
+    ] {
+        let p = path.to_str().unwrap();
+        let line = Cli::new(&app)
+            .fails(&["--key-file", p, "users", "list"])
+            .await;
+        assert!(line.contains(p) && line.contains(says), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_there_or_not_keygate() {
+    let app = spawn_app().await;
+    let port = common::free_port();
+    let down = Cli::at(&format!("http://127.0.0.1:{port}")).key(ADMIN_KEY);
+    for args in [
+        vec!["users", "list"],
+        vec!["users", "create", "x"],
+        vec!["grants", "show", "aaaaaaaaaaaaaaaa"],
+        vec!["keys", "list"],
+        vec!["usage"],
+        vec!["audit"],
+        vec!["operator-key", "show"],
+    ] {
+        let line = down.fails(&args).await;
+        assert!(
+            line.contains("cannot connect to") && line.contains(&port.to_string()),
+            "{line}"
+        );
+        assert!(line.to_lowercase().contains("connection refused"), "{line}");
+    }
+    // KEYGATE_URL is read too (and --url wins over it).
+    let cli = Cli::at("http://127.0.0.1:1")
+        .key(ADMIN_KEY)
+        .env("KEYGATE_URL", &app.local_address);
+    let line = cli.fails(&["users", "list"]).await;
+    assert!(line.contains("127.0.0.1:1"), "{line}");
+    let mut cmd = common::keygate();
+    cmd.args(["admin", "users", "list"])
+        .env("KEYGATE_URL", &app.local_address)
+        .env("KEYGATE_ADMIN_KEY", ADMIN_KEY);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Not keygate: the mock OpenAI answers /admin/users with something else.
+    let line = Cli::at(&app.mock.base_url())
+        .key(ADMIN_KEY)
+        .fails(&["users", "list"])
+        .await;
+    assert!(line.contains("is --url right?"), "{line}");
+}
+
+#[tokio::test]
+async fn bad_flag_values_fail_in_one_line_before_any_request() {
+    let app = spawn_app().await;
+    let cli = Cli::new(&app);
+    for (args, says) in [
+        (vec!["users", "list", "--limit", "0"], "--limit"),
+        (vec!["users", "list", "--limit", "many"], "--limit"),
+        (vec!["users", "list", "--limt", "3"], "--limit"),
+        (vec!["users", "show"], "<ID>"),
+        (vec!["users", "show", "../keys"], "not a user id"),
+        (vec!["users", "delete", "a/b"], "not a user id"),
+        (vec!["users", "frobnicate"], "frobnicate"),
+        (vec!["grants", "show", "x?y"], "not a grant id"),
+        (vec!["grants", "list", "--state", "sleeping"], "--state"),
+        (vec!["grants", "create", "--user", "u"], "--name"),
+        (
+            vec![
+                "grants", "create", "--user", "u", "--name", "n", "--limits", "{",
+            ],
+            "--limits",
+        ),
+        (
+            vec!["grants", "patch", "g", "--plan", "p", "--no-plan"],
+            "--no-plan",
+        ),
+        (
+            vec!["grants", "patch", "g", "--model", "m", "--all-models"],
+            "--all-models",
+        ),
+        (
+            vec!["keys", "create", "--name", "n", "--scope", "root"],
+            "--scope",
+        ),
+        (vec!["keys", "revoke", "a b"], "not an admin key id"),
+        (vec!["usage", "--group-by", "week"], "--group-by"),
+        (vec!["usage", "--group-by", "user,hour"], "--group-by"),
+        (vec!["audit", "--limit", "-3"], "-3"),
+        (vec!["audit", "--user", "../../x"], "not a user id"),
+    ] {
+        let line = cli.fails(&args).await;
+        assert!(line.contains(says), "{args:?}: {line}");
+    }
+    for (url, says) in [
+        (
+            "ftp://example.com",
+            "must be an http:// or https:// address",
+        ),
+        ("not a url", "is not a URL"),
+        ("http://admin:pw@127.0.0.1:1", "user name or password"),
+        ("http://127.0.0.1:1/?x=1", "query"),
+    ] {
+        let line = Cli::at(url).key(ADMIN_KEY).fails(&["users", "list"]).await;
+        assert!(
+            line.contains("--url") && line.contains(says),
+            "{url}: {line}"
+        );
+        assert!(!line.contains("pw@"), "{line}");
+    }
+    // Nothing reached the server.
+    assert_eq!(cli.ok(&["users", "list"]).await.trim(), "No users.");
+    // A server-side refusal of a value it checks is one line too.
+    let line = cli.fails(&["users", "create", &"n".repeat(10_000)]).await;
+    assert!(line.contains("invalid_request"), "{line}");
+}
