@@ -185,3 +185,86 @@ async fn bad_flag_values_fail_in_one_line_before_any_request() {
     let line = cli.fails(&["users", "create", &"n".repeat(10_000)]).await;
     assert!(line.contains("invalid_request"), "{line}");
 }
+
+/// A one-shot HTTP server answering `status` with `headers` and `body`; returns its
+/// URL and the request it saw.
+fn fake_server(
+    status: &str,
+    headers: &str,
+    body: &str,
+) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let answer = format!(
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Some(stream) = listener.incoming().next() {
+            let mut stream = stream.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let n = stream.read(&mut buf).unwrap();
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn redirects_and_foreign_errors_are_reported_not_followed() {
+    let (url, seen) = fake_server(
+        "301 Moved Permanently",
+        "Location: https://elsewhere.example/admin/users\r\n",
+        "",
+    );
+    let line = Cli::at(&url).key(ADMIN_KEY).fails(&["users", "list"]).await;
+    assert!(
+        line.contains("301") && line.contains("https://elsewhere.example/admin/users"),
+        "{line}"
+    );
+    // The key went to --url (as a bearer token), and only there.
+    let request = seen.recv().unwrap();
+    assert!(
+        request.starts_with("GET /admin/users HTTP/1.1"),
+        "{request}"
+    );
+    assert!(
+        request.contains(&format!("authorization: Bearer {ADMIN_KEY}")),
+        "{request}"
+    );
+
+    let (url, _) = fake_server(
+        "502 Bad Gateway",
+        "Content-Type: text/html\r\n",
+        "<html>\n<b>oops</b>\n</html>",
+    );
+    let line = Cli::at(&url)
+        .key(ADMIN_KEY)
+        .fails(&["users", "show", "abc"])
+        .await;
+    assert!(
+        line.contains("HTTP 502") && line.contains("is --url right?"),
+        "{line}"
+    );
+    assert!(!line.contains("oops"), "{line}");
+
+    // An OpenAI-shaped error whose message spans lines stays one line.
+    let (url, _) = fake_server(
+        "400 Bad Request",
+        "Content-Type: application/json\r\n",
+        r#"{"error":{"message":"first\nsecond\u001b[2J","type":"x","param":"p","code":"bad_thing"}}"#,
+    );
+    let line = Cli::at(&url)
+        .key(ADMIN_KEY)
+        .fails(&["users", "create", "n"])
+        .await;
+    assert!(line.contains("bad_thing: first second"), "{line}");
+    assert!(
+        line.contains("(param: p)") && line.contains("HTTP 400"),
+        "{line}"
+    );
+    assert!(!line.contains('\u{1b}'), "{line}");
+}
