@@ -172,7 +172,9 @@ impl Store {
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         let more = keyed.len() > limit;
         keyed.truncate(limit);
-        let next = more.then(|| keyed.last().map(|(at, _)| at.clone())).flatten();
+        let next = more
+            .then(|| keyed.last().map(|(at, _)| at.clone()))
+            .flatten();
         Ok((keyed.into_iter().map(|(_, k)| k).collect(), next))
     }
 

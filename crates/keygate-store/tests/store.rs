@@ -6,8 +6,7 @@
 use keygate_core::ids::{GrantId, KeyId, UserId};
 use keygate_core::scope::Scope;
 use keygate_store::{
-    GrantFilter, GrantRecord, GrantState, Store, StoreError, StoreOptions, UserRecord,
-    VaultRecord,
+    GrantFilter, GrantRecord, GrantState, Store, StoreError, StoreOptions, UserRecord, VaultRecord,
 };
 
 /// Reopens a directory whose previous handle was just dropped: sled's background
@@ -218,7 +217,10 @@ fn grant_pages_filter_and_walk_in_id_order() {
     let (first, _) = store.grants_page(&GrantFilter::default(), None, 1).unwrap();
     let after = first[0].id.as_str().as_bytes().to_vec();
     let rest = store.grants_page(&ada_only, Some(&after), 10).unwrap().0;
-    assert!(rest.iter().all(|g| g.id > first[0].id && g.user_id == ada.id));
+    assert!(
+        rest.iter()
+            .all(|g| g.id > first[0].id && g.user_id == ada.id)
+    );
 }
 
 #[test]
