@@ -9,7 +9,6 @@
 //! totals equal the per-grant reports'.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use keygate_core::calendar;
 use keygate_core::ids::{GrantId, UserId};
@@ -40,15 +39,17 @@ impl GrantQuery<'_> {
     /// The filter, or 400 naming the parameter that is not a user id, a state or an
     /// origin.
     pub fn parse(&self) -> Result<GrantFilter, ServiceError> {
-        let given = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_owned);
+        fn given(v: Option<&str>) -> Option<&str> {
+            v.filter(|s| !s.is_empty())
+        }
         let user = given(self.user)
             .map(|u| {
-                UserId::parse(&u)
+                UserId::parse(u)
                     .map_err(|_| ServiceError::invalid("user", "`user` is not a user id"))
             })
             .transpose()?;
         let state = given(self.state)
-            .map(|s| match s.as_str() {
+            .map(|s| match s {
                 "active" => Ok(GrantState::Active),
                 "disabled" => Ok(GrantState::Disabled),
                 "revoked" => Ok(GrantState::Revoked),
@@ -60,7 +61,7 @@ impl GrantQuery<'_> {
             .transpose()?;
         let origin = given(self.origin)
             .map(|o| {
-                AppOrigin::parse(&o)
+                AppOrigin::parse(o)
                     .map(|o| o.as_str().to_owned())
                     .map_err(|_| {
                         ServiceError::invalid(
@@ -345,7 +346,7 @@ fn line<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>) {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{}", csv_cell(cell));
+        out.push_str(&csv_cell(cell));
     }
     out.push_str("\r\n");
 }
