@@ -33,3 +33,7 @@ pub const CONNECT_CODES: &str = "connect_codes";
 pub const USAGE: &str = "usage";
 /// admin key id → admin key record (name, scope, SHA-256 of the secret, expiry).
 pub const ADMIN_KEYS: &str = "admin_keys";
+/// user id ‖ grant id → (): the owner of every grant ever stored, written with the
+/// grant and kept when the grant is removed (and when its person deletes their
+/// account), so usage rows — which outlive their grant — can be summed per person.
+pub const GRANT_OWNERS: &str = "grant_owners";

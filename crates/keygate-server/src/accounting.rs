@@ -159,6 +159,38 @@ impl Accounting {
             .map(|((day, model), counts)| UsageRow { day, model, counts })
             .collect())
     }
+
+    /// Every grant's rows from `from_day` to `to_day` (stored and pending), by grant,
+    /// day, model: what the usage summaries add up.
+    pub fn rows_all(
+        &self,
+        store: &Store,
+        from_day: u32,
+        to_day: u32,
+    ) -> Result<Vec<(GrantId, UsageRow)>, StoreError> {
+        let _consistent = lock(&self.0.flush);
+        let mut merged: std::collections::BTreeMap<(GrantId, u32, String), UsageCounts> = store
+            .usage_rows_all(from_day, to_day)?
+            .into_iter()
+            .map(|(g, r)| ((g, r.day, r.model), r.counts))
+            .collect();
+        for (grant, models) in &lock(&self.0.pending).0 {
+            for (model, days) in models {
+                for (day, counts) in days {
+                    if (from_day..=to_day).contains(day) {
+                        merged
+                            .entry((grant.clone(), *day, model.clone()))
+                            .or_default()
+                            .add(counts);
+                    }
+                }
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .map(|((grant, day, model), counts)| (grant, UsageRow { day, model, counts }))
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -197,7 +229,10 @@ mod tests {
         assert_eq!(got, [(5, "a", 1), (5, "m", 2)]);
         assert_eq!(acc.total(&store, &g, 0, 7, None).unwrap().requests, 4);
         assert_eq!(acc.total(&store, &g, 0, 7, Some("m")).unwrap().requests, 3);
+        let all = acc.rows_all(&store, 0, 6).unwrap();
+        assert_eq!(all.iter().map(|(_, r)| r.counts.requests).sum::<u64>(), 4);
         acc.write_to(&store).unwrap();
         assert_eq!(acc.total(&store, &g, 0, 7, None).unwrap().requests, 4);
+        assert_eq!(acc.rows_all(&store, 0, 7).unwrap().len(), 4);
     }
 }

@@ -251,10 +251,14 @@ impl RawConfig {
             .map_err(|m| problem("upstream_url", m))
             .ok();
 
-        let admin_key = match self.admin_key.as_ref().map(|k| k.expose_secret().trim()) {
+        // Both are bearer secrets compared in constant time: long enough not to be
+        // guessed, and printable so they survive headers and shells.
+        let mut bearer = |name: &'static str, value: Option<&SecretString>| match value
+            .map(|k| k.expose_secret().trim())
+        {
             Some(k) if k.len() < MIN_ADMIN_KEY_LEN => {
                 problem(
-                    "admin_key",
+                    name,
                     format!(
                         "must be at least {MIN_ADMIN_KEY_LEN} characters (generate one with `openssl rand -hex 32`)"
                     ),
@@ -263,7 +267,7 @@ impl RawConfig {
             }
             Some(k) if !k.bytes().all(|b| b.is_ascii_graphic()) => {
                 problem(
-                    "admin_key",
+                    name,
                     "may contain only printable ASCII without spaces".into(),
                 );
                 None
@@ -271,6 +275,13 @@ impl RawConfig {
             Some(k) => Some(SecretString::from(k)),
             None => None,
         };
+        let admin_key = bearer("admin_key", self.admin_key.as_ref());
+        let metrics_token = bearer(
+            "metrics_token",
+            self.metrics_token
+                .as_ref()
+                .filter(|t| !t.expose_secret().trim().is_empty()),
+        );
         let master_keys = match self.master_keys {
             Some(text) => match keygate_core::keyring::Keyring::parse(text.expose_secret()) {
                 Ok(_) => Some(text),
@@ -433,10 +444,7 @@ impl RawConfig {
                     public_url_explicit: self.public_url.is_some(),
                     upstream_url,
                     admin_key,
-                    metrics_token: self
-                        .metrics_token
-                        .map(|t| SecretString::from(t.expose_secret().trim()))
-                        .filter(|t| !t.expose_secret().is_empty()),
+                    metrics_token,
                     master_keys,
                     max_body_bytes,
                     upstream,
@@ -1002,6 +1010,26 @@ mod tests {
             "{err}"
         );
         assert!(with(&"k".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn a_metrics_token_is_held_to_the_admin_key_rule() {
+        let with = |t: &str| {
+            RawConfig {
+                metrics_token: Some(t.into()),
+                ..RawConfig::default()
+            }
+            .validate()
+        };
+        let err = with("short").unwrap_err().to_string();
+        assert!(err.contains("METRICS_TOKEN") && err.contains("32"), "{err}");
+        let err = with(&format!("{} x", "k".repeat(32)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("printable"), "{err}");
+        // Empty means "not set", as before.
+        assert!(with("  ").is_ok_and(|c| c.metrics_token.is_none()));
+        assert!(with(&"k".repeat(32)).is_ok_and(|c| c.metrics_token.is_some()));
     }
 
     #[test]

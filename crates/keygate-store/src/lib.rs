@@ -21,6 +21,6 @@ pub use records::{
     AdminKeyRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord,
     SessionRecord, UserRecord, VaultRecord,
 };
-pub use store::{Store, StoreOptions};
+pub use store::{GrantFilter, Store, StoreOptions};
 pub use sweep::Swept;
 pub use usage::{UsageCounts, UsageDelta, UsageRow};

@@ -1,6 +1,7 @@
+use std::collections::HashMap;
 use std::path::Path;
 
-use keygate_core::ids::{AdminKeyId, GrantId, UserId};
+use keygate_core::ids::{AdminKeyId, GrantId, ID_LEN, UserId};
 use keygate_core::time::UnixTime;
 use keygate_migrations::trees;
 use sled::Transactional;
@@ -29,6 +30,26 @@ impl Default for StoreOptions {
     }
 }
 
+/// Which grants a list shows (`GET /admin/grants`): every field that is set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrantFilter {
+    pub user: Option<UserId>,
+    pub state: Option<GrantState>,
+    /// The grant's bound origin, exactly (already normalised by the caller).
+    pub origin: Option<String>,
+}
+
+impl GrantFilter {
+    pub fn matches(&self, g: &GrantRecord) -> bool {
+        self.user.as_ref().is_none_or(|u| *u == g.user_id)
+            && self.state.is_none_or(|s| s == g.state)
+            && self
+                .origin
+                .as_deref()
+                .is_none_or(|o| g.origin.as_deref() == Some(o))
+    }
+}
+
 /// The open store. Cheap to clone (sled handles are reference counted).
 #[derive(Clone)]
 pub struct Store {
@@ -48,6 +69,9 @@ pub struct Store {
     /// are added to in transactions).
     pub(crate) usage: sled::Tree,
     pub(crate) admin_keys: Table<AdminKeyRecord>,
+    /// `user id ‖ grant id → ()` for every grant ever stored: kept when the grant is
+    /// removed, so usage rows (which outlive their grant) can be summed per person.
+    pub(crate) grant_owners: Index,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,6 +115,7 @@ impl Store {
             connect_codes: Table::open(&db, trees::CONNECT_CODES)?,
             usage: db.open_tree(trees::USAGE)?,
             admin_keys: Table::open(&db, trees::ADMIN_KEYS)?,
+            grant_owners: Index::open(&db, trees::GRANT_OWNERS)?,
             db,
         })
     }
@@ -123,6 +148,34 @@ impl Store {
 
     pub fn admin_keys(&self) -> Result<Vec<AdminKeyRecord>, StoreError> {
         self.admin_keys.values()
+    }
+
+    /// One page of admin keys, oldest first (ties by id), starting after the cursor
+    /// `created_at (u64, big endian) ‖ id` of the last key served: a revoked key's
+    /// cursor still says where to go on. Admin keys are few, so all are read and sorted.
+    pub fn admin_keys_page(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<AdminKeyRecord>, Option<Vec<u8>>), StoreError> {
+        let mut keyed: Vec<(Vec<u8>, AdminKeyRecord)> = self
+            .admin_keys
+            .values()?
+            .into_iter()
+            .map(|k| {
+                let mut at = k.created_at.to_be_bytes().to_vec();
+                at.extend_from_slice(k.id.as_str().as_bytes());
+                (at, k)
+            })
+            .filter(|(at, _)| after.is_none_or(|a| at.as_slice() > a))
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = keyed.len() > limit;
+        keyed.truncate(limit);
+        let next = more
+            .then(|| keyed.last().map(|(at, _)| at.clone()))
+            .flatten();
+        Ok((keyed.into_iter().map(|(_, k)| k).collect(), next))
     }
 
     /// Removes the key; returns whether there was one.
@@ -198,9 +251,10 @@ impl Store {
 
     // --- grants ------------------------------------------------------------------
 
-    /// Stores a new grant and its per-user index entry in one transaction, and only
-    /// while the person exists (a grant minted for a person deleted meanwhile would
-    /// outlive them). `NotFound { what: "user" }` when they are gone.
+    /// Stores a new grant, its per-user index entry and its owner record in one
+    /// transaction, and only while the person exists (a grant minted for a person
+    /// deleted meanwhile would outlive them). `NotFound { what: "user" }` when they are
+    /// gone.
     pub fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
         let bytes = self.grants.encode(grant)?;
         let index = pair_key(grant.user_id.as_str(), grant.id.as_str());
@@ -208,13 +262,15 @@ impl Store {
             self.users.tree(),
             self.grants.tree(),
             self.grants_by_user.tree(),
+            self.grant_owners.tree(),
         )
-            .transaction(|(users, grants, idx)| {
+            .transaction(|(users, grants, idx, owners)| {
                 if users.get(grant.user_id.as_str())?.is_none() {
                     return Err(ConflictableTransactionError::Abort(()));
                 }
                 grants.insert(grant.id.as_str(), bytes.clone())?;
                 idx.insert(index.as_slice(), &[])?;
+                owners.insert(index.as_slice(), &[])?;
                 Ok(())
             });
         match result {
@@ -226,6 +282,79 @@ impl Store {
 
     pub fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>, StoreError> {
         self.grants.get(id.as_str())
+    }
+
+    /// One page of grants in id order that `filter` picks, starting after the grant id
+    /// `after` (a page's cursor). With `filter.user` the person's index is walked
+    /// (same order, same cursors) instead of every grant.
+    pub fn grants_page(
+        &self,
+        filter: &GrantFilter,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<GrantRecord>, Option<Vec<u8>>), StoreError> {
+        use std::ops::Bound;
+        let Some(user) = &filter.user else {
+            return self.grants.page(b"", after, limit, |g| filter.matches(g));
+        };
+        let prefix = user.as_str().as_bytes();
+        let start = match after {
+            Some(id) => Bound::Excluded([prefix, id].concat()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let (mut items, mut last) = (Vec::new(), None);
+        for key in self
+            .grants_by_user
+            .tree()
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .keys()
+        {
+            let key = key?;
+            let Some(id) = key.strip_prefix(prefix) else {
+                break;
+            };
+            // Removed between the index read and this one: not listed.
+            let Some(grant) = self.grants.get(id)? else {
+                continue;
+            };
+            if !filter.matches(&grant) {
+                continue;
+            }
+            if items.len() == limit {
+                return Ok((items, last));
+            }
+            last = Some(id.to_vec());
+            items.push(grant);
+        }
+        Ok((items, None))
+    }
+
+    /// The ids of every grant `user` ever had — removed ones included, whose usage rows
+    /// stay — in id order.
+    pub fn grant_ids_ever(&self, user: &UserId) -> Result<Vec<GrantId>, StoreError> {
+        self.grant_owners.ids_for(user, |s| GrantId::parse(s).ok())
+    }
+
+    /// The owner of every grant ever stored, removed ones included. (Grants removed
+    /// before schema 7 left no owner record: they are not here.)
+    pub fn grant_owners(&self) -> Result<HashMap<GrantId, UserId>, StoreError> {
+        let corrupt = || StoreError::Corrupt {
+            tree: self.grant_owners.name(),
+            reason: "bad owner key".into(),
+        };
+        let mut owners = HashMap::new();
+        for key in self.grant_owners.tree().iter().keys() {
+            let key = key?;
+            let (user, grant) = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|k| k.split_at_checked(ID_LEN))
+                .ok_or_else(corrupt)?;
+            let (Ok(user), Ok(grant)) = (UserId::parse(user), GrantId::parse(grant)) else {
+                return Err(corrupt());
+            };
+            owners.insert(grant, user);
+        }
+        Ok(owners)
     }
 
     /// A person's grants, oldest first.

@@ -6,7 +6,7 @@
 //! Key: grant id ‖ 0x00 ‖ day number (u32, big endian) ‖ model. A grant's rows, in day
 //! order, are one range scan.
 
-use keygate_core::ids::GrantId;
+use keygate_core::ids::{GrantId, ID_LEN};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -172,6 +172,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Every grant's rows from `from_day` to `to_day` (both included), by grant, day,
+    /// model — removed grants' too. It seeks from one grant's range to the next, so it
+    /// reads the rows in range plus one key per grant, not every row ever written.
+    pub fn usage_rows_all(
+        &self,
+        from_day: u32,
+        to_day: u32,
+    ) -> Result<Vec<(GrantId, UsageRow)>, StoreError> {
+        let mut out = Vec::new();
+        let mut seek = Vec::new();
+        while let Some(entry) = self.usage.range(seek.as_slice()..).next() {
+            let (k, _) = entry?;
+            let grant = k
+                .get(..ID_LEN)
+                .filter(|_| k.get(ID_LEN) == Some(&0))
+                .and_then(|id| std::str::from_utf8(id).ok())
+                .and_then(|id| GrantId::parse(id).ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    tree: keygate_migrations::trees::USAGE,
+                    reason: "bad grant id in key".into(),
+                })?;
+            for row in self.usage_rows(&grant, from_day, to_day)? {
+                out.push((grant.clone(), row));
+            }
+            // grant id ‖ 0x01 sorts after every key of this grant and before the next.
+            seek = [grant.as_str().as_bytes(), &[1]].concat();
+        }
+        Ok(out)
+    }
+
     /// The sum of a grant's rows from `from_day` to `to_day`, of one model or all.
     pub fn usage_total(
         &self,
@@ -238,5 +268,18 @@ mod tests {
             store.usage_total(&b, 0, u32::MAX, None).unwrap().requests,
             7
         );
+
+        // Every grant's rows in a range, each grant's own in day order.
+        let all = store.usage_rows_all(10, 11).unwrap();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all.iter().filter(|(g, _)| *g == b).count(), 1);
+        let days: Vec<u32> = all
+            .iter()
+            .filter(|(g, _)| *g == a)
+            .map(|(_, r)| r.day)
+            .collect();
+        assert_eq!(days, [10, 10, 11]);
+        assert!(store.usage_rows_all(12, 299).unwrap().is_empty());
+        assert_eq!(store.usage_rows_all(0, u32::MAX).unwrap().len(), 5);
     }
 }

@@ -11,12 +11,13 @@ use keygate_core::ids::{AdminKeyId, GrantId, UserId};
 use serde_json::Value;
 
 use super::page::{self, PageQuery};
+use super::reports::{GrantsParams, SummaryParams};
 use super::wire::{CreateAdminKey, CreateGrant, Name, PutKey, Rotate};
 use crate::error::ServerError;
 use crate::services::admin_keys::{self, AdminCaller};
 use crate::services::error::{Limit, ServiceError};
 use crate::services::grants::{self, Caller, GrantPatch};
-use crate::services::{admin, users};
+use crate::services::{admin, reports, users};
 use crate::state::AppState;
 
 /// Proof that the request carried an admin key whose scope covers it: the bootstrap
@@ -95,8 +96,15 @@ pub async fn create_key(
     Ok(HttpResponse::Created().json(new))
 }
 
-pub async fn list_keys(_: Admin, st: web::Data<AppState>) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(admin_keys::list(&st.store)?))
+/// `GET /admin/keys?limit=&cursor=`: paged, oldest first.
+pub async fn list_keys(
+    _: Admin,
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ServerError> {
+    let page = admin_keys::list(&st.store, &q.parse()?)?;
+    Ok(page::respond(&req, page))
 }
 
 pub async fn revoke_key(
@@ -252,4 +260,29 @@ pub async fn grant_usage(
     let report =
         crate::services::usage::report(&st, None, &id, q.from.as_deref(), q.to.as_deref())?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+// --- reports: every grant, filtered; usage summaries (issue 11, point 2) ----------
+
+/// `GET /admin/grants?user=&state=&origin=&limit=&cursor=`: paged, in id order.
+pub async fn list_all_grants(
+    _: Admin,
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<GrantsParams>,
+) -> Result<HttpResponse, ServerError> {
+    let (filter, page) = (q.filter().parse()?, q.page().parse()?);
+    let page = reports::grants_page(&st.store, &filter, &page)?;
+    Ok(page::respond(&req, page))
+}
+
+/// `GET /admin/usage?from=&to=&group_by=`: everyone's usage, JSON or CSV.
+pub async fn usage_summary(
+    _: Admin,
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    q: SummaryParams,
+) -> Result<HttpResponse, ServerError> {
+    let summary = reports::everyone(&st, &q.0)?;
+    Ok(super::reports::respond(&req, &summary))
 }

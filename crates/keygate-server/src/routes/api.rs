@@ -361,3 +361,17 @@ pub async fn grant_usage(
     )?;
     Ok(HttpResponse::Ok().json(report))
 }
+
+// --- reports (issue 11, point 2) ---------------------------------------------------
+
+/// `GET /api/usage?from=&to=&group_by=`: the person's own usage (every grant they ever
+/// had, removed ones too), JSON or CSV.
+pub async fn usage_summary(
+    s: UserSession,
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    q: super::reports::SummaryParams,
+) -> Result<HttpResponse, ServerError> {
+    let summary = crate::services::reports::own(&st, s.user_id(), &q.0)?;
+    Ok(super::reports::respond(&req, &summary))
+}

@@ -5,6 +5,7 @@ pub(crate) mod api;
 mod connect;
 mod health;
 pub(crate) mod page;
+mod reports;
 pub(crate) mod web_pages;
 mod wire;
 
@@ -58,6 +59,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 )
                 .route("/users/{id}/grants", web::post().to(admin::create_grant))
                 .route("/users/{id}/grants", web::get().to(admin::list_grants))
+                .route("/grants", web::get().to(admin::list_all_grants))
+                .route("/usage", web::get().to(admin::usage_summary))
                 .route("/grants/{id}", web::get().to(admin::show_grant))
                 .route("/grants/{id}", web::delete().to(admin::delete_grant))
                 .route("/grants/{id}", web::patch().to(admin::patch_grant))
@@ -116,6 +119,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/grants/{id}/disable", web::post().to(api::disable_grant))
                 .route("/grants/{id}/enable", web::post().to(api::enable_grant))
                 .route("/grants/{id}/usage", web::get().to(api::grant_usage))
+                .route("/usage", web::get().to(api::usage_summary))
                 .route("/passkeys", web::get().to(api::list_passkeys))
                 .route("/passkeys/start", web::post().to(api::add_passkey_start))
                 .route("/passkeys/finish", web::post().to(api::add_passkey_finish))

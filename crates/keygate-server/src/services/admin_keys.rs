@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::error::ServerError;
+use crate::routes::page::{Page, PageRequest};
 use crate::services::error::{Missing, ServiceError};
 use crate::services::users::parse_name;
 
@@ -84,10 +85,13 @@ pub async fn create(
     })
 }
 
-pub fn list(store: &Store) -> Result<Vec<AdminKeyView>, ServerError> {
-    let mut keys: Vec<AdminKeyView> = store.admin_keys()?.iter().map(AdminKeyView::from).collect();
-    keys.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
-    Ok(keys)
+/// One page of admin keys, oldest first.
+pub fn list(store: &Store, page: &PageRequest) -> Result<Page<AdminKeyView>, ServerError> {
+    let (keys, next) = store.admin_keys_page(page.after.as_deref(), page.limit)?;
+    Ok(Page {
+        items: keys.iter().map(AdminKeyView::from).collect(),
+        next,
+    })
 }
 
 /// Removes the key: the next request with it is refused. Flushed before returning.

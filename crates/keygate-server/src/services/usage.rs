@@ -129,6 +129,37 @@ pub fn period(
     ))
 }
 
+/// A report's days from `from` to `to` (`YYYY-MM-DD`, both included) as day numbers:
+/// by default the last 30 days, today (UTC, at `now`) included; at most [`MAX_DAYS`].
+/// A bad date names its parameter; `from` after `to` or too long a range names `from`.
+pub fn day_range(
+    from: Option<&str>,
+    to: Option<&str>,
+    now: UnixTime,
+) -> Result<(u32, u32), ServiceError> {
+    let day = |param: &'static str, v: Option<&str>, default: u32| match v {
+        None => Ok(default),
+        Some(s) => calendar::parse_day(s).ok_or_else(|| {
+            ServiceError::invalid(param, format!("`{param}` must be a date, YYYY-MM-DD"))
+        }),
+    };
+    let to = day("to", to, calendar::day_number(now))?;
+    let from = day("from", from, to.saturating_sub(DEFAULT_DAYS - 1))?;
+    if from > to {
+        return Err(ServiceError::invalid(
+            "from",
+            "`from` must not be after `to`",
+        ));
+    }
+    if to - from >= MAX_DAYS {
+        return Err(ServiceError::invalid(
+            "from",
+            format!("a report covers at most {MAX_DAYS} days"),
+        ));
+    }
+    Ok((from, to))
+}
+
 /// A grant's per-day usage from `from` to `to` (`YYYY-MM-DD`, both included; default
 /// the last 30 days). `owner`: the person asking, who sees only their own grants
 /// (revoked ones too); `None` for an operator.
@@ -145,25 +176,7 @@ pub fn report(
         .filter(|g| owner.is_none_or(|u| *u == g.user_id))
         .ok_or(ServiceError::NotFound(Missing::Grant))?;
     let now = st.clock.now();
-    let day = |param: &'static str, v: Option<&str>, default: u32| match v {
-        None => Ok(default),
-        Some(s) => calendar::parse_day(s).ok_or_else(|| {
-            ServiceError::invalid(param, format!("`{param}` must be a date, YYYY-MM-DD"))
-        }),
-    };
-    let today = calendar::day_number(now);
-    let to = day("to", to, today)?;
-    let from = day("from", from, to.saturating_sub(DEFAULT_DAYS - 1))?;
-    if from > to {
-        return Err(ServiceError::invalid("from", "`from` must not be after `to`").into());
-    }
-    if to - from >= MAX_DAYS {
-        return Err(ServiceError::invalid(
-            "from",
-            format!("a report covers at most {MAX_DAYS} days"),
-        )
-        .into());
-    }
+    let (from, to) = day_range(from, to, now)?;
     let days = st
         .accounting
         .rows(&st.store, &grant.id, from, to)?

@@ -23,6 +23,7 @@ mod proxy_forward;
 mod proxy_limits;
 mod proxy_stream;
 mod proxy_vault;
+mod reports;
 mod scopes;
 mod sessions;
 mod usage;
