@@ -7,12 +7,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-// `after_merge.rs` (usage, audit, operator-key, filtered grant lists) is registered
+// `after_merge.rs` (audit, operator-key) is registered
 // here once the routes it drives are merged: see docs/_issue11/cli.md.
 mod errors;
 mod grants;
 mod help;
 mod keys;
+mod reports;
 mod users;
 
 use std::io::Write;
