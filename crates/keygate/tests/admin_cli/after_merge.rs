@@ -105,6 +105,16 @@ async fn audit_lists_newest_first_with_filters_and_pages() {
     let every = cli.json(&["audit"]).await;
     assert_eq!(every.as_array().unwrap().len(), 105);
     assert_eq!(cli.ok(&["audit", "--limit", "3"]).await.lines().count(), 4);
+
+    // Deleting a person from the CLI is audited as the admin key's doing, and the
+    // entries about them outlive them.
+    cli.ok(&["users", "delete", &other]).await;
+    let deleted = cli.json(&["audit", "--action", "account.deleted"]).await;
+    assert_eq!(deleted.as_array().unwrap().len(), 1);
+    assert_eq!(deleted[0]["user"], other.as_str());
+    assert_eq!(deleted[0]["actor"]["kind"], "admin_key");
+    let theirs = cli.json(&["audit", "--user", &other]).await;
+    assert_eq!(theirs.as_array().unwrap().len(), 2);
 }
 
 // --- operator key ----------------------------------------------------------------------
