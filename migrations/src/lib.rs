@@ -11,6 +11,7 @@ mod m0002_passkeys_sessions;
 mod m0003_connect_codes;
 mod m0004_usage;
 mod m0005_admin_keys;
+mod m0006_audit;
 pub mod trees;
 
 /// The `meta` tree and the key under which the schema version (u32, big endian) lives.
@@ -63,10 +64,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "admin_keys",
         apply: m0005_admin_keys::apply,
     },
+    Migration {
+        version: 6,
+        name: "audit",
+        apply: m0006_audit::apply,
+    },
 ];
 
 /// The schema version a fully migrated store has.
-pub const LATEST: u32 = 5;
+pub const LATEST: u32 = 6;
 
 /// All known steps, in order.
 pub fn all() -> &'static [Migration] {
@@ -150,6 +156,7 @@ mod tests {
             .iter()
             .chain(m0002_passkeys_sessions::TREES.iter())
             .chain(m0005_admin_keys::TREES.iter())
+            .chain(m0006_audit::TREES.iter())
         {
             assert!(
                 names.iter().any(|n| n.as_ref() == tree.as_bytes()),

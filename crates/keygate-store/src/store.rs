@@ -8,8 +8,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::StoreError;
 use crate::records::{
-    AdminKeyRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord,
-    SessionRecord, UserRecord, VaultRecord,
+    AdminKeyRecord, AuditRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
+    PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
 };
 use crate::table::{Index, Table, pair_key};
 
@@ -48,6 +48,9 @@ pub struct Store {
     /// are added to in transactions).
     pub(crate) usage: sled::Tree,
     pub(crate) admin_keys: Table<AdminKeyRecord>,
+    /// The audit log and its per-person copy (see `audit.rs`).
+    pub(crate) audit: Table<AuditRecord>,
+    pub(crate) audit_by_user: Table<AuditRecord>,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,6 +94,8 @@ impl Store {
             connect_codes: Table::open(&db, trees::CONNECT_CODES)?,
             usage: db.open_tree(trees::USAGE)?,
             admin_keys: Table::open(&db, trees::ADMIN_KEYS)?,
+            audit: Table::open(&db, trees::AUDIT)?,
+            audit_by_user: Table::open(&db, trees::AUDIT_BY_USER)?,
             db,
         })
     }
