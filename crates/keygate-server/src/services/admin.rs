@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::services::audit::Audit;
 use crate::services::grants::{self, Caller, GrantSpec, GrantView, NewGrant};
 use crate::services::users::{self, UserView};
 use crate::services::vault;
@@ -24,9 +25,10 @@ pub async fn put_key(
     user: &UserId,
     key: &SecretString,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<(), ServerError> {
     let user = users::get(store, user)?;
-    vault::put_key(store, keyring, &user.id, key.expose_secret(), now).await?;
+    vault::put_key(store, keyring, &user.id, key.expose_secret(), now, audit).await?;
     Ok(())
 }
 
@@ -37,9 +39,10 @@ pub async fn create_grant(
     user: &UserId,
     spec: GrantSpec,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
     let user = users::get(store, user)?;
-    grants::create(store, config, &user.id, spec, Caller::Operator, now).await
+    grants::create(store, config, &user.id, spec, Caller::Operator, now, audit).await
 }
 
 pub fn list_grants(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {
