@@ -225,7 +225,10 @@ mod tests {
         let ns = (MON_2026_11_30 + 3661) * 1_000_000_000 + 123_456_789;
         assert_eq!(to_rfc3339_micros(ns), "2026-11-30T01:01:01.123456Z");
         assert_eq!(to_rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(parse_rfc3339(&to_rfc3339_micros(ns)), Some(MON_2026_11_30 + 3661));
+        assert_eq!(
+            parse_rfc3339(&to_rfc3339_micros(ns)),
+            Some(MON_2026_11_30 + 3661)
+        );
         assert_eq!(
             parse_rfc3339("2026-11-30T01:01:01Z"),
             Some(MON_2026_11_30 + 3661)

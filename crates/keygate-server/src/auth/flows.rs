@@ -35,7 +35,13 @@ pub async fn sign_up(
     let signed_in = start_session(st, &user, user_agent).await?;
     let target = Some(Target::User(&user.id));
     meta.person(&user.id)
-        .record(&st.store, Action::UserSignedUp, Some(&user.id), target, serde_json::json!({}))
+        .record(
+            &st.store,
+            Action::UserSignedUp,
+            Some(&user.id),
+            target,
+            serde_json::json!({}),
+        )
         .await?;
     Ok(signed_in)
 }
@@ -56,7 +62,13 @@ pub async fn sign_in(
     let signed_in = start_session(st, &user, user_agent).await?;
     let detail = serde_json::json!({"passkey_name": passkey.name});
     meta.person(&user.id)
-        .record(&st.store, Action::UserSignedIn, Some(&user.id), Some(Target::Passkey(&passkey.id)), detail)
+        .record(
+            &st.store,
+            Action::UserSignedIn,
+            Some(&user.id),
+            Some(Target::Passkey(&passkey.id)),
+            detail,
+        )
         .await?;
     Ok(signed_in)
 }

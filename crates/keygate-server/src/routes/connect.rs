@@ -148,8 +148,15 @@ pub async fn approve_finish(
     let body = body.into_inner();
     let approval = body.approval(st.clock.now())?;
     let by = meta.person(s.user_id());
-    let new = connect::approve(&st, s.signer(), &body.ceremony, body.credential, approval, &by)
-        .await?;
+    let new = connect::approve(
+        &st,
+        s.signer(),
+        &body.ceremony,
+        body.credential,
+        approval,
+        &by,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
@@ -251,8 +258,16 @@ pub async fn approve_form(
         let credential: Value = serde_json::from_str(&f.credential)
             .map_err(|_| ServiceError::invalid("credential", "credential is not JSON"))?;
         let by = meta.person(s.user_id());
-        connect::approve_redirect(&st, s.signer(), &f.ceremony, credential, &request, approval, &by)
-            .await
+        connect::approve_redirect(
+            &st,
+            s.signer(),
+            &f.ceremony,
+            credential,
+            &request,
+            approval,
+            &by,
+        )
+        .await
     }
     .await;
     match result {
@@ -287,7 +302,15 @@ pub async fn deny_form(
         if let Some(s) = &s {
             let by = meta.person(s.user_id());
             let app_name = form.app_name.as_deref();
-            connect::deny(&st.store, s.user_id(), uri.origin(), app_name, "redirect", &by).await?;
+            connect::deny(
+                &st.store,
+                s.user_id(),
+                uri.origin(),
+                app_name,
+                "redirect",
+                &by,
+            )
+            .await?;
         }
         Ok::<_, ServerError>(uri.with_query(&[("error", "access_denied"), ("state", &form.state)]))
     }

@@ -108,7 +108,13 @@ pub async fn revoke(store: &Store, id: &AdminKeyId, audit: &Audit) -> Result<(),
     }
     let detail = serde_json::json!({"name": old.name, "scope": old.scope});
     audit
-        .record(store, Action::AdminKeyRevoked, None, Some(Target::AdminKey(id)), detail)
+        .record(
+            store,
+            Action::AdminKeyRevoked,
+            None,
+            Some(Target::AdminKey(id)),
+            detail,
+        )
         .await?;
     tracing::info!(admin_key_id = %id, "admin key revoked");
     Ok(())

@@ -154,8 +154,14 @@ impl Audit {
 /// `kid` is the master key it is sealed under (not a secret).
 pub async fn operator_key_set(store: &Store, by: &Audit, kid: &str) -> Result<(), ServerError> {
     let detail = serde_json::json!({ "kid": kid });
-    by.record(store, Action::OperatorKeySet, None, Some(Target::OperatorKey), detail)
-        .await
+    by.record(
+        store,
+        Action::OperatorKeySet,
+        None,
+        Some(Target::OperatorKey),
+        detail,
+    )
+    .await
 }
 
 /// The operator's shared OpenAI key was deleted (`operator_key.deleted`).
@@ -225,7 +231,9 @@ pub fn filter(
     to: Option<&str>,
 ) -> Result<AuditQuery, ServiceError> {
     let user = given(user)
-        .map(|u| UserId::parse(u).map_err(|_| ServiceError::invalid("user", "`user` must be a user id")))
+        .map(|u| {
+            UserId::parse(u).map_err(|_| ServiceError::invalid("user", "`user` must be a user id"))
+        })
         .transpose()?;
     let action = given(action)
         .map(|a| {
@@ -242,7 +250,10 @@ pub fn filter(
     if let (Some(f), Some(u)) = (from_ns, until_ns)
         && u <= f
     {
-        return Err(ServiceError::invalid("to", "`to` must not be before `from`"));
+        return Err(ServiceError::invalid(
+            "to",
+            "`to` must not be before `from`",
+        ));
     }
     Ok(AuditQuery {
         user,
@@ -285,7 +296,11 @@ pub fn list(
 
 /// One page of the entries that concern `user`, newest first (the person's own view).
 /// What an operator did to them shows without the operator's address.
-pub fn own(store: &Store, user: &UserId, page: &PageRequest) -> Result<Page<AuditView>, ServerError> {
+pub fn own(
+    store: &Store,
+    user: &UserId,
+    page: &PageRequest,
+) -> Result<Page<AuditView>, ServerError> {
     let q = AuditQuery {
         user: Some(user.clone()),
         ..AuditQuery::default()
@@ -326,16 +341,31 @@ mod tests {
         assert_eq!(q.from_ns, Some(day * NANOS));
         assert_eq!(q.until_ns, Some((day + DAY_SECS) * NANOS));
         // A date-time counts to the end of its second.
-        let q = filter(None, None, Some("2026-11-30T12:00:00Z"), Some("2026-11-30T12:00:00.5Z")).unwrap();
+        let q = filter(
+            None,
+            None,
+            Some("2026-11-30T12:00:00Z"),
+            Some("2026-11-30T12:00:00.5Z"),
+        )
+        .unwrap();
         assert_eq!(q.from_ns, Some((day + 12 * 3600) * NANOS));
         assert_eq!(q.until_ns, Some((day + 12 * 3600 + 1) * NANOS));
-        assert_eq!(filter(None, Some(""), None, None).unwrap(), AuditQuery::default());
+        assert_eq!(
+            filter(None, Some(""), None, None).unwrap(),
+            AuditQuery::default()
+        );
 
         assert_eq!(param(filter(Some("nobody"), None, None, None)), "user");
-        assert_eq!(param(filter(None, Some("grant.create"), None, None)), "action");
+        assert_eq!(
+            param(filter(None, Some("grant.create"), None, None)),
+            "action"
+        );
         assert_eq!(param(filter(None, None, Some("yesterday"), None)), "from");
         assert_eq!(param(filter(None, None, None, Some("2026-02-31"))), "to");
-        assert_eq!(param(filter(None, None, Some("2026-12-01"), Some("2026-11-30"))), "to");
+        assert_eq!(
+            param(filter(None, None, Some("2026-12-01"), Some("2026-11-30"))),
+            "to"
+        );
     }
 
     #[test]

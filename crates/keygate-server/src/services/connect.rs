@@ -214,7 +214,13 @@ pub async fn approve(
     let new = grant_for(&st.store, &st.config, user, approval, st.clock.now(), audit).await?;
     let target = Some(Target::Grant(&new.grant.id));
     audit
-        .record(&st.store, Action::ConnectApproved, Some(user), target, detail)
+        .record(
+            &st.store,
+            Action::ConnectApproved,
+            Some(user),
+            target,
+            detail,
+        )
         .await?;
     tracing::info!(user_id = %user, grant_id = %new.grant.id, origin = ?new.grant.origin, "app connected");
     Ok(new)
@@ -337,17 +343,7 @@ pub async fn grant_for(
             limits: approval.limits,
             expires_at: approval.expires_at,
         };
-        return grants::rekey(
-            store,
-            config,
-            &existing.id,
-            user,
-            again,
-            config.reconnect_grace_secs,
-            now,
-            audit,
-        )
-        .await;
+        return grants::rekey(store, config, &existing.id, user, again, now, audit).await;
     }
     grants::create(
         store,

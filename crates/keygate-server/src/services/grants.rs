@@ -447,7 +447,13 @@ pub async fn create(
     let detail = json!({"name": grant.name, "origin": grant.origin, "plan": grant.plan,
         "scopes": grant.scopes, "models": grant.models});
     audit
-        .record(store, Action::GrantCreated, Some(user), Some(Target::Grant(&grant.id)), detail)
+        .record(
+            store,
+            Action::GrantCreated,
+            Some(user),
+            Some(Target::Grant(&grant.id)),
+            detail,
+        )
         .await?;
     tracing::info!(grant_id = %grant.id, user_id = %user, plan = ?grant.plan, "grant created");
     Ok(NewGrant {
@@ -553,6 +559,9 @@ impl GrantPatch {
 /// session, like creating a grant: a stolen session cookie may tighten a grant, never
 /// widen one for an app the thief controls. Durable before returning: the next
 /// proxied request sees the new limits.
+// Who asks (`by`, `fresh`: what they may change) and who is recorded (`audit`) are
+// separate questions; a struct bundling them would only move the list elsewhere.
+#[allow(clippy::too_many_arguments)]
 pub async fn patch(
     store: &Store,
     config: &Config,
@@ -632,7 +641,13 @@ pub async fn patch(
     }
     let detail = json!({"name": updated.name, "fields": patch.fields(), "plan": updated.plan});
     audit
-        .record(store, Action::GrantChanged, Some(&updated.user_id), Some(Target::Grant(id)), detail)
+        .record(
+            store,
+            Action::GrantChanged,
+            Some(&updated.user_id),
+            Some(Target::Grant(id)),
+            detail,
+        )
         .await?;
     tracing::info!(grant_id = %id, by = ?by, "grant changed");
     Ok(GrantView::from(&updated))
@@ -678,7 +693,13 @@ pub async fn rotate(
     let g = &new.grant;
     let detail = json!({"name": g.name, "grace_seconds": grace_secs});
     audit
-        .record(store, Action::GrantRotated, Some(&g.user_id), Some(Target::Grant(id)), detail)
+        .record(
+            store,
+            Action::GrantRotated,
+            Some(&g.user_id),
+            Some(Target::Grant(id)),
+            detail,
+        )
         .await?;
     tracing::info!(grant_id = %id, grace_secs, "grant rotated");
     Ok(new)
@@ -718,7 +739,7 @@ pub fn check_reapproval(
 }
 
 /// A reconnecting app: a new key for an existing ACTIVE grant of `owner`; the old key
-/// keeps working for `grace_secs` (`reconnect_grace_secs`). What the person approved
+/// keeps working for the configured `reconnect_grace_secs`. What the person approved
 /// again (scopes, limits within the grant's plan, expiry) replaces what the grant had;
 /// its plan and the limits the person set stay unless the approval carries limits.
 pub async fn rekey(
@@ -727,10 +748,10 @@ pub async fn rekey(
     id: &GrantId,
     owner: &UserId,
     again: Reapproval,
-    grace_secs: u64,
     now: UnixTime,
     audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
+    let grace_secs = config.reconnect_grace_secs;
     let not_found = || ServiceError::NotFound(Missing::ActiveConnection);
     let existing = store.grant(id)?.ok_or_else(not_found)?;
     if existing.user_id != *owner || !re_keyable(&existing, now) {
@@ -755,7 +776,13 @@ pub async fn rekey(
     })?;
     let detail = json!({"name": new.grant.name, "grace_seconds": grace_secs, "reconnect": true});
     audit
-        .record(store, Action::GrantRotated, Some(owner), Some(Target::Grant(id)), detail)
+        .record(
+            store,
+            Action::GrantRotated,
+            Some(owner),
+            Some(Target::Grant(id)),
+            detail,
+        )
         .await?;
     tracing::info!(grant_id = %id, grace_secs, "grant re-keyed");
     Ok(new)
@@ -818,7 +845,13 @@ pub async fn set_enabled(
     };
     let detail = json!({"name": updated.name});
     audit
-        .record(store, action, Some(&updated.user_id), Some(Target::Grant(id)), detail)
+        .record(
+            store,
+            action,
+            Some(&updated.user_id),
+            Some(Target::Grant(id)),
+            detail,
+        )
         .await?;
     tracing::info!(grant_id = %id, enabled, "grant enabled or disabled");
     Ok(GrantView::from(&updated))
@@ -854,7 +887,13 @@ pub async fn delete(
             let detail = json!({"name": existing.name});
             let target = Some(Target::Grant(id));
             audit
-                .record(store, Action::GrantRemoved, Some(&existing.user_id), target, detail)
+                .record(
+                    store,
+                    Action::GrantRemoved,
+                    Some(&existing.user_id),
+                    target,
+                    detail,
+                )
                 .await?;
         }
         tracing::info!(grant_id = %id, "revoked grant removed");
@@ -880,7 +919,13 @@ pub async fn revoke(
     let detail = json!({"name": revoked.name});
     let target = Some(Target::Grant(id));
     audit
-        .record(store, Action::GrantRevoked, Some(&revoked.user_id), target, detail)
+        .record(
+            store,
+            Action::GrantRevoked,
+            Some(&revoked.user_id),
+            target,
+            detail,
+        )
         .await?;
     tracing::info!(grant_id = %id, "grant revoked");
     Ok(revoked)

@@ -63,7 +63,13 @@ pub async fn create(
     store.insert_user(&user)?;
     let target = Some(Target::User(&user.id));
     audit
-        .record(store, Action::UserCreated, Some(&user.id), target, serde_json::json!({}))
+        .record(
+            store,
+            Action::UserCreated,
+            Some(&user.id),
+            target,
+            serde_json::json!({}),
+        )
         .await?;
     tracing::info!(user_id = %user.id, "user created");
     Ok(UserView::from(&user))

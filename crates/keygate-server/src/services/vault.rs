@@ -221,7 +221,9 @@ pub async fn put_key_validated(
     // The last four characters, as the dashboard shows them: never the key.
     let detail = serde_json::json!({"last4": record.last4, "verified": validated});
     let target = Some(Target::OpenAiKey(&record.key_id));
-    audit.record(store, action, Some(user), target, detail).await?;
+    audit
+        .record(store, action, Some(user), target, detail)
+        .await?;
     tracing::info!(user_id = %user, kid = %record.kid, "OpenAI key sealed and stored");
     Ok(record)
 }
@@ -382,9 +384,16 @@ mod tests {
         let (_dir, store) = store();
         let keyring = Keyring::generate().unwrap();
         let user = UserId::generate();
-        let err = put_key(&store, &keyring, &user, "sk-admin-abcdef0123456789", 10, &audit())
-            .await
-            .unwrap_err();
+        let err = put_key(
+            &store,
+            &keyring,
+            &user,
+            "sk-admin-abcdef0123456789",
+            10,
+            &audit(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.to_openai().code, Some("admin_key_not_allowed"));
         assert!(store.vault(&user).unwrap().is_none());
     }
@@ -420,15 +429,30 @@ mod tests {
         let (_dir, store) = store();
         let keyring = Keyring::generate().unwrap();
         let user = UserId::generate();
-        let old = put_key(&store, &keyring, &user, "sk-old-0000000000000000", 10, &audit())
-            .await
-            .unwrap();
+        let old = put_key(
+            &store,
+            &keyring,
+            &user,
+            "sk-old-0000000000000000",
+            10,
+            &audit(),
+        )
+        .await
+        .unwrap();
         assert_eq!(KeyView::of(Some(&old)).status, KeyStatus::Unverified);
 
         // The person replaced the key while a request with the old one was in flight.
-        let new = put_key_validated(&store, &keyring, &user, "sk-new-0000000000000000", true, 20, &audit())
-            .await
-            .unwrap();
+        let new = put_key_validated(
+            &store,
+            &keyring,
+            &user,
+            "sk-new-0000000000000000",
+            true,
+            20,
+            &audit(),
+        )
+        .await
+        .unwrap();
         assert!(!mark_rejected(&store, &user, &old.key_id, 50).unwrap());
         assert_eq!(store.vault(&user).unwrap().unwrap(), new);
 
@@ -452,9 +476,16 @@ mod tests {
 
         // A new key starts clean.
         mark_rejected(&store, &user, &new.key_id, 95).unwrap();
-        let fresh = put_key(&store, &keyring, &user, "sk-third-000000000000000", 100, &audit())
-            .await
-            .unwrap();
+        let fresh = put_key(
+            &store,
+            &keyring,
+            &user,
+            "sk-third-000000000000000",
+            100,
+            &audit(),
+        )
+        .await
+        .unwrap();
         assert_eq!(fresh.rejected_at, None);
     }
 }

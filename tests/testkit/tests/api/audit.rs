@@ -149,11 +149,8 @@ fn secret_of(key: &str) -> &str {
 async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
     let app = spawn_app().await;
     let mut log = Script::default();
-    let mut secrets: Vec<String> = vec![
-        FAKE_OPENAI_KEY.into(),
-        SECOND_KEY.into(),
-        ADMIN_KEY.into(),
-    ];
+    let mut secrets: Vec<String> =
+        vec![FAKE_OPENAI_KEY.into(), SECOND_KEY.into(), ADMIN_KEY.into()];
 
     // --- the person: sign-up, their key, a grant's whole life, passkeys ----------
     let mut b = app.browser();
@@ -182,30 +179,90 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
         .await
         .unwrap();
     assert_eq!(res.headers()["x-request-id"], "audit-test-key-stored");
-    log.saw(&res, "key.stored", person(&ann), Some(&ann), Some(("openai_key", None)));
+    log.saw(
+        &res,
+        "key.stored",
+        person(&ann),
+        Some(&ann),
+        Some(("openai_key", None)),
+    );
     assert_eq!(res.status(), 204);
     let res = b
         .send(Method::PUT, "/api/key", json!({"api_key": SECOND_KEY}))
         .await;
-    log.saw(&res, "key.replaced", person(&ann), Some(&ann), Some(("openai_key", None)));
+    log.saw(
+        &res,
+        "key.replaced",
+        person(&ann),
+        Some(&ann),
+        Some(("openai_key", None)),
+    );
     assert_eq!(res.status(), 204);
 
     let res = b.post("/api/grants", json!({"name": "CLI"})).await;
-    log.saw(&res, "grant.created", person(&ann), Some(&ann), Some(("grant", None)));
+    log.saw(
+        &res,
+        "grant.created",
+        person(&ann),
+        Some(&ann),
+        Some(("grant", None)),
+    );
     let made = json_of(res, 201).await;
     let gid = made["grant"]["id"].as_str().unwrap().to_owned();
     secrets.push(secret_of(made["api_key"].as_str().unwrap()).to_owned());
     fix_target(&mut log, "grant", &gid);
     for (method, path, body, action, status) in [
-        (Method::PATCH, format!("/api/grants/{gid}"), json!({"name": "CLI 2"}), "grant.changed", 200),
-        (Method::POST, format!("/api/grants/{gid}/rotate"), json!({}), "grant.rotated", 200),
-        (Method::POST, format!("/api/grants/{gid}/disable"), json!({}), "grant.disabled", 200),
-        (Method::POST, format!("/api/grants/{gid}/enable"), json!({}), "grant.enabled", 200),
-        (Method::DELETE, format!("/api/grants/{gid}"), json!({}), "grant.revoked", 204),
-        (Method::DELETE, format!("/api/grants/{gid}"), json!({}), "grant.removed", 204),
+        (
+            Method::PATCH,
+            format!("/api/grants/{gid}"),
+            json!({"name": "CLI 2"}),
+            "grant.changed",
+            200,
+        ),
+        (
+            Method::POST,
+            format!("/api/grants/{gid}/rotate"),
+            json!({}),
+            "grant.rotated",
+            200,
+        ),
+        (
+            Method::POST,
+            format!("/api/grants/{gid}/disable"),
+            json!({}),
+            "grant.disabled",
+            200,
+        ),
+        (
+            Method::POST,
+            format!("/api/grants/{gid}/enable"),
+            json!({}),
+            "grant.enabled",
+            200,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/grants/{gid}"),
+            json!({}),
+            "grant.revoked",
+            204,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/grants/{gid}"),
+            json!({}),
+            "grant.removed",
+            204,
+        ),
     ] {
         let res = b.send(method, &path, body).await;
-        log.saw(&res, action, person(&ann), Some(&ann), Some(("grant", Some(&gid))));
+        log.saw(
+            &res,
+            action,
+            person(&ann),
+            Some(&ann),
+            Some(("grant", Some(&gid))),
+        );
         let got = res.status().as_u16();
         let text = res.text().await.unwrap();
         assert_eq!(got, status, "{action}: {text}");
@@ -217,23 +274,50 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
 
     let mut phone = SoftPasskey::new(&app.address);
     let res = b.add_passkey(&mut phone, Some("Phone")).await;
-    log.saw(&res, "passkey.added", person(&ann), Some(&ann), Some(("passkey", None)));
+    log.saw(
+        &res,
+        "passkey.added",
+        person(&ann),
+        Some(&ann),
+        Some(("passkey", None)),
+    );
     let pk = json_of(res, 201).await["id"].as_str().unwrap().to_owned();
     fix_target(&mut log, "passkey", &pk);
     let res = b
         .send(Method::DELETE, &format!("/api/passkeys/{pk}"), json!({}))
         .await;
-    log.saw(&res, "passkey.removed", person(&ann), Some(&ann), Some(("passkey", Some(&pk))));
+    log.saw(
+        &res,
+        "passkey.removed",
+        person(&ann),
+        Some(&ann),
+        Some(("passkey", Some(&pk))),
+    );
     assert_eq!(res.status(), 204);
 
     // --- connecting apps: popup approve and deny, redirect approve and deny --------
     let res = popup(&mut b, json!({})).await;
-    log.saw(&res, "grant.created", person(&ann), Some(&ann), Some(("grant", None)));
-    log.saw(&res, "connect.approved", person(&ann), Some(&ann), Some(("grant", None)));
+    log.saw(
+        &res,
+        "grant.created",
+        person(&ann),
+        Some(&ann),
+        Some(("grant", None)),
+    );
+    log.saw(
+        &res,
+        "connect.approved",
+        person(&ann),
+        Some(&ann),
+        Some(("grant", None)),
+    );
     let v = json_of(res, 201).await;
     secrets.push(secret_of(v["api_key"].as_str().unwrap()).to_owned());
     let res = b
-        .post("/api/connect/deny", json!({"origin": APP, "app_name": "Notes"}))
+        .post(
+            "/api/connect/deny",
+            json!({"origin": APP, "app_name": "Notes"}),
+        )
         .await;
     log.saw(&res, "connect.denied", person(&ann), Some(&ann), None);
     assert_eq!(res.status(), 204);
@@ -244,7 +328,13 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
     secrets.push(code.clone());
     let res = exchange(&app, &code, VERIFIER).await;
     // The person approved it; the app's server collects it.
-    log.saw(&res, "grant.created", person(&ann), Some(&ann), Some(("grant", None)));
+    log.saw(
+        &res,
+        "grant.created",
+        person(&ann),
+        Some(&ann),
+        Some(("grant", None)),
+    );
     let v = json_of(res, 200).await;
     secrets.push(secret_of(v["api_key"].as_str().unwrap()).to_owned());
     let res = b
@@ -261,12 +351,24 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
     assert_eq!(res.status(), 302);
 
     let res = b.send(Method::DELETE, "/api/key", json!({})).await;
-    log.saw(&res, "key.deleted", person(&ann), Some(&ann), Some(("openai_key", None)));
+    log.saw(
+        &res,
+        "key.deleted",
+        person(&ann),
+        Some(&ann),
+        Some(("openai_key", None)),
+    );
     assert_eq!(res.status(), 204);
 
     let mut laptop = b.with_same_passkey();
     let res = laptop.login().await;
-    log.saw(&res, "user.signed_in", person(&ann), Some(&ann), Some(("passkey", None)));
+    log.saw(
+        &res,
+        "user.signed_in",
+        person(&ann),
+        Some(&ann),
+        Some(("passkey", None)),
+    );
     assert_eq!(res.status(), 200);
 
     // --- the operator: a person, their key, an admin key acting on a grant ---------
@@ -286,7 +388,13 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
         request_id: bob_req,
     });
     let res = app.put_openai_key(&bob, FAKE_OPENAI_KEY).await;
-    log.saw(&res, "key.stored", BOOTSTRAP, Some(&bob), Some(("openai_key", None)));
+    log.saw(
+        &res,
+        "key.stored",
+        BOOTSTRAP,
+        Some(&bob),
+        Some(("openai_key", None)),
+    );
     assert_eq!(res.status(), 204);
     let res = app
         .admin(Method::POST, "/admin/keys")
@@ -294,7 +402,13 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
         .send()
         .await
         .unwrap();
-    log.saw(&res, "admin_key.created", BOOTSTRAP, None, Some(("admin_key", None)));
+    log.saw(
+        &res,
+        "admin_key.created",
+        BOOTSTRAP,
+        None,
+        Some(("admin_key", None)),
+    );
     let k = json_of(res, 201).await;
     let (kid, kga) = (
         k["id"].as_str().unwrap().to_owned(),
@@ -311,18 +425,54 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
         .send()
         .await
         .unwrap();
-    log.saw(&res, "grant.created", ops, Some(&bob), Some(("grant", None)));
+    log.saw(
+        &res,
+        "grant.created",
+        ops,
+        Some(&bob),
+        Some(("grant", None)),
+    );
     let made = json_of(res, 201).await;
     let bg = made["grant"]["id"].as_str().unwrap().to_owned();
     secrets.push(secret_of(made["api_key"].as_str().unwrap()).to_owned());
     fix_target(&mut log, "grant", &bg);
     for (method, path, body, action) in [
-        (Method::PATCH, format!("/admin/grants/{bg}"), json!({"models": ["gpt-4o"]}), "grant.changed"),
-        (Method::POST, format!("/admin/grants/{bg}/rotate"), json!({"grace_seconds": 60}), "grant.rotated"),
-        (Method::POST, format!("/admin/grants/{bg}/disable"), json!({}), "grant.disabled"),
-        (Method::POST, format!("/admin/grants/{bg}/enable"), json!({}), "grant.enabled"),
-        (Method::DELETE, format!("/admin/grants/{bg}"), json!({}), "grant.revoked"),
-        (Method::DELETE, format!("/admin/grants/{bg}"), json!({}), "grant.removed"),
+        (
+            Method::PATCH,
+            format!("/admin/grants/{bg}"),
+            json!({"models": ["gpt-4o"]}),
+            "grant.changed",
+        ),
+        (
+            Method::POST,
+            format!("/admin/grants/{bg}/rotate"),
+            json!({"grace_seconds": 60}),
+            "grant.rotated",
+        ),
+        (
+            Method::POST,
+            format!("/admin/grants/{bg}/disable"),
+            json!({}),
+            "grant.disabled",
+        ),
+        (
+            Method::POST,
+            format!("/admin/grants/{bg}/enable"),
+            json!({}),
+            "grant.enabled",
+        ),
+        (
+            Method::DELETE,
+            format!("/admin/grants/{bg}"),
+            json!({}),
+            "grant.revoked",
+        ),
+        (
+            Method::DELETE,
+            format!("/admin/grants/{bg}"),
+            json!({}),
+            "grant.removed",
+        ),
     ] {
         let res = app
             .client
@@ -346,20 +496,34 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
         .send()
         .await
         .unwrap();
-    log.saw(&res, "admin_key.revoked", BOOTSTRAP, None, Some(("admin_key", Some(&kid))));
+    log.saw(
+        &res,
+        "admin_key.revoked",
+        BOOTSTRAP,
+        None,
+        Some(("admin_key", Some(&kid))),
+    );
     assert_eq!(res.status(), 204);
 
     // --- the person leaves ----------------------------------------------------------
     let res = b.send(Method::DELETE, "/api/account", json!({})).await;
-    log.saw(&res, "account.deleted", person(&ann), Some(&ann), Some(("user", Some(&ann))));
+    log.saw(
+        &res,
+        "account.deleted",
+        person(&ann),
+        Some(&ann),
+        Some(("user", Some(&ann))),
+    );
     assert_eq!(res.status(), 204);
 
     let entries = whole_log(&app, ADMIN_KEY, "").await;
     check(&entries, &log);
 
     // Every listed action left its entry (operator_key.* belong to the operator key).
-    let seen: std::collections::BTreeSet<&str> =
-        entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let seen: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     for action in keygate_core::audit::Action::ALL {
         let name = action.as_str();
         assert!(
@@ -386,7 +550,10 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
     assert_eq!(find("admin_key.created")["detail"]["scope"], "write");
     let text = serde_json::to_string(&entries).unwrap();
     for secret in &secrets {
-        assert!(!text.contains(secret.as_str()), "a secret in the log: {secret}");
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret in the log: {secret}"
+        );
     }
 }
 
@@ -436,16 +603,27 @@ async fn a_person_sees_only_their_own_entries() {
     let (ann_b, ann) = someone(&app, "Ann").await;
     let (bob_b, bob) = someone(&app, "Bob").await;
     // An operator's action on Ann's account is hers too, without the operator's address.
-    assert_eq!(app.put_openai_key(&ann, FAKE_OPENAI_KEY).await.status(), 204);
+    assert_eq!(
+        app.put_openai_key(&ann, FAKE_OPENAI_KEY).await.status(),
+        204
+    );
 
     let mine = own_log(&ann_b).await;
     let actions: Vec<&str> = mine.iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(
         actions,
-        ["key.replaced", "grant.created", "key.stored", "user.signed_up"]
+        [
+            "key.replaced",
+            "grant.created",
+            "key.stored",
+            "user.signed_up"
+        ]
     );
     assert!(mine.iter().all(|e| e["user"] == ann.as_str()));
-    assert_eq!(mine[0]["actor"], json!({"kind": "admin_key", "id": "bootstrap"}));
+    assert_eq!(
+        mine[0]["actor"],
+        json!({"kind": "admin_key", "id": "bootstrap"})
+    );
     assert!(mine[0]["source_ip"].is_null());
     assert_eq!(mine[1]["source_ip"], "127.0.0.1");
     let theirs = own_log(&bob_b).await;
@@ -456,7 +634,10 @@ async fn a_person_sees_only_their_own_entries() {
     let res = ann_b.get("/api/audit?limit=1").await;
     let cursor = res.headers()["x-next-cursor"].to_str().unwrap().to_owned();
     let link = res.headers()["link"].to_str().unwrap().to_owned();
-    assert_eq!(link, format!("</api/audit?limit=1&cursor={cursor}>; rel=\"next\""));
+    assert_eq!(
+        link,
+        format!("</api/audit?limit=1&cursor={cursor}>; rel=\"next\"")
+    );
     let page = json_of(bob_b.get(&format!("/api/audit?cursor={cursor}")).await, 200).await;
     assert_eq!(page, json!([]));
     let res = app
@@ -468,15 +649,27 @@ async fn a_person_sees_only_their_own_entries() {
     let page = json_of(ann_b.get(&format!("/api/audit?cursor={whole}")).await, 200).await;
     assert_eq!(page, json!([]));
     // Following Ann's own pages gives all of hers, one by one.
-    let second = json_of(ann_b.get(&format!("/api/audit?limit=1&cursor={cursor}")).await, 200).await;
+    let second = json_of(
+        ann_b
+            .get(&format!("/api/audit?limit=1&cursor={cursor}"))
+            .await,
+        200,
+    )
+    .await;
     assert_eq!(second[0]["action"], "grant.created");
 
     // Anonymous: 401; a session cookie is not an admin key; junk is a 400 naming it.
     assert_openai_error(app.browser().get("/api/audit").await, 401, "not_signed_in").await;
     let res = ann_b.get("/admin/audit").await;
     assert_eq!(res.status(), 401);
-    assert_eq!(param_of(ann_b.get("/api/audit?limit=0").await).await, "limit");
-    assert_eq!(param_of(ann_b.get("/api/audit?cursor=***").await).await, "cursor");
+    assert_eq!(
+        param_of(ann_b.get("/api/audit?limit=0").await).await,
+        "limit"
+    );
+    assert_eq!(
+        param_of(ann_b.get("/api/audit?cursor=***").await).await,
+        "cursor"
+    );
 }
 
 #[tokio::test]
@@ -494,7 +687,12 @@ async fn the_operators_log_needs_a_read_key() {
     assert_eq!(entries[0]["action"], "admin_key.created");
     assert_eq!(entries.len(), 4);
 
-    let res = app.client.get(app.url("/admin/audit")).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/admin/audit"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     let res = app
         .client
@@ -546,7 +744,9 @@ async fn filters_and_pages() {
     };
     assert_eq!(count("&action=grant.created").await, 2);
     assert_eq!(
-        whole_log(&app, ADMIN_KEY, &format!("&user={ann}")).await.len(),
+        whole_log(&app, ADMIN_KEY, &format!("&user={ann}"))
+            .await
+            .len(),
         3
     );
     let bobs = whole_log(&app, ADMIN_KEY, &format!("&user={bob}&action=key.stored")).await;
@@ -570,7 +770,10 @@ async fn filters_and_pages() {
     let first = json_of(res, 200).await;
     assert_eq!(first.as_array().unwrap()[..], all[..4]);
     let res = app
-        .admin(Method::GET, &format!("/admin/audit?limit=4&cursor={cursor}"))
+        .admin(
+            Method::GET,
+            &format!("/admin/audit?limit=4&cursor={cursor}"),
+        )
         .send()
         .await
         .unwrap();
