@@ -75,7 +75,7 @@ pub enum Target<'a> {
     Passkey(&'a PasskeyId),
     OpenAiKey(&'a KeyId),
     AdminKey(&'a AdminKeyId),
-    /// The operator's shared OpenAI key, named by the master key `kid` it is sealed under.
+    /// The operator's shared OpenAI key (there is one: its target id is `operator`).
     OperatorKey,
 }
 
