@@ -11,6 +11,7 @@ mod m0002_passkeys_sessions;
 mod m0003_connect_codes;
 mod m0004_usage;
 mod m0005_admin_keys;
+mod m0006_audit;
 mod m0007_grant_owners;
 pub mod trees;
 
@@ -64,7 +65,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "admin_keys",
         apply: m0005_admin_keys::apply,
     },
-    // 6 is the audit log's (issue 11, merged separately).
+    Migration {
+        version: 6,
+        name: "audit",
+        apply: m0006_audit::apply,
+    },
     Migration {
         version: 7,
         name: "grant_owners",
@@ -157,6 +162,7 @@ mod tests {
             .iter()
             .chain(m0002_passkeys_sessions::TREES.iter())
             .chain(m0005_admin_keys::TREES.iter())
+            .chain(m0006_audit::TREES.iter())
             .chain(m0007_grant_owners::TREES.iter())
         {
             assert!(

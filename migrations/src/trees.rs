@@ -33,6 +33,12 @@ pub const CONNECT_CODES: &str = "connect_codes";
 pub const USAGE: &str = "usage";
 /// admin key id → admin key record (name, scope, SHA-256 of the secret, expiry).
 pub const ADMIN_KEYS: &str = "admin_keys";
+/// nanoseconds since the epoch (u64, big endian) ‖ sequence (u64, big endian) → audit
+/// entry: the whole log in time order, one range scan for any period.
+pub const AUDIT: &str = "audit";
+/// user id ‖ nanoseconds ‖ sequence → the same audit entry, for the entries that
+/// concern that person (`GET /api/audit`, `GET /admin/audit?user=`): one range scan.
+pub const AUDIT_BY_USER: &str = "audit_by_user";
 /// user id ‖ grant id → (): the owner of every grant ever stored, written with the
 /// grant and kept when the grant is removed (and when its person deletes their
 /// account), so usage rows — which outlive their grant — can be summed per person.

@@ -745,10 +745,23 @@ function deny() {
   finished = true;
   if (mode === "popup") {
     tellApp({ type: "keygate:denied" });
+    // For the person's activity log only: the app has its answer whatever this says.
+    // keepalive: the window closes right away, and the request must outlive it.
+    fetch("/api/connect/deny", {
+      method: "POST",
+      keepalive: true,
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ origin: app.origin, ...(app.declaredName ? { app_name: app.declaredName } : {}) }),
+    }).catch(() => {});
     showDone("Not connected", `${app.name} didn't get access. This window closes by itself.`, true);
     closeSoon();
   } else {
-    submitForm("/connect/deny", { redirect_uri: params.get("redirect_uri") || "", state: params.get("state") || "" });
+    submitForm("/connect/deny", {
+      redirect_uri: params.get("redirect_uri") || "",
+      state: params.get("state") || "",
+      app_name: app.declaredName || "",
+    });
     showDone("Not connected", `Taking you back to ${app.origin}…`, true);
   }
 }

@@ -1,6 +1,7 @@
 // The dashboard: the person's OpenAI key, their apps' keys (grants), their passkeys, the
-// devices they're signed in on, and account deletion. Every change goes through api.js, which
-// handles an expired session and the passkey step-up for sensitive changes.
+// devices they're signed in on, their recent activity (recent-activity.js), and account
+// deletion. Every change goes through api.js, which handles an expired session and the
+// passkey step-up for sensitive changes.
 
 import { api, goToLogin } from "./api.js";
 import { describeAgent } from "./devices.js";
@@ -8,6 +9,7 @@ import { $, busy, formatDate, h, icon, replace, showMessage, timeEl } from "./do
 import { createGrantDetail, removeGrant } from "./grant-detail.js";
 import { capitalize, cleanLimits, expiryWords, isExpired, limitPhrases, toMillis } from "./limits.js";
 import { addPasskey } from "./passkey.js";
+import { createRecentActivity } from "./recent-activity.js";
 import { DEFAULT_SCOPES, SCOPES, scope, sortScopes } from "./scopes.js";
 import { LANGUAGES, highlight, snippetsFor } from "./snippets.js";
 import { confirmDialog, toast } from "./ui.js";
@@ -81,6 +83,10 @@ const el = {
   sessionsMsg: $("#sessions-msg"),
   sessionsList: $("#sessions-list"),
   sessionsRevokeOthers: $("#sessions-revoke-others"),
+  // recent activity
+  activityList: $("#activity-list"),
+  activityMsg: $("#activity-msg"),
+  activityMore: $("#activity-more"),
   // danger
   dangerMsg: $("#danger-msg"),
   accountDelete: $("#account-delete"),
@@ -121,6 +127,7 @@ async function load() {
   renderBanners();
   el.loading.hidden = true;
   el.content.hidden = false;
+  activity.load();
 }
 
 /** The person's sessions, or null when this keygate has no sessions API. */
@@ -135,6 +142,8 @@ async function loadSessions() {
 }
 
 async function refresh(what) {
+  // Whatever changed left an entry in the person's activity (errors are said there).
+  activity.load();
   const paths = { key: "/api/key", grants: "/api/grants", passkeys: "/api/passkeys" };
   // (sessions: loadSessions, which tolerates a keygate without the sessions API)
   state[what] = what === "sessions" ? await loadSessions() : await api.get(paths[what]);
@@ -1059,6 +1068,15 @@ async function revokeOthers(button) {
 }
 
 el.sessionsRevokeOthers.addEventListener("click", () => revokeOthers(el.sessionsRevokeOthers));
+
+// ---------------------------------------------------------------- recent activity
+
+const activity = createRecentActivity({
+  list: el.activityList,
+  msg: el.activityMsg,
+  more: el.activityMore,
+  get: (path) => api.get(path),
+});
 
 // ---------------------------------------------------------------- account deletion
 

@@ -104,6 +104,14 @@ pub fn to_rfc3339(t: UnixTime) -> String {
     )
 }
 
+/// `2026-11-30T12:00:00.123456Z`: a time in nanoseconds, to the microsecond (audit
+/// entries' `at`).
+pub fn to_rfc3339_micros(ns: u64) -> String {
+    let secs = to_rfc3339(ns / 1_000_000_000);
+    let micros = ns % 1_000_000_000 / 1_000;
+    format!("{}.{micros:06}Z", secs.trim_end_matches('Z'))
+}
+
 /// Reads an RFC 3339 date-time (`Z` or a `±hh:mm` offset, optional fraction, which is
 /// dropped) as Unix seconds; `None` for anything else or a time before 1970.
 pub fn parse_rfc3339(s: &str) -> Option<UnixTime> {
@@ -214,6 +222,13 @@ mod tests {
     #[test]
     fn rfc3339() {
         assert_eq!(to_rfc3339(MON_2026_11_30 + 3661), "2026-11-30T01:01:01Z");
+        let ns = (MON_2026_11_30 + 3661) * 1_000_000_000 + 123_456_789;
+        assert_eq!(to_rfc3339_micros(ns), "2026-11-30T01:01:01.123456Z");
+        assert_eq!(to_rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            parse_rfc3339(&to_rfc3339_micros(ns)),
+            Some(MON_2026_11_30 + 3661)
+        );
         assert_eq!(
             parse_rfc3339("2026-11-30T01:01:01Z"),
             Some(MON_2026_11_30 + 3661)

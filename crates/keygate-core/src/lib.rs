@@ -15,12 +15,14 @@
 //! * [`content_type`] — a request's `Content-Type`, accepted only in a form every
 //!   parser reads alike.
 //! * [`key_verdict`] — what an upstream 401/403 says about the person's key.
+//! * [`audit`] — the audit log's actions and actors.
 //! * [`policy`] — may this call go ahead: rate buckets, concurrency, budget reservations.
 //! * [`limits`], [`calendar`], [`money`], [`price`], [`usage`] — a grant's limits,
 //!   budget periods on the UTC calendar, exact money, model prices, token usage.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod admin_scope;
+pub mod audit;
 pub mod calendar;
 pub mod content_type;
 pub mod error;

@@ -13,6 +13,9 @@ pub fn now() -> UnixTime {
         .unwrap_or(0)
 }
 
+/// Nanoseconds in a second.
+const NANOS: u64 = 1_000_000_000;
+
 /// The clock the server reads "now" from. Production uses the system clock; tests use
 /// a manual one so expiry, day and month boundaries can be crossed without sleeping, and
 /// test environments that run in real time (keygate-testenv) a system clock with an
@@ -64,6 +67,26 @@ impl Clock {
             Kind::SystemOffset(offset) => {
                 let moved =
                     i128::from(system_ms()) + i128::from(offset.load(Ordering::SeqCst)) * 1000;
+                u64::try_from(moved.max(0)).unwrap_or(u64::MAX)
+            }
+        }
+    }
+
+    /// "Now" in nanoseconds (audit entries are ordered by it). A manual clock reads
+    /// its second exactly (`now() * 10^9`).
+    pub fn now_nanos(&self) -> u64 {
+        let system_ns = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                .unwrap_or(0)
+        };
+        match &self.0 {
+            Kind::System => system_ns(),
+            Kind::Manual(t) => t.load(Ordering::SeqCst).saturating_mul(NANOS),
+            Kind::SystemOffset(offset) => {
+                let moved = i128::from(system_ns())
+                    + i128::from(offset.load(Ordering::SeqCst)) * i128::from(NANOS);
                 u64::try_from(moved.max(0)).unwrap_or(u64::MAX)
             }
         }
@@ -140,6 +163,20 @@ mod tests {
         assert_eq!(other.now(), 1_700_086_400);
         other.set(5);
         assert_eq!(clock.now(), 5);
+    }
+
+    #[test]
+    fn nanos_agree_with_seconds() {
+        let clock = Clock::manual(1_700_000_000);
+        assert_eq!(clock.now_nanos(), 1_700_000_000 * NANOS);
+        for clock in [Clock::system(), Clock::system_offset()] {
+            let before = now();
+            let read = clock.now_nanos() / NANOS;
+            assert!(read >= before && read <= now(), "{read} vs {before}");
+        }
+        let moved = Clock::system_offset();
+        moved.advance(100);
+        assert!(moved.now_nanos() / NANOS >= now() + 99);
     }
 
     #[test]

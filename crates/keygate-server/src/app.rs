@@ -234,6 +234,21 @@ fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// The audit log's retention (`audit_retention_days`): entries older than it go.
+/// Kept forever when it is not set.
+fn sweep_audit(state: &AppState) {
+    let Some(keep) = state.config.audit_retention else {
+        return;
+    };
+    let keep_ns = u64::try_from(keep.as_nanos()).unwrap_or(u64::MAX);
+    let cutoff = state.clock.now_nanos().saturating_sub(keep_ns);
+    match state.store.sweep_audit_before(cutoff) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "audit entries past their retention removed"),
+        Err(e) => tracing::warn!(error = %e, "sweeping the audit log failed"),
+    }
+}
+
 /// How often the background sweeper runs.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -252,6 +267,7 @@ pub fn sweep_once(state: &AppState) -> keygate_store::Swept {
             tracing::warn!(error = %e, "sweeping expired records failed");
             keygate_store::Swept::default()
         });
+    sweep_audit(state);
     state.throttles.ceremonies.recount(&state.store);
     state.throttles.retain_recent();
     state.limiter.forget_idle();

@@ -63,6 +63,8 @@ pub struct RawConfig {
     pub default_plan: Option<String>,
     /// How long the old key of a reconnected app keeps working.
     pub reconnect_grace_secs: Option<u64>,
+    /// Audit entries older than this many days are swept (unset: kept forever).
+    pub audit_retention_days: Option<u64>,
 }
 
 /// The checked configuration.
@@ -115,6 +117,9 @@ pub struct Config {
     /// key keeps working this long (a rotation with grace), so a tab still using it is
     /// not cut off mid-conversation.
     pub reconnect_grace_secs: u64,
+    /// How long audit entries are kept (`None`: forever); the minute sweeper removes
+    /// older ones.
+    pub audit_retention: Option<Duration>,
     /// Where the server reads "now" (expiry, freshness, sweeps, `created_at`): the system
     /// clock, unless a test put a manual one here before building the application.
     pub clock: Clock,
@@ -430,6 +435,22 @@ impl RawConfig {
                 format!("must be at most {MAX_GRACE_SECS} (a week)"),
             );
         }
+        let audit_retention = match self.audit_retention_days {
+            None => None,
+            Some(d) if (1..=MAX_AUDIT_RETENTION_DAYS).contains(&d) => {
+                Some(Duration::from_secs(d * 86_400))
+            }
+            Some(_) => {
+                problem(
+                    "audit_retention_days",
+                    format!(
+                        "must be a whole number of days from 1 to {MAX_AUDIT_RETENTION_DAYS} \
+                         (leave it unset to keep the audit log forever)"
+                    ),
+                );
+                None
+            }
+        };
         let plans = self.plans.unwrap_or_default();
         problems.extend(plan_problems(&plans, self.default_plan.as_deref()));
 
@@ -465,6 +486,7 @@ impl RawConfig {
                     plans,
                     default_plan: self.default_plan,
                     reconnect_grace_secs: self.reconnect_grace_secs.unwrap_or(600),
+                    audit_retention,
                     clock: Clock::system(),
                 })
             }
@@ -472,6 +494,9 @@ impl RawConfig {
         }
     }
 }
+
+/// The longest `audit_retention_days` (a hundred years: "forever" is leaving it unset).
+pub const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
 
 /// Longest grace a rotation may give the old key (also `reconnect_grace_secs`): a week.
 pub const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
@@ -812,6 +837,12 @@ pub const SETTINGS: &[Setting] = &[
         Kind::Number,
         "600",
         "an app reconnecting from its origin: how long its old key keeps working",
+    ),
+    setting(
+        "audit_retention_days",
+        Kind::Number,
+        "none: kept forever",
+        "audit log entries older than this many days are removed",
     ),
 ];
 
@@ -1196,6 +1227,23 @@ mod tests {
             "reconnect_grace_secs = 604801\n",
             "reconnect_grace_secs (KEYGATE_RECONNECT_GRACE_SECS): must be at most 604800",
         );
+    }
+
+    #[test]
+    fn audit_retention_is_forever_unless_set() {
+        assert_eq!(from_toml("").unwrap().audit_retention, None);
+        assert_eq!(
+            from_toml("audit_retention_days = 90\n")
+                .unwrap()
+                .audit_retention,
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        for bad in ["0", "36501"] {
+            fails_naming(
+                &format!("audit_retention_days = {bad}\n"),
+                "audit_retention_days (KEYGATE_AUDIT_RETENTION_DAYS): must be a whole number of days",
+            );
+        }
     }
 
     /// The complete example in docs/CONFIG.md is a configuration that starts.

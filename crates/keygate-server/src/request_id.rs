@@ -1,14 +1,20 @@
-//! `x-request-id` on every response, and a tracing span per request carrying it.
+//! `x-request-id` on every response, and a tracing span per request carrying it; and
+//! the request's audit context (where it came from, its id) for the routes.
 
+use std::future::{Ready, ready};
 use std::time::Instant;
 
-use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, web};
 use rand::RngCore;
 use tracing::Instrument;
+
+use crate::error::ServerError;
+use crate::services::audit::RequestMeta;
+use crate::state::AppState;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -35,6 +41,28 @@ impl RequestId {
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
         ok.then(|| Self(s.to_owned()))
     }
+}
+
+/// The request's audit context (`services::audit::RequestMeta`): the client's address
+/// (trusted-proxy aware, `Throttles::address`), this request's id, the server's clock.
+impl actix_web::FromRequest for RequestMeta {
+    type Error = ServerError;
+    type Future = Ready<Result<Self, ServerError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(meta_of(req))
+    }
+}
+
+fn meta_of(req: &HttpRequest) -> Result<RequestMeta, ServerError> {
+    let st = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ServerError::Internal("app state missing".into()))?;
+    Ok(RequestMeta {
+        source_ip: st.throttles.address(req.peer_addr(), req.headers()),
+        request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+        clock: st.clock.clone(),
+    })
 }
 
 pub async fn middleware(

@@ -102,13 +102,21 @@ impl Throttles {
 
     /// The address a request is throttled under (see the module docs).
     pub fn client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
-        let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
-        let peer = canonical(peer);
+        bucket(
+            self.address(peer, headers)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        )
+    }
+
+    /// The client's own address, whole (what the audit log records): the peer's, or
+    /// the one trusted proxies forwarded (see the module docs). `None` without a peer.
+    pub fn address(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = canonical(peer?.ip());
         if !self.trusted_proxies.contains(&peer) {
             if headers.contains_key("x-forwarded-for") {
                 self.ignored_forwarded_for(peer);
             }
-            return bucket(peer);
+            return Some(peer);
         }
         let forwarded = headers
             .get_all("x-forwarded-for")
@@ -119,13 +127,13 @@ impl Throttles {
         for entry in forwarded.iter().rev() {
             match entry.parse::<IpAddr>().map(canonical) {
                 Ok(ip) if self.trusted_proxies.contains(&ip) => continue,
-                Ok(ip) => return bucket(ip),
+                Ok(ip) => return Some(ip),
                 // Anything unparsable was written by someone we do not trust: stop at
                 // the last address we do.
                 Err(_) => break,
             }
         }
-        bucket(peer)
+        Some(peer)
     }
 
     /// An `X-Forwarded-For` from a peer not in `trusted_proxies` is ignored; behind a
@@ -681,6 +689,19 @@ mod tests {
             &HeaderMap::new(),
         );
         assert_eq!(mapped, "192.0.2.7".parse::<IpAddr>().unwrap());
+        // The address itself (what the audit log records) is whole.
+        let whole = t.address(
+            Some("[2001:db8:1:2:aaaa::1]:1".parse().unwrap()),
+            &HeaderMap::new(),
+        );
+        assert_eq!(whole, "2001:db8:1:2:aaaa::1".parse::<IpAddr>().ok());
+        assert_eq!(t.address(None, &HeaderMap::new()), None);
+        let t = Throttles::new(&settings(&["10.0.0.1"]), Duration::from_secs(300));
+        let forwarded = t.address(
+            Some("10.0.0.1:5000".parse().unwrap()),
+            &xff("2001:db8:9::7, 10.0.0.1"),
+        );
+        assert_eq!(forwarded, "2001:db8:9::7".parse::<IpAddr>().ok());
     }
 
     #[test]

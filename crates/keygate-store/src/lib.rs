@@ -4,6 +4,7 @@
 //! migrations in `keygate-migrations`. The store never sees a plaintext OpenAI key or
 //! grant secret: vault records carry a sealed JWE, grants the SHA-256 of their secret.
 
+mod audit;
 mod auth;
 mod error;
 pub mod records;
@@ -12,14 +13,15 @@ mod sweep;
 mod table;
 mod usage;
 
+pub use audit::AuditQuery;
 pub use auth::{
     DeletePasskey, PasskeyInsert, SessionInsert, is_person_ceremony_id, person_ceremony_id,
     person_ceremony_prefix,
 };
 pub use error::StoreError;
 pub use records::{
-    AdminKeyRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord,
-    SessionRecord, UserRecord, VaultRecord,
+    AdminKeyRecord, AuditRecord, AuditTarget, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
+    PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
 };
 pub use store::{GrantFilter, Store, StoreOptions};
 pub use sweep::Swept;

@@ -3,6 +3,7 @@
 //! [`Versioned`] impl is the one place that knows the versions.
 
 use keygate_core::admin_scope::AdminScope;
+use keygate_core::audit::{Action, Actor};
 use keygate_core::ids::{AdminKeyId, GrantId, KeyId, PasskeyId, UserId};
 use keygate_core::limits::Limits;
 use keygate_core::scope::Scope;
@@ -320,6 +321,68 @@ impl Versioned for AdminKeyRecord {
     fn from_stored(stored: StoredAdminKey) -> Self {
         match stored {
             StoredAdminKey::V1(r) => r,
+        }
+    }
+}
+
+/// One entry of the audit log: what happened, when, who did it, to whom and from
+/// where. Never a secret: no key, token, hash or session id in any field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Nanoseconds since the Unix epoch.
+    pub at_ns: u64,
+    /// Set by [`crate::Store::append_audit`]: orders entries of the same nanosecond.
+    pub seq: u64,
+    pub action: Action,
+    pub actor: Actor,
+    /// The person the action concerns (what `?user=` and `/api/audit` select by).
+    pub user: Option<UserId>,
+    pub target: Option<AuditTarget>,
+    /// The client's address (trusted-proxy aware), as text.
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+    /// Non-secret facts (a grant's name, the fields a change touched, ...).
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What an audit entry is about: `{kind: "grant", id: "…"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditTarget {
+    pub kind: String,
+    pub id: String,
+}
+
+impl AuditRecord {
+    /// The entry's key in the log: nanoseconds ‖ sequence, both big endian, so the
+    /// log's key order is time order.
+    pub fn key(&self) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&self.at_ns.to_be_bytes());
+        k[8..].copy_from_slice(&self.seq.to_be_bytes());
+        k
+    }
+
+    /// The entry's id on the wire: its key in lowercase hex (sortable like the log).
+    pub fn id(&self) -> String {
+        self.key().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(crate) enum StoredAudit {
+    #[serde(rename = "1")]
+    V1(AuditRecord),
+}
+
+impl Versioned for AuditRecord {
+    type Stored = StoredAudit;
+    fn into_stored(self) -> StoredAudit {
+        StoredAudit::V1(self)
+    }
+    fn from_stored(stored: StoredAudit) -> Self {
+        match stored {
+            StoredAudit::V1(r) => r,
         }
     }
 }

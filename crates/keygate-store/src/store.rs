@@ -9,8 +9,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::StoreError;
 use crate::records::{
-    AdminKeyRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord,
-    SessionRecord, UserRecord, VaultRecord,
+    AdminKeyRecord, AuditRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
+    PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
 };
 use crate::table::{Index, Table, pair_key};
 
@@ -72,6 +72,9 @@ pub struct Store {
     /// `user id ‖ grant id → ()` for every grant ever stored: kept when the grant is
     /// removed, so usage rows (which outlive their grant) can be summed per person.
     pub(crate) grant_owners: Index,
+    /// The audit log and its per-person copy (see `audit.rs`).
+    pub(crate) audit: Table<AuditRecord>,
+    pub(crate) audit_by_user: Table<AuditRecord>,
 }
 
 impl std::fmt::Debug for Store {
@@ -116,6 +119,8 @@ impl Store {
             usage: db.open_tree(trees::USAGE)?,
             admin_keys: Table::open(&db, trees::ADMIN_KEYS)?,
             grant_owners: Index::open(&db, trees::GRANT_OWNERS)?,
+            audit: Table::open(&db, trees::AUDIT)?,
+            audit_by_user: Table::open(&db, trees::AUDIT_BY_USER)?,
             db,
         })
     }

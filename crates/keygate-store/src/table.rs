@@ -215,6 +215,44 @@ impl<R: Versioned> Table<R> {
         Ok((items, None))
     }
 
+    /// Up to `limit` records with keys in `low..high` that `keep` picks, in descending
+    /// key order (newest first, for trees keyed by time), starting before the key
+    /// `after` (a page's cursor; one outside `low..high` yields nothing, so a caller
+    /// confined to a range stays in it). The second value is the key to continue
+    /// before when more records in the range may follow.
+    pub(crate) fn page_desc(
+        &self,
+        low: &[u8],
+        high: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        keep: impl Fn(&R) -> bool,
+    ) -> Result<(Vec<R>, Option<Vec<u8>>), StoreError> {
+        let end = match after {
+            Some(a) if a < low || a >= high => return Ok((Vec::new(), None)),
+            Some(a) => a,
+            None => high,
+        };
+        if low >= end {
+            return Ok((Vec::new(), None));
+        }
+        let (mut last, mut items) = (None::<IVec>, Vec::new());
+        for item in self.tree.range(low..end).rev() {
+            let (key, value) = item?;
+            let record = self.decode(&value)?;
+            if !keep(&record) {
+                continue;
+            }
+            if items.len() == limit {
+                // One more record follows: the page ends at its last item.
+                return Ok((items, last.map(|k| k.to_vec())));
+            }
+            last = Some(key);
+            items.push(record);
+        }
+        Ok((items, None))
+    }
+
     /// Every record, in key order.
     pub(crate) fn values(&self) -> Result<Vec<R>, StoreError> {
         self.entries().map(|e| e.map(|(_, r)| r)).collect()
@@ -490,6 +528,75 @@ mod tests {
         );
         // The empty prefix is the whole table.
         assert_eq!(t.page(b"", None, 10, |_| true).unwrap().0.len(), 5);
+    }
+
+    #[test]
+    fn descending_pages_walk_a_range_newest_first_and_stay_inside_it() {
+        let (_db, t) = table();
+        for (k, at) in [
+            ("a/1", 1),
+            ("a/2", 2),
+            ("a/3", 3),
+            ("a/4", 4),
+            ("a/5", 5),
+            ("b/1", 6),
+        ] {
+            t.put(k, &note(k, at)).unwrap();
+        }
+        let texts = |v: &[Note]| v.iter().map(|n| n.text.clone()).collect::<Vec<_>>();
+        // The whole of `a/`, two at a time, newest first.
+        let (first, next) = t.page_desc(b"a/", b"a0", None, 2, |_| true).unwrap();
+        assert_eq!(texts(&first), ["a/5", "a/4"]);
+        assert_eq!(next.as_deref(), Some(&b"a/4"[..]));
+        let (second, next) = t
+            .page_desc(b"a/", b"a0", next.as_deref(), 2, |_| true)
+            .unwrap();
+        assert_eq!(texts(&second), ["a/3", "a/2"]);
+        let (third, next) = t
+            .page_desc(b"a/", b"a0", next.as_deref(), 2, |_| true)
+            .unwrap();
+        assert_eq!((texts(&third), next), (vec!["a/1".to_owned()], None));
+        // Exactly full and nothing after: no cursor.
+        let (all, next) = t.page_desc(b"a/", b"a0", None, 5, |_| true).unwrap();
+        assert_eq!((all.len(), next), (5, None));
+        // The range is half-open: `high` itself is out, `low` in.
+        let (mid, _) = t.page_desc(b"a/2", b"a/4", None, 10, |_| true).unwrap();
+        assert_eq!(texts(&mid), ["a/3", "a/2"]);
+        // A filter skips without ending the page early.
+        let (odd, next) = t
+            .page_desc(b"a/", b"a0", None, 2, |n| n.expires_at % 2 == 1)
+            .unwrap();
+        assert_eq!(texts(&odd), ["a/5", "a/3"]);
+        let (rest, next) = t
+            .page_desc(b"a/", b"a0", next.as_deref(), 2, |n| n.expires_at % 2 == 1)
+            .unwrap();
+        assert_eq!((texts(&rest), next), (vec!["a/1".to_owned()], None));
+        // A cursor from outside the range reaches nothing, on either side.
+        for outside in [&b"b/1"[..], b"a0", b"a.", b"\x00"] {
+            let (got, next) = t
+                .page_desc(b"a/", b"a0", Some(outside), 10, |_| true)
+                .unwrap();
+            assert!(got.is_empty() && next.is_none(), "{outside:?}");
+        }
+        // An empty or inverted range is empty.
+        assert!(
+            t.page_desc(b"a/3", b"a/3", None, 10, |_| true)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert!(
+            t.page_desc(b"b", b"a", None, 10, |_| true)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        // A corrupt record in range is an error naming the tree.
+        t.tree().insert("a/6", b"{not json").unwrap();
+        assert!(matches!(
+            t.page_desc(b"a/", b"a0", None, 10, |_| true),
+            Err(StoreError::Corrupt { tree: "notes", .. })
+        ));
     }
 
     #[test]

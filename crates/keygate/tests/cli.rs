@@ -125,7 +125,7 @@ fn init_keys_and_migrate() {
     assert!(
         String::from_utf8(out.stdout)
             .unwrap()
-            .contains("schema version 7")
+            .contains(&format!("schema version {}", keygate_migrations::LATEST))
     );
 }
 

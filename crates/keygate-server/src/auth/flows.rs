@@ -2,6 +2,7 @@
 //! earns (a new session, or a fresh one). Routes call exactly one of these.
 
 use actix_web::cookie::Cookie;
+use keygate_core::audit::Action;
 use keygate_store::UserRecord;
 use serde_json::Value;
 
@@ -9,6 +10,7 @@ use crate::auth::UserSession;
 use crate::auth::passkeys::REAUTH;
 use crate::auth::session;
 use crate::error::ServerError;
+use crate::services::audit::{RequestMeta, Target};
 use crate::services::users::UserView;
 use crate::state::AppState;
 
@@ -24,12 +26,24 @@ pub async fn sign_up(
     ceremony: &str,
     credential: Value,
     user_agent: Option<&str>,
+    meta: &RequestMeta,
 ) -> Result<SignedIn, ServerError> {
     let user = st
         .passkeys
         .register_finish(&st.store, ceremony, credential)
         .await?;
-    start_session(st, &user, user_agent).await
+    let signed_in = start_session(st, &user, user_agent).await?;
+    let target = Some(Target::User(&user.id));
+    meta.person(&user.id)
+        .record(
+            &st.store,
+            Action::UserSignedUp,
+            Some(&user.id),
+            target,
+            serde_json::json!({}),
+        )
+        .await?;
+    Ok(signed_in)
 }
 
 /// Finishes a usernameless sign-in ceremony: a fresh session.
@@ -38,13 +52,25 @@ pub async fn sign_in(
     ceremony: &str,
     credential: Value,
     user_agent: Option<&str>,
+    meta: &RequestMeta,
 ) -> Result<SignedIn, ServerError> {
-    let user = st
+    let (user, passkey) = st
         .passkeys
         .login_finish(&st.store, ceremony, credential)
         .await?;
     tracing::info!(user_id = %user.id, "signed in with a passkey");
-    start_session(st, &user, user_agent).await
+    let signed_in = start_session(st, &user, user_agent).await?;
+    let detail = serde_json::json!({"passkey_name": passkey.name});
+    meta.person(&user.id)
+        .record(
+            &st.store,
+            Action::UserSignedIn,
+            Some(&user.id),
+            Some(Target::Passkey(&passkey.id)),
+            detail,
+        )
+        .await?;
+    Ok(signed_in)
 }
 
 async fn start_session(

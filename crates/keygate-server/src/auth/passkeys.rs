@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keygate_core::audit::Action;
 use keygate_core::ids::{PasskeyId, UserId};
 use keygate_core::time::{Clock, UnixTime};
 use keygate_store::{
@@ -29,6 +30,7 @@ use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::services::audit::{Audit, Target};
 use crate::services::error::ServiceError;
 use crate::services::users::parse_name;
 
@@ -158,7 +160,7 @@ impl Passkeys {
         store: &Store,
         ceremony: &str,
         credential: Value,
-    ) -> Result<UserRecord, ServerError> {
+    ) -> Result<(UserRecord, PasskeyRecord), ServerError> {
         let c = self.take(store, ceremony, LOGIN, None)?;
         let state: DiscoverableAuthentication = decode_state(&c.state)?;
         let cred: PublicKeyCredential = parse_credential(credential)?;
@@ -180,7 +182,7 @@ impl Passkeys {
         update_record(&mut record, &mut passkey, &result, self.clock.now())?;
         store.put_passkey(&record)?;
         let user = store.user(&record.user_id)?.ok_or_else(unknown)?;
-        Ok(user)
+        Ok((user, record))
     }
 
     // --- step-up for the signed-in person ----------------------------------------
@@ -284,6 +286,7 @@ impl Passkeys {
         ceremony: &str,
         credential: Value,
         name: Option<&str>,
+        audit: &Audit,
     ) -> Result<PasskeyRecord, ServerError> {
         let user = by.user;
         let c = self.take(store, ceremony, ADD, Some(by))?;
@@ -310,7 +313,11 @@ impl Passkeys {
             }
             PasskeyInsert::NoSuchUser => return Err(ServiceError::NotSignedIn.into()),
         }
-        store.flush().await?;
+        let detail = serde_json::json!({"name": record.name});
+        let target = Some(Target::Passkey(&record.id));
+        audit
+            .record(store, Action::PasskeyAdded, Some(user), target, detail)
+            .await?;
         tracing::info!(user_id = %user, passkey_id = %record.id, "passkey added");
         Ok(record)
     }

@@ -15,6 +15,7 @@ use super::reports::{GrantsParams, SummaryParams};
 use super::wire::{CreateAdminKey, CreateGrant, Name, PutKey, Rotate};
 use crate::error::ServerError;
 use crate::services::admin_keys::{self, AdminCaller};
+use crate::services::audit::{self, RequestMeta};
 use crate::services::error::{Limit, ServiceError};
 use crate::services::grants::{self, Caller, GrantPatch};
 use crate::services::{admin, reports, users};
@@ -22,7 +23,7 @@ use crate::state::AppState;
 
 /// Proof that the request carried an admin key whose scope covers it: the bootstrap
 /// `KEYGATE_ADMIN_KEY` (scope `admin`) or a stored `kga_…` key.
-pub struct Admin(#[allow(dead_code)] pub AdminCaller);
+pub struct Admin(pub AdminCaller);
 
 impl FromRequest for Admin {
     type Error = ServerError;
@@ -86,13 +87,15 @@ fn is_admin_keys_path(path: &str) -> bool {
 
 /// `POST /admin/keys {"name","scope","expires_at"?}`: the key is in this answer only.
 pub async fn create_key(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     body: web::Json<CreateAdminKey>,
 ) -> Result<HttpResponse, ServerError> {
     let now = st.clock.now();
     let (name, scope, expires_at) = body.into_inner().parse(now)?;
-    let new = admin_keys::create(&st.store, &name, scope, expires_at, now).await?;
+    let by = meta.admin(&a);
+    let new = admin_keys::create(&st.store, &name, scope, expires_at, now, &by).await?;
     Ok(HttpResponse::Created().json(new))
 }
 
@@ -108,20 +111,22 @@ pub async fn list_keys(
 }
 
 pub async fn revoke_key(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<AdminKeyId>,
 ) -> Result<HttpResponse, ServerError> {
-    admin_keys::revoke(&st.store, &id).await?;
+    admin_keys::revoke(&st.store, &id, &meta.admin(&a)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn create_user(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     body: web::Json<Name>,
 ) -> Result<HttpResponse, ServerError> {
-    let user = users::create(&st.store, &body.name, st.clock.now()).await?;
+    let user = users::create(&st.store, &body.name, st.clock.now(), &meta.admin(&a)).await?;
     Ok(HttpResponse::Created().json(user))
 }
 
@@ -146,33 +151,38 @@ pub async fn get_user(
 /// `DELETE /admin/users/{id}`: the person and everything of theirs, as their own
 /// `DELETE /api/account` would; an unknown id is 404.
 pub async fn delete_user(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<UserId>,
 ) -> Result<HttpResponse, ServerError> {
-    admin::delete_user(&st.store, &id).await?;
+    admin::delete_user(&st.store, &id, &meta.admin(&a)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn put_openai_key(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<UserId>,
     body: web::Json<PutKey>,
 ) -> Result<HttpResponse, ServerError> {
-    admin::put_key(&st.store, &st.keyring, &id, &body.api_key, st.clock.now()).await?;
+    let (now, by) = (st.clock.now(), meta.admin(&a));
+    admin::put_key(&st.store, &st.keyring, &id, &body.api_key, now, &by).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn create_grant(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<UserId>,
     body: web::Json<CreateGrant>,
 ) -> Result<HttpResponse, ServerError> {
     let now = st.clock.now();
     let spec = body.into_inner().into_spec(now)?;
-    let new = admin::create_grant(&st.store, &st.config, &id, spec, now).await?;
+    let by = meta.admin(&a);
+    let new = admin::create_grant(&st.store, &st.config, &id, spec, now, &by).await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
@@ -194,7 +204,8 @@ pub async fn show_grant(
 
 /// An operator's change: not held to the plan; may move the grant to another plan.
 pub async fn patch_grant(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
     body: web::Json<Value>,
@@ -208,45 +219,53 @@ pub async fn patch_grant(
         patch,
         Caller::Operator,
         true,
+        &meta.admin(&a),
     )
     .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 pub async fn rotate_grant(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
     body: web::Json<Rotate>,
 ) -> Result<HttpResponse, ServerError> {
     let grace = body.grace()?;
-    let new = grants::rotate(&st.store, &id, None, grace, st.clock.now()).await?;
+    let (now, by) = (st.clock.now(), meta.admin(&a));
+    let new = grants::rotate(&st.store, &id, None, grace, now, &by).await?;
     Ok(HttpResponse::Ok().json(new.issued(st.config.base_url())))
 }
 
 pub async fn disable_grant(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(grants::set_enabled(&st.store, &id, None, false).await?))
+    let view = grants::set_enabled(&st.store, &id, None, false, &meta.admin(&a)).await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 pub async fn enable_grant(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(grants::set_enabled(&st.store, &id, None, true).await?))
+    let view = grants::set_enabled(&st.store, &id, None, true, &meta.admin(&a)).await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// Revokes an active or disabled grant; removes an already revoked one.
 pub async fn delete_grant(
-    _: Admin,
+    Admin(a): Admin,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    grants::delete(&st.store, &id, None, st.clock.now()).await?;
+    grants::delete(&st.store, &id, None, st.clock.now(), &meta.admin(&a)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -285,4 +304,25 @@ pub async fn usage_summary(
 ) -> Result<HttpResponse, ServerError> {
     let summary = reports::everyone(&st, &q.0)?;
     Ok(super::reports::respond(&req, &summary))
+}
+/// `GET /admin/audit?user=&action=&from=&to=&limit=&cursor=`: the audit log, newest first.
+#[derive(serde::Deserialize)]
+pub struct AuditQuery {
+    user: Option<String>,
+    action: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub async fn audit_log(
+    _: Admin,
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<AuditQuery>,
+    p: web::Query<PageQuery>,
+) -> Result<HttpResponse, ServerError> {
+    let (user, action) = (q.user.as_deref(), q.action.as_deref());
+    let filter = audit::filter(user, action, q.from.as_deref(), q.to.as_deref())?;
+    let page = audit::list(&st.store, &filter, &p.parse()?)?;
+    Ok(page::respond(&req, page))
 }

@@ -10,6 +10,7 @@ use crate::auth::passkeys::REAUTH;
 use crate::auth::{FreshSession, UserSession, flows, session};
 use crate::error::ServerError;
 use crate::services::account::{self, PasskeyView};
+use crate::services::audit::RequestMeta;
 use crate::services::grants::{self, Caller, GrantPatch};
 use crate::services::users::UserView;
 use crate::services::vault;
@@ -30,6 +31,7 @@ pub async fn register_start(
 
 pub async fn register_finish(
     req: HttpRequest,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
@@ -39,6 +41,7 @@ pub async fn register_finish(
         &body.ceremony,
         body.credential,
         session::user_agent(&req),
+        &meta,
     )
     .await?;
     Ok(HttpResponse::Created()
@@ -55,6 +58,7 @@ pub async fn login_start(
 
 pub async fn login_finish(
     req: HttpRequest,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
@@ -64,6 +68,7 @@ pub async fn login_finish(
         &body.ceremony,
         body.credential,
         session::user_agent(&req),
+        &meta,
     )
     .await?;
     Ok(HttpResponse::Ok()
@@ -114,18 +119,21 @@ pub async fn get_key(s: UserSession, st: web::Data<AppState>) -> Result<HttpResp
 /// must not plant its own key (and read the person's traffic through it).
 pub async fn put_key(
     s: FreshSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     body: web::Json<PutKey>,
 ) -> Result<HttpResponse, ServerError> {
-    vault::store_key(&st, s.0.user_id(), &body.api_key).await?;
+    let by = meta.person(s.0.user_id());
+    vault::store_key(&st, s.0.user_id(), &body.api_key, &by).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn delete_key(
     s: FreshSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    vault::delete_key(&st.store, s.0.user_id()).await?;
+    vault::delete_key(&st.store, s.0.user_id(), &meta.person(s.0.user_id())).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -141,6 +149,7 @@ pub async fn list_grants(
 /// Minting a grant hands out the person's key's power: a fresh passkey check first.
 pub async fn create_grant(
     s: FreshSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     body: web::Json<CreateGrant>,
 ) -> Result<HttpResponse, ServerError> {
@@ -153,6 +162,7 @@ pub async fn create_grant(
         spec,
         Caller::Person,
         now,
+        &meta.person(s.0.user_id()),
     )
     .await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
@@ -171,6 +181,7 @@ pub async fn show_grant(
 /// held to the grant's plan.
 pub async fn patch_grant(
     s: UserSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
     body: web::Json<Value>,
@@ -185,6 +196,7 @@ pub async fn patch_grant(
         patch,
         Caller::Person,
         s.is_fresh(now),
+        &meta.person(s.user_id()),
     )
     .await?;
     Ok(HttpResponse::Ok().json(view))
@@ -193,21 +205,25 @@ pub async fn patch_grant(
 /// A new key is shown, like creating one: a fresh passkey check first.
 pub async fn rotate_grant(
     s: FreshSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
     body: web::Json<Rotate>,
 ) -> Result<HttpResponse, ServerError> {
     let grace = body.grace()?;
-    let new = grants::rotate(&st.store, &id, Some(s.0.user_id()), grace, st.clock.now()).await?;
+    let (user, now) = (s.0.user_id(), st.clock.now());
+    let new = grants::rotate(&st.store, &id, Some(user), grace, now, &meta.person(user)).await?;
     Ok(HttpResponse::Ok().json(new.issued(st.config.base_url())))
 }
 
 pub async fn disable_grant(
     s: UserSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    let view = grants::set_enabled(&st.store, &id, Some(s.user_id()), false).await?;
+    let by = meta.person(s.user_id());
+    let view = grants::set_enabled(&st.store, &id, Some(s.user_id()), false, &by).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -215,20 +231,24 @@ pub async fn disable_grant(
 /// only the session: a stolen cookie may stop a key, never revive one).
 pub async fn enable_grant(
     s: FreshSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    let view = grants::set_enabled(&st.store, &id, Some(s.0.user_id()), true).await?;
+    let by = meta.person(s.0.user_id());
+    let view = grants::set_enabled(&st.store, &id, Some(s.0.user_id()), true, &by).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 /// Revokes an active or disabled grant; removes an already revoked one from the list.
 pub async fn delete_grant(
     s: UserSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    grants::delete(&st.store, &id, Some(s.user_id()), st.clock.now()).await?;
+    let (user, now) = (s.user_id(), st.clock.now());
+    grants::delete(&st.store, &id, Some(user), now, &meta.person(user)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -256,6 +276,7 @@ pub async fn add_passkey_start(
 
 pub async fn add_passkey_finish(
     s: FreshSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     body: web::Json<Finish>,
 ) -> Result<HttpResponse, ServerError> {
@@ -268,6 +289,7 @@ pub async fn add_passkey_finish(
             &body.ceremony,
             body.credential,
             body.name.as_deref(),
+            &meta.person(s.0.user_id()),
         )
         .await?;
     Ok(HttpResponse::Created().json(PasskeyView::from(&pk)))
@@ -286,10 +308,12 @@ pub async fn rename_passkey(
 /// Removing a passkey also ends every other session of the person.
 pub async fn delete_passkey(
     s: FreshSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     id: web::Path<PasskeyId>,
 ) -> Result<HttpResponse, ServerError> {
-    account::remove_passkey(&st.store, s.0.user_id(), &id, s.0.hash()).await?;
+    let (user, by) = (s.0.user_id(), meta.person(s.0.user_id()));
+    account::remove_passkey(&st.store, user, &id, s.0.hash(), &by).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -330,9 +354,10 @@ pub async fn revoke_other_sessions(
 
 pub async fn delete_account(
     s: FreshSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    account::delete(&st.store, s.0.user_id()).await?;
+    account::delete(&st.store, s.0.user_id(), &meta.person(s.0.user_id())).await?;
     Ok(HttpResponse::NoContent()
         .cookie(session::removal(&st.config))
         .finish())
@@ -374,4 +399,17 @@ pub async fn usage_summary(
 ) -> Result<HttpResponse, ServerError> {
     let summary = crate::services::reports::own(&st, s.user_id(), &q.0)?;
     Ok(super::reports::respond(&req, &summary))
+}
+
+// --- the audit log -----------------------------------------------------------------
+
+/// `GET /api/audit?limit=&cursor=`: the entries that concern the person, newest first.
+pub async fn audit(
+    s: UserSession,
+    st: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<super::page::PageQuery>,
+) -> Result<HttpResponse, ServerError> {
+    let page = crate::services::audit::own(&st.store, s.user_id(), &q.parse()?)?;
+    Ok(super::page::respond(&req, page))
 }

@@ -16,6 +16,7 @@ use crate::auth::csrf::request_origin;
 use crate::auth::passkeys::CONNECT_APPROVE;
 use crate::error::ServerError;
 use crate::routes::web_pages;
+use crate::services::audit::RequestMeta;
 use crate::services::connect::{self, Approval, RedirectRequest};
 use crate::services::error::{Missing, ServiceError};
 use crate::services::grants::{self, Terms};
@@ -140,12 +141,22 @@ pub struct ApproveFinish {
 /// Popup mode: the approval is a passkey assertion; the key goes back to the page.
 pub async fn approve_finish(
     s: UserSession,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     body: web::Json<ApproveFinish>,
 ) -> Result<HttpResponse, ServerError> {
     let body = body.into_inner();
     let approval = body.approval(st.clock.now())?;
-    let new = connect::approve(&st, s.signer(), &body.ceremony, body.credential, approval).await?;
+    let by = meta.person(s.user_id());
+    let new = connect::approve(
+        &st,
+        s.signer(),
+        &body.ceremony,
+        body.credential,
+        approval,
+        &by,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(new.issued(st.config.base_url())))
 }
 
@@ -236,6 +247,7 @@ impl ApproveForm {
 pub async fn approve_form(
     req: HttpRequest,
     s: Option<UserSession>,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     form: web::Form<ApproveForm>,
 ) -> HttpResponse {
@@ -245,8 +257,17 @@ pub async fn approve_form(
         let (request, approval) = f.parse(st.clock.now())?;
         let credential: Value = serde_json::from_str(&f.credential)
             .map_err(|_| ServiceError::invalid("credential", "credential is not JSON"))?;
-        connect::approve_redirect(&st, s.signer(), &f.ceremony, credential, &request, approval)
-            .await
+        let by = meta.person(s.user_id());
+        connect::approve_redirect(
+            &st,
+            s.signer(),
+            &f.ceremony,
+            credential,
+            &request,
+            approval,
+            &by,
+        )
+        .await
     }
     .await;
     match result {
@@ -261,22 +282,68 @@ pub async fn approve_form(
 pub struct DenyForm {
     redirect_uri: String,
     state: String,
+    #[serde(default)]
+    app_name: Option<String>,
 }
 
 /// Redirect mode: the person said no. `302 redirect_uri?error=access_denied&state`.
-pub async fn deny_form(req: HttpRequest, form: web::Form<DenyForm>) -> HttpResponse {
-    match keygate_core::origin::RedirectUri::parse(&form.redirect_uri) {
-        Ok(uri) => HttpResponse::Found()
-            .insert_header((
-                LOCATION,
-                uri.with_query(&[("error", "access_denied"), ("state", &form.state)]),
-            ))
-            .finish(),
-        Err(e) => error_for(
-            &req,
-            &ServiceError::invalid("redirect_uri", e.to_string()).into(),
-        ),
+/// Recorded in the audit log when a person is signed in (an anonymous "no" concerns
+/// nobody, and must not let anyone write entries).
+pub async fn deny_form(
+    req: HttpRequest,
+    s: Option<UserSession>,
+    meta: RequestMeta,
+    st: web::Data<AppState>,
+    form: web::Form<DenyForm>,
+) -> HttpResponse {
+    let result = async {
+        let uri = keygate_core::origin::RedirectUri::parse(&form.redirect_uri)
+            .map_err(|e| ServiceError::invalid("redirect_uri", e.to_string()))?;
+        if let Some(s) = &s {
+            let by = meta.person(s.user_id());
+            let app_name = form.app_name.as_deref();
+            connect::deny(
+                &st.store,
+                s.user_id(),
+                uri.origin(),
+                app_name,
+                "redirect",
+                &by,
+            )
+            .await?;
+        }
+        Ok::<_, ServerError>(uri.with_query(&[("error", "access_denied"), ("state", &form.state)]))
     }
+    .await;
+    match result {
+        Ok(location) => HttpResponse::Found()
+            .insert_header((LOCATION, location))
+            .finish(),
+        Err(e) => error_for(&req, &e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyBody {
+    origin: String,
+    #[serde(default)]
+    app_name: Option<String>,
+}
+
+/// `POST /api/connect/deny {"origin","app_name"?}` → 204: the popup's "Deny", for the
+/// audit log (the popup tells the app itself).
+pub async fn deny(
+    s: UserSession,
+    meta: RequestMeta,
+    st: web::Data<AppState>,
+    body: web::Json<DenyBody>,
+) -> Result<HttpResponse, ServerError> {
+    let origin = connect::parse_origin(&body.origin)?;
+    let by = meta.person(s.user_id());
+    let app_name = body.app_name.as_deref();
+    connect::deny(&st.store, s.user_id(), &origin, app_name, "popup", &by).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Deserialize)]
@@ -292,6 +359,7 @@ pub struct TokenRequest {
 /// or by the app's own page, which then gets CORS for exactly its origin.
 pub async fn token(
     req: HttpRequest,
+    meta: RequestMeta,
     st: web::Data<AppState>,
     body: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, ServerError> {
@@ -302,6 +370,7 @@ pub async fn token(
         &body.code_verifier,
         body.redirect_uri.as_deref(),
         st.clock.now(),
+        &meta,
     )
     .await?;
     tracing::info!(grant_id = %new.grant.id, "connect code exchanged");

@@ -68,6 +68,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/grants/{id}/disable", web::post().to(admin::disable_grant))
                 .route("/grants/{id}/enable", web::post().to(admin::enable_grant))
                 .route("/grants/{id}/usage", web::get().to(admin::grant_usage))
+                .route("/audit", web::get().to(admin::audit_log))
                 .default_service(web::to(not_found)),
         )
         .service(
@@ -132,6 +133,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 )
                 .route("/sessions/{id}", web::delete().to(api::end_session))
                 .route("/account", web::delete().to(api::delete_account))
+                .route("/audit", web::get().to(api::audit))
+                .route("/connect/deny", web::post().to(connect::deny))
                 .route("/connect/existing", web::get().to(connect::existing))
                 .route("/connect/plan", web::get().to(connect::plan))
                 .route(

@@ -1,12 +1,14 @@
 //! The signed-in person's own account: their passkeys (list, rename, remove) and
 //! deleting the account with everything in it.
 
+use keygate_core::audit::Action;
 use keygate_core::ids::{PasskeyId, UserId};
 use keygate_core::time::UnixTime;
 use keygate_store::{DeletePasskey, PasskeyRecord, Store};
 use serde::Serialize;
 
 use crate::error::ServerError;
+use crate::services::audit::{Audit, Target};
 use crate::services::error::{Missing, ServiceError};
 use crate::services::users::parse_name;
 
@@ -64,6 +66,7 @@ pub async fn remove_passkey(
     user: &UserId,
     id: &PasskeyId,
     keep_session: &str,
+    audit: &Audit,
 ) -> Result<usize, ServerError> {
     let pk = own_passkey(store, user, id)?;
     match store.delete_passkey_unless_last(&pk)? {
@@ -71,17 +74,30 @@ pub async fn remove_passkey(
         DeletePasskey::Gone => Err(not_found().into()),
         DeletePasskey::Deleted => {
             let ended = store.delete_sessions_for_user(&pk.user_id, Some(keep_session))?;
-            store.flush().await?;
+            let detail = serde_json::json!({"name": pk.name, "sessions_ended": ended});
+            let target = Some(Target::Passkey(&pk.id));
+            audit
+                .record(store, Action::PasskeyRemoved, Some(user), target, detail)
+                .await?;
             tracing::info!(user_id = %pk.user_id, passkey_id = %pk.id, ended, "passkey removed; other sessions ended");
             Ok(ended)
         }
     }
 }
 
-/// Deletes the person and everything of theirs (see `Store::delete_user`).
-pub async fn delete(store: &Store, user: &UserId) -> Result<(), ServerError> {
-    store.delete_user(user)?;
-    store.flush().await?;
+/// Deletes the person and everything of theirs (see `Store::delete_user`) but the
+/// audit log's entries about them, which outlive them (docs/DECISIONS.md).
+pub async fn delete(store: &Store, user: &UserId, audit: &Audit) -> Result<(), ServerError> {
+    let existed = store.delete_user(user)?;
+    if existed {
+        let target = Some(Target::User(user));
+        let detail = serde_json::json!({});
+        audit
+            .record(store, Action::AccountDeleted, Some(user), target, detail)
+            .await?;
+    } else {
+        store.flush().await?;
+    }
     tracing::info!(user_id = %user, "account deleted");
     Ok(())
 }

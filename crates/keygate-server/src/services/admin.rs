@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::services::audit::Audit;
 use crate::services::grants::{self, Caller, GrantSpec, GrantView, NewGrant};
 use crate::services::users::{self, UserView};
 use crate::services::{account, vault};
@@ -19,9 +20,9 @@ pub fn get_user(store: &Store, user: &UserId) -> Result<UserView, ServerError> {
 
 /// Deletes a person the operator names, through the same service as the person's own
 /// `DELETE /api/account`; unlike there, the person may not exist (404).
-pub async fn delete_user(store: &Store, user: &UserId) -> Result<(), ServerError> {
+pub async fn delete_user(store: &Store, user: &UserId, audit: &Audit) -> Result<(), ServerError> {
     let user = users::get(store, user)?;
-    account::delete(store, &user.id).await
+    account::delete(store, &user.id, audit).await
 }
 
 /// Stores `user`'s OpenAI key (not checked with the upstream: the operator vouches).
@@ -31,9 +32,10 @@ pub async fn put_key(
     user: &UserId,
     key: &SecretString,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<(), ServerError> {
     let user = users::get(store, user)?;
-    vault::put_key(store, keyring, &user.id, key.expose_secret(), now).await?;
+    vault::put_key(store, keyring, &user.id, key.expose_secret(), now, audit).await?;
     Ok(())
 }
 
@@ -44,9 +46,10 @@ pub async fn create_grant(
     user: &UserId,
     spec: GrantSpec,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
     let user = users::get(store, user)?;
-    grants::create(store, config, &user.id, spec, Caller::Operator, now).await
+    grants::create(store, config, &user.id, spec, Caller::Operator, now, audit).await
 }
 
 pub fn list_grants(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {

@@ -3,6 +3,7 @@
 //! stored, and it is compared in constant time.
 
 use keygate_core::admin_scope::AdminScope;
+use keygate_core::audit::Action;
 use keygate_core::ids::AdminKeyId;
 use keygate_core::time::UnixTime;
 use keygate_core::token::{SecretHash, admin};
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::error::ServerError;
 use crate::routes::page::{Page, PageRequest};
+use crate::services::audit::{Audit, Target};
 use crate::services::error::{Missing, ServiceError};
 use crate::services::users::parse_name;
 
@@ -64,6 +66,7 @@ pub async fn create(
     scope: AdminScope,
     expires_at: Option<UnixTime>,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<NewAdminKey, ServerError> {
     let name = parse_name(name, "name")?;
     let id = AdminKeyId::generate();
@@ -77,7 +80,12 @@ pub async fn create(
         expires_at,
     };
     store.insert_admin_key(&record)?;
-    store.flush().await?;
+    let detail = serde_json::json!({"name": record.name, "scope": scope,
+        "expires_at": expires_at.map(keygate_core::calendar::to_rfc3339)});
+    let target = Some(Target::AdminKey(&record.id));
+    audit
+        .record(store, Action::AdminKeyCreated, None, target, detail)
+        .await?;
     tracing::info!(admin_key_id = %record.id, scope = scope.as_str(), "admin key created");
     Ok(NewAdminKey {
         view: AdminKeyView::from(&record),
@@ -95,11 +103,23 @@ pub fn list(store: &Store, page: &PageRequest) -> Result<Page<AdminKeyView>, Ser
 }
 
 /// Removes the key: the next request with it is refused. Flushed before returning.
-pub async fn revoke(store: &Store, id: &AdminKeyId) -> Result<(), ServerError> {
+pub async fn revoke(store: &Store, id: &AdminKeyId, audit: &Audit) -> Result<(), ServerError> {
+    let Some(old) = store.admin_key(id)? else {
+        return Err(ServiceError::NotFound(Missing::AdminKey).into());
+    };
     if !store.delete_admin_key(id)? {
         return Err(ServiceError::NotFound(Missing::AdminKey).into());
     }
-    store.flush().await?;
+    let detail = serde_json::json!({"name": old.name, "scope": old.scope});
+    audit
+        .record(
+            store,
+            Action::AdminKeyRevoked,
+            None,
+            Some(Target::AdminKey(id)),
+            detail,
+        )
+        .await?;
     tracing::info!(admin_key_id = %id, "admin key revoked");
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keygate_core::audit::Action;
 use keygate_core::ids::{GrantId, UserId};
 use keygate_core::limits::Limits;
 use keygate_core::origin::{AppOrigin, RedirectUri};
@@ -22,6 +23,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::passkeys::{CONNECT_APPROVE, Signer, random_token};
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::services::audit::{Audit, RequestMeta, Target};
 use crate::services::error::{CodeProblem, Missing, ServiceError};
 use crate::services::grants::{self, Caller, GrantSpec, GrantView, NewGrant, Reapproval};
 use crate::state::AppState;
@@ -202,12 +204,24 @@ pub async fn approve(
     ceremony: &str,
     credential: Value,
     approval: Approval,
+    audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
     check(st, by.user, &approval)?;
     st.passkeys
         .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
     let user = by.user;
-    let new = grant_for(&st.store, &st.config, user, approval, st.clock.now()).await?;
+    let detail = approval_detail(&approval, "popup");
+    let new = grant_for(&st.store, &st.config, user, approval, st.clock.now(), audit).await?;
+    let target = Some(Target::Grant(&new.grant.id));
+    audit
+        .record(
+            &st.store,
+            Action::ConnectApproved,
+            Some(user),
+            target,
+            detail,
+        )
+        .await?;
     tracing::info!(user_id = %user, grant_id = %new.grant.id, origin = ?new.grant.origin, "app connected");
     Ok(new)
 }
@@ -221,11 +235,13 @@ pub async fn approve_redirect(
     credential: Value,
     request: &RedirectRequest,
     approval: Approval,
+    audit: &Audit,
 ) -> Result<String, ServerError> {
     check(st, by.user, &approval)?;
     st.passkeys
         .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
     let user = by.user;
+    let detail = approval_detail(&approval, "redirect");
     let code = issue_code(
         &st.store,
         user,
@@ -234,10 +250,41 @@ pub async fn approve_redirect(
         st.clock.now() + st.config.ceremony_ttl.as_secs(),
     )
     .await?;
+    // The grant is made when the app exchanges the code (`grant.created` then).
+    audit
+        .record(&st.store, Action::ConnectApproved, Some(user), None, detail)
+        .await?;
     tracing::info!(user_id = %user, origin = %request.redirect_uri.origin(), "redirect connect approved");
     Ok(request
         .redirect_uri
         .with_query(&[("code", &code), ("state", &request.state)]))
+}
+
+/// What the audit log says about an approval: the app, where from, how, and which
+/// connection it re-keys (if any).
+fn approval_detail(approval: &Approval, mode: &str) -> Value {
+    serde_json::json!({
+        "app_name": approval.app_name,
+        "origin": approval.origin.as_str(),
+        "mode": mode,
+        "reuse_grant_id": approval.reuse_grant_id,
+    })
+}
+
+/// The person said no to an app (the popup's or the redirect page's Deny).
+pub async fn deny(
+    store: &Store,
+    user: &UserId,
+    origin: &AppOrigin,
+    app_name: Option<&str>,
+    mode: &str,
+    audit: &Audit,
+) -> Result<(), ServerError> {
+    let app_name = parse_app_name(app_name, origin)?;
+    let detail = serde_json::json!({"app_name": app_name, "origin": origin.as_str(), "mode": mode});
+    audit
+        .record(store, Action::ConnectDenied, Some(user), None, detail)
+        .await
 }
 
 /// Is what the person approved allowed (a plan that exists, limits within it; for a
@@ -286,6 +333,7 @@ pub async fn grant_for(
     user: &UserId,
     approval: Approval,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
     if let Some(id) = &approval.reuse_grant_id {
         let existing = reusable(store, user, id, &approval.origin)?;
@@ -295,16 +343,7 @@ pub async fn grant_for(
             limits: approval.limits,
             expires_at: approval.expires_at,
         };
-        return grants::rekey(
-            store,
-            config,
-            &existing.id,
-            user,
-            again,
-            config.reconnect_grace_secs,
-            now,
-        )
-        .await;
+        return grants::rekey(store, config, &existing.id, user, again, now, audit).await;
     }
     grants::create(
         store,
@@ -323,6 +362,7 @@ pub async fn grant_for(
         },
         Caller::Person,
         now,
+        audit,
     )
     .await
 }
@@ -364,6 +404,7 @@ pub async fn exchange(
     verifier: &str,
     redirect_uri: Option<&str>,
     now: UnixTime,
+    meta: &RequestMeta,
 ) -> Result<(NewGrant, AppOrigin), ServerError> {
     let invalid = |why: CodeProblem| -> ServerError { ServiceError::CodeInvalid(why).into() };
     if code.is_empty() || code.len() > 128 {
@@ -405,7 +446,9 @@ pub async fn exchange(
         scopes: record.scopes,
         reuse_grant_id: record.reuse_grant_id,
     };
-    let new = grant_for(store, config, &record.user_id, approval, now).await?;
+    // The person approved it: they are the actor, though the app's server asks.
+    let audit = meta.person(&record.user_id);
+    let new = grant_for(store, config, &record.user_id, approval, now, &audit).await?;
     Ok((new, origin))
 }
 

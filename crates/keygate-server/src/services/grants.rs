@@ -24,8 +24,11 @@ use serde_path_to_error::Segment;
 
 use crate::config::{Config, MAX_GRACE_SECS, is_plan_name};
 use crate::error::ServerError;
+use crate::services::audit::{Audit, Target};
 use crate::services::error::{Missing, ServiceError};
 use crate::services::users::parse_name;
+use keygate_core::audit::Action;
+use serde_json::json;
 
 const MAX_MODELS: usize = 256;
 
@@ -404,6 +407,7 @@ pub async fn create(
     spec: GrantSpec,
     by: Caller,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
     let GrantSpec {
         name,
@@ -440,7 +444,17 @@ pub async fn create(
         previous_until: None,
     };
     store.insert_grant(&grant)?;
-    store.flush().await?;
+    let detail = json!({"name": grant.name, "origin": grant.origin, "plan": grant.plan,
+        "scopes": grant.scopes, "models": grant.models});
+    audit
+        .record(
+            store,
+            Action::GrantCreated,
+            Some(user),
+            Some(Target::Grant(&grant.id)),
+            detail,
+        )
+        .await?;
     tracing::info!(grant_id = %grant.id, user_id = %user, plan = ?grant.plan, "grant created");
     Ok(NewGrant {
         token: issued.token,
@@ -471,6 +485,21 @@ pub struct GrantPatch {
 }
 
 impl GrantPatch {
+    /// The fields this patch sets (what the audit log says a change touched).
+    pub fn fields(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("models", self.models.is_some()),
+            ("scopes", self.scopes.is_some()),
+            ("limits", self.limits.is_some()),
+            ("expires_at", self.expires_at.is_some()),
+            ("plan", self.plan.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, set)| set.then_some(f))
+        .collect()
+    }
+
     /// Reads a PATCH body; every refusal names its field (an unknown one too). A
     /// `plan` is read for everyone: the person may send the grant's own plan back
     /// unchanged, and `patch` refuses them any other.
@@ -530,6 +559,9 @@ impl GrantPatch {
 /// session, like creating a grant: a stolen session cookie may tighten a grant, never
 /// widen one for an app the thief controls. Durable before returning: the next
 /// proxied request sees the new limits.
+// Who asks (`by`, `fresh`: what they may change) and who is recorded (`audit`) are
+// separate questions; a struct bundling them would only move the list elsewhere.
+#[allow(clippy::too_many_arguments)]
 pub async fn patch(
     store: &Store,
     config: &Config,
@@ -538,6 +570,7 @@ pub async fn patch(
     patch: GrantPatch,
     by: Caller,
     fresh: bool,
+    audit: &Audit,
 ) -> Result<GrantView, ServerError> {
     let existing = changeable(store, id, owner)?;
     if by == Caller::Person
@@ -606,7 +639,16 @@ pub async fn patch(
     if needs_fresh.get() {
         return Err(ServiceError::FreshPasskeyRequired.into());
     }
-    store.flush().await?;
+    let detail = json!({"name": updated.name, "fields": patch.fields(), "plan": updated.plan});
+    audit
+        .record(
+            store,
+            Action::GrantChanged,
+            Some(&updated.user_id),
+            Some(Target::Grant(id)),
+            detail,
+        )
+        .await?;
     tracing::info!(grant_id = %id, by = ?by, "grant changed");
     Ok(GrantView::from(&updated))
 }
@@ -644,10 +686,21 @@ pub async fn rotate(
     owner: Option<&UserId>,
     grace_secs: u64,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
     changeable(store, id, owner)?;
     let new = rotate_with(store, id, grace_secs, now, |_| {})?;
-    store.flush().await?;
+    let g = &new.grant;
+    let detail = json!({"name": g.name, "grace_seconds": grace_secs});
+    audit
+        .record(
+            store,
+            Action::GrantRotated,
+            Some(&g.user_id),
+            Some(Target::Grant(id)),
+            detail,
+        )
+        .await?;
     tracing::info!(grant_id = %id, grace_secs, "grant rotated");
     Ok(new)
 }
@@ -686,7 +739,7 @@ pub fn check_reapproval(
 }
 
 /// A reconnecting app: a new key for an existing ACTIVE grant of `owner`; the old key
-/// keeps working for `grace_secs` (`reconnect_grace_secs`). What the person approved
+/// keeps working for the configured `reconnect_grace_secs`. What the person approved
 /// again (scopes, limits within the grant's plan, expiry) replaces what the grant had;
 /// its plan and the limits the person set stay unless the approval carries limits.
 pub async fn rekey(
@@ -695,9 +748,10 @@ pub async fn rekey(
     id: &GrantId,
     owner: &UserId,
     again: Reapproval,
-    grace_secs: u64,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
+    let grace_secs = config.reconnect_grace_secs;
     let not_found = || ServiceError::NotFound(Missing::ActiveConnection);
     let existing = store.grant(id)?.ok_or_else(not_found)?;
     if existing.user_id != *owner || !re_keyable(&existing, now) {
@@ -720,7 +774,16 @@ pub async fn rekey(
         ServerError::Service(ServiceError::NotFound(_)) => not_found().into(),
         other => other,
     })?;
-    store.flush().await?;
+    let detail = json!({"name": new.grant.name, "grace_seconds": grace_secs, "reconnect": true});
+    audit
+        .record(
+            store,
+            Action::GrantRotated,
+            Some(owner),
+            Some(Target::Grant(id)),
+            detail,
+        )
+        .await?;
     tracing::info!(grant_id = %id, grace_secs, "grant re-keyed");
     Ok(new)
 }
@@ -759,6 +822,7 @@ pub async fn set_enabled(
     id: &GrantId,
     owner: Option<&UserId>,
     enabled: bool,
+    audit: &Audit,
 ) -> Result<GrantView, ServerError> {
     changeable(store, id, owner)?;
     let state = if enabled {
@@ -774,7 +838,21 @@ pub async fn set_enabled(
             forget_previous_secret(g);
         }
     })?;
-    store.flush().await?;
+    let action = if enabled {
+        Action::GrantEnabled
+    } else {
+        Action::GrantDisabled
+    };
+    let detail = json!({"name": updated.name});
+    audit
+        .record(
+            store,
+            action,
+            Some(&updated.user_id),
+            Some(Target::Grant(id)),
+            detail,
+        )
+        .await?;
     tracing::info!(grant_id = %id, enabled, "grant enabled or disabled");
     Ok(GrantView::from(&updated))
 }
@@ -800,15 +878,28 @@ pub async fn delete(
     id: &GrantId,
     owner: Option<&UserId>,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<Deleted, ServerError> {
     let existing = owned(store, id, owner)?;
     if existing.state == GrantState::Revoked {
-        store.delete_grant(id)?;
-        store.flush().await?;
+        // Only the call that removed it records it (a concurrent one finds it gone).
+        if store.delete_grant(id)? {
+            let detail = json!({"name": existing.name});
+            let target = Some(Target::Grant(id));
+            audit
+                .record(
+                    store,
+                    Action::GrantRemoved,
+                    Some(&existing.user_id),
+                    target,
+                    detail,
+                )
+                .await?;
+        }
         tracing::info!(grant_id = %id, "revoked grant removed");
         return Ok(Deleted::Removed);
     }
-    revoke(store, id, owner, now).await?;
+    revoke(store, id, owner, now, audit).await?;
     Ok(Deleted::Revoked)
 }
 
@@ -819,12 +910,23 @@ pub async fn revoke(
     id: &GrantId,
     owner: Option<&UserId>,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<GrantRecord, ServerError> {
     owned(store, id, owner)?;
     let revoked = store
         .revoke_grant(id, now)?
         .ok_or(ServiceError::NotFound(Missing::Grant))?;
-    store.flush().await?;
+    let detail = json!({"name": revoked.name});
+    let target = Some(Target::Grant(id));
+    audit
+        .record(
+            store,
+            Action::GrantRevoked,
+            Some(&revoked.user_id),
+            target,
+            detail,
+        )
+        .await?;
     tracing::info!(grant_id = %id, "grant revoked");
     Ok(revoked)
 }

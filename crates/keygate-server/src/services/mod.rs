@@ -6,6 +6,7 @@
 pub mod account;
 pub mod admin;
 pub mod admin_keys;
+pub mod audit;
 pub mod connect;
 pub mod error;
 pub mod grants;

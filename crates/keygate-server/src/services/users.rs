@@ -1,3 +1,4 @@
+use keygate_core::audit::Action;
 use keygate_core::ids::UserId;
 use keygate_core::time::UnixTime;
 use keygate_store::{Store, UserRecord};
@@ -5,6 +6,7 @@ use serde::Serialize;
 
 use crate::error::ServerError;
 use crate::routes::page::{Page, PageRequest};
+use crate::services::audit::{Audit, Target};
 use crate::services::error::{Missing, ServiceError};
 
 const MAX_NAME_CHARS: usize = 200;
@@ -47,14 +49,28 @@ pub fn parse_name(raw: &str, what: &'static str) -> Result<String, ServiceError>
     Ok(name.to_owned())
 }
 
-pub async fn create(store: &Store, name: &str, now: UnixTime) -> Result<UserView, ServerError> {
+pub async fn create(
+    store: &Store,
+    name: &str,
+    now: UnixTime,
+    audit: &Audit,
+) -> Result<UserView, ServerError> {
     let user = UserRecord {
         id: UserId::generate(),
         name: parse_name(name, "name")?,
         created_at: now,
     };
     store.insert_user(&user)?;
-    store.flush().await?;
+    let target = Some(Target::User(&user.id));
+    audit
+        .record(
+            store,
+            Action::UserCreated,
+            Some(&user.id),
+            target,
+            serde_json::json!({}),
+        )
+        .await?;
     tracing::info!(user_id = %user.id, "user created");
     Ok(UserView::from(&user))
 }

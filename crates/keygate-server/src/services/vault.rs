@@ -5,6 +5,7 @@
 //! under — never to its own fields, so a record copied under another person's id does
 //! not open.
 
+use keygate_core::audit::Action;
 use keygate_core::ids::{KeyId, UserId};
 use keygate_core::key_verdict::{self, Verdict};
 use keygate_core::keyring::Keyring;
@@ -16,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::error::ServerError;
+use crate::services::audit::{Audit, Target};
 use crate::services::error::ServiceError;
 use crate::state::AppState;
 
@@ -88,8 +90,9 @@ pub async fn put_key(
     user: &UserId,
     raw_key: &str,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<VaultRecord, ServerError> {
-    put_key_validated(store, keyring, user, raw_key, false, now).await
+    put_key_validated(store, keyring, user, raw_key, false, now, audit).await
 }
 
 /// Asks the upstream whether it accepts `raw_key` (`GET /models`). A refusal of the key
@@ -153,6 +156,7 @@ pub async fn store_key(
     st: &AppState,
     user: &UserId,
     key: &SecretString,
+    audit: &Audit,
 ) -> Result<VaultRecord, ServerError> {
     let raw = key.expose_secret();
     let validated = if st.config.validate_openai_keys {
@@ -160,13 +164,23 @@ pub async fn store_key(
     } else {
         false
     };
-    put_key_validated(&st.store, &st.keyring, user, raw, validated, st.clock.now()).await
+    let now = st.clock.now();
+    put_key_validated(&st.store, &st.keyring, user, raw, validated, now, audit).await
 }
 
-/// Deletes the person's stored key; durable before returning.
-pub async fn delete_key(store: &Store, user: &UserId) -> Result<(), ServerError> {
-    store.delete_vault(user)?;
-    store.flush().await?;
+/// Deletes the person's stored key; durable before returning. (Deleting none is no
+/// action: nothing to record.)
+pub async fn delete_key(store: &Store, user: &UserId, audit: &Audit) -> Result<(), ServerError> {
+    let Some(old) = store.vault(user)? else {
+        return Ok(());
+    };
+    if store.delete_vault(user)? {
+        let detail = serde_json::json!({"last4": old.last4});
+        let target = Some(Target::OpenAiKey(&old.key_id));
+        audit
+            .record(store, Action::KeyDeleted, Some(user), target, detail)
+            .await?;
+    }
     tracing::info!(user_id = %user, "OpenAI key deleted");
     Ok(())
 }
@@ -178,6 +192,7 @@ pub async fn put_key_validated(
     raw_key: &str,
     validated: bool,
     now: UnixTime,
+    audit: &Audit,
 ) -> Result<VaultRecord, ServerError> {
     let key = parse_key(raw_key)?;
     let binding = Binding {
@@ -196,8 +211,19 @@ pub async fn put_key_validated(
         last_validated_at: validated.then_some(now),
         rejected_at: None,
     };
+    let replaced = store.vault(user)?.is_some();
     store.put_vault(user, &record)?;
-    store.flush().await?;
+    let action = if replaced {
+        Action::KeyReplaced
+    } else {
+        Action::KeyStored
+    };
+    // The last four characters, as the dashboard shows them: never the key.
+    let detail = serde_json::json!({"last4": record.last4, "verified": validated});
+    let target = Some(Target::OpenAiKey(&record.key_id));
+    audit
+        .record(store, action, Some(user), target, detail)
+        .await?;
     tracing::info!(user_id = %user, kid = %record.kid, "OpenAI key sealed and stored");
     Ok(record)
 }
@@ -349,14 +375,25 @@ mod tests {
         (dir, store)
     }
 
+    fn audit() -> Audit {
+        Audit::system(keygate_core::time::Clock::manual(10))
+    }
+
     #[tokio::test]
     async fn admin_keys_are_refused_before_anything_else() {
         let (_dir, store) = store();
         let keyring = Keyring::generate().unwrap();
         let user = UserId::generate();
-        let err = put_key(&store, &keyring, &user, "sk-admin-abcdef0123456789", 10)
-            .await
-            .unwrap_err();
+        let err = put_key(
+            &store,
+            &keyring,
+            &user,
+            "sk-admin-abcdef0123456789",
+            10,
+            &audit(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.to_openai().code, Some("admin_key_not_allowed"));
         assert!(store.vault(&user).unwrap().is_none());
     }
@@ -368,7 +405,7 @@ mod tests {
         let (_dir, store) = store();
         let mut keyring = Keyring::generate().unwrap();
         let (x, y) = (UserId::generate(), UserId::generate());
-        let rx = put_key(&store, &keyring, &x, "sk-x-0000000000000000", 10)
+        let rx = put_key(&store, &keyring, &x, "sk-x-0000000000000000", 10, &audit())
             .await
             .unwrap();
         store.put_vault(&y, &rx).unwrap();
@@ -392,15 +429,30 @@ mod tests {
         let (_dir, store) = store();
         let keyring = Keyring::generate().unwrap();
         let user = UserId::generate();
-        let old = put_key(&store, &keyring, &user, "sk-old-0000000000000000", 10)
-            .await
-            .unwrap();
+        let old = put_key(
+            &store,
+            &keyring,
+            &user,
+            "sk-old-0000000000000000",
+            10,
+            &audit(),
+        )
+        .await
+        .unwrap();
         assert_eq!(KeyView::of(Some(&old)).status, KeyStatus::Unverified);
 
         // The person replaced the key while a request with the old one was in flight.
-        let new = put_key_validated(&store, &keyring, &user, "sk-new-0000000000000000", true, 20)
-            .await
-            .unwrap();
+        let new = put_key_validated(
+            &store,
+            &keyring,
+            &user,
+            "sk-new-0000000000000000",
+            true,
+            20,
+            &audit(),
+        )
+        .await
+        .unwrap();
         assert!(!mark_rejected(&store, &user, &old.key_id, 50).unwrap());
         assert_eq!(store.vault(&user).unwrap().unwrap(), new);
 
@@ -424,9 +476,16 @@ mod tests {
 
         // A new key starts clean.
         mark_rejected(&store, &user, &new.key_id, 95).unwrap();
-        let fresh = put_key(&store, &keyring, &user, "sk-third-000000000000000", 100)
-            .await
-            .unwrap();
+        let fresh = put_key(
+            &store,
+            &keyring,
+            &user,
+            "sk-third-000000000000000",
+            100,
+            &audit(),
+        )
+        .await
+        .unwrap();
         assert_eq!(fresh.rejected_at, None);
     }
 }

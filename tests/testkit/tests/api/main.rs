@@ -6,6 +6,7 @@
 mod admin;
 mod admin_keys;
 mod anonymous;
+mod audit;
 mod byok;
 mod connect;
 mod extractors;
