@@ -11,6 +11,7 @@ mod m0002_passkeys_sessions;
 mod m0003_connect_codes;
 mod m0004_usage;
 mod m0005_admin_keys;
+mod m0008_operator_key;
 pub mod trees;
 
 /// The `meta` tree and the key under which the schema version (u32, big endian) lives.
@@ -63,10 +64,16 @@ const MIGRATIONS: &[Migration] = &[
         name: "admin_keys",
         apply: m0005_admin_keys::apply,
     },
+    // Versions 6 and 7 are other steps of the same release (merged beside this one).
+    Migration {
+        version: 8,
+        name: "operator_key",
+        apply: m0008_operator_key::apply,
+    },
 ];
 
 /// The schema version a fully migrated store has.
-pub const LATEST: u32 = 5;
+pub const LATEST: u32 = 8;
 
 /// All known steps, in order.
 pub fn all() -> &'static [Migration] {
@@ -150,6 +157,7 @@ mod tests {
             .iter()
             .chain(m0002_passkeys_sessions::TREES.iter())
             .chain(m0005_admin_keys::TREES.iter())
+            .chain(m0008_operator_key::TREES.iter())
         {
             assert!(
                 names.iter().any(|n| n.as_ref() == tree.as_bytes()),

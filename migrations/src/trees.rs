@@ -33,3 +33,6 @@ pub const CONNECT_CODES: &str = "connect_codes";
 pub const USAGE: &str = "usage";
 /// admin key id → admin key record (name, scope, SHA-256 of the secret, expiry).
 pub const ADMIN_KEYS: &str = "admin_keys";
+/// `"operator"` → the operator's sealed OpenAI key record (at most one), bound to
+/// `keygate_core::vault::OPERATOR_SUBJECT`, never to a user id.
+pub const OPERATOR_KEY: &str = "operator_key";

@@ -18,8 +18,8 @@ pub use auth::{
 };
 pub use error::StoreError;
 pub use records::{
-    AdminKeyRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord,
-    SessionRecord, UserRecord, VaultRecord,
+    AdminKeyRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState, OperatorKeyRecord,
+    PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
 };
 pub use store::{Store, StoreOptions};
 pub use sweep::Swept;

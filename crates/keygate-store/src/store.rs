@@ -8,10 +8,13 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::StoreError;
 use crate::records::{
-    AdminKeyRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState, PasskeyRecord,
-    SessionRecord, UserRecord, VaultRecord,
+    AdminKeyRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState, OperatorKeyRecord,
+    PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
 };
 use crate::table::{Index, Table, pair_key};
+
+/// The one key of the operator key's tree.
+const OPERATOR_KEY_KEY: &str = "operator";
 
 /// Tuning for the embedded store.
 #[derive(Clone, Debug)]
@@ -48,6 +51,7 @@ pub struct Store {
     /// are added to in transactions).
     pub(crate) usage: sled::Tree,
     pub(crate) admin_keys: Table<AdminKeyRecord>,
+    pub(crate) operator_key: Table<OperatorKeyRecord>,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,6 +95,7 @@ impl Store {
             connect_codes: Table::open(&db, trees::CONNECT_CODES)?,
             usage: db.open_tree(trees::USAGE)?,
             admin_keys: Table::open(&db, trees::ADMIN_KEYS)?,
+            operator_key: Table::open(&db, trees::OPERATOR_KEY)?,
             db,
         })
     }
@@ -194,6 +199,33 @@ impl Store {
                 Ok((user, record))
             })
             .collect()
+    }
+
+    // --- the operator's key ----------------------------------------------------------
+
+    /// Stores (or replaces) the operator's sealed key.
+    pub fn put_operator_key(&self, record: &OperatorKeyRecord) -> Result<(), StoreError> {
+        self.operator_key.put(OPERATOR_KEY_KEY, record)
+    }
+
+    pub fn operator_key(&self) -> Result<Option<OperatorKeyRecord>, StoreError> {
+        self.operator_key.get(OPERATOR_KEY_KEY)
+    }
+
+    /// Compare-and-swap (the re-seal pass): replaces the record with `new` only if it is
+    /// still exactly `old`. Returns whether it did.
+    pub fn replace_operator_key(
+        &self,
+        old: &OperatorKeyRecord,
+        new: &OperatorKeyRecord,
+    ) -> Result<bool, StoreError> {
+        self.operator_key
+            .compare_and_swap(OPERATOR_KEY_KEY, old, new)
+    }
+
+    /// Removes the operator's key; returns whether there was one.
+    pub fn delete_operator_key(&self) -> Result<bool, StoreError> {
+        self.operator_key.remove(OPERATOR_KEY_KEY)
     }
 
     // --- grants ------------------------------------------------------------------

@@ -125,7 +125,7 @@ fn init_keys_and_migrate() {
     assert!(
         String::from_utf8(out.stdout)
             .unwrap()
-            .contains("schema version 5")
+            .contains("schema version 8")
     );
 }
 

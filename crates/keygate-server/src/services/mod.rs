@@ -9,6 +9,7 @@ pub mod admin_keys;
 pub mod connect;
 pub mod error;
 pub mod grants;
+pub mod operator_key;
 pub mod usage;
 pub mod users;
 pub mod vault;
