@@ -163,23 +163,38 @@ pub enum OfflineError {
     Failed(ServerError),
 }
 
-/// `keygate keys set-operator`: with no server running, opens the keyring (from
-/// `KEYGATE_MASTER_KEYS` or the key file, never creating one) and the store, and seals
-/// the key as the admin API would.
-pub async fn set_offline(
-    config: &Config,
-    key: &SecretString,
-    now: UnixTime,
-) -> Result<OperatorKeyView, OfflineError> {
-    let keyring = offline_keyring(config)?;
-    let store = offline_store(&config.data_dir)?;
-    set(&store, &keyring, key, now).await.map_err(refused)
+/// The store and keyring opened by `keygate keys set-operator` / `clear-operator`, with
+/// no server running (sled lets one process open the store): opened before the key is
+/// read, so a running server is reported before anyone types a key.
+pub struct OfflineStore {
+    store: Store,
+    keyring: Keyring,
 }
 
-/// `keygate keys clear-operator`: removes the operator's key offline; whether one was set.
-pub async fn clear_offline(config: &Config) -> Result<bool, OfflineError> {
+/// Opens the keyring (from `KEYGATE_MASTER_KEYS` or the key file, never creating one),
+/// then the store (running pending migrations, as `keygate migrate` does).
+pub fn open_offline(config: &Config) -> Result<OfflineStore, OfflineError> {
+    let keyring = offline_keyring(config)?;
     let store = offline_store(&config.data_dir)?;
-    delete(&store).await.map_err(refused)
+    Ok(OfflineStore { store, keyring })
+}
+
+impl OfflineStore {
+    /// Seals and stores the key, as `PUT /admin/operator-key` does.
+    pub async fn set(
+        &self,
+        key: &SecretString,
+        now: UnixTime,
+    ) -> Result<OperatorKeyView, OfflineError> {
+        set(&self.store, &self.keyring, key, now)
+            .await
+            .map_err(refused)
+    }
+
+    /// Removes the key; whether one was set.
+    pub async fn clear(&self) -> Result<bool, OfflineError> {
+        delete(&self.store).await.map_err(refused)
+    }
 }
 
 fn offline_keyring(config: &Config) -> Result<Keyring, OfflineError> {
