@@ -21,6 +21,8 @@ use keygate_testkit::{ADMIN_KEY, FAKE_OPENAI_KEY, clock_control, spawn_app_with_
 use serde_json::json;
 
 const MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// The operator's (fake) OpenAI key, lent by the `lent` plan.
+const OPERATOR_KEY: &str = "sk-proj-testenv-operator-key-000000000000OPER";
 
 #[tokio::main]
 async fn main() {
@@ -46,9 +48,24 @@ async fn main() {
                 }),
                 ..Plan::default()
             },
+        ), (
+            // Lends the operator's key (set below) to people without one
+            // (tests/browser/connect-operator.test.mjs).
+            "lent".to_string(),
+            Plan {
+                use_operator_key: true,
+                ..Plan::default()
+            },
         )]));
     })
     .await;
+    let res = app
+        .admin(reqwest::Method::PUT, "/admin/operator-key")
+        .json(&json!({"api_key": OPERATOR_KEY}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204, "operator key");
     let all = app.enrolled_grant(None).await;
     let restricted = app.enrolled_grant(Some(&["gpt-4o-mini"])).await;
     let revoked = app.enrolled_grant(None).await;
@@ -76,6 +93,8 @@ async fn main() {
         // The (fake) OpenAI key the mock accepts, for suites that make their own people
         // and grants through the admin API (grants with limits: tests/sdk).
         "openai_key": FAKE_OPENAI_KEY,
+        // The operator's key, which the `lent` plan lends to people without one.
+        "operator_key": OPERATOR_KEY,
         "max_body_bytes": MAX_BODY_BYTES,
         "keys": {
             "all": all.api_key,
