@@ -30,7 +30,9 @@ pub fn read_line(prompt: &str) -> anyhow::Result<SecretString> {
     }
     let key = line.trim();
     if key.is_empty() {
-        anyhow::bail!("no key on standard input: pipe it in, e.g. `keygate keys set-operator < key.txt`");
+        anyhow::bail!(
+            "no key on standard input: pipe it in, e.g. `keygate keys set-operator < key.txt`"
+        );
     }
     Ok(SecretString::from(key.to_owned()))
 }

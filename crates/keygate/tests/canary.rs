@@ -210,7 +210,9 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
         .bearer_auth(ADMIN_KEY)
         .json(&json!({"api_key": operator}));
     assert_eq!(keep!(put.send().await.unwrap()), 204);
-    let show = client.get(url("/admin/operator-key")).bearer_auth(ADMIN_KEY);
+    let show = client
+        .get(url("/admin/operator-key"))
+        .bearer_auth(ADMIN_KEY);
     assert_eq!(keep!(show.send().await.unwrap()), 200);
     let keyless: serde_json::Value = client
         .post(url("/admin/users"))

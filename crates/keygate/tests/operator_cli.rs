@@ -26,11 +26,7 @@ fn run_with_stdin(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
     }
     let mut child = cmd.spawn().expect("keygate runs");
     // The child may exit before reading (a locked store): a broken pipe is fine.
-    let _ = child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes());
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
 }
 
@@ -71,7 +67,10 @@ async fn set_operator_reads_stdin_offline_and_the_server_lends_the_key() {
     let out = run_with_stdin(&["keys", "set-operator"], &env, admin);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.starts_with("keygate: ") && err.contains("admin key"), "{err}");
+    assert!(
+        err.starts_with("keygate: ") && err.contains("admin key"),
+        "{err}"
+    );
     assert!(!err.contains(admin), "{err}");
 
     let out = run_with_stdin(
@@ -81,7 +80,10 @@ async fn set_operator_reads_stdin_offline_and_the_server_lends_the_key() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
-    assert!(said.contains("operator OpenAI key sealed under master key"), "{said}");
+    assert!(
+        said.contains("operator OpenAI key sealed under master key"),
+        "{said}"
+    );
     for stream in [&out.stdout, &out.stderr] {
         assert!(!text(stream).contains(OPERATOR_KEY));
     }
@@ -178,9 +180,15 @@ async fn set_operator_reads_stdin_offline_and_the_server_lends_the_key() {
 fn help_names_the_operator_commands_and_how_to_pipe_the_key() {
     let out = run(&["keys", "--help"], &[]);
     let help = text(&out.stdout);
-    assert!(help.contains("set-operator") && help.contains("clear-operator"), "{help}");
+    assert!(
+        help.contains("set-operator") && help.contains("clear-operator"),
+        "{help}"
+    );
     let out = run(&["keys", "set-operator", "--help"], &[]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    assert!(help.contains("standard input") && help.contains("PUT /admin/operator-key"), "{help}");
+    assert!(
+        help.contains("standard input") && help.contains("PUT /admin/operator-key"),
+        "{help}"
+    );
 }

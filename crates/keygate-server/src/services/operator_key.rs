@@ -250,9 +250,14 @@ mod tests {
                 updated_at: None
             }
         );
-        let shown = set(&store, &keyring, &secret("sk-operator-000000000000"), 86_400)
-            .await
-            .unwrap();
+        let shown = set(
+            &store,
+            &keyring,
+            &secret("sk-operator-000000000000"),
+            86_400,
+        )
+        .await
+        .unwrap();
         assert_eq!(shown.kid.as_deref(), Some(keyring.active_kid()));
         assert_eq!(shown.updated_at.as_deref(), Some("1970-01-02T00:00:00Z"));
         assert_eq!(view(&store).unwrap(), shown);
@@ -283,15 +288,10 @@ mod tests {
         let (_dir, store) = store();
         let keyring = Keyring::generate().unwrap();
         let user = UserId::generate();
-        let person = crate::services::vault::put_key(
-            &store,
-            &keyring,
-            &user,
-            "sk-person-00000000000000",
-            1,
-        )
-        .await
-        .unwrap();
+        let person =
+            crate::services::vault::put_key(&store, &keyring, &user, "sk-person-00000000000000", 1)
+                .await
+                .unwrap();
         let swapped = OperatorKeyRecord {
             key_id: person.key_id.clone(),
             sealed: person.sealed.clone(),

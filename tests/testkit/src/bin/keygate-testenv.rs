@@ -36,27 +36,30 @@ async fn main() {
         c.auth_burst = Some(100_000);
         // The plan the browser suite's apps ask for (tests/browser/connect*.test.mjs): its
         // limits are the ceiling the consent page shows and lets the person lower.
-        c.plans = Some(BTreeMap::from([(
-            "starter".to_string(),
-            Plan {
-                rpm: Some(60),
-                max_concurrency: Some(4),
-                budget: Some(Budget {
-                    usd: Usd::from_dollars(5.0),
-                    tokens: None,
-                    period: Period::Month,
-                }),
-                ..Plan::default()
-            },
-        ), (
-            // Lends the operator's key (set below) to people without one
-            // (tests/browser/connect-operator.test.mjs).
-            "lent".to_string(),
-            Plan {
-                use_operator_key: true,
-                ..Plan::default()
-            },
-        )]));
+        c.plans = Some(BTreeMap::from([
+            (
+                "starter".to_string(),
+                Plan {
+                    rpm: Some(60),
+                    max_concurrency: Some(4),
+                    budget: Some(Budget {
+                        usd: Usd::from_dollars(5.0),
+                        tokens: None,
+                        period: Period::Month,
+                    }),
+                    ..Plan::default()
+                },
+            ),
+            (
+                // Lends the operator's key (set below) to people without one
+                // (tests/browser/connect-operator.test.mjs).
+                "lent".to_string(),
+                Plan {
+                    use_operator_key: true,
+                    ..Plan::default()
+                },
+            ),
+        ]));
     })
     .await;
     let res = app

@@ -118,7 +118,10 @@ async fn set_shown_without_the_key_and_deleted_with_the_admin_scope_only() {
         .unwrap();
     assert_eq!(res.headers()["cache-control"], "no-store");
     let text = res.text().await.unwrap();
-    assert!(!text.contains(OPERATOR_KEY) && !text.contains("OPRK"), "{text}");
+    assert!(
+        !text.contains(OPERATOR_KEY) && !text.contains("OPRK"),
+        "{text}"
+    );
     let view: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(view["set"], true);
     assert_eq!(view["kid"], app.state.keyring.active_kid());
@@ -148,7 +151,11 @@ async fn set_shown_without_the_key_and_deleted_with_the_admin_scope_only() {
             );
         }
     }
-    assert_eq!(shown(&app).await["updated_at"], updated, "changed by a refusal");
+    assert_eq!(
+        shown(&app).await["updated_at"],
+        updated,
+        "changed by a refusal"
+    );
     let admin = admin_key_of_scope(&app, "admin").await;
     let res = app
         .client
@@ -196,7 +203,11 @@ async fn set_shown_without_the_key_and_deleted_with_the_admin_scope_only() {
         let err = assert_openai_error(res, 400, "invalid_request").await;
         assert!(!err.to_string().contains("has spaces"), "{err}");
     }
-    assert_eq!(shown(&app).await["updated_at"], updated, "a refusal changed it");
+    assert_eq!(
+        shown(&app).await["updated_at"],
+        updated,
+        "a refusal changed it"
+    );
     // Nothing was ever sent to OpenAI to be checked.
     assert_eq!(app.mock.request_count(), 0);
 
@@ -231,7 +242,11 @@ async fn the_operator_key_is_used_only_where_the_plan_allows() {
     // error, as any request the limits let through that fails before it is sent).
     let report = app.usage(&lent_id, "").await;
     let day = &report["days"][0];
-    assert_eq!((&day["requests"], &day["errors"]), (&json!(2), &json!(1)), "{report}");
+    assert_eq!(
+        (&day["requests"], &day["errors"]),
+        (&json!(2), &json!(1)),
+        "{report}"
+    );
     assert!(day["completion_tokens"].as_u64().unwrap() > 0);
     assert_eq!(report["summary"]["requests"], 2);
 
@@ -265,7 +280,9 @@ async fn the_operator_key_is_used_only_where_the_plan_allows() {
         204
     );
     let (_, keyed_lent) = grant_on(&app, &keyed, Some("lent")).await;
-    let res = app.chat_completions(&keyed_lent, &chat("gpt-4o-mini")).await;
+    let res = app
+        .chat_completions(&keyed_lent, &chat("gpt-4o-mini"))
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         last_authorization(&app),
@@ -317,7 +334,9 @@ async fn the_operator_key_is_used_only_where_the_plan_allows() {
         200
     );
     assert_eq!(delete_operator_key(&app).await.status(), 204);
-    let res = app.chat_completions(&other_lent, &chat("gpt-4o-mini")).await;
+    let res = app
+        .chat_completions(&other_lent, &chat("gpt-4o-mini"))
+        .await;
     assert_openai_error(res, 409, "key_not_enrolled").await;
 
     // Opening it was counted as the operator's, never by person or grant.
@@ -379,7 +398,9 @@ async fn an_operator_key_openai_refuses_never_marks_a_persons_vault() {
     let uid = |s: &str| keygate_core::ids::UserId::parse(s).unwrap();
     assert!(app.state.store.vault(&uid(&keyless)).unwrap().is_none());
     // The keyed person on the same plan is unaffected, and not marked.
-    let res = app.chat_completions(&keyed_lent, &chat("gpt-4o-mini")).await;
+    let res = app
+        .chat_completions(&keyed_lent, &chat("gpt-4o-mini"))
+        .await;
     assert_eq!(res.status(), 200);
     let record = app.state.store.vault(&uid(&keyed)).unwrap().unwrap();
     assert_eq!(record.rejected_at, None);
