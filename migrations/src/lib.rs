@@ -13,6 +13,7 @@ mod m0004_usage;
 mod m0005_admin_keys;
 mod m0006_audit;
 mod m0007_grant_owners;
+mod m0008_operator_key;
 pub mod trees;
 
 /// The `meta` tree and the key under which the schema version (u32, big endian) lives.
@@ -75,10 +76,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "grant_owners",
         apply: m0007_grant_owners::apply,
     },
+    Migration {
+        version: 8,
+        name: "operator_key",
+        apply: m0008_operator_key::apply,
+    },
 ];
 
 /// The schema version a fully migrated store has.
-pub const LATEST: u32 = 7;
+pub const LATEST: u32 = 8;
 
 /// All known steps, in order.
 pub fn all() -> &'static [Migration] {
@@ -164,6 +170,7 @@ mod tests {
             .chain(m0005_admin_keys::TREES.iter())
             .chain(m0006_audit::TREES.iter())
             .chain(m0007_grant_owners::TREES.iter())
+            .chain(m0008_operator_key::TREES.iter())
         {
             assert!(
                 names.iter().any(|n| n.as_ref() == tree.as_bytes()),

@@ -43,3 +43,6 @@ pub const AUDIT_BY_USER: &str = "audit_by_user";
 /// grant and kept when the grant is removed (and when its person deletes their
 /// account), so usage rows — which outlive their grant — can be summed per person.
 pub const GRANT_OWNERS: &str = "grant_owners";
+/// `"operator"` → the operator's sealed OpenAI key record (at most one), bound to
+/// `keygate_core::vault::OPERATOR_SUBJECT`, never to a user id.
+pub const OPERATOR_KEY: &str = "operator_key";

@@ -63,9 +63,10 @@ mkdir -p "$RUN_DIR" "$ART/screenshots"
 chmod 700 "$RUN_DIR"
 testenv_start "$BIN" "$RUN_DIR" KG_TESTENV_PUBLIC_HOST=localhost
 # Only what the browser tests need; KG_DEMO_URL is the demo app on its own origin (connect*.test.mjs),
-# KG_CONTROL_URL the testenv's clock control (lib.mjs advanceClock: past the passkey fresh window).
+# KG_CONTROL_URL the testenv's clock control (lib.mjs advanceClock: past the passkey fresh window),
+# KG_OPERATOR_KEY the operator's key its `lent` plan lends (connect-operator.test.mjs).
 testenv_export KG_PUBLIC_URL=public_url KG_BASE_URL=base_url KG_MOCK_URL=mock_url KG_DEMO_URL=demo_url \
-  KG_CONTROL_URL=control_url
+  KG_CONTROL_URL=control_url KG_OPERATOR_KEY=operator_key
 case "$KG_PUBLIC_URL" in
   http://localhost:* | https://*) ;;
   *) log "keygate's public URL is $KG_PUBLIC_URL: passkeys need localhost or a domain"; exit 1 ;;

@@ -11,7 +11,8 @@
 #
 # The line's fields: base_url, public_url, mock_url, demo_url, control_url (POST
 # {control_url}/advance?secs=N moves keygate's clock forward, POST {control_url}/reset back to
-# the system time), admin_key, openai_key (the fake key the mock accepts), max_body_bytes, keys.*.
+# the system time), admin_key, openai_key (the fake key the mock accepts), operator_key (the
+# operator key its `lent` plan lends to people without one), max_body_bytes, keys.*.
 #
 # JSON is read with python3 when there is one, else node. Knobs: KG_TESTENV_BIN (an already
 # built keygate-testenv: skips the cargo build), TESTENV_START_TIMEOUT (seconds, default 120).

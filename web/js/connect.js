@@ -392,12 +392,17 @@ function keyStep() {
   });
 }
 
-/** Signed in, with an OpenAI key stored. */
+/**
+ * Signed in, with an OpenAI key stored — unless the plan the app asks for lends the operator's
+ * key to people who have none (`use_operator_key`): then the key step is skipped.
+ */
 async function accountStep() {
   me = await currentUser();
   if (!me) me = await signInStep();
   const key = await api.get("/api/key");
-  if (!key?.enrolled) await keyStep();
+  if (key?.enrolled) return;
+  const plan = await planCeiling();
+  if (!plan?.use_operator_key) await keyStep();
 }
 
 // ---------------------------------------------------------------------- consent

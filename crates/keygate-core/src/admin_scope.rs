@@ -2,8 +2,8 @@
 //!
 //! - `read`: only `GET` requests under `/admin`;
 //! - `write`: also changes people and grants;
-//! - `admin`: also creates, lists and revokes admin keys (the bootstrap
-//!   `KEYGATE_ADMIN_KEY` is `admin`).
+//! - `admin`: also creates, lists and revokes admin keys, and sets, shows and deletes
+//!   the operator's OpenAI key (the bootstrap `KEYGATE_ADMIN_KEY` is `admin`).
 
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +21,12 @@ impl AdminScope {
         self >= needed
     }
 
-    /// The scope an `/admin` request needs: managing admin keys needs `admin`, any
-    /// other read needs `read`, any other change `write`.
-    pub fn needed_for(method_is_get: bool, path_is_admin_keys: bool) -> AdminScope {
-        if path_is_admin_keys {
+    /// The scope an `/admin` request needs: `/admin/keys` and `/admin/operator-key`
+    /// (and anything under them) need `admin`, whatever the method; any other read
+    /// needs `read`, any other change `write`. `path` is the path the router matched
+    /// (percent-decoded), so no spelling of an admin-only path needs less.
+    pub fn needed_for(method_is_get: bool, path: &str) -> AdminScope {
+        if ADMIN_ONLY.iter().any(|p| is_at_or_under(path, p)) {
             AdminScope::Admin
         } else if method_is_get {
             AdminScope::Read
@@ -40,6 +42,15 @@ impl AdminScope {
             AdminScope::Admin => "admin",
         }
     }
+}
+
+/// Paths only scope `admin` may use: admin keys (creating one is handing out access)
+/// and the operator's OpenAI key (a credential that spends the operator's money).
+const ADMIN_ONLY: [&str; 2] = ["/admin/keys", "/admin/operator-key"];
+
+fn is_at_or_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -58,10 +69,23 @@ mod tests {
 
     #[test]
     fn what_a_request_needs() {
-        assert_eq!(AdminScope::needed_for(true, false), Read);
-        assert_eq!(AdminScope::needed_for(false, false), Write);
-        assert_eq!(AdminScope::needed_for(true, true), Admin);
-        assert_eq!(AdminScope::needed_for(false, true), Admin);
+        for (get, path, needed) in [
+            (true, "/admin/users", Read),
+            (true, "/admin/grants/abc/usage", Read),
+            (false, "/admin/users", Write),
+            (false, "/admin/grants/abc", Write),
+            (true, "/admin/keys", Admin),
+            (false, "/admin/keys", Admin),
+            (false, "/admin/keys/abc", Admin),
+            (true, "/admin/operator-key", Admin),
+            (false, "/admin/operator-key", Admin),
+            (false, "/admin/operator-key/x", Admin),
+            // Only whole segments: a path that merely starts with the same letters is not.
+            (false, "/admin/keysx", Write),
+            (true, "/admin/operator-keys", Read),
+        ] {
+            assert_eq!(AdminScope::needed_for(get, path), needed, "{get} {path}");
+        }
     }
 
     #[test]

@@ -90,6 +90,11 @@ pub struct Plan {
     /// Whether callers may send their own OpenAI key (`X-OpenAI-Key`); `None` is yes.
     #[serde(default)]
     pub allow_own_key: Option<bool>,
+    /// A grant on this plan whose person has stored no OpenAI key uses the operator's
+    /// key (`keygate keys set-operator`, `PUT /admin/operator-key`), when one is set.
+    /// The person's own stored key, and the caller's `X-OpenAI-Key`, still win.
+    #[serde(default)]
+    pub use_operator_key: bool,
 }
 
 impl Plan {

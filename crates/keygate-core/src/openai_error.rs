@@ -348,6 +348,44 @@ impl OpenAiError {
         e
     }
 
+    /// OpenAI refused the operator's key, which this grant used because its person has
+    /// stored none (a plan with `use_operator_key`): the same 424 `owner_key_rejected`,
+    /// but neither the app nor the person can fix it; the operator must.
+    pub fn operator_key_rejected() -> Self {
+        let mut e = Self::new(
+            424,
+            INVALID_REQUEST,
+            "owner_key_rejected",
+            "OpenAI rejected the OpenAI key this keygate's operator provides for people who \
+             have not stored their own. The operator must replace it; the key owner may \
+             also store their own OpenAI key in keygate.",
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
+    /// OpenAI refused this call with the operator's key, but not the key itself (a
+    /// permission, model or region it lacks; `missing` as in [`Self::owner_key_forbidden`]).
+    pub fn operator_key_forbidden(missing: Option<&str>) -> Self {
+        let lacks = match missing {
+            Some(m) => format!("lacks a permission this endpoint needs ({m})"),
+            None => "may not make this call (a permission, model or region it lacks)".to_owned(),
+        };
+        let mut e = Self::new(
+            424,
+            INVALID_REQUEST,
+            "owner_key_rejected",
+            format!(
+                "OpenAI refused this call (424: a dependency failed): the OpenAI key this \
+                 keygate's operator provides for people who have not stored their own \
+                 {lacks}. The operator must give it this permission, or the key owner may \
+                 store their own OpenAI key in keygate."
+            ),
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
     /// A WebAuthn credential id that is already registered (to anyone).
     pub fn credential_already_registered() -> Self {
         Self::new(

@@ -6,6 +6,10 @@
 //! algorithms, no `zip`, no `crit`, a `kid` the keyring holds) and the claims *after*
 //! it: `sub`/`jti` must equal the ids of the record the JWE was read from, so a JWE
 //! copied into another record does not open.
+//!
+//! The operator's key (a plan's fallback for people who stored none) is sealed the same
+//! way, bound to [`OPERATOR_SUBJECT`] instead of a user id: a subject no user id can
+//! spell, so a person's record never opens as the operator's, nor the other way round.
 
 use std::fmt;
 
@@ -29,6 +33,40 @@ const ALLOWED_HEADER: [&str; 6] = ["alg", "enc", "kid", "typ", "iv", "tag"];
 pub struct Binding {
     pub user_id: UserId,
     pub key_id: KeyId,
+}
+
+/// The `sub` of the operator's key: 16 characters, but with a `:` that no user id
+/// (lowercase base32 only) can hold.
+pub const OPERATOR_SUBJECT: &str = "keygate:operator";
+
+/// What the operator's key record is bound to: [`OPERATOR_SUBJECT`] and its key id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorBinding {
+    pub key_id: KeyId,
+}
+
+/// Whose record a JWE is sealed for: its `sub` and `jti` claims, checked on open.
+pub trait Bound {
+    fn subject(&self) -> &str;
+    fn key_id(&self) -> &KeyId;
+}
+
+impl Bound for Binding {
+    fn subject(&self) -> &str {
+        self.user_id.as_str()
+    }
+    fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+}
+
+impl Bound for OperatorBinding {
+    fn subject(&self) -> &str {
+        OPERATOR_SUBJECT
+    }
+    fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
 }
 
 /// A sealed key as stored: the compact JWE plus the `kid` read from its header.
@@ -74,7 +112,7 @@ struct ClaimsIn {
 /// Seals `key` for `binding` under the keyring's active master key.
 pub fn seal(
     keyring: &Keyring,
-    binding: &Binding,
+    binding: &impl Bound,
     key: &OpenAiKey,
     org: Option<&str>,
     project: Option<&str>,
@@ -82,8 +120,8 @@ pub fn seal(
 ) -> Result<SealedKey, CoreError> {
     let (kid, encrypter) = keyring.active_encrypter()?;
     let claims = ClaimsOut {
-        sub: binding.user_id.as_str(),
-        jti: binding.key_id.as_str(),
+        sub: binding.subject(),
+        jti: binding.key_id().as_str(),
         iat: now,
         key: key.expose_secret(),
         org,
@@ -107,7 +145,7 @@ pub fn seal(
 pub fn open(
     keyring: &Keyring,
     sealed: &SealedKey,
-    binding: &Binding,
+    binding: &impl Bound,
 ) -> Result<UnsealedKey, CoreError> {
     let selector = |header: &JweHeader| -> Result<Option<&dyn JweDecrypter>, josekit::JoseError> {
         match check_header(keyring, header) {
@@ -134,7 +172,7 @@ pub fn open(
     }
     let claims: ClaimsIn =
         serde_json::from_slice(&payload).map_err(|_| CoreError::Unseal("claims are not valid"))?;
-    if claims.sub != binding.user_id.as_str() || claims.jti != binding.key_id.as_str() {
+    if claims.sub != binding.subject() || claims.jti != binding.key_id().as_str() {
         return Err(CoreError::Unseal("sealed for another record"));
     }
     let key = OpenAiKey::parse(&claims.key).map_err(|_| CoreError::Unseal("key is not valid"))?;

@@ -9,7 +9,7 @@ use keygate_core::CoreError;
 use keygate_core::ids::{KeyId, UserId};
 use keygate_core::keyring::Keyring;
 use keygate_core::secret::OpenAiKey;
-use keygate_core::vault::{self, Binding, SealedKey};
+use keygate_core::vault::{self, Binding, OPERATOR_SUBJECT, OperatorBinding, SealedKey};
 use proptest::prelude::*;
 
 fn binding() -> Binding {
@@ -91,6 +91,35 @@ fn copied_to_another_record_fails() {
             Err(CoreError::Unseal("sealed for another record"))
         ));
     }
+}
+
+/// The operator's key is bound to a subject no user id can spell: a person's record
+/// never opens as the operator's, nor the operator's as any person's, even with the same
+/// key id.
+#[test]
+fn operator_and_person_records_never_open_as_each_other() {
+    assert!(UserId::parse(OPERATOR_SUBJECT).is_err());
+    let ring = Keyring::generate().unwrap();
+    let person = binding();
+    let operator = OperatorBinding {
+        key_id: person.key_id.clone(),
+    };
+    let sealed_op = vault::seal(&ring, &operator, &key(), None, None, 1).unwrap();
+    let open = vault::open(&ring, &sealed_op, &operator).unwrap();
+    assert_eq!(open.key.expose_secret(), key().expose_secret());
+    assert!(matches!(
+        vault::open(&ring, &sealed_op, &person),
+        Err(CoreError::Unseal("sealed for another record"))
+    ));
+    let sealed_person = vault::seal(&ring, &person, &key(), None, None, 1).unwrap();
+    assert!(matches!(
+        vault::open(&ring, &sealed_person, &operator),
+        Err(CoreError::Unseal("sealed for another record"))
+    ));
+    let other_key = OperatorBinding {
+        key_id: KeyId::generate(),
+    };
+    assert!(vault::open(&ring, &sealed_op, &other_key).is_err());
 }
 
 #[test]

@@ -527,6 +527,12 @@ fn plan_problems(plans: &BTreeMap<String, Plan>, default_plan: Option<&str>) -> 
                  and forbid it (allow_own_key = false)"
             ));
         }
+        if plan.requires_own_key && plan.use_operator_key {
+            out.push(format!(
+                "plans.{name}.use_operator_key: a plan that requires the caller's own key \
+                 (requires_own_key = true) never uses a stored key, the operator's included"
+            ));
+        }
     }
     if let Some(d) = default_plan
         && !plans.contains_key(d)
@@ -1159,6 +1165,10 @@ mod tests {
         fails_naming(
             "[plans.byok]\nrequires_own_key = true\nallow_own_key = false\n",
             "plans.byok.requires_own_key: a plan cannot require",
+        );
+        fails_naming(
+            "[plans.byok]\nrequires_own_key = true\nuse_operator_key = true\n",
+            "plans.byok.use_operator_key: a plan that requires",
         );
         fails_naming(
             "[plans.pro.models.\"gpt-4o\"]\ntpm = 0\n",

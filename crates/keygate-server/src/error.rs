@@ -247,6 +247,10 @@ fn proxy(e: &ProxyError) -> OpenAiError {
         P::OwnerKeyForbidden { missing_scopes } => {
             OpenAiError::owner_key_forbidden(missing_scopes.as_deref())
         }
+        P::OperatorKeyRejected => OpenAiError::operator_key_rejected(),
+        P::OperatorKeyForbidden { missing_scopes } => {
+            OpenAiError::operator_key_forbidden(missing_scopes.as_deref())
+        }
     }
 }
 
@@ -590,6 +594,19 @@ mod tests {
                 424,
                 "owner_key_rejected",
             ),
+            (
+                ProxyError::OperatorKeyRejected.into(),
+                424,
+                "owner_key_rejected",
+            ),
+            (
+                ProxyError::OperatorKeyForbidden {
+                    missing_scopes: None,
+                }
+                .into(),
+                424,
+                "owner_key_rejected",
+            ),
             (ProxyError::ModelRequired.into(), 403, "model_not_allowed"),
             // --- upstream and keygate itself
             (
@@ -677,7 +694,7 @@ mod tests {
 
     /// How many variants [`variant`] names. A new variant does not compile there until
     /// it gets a name; then this count and the table above must grow with it.
-    const VARIANTS: usize = 57;
+    const VARIANTS: usize = 59;
 
     /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
     /// fails to compile here until it is named, and then the table test fails until it
@@ -738,6 +755,8 @@ mod tests {
                 ProxyError::UnroutablePath => "UnroutablePath",
                 ProxyError::OwnerKeyRejected => "OwnerKeyRejected",
                 ProxyError::OwnerKeyForbidden { .. } => "OwnerKeyForbidden",
+                ProxyError::OperatorKeyRejected => "OperatorKeyRejected",
+                ProxyError::OperatorKeyForbidden { .. } => "OperatorKeyForbidden",
             },
             ServerError::Upstream(u) => match u {
                 UpstreamError::ConnectTimeout(_) => "ConnectTimeout",

@@ -54,6 +54,7 @@ pub struct Metrics {
     cost: CounterVec,
     refusals: IntCounterVec,
     unseals: IntCounterVec,
+    operator_key_refusals: IntCounterVec,
     flush: HistogramVec,
     /// The price table's names, sorted, then `other`: what a model label can be.
     models: Vec<String>,
@@ -126,9 +127,18 @@ impl Metrics {
         let unseals = IntCounterVec::new(
             Opts::new(
                 "keygate_vault_unseals_total",
-                "Sealed OpenAI keys opened for a request, by result",
+                "Sealed OpenAI keys opened for a request, by whose (the person's vault record \
+                 or the operator's key) and result",
             ),
-            &["result"],
+            &["source", "result"],
+        )?;
+        let operator_key_refusals = IntCounterVec::new(
+            Opts::new(
+                "keygate_operator_key_refusals_total",
+                "Upstream 401/403 answers to requests made with the operator's OpenAI key: \
+                 `rejected` (the key itself is refused) or `forbidden` (this call only)",
+            ),
+            &["verdict"],
         )?;
         let flush = HistogramVec::new(
             HistogramOpts::new(
@@ -147,6 +157,7 @@ impl Metrics {
         registry.register(Box::new(cost.clone()))?;
         registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(unseals.clone()))?;
+        registry.register(Box::new(operator_key_refusals.clone()))?;
         registry.register(Box::new(flush.clone()))?;
         let this = Self {
             registry,
@@ -159,6 +170,7 @@ impl Metrics {
             cost,
             refusals,
             unseals,
+            operator_key_refusals,
             flush,
             models: prices
                 .names()
@@ -184,8 +196,13 @@ impl Metrics {
                 self.requests.with_label_values(&["v1", class, model]);
             }
         }
-        for result in ["ok", "error"] {
-            self.unseals.with_label_values(&[result]);
+        for source in [UnsealSource::Vault, UnsealSource::Operator] {
+            for result in ["ok", "error"] {
+                self.unseals.with_label_values(&[source.label(), result]);
+            }
+        }
+        for verdict in ["rejected", "forbidden"] {
+            self.operator_key_refusals.with_label_values(&[verdict]);
         }
         for writer in ["usage", "last_used"] {
             self.flush.with_label_values(&[writer]);
@@ -270,9 +287,17 @@ impl Metrics {
         self.refusals.with_label_values(&[reason, limits]).inc();
     }
 
-    pub fn unsealed(&self, ok: bool) {
+    pub fn unsealed(&self, source: UnsealSource, ok: bool) {
         self.unseals
-            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .with_label_values(&[source.label(), if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// OpenAI refused a request made with the operator's key: the key itself
+    /// (`rejected: true`) or only this call.
+    pub fn operator_key_refused(&self, rejected: bool) {
+        self.operator_key_refusals
+            .with_label_values(&[if rejected { "rejected" } else { "forbidden" }])
             .inc();
     }
 
@@ -290,6 +315,24 @@ impl Metrics {
         let mut buf = Vec::with_capacity(16 * 1024);
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         Ok(buf)
+    }
+}
+
+/// Whose sealed key a request opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnsealSource {
+    /// The person's own vault record.
+    Vault,
+    /// The operator's key, lent by the grant's plan (`use_operator_key`).
+    Operator,
+}
+
+impl UnsealSource {
+    fn label(self) -> &'static str {
+        match self {
+            UnsealSource::Vault => "vault",
+            UnsealSource::Operator => "operator",
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub use auth::{
 pub use error::StoreError;
 pub use records::{
     AdminKeyRecord, AuditRecord, AuditTarget, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
-    PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
+    OperatorKeyRecord, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
 };
 pub use store::{GrantFilter, Store, StoreOptions};
 pub use sweep::Swept;

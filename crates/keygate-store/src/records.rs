@@ -325,6 +325,39 @@ impl Versioned for AdminKeyRecord {
     }
 }
 
+/// The operator's OpenAI key: a sealed JWE bound to `keygate_core::vault::OPERATOR_SUBJECT`
+/// and `key_id` (never to a user id), and when it was set. At most one, under one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorKeyRecord {
+    /// A new id each time the key is set: the JWE's `jti`.
+    pub key_id: KeyId,
+    /// Compact JWE (see `keygate_core::vault`); never the key itself.
+    pub sealed: String,
+    /// The master `kid` the JWE was sealed under, for the re-seal pass.
+    pub kid: String,
+    /// When the operator set this key (a re-seal keeps it).
+    pub updated_at: UnixTime,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub(crate) enum StoredOperatorKey {
+    #[serde(rename = "1")]
+    V1(OperatorKeyRecord),
+}
+
+impl Versioned for OperatorKeyRecord {
+    type Stored = StoredOperatorKey;
+    fn into_stored(self) -> StoredOperatorKey {
+        StoredOperatorKey::V1(self)
+    }
+    fn from_stored(stored: StoredOperatorKey) -> Self {
+        match stored {
+            StoredOperatorKey::V1(r) => r,
+        }
+    }
+}
+
 /// One entry of the audit log: what happened, when, who did it, to whom and from
 /// where. Never a secret: no key, token, hash or session id in any field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,9 +10,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use crate::StoreError;
 use crate::records::{
     AdminKeyRecord, AuditRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
-    PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
+    OperatorKeyRecord, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
 };
 use crate::table::{Index, Table, pair_key};
+
+/// The one key of the operator key's tree.
+const OPERATOR_KEY_KEY: &str = "operator";
 
 /// Tuning for the embedded store.
 #[derive(Clone, Debug)]
@@ -75,6 +78,7 @@ pub struct Store {
     /// The audit log and its per-person copy (see `audit.rs`).
     pub(crate) audit: Table<AuditRecord>,
     pub(crate) audit_by_user: Table<AuditRecord>,
+    pub(crate) operator_key: Table<OperatorKeyRecord>,
 }
 
 impl std::fmt::Debug for Store {
@@ -121,6 +125,7 @@ impl Store {
             grant_owners: Index::open(&db, trees::GRANT_OWNERS)?,
             audit: Table::open(&db, trees::AUDIT)?,
             audit_by_user: Table::open(&db, trees::AUDIT_BY_USER)?,
+            operator_key: Table::open(&db, trees::OPERATOR_KEY)?,
             db,
         })
     }
@@ -252,6 +257,33 @@ impl Store {
                 Ok((user, record))
             })
             .collect()
+    }
+
+    // --- the operator's key ----------------------------------------------------------
+
+    /// Stores (or replaces) the operator's sealed key.
+    pub fn put_operator_key(&self, record: &OperatorKeyRecord) -> Result<(), StoreError> {
+        self.operator_key.put(OPERATOR_KEY_KEY, record)
+    }
+
+    pub fn operator_key(&self) -> Result<Option<OperatorKeyRecord>, StoreError> {
+        self.operator_key.get(OPERATOR_KEY_KEY)
+    }
+
+    /// Compare-and-swap (the re-seal pass): replaces the record with `new` only if it is
+    /// still exactly `old`. Returns whether it did.
+    pub fn replace_operator_key(
+        &self,
+        old: &OperatorKeyRecord,
+        new: &OperatorKeyRecord,
+    ) -> Result<bool, StoreError> {
+        self.operator_key
+            .compare_and_swap(OPERATOR_KEY_KEY, old, new)
+    }
+
+    /// Removes the operator's key; returns whether there was one.
+    pub fn delete_operator_key(&self) -> Result<bool, StoreError> {
+        self.operator_key.remove(OPERATOR_KEY_KEY)
     }
 
     // --- grants ------------------------------------------------------------------

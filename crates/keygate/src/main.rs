@@ -13,6 +13,8 @@ use keygate_server::config::RawConfig;
 use keygate_server::keyfile::{KeyFileError, KeySource};
 use keygate_server::{Application, keyfile};
 
+mod secret_input;
+
 #[derive(Parser)]
 #[command(
     name = "keygate",
@@ -73,6 +75,25 @@ enum KeysAction {
     },
     /// Add a new active master key to the key file; older keys stay to open old records.
     Rotate {
+        #[arg(long, short, env = "KEYGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Set the operator's OpenAI key, which plans with `use_operator_key = true` lend to
+    /// people who stored none. Read from standard input (not echoed on a terminal), never
+    /// from the command line; sealed with the master keyring. Only while no keygate is
+    /// running on this data directory (a running one: `PUT /admin/operator-key`).
+    ///
+    /// Example: `keygate keys set-operator < operator-key.txt`
+    SetOperator {
+        #[arg(long, short, env = "KEYGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Caught only to refuse it without repeating it: a key given here is already in
+        /// the shell history and the process list.
+        #[arg(hide = true)]
+        on_command_line: Option<String>,
+    },
+    /// Delete the operator's OpenAI key (offline, like set-operator).
+    ClearOperator {
         #[arg(long, short, env = "KEYGATE_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -314,6 +335,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out(&format!(
                     "new active master key {kid}; older keys are kept so existing records still open"
                 ))
+            }
+            KeysAction::SetOperator {
+                config,
+                on_command_line,
+            } => {
+                use keygate_server::services::operator_key;
+                if on_command_line.is_some() {
+                    anyhow::bail!(
+                        "the key is read from standard input, never from the command line \
+                         (where the shell history and the process list keep it): \
+                         `keygate keys set-operator < operator-key.txt`"
+                    );
+                }
+                let config = load(config.as_ref())?;
+                // The store first: a running server is said before anyone types a key.
+                let store = operator_key::open_offline(&config)?;
+                let key = secret_input::read_line("Operator's OpenAI key (not shown): ")?;
+                let now = keygate_core::time::now();
+                let view = actix_web::rt::System::new().block_on(store.set(&key, now))?;
+                out(&format!(
+                    "operator OpenAI key sealed under master key {}",
+                    view.kid.unwrap_or_default()
+                ))
+            }
+            KeysAction::ClearOperator { config } => {
+                let config = load(config.as_ref())?;
+                let store = keygate_server::services::operator_key::open_offline(&config)?;
+                let existed = actix_web::rt::System::new().block_on(store.clear())?;
+                out(if existed {
+                    "operator OpenAI key deleted"
+                } else {
+                    "no operator OpenAI key was set"
+                })
             }
         },
     }

@@ -1,7 +1,8 @@
 //! The canary: a unique fake OpenAI key goes into keygate; traffic of every kind runs
 //! with `RUST_LOG=debug`; then the data directory, the logs and every response are
-//! searched for the key (and the grant secret, and the master key). None may appear,
-//! except the grant key in the one response that hands it out.
+//! searched for the key (and the grant secret, the master key, a caller's own key and
+//! the operator's key). None may appear, except the grant key in the one response that
+//! hands it out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -41,15 +42,22 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test]
 async fn secrets_never_appear_in_the_store_logs_or_responses() {
     let canary = format!("sk-canary-{}-ZQXJ", random_suffix());
+    let operator = format!("sk-operator-canary-{}-OPRC", random_suffix());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("keygate.log");
+    // A plan that lends the operator's key to people who stored none.
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(&config, "[plans.lent]\nuse_operator_key = true\n").unwrap();
     let mock = MockOpenAi::start().await;
     let mut server = serve(
         &data,
         &mock.base_url(),
         log.clone(),
-        &[("RUST_LOG", "debug")],
+        &[
+            ("RUST_LOG", "debug"),
+            ("KEYGATE_CONFIG", config.to_str().unwrap()),
+        ],
     )
     .await;
     let client = reqwest::Client::new();
@@ -195,6 +203,71 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
         keep!(own_chat(&chat, &[&own_admin]).send().await.unwrap()),
         400
     );
+    // The operator's key: set, shown, lent to a person without a key (JSON, stream),
+    // refused by OpenAI, replaced, deleted. Never logged, stored or answered either.
+    let put = client
+        .put(url("/admin/operator-key"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"api_key": operator}));
+    assert_eq!(keep!(put.send().await.unwrap()), 204);
+    let show = client
+        .get(url("/admin/operator-key"))
+        .bearer_auth(ADMIN_KEY);
+    assert_eq!(keep!(show.send().await.unwrap()), 200);
+    let keyless: serde_json::Value = client
+        .post(url("/admin/users"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "Keyless"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lent: serde_json::Value = client
+        .post(url(&format!(
+            "/admin/users/{}/grants",
+            keyless["id"].as_str().unwrap()
+        )))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "lent app", "plan": "lent"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lent_key = lent["api_key"].as_str().unwrap().to_owned();
+    let lent_chat = |body: &serde_json::Value| {
+        client
+            .post(url("/v1/chat/completions"))
+            .bearer_auth(&lent_key)
+            .json(body)
+    };
+    for body in [&chat, &stream] {
+        assert_eq!(keep!(lent_chat(body).send().await.unwrap()), 200);
+    }
+    keep!(
+        lent_chat(&stream)
+            .header("x-mock-scenario", "error-429")
+            .send()
+            .await
+            .unwrap()
+    );
+    mock.reject_key(&operator);
+    assert_eq!(keep!(lent_chat(&chat).send().await.unwrap()), 424);
+    let operator_admin = format!("sk-admin-operator-canary-{}-OPRA", random_suffix());
+    let put = client
+        .put(url("/admin/operator-key"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"api_key": operator_admin}));
+    assert_eq!(keep!(put.send().await.unwrap()), 400);
+    let del = client
+        .delete(url("/admin/operator-key"))
+        .bearer_auth(ADMIN_KEY);
+    assert_eq!(keep!(del.send().await.unwrap()), 204);
+    assert_eq!(keep!(lent_chat(&chat).send().await.unwrap()), 409);
+
     let bad = client
         .post(url("/v1/chat/completions"))
         .bearer_auth(format!("{grant_key}x"))
@@ -236,6 +309,11 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
             .iter()
             .any(|r| r.header("authorization") == Some(format!("Bearer {own}").as_str()))
     );
+    assert!(
+        forwarded
+            .iter()
+            .any(|r| r.header("authorization") == Some(format!("Bearer {operator}").as_str()))
+    );
 
     let logs = std::fs::read(&log).unwrap();
     assert!(
@@ -259,6 +337,9 @@ async fn secrets_never_appear_in_the_store_logs_or_responses() {
         own.as_str(),
         &own[10..30],
         own_admin.as_str(),
+        operator.as_str(),
+        &operator[12..32],
+        operator_admin.as_str(),
     ];
 
     for needle in needles {

@@ -42,9 +42,11 @@ export async function startServerApp({ vault }) {
             plan: "starter",
           }),
         );
-        // (Tests only: /connect?scopes=inference,files asks for those scopes.)
+        // (Tests only: /connect?scopes=inference,files asks for those scopes, ?plan=NAME that plan.)
         const scopes = url.searchParams.get("scopes");
         if (scopes) location.searchParams.set("scopes", scopes);
+        const plan = url.searchParams.get("plan");
+        if (plan) location.searchParams.set("plan", plan);
         res.writeHead(302, { location: location.href });
         return res.end();
       }

@@ -97,6 +97,13 @@ pub enum ProxyError {
     /// OpenAI's list of missing permissions, when it gave one.
     #[error("OpenAI refused this call with the owner's key")]
     OwnerKeyForbidden { missing_scopes: Option<String> },
+    /// OpenAI does not accept the operator's key (`invalid_api_key`,
+    /// `account_deactivated`), used because the person stored none; nothing is marked.
+    #[error("OpenAI refused the operator's key")]
+    OperatorKeyRejected,
+    /// OpenAI refused this call with the operator's key (another 401/403).
+    #[error("OpenAI refused this call with the operator's key")]
+    OperatorKeyForbidden { missing_scopes: Option<String> },
 }
 
 /// Which per-minute limit.

@@ -5,8 +5,9 @@
 //! endpoint: canonical path and scope (400 `invalid_path`, 403 `endpoint_not_allowed`),
 //! before any body byte is read → read the body far enough to learn `model`/`stream`
 //! (413, 400) → authorize models (403), then limits (429/403 from
-//! `keygate_core::policy` through the limiter: a lease) → unseal the person's key
-//! (409), unless the caller sent its own (the vault is then not opened) → forward
+//! `keygate_core::policy` through the limiter: a lease) → unseal the person's key,
+//! unless the caller sent its own (the vault is then not opened), else the operator's
+//! when the grant's plan lends it (409 when there is none) → forward
 //! upstream (502/504) → verdict on the key (424 when OpenAI refuses a stored key) →
 //! stream the answer back as it arrives, with an idle timeout and an abnormal end
 //! (never a fabricated `[DONE]`) when the upstream breaks → account (`account.rs`): the
@@ -176,9 +177,8 @@ async fn run(
         .note_model(&st.config.prices, req, ctx.model.as_deref());
     authorize::authorize(st, &grant, req, &ctx)?;
     let lease = authorize::limits(st, &grant, req, &ctx)?;
-    let key = unseal::unseal(st, &grant, own_key)?;
-    let own = key.stored.is_none();
-    tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, own_key = own, "forwarding");
+    let key = unseal::unseal(st, &grant, own_key, plan)?;
+    tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, key = key.source.label(), "forwarding");
     let runs_model = scope::model_use(req.method().as_str(), &ctx.path) != ModelUse::None;
     // The account phase holds the lease from the moment the request may be billed.
     let mut account = account::Account::new(

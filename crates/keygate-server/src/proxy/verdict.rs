@@ -15,12 +15,18 @@
 //! OpenAI organization and project ids taken out of its body. A request made with the
 //! caller's own key (`X-OpenAI-Key`) has no record to mark: every answer, a 401/403
 //! included, is passed on (scrubbed the same way), since it is about the caller's key.
+//! A request made with the operator's key (the grant's plan lends it to a person with
+//! no key of their own) has no record of the person's to mark either: a 401/403 is 424
+//! `owner_key_rejected` saying the operator's key was refused, logged (a warning when
+//! the key itself is dead) and counted in `keygate_operator_key_refusals_total`; the
+//! person's vault is never touched, and the operator's record is not marked (the
+//! operator learns it from the logs and the metric).
 
 use futures::StreamExt as _;
 use keygate_core::key_verdict::{self, Verdict};
 
 use super::error::ProxyError;
-use super::unseal::Unsealed;
+use super::unseal::{Source, Unsealed};
 use crate::error::ServerError;
 use crate::services::vault;
 use crate::state::AppState;
@@ -36,13 +42,17 @@ pub async fn judge(
     upstream: reqwest::Response,
 ) -> Result<reqwest::Response, ServerError> {
     let status = upstream.status().as_u16();
-    let Some(key) = &key.stored else {
-        // The caller's own key (`X-OpenAI-Key`): OpenAI's answer, a 401/403 too, is
-        // about the key the caller sent; it is passed on and no vault record is marked.
-        if status >= 400 {
-            return Ok(without_account_ids(upstream, st.config.upstream.idle).await);
+    let key = match &key.source {
+        Source::Stored(stored) => stored,
+        Source::Own => {
+            // The caller's own key (`X-OpenAI-Key`): OpenAI's answer, a 401/403 too, is
+            // about the key the caller sent; it is passed on and no vault record is marked.
+            if status >= 400 {
+                return Ok(without_account_ids(upstream, st.config.upstream.idle).await);
+            }
+            return Ok(upstream);
         }
-        return Ok(upstream);
+        Source::Operator => return operator(st, status, upstream).await,
     };
     if !matches!(status, 401 | 403) {
         if key_verdict::verdict(status, None) == Verdict::Accepted
@@ -78,6 +88,38 @@ pub async fn judge(
             Err(ProxyError::OwnerKeyForbidden { missing_scopes }.into())
         }
     }
+}
+
+/// The operator's key: a 401/403 is the operator's to fix, never the person's record.
+async fn operator(
+    st: &AppState,
+    status: u16,
+    upstream: reqwest::Response,
+) -> Result<reqwest::Response, ServerError> {
+    if !matches!(status, 401 | 403) {
+        if status >= 400 {
+            return Ok(without_account_ids(upstream, st.config.upstream.idle).await);
+        }
+        return Ok(upstream);
+    }
+    let body = error_body(upstream, st.config.upstream.idle).await;
+    let (code, missing_scopes) = key_verdict::read_error(&body);
+    if key_verdict::verdict(status, code.as_deref()) == Verdict::Refused {
+        st.metrics.operator_key_refused(true);
+        tracing::warn!(
+            status,
+            code = code.as_deref(),
+            "OpenAI refused the operator's OpenAI key: replace it (PUT /admin/operator-key)"
+        );
+        return Err(ProxyError::OperatorKeyRejected.into());
+    }
+    st.metrics.operator_key_refused(false);
+    tracing::info!(
+        status,
+        code = code.as_deref(),
+        "OpenAI refused this call with the operator's OpenAI key"
+    );
+    Err(ProxyError::OperatorKeyForbidden { missing_scopes }.into())
 }
 
 /// An upstream error answer (429, 400, 5xx…) passed on with the person's OpenAI

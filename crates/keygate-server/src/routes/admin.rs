@@ -18,7 +18,7 @@ use crate::services::admin_keys::{self, AdminCaller};
 use crate::services::audit::{self, RequestMeta};
 use crate::services::error::{Limit, ServiceError};
 use crate::services::grants::{self, Caller, GrantPatch};
-use crate::services::{admin, reports, users};
+use crate::services::{admin, operator_key, reports, users};
 use crate::state::AppState;
 
 /// Proof that the request carried an admin key whose scope covers it: the bootstrap
@@ -57,10 +57,12 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
         admin_keys::check(&st.store, token, st.clock.now())?
     };
     if let Some(caller) = caller {
-        // A right key of too small a scope is not a guess: 403, never throttled.
+        // A right key of too small a scope is not a guess: 403, never throttled. The
+        // path is the one the router matched (percent-decoded), not the raw request
+        // line: `/admin/k%65ys` routes to `/admin/keys` and must need what it needs.
         let needed = AdminScope::needed_for(
             matches!(*req.method(), Method::GET | Method::HEAD),
-            is_admin_keys_path(req.path()),
+            req.match_info().as_str(),
         );
         if !caller.scope.covers(needed) {
             return Err(ServiceError::InsufficientScope { needed }.into());
@@ -77,12 +79,6 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
     tracing::warn!(%client, "wrong admin key");
     throttle.failed(client).map_err(slow_down)?;
     Err(ServiceError::NotAdminKey.into())
-}
-
-/// `/admin/keys` and everything under it: managed with scope `admin` only.
-fn is_admin_keys_path(path: &str) -> bool {
-    path.strip_prefix("/admin/keys")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// `POST /admin/keys {"name","scope","expires_at"?}`: the key is in this answer only.
@@ -117,6 +113,36 @@ pub async fn revoke_key(
     id: web::Path<AdminKeyId>,
 ) -> Result<HttpResponse, ServerError> {
     admin_keys::revoke(&st.store, &id, &meta.admin(&a)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `PUT /admin/operator-key {"api_key"}`: sealed and flushed; never echoed.
+pub async fn put_operator_key(
+    Admin(a): Admin,
+    meta: RequestMeta,
+    st: web::Data<AppState>,
+    body: web::Json<PutKey>,
+) -> Result<HttpResponse, ServerError> {
+    let by = meta.admin(&a);
+    operator_key::set(&st.store, &st.keyring, &body.api_key, st.clock.now(), &by).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /admin/operator-key`: `{"set","kid","updated_at"}`, never the key.
+pub async fn get_operator_key(
+    _: Admin,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ServerError> {
+    Ok(HttpResponse::Ok().json(operator_key::view(&st.store)?))
+}
+
+/// `DELETE /admin/operator-key`: 204 whether or not one was set.
+pub async fn delete_operator_key(
+    Admin(a): Admin,
+    meta: RequestMeta,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ServerError> {
+    operator_key::delete(&st.store, &meta.admin(&a)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -49,6 +49,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/keys", web::post().to(admin::create_key))
                 .route("/keys", web::get().to(admin::list_keys))
                 .route("/keys/{id}", web::delete().to(admin::revoke_key))
+                .route("/operator-key", web::put().to(admin::put_operator_key))
+                .route("/operator-key", web::get().to(admin::get_operator_key))
+                .route(
+                    "/operator-key",
+                    web::delete().to(admin::delete_operator_key),
+                )
                 .route("/users", web::post().to(admin::create_user))
                 .route("/users", web::get().to(admin::list_users))
                 .route("/users/{id}", web::get().to(admin::get_user))

@@ -32,7 +32,7 @@ pub struct Finish {
     pub name: Option<String>,
 }
 
-/// `PUT /api/key`, `PUT /admin/users/{id}/openai-key`.
+/// `PUT /api/key`, `PUT /admin/users/{id}/openai-key`, `PUT /admin/operator-key`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutKey {

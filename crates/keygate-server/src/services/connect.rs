@@ -458,6 +458,9 @@ pub struct PlanView {
     pub name: Option<String>,
     pub limits: Limits,
     pub default_max_tokens: Option<u64>,
+    /// The plan lends the operator's OpenAI key to people who stored none (whether the
+    /// operator has set one is not said here).
+    pub use_operator_key: bool,
 }
 
 /// The plan named `name`, else the default plan, else "no plan" (no limits); an
@@ -473,6 +476,7 @@ pub fn plan(config: &Config, name: Option<&str>) -> Result<PlanView, ServerError
             name: None,
             limits: Limits::default(),
             default_max_tokens: None,
+            use_operator_key: false,
         });
     };
     let plan = config
@@ -482,6 +486,7 @@ pub fn plan(config: &Config, name: Option<&str>) -> Result<PlanView, ServerError
     Ok(PlanView {
         limits: plan.limits(),
         default_max_tokens: plan.default_max_tokens,
+        use_operator_key: plan.use_operator_key,
         name: Some(name),
     })
 }

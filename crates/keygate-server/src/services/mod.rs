@@ -10,6 +10,7 @@ pub mod audit;
 pub mod connect;
 pub mod error;
 pub mod grants;
+pub mod operator_key;
 pub mod reports;
 pub mod usage;
 pub mod users;

@@ -23,7 +23,7 @@ use crate::state::AppState;
 
 /// Parses a pasted key; refuses OpenAI admin keys (`sk-admin-...`) before anything
 /// else happens with them (they are never sent to OpenAI for validation either).
-fn parse_key(raw_key: &str) -> Result<OpenAiKey, ServerError> {
+pub(crate) fn parse_key(raw_key: &str) -> Result<OpenAiKey, ServerError> {
     let key = OpenAiKey::parse(raw_key).map_err(|e| {
         ServiceError::invalid("api_key", format!("The OpenAI key was not accepted: {e}"))
     })?;
@@ -313,7 +313,8 @@ fn update_same_key(
 }
 
 /// Re-seals every vault record made under an older master key with the active one
-/// (after `keygate keys rotate`). Online: each record is replaced atomically, and a
+/// (after `keygate keys rotate`), the operator's key included. Online: each record is
+/// replaced atomically, and a
 /// record that does not open (for the id it is filed under) is left as it is and
 /// logged. Returns how many changed.
 pub async fn reseal_all(store: &Store, keyring: &Keyring) -> Result<usize, ServerError> {
@@ -352,6 +353,9 @@ pub async fn reseal_all(store: &Store, keyring: &Keyring) -> Result<usize, Serve
         if store.replace_vault(&user, &record, &updated)? {
             changed += 1;
         }
+    }
+    if crate::services::operator_key::reseal(store, keyring)? {
+        changed += 1;
     }
     if changed > 0 {
         store.flush().await?;

@@ -7,8 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-// `after_merge.rs` (audit, operator-key) is registered
-// here once the routes it drives are merged: see docs/_issue11/cli.md.
+mod audit_operator;
 mod errors;
 mod grants;
 mod help;

@@ -21,6 +21,8 @@ use keygate_testkit::{ADMIN_KEY, FAKE_OPENAI_KEY, clock_control, spawn_app_with_
 use serde_json::json;
 
 const MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// The operator's (fake) OpenAI key, lent by the `lent` plan.
+const OPERATOR_KEY: &str = "sk-proj-testenv-operator-key-000000000000OPER";
 
 #[tokio::main]
 async fn main() {
@@ -34,21 +36,39 @@ async fn main() {
         c.auth_burst = Some(100_000);
         // The plan the browser suite's apps ask for (tests/browser/connect*.test.mjs): its
         // limits are the ceiling the consent page shows and lets the person lower.
-        c.plans = Some(BTreeMap::from([(
-            "starter".to_string(),
-            Plan {
-                rpm: Some(60),
-                max_concurrency: Some(4),
-                budget: Some(Budget {
-                    usd: Usd::from_dollars(5.0),
-                    tokens: None,
-                    period: Period::Month,
-                }),
-                ..Plan::default()
-            },
-        )]));
+        c.plans = Some(BTreeMap::from([
+            (
+                "starter".to_string(),
+                Plan {
+                    rpm: Some(60),
+                    max_concurrency: Some(4),
+                    budget: Some(Budget {
+                        usd: Usd::from_dollars(5.0),
+                        tokens: None,
+                        period: Period::Month,
+                    }),
+                    ..Plan::default()
+                },
+            ),
+            (
+                // Lends the operator's key (set below) to people without one
+                // (tests/browser/connect-operator.test.mjs).
+                "lent".to_string(),
+                Plan {
+                    use_operator_key: true,
+                    ..Plan::default()
+                },
+            ),
+        ]));
     })
     .await;
+    let res = app
+        .admin(reqwest::Method::PUT, "/admin/operator-key")
+        .json(&json!({"api_key": OPERATOR_KEY}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204, "operator key");
     let all = app.enrolled_grant(None).await;
     let restricted = app.enrolled_grant(Some(&["gpt-4o-mini"])).await;
     let revoked = app.enrolled_grant(None).await;
@@ -76,6 +96,8 @@ async fn main() {
         // The (fake) OpenAI key the mock accepts, for suites that make their own people
         // and grants through the admin API (grants with limits: tests/sdk).
         "openai_key": FAKE_OPENAI_KEY,
+        // The operator's key, which the `lent` plan lends to people without one.
+        "operator_key": OPERATOR_KEY,
         "max_body_bytes": MAX_BODY_BYTES,
         "keys": {
             "all": all.api_key,

@@ -107,7 +107,12 @@ async fn counters_move_as_requests_are_made_and_no_id_or_secret_shows() {
         ) > 0.0
     );
     assert!(value(&t, r#"keygate_cost_usd_total{model="gpt-4o-mini"}"#) > 0.0);
-    assert!(value(&t, r#"keygate_vault_unseals_total{result="ok"}"#) >= 2.0);
+    assert!(
+        value(
+            &t,
+            r#"keygate_vault_unseals_total{result="ok",source="vault"}"#
+        ) >= 2.0
+    );
     assert!(
         value(
             &t,

@@ -141,12 +141,14 @@ async fn the_consent_page_reads_a_plan_without_signing_in() {
     let v: Value = res.json().await.unwrap();
     assert_eq!(
         v,
-        json!({"name": "pro", "limits": pro_limits(), "default_max_tokens": null})
+        json!({"name": "pro", "limits": pro_limits(), "default_max_tokens": null,
+               "use_operator_key": false})
     );
     let v: Value = get("").await.unwrap().json().await.unwrap();
     assert_eq!(
         v,
-        json!({"name": "free", "limits": free_limits(), "default_max_tokens": 1024})
+        json!({"name": "free", "limits": free_limits(), "default_max_tokens": 1024,
+               "use_operator_key": false})
     );
     assert_openai_error(get("?name=gold").await.unwrap(), 404, "not_found").await;
 
@@ -162,7 +164,7 @@ async fn the_consent_page_reads_a_plan_without_signing_in() {
         .unwrap();
     assert_eq!(
         v,
-        json!({"name": null, "default_max_tokens": null,
+        json!({"name": null, "default_max_tokens": null, "use_operator_key": false,
                "limits": {"rpm": null, "tpm": null, "max_concurrency": null, "budget": null}})
     );
 }

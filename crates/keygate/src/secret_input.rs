@@ -1,0 +1,72 @@
+//! Reading a secret (an OpenAI key) from standard input, never from the command line
+//! (where `ps` and shell history would see it): the first line, trimmed; not echoed
+//! when standard input is a terminal.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Context;
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+/// Reads one line from standard input. On a terminal, `prompt` goes to stderr and
+/// echo is off while the line is typed (and back on afterwards, whatever happens).
+pub fn read_line(prompt: &str) -> anyhow::Result<SecretString> {
+    let stdin = std::io::stdin();
+    let mut line = Zeroizing::new(String::new());
+    if stdin.is_terminal() {
+        let mut err = std::io::stderr();
+        write!(err, "{prompt}")?;
+        err.flush()?;
+        {
+            let _quiet = EchoOff::new(&stdin)?;
+            stdin.lock().read_line(&mut line)?;
+        }
+        writeln!(err)?;
+    } else {
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("reading the key from standard input")?;
+    }
+    let key = line.trim();
+    if key.is_empty() {
+        anyhow::bail!(
+            "no key on standard input: pipe it in, e.g. `keygate keys set-operator < key.txt`"
+        );
+    }
+    Ok(SecretString::from(key.to_owned()))
+}
+
+/// Terminal echo turned off until dropped.
+struct EchoOff {
+    #[cfg(unix)]
+    saved: rustix::termios::Termios,
+}
+
+impl EchoOff {
+    #[cfg(unix)]
+    fn new(stdin: &std::io::Stdin) -> anyhow::Result<Self> {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let saved = tcgetattr(stdin).context("reading the terminal's settings")?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        tcsetattr(stdin, OptionalActions::Now, &quiet).context("turning terminal echo off")?;
+        Ok(Self { saved })
+    }
+
+    #[cfg(not(unix))]
+    fn new(_: &std::io::Stdin) -> anyhow::Result<Self> {
+        anyhow::bail!("reading a key from a terminal needs a Unix terminal: pipe it in instead")
+    }
+}
+
+#[cfg(unix)]
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
+}
