@@ -16,6 +16,7 @@ mod helpers;
 mod key_info;
 mod limits;
 mod metrics;
+mod openapi;
 mod passkeys;
 mod plans;
 mod proxy_auth;
