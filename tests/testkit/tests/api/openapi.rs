@@ -53,6 +53,11 @@ fn spec_text() -> String {
 /// (METHOD, path) of every operation in the description.
 fn described() -> BTreeSet<Operation> {
     let docs = YamlLoader::load_from_str(&spec_text()).expect("docs/openapi.yaml is YAML");
+    assert_eq!(
+        docs[0]["info"]["version"].as_str(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "docs/openapi.yaml's info.version is keygate's version"
+    );
     let paths = docs[0]["paths"].as_hash().expect("`paths` is a mapping");
     let mut ops = BTreeSet::new();
     for (path, item) in paths {
