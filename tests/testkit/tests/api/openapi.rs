@@ -358,6 +358,7 @@ async fn every_described_operation_reaches_a_route() {
     let app = spawn_app().await;
     let b = app.browser();
     let mut misses = Vec::new();
+    let mut sent = 0;
     for (method, path) in described() {
         if NOT_YET_ROUTED.contains(&(method.as_str(), path.as_str())) {
             continue;
@@ -369,6 +370,7 @@ async fn every_described_operation_reaches_a_route() {
         assert!(!concrete.contains('{'), "a path parameter to fill: {path}");
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let res = b.request(m, &concrete).send().await.unwrap();
+        sent += 1;
         let status = res.status().as_u16();
         let body = res.text().await.unwrap_or_default();
         let missed = status == 404
@@ -380,6 +382,7 @@ async fn every_described_operation_reaches_a_route() {
         }
     }
     assert!(misses.is_empty(), "no such route: {misses:#?}");
+    assert!(sent >= 70, "only {sent} operations sent");
 }
 
 #[tokio::test]
@@ -407,6 +410,23 @@ async fn the_description_is_served_as_committed() {
         .unwrap();
     assert_eq!(res.status(), 304);
     assert!(res.text().await.unwrap().is_empty());
+    let weak = format!("\"other\", W/{etag}");
+    let res = app
+        .client
+        .get(app.url("/openapi.yaml"))
+        .header("if-none-match", weak)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    let res = app
+        .client
+        .get(app.url("/openapi.yaml"))
+        .header("if-none-match", "\"stale\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     // No credentials needed, none read: a bearer or a cookie changes nothing.
     let res = app
         .client
