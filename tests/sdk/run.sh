@@ -27,18 +27,18 @@ rm -rf "$RUN_DIR"
 mkdir -p "$RUN_DIR"
 chmod 700 "$RUN_DIR"
 
-# --- Python: venv with openai, pytest, prometheus-client ------------------------------------
+# --- Python: venv with openai, pytest, prometheus-client, openapi-spec-validator ----------
 if want python; then
   PY_SYS="$(command -v python3 || command -v python || true)"
   [ -n "$PY_SYS" ] || { log "python3 not found"; exit 1; }
-  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import openai, pytest, prometheus_client' >/dev/null 2>&1; then
+  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import openai, pytest, prometheus_client, openapi_spec_validator, yaml' >/dev/null 2>&1; then
     log "reusing venv $VENV (openai $("$VENV/bin/python" -c 'import openai; print(openai.__version__)'))"
   else
     log "creating venv $VENV"
     rm -rf "$VENV"
     "$PY_SYS" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$SDK/python/requirements.txt"
-    "$VENV/bin/python" -c 'import openai, pytest, prometheus_client' # fail loudly if the install did not work
+    "$VENV/bin/python" -c 'import openai, pytest, prometheus_client, openapi_spec_validator, yaml' # fail loudly if the install did not work
   fi
 fi
 

@@ -4,6 +4,7 @@ mod admin;
 pub(crate) mod api;
 mod connect;
 mod health;
+mod openapi;
 pub(crate) mod page;
 mod reports;
 pub(crate) mod web_pages;
@@ -43,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(crate::metrics::serve))
+        .route("/openapi.yaml", web::get().to(openapi::serve))
         .service(
             web::scope("/admin")
                 .wrap(no_store())

@@ -133,7 +133,10 @@ async fn operator_key_set_show_delete() {
         json!({"set": false})
     );
 
-    let line = Cli::new(&app).stdin("").fails(&["operator-key", "set"]).await;
+    let line = Cli::new(&app)
+        .stdin("")
+        .fails(&["operator-key", "set"])
+        .await;
     assert!(line.contains("standard input"), "{line}");
     let line = Cli::new(&app)
         .stdin("sk-admin-not-allowed-0000000000")

@@ -17,6 +17,7 @@ mod helpers;
 mod key_info;
 mod limits;
 mod metrics;
+mod openapi;
 mod operator_key;
 mod passkeys;
 mod plans;
