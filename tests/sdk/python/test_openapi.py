@@ -6,9 +6,12 @@ and whose schemas hold for keygate's real answers.
 - Every example in it (media-type `example`/`examples`, schema `examples`) is validated
   against its schema with `openapi-schema-validator`'s OAS 3.1 dialect, `$ref`s resolved
   in the document.
-- A few live answers of keygate-testenv (health, the admin lists, a grant, a usage
-  report, `GET /v1/key`, a plan, errors) are validated against the schema the
-  description gives for that operation and status.
+- Live answers of keygate-testenv are validated against the schema the description
+  gives for that operation and status: health, a grant, a usage report, `GET /v1/key`;
+  the paged lists (people, grants with filters, admin keys, the audit log) walked page by
+  page through `Link` / `X-Next-Cursor`; usage summaries as JSON (each `group_by` form)
+  and CSV; the operator key's view; plans (public); and errors, `insufficient_scope` from
+  a `read` admin key made for the test among them.
 
 That every route is described and every described operation routed is checked in Rust
 (tests/testkit/tests/api/openapi.rs), against the router's own table.
