@@ -280,7 +280,10 @@ pub async fn deny(
     mode: &str,
     audit: &Audit,
 ) -> Result<(), ServerError> {
-    let app_name = parse_app_name(app_name, origin)?;
+    // The name is the app's (from its query string) and only labels the entry: one
+    // keygate would not show is replaced by the origin's host, never refused, so the
+    // person's "no" always reaches the app.
+    let app_name = parse_app_name(app_name, origin).or_else(|_| parse_app_name(None, origin))?;
     let detail = serde_json::json!({"app_name": app_name, "origin": origin.as_str(), "mode": mode});
     audit
         .record(store, Action::ConnectDenied, Some(user), None, detail)

@@ -818,3 +818,43 @@ async fn a_retention_sweeps_old_entries_only() {
     keygate_server::app::sweep_once(&app.state);
     assert_eq!(whole_log(&app, ADMIN_KEY, "").await.len(), 3);
 }
+
+/// The app's name only labels a Deny: one keygate would not show (a control character,
+/// too long) is recorded as the origin's host, and the person's "no" still reaches the
+/// app (302 `access_denied`), never a 400 page.
+#[tokio::test]
+async fn a_deny_with_a_name_keygate_would_not_show_still_reaches_the_app() {
+    let app = spawn_app().await;
+    let (b, _) = someone(&app, "Ann").await;
+    for name in ["Notes\u{7}", &"N".repeat(500)] {
+        let res = b
+            .request(Method::POST, "/connect/deny")
+            .form(&[
+                ("redirect_uri", "https://notes.example/oauth/callback"),
+                ("state", "s"),
+                ("app_name", name),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 302, "{name:?}");
+        let location = res.headers()["location"].to_str().unwrap();
+        assert!(location.contains("error=access_denied"), "{location}");
+        let res = b
+            .post(
+                "/api/connect/deny",
+                json!({"origin": APP, "app_name": name}),
+            )
+            .await;
+        assert_eq!(res.status(), 204, "{name:?}");
+    }
+    let denies: Vec<Value> = own_log(&b)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "connect.denied")
+        .collect();
+    assert_eq!(denies.len(), 4);
+    for e in &denies {
+        assert_eq!(e["detail"]["app_name"], "notes.example", "{e}");
+    }
+}
