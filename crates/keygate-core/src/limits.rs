@@ -97,10 +97,32 @@ pub struct Plan {
     pub use_operator_key: bool,
 }
 
+/// What a plan says about the caller's own OpenAI key (`X-OpenAI-Key`), as apps are
+/// told it (`GET /v1/key`, `GET /api/connect/plan`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnKey {
+    Required,
+    Allowed,
+    Forbidden,
+}
+
 impl Plan {
     /// Whether a caller on this plan may send `X-OpenAI-Key` (the default: yes).
     pub fn allows_own_key(&self) -> bool {
         self.allow_own_key != Some(false)
+    }
+
+    /// The plan's own-key rule in one word (`requires_own_key` wins: config refuses a
+    /// plan that both requires and forbids it).
+    pub fn own_key(&self) -> OwnKey {
+        if self.requires_own_key {
+            OwnKey::Required
+        } else if self.allows_own_key() {
+            OwnKey::Allowed
+        } else {
+            OwnKey::Forbidden
+        }
     }
 
     /// The limits a grant on this plan starts with (its ceiling).

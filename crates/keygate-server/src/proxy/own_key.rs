@@ -9,7 +9,7 @@
 //! is required (`requires_own_key`) or refused (`allow_own_key = false`).
 
 use actix_web::HttpRequest;
-use keygate_core::limits::Plan;
+use keygate_core::limits::{OwnKey, Plan};
 use keygate_core::secret::OpenAiKey;
 
 use super::error::ProxyError;
@@ -22,12 +22,10 @@ pub const HEADER: &str = "x-openai-key";
 /// no longer configured: own keys allowed, not required).
 pub fn read(req: &HttpRequest, plan: Option<&Plan>) -> Result<Option<OpenAiKey>, ProxyError> {
     let key = parse(req.headers().get_all(HEADER).map(|v| v.as_bytes()))?;
-    let (required, allowed) =
-        plan.map_or((false, true), |p| (p.requires_own_key, p.allows_own_key()));
-    match key {
-        Some(_) if !allowed => Err(ProxyError::OwnKeyNotAllowed),
-        None if required => Err(ProxyError::OwnKeyRequired),
-        key => Ok(key),
+    match (key, plan.map_or(OwnKey::Allowed, Plan::own_key)) {
+        (Some(_), OwnKey::Forbidden) => Err(ProxyError::OwnKeyNotAllowed),
+        (None, OwnKey::Required) => Err(ProxyError::OwnKeyRequired),
+        (key, _) => Ok(key),
     }
 }
 

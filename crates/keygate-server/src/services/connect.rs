@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keygate_core::audit::Action;
 use keygate_core::ids::{GrantId, UserId};
-use keygate_core::limits::Limits;
+use keygate_core::limits::{Limits, OwnKey};
 use keygate_core::origin::{AppOrigin, RedirectUri};
 use keygate_core::scope::{self, Scope};
 use keygate_core::secret::sha256_hex;
@@ -464,6 +464,8 @@ pub struct PlanView {
     /// The plan lends the operator's OpenAI key to people who stored none (whether the
     /// operator has set one is not said here).
     pub use_operator_key: bool,
+    /// Whether apps on the plan must, may or may not send their own key.
+    pub own_key: OwnKey,
 }
 
 /// The plan named `name`, else the default plan, else "no plan" (no limits); an
@@ -480,6 +482,7 @@ pub fn plan(config: &Config, name: Option<&str>) -> Result<PlanView, ServerError
             limits: Limits::default(),
             default_max_tokens: None,
             use_operator_key: false,
+            own_key: OwnKey::Allowed,
         });
     };
     let plan = config
@@ -490,6 +493,7 @@ pub fn plan(config: &Config, name: Option<&str>) -> Result<PlanView, ServerError
         limits: plan.limits(),
         default_max_tokens: plan.default_max_tokens,
         use_operator_key: plan.use_operator_key,
+        own_key: plan.own_key(),
         name: Some(name),
     })
 }

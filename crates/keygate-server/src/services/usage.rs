@@ -6,7 +6,7 @@
 
 use keygate_core::calendar::{self, Period};
 use keygate_core::ids::{GrantId, UserId};
-use keygate_core::limits::Limits;
+use keygate_core::limits::{Limits, OwnKey, Plan};
 use keygate_core::money::Usd;
 use keygate_core::scope::Scope;
 use keygate_core::time::UnixTime;
@@ -84,6 +84,8 @@ pub struct KeyInfo {
     pub limits: Limits,
     pub expires_at: Option<String>,
     pub plan: Option<String>,
+    /// Whether the app must, may or may not send its own key (`X-OpenAI-Key`).
+    pub own_key: OwnKey,
     pub usage: PeriodUsage,
     pub remaining: Remaining,
     pub rate_limit: RateLimitView,
@@ -218,6 +220,11 @@ pub fn key_info(st: &AppState, grant: &GrantRecord) -> Result<KeyInfo, ServerErr
         limits: grant.limits.clone(),
         expires_at: grant.expires_at.map(calendar::to_rfc3339),
         plan: grant.plan.clone(),
+        own_key: grant
+            .plan
+            .as_ref()
+            .and_then(|name| st.config.plans.get(name))
+            .map_or(OwnKey::Allowed, Plan::own_key),
         usage,
         remaining,
         rate_limit: RateLimitView {

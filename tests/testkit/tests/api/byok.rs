@@ -187,3 +187,33 @@ async fn openai_refusing_the_callers_key_does_not_mark_the_stored_key() {
     let res = app.chat_completions(&grant, &chat("gpt-4o-mini")).await;
     assert_eq!(res.status(), 200);
 }
+
+/// An app learns its plan's own-key rule before its first call: `own_key` in `GET
+/// /v1/key` and in the consent page's `GET /api/connect/plan`.
+#[tokio::test]
+async fn apps_are_told_whether_their_own_key_is_required_allowed_or_forbidden() {
+    let app = spawn_app_with(plans).await;
+    for (plan, rule) in [
+        (Some("byok_only"), "required"),
+        (Some("vault_only"), "forbidden"),
+        (Some("one_per_minute"), "allowed"),
+        (None, "allowed"),
+    ] {
+        let grant = grant_on(&app, plan, true).await;
+        let res = app.v1(Method::GET, "/key", &grant).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let info: Value = res.json().await.unwrap();
+        assert_eq!(info["own_key"], rule, "{plan:?}: {info}");
+        let query = plan.map_or(String::new(), |p| format!("?name={p}"));
+        let view: Value = app
+            .browser()
+            .get(&format!("/api/connect/plan{query}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(view["own_key"], rule, "{plan:?}: {view}");
+    }
+    // Asking is not a model call.
+    assert_eq!(app.mock.request_count(), 0);
+}
