@@ -142,13 +142,13 @@ async fn the_consent_page_reads_a_plan_without_signing_in() {
     assert_eq!(
         v,
         json!({"name": "pro", "limits": pro_limits(), "default_max_tokens": null,
-               "use_operator_key": false})
+               "use_operator_key": false, "own_key": "allowed"})
     );
     let v: Value = get("").await.unwrap().json().await.unwrap();
     assert_eq!(
         v,
         json!({"name": "free", "limits": free_limits(), "default_max_tokens": 1024,
-               "use_operator_key": false})
+               "use_operator_key": false, "own_key": "allowed"})
     );
     assert_openai_error(get("?name=gold").await.unwrap(), 404, "not_found").await;
 
@@ -165,7 +165,7 @@ async fn the_consent_page_reads_a_plan_without_signing_in() {
     assert_eq!(
         v,
         json!({"name": null, "default_max_tokens": null, "use_operator_key": false,
-               "limits": {"rpm": null, "tpm": null, "max_concurrency": null, "budget": null}})
+               "own_key": "allowed", "limits": {"rpm": null, "tpm": null, "max_concurrency": null, "budget": null}})
     );
 }
 
