@@ -303,7 +303,7 @@ pub async fn deny_form(
             let by = meta.person(s.user_id());
             let app_name = form.app_name.as_deref();
             connect::deny(
-                &st.store,
+                &st,
                 s.user_id(),
                 uri.origin(),
                 app_name,
@@ -342,7 +342,7 @@ pub async fn deny(
     let origin = connect::parse_origin(&body.origin)?;
     let by = meta.person(s.user_id());
     let app_name = body.app_name.as_deref();
-    connect::deny(&st.store, s.user_id(), &origin, app_name, "popup", &by).await?;
+    connect::deny(&st, s.user_id(), &origin, app_name, "popup", &by).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
