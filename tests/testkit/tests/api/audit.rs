@@ -984,3 +984,45 @@ async fn answers_are_never_cached_and_a_repeated_filter_is_refused() {
     let res = b.get(&format!("/api/audit?user={other}")).await;
     assert_eq!(json_of(res, 200).await.as_array().unwrap().len(), 4);
 }
+
+#[tokio::test]
+async fn a_deny_reaches_the_app_whatever_name_the_app_declared() {
+    let app = spawn_app().await;
+    let (b, _) = someone(&app, "Ann").await;
+    // The name comes from the app's own request: one keygate would not store must not
+    // keep the person's "no" from reaching the app. The entry names the origin instead.
+    for bad in ["Notes\u{7}", &"N".repeat(101)] {
+        let res = b
+            .request(Method::POST, "/connect/deny")
+            .form(&[
+                ("redirect_uri", "https://notes.example/oauth/callback"),
+                ("state", "s"),
+                ("app_name", bad),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 302, "{bad:?}");
+        let to = res.headers()["location"].to_str().unwrap();
+        assert!(to.contains("error=access_denied&state=s"), "{to}");
+        let res = b
+            .post(
+                "/api/connect/deny",
+                json!({"origin": "https://notes.example", "app_name": bad}),
+            )
+            .await;
+        assert_eq!(res.status(), 204, "{bad:?}");
+    }
+    let mine = own_log(&b).await;
+    let denied: Vec<&Value> = mine
+        .iter()
+        .filter(|e| e["action"] == "connect.denied")
+        .collect();
+    assert_eq!(denied.len(), 4);
+    assert!(
+        denied
+            .iter()
+            .all(|e| e["detail"]["app_name"] == "notes.example"),
+        "{denied:?}"
+    );
+}
