@@ -1026,3 +1026,46 @@ async fn a_deny_reaches_the_app_whatever_name_the_app_declared() {
         "{denied:?}"
     );
 }
+
+#[tokio::test]
+async fn an_anonymous_client_writes_no_entry() {
+    let app = spawn_app().await;
+    let anon = app.browser();
+    // Deny without a session: the app hears "no", the log hears nothing.
+    let res = anon
+        .request(Method::POST, "/connect/deny")
+        .form(&[
+            ("redirect_uri", "https://notes.example/oauth/callback"),
+            ("state", "s"),
+            ("app_name", "Notes"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let res = anon
+        .post("/api/connect/deny", json!({"origin": APP}))
+        .await;
+    assert_eq!(res.status(), 401);
+    // Ceremony starts, a failed sign-in and sign-up, a junk code exchange.
+    for (path, body) in [
+        ("/api/auth/register/start", json!({"name": "x"})),
+        ("/api/auth/login/start", json!({})),
+        (
+            "/api/auth/login/finish",
+            json!({"ceremony": "nope", "credential": {}}),
+        ),
+        (
+            "/api/auth/register/finish",
+            json!({"ceremony": "nope", "credential": {}}),
+        ),
+        (
+            "/api/connect/token",
+            json!({"code": "junk", "code_verifier": VERIFIER}),
+        ),
+    ] {
+        let res = anon.post(path, body).await;
+        assert!(res.status().as_u16() < 500, "{path}: {}", res.status());
+    }
+    assert!(whole_log(&app, ADMIN_KEY, "").await.is_empty());
+}
