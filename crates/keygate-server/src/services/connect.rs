@@ -285,8 +285,7 @@ pub async fn deny(
     mode: &str,
     audit: &Audit,
 ) -> Result<(), ServerError> {
-    let app_name =
-        parse_app_name(app_name, origin).or_else(|_| parse_app_name(None, origin))?;
+    let app_name = parse_app_name(app_name, origin).or_else(|_| parse_app_name(None, origin))?;
     if st.throttles.denials.check(user.clone()).is_err() {
         tracing::debug!(user_id = %user, "connect denial not recorded: the person's budget is spent");
         return Ok(());

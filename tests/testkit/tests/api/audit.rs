@@ -860,16 +860,12 @@ async fn a_session_cannot_flood_the_log_with_denials() {
             assert!(to.contains("error=access_denied"), "{to}");
         }
     }
-    let mine = own_log(&ann_b).await;
-    assert_eq!(
-        denials(&mine),
-        keygate_server::throttle::DENIALS_BURST as usize
-    );
+    // The burst, and one more only if a whole minute passed meanwhile (a slow machine).
+    let burst = keygate_server::throttle::DENIALS_BURST as usize;
+    let recorded = denials(&own_log(&ann_b).await);
+    assert!((burst..=burst + 1).contains(&recorded), "{recorded}");
     let all = whole_log(&app, ADMIN_KEY, "").await;
-    assert_eq!(
-        all.len(),
-        before + keygate_server::throttle::DENIALS_BURST as usize
-    );
+    assert_eq!(all.len(), before + recorded);
 
     // Real actions are still recorded, and another person's budget is their own.
     let res = ann_b.post("/api/grants", json!({"name": "after"})).await;
@@ -903,7 +899,10 @@ async fn a_clock_stepped_back_or_standing_still_loses_no_entry() {
     // The clock steps back an hour (an NTP correction): the next entries are kept, at
     // the time the clock gave them, none replacing another.
     app.clock.set(1_795_996_800 + 11 * 3600);
-    assert_eq!(app.put_openai_key(&ann, FAKE_OPENAI_KEY).await.status(), 204);
+    assert_eq!(
+        app.put_openai_key(&ann, FAKE_OPENAI_KEY).await.status(),
+        204
+    );
     let res = b.post("/api/grants", json!({"name": "second"})).await;
     assert_eq!(res.status(), 201);
     let all = whole_log(&app, ADMIN_KEY, "").await;
@@ -951,9 +950,7 @@ async fn answers_are_never_cached_and_a_repeated_filter_is_refused() {
     no_store(&b.get("/api/audit").await);
     no_store(&b.get("/api/audit?limit=0").await);
     no_store(&b.get("/api/usage").await);
-    let res = b
-        .post("/api/connect/deny", json!({"origin": APP}))
-        .await;
+    let res = b.post("/api/connect/deny", json!({"origin": APP})).await;
     assert_eq!(res.status(), 204);
     no_store(&res);
     for path in ["/admin/audit", "/admin/grants", "/admin/usage"] {
@@ -1043,9 +1040,7 @@ async fn an_anonymous_client_writes_no_entry() {
         .await
         .unwrap();
     assert_eq!(res.status(), 302);
-    let res = anon
-        .post("/api/connect/deny", json!({"origin": APP}))
-        .await;
+    let res = anon.post("/api/connect/deny", json!({"origin": APP})).await;
     assert_eq!(res.status(), 401);
     // Ceremony starts, a failed sign-in and sign-up, a junk code exchange.
     for (path, body) in [
