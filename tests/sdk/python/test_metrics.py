@@ -18,7 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 MODEL = "gpt-4o-mini"
-LABELS = {"group", "class", "model", "kind", "reason", "limits", "result", "writer", "le"}
+LABELS = {
+    "group", "class", "model", "kind", "reason", "limits", "result", "source", "verdict",
+    "writer", "le",
+}
 GROUPS = {"v1", "api", "admin", "connect", "web", "health"}
 
 

@@ -285,6 +285,9 @@ pub async fn deny(
     mode: &str,
     audit: &Audit,
 ) -> Result<(), ServerError> {
+    // The name is the app's (from its query string) and only labels the entry: one
+    // keygate would not show is replaced by the origin's host, never refused, so the
+    // person's "no" always reaches the app.
     let app_name = parse_app_name(app_name, origin).or_else(|_| parse_app_name(None, origin))?;
     if st.throttles.denials.check(user.clone()).is_err() {
         tracing::debug!(user_id = %user, "connect denial not recorded: the person's budget is spent");

@@ -402,3 +402,115 @@ async fn the_description_is_served_as_committed() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+// --- the enums the description lists, against the code ------------------------------
+
+/// The `enum` of a schema under `components.schemas`.
+fn schema_enum(name: &str) -> BTreeSet<String> {
+    let docs = YamlLoader::load_from_str(&spec_text()).expect("docs/openapi.yaml is YAML");
+    docs[0]["components"]["schemas"][name]["enum"]
+        .as_vec()
+        .unwrap_or_else(|| panic!("components.schemas.{name} has an `enum`"))
+        .iter()
+        .map(|v| v.as_str().expect("an enum value is a string").to_owned())
+        .collect()
+}
+
+/// The Rust files under `dir`, recursively.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("a source directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// A file's code without its `#[cfg(test)]` items, as a token string.
+fn product_code(path: &std::path::Path) -> String {
+    let src = std::fs::read_to_string(path).expect("a source file");
+    let mut ast = syn::parse_file(&src).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    ast.items.retain(|item| {
+        let attrs = match item {
+            Item::Mod(m) => &m.attrs,
+            Item::Fn(f) => &f.attrs,
+            Item::Impl(i) => &i.attrs,
+            Item::Use(u) => &u.attrs,
+            Item::Const(c) => &c.attrs,
+            _ => return true,
+        };
+        !attrs
+            .iter()
+            .any(|a| a.to_token_stream().to_string().replace(' ', "") == "#[cfg(test)]")
+    });
+    ast.to_token_stream().to_string()
+}
+
+/// `code` of every `OpenAiError` constructor in keygate-core's catalogue, by name: the
+/// third argument of its `Self::new(status, type, code, message)`.
+fn error_constructors() -> Vec<(String, String)> {
+    let file = repo().join("crates/keygate-core/src/openai_error.rs");
+    let ast = syn::parse_file(&std::fs::read_to_string(&file).expect("openai_error.rs"))
+        .expect("openai_error.rs parses");
+    let mut out = Vec::new();
+    for item in &ast.items {
+        let Item::Impl(imp) = item else { continue };
+        if imp.self_ty.to_token_stream().to_string() != "OpenAiError" {
+            continue;
+        }
+        for f in &imp.items {
+            let syn::ImplItem::Fn(f) = f else { continue };
+            let body = f.block.to_token_stream().to_string();
+            let Some((_, args)) = body.split_once("Self :: new (") else {
+                continue;
+            };
+            let code = args
+                .split(" , ")
+                .nth(2)
+                .and_then(|c| c.strip_prefix('"'))
+                .and_then(|c| c.strip_suffix('"'))
+                .filter(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                .unwrap_or_else(|| panic!("cannot read the code of OpenAiError::{}", f.sig.ident));
+            out.push((f.sig.ident.to_string(), code.to_owned()));
+        }
+    }
+    assert!(out.len() >= 30, "only {} constructors read", out.len());
+    out
+}
+
+/// The description's `ErrorCode` is every code keygate can send and no other: the codes
+/// of the catalogue's constructors that product code (not tests) calls.
+#[test]
+fn the_error_codes_described_are_the_ones_keygate_sends() {
+    let mut files = Vec::new();
+    for dir in ["crates/keygate-server/src", "crates/keygate/src"] {
+        rust_files(&repo().join(dir), &mut files);
+    }
+    let code: String = files.iter().map(|f| product_code(f)).collect();
+    let sent: BTreeSet<String> = error_constructors()
+        .into_iter()
+        .filter(|(name, _)| code.contains(&format!("OpenAiError :: {name} (")))
+        .map(|(_, code)| code)
+        .collect();
+    let described = schema_enum("ErrorCode");
+    let mut problems = Vec::new();
+    for c in sent.difference(&described) {
+        problems.push(format!("sent but not in ErrorCode: {c}"));
+    }
+    for c in described.difference(&sent) {
+        problems.push(format!("in ErrorCode but never sent: {c}"));
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The description's `AuditAction` is exactly the audit log's action names.
+#[test]
+fn the_audit_actions_described_are_the_logs() {
+    let names: BTreeSet<String> = keygate_core::audit::Action::ALL
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect();
+    assert_eq!(schema_enum("AuditAction"), names);
+}
