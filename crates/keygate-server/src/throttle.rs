@@ -22,6 +22,8 @@
 //!   one and a session holds at most three, whatever it sends — a person at most three
 //!   per live session (`keygate_store::put_ceremony`).
 //!   An anonymous flood cannot block them, and they cannot fill the cap.
+//! - **Recorded denials** ([`Throttles::denials`]): per person, not per address — how
+//!   many connect "no"s a session can write into the audit log.
 //!
 //! The client address is the TCP peer's, never a header, unless the peer is one of the
 //! configured `trusted_proxies`: then the right-most `X-Forwarded-For` entry that is not
@@ -34,6 +36,7 @@
 //! still grows past [`MAX_TRACKED`] is pruned inline.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -47,6 +50,7 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use keygate_core::ids::UserId;
 use keygate_store::Store;
 
 use crate::config::ThrottleSettings;
@@ -61,6 +65,11 @@ pub const MAX_TRACKED: usize = 100_000;
 /// An IPv6 /56's anonymous budget, in multiples of one address's.
 pub const WIDE_FACTOR: u32 = 4;
 
+/// A person's connect denials the audit log records: a burst of this many, then
+/// [`DENIALS_PER_MINUTE`] (see [`Throttles::denials`]).
+pub const DENIALS_BURST: u32 = 10;
+pub const DENIALS_PER_MINUTE: u32 = 1;
+
 /// How often, at most, a full ceremony cap looks at the store again.
 const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 
@@ -72,6 +81,11 @@ pub struct Throttles {
     pub sign_in_failures: FailureThrottle,
     pub admin_failures: FailureThrottle,
     pub ceremonies: CeremonyCap,
+    /// `connect.denied` entries per person. A "no" changes nothing in keygate and costs
+    /// its sender nothing but a request, so past this budget it is answered as usual
+    /// and not recorded: a stolen session cannot grow the log (and flush the store)
+    /// without bound.
+    pub denials: RateThrottle<UserId>,
     trusted_proxies: Vec<IpAddr>,
     /// When an untrusted peer's `X-Forwarded-For` was last logged.
     untrusted_forwarded: Mutex<Option<Instant>>,
@@ -95,6 +109,10 @@ impl Throttles {
             sign_in_failures: FailureThrottle::new(per_minute, burst),
             admin_failures: FailureThrottle::new(admin, admin),
             ceremonies: CeremonyCap::new(s.max_ceremonies, ceremony_ttl),
+            denials: RateThrottle::new(
+                NonZeroU32::new(DENIALS_PER_MINUTE).unwrap_or(one),
+                NonZeroU32::new(DENIALS_BURST).unwrap_or(one),
+            ),
             trusted_proxies: s.trusted_proxies.clone(),
             untrusted_forwarded: Mutex::new(None),
         }
@@ -173,6 +191,7 @@ impl Throttles {
         self.auth_wide.retain_recent();
         self.sign_in_failures.retain_recent();
         self.admin_failures.retain_recent();
+        self.denials.retain_recent();
     }
 
     /// Addresses currently tracked, all tables together (for tests and logs).
@@ -181,6 +200,7 @@ impl Throttles {
             + self.auth_wide.len()
             + self.sign_in_failures.len()
             + self.admin_failures.len()
+            + self.denials.len()
     }
 }
 
@@ -222,14 +242,15 @@ fn whole_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// A per-address budget; every check spends a cell.
-pub struct RateThrottle {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+/// A per-address budget (or per-`K`: [`Throttles::denials`] is per person); every
+/// check spends a cell.
+pub struct RateThrottle<K: Hash + Eq + Clone = IpAddr> {
+    limiter: DefaultKeyedRateLimiter<K>,
     clock: DefaultClock,
     pruned: Mutex<Option<Instant>>,
 }
 
-impl RateThrottle {
+impl<K: Hash + Eq + Clone> RateThrottle<K> {
     pub fn new(per_minute: NonZeroU32, burst: NonZeroU32) -> Self {
         Self {
             limiter: DefaultKeyedRateLimiter::keyed(
@@ -241,7 +262,7 @@ impl RateThrottle {
     }
 
     /// Spends a cell for `client`; `Err(seconds)` when its budget is empty.
-    pub fn check(&self, client: IpAddr) -> Result<(), u64> {
+    pub fn check(&self, client: K) -> Result<(), u64> {
         self.prune_if_large();
         self.limiter
             .check_key(&client)

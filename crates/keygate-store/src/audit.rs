@@ -240,7 +240,17 @@ mod tests {
                 .append_audit(entry(5, Action::UserSignedUp, Some(&user)))
                 .unwrap()
         };
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        // sled's background flusher can hold the directory lock for a moment after the
+        // drop (as in tests/store.rs).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let store = loop {
+            match Store::open(dir.path(), &StoreOptions::default()) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other.unwrap(),
+            }
+        };
         let second = store
             .append_audit(entry(5, Action::UserSignedIn, Some(&user)))
             .unwrap();

@@ -302,15 +302,7 @@ pub async fn deny_form(
         if let Some(s) = &s {
             let by = meta.person(s.user_id());
             let app_name = form.app_name.as_deref();
-            connect::deny(
-                &st.store,
-                s.user_id(),
-                uri.origin(),
-                app_name,
-                "redirect",
-                &by,
-            )
-            .await?;
+            connect::deny(&st, s.user_id(), uri.origin(), app_name, "redirect", &by).await?;
         }
         Ok::<_, ServerError>(uri.with_query(&[("error", "access_denied"), ("state", &form.state)]))
     }
@@ -342,7 +334,7 @@ pub async fn deny(
     let origin = connect::parse_origin(&body.origin)?;
     let by = meta.person(s.user_id());
     let app_name = body.app_name.as_deref();
-    connect::deny(&st.store, s.user_id(), &origin, app_name, "popup", &by).await?;
+    connect::deny(&st, s.user_id(), &origin, app_name, "popup", &by).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -271,9 +271,14 @@ fn approval_detail(approval: &Approval, mode: &str) -> Value {
     })
 }
 
-/// The person said no to an app (the popup's or the redirect page's Deny).
+/// The person said no to an app (the popup's or the redirect page's Deny). Recorded
+/// within the person's budget (`Throttles::denials`); past it the "no" is answered
+/// all the same and not recorded: it changes nothing in keygate, and a stolen session
+/// must not be able to grow the log without bound. The name is the app's own: one
+/// that would not do for a grant is recorded as the origin's, never refused — the
+/// person's "no" must reach the app.
 pub async fn deny(
-    store: &Store,
+    st: &AppState,
     user: &UserId,
     origin: &AppOrigin,
     app_name: Option<&str>,
@@ -284,9 +289,13 @@ pub async fn deny(
     // keygate would not show is replaced by the origin's host, never refused, so the
     // person's "no" always reaches the app.
     let app_name = parse_app_name(app_name, origin).or_else(|_| parse_app_name(None, origin))?;
+    if st.throttles.denials.check(user.clone()).is_err() {
+        tracing::debug!(user_id = %user, "connect denial not recorded: the person's budget is spent");
+        return Ok(());
+    }
     let detail = serde_json::json!({"app_name": app_name, "origin": origin.as_str(), "mode": mode});
     audit
-        .record(store, Action::ConnectDenied, Some(user), None, detail)
+        .record(&st.store, Action::ConnectDenied, Some(user), None, detail)
         .await
 }
 

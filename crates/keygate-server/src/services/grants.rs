@@ -895,6 +895,9 @@ pub async fn delete(
                     detail,
                 )
                 .await?;
+        } else {
+            // A concurrent call removed it: answer once its removal is durable too.
+            store.flush().await?;
         }
         tracing::info!(grant_id = %id, "revoked grant removed");
         return Ok(Deleted::Removed);

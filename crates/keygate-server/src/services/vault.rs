@@ -171,15 +171,20 @@ pub async fn store_key(
 /// Deletes the person's stored key; durable before returning. (Deleting none is no
 /// action: nothing to record.)
 pub async fn delete_key(store: &Store, user: &UserId, audit: &Audit) -> Result<(), ServerError> {
-    let Some(old) = store.vault(user)? else {
-        return Ok(());
+    let deleted = match store.vault(user)? {
+        Some(old) if store.delete_vault(user)? => Some(old),
+        _ => None,
     };
-    if store.delete_vault(user)? {
-        let detail = serde_json::json!({"last4": old.last4});
-        let target = Some(Target::OpenAiKey(&old.key_id));
-        audit
-            .record(store, Action::KeyDeleted, Some(user), target, detail)
-            .await?;
+    match deleted {
+        Some(old) => {
+            let detail = serde_json::json!({"last4": old.last4});
+            let target = Some(Target::OpenAiKey(&old.key_id));
+            audit
+                .record(store, Action::KeyDeleted, Some(user), target, detail)
+                .await?;
+        }
+        // None here, or a concurrent call deleted it: answer once that is durable too.
+        None => store.flush().await?,
     }
     tracing::info!(user_id = %user, "OpenAI key deleted");
     Ok(())

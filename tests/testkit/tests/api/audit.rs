@@ -819,42 +819,248 @@ async fn a_retention_sweeps_old_entries_only() {
     assert_eq!(whole_log(&app, ADMIN_KEY, "").await.len(), 3);
 }
 
-/// The app's name only labels a Deny: one keygate would not show (a control character,
-/// too long) is recorded as the origin's host, and the person's "no" still reaches the
-/// app (302 `access_denied`), never a 400 page.
+/// The `connect.denied` entries among `entries`.
+fn denials(entries: &[Value]) -> usize {
+    entries
+        .iter()
+        .filter(|e| e["action"] == "connect.denied")
+        .count()
+}
+
 #[tokio::test]
-async fn a_deny_with_a_name_keygate_would_not_show_still_reaches_the_app() {
+async fn a_session_cannot_flood_the_log_with_denials() {
+    let app = spawn_app().await;
+    let (ann_b, ann) = someone(&app, "Ann").await;
+    let (bob_b, _) = someone(&app, "Bob").await;
+    let before = whole_log(&app, ADMIN_KEY, "").await.len();
+
+    // A stolen cookie saying "no" over and over, to varied apps, both ways: every
+    // answer is the usual one (the app must still hear "no"), but only the first few
+    // leave an entry.
+    let tries = 3 * keygate_server::throttle::DENIALS_BURST as usize;
+    for i in 0..tries {
+        let origin = format!("https://app{i}.example");
+        if i % 2 == 0 {
+            let res = ann_b
+                .post("/api/connect/deny", json!({"origin": origin}))
+                .await;
+            assert_eq!(res.status(), 204);
+        } else {
+            let res = ann_b
+                .request(Method::POST, "/connect/deny")
+                .form(&[
+                    ("redirect_uri", format!("{origin}/cb").as_str()),
+                    ("state", "s"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 302);
+            let to = res.headers()["location"].to_str().unwrap();
+            assert!(to.contains("error=access_denied"), "{to}");
+        }
+    }
+    // The burst, and one more only if a whole minute passed meanwhile (a slow machine).
+    let burst = keygate_server::throttle::DENIALS_BURST as usize;
+    let recorded = denials(&own_log(&ann_b).await);
+    assert!((burst..=burst + 1).contains(&recorded), "{recorded}");
+    let all = whole_log(&app, ADMIN_KEY, "").await;
+    assert_eq!(all.len(), before + recorded);
+
+    // Real actions are still recorded, and another person's budget is their own.
+    let res = ann_b.post("/api/grants", json!({"name": "after"})).await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(own_log(&ann_b).await[0]["action"], "grant.created");
+    let res = bob_b
+        .post("/api/connect/deny", json!({"origin": APP}))
+        .await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(denials(&own_log(&bob_b).await), 1);
+    assert!(
+        whole_log(&app, ADMIN_KEY, &format!("&user={ann}"))
+            .await
+            .iter()
+            .all(|e| e["user"] == ann.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_clock_stepped_back_or_standing_still_loses_no_entry() {
+    let clock = manual_clock();
+    clock.set(1_795_996_800 + 12 * 3600);
+    let app = spawn_app_with_clock(clock, |_| {}).await;
+    // Three entries in the same second (the manual clock stands still): distinct ids,
+    // in the order they happened.
+    let (b, ann) = someone(&app, "Ann").await;
+    let same = own_log(&b).await;
+    let actions: Vec<&str> = same.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["grant.created", "key.stored", "user.signed_up"]);
+    assert!(same.iter().all(|e| e["at"] == same[0]["at"]));
+    // The clock steps back an hour (an NTP correction): the next entries are kept, at
+    // the time the clock gave them, none replacing another.
+    app.clock.set(1_795_996_800 + 11 * 3600);
+    assert_eq!(
+        app.put_openai_key(&ann, FAKE_OPENAI_KEY).await.status(),
+        204
+    );
+    let res = b.post("/api/grants", json!({"name": "second"})).await;
+    assert_eq!(res.status(), 201);
+    let all = whole_log(&app, ADMIN_KEY, "").await;
+    assert_eq!(all.len(), 5);
+    let mut ids: Vec<&str> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 5);
+    let mine = own_log(&b).await;
+    assert_eq!(mine.len(), 5);
+    assert_eq!(
+        mine.iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        [
+            "grant.created",
+            "key.stored",
+            "user.signed_up",
+            "grant.created",
+            "key.replaced"
+        ],
+        "newest first by the time recorded; same-time entries in the order made"
+    );
+    assert_eq!(mine[3]["at"], "2026-11-30T11:00:00.000000Z");
+}
+
+#[tokio::test]
+async fn answers_are_never_cached_and_a_repeated_filter_is_refused() {
+    let app = spawn_app().await;
+    let (b, ann) = someone(&app, "Ann").await;
+    let no_store = |res: &Response| {
+        assert_eq!(
+            res.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{}",
+            res.url()
+        );
+        assert!(
+            res.headers().get("access-control-allow-origin").is_none(),
+            "{}",
+            res.url()
+        );
+    };
+    no_store(&b.get("/api/audit").await);
+    no_store(&b.get("/api/audit?limit=0").await);
+    no_store(&b.get("/api/usage").await);
+    let res = b.post("/api/connect/deny", json!({"origin": APP})).await;
+    assert_eq!(res.status(), 204);
+    no_store(&res);
+    for path in ["/admin/audit", "/admin/grants", "/admin/usage"] {
+        let res = app.admin(Method::GET, path).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        no_store(&res);
+    }
+    let res = app
+        .admin(Method::GET, "/admin/usage")
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    no_store(&res);
+
+    // A filter given twice is not silently one of them.
+    let other = keygate_core::ids::UserId::generate();
+    for query in [
+        format!("/admin/audit?user={ann}&user={other}"),
+        format!("/admin/grants?user={ann}&user={other}"),
+        "/admin/audit?limit=1&limit=2".to_owned(),
+    ] {
+        let res = app.admin(Method::GET, &query).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{query}");
+        no_store(&res);
+    }
+    // Another person's id in the person's own list is no filter at all.
+    let res = b.get(&format!("/api/audit?user={other}")).await;
+    assert_eq!(json_of(res, 200).await.as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn a_deny_reaches_the_app_whatever_name_the_app_declared() {
     let app = spawn_app().await;
     let (b, _) = someone(&app, "Ann").await;
-    for name in ["Notes\u{7}", &"N".repeat(500)] {
+    // The name comes from the app's own request: one keygate would not store must not
+    // keep the person's "no" from reaching the app. The entry names the origin instead.
+    for bad in ["Notes\u{7}", &"N".repeat(101)] {
         let res = b
             .request(Method::POST, "/connect/deny")
             .form(&[
                 ("redirect_uri", "https://notes.example/oauth/callback"),
                 ("state", "s"),
-                ("app_name", name),
+                ("app_name", bad),
             ])
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 302, "{name:?}");
-        let location = res.headers()["location"].to_str().unwrap();
-        assert!(location.contains("error=access_denied"), "{location}");
+        assert_eq!(res.status(), 302, "{bad:?}");
+        let to = res.headers()["location"].to_str().unwrap();
+        assert!(to.contains("error=access_denied&state=s"), "{to}");
         let res = b
             .post(
                 "/api/connect/deny",
-                json!({"origin": APP, "app_name": name}),
+                json!({"origin": "https://notes.example", "app_name": bad}),
             )
             .await;
-        assert_eq!(res.status(), 204, "{name:?}");
+        assert_eq!(res.status(), 204, "{bad:?}");
     }
-    let denies: Vec<Value> = own_log(&b)
-        .await
-        .into_iter()
+    let mine = own_log(&b).await;
+    let denied: Vec<&Value> = mine
+        .iter()
         .filter(|e| e["action"] == "connect.denied")
         .collect();
-    assert_eq!(denies.len(), 4);
-    for e in &denies {
-        assert_eq!(e["detail"]["app_name"], "notes.example", "{e}");
+    assert_eq!(denied.len(), 4);
+    assert!(
+        denied
+            .iter()
+            .all(|e| e["detail"]["app_name"] == "notes.example"),
+        "{denied:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_anonymous_client_writes_no_entry() {
+    let app = spawn_app().await;
+    let anon = app.browser();
+    // Deny without a session: the app hears "no", the log hears nothing.
+    let res = anon
+        .request(Method::POST, "/connect/deny")
+        .form(&[
+            ("redirect_uri", "https://notes.example/oauth/callback"),
+            ("state", "s"),
+            ("app_name", "Notes"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let res = anon.post("/api/connect/deny", json!({"origin": APP})).await;
+    assert_eq!(res.status(), 401);
+    // Ceremony starts, a failed sign-in and sign-up, a junk code exchange.
+    for (path, body) in [
+        ("/api/auth/register/start", json!({"name": "x"})),
+        ("/api/auth/login/start", json!({})),
+        (
+            "/api/auth/login/finish",
+            json!({"ceremony": "nope", "credential": {}}),
+        ),
+        (
+            "/api/auth/register/finish",
+            json!({"ceremony": "nope", "credential": {}}),
+        ),
+        (
+            "/api/connect/token",
+            json!({"code": "junk", "code_verifier": VERIFIER}),
+        ),
+    ] {
+        let res = anon.post(path, body).await;
+        assert!(res.status().as_u16() < 500, "{path}: {}", res.status());
     }
+    assert!(whole_log(&app, ADMIN_KEY, "").await.is_empty());
 }
