@@ -633,7 +633,10 @@ async fn a_lent_key_obeys_the_grants_budget_like_a_stored_key() {
     assert_openai_error(res, 400, "invalid_request").await;
     // Another grant on the same plan has a budget of its own (see above).
     let again = person
-        .post("/api/grants", json!({"name": "another", "plan": "lent_small"}))
+        .post(
+            "/api/grants",
+            json!({"name": "another", "plan": "lent_small"}),
+        )
         .await;
     let again = json_of(again, 201).await;
     let res = app
@@ -641,4 +644,83 @@ async fn a_lent_key_obeys_the_grants_budget_like_a_stored_key() {
         .await;
     assert_eq!(res.status(), 200);
     assert_eq!(app.mock.request_count(), 2);
+}
+
+/// The person's own stored key wins even once OpenAI has refused it (marked rejected):
+/// the operator's key does not silently take over (docs/DECISIONS.md, "Operator key").
+#[tokio::test]
+async fn a_rejected_stored_key_is_not_replaced_by_the_operators() {
+    let app = spawn_app_with(plans).await;
+    assert_eq!(put_operator_key(&app, OPERATOR_KEY).await.status(), 204);
+    let user = app.create_user("Rejected Rita").await;
+    let own = "sk-proj-ritas-key-that-openai-refuses-00REJ";
+    assert_eq!(app.put_openai_key(&user, own).await.status(), 204);
+    let (_, lent) = grant_on(&app, &user, Some("lent")).await;
+    app.mock.reject_key(own);
+    let res = app.chat_completions(&lent, &chat("gpt-4o-mini")).await;
+    assert_openai_error(res, 424, "owner_key_rejected").await;
+    let uid = keygate_core::ids::UserId::parse(&user).unwrap();
+    let record = app.state.store.vault(&uid).unwrap().unwrap();
+    assert!(record.rejected_at.is_some());
+    let res = app.chat_completions(&lent, &chat("gpt-4o-mini")).await;
+    assert_openai_error(res, 424, "owner_key_rejected").await;
+    assert_eq!(last_authorization(&app), Some(format!("Bearer {own}")));
+    assert!(
+        app.mock
+            .requests()
+            .iter()
+            .all(|r| r.header("authorization") == Some(format!("Bearer {own}").as_str())),
+        "the operator's key was used"
+    );
+}
+
+/// Whole records swapped between the trees never open: a person's sealed key written
+/// into the operator's place is not lent to others, and the operator's sealed key
+/// written under a person's id is not used as theirs. Nothing reaches OpenAI.
+#[tokio::test]
+async fn records_swapped_between_the_vault_and_the_operator_tree_never_open() {
+    let app = spawn_app_with(plans).await;
+    let store = &app.state.store;
+    let uid = |s: &str| keygate_core::ids::UserId::parse(s).unwrap();
+    let victim = app.create_user("Victim Vic").await;
+    let victims_key = "sk-proj-victims-own-key-000000000000VICT";
+    assert_eq!(app.put_openai_key(&victim, victims_key).await.status(), 204);
+    let person = store.vault(&uid(&victim)).unwrap().unwrap();
+
+    // The victim's record as the operator's: a keyless person on a lending plan.
+    store
+        .put_operator_key(&keygate_store::OperatorKeyRecord {
+            key_id: person.key_id.clone(),
+            sealed: person.sealed.clone(),
+            kid: person.kid.clone(),
+            updated_at: 1,
+        })
+        .unwrap();
+    let keyless = app.create_user("Keyless Kai").await;
+    let (_, lent) = grant_on(&app, &keyless, Some("lent")).await;
+    let res = app.chat_completions(&lent, &chat("gpt-4o-mini")).await;
+    assert_eq!(res.status(), 500);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("VICT"), "{text}");
+
+    // The operator's record under the keyless person's id.
+    assert_eq!(put_operator_key(&app, OPERATOR_KEY).await.status(), 204);
+    let operator = store.operator_key().unwrap().unwrap();
+    store
+        .put_vault(
+            &uid(&keyless),
+            &keygate_store::VaultRecord {
+                key_id: operator.key_id.clone(),
+                sealed: operator.sealed.clone(),
+                kid: operator.kid.clone(),
+                ..person.clone()
+            },
+        )
+        .unwrap();
+    let (_, plain) = grant_on(&app, &keyless, Some("plain")).await;
+    let res = app.chat_completions(&plain, &chat("gpt-4o-mini")).await;
+    assert_eq!(res.status(), 500);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("OPRK"), "{text}");
+    assert_eq!(app.mock.request_count(), 0);
 }
