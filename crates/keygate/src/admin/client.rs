@@ -107,7 +107,11 @@ impl Client {
             return Ok(Reply { body, next });
         }
         if status.is_redirection() {
-            let to = location.unwrap_or_else(|| "elsewhere".into());
+            // The target is the server's text too: masked like its messages.
+            let to = location.map_or_else(
+                || "elsewhere".into(),
+                |l| one_line(&l, self.key.expose_secret()),
+            );
             bail!(
                 "{} answered HTTP {} (a redirect to {to}): point --url at keygate itself",
                 self.shown_base(),

@@ -281,6 +281,19 @@ async fn redirects_and_foreign_errors_are_reported_not_followed() {
         "{request}"
     );
 
+    // A redirect whose target holds the key (a hostile or broken server echoing it):
+    // reported, the key masked (`run` checks that it is printed nowhere).
+    let (url, _) = fake_server(
+        "302 Found",
+        &format!("Location: https://elsewhere.example/?k={ADMIN_KEY}\r\n"),
+        "",
+    );
+    let line = Cli::at(&url).key(ADMIN_KEY).fails(&["users", "list"]).await;
+    assert!(
+        line.contains("302") && line.contains("[admin key]"),
+        "{line}"
+    );
+
     let (url, _) = fake_server(
         "502 Bad Gateway",
         "Content-Type: text/html\r\n",
