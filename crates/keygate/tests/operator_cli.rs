@@ -205,7 +205,10 @@ fn on_a_terminal(args: &[&str], envs: &[(&str, &str)], typed: &str) -> Option<St
         .output()
         .is_err()
     {
-        eprintln!("skipped: no `script` to make a pseudo-terminal");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: no `script` to make a pseudo-terminal"
+        );
         return None;
     }
     let quoted = std::iter::once(env!("CARGO_BIN_EXE_keygate"))
