@@ -88,9 +88,10 @@ enum KeysAction {
         #[arg(long, short, env = "KEYGATE_CONFIG")]
         config: Option<PathBuf>,
         /// Caught only to refuse it without repeating it: a key given here is already in
-        /// the shell history and the process list.
-        #[arg(hide = true)]
-        on_command_line: Option<String>,
+        /// the shell history and the process list. Every extra word is caught (clap
+        /// would repeat one it does not expect).
+        #[arg(hide = true, num_args = 0.., trailing_var_arg = true)]
+        on_command_line: Vec<String>,
     },
     /// Delete the operator's OpenAI key (offline, like set-operator).
     ClearOperator {
@@ -341,7 +342,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 on_command_line,
             } => {
                 use keygate_server::services::operator_key;
-                if on_command_line.is_some() {
+                if !on_command_line.is_empty() {
                     anyhow::bail!(
                         "the key is read from standard input, never from the command line \
                          (where the shell history and the process list keep it): \
@@ -351,7 +352,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let config = load(config.as_ref())?;
                 // The store first: a running server is said before anyone types a key.
                 let store = operator_key::open_offline(&config)?;
-                let key = secret_input::read_line("Operator's OpenAI key (not shown): ")?;
+                let key = secret_input::read_line(
+                    "Operator's OpenAI key (not shown): ",
+                    "keygate keys set-operator < operator-key.txt",
+                )?;
                 let now = keygate_core::time::now();
                 let view = actix_web::rt::System::new().block_on(store.set(&key, now))?;
                 out(&format!(

@@ -192,3 +192,129 @@ fn help_names_the_operator_commands_and_how_to_pipe_the_key() {
         "{help}"
     );
 }
+
+/// Runs `keygate ARGS` on a pseudo-terminal (util-linux `script`), types `typed` once
+/// the prompt is up, and returns everything the terminal showed. `None` (the test is
+/// skipped) where `script` is missing.
+fn on_a_terminal(args: &[&str], envs: &[(&str, &str)], typed: &str) -> Option<String> {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: no `script` to make a pseudo-terminal"
+        );
+        return None;
+    }
+    let quoted = std::iter::once(env!("CARGO_BIN_EXE_keygate"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &quoted, "/dev/null"]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYGATE_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let shown = Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text(&shown.lock().unwrap()).contains("OpenAI key") {
+        assert!(
+            Instant::now() < deadline,
+            "no prompt: {}",
+            text(&shown.lock().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{typed}\n").as_bytes()).unwrap();
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+    reader.join().unwrap();
+    let out = text(&shown.lock().unwrap());
+    Some(out)
+}
+
+/// A key typed at the prompt is never shown on the terminal: neither by
+/// `keygate keys set-operator` nor by `keygate admin operator-key set`.
+#[test]
+fn a_key_typed_on_a_terminal_is_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("KEYGATE_DATA_DIR", data.to_str().unwrap())];
+    assert!(run(&["init"], &env).status.success());
+    let typed = "sk-proj-typed-on-a-terminal-000000000TYPD";
+    let Some(shown) = on_a_terminal(&["keys", "set-operator"], &env, typed) else {
+        return;
+    };
+    assert!(shown.contains("sealed under master key"), "{shown}");
+    assert!(!shown.contains("TYPD"), "echoed: {shown}");
+
+    // The admin CLI reads the key before it calls the server (here: nobody listens).
+    let port = common::free_port().to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let shown = on_a_terminal(
+        &["admin", "--url", &url, "operator-key", "set"],
+        &[("KEYGATE_ADMIN_KEY", ADMIN_KEY)],
+        typed,
+    )
+    .unwrap();
+    assert!(shown.contains("cannot connect"), "{shown}");
+    assert!(!shown.contains("TYPD"), "echoed: {shown}");
+}
+
+/// A key given on the command line is refused without being repeated, by both commands
+/// (in any position, after `--` too).
+#[test]
+fn a_key_on_the_command_line_is_refused_without_repeating_it() {
+    let key = "sk-proj-given-as-an-argument-0000000ARGV";
+    for args in [
+        vec!["keys", "set-operator", key],
+        vec!["keys", "set-operator", "--", key],
+        vec!["keys", "set-operator", "x", key],
+        vec!["admin", "operator-key", "set", key],
+        vec!["admin", "operator-key", "set", "--", key],
+        vec!["admin", "operator-key", "set", "x", key],
+        vec!["admin", "--json", "operator-key", "set", key],
+    ] {
+        let out = run(&args, &[("KEYGATE_ADMIN_KEY", ADMIN_KEY)]);
+        assert!(!out.status.success(), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(!err.contains("ARGV"), "{args:?} repeated the key: {err}");
+        assert!(!text(&out.stdout).contains("ARGV"), "{args:?}");
+        assert!(err.contains("standard input"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}

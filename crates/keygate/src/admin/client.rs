@@ -107,7 +107,11 @@ impl Client {
             return Ok(Reply { body, next });
         }
         if status.is_redirection() {
-            let to = location.unwrap_or_else(|| "elsewhere".into());
+            // The target is the server's text too: masked like its messages.
+            let to = location.map_or_else(
+                || "elsewhere".into(),
+                |l| one_line(&l, self.key.expose_secret()),
+            );
             bail!(
                 "{} answered HTTP {} (a redirect to {to}): point --url at keygate itself",
                 self.shown_base(),
@@ -234,19 +238,33 @@ impl Client {
 
 /// `--url` as a base: http(s), no credentials, query or fragment.
 fn parse_base(raw: &str) -> anyhow::Result<Url> {
+    // Every message repeats the URL as given, without any `user:password@` in it (also
+    // when it does not parse: `http://u:pw@host:99999`).
+    let shown = without_credentials(raw.trim());
     let url = Url::parse(raw.trim())
-        .map_err(|e| anyhow!("--url {raw:?} is not a URL ({e}); e.g. http://127.0.0.1:8080"))?;
-    // Checked first: the other messages repeat the URL.
+        .map_err(|e| anyhow!("--url {shown:?} is not a URL ({e}); e.g. http://127.0.0.1:8080"))?;
     if !url.username().is_empty() || url.password().is_some() {
         bail!("--url must not hold a user name or password: the admin key is the credential");
     }
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        bail!("--url {raw:?} must be an http:// or https:// address");
+        bail!("--url {shown:?} must be an http:// or https:// address");
     }
     if url.query().is_some() || url.fragment().is_some() {
-        bail!("--url {raw:?} must not have a query or fragment");
+        bail!("--url {shown:?} must not have a query or fragment");
     }
     Ok(url)
+}
+
+/// `raw` with whatever precedes an `@` in its authority (`user:password@`) replaced by
+/// `…`; read by hand, since it is also used on text that is not a URL.
+fn without_credentials(raw: &str) -> String {
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("", raw));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("…@{}", &rest[at + 1..]),
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => raw.to_owned(),
+    }
 }
 
 /// The innermost cause's text (e.g. "Connection refused (os error 111)").
@@ -291,6 +309,19 @@ mod tests {
             "mailto:x@y",
         ] {
             assert!(parse_base(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_never_repeated() {
+        for (raw, shown) in [
+            ("http://u:pw@host:99999/x", "http://…@host:99999/x"),
+            ("http://u:p@w@host", "http://…@host"),
+            ("u:pw@host", "…@host"),
+            ("http://host/a@b", "http://host/a@b"),
+            ("http://host:1", "http://host:1"),
+        ] {
+            assert_eq!(without_credentials(raw), shown, "{raw}");
         }
     }
 

@@ -6,7 +6,7 @@
 mod client;
 mod table;
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
@@ -332,7 +332,12 @@ enum KeysVerb {
 enum OperatorKeyVerb {
     /// Store the operator's OpenAI key, read from standard input (never an argument).
     #[command(after_help = "Example:\n  keygate admin operator-key set < openai.key")]
-    Set,
+    Set {
+        /// Caught only to refuse it without repeating it (clap would print a word it
+        /// does not expect): a key given here is in the shell history already.
+        #[arg(hide = true, num_args = 0.., trailing_var_arg = true)]
+        on_command_line: Vec<String>,
+    },
     /// Whether an operator key is set, and when (never the key).
     #[command(after_help = "Example:\n  keygate admin operator-key show")]
     Show,
@@ -586,8 +591,18 @@ fn keys(client: &Client, out: &Out, verb: KeysVerb) -> anyhow::Result<()> {
 fn operator_key(client: &Client, out: &Out, verb: OperatorKeyVerb) -> anyhow::Result<()> {
     const PATH: &str = "/admin/operator-key";
     match verb {
-        OperatorKeyVerb::Set => {
-            let key = read_stdin_secret()?;
+        OperatorKeyVerb::Set { on_command_line } => {
+            if !on_command_line.is_empty() {
+                bail!(
+                    "the key is read from standard input, never from the command line (where \
+                     the shell history and the process list keep it): \
+                     `keygate admin operator-key set < openai.key`"
+                );
+            }
+            let key = crate::secret_input::read_line(
+                "The operator's OpenAI key (not shown): ",
+                "keygate admin operator-key set < openai.key",
+            )?;
             let body = json!({"api_key": secrecy::ExposeSecret::expose_secret(&key)});
             let reply = client.send(Method::PUT, PATH, &[], Some(&body))?;
             out.done(&reply, "Operator key stored (sealed with the master key).")
@@ -696,6 +711,7 @@ fn read_key_file(path: &Path) -> anyhow::Result<String> {
     let shown = path.display();
     let file =
         std::fs::File::open(path).map_err(|e| anyhow!("cannot read key file {shown}: {e}"))?;
+    warn_if_others_can_read(&file, path);
     let mut text = String::new();
     file.take(MAX_KEY_FILE_BYTES + 1)
         .read_to_string(&mut text)
@@ -706,30 +722,26 @@ fn read_key_file(path: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// The operator's OpenAI key from standard input: all of it when piped, one line when
-/// typed (after a prompt on stderr).
-fn read_stdin_secret() -> anyhow::Result<SecretString> {
-    let stdin = std::io::stdin();
-    let mut text = String::new();
-    if stdin.is_terminal() {
-        let _ = writeln!(std::io::stderr(), "Paste the OpenAI key, then press Enter:");
-        stdin
-            .read_line(&mut text)
-            .context("could not read standard input")?;
-    } else {
-        stdin
-            .lock()
-            .take(MAX_KEY_FILE_BYTES + 1)
-            .read_to_string(&mut text)
-            .context("could not read standard input")?;
+/// A key file that group or others may read is used (a container's mounted secret often
+/// is 0644), but said once on stderr, as the server says of its master key file: on a
+/// shared machine anyone may read the key there.
+fn warn_if_others_can_read(file: &std::fs::File, path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = file.metadata()
+            && meta.is_file()
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "keygate: warning: key file {} can be read by group or others; chmod 600 it",
+                path.display()
+            );
+        }
     }
-    let key = text.trim();
-    if key.is_empty() {
-        bail!(
-            "no key on standard input: pipe it in, e.g. `keygate admin operator-key set < openai.key`"
-        );
-    }
-    Ok(SecretString::from(key.to_owned()))
+    #[cfg(not(unix))]
+    let _ = (file, path);
 }
 
 /// An id as a path segment: keygate's ids are short runs of letters, digits, `_` and

@@ -10,7 +10,7 @@ async fn the_key_comes_from_the_environment_or_a_key_file() {
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("admin.key");
-    std::fs::write(&file, format!("{ADMIN_KEY}\n")).unwrap();
+    private_file(&file, &format!("{ADMIN_KEY}\n"));
     let file = file.to_str().unwrap();
     let bare = Cli::at(&app.local_address);
 
@@ -35,7 +35,7 @@ async fn the_key_comes_from_the_environment_or_a_key_file() {
 
     // A wrong key in the file.
     let bad = dir.path().join("bad.key");
-    std::fs::write(&bad, "not-the-admin-key-not-the-admin-key\n").unwrap();
+    private_file(&bad, "not-the-admin-key-not-the-admin-key\n");
     let line = bare
         .fails(&["--key-file", bad.to_str().unwrap(), "users", "list"])
         .await;
@@ -54,10 +54,10 @@ async fn the_key_comes_from_the_environment_or_a_key_file() {
         .await;
     assert!(line.contains("KEYGATE_ADMIN_KEY is empty"), "{line}");
     let empty = dir.path().join("empty.key");
-    std::fs::write(&empty, "\n").unwrap();
+    private_file(&empty, "\n");
     let missing = dir.path().join("missing.key");
     let huge = dir.path().join("huge.key");
-    std::fs::write(&huge, "k".repeat(10_000)).unwrap();
+    private_file(&huge, &"k".repeat(10_000));
     for (path, says) in [
         (empty.as_path(), "is empty"),
         (missing.as_path(), "No such file"),
@@ -69,6 +69,47 @@ async fn the_key_comes_from_the_environment_or_a_key_file() {
             .fails(&["--key-file", p, "users", "list"])
             .await;
         assert!(line.contains(p) && line.contains(says), "{line}");
+    }
+}
+
+/// A key file only its owner may read (as it should be; see the warning test below).
+fn private_file(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A key file others may read still works, with a warning naming the file and the fix
+/// (the server warns the same way about its master key file); never the key.
+#[tokio::test]
+async fn a_key_file_others_can_read_is_used_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.key");
+    private_file(&file, &format!("{ADMIN_KEY}\n"));
+    let path = file.to_str().unwrap();
+    let cli = Cli::at(&app.local_address);
+    for mode in [0o640, 0o604, 0o644] {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let run = cli.run(&["--key-file", path, "users", "list"]).await;
+        assert!(run.success, "{mode:o}: {}", run.stderr);
+        assert_eq!(run.stdout.trim(), "No users.");
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{mode:o}: {}", run.stderr);
+        assert!(
+            lines[0].starts_with("keygate: warning: ")
+                && lines[0].contains(path)
+                && lines[0].contains("chmod 600"),
+            "{}",
+            lines[0]
+        );
+    }
+    // 0600 (and 0400): no warning.
+    for mode in [0o600, 0o400] {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = cli.ok(&["--key-file", path, "users", "list"]).await;
+        assert_eq!(out.trim(), "No users.");
     }
 }
 
@@ -171,13 +212,17 @@ async fn bad_flag_values_fail_in_one_line_before_any_request() {
         ("not a url", "is not a URL"),
         ("http://admin:pw@127.0.0.1:1", "user name or password"),
         ("http://127.0.0.1:1/?x=1", "query"),
+        // A URL that does not parse is repeated, but never its password.
+        ("http://admin:pw@127.0.0.1:99999", "is not a URL"),
+        ("http://admin:pw@exa mple.com", "is not a URL"),
+        ("http://admin:pw@[::1", "is not a URL"),
     ] {
         let line = Cli::at(url).key(ADMIN_KEY).fails(&["users", "list"]).await;
         assert!(
             line.contains("--url") && line.contains(says),
             "{url}: {line}"
         );
-        assert!(!line.contains("pw@"), "{line}");
+        assert!(!line.contains("pw@") && !line.contains(":pw"), "{line}");
     }
     // Nothing reached the server.
     assert_eq!(cli.ok(&["users", "list"]).await.trim(), "No users.");
@@ -234,6 +279,19 @@ async fn redirects_and_foreign_errors_are_reported_not_followed() {
     assert!(
         request.contains(&format!("authorization: Bearer {ADMIN_KEY}")),
         "{request}"
+    );
+
+    // A redirect whose target holds the key (a hostile or broken server echoing it):
+    // reported, the key masked (`run` checks that it is printed nowhere).
+    let (url, _) = fake_server(
+        "302 Found",
+        &format!("Location: https://elsewhere.example/?k={ADMIN_KEY}\r\n"),
+        "",
+    );
+    let line = Cli::at(&url).key(ADMIN_KEY).fails(&["users", "list"]).await;
+    assert!(
+        line.contains("302") && line.contains("[admin key]"),
+        "{line}"
     );
 
     let (url, _) = fake_server(

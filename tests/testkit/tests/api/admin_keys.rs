@@ -369,3 +369,174 @@ async fn wrong_admin_keys_are_throttled_but_a_good_stored_key_passes() {
         .unwrap();
     assert_openai_error(res, 403, "insufficient_scope").await;
 }
+
+/// One raw request (an HTTP client would normalise the path itself): status and body.
+async fn raw(app: &TestApp, method: &str, target: &str, key: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {target}: no status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The scope check reads the path the router matched (`match_info`), percent-decoded
+/// exactly as the router decoded it. Every spelling of an admin-only path either routes
+/// to its handler and needs `admin` (403 for a `write` or `read` key), or routes nowhere
+/// (404, 400): none creates, lists or revokes an admin key, or sets, shows or deletes
+/// the operator key. The bootstrap key, sent the same decoded spellings, reaches the
+/// handlers: the 403s below are the scope check, not a miss.
+#[tokio::test]
+async fn no_spelling_of_an_admin_only_path_lets_a_smaller_scope_through() {
+    const OPERATOR_KEY: &str = "sk-proj-operator-key-for-path-tests-000PATH";
+    let app = spawn_app().await;
+    let write = key_of_scope(&app, "write").await;
+    let read = key_of_scope(&app, "read").await;
+    let victim = create_key(&app, json!({"name": "victim", "scope": "admin"})).await;
+    let victim_id = victim["id"].as_str().unwrap().to_owned();
+    let res = app
+        .admin(Method::PUT, "/admin/operator-key")
+        .json(&json!({"api_key": OPERATOR_KEY}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let keys_before: Value = app
+        .admin(Method::GET, "/admin/keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let operator_before: Value = app
+        .admin(Method::GET, "/admin/operator-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let create = r#"{"name":"minted","scope":"admin"}"#;
+    let put = r#"{"api_key":"sk-proj-attackers-own-key-0000000000EVIL"}"#;
+    let v = victim_id.as_str();
+    // (method, target, body, the status a write/read key gets: 403 = routed and refused)
+    let cases: Vec<(&str, String, &str, u16)> = vec![
+        // Percent-encoded letters: decoded by the router, so routed: the scope applies.
+        ("POST", "/admin/k%65ys".into(), create, 403),
+        ("POST", "/admin/%6B%65%79%73".into(), create, 403),
+        ("POST", "/admin/k%65ys?scope=read".into(), create, 403),
+        ("POST", "http://127.0.0.1/admin/k%65ys".into(), create, 403),
+        ("GET", "/admin/k%65ys".into(), "", 403),
+        ("GET", "/%61dmin/keys".into(), "", 403),
+        ("DELETE", format!("/admin/k%65ys/{v}"), "", 403),
+        // `{id}` takes any one segment: routed, so the scope applies before the id is read.
+        ("DELETE", format!("/admin/keys/{v};x"), "", 403),
+        ("DELETE", format!("/admin/keys/{v}%2F.."), "", 403),
+        ("PUT", "/admin/operator%2Dkey".into(), put, 403),
+        ("PUT", "/admin/%6Fperator-key".into(), put, 403),
+        ("GET", "/admin/operator-k%65y".into(), "", 403),
+        ("DELETE", "/admin/operator-k%65y".into(), "", 403),
+        // Double encoding: `%25` stays `%25`, so `%2565` is not `e`: no route.
+        ("POST", "/admin/k%2565ys".into(), create, 404),
+        ("GET", "/admin/k%2565ys".into(), "", 404),
+        ("PUT", "/admin/operator%252Dkey".into(), put, 404),
+        // Doubled slashes, a trailing slash, dot segments, case, `;` parameters, an
+        // encoded slash: not normalised by keygate, so no route at all.
+        ("POST", "//admin//keys".into(), create, 404),
+        ("POST", "/admin//keys".into(), create, 404),
+        ("GET", "/admin//keys".into(), "", 404),
+        ("POST", "/admin/keys/".into(), create, 404),
+        ("GET", "/admin/keys/".into(), "", 404),
+        ("PUT", "/admin/operator-key/".into(), put, 404),
+        ("GET", "/admin/operator-key/".into(), "", 404),
+        ("DELETE", "/admin/operator-key/".into(), "", 404),
+        ("DELETE", format!("/admin/keys/{v}/"), "", 404),
+        ("POST", "/admin/KEYS".into(), create, 404),
+        ("GET", "/admin/Keys".into(), "", 404),
+        ("PUT", "/admin/OPERATOR-KEY".into(), put, 404),
+        ("POST", "/admin/keys;x=1".into(), create, 404),
+        ("GET", "/admin/operator-key;x".into(), "", 404),
+        ("POST", "/admin/./keys".into(), create, 404),
+        ("POST", "/admin/users/../keys".into(), create, 404),
+        ("PUT", "/admin/users/../operator-key".into(), put, 404),
+        ("POST", "/admin/%2e/keys".into(), create, 404),
+        ("POST", "/admin/users/%2e%2e/keys".into(), create, 404),
+        ("POST", "/admin%2Fkeys".into(), create, 404),
+        ("POST", "/admin/keys%2F".into(), create, 404),
+        ("DELETE", format!("/admin/keys%2F{v}"), "", 404),
+        ("POST", "/admin/keys%20".into(), create, 404),
+        ("POST", "/admin/keys%00".into(), create, 404),
+        ("GET", "/admin/keys%3F".into(), "", 404),
+        ("GET", "/admin/keys%23".into(), "", 404),
+    ];
+    for key in [&write, &read] {
+        for (method, target, body, expected) in &cases {
+            let (status, answer) = raw(&app, method, target, key, body).await;
+            assert_eq!(status, *expected, "{method} {target}: {answer}");
+            if status == 403 {
+                assert!(
+                    answer.contains("insufficient_scope"),
+                    "{method} {target}: {answer}"
+                );
+            }
+            // (A 404 names the path it was sent, the victim's id with it.)
+            let leaked = answer.contains("kga_")
+                || answer.contains("\"set\"")
+                || (answer.contains(v) && !target.contains(v));
+            assert!(
+                !leaked,
+                "{method} {target} answered with admin data: {answer}"
+            );
+        }
+    }
+
+    // Nothing happened: the same keys (none minted, the victim not revoked), the same
+    // operator key (not replaced, not deleted).
+    let keys_after: Value = app
+        .admin(Method::GET, "/admin/keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys_after, keys_before);
+    let operator_after: Value = app
+        .admin(Method::GET, "/admin/operator-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(operator_after, operator_before);
+
+    // The encoded spellings do reach the handlers: with the bootstrap key they work.
+    let bootstrap = keygate_testkit::ADMIN_KEY;
+    let (status, answer) = raw(&app, "GET", "/admin/k%65ys", bootstrap, "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(v), "{answer}");
+    let (status, answer) = raw(&app, "GET", "/admin/operator-k%65y", bootstrap, "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"set\":true"), "{answer}");
+    let (status, _) = raw(&app, "DELETE", &format!("/admin/k%65ys/{v}"), bootstrap, "").await;
+    assert_eq!(status, 204);
+}

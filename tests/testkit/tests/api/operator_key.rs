@@ -6,11 +6,15 @@
 //! restarts and re-sealed after a master key rotation.
 
 use keygate_server::config::RawConfig;
-use keygate_testkit::{ADMIN_KEY, FAKE_OPENAI_KEY, TestApp, spawn_app, spawn_app_with};
+use keygate_testkit::{
+    ADMIN_KEY, FAKE_OPENAI_KEY, TestApp, manual_clock, spawn_app, spawn_app_with,
+    spawn_app_with_clock,
+};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
 use crate::helpers::{assert_openai_error, chat, json_of};
+use crate::limits::{requests_in, usage_when};
 
 const OPERATOR_KEY: &str = "sk-proj-operator-key-of-this-keygate-0123OPRK";
 const CALLER_KEY: &str = "sk-proj-the-callers-own-key-0123456789CALL";
@@ -21,6 +25,7 @@ fn plans(c: &mut RawConfig) {
         serde_json::from_value(json!({
             "lent": {"use_operator_key": true, "rpm": 100},
             "plain": {"rpm": 100},
+            "lent_small": {"use_operator_key": true, "budget": {"tokens": 20, "period": "day"}},
         }))
         .unwrap(),
     );
@@ -578,4 +583,144 @@ async fn an_encoded_admin_only_path_still_needs_the_admin_scope() {
     )
     .await;
     assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+}
+
+/// A lent key is held to the grant's limits exactly like a stored key: the budget bites
+/// and the refused request never reaches OpenAI. The budget is per grant: a person may
+/// pick a lending plan for a grant of their own (`POST /api/grants`, as an app may ask
+/// for one at connect), and each such grant has its own budget, so what the operator
+/// pays is bounded per grant, not per person (docs/SECURITY.md, docs/CONFIG.md: cap
+/// the operator's key at OpenAI too).
+#[tokio::test]
+async fn a_lent_key_obeys_the_grants_budget_like_a_stored_key() {
+    let app = spawn_app_with_clock(manual_clock(), plans).await;
+    assert_eq!(put_operator_key(&app, OPERATOR_KEY).await.status(), 204);
+    let mut person = app.browser();
+    person.signed_up("Keyless Kim").await;
+    let made = person
+        .post(
+            "/api/grants",
+            json!({"name": "my own lent grant", "plan": "lent_small"}),
+        )
+        .await;
+    let made = json_of(made, 201).await;
+    assert_eq!(made["grant"]["plan"], "lent_small");
+    let (id, key) = (
+        made["grant"]["id"].as_str().unwrap().to_owned(),
+        made["api_key"].as_str().unwrap().to_owned(),
+    );
+    // 8 prompt + 5 completion = 13 of the 20 tokens.
+    let res = app.chat_completions(&key, &chat("gpt-4o-mini")).await;
+    assert_eq!(res.status(), 200);
+    let _ = res.bytes().await;
+    assert_eq!(
+        last_authorization(&app),
+        Some(format!("Bearer {OPERATOR_KEY}"))
+    );
+    usage_when(&app, &id, |r| requests_in(r) == 1).await;
+    let res = app.chat_completions(&key, &chat("gpt-4o-mini")).await;
+    let body = assert_openai_error(res, 429, "insufficient_quota").await;
+    assert!(!body.to_string().contains("OPRK"));
+    assert_eq!(app.mock.request_count(), 1, "refused, yet sent");
+    // The person cannot move a grant onto or off a lending plan themselves.
+    let res = person
+        .send(
+            Method::PATCH,
+            &format!("/api/grants/{id}"),
+            json!({"plan": "plain"}),
+        )
+        .await;
+    assert_openai_error(res, 400, "invalid_request").await;
+    // Another grant on the same plan has a budget of its own (see above).
+    let again = person
+        .post(
+            "/api/grants",
+            json!({"name": "another", "plan": "lent_small"}),
+        )
+        .await;
+    let again = json_of(again, 201).await;
+    let res = app
+        .chat_completions(again["api_key"].as_str().unwrap(), &chat("gpt-4o-mini"))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.mock.request_count(), 2);
+}
+
+/// The person's own stored key wins even once OpenAI has refused it (marked rejected):
+/// the operator's key does not silently take over (docs/DECISIONS.md, "Operator key").
+#[tokio::test]
+async fn a_rejected_stored_key_is_not_replaced_by_the_operators() {
+    let app = spawn_app_with(plans).await;
+    assert_eq!(put_operator_key(&app, OPERATOR_KEY).await.status(), 204);
+    let user = app.create_user("Rejected Rita").await;
+    let own = "sk-proj-ritas-key-that-openai-refuses-00REJ";
+    assert_eq!(app.put_openai_key(&user, own).await.status(), 204);
+    let (_, lent) = grant_on(&app, &user, Some("lent")).await;
+    app.mock.reject_key(own);
+    let res = app.chat_completions(&lent, &chat("gpt-4o-mini")).await;
+    assert_openai_error(res, 424, "owner_key_rejected").await;
+    let uid = keygate_core::ids::UserId::parse(&user).unwrap();
+    let record = app.state.store.vault(&uid).unwrap().unwrap();
+    assert!(record.rejected_at.is_some());
+    let res = app.chat_completions(&lent, &chat("gpt-4o-mini")).await;
+    assert_openai_error(res, 424, "owner_key_rejected").await;
+    assert_eq!(last_authorization(&app), Some(format!("Bearer {own}")));
+    assert!(
+        app.mock
+            .requests()
+            .iter()
+            .all(|r| r.header("authorization") == Some(format!("Bearer {own}").as_str())),
+        "the operator's key was used"
+    );
+}
+
+/// Whole records swapped between the trees never open: a person's sealed key written
+/// into the operator's place is not lent to others, and the operator's sealed key
+/// written under a person's id is not used as theirs. Nothing reaches OpenAI.
+#[tokio::test]
+async fn records_swapped_between_the_vault_and_the_operator_tree_never_open() {
+    let app = spawn_app_with(plans).await;
+    let store = &app.state.store;
+    let uid = |s: &str| keygate_core::ids::UserId::parse(s).unwrap();
+    let victim = app.create_user("Victim Vic").await;
+    let victims_key = "sk-proj-victims-own-key-000000000000VICT";
+    assert_eq!(app.put_openai_key(&victim, victims_key).await.status(), 204);
+    let person = store.vault(&uid(&victim)).unwrap().unwrap();
+
+    // The victim's record as the operator's: a keyless person on a lending plan.
+    store
+        .put_operator_key(&keygate_store::OperatorKeyRecord {
+            key_id: person.key_id.clone(),
+            sealed: person.sealed.clone(),
+            kid: person.kid.clone(),
+            updated_at: 1,
+        })
+        .unwrap();
+    let keyless = app.create_user("Keyless Kai").await;
+    let (_, lent) = grant_on(&app, &keyless, Some("lent")).await;
+    let res = app.chat_completions(&lent, &chat("gpt-4o-mini")).await;
+    assert_eq!(res.status(), 500);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("VICT"), "{text}");
+
+    // The operator's record under the keyless person's id.
+    assert_eq!(put_operator_key(&app, OPERATOR_KEY).await.status(), 204);
+    let operator = store.operator_key().unwrap().unwrap();
+    store
+        .put_vault(
+            &uid(&keyless),
+            &keygate_store::VaultRecord {
+                key_id: operator.key_id.clone(),
+                sealed: operator.sealed.clone(),
+                kid: operator.kid.clone(),
+                ..person.clone()
+            },
+        )
+        .unwrap();
+    let (_, plain) = grant_on(&app, &keyless, Some("plain")).await;
+    let res = app.chat_completions(&plain, &chat("gpt-4o-mini")).await;
+    assert_eq!(res.status(), 500);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("OPRK"), "{text}");
+    assert_eq!(app.mock.request_count(), 0);
 }
