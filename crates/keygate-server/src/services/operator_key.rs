@@ -91,6 +91,10 @@ pub async fn delete(store: &Store, audit: &Audit) -> Result<bool, ServerError> {
     if existed {
         audit::operator_key_deleted(store, audit).await?;
         tracing::info!("operator OpenAI key deleted");
+    } else {
+        // A concurrent call removed it and may not have flushed yet: "deleted" is only
+        // said once it is durable.
+        store.flush().await?;
     }
     Ok(existed)
 }
