@@ -329,10 +329,7 @@ impl OpenAiError {
     /// same 424 `owner_key_rejected`, saying the key still works and what it lacks.
     /// `missing` is OpenAI's list of missing permissions (`api.responses.write`).
     pub fn owner_key_forbidden(missing: Option<&str>) -> Self {
-        let lacks = match missing {
-            Some(m) => format!("lacks a permission this endpoint needs ({m})"),
-            None => "may not make this call (a permission, model or region it lacks)".to_owned(),
-        };
+        let lacks = lacks(missing);
         let mut e = Self::new(
             424,
             INVALID_REQUEST,
@@ -367,10 +364,7 @@ impl OpenAiError {
     /// OpenAI refused this call with the operator's key, but not the key itself (a
     /// permission, model or region it lacks; `missing` as in [`Self::owner_key_forbidden`]).
     pub fn operator_key_forbidden(missing: Option<&str>) -> Self {
-        let lacks = match missing {
-            Some(m) => format!("lacks a permission this endpoint needs ({m})"),
-            None => "may not make this call (a permission, model or region it lacks)".to_owned(),
-        };
+        let lacks = lacks(missing);
         let mut e = Self::new(
             424,
             INVALID_REQUEST,
@@ -504,6 +498,14 @@ impl OpenAiError {
 
     pub fn service_unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "server_error", "service_unavailable", message)
+    }
+}
+
+/// What a key that OpenAI refused one call lacks, for the 424 messages.
+fn lacks(missing: Option<&str>) -> String {
+    match missing {
+        Some(m) => format!("lacks a permission this endpoint needs ({m})"),
+        None => "may not make this call (a permission, model or region it lacks)".to_owned(),
     }
 }
 
