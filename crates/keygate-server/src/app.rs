@@ -113,12 +113,17 @@ impl Application {
         if let Some(why) = state.passkeys.unavailable_reason() {
             tracing::warn!("passkeys are disabled: {why}");
         }
-        let data = web::Data::new(state.clone());
+        let shared = state.clone();
         let mut server = HttpServer::new(move || {
+            // Runs once on each worker thread: the worker gets its own upstream client, so
+            // the pooled connections it opens are driven by its own runtime and a request
+            // never hops to another worker for its upstream I/O (hyper runs a connection on
+            // the runtime that opened it). Everything else in the state is shared.
+            let data = web::Data::new(shared.for_worker());
             App::new()
                 .wrap(from_fn(metrics::middleware))
                 .wrap(from_fn(request_id::middleware))
-                .app_data(data.clone())
+                .app_data(data)
                 .configure(|cfg| routes::configure(cfg, MAX_API_JSON_BYTES))
         })
         .on_connect(|conn, _ext| {

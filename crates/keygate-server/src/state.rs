@@ -18,13 +18,15 @@ use crate::config::Config;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::throttle::Throttles;
+use crate::upstream;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub keyring: Arc<Keyring>,
-    /// One pooled client for every upstream call.
+    /// The pooled client for upstream calls: one per actix worker (see
+    /// [`AppState::for_worker`]), so a worker drives its own upstream connections.
     pub upstream: reqwest::Client,
     pub last_used: LastUsed,
     pub passkeys: Passkeys,
@@ -73,6 +75,21 @@ impl AppState {
             last_used: LastUsed::default(),
             admin_key_hash,
         })
+    }
+
+    /// This state with an upstream client of its own, for one actix worker: the same
+    /// settings (`upstream::client`), its own connection pool. Every other field is
+    /// shared with `self` (reference counted). Should building the client fail here (it
+    /// did not at start), the worker shares the start-up client instead.
+    pub fn for_worker(&self) -> Self {
+        let mut worker = self.clone();
+        match upstream::client(&self.config) {
+            Ok(client) => worker.upstream = client,
+            Err(e) => {
+                tracing::warn!(error = %e, "per-worker upstream client failed; sharing one");
+            }
+        }
+        worker
     }
 
     pub fn admin_enabled(&self) -> bool {

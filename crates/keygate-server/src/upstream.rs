@@ -1,5 +1,6 @@
-//! The one upstream client: pooled, keep-alive, no redirects, no overall timeout (the
-//! proxy enforces first-byte and idle timeouts itself so each has its own error).
+//! The upstream client: pooled, keep-alive, no redirects, no overall timeout (the
+//! proxy enforces first-byte and idle timeouts itself so each has its own error). One
+//! is built at start (checked there) and one per actix worker (`AppState::for_worker`).
 
 use std::time::Duration;
 
@@ -16,3 +17,4 @@ pub fn client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
         .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
         .build()
 }
+
