@@ -23,7 +23,7 @@ pub async fn forward(
     key: &UnsealedKey,
     ctx: &ProxyCtx,
 ) -> Result<reqwest::Response, ServerError> {
-    let url = upstream_url(st, &ctx.path, req.uri().query())?;
+    let url = upstream_url(st, &ctx.path, req.uri().query());
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ProxyError::UnsupportedMethod)?;
 
@@ -138,23 +138,9 @@ fn is_timeout_source(e: &reqwest::Error) -> bool {
     false
 }
 
-/// `upstream_url` + the canonical path after `/v1` + the query. The path was checked by
-/// `scope::canonicalize` (no dot segments, no encoded separators), so a URL parser has
-/// nothing to resolve that could escape the upstream's `/v1`.
-fn upstream_url(
-    st: &AppState,
-    path: &CanonicalPath,
-    query: Option<&str>,
-) -> Result<reqwest::Url, ServerError> {
+/// `upstream_url` + the canonical path after `/v1` + the query (`upstream::join`: the
+/// base was parsed once at start; only its path and query are set here).
+fn upstream_url(st: &AppState, path: &CanonicalPath, query: Option<&str>) -> reqwest::Url {
     let rest = path.as_str().strip_prefix("/v1").unwrap_or(path.as_str());
-    let mut url = format!(
-        "{}{}",
-        st.config.upstream_url.as_str().trim_end_matches('/'),
-        rest
-    );
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
-    reqwest::Url::parse(&url).map_err(|_| ProxyError::UnroutablePath.into())
+    crate::upstream::join(&st.config.upstream_url, rest, query)
 }

@@ -101,10 +101,7 @@ pub async fn put_key(
 /// storing the key. Returns whether the key was positively validated.
 pub async fn validate_with_upstream(st: &AppState, raw_key: &str) -> Result<bool, ServerError> {
     let key = parse_key(raw_key)?;
-    let url = format!(
-        "{}/models",
-        st.config.upstream_url.as_str().trim_end_matches('/')
-    );
+    let url = crate::upstream::join(&st.config.upstream_url, "/models", None);
     let mut auth =
         reqwest::header::HeaderValue::try_from(format!("Bearer {}", key.expose_secret()))
             .map_err(|_| ServiceError::invalid("api_key", "The OpenAI key is not valid"))?;
