@@ -82,6 +82,7 @@ impl Application {
             &store_dir,
             &StoreOptions {
                 cache_capacity: config.store_cache_bytes,
+                ..StoreOptions::default()
             },
         )?;
         let port = listener

@@ -423,7 +423,11 @@ impl Store {
         for _ in 0..4 {
             let plan = self.deletion_plan(user)?;
             let done = plan.is_empty();
-            self.apply(&plan)?;
+            let applied = self.apply(&plan);
+            // Its grants are gone (or, on an error, may be): none may be served from
+            // the grant cache.
+            self.grant_cache.clear();
+            applied?;
             if done {
                 break;
             }

@@ -7,6 +7,7 @@
 mod audit;
 mod auth;
 mod error;
+mod grant_cache;
 pub mod records;
 mod store;
 mod sweep;

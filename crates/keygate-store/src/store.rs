@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use keygate_core::ids::{AdminKeyId, GrantId, ID_LEN, UserId};
 use keygate_core::time::UnixTime;
@@ -8,6 +9,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionResult};
 
 use crate::StoreError;
+use crate::grant_cache::GrantCache;
 use crate::records::{
     AdminKeyRecord, AuditRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
     OperatorKeyRecord, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
@@ -23,12 +25,15 @@ pub struct StoreOptions {
     /// sled's page cache, in bytes. Small by default: records are tiny and the OS page
     /// cache sits underneath anyway.
     pub cache_capacity: u64,
+    /// How many decoded grant records the grant cache keeps (0: none).
+    pub grant_cache_entries: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_capacity: 16 * 1024 * 1024,
+            grant_cache_entries: 4096,
         }
     }
 }
@@ -59,7 +64,10 @@ pub struct Store {
     pub(crate) db: sled::Db,
     pub(crate) users: Table<UserRecord>,
     pub(crate) vault: Table<VaultRecord>,
+    /// Every function that writes this tree evicts what it wrote from `grant_cache`
+    /// afterwards (`update_grant`, `insert_grant`, `delete_grant`, `delete_user`).
     pub(crate) grants: Table<GrantRecord>,
+    pub(crate) grant_cache: Arc<GrantCache>,
     pub(crate) grants_by_user: Index,
     pub(crate) passkeys: Table<PasskeyRecord>,
     pub(crate) passkeys_by_user: Index,
@@ -112,6 +120,7 @@ impl Store {
             users: Table::open(&db, trees::USERS)?,
             vault: Table::open(&db, trees::VAULT)?,
             grants: Table::open(&db, trees::GRANTS)?,
+            grant_cache: Arc::new(GrantCache::new(options.grant_cache_entries)),
             grants_by_user: Index::open(&db, trees::GRANTS_BY_USER)?,
             passkeys: Table::open(&db, trees::PASSKEYS)?,
             passkeys_by_user: Index::open(&db, trees::PASSKEYS_BY_USER)?,
@@ -310,6 +319,7 @@ impl Store {
                 owners.insert(index.as_slice(), &[])?;
                 Ok(())
             });
+        self.grant_cache.evict(&grant.id);
         match result {
             Ok(()) => Ok(()),
             Err(TransactionError::Abort(())) => Err(StoreError::NotFound { what: "user" }),
@@ -319,6 +329,22 @@ impl Store {
 
     pub fn grant(&self, id: &GrantId) -> Result<Option<GrantRecord>, StoreError> {
         self.grants.get(id.as_str())
+    }
+
+    /// The same record as [`Store::grant`], through the grant cache (`grant_cache.rs`):
+    /// the proxy's lookup. Coherent with every grant write made through this store; the
+    /// caller still checks state, expiry and grace against the clock every time.
+    pub fn grant_cached(&self, id: &GrantId) -> Result<Option<Arc<GrantRecord>>, StoreError> {
+        if let Some(hit) = self.grant_cache.get(id) {
+            return Ok(Some(hit));
+        }
+        let generation = self.grant_cache.generation();
+        let Some(record) = self.grants.get(id.as_str())? else {
+            return Ok(None);
+        };
+        let record = Arc::new(record);
+        self.grant_cache.insert(generation, record.clone());
+        Ok(Some(record))
     }
 
     /// One page of grants in id order that `filter` picks, starting after the grant id
@@ -416,7 +442,9 @@ impl Store {
         id: &GrantId,
         change: impl Fn(&mut GrantRecord),
     ) -> Result<Option<GrantRecord>, StoreError> {
-        self.grants.update(id.as_str(), change)
+        let updated = self.grants.update(id.as_str(), change);
+        self.grant_cache.evict(id);
+        updated
     }
 
     /// Marks a grant revoked, and forgets the secret a rotation replaced (its grace ends
@@ -451,6 +479,7 @@ impl Store {
                 idx.remove(pair_key(grant.user_id.as_str(), grant.id.as_str()))?;
                 Ok(true)
             });
+        self.grant_cache.evict(id);
         match result {
             Ok(existed) => Ok(existed),
             Err(TransactionError::Abort(())) => Err(self.grants.corrupt("undecodable grant")),

@@ -5,6 +5,8 @@
 //! checksum is verified before the store is read; the secret hash is compared in
 //! constant time before the grant's state is revealed.
 
+use std::sync::Arc;
+
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
 use keygate_core::ids::GrantId;
@@ -22,7 +24,7 @@ const MAX_AUTHORIZATION_LEN: usize = 512;
 
 /// A grant whose token was verified and which may be used now.
 #[derive(Debug)]
-pub struct AuthenticatedGrant(GrantRecord);
+pub struct AuthenticatedGrant(Arc<GrantRecord>);
 
 impl AuthenticatedGrant {
     pub fn id(&self) -> &GrantId {
@@ -37,15 +39,22 @@ impl AuthenticatedGrant {
 /// Finds the grant the presented token belongs to (format, checksum, constant-time
 /// secret check). Says nothing yet about whether it may be used.
 ///
+/// The record comes through the store's grant cache (`Store::grant_cached`), which the
+/// store keeps coherent with every grant write; the secret check below and the state,
+/// expiry and origin checks of [`usable`] run on every request all the same.
+///
 /// After a rotation with grace, the replaced secret is accepted while `now <
 /// previous_until`. Both hashes are compared, in constant time, on every request (the
 /// current one again when there is no old secret), so the time taken does not
 /// tell which one matched or whether the grant was rotated.
-pub fn identify(st: &AppState, req: &HttpRequest) -> Result<GrantRecord, ServerError> {
+pub fn identify(st: &AppState, req: &HttpRequest) -> Result<Arc<GrantRecord>, ServerError> {
     let presented = bearer_token(req)?;
     let parsed = token::parse(presented).map_err(|e| ProxyError::InvalidApiKey(e.to_string()))?;
     let unknown = || ProxyError::InvalidApiKey("the key is not known to this keygate".into());
-    let grant = st.store.grant(&parsed.grant_id)?.ok_or_else(unknown)?;
+    let grant = st
+        .store
+        .grant_cached(&parsed.grant_id)?
+        .ok_or_else(unknown)?;
     let corrupt = || ServerError::Internal(format!("grant {} has a corrupt secret hash", grant.id));
     let stored = SecretHash::from_hex(&grant.secret_hash).ok_or_else(corrupt)?;
     let previous = match grant.previous_secret_hash.as_deref() {
@@ -70,7 +79,7 @@ pub fn identify(st: &AppState, req: &HttpRequest) -> Result<GrantRecord, ServerE
 /// May the identified grant be used now, from here? State, expiry, and the bound
 /// origin: a browser request (it has an `Origin`) from another origin is refused.
 pub fn usable(
-    grant: GrantRecord,
+    grant: Arc<GrantRecord>,
     req: &HttpRequest,
     now: UnixTime,
 ) -> Result<AuthenticatedGrant, ServerError> {

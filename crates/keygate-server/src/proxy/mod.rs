@@ -150,7 +150,7 @@ async fn run(
     req: &HttpRequest,
     payload: web::Payload,
     st: &AppState,
-    grant: keygate_store::GrantRecord,
+    grant: std::sync::Arc<keygate_store::GrantRecord>,
 ) -> Result<HttpResponse, ServerError> {
     let grant = authenticate::usable(grant, req, st.clock.now())?;
     let plan = grant

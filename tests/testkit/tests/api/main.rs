@@ -11,6 +11,7 @@ mod byok;
 mod connect;
 mod extractors;
 mod grant_attacks;
+mod grant_cache;
 mod grant_lifecycle;
 mod health;
 mod helpers;
