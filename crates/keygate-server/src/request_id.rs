@@ -23,13 +23,19 @@ pub const HEADER: &str = "x-request-id";
 pub struct RequestId(pub String);
 
 impl RequestId {
+    /// `req_` + 24 lowercase hex digits (96 random bits), in one allocation: this runs
+    /// on every request.
     fn new() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut b = [0u8; 12];
         rand::rng().fill_bytes(&mut b);
-        Self(format!(
-            "req_{}",
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        ))
+        let mut s = String::with_capacity(4 + 2 * b.len());
+        s.push_str("req_");
+        for x in b {
+            s.push(char::from(HEX[usize::from(x >> 4)]));
+            s.push(char::from(HEX[usize::from(x & 0x0f)]));
+        }
+        Self(s)
     }
 
     /// An inbound id is kept only if it is short and plain, so it is safe in logs.
@@ -95,4 +101,24 @@ pub async fn middleware(
         )
     });
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_req_and_24_lowercase_hex_digits_and_differ() {
+        let (a, b) = (RequestId::new().0, RequestId::new().0);
+        for id in [&a, &b] {
+            let hex = id.strip_prefix("req_").unwrap();
+            assert_eq!(hex.len(), 24, "{id}");
+            assert!(
+                hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+                "{id}"
+            );
+            assert!(RequestId::from_inbound(&HeaderValue::from_str(id).unwrap()).is_some());
+        }
+        assert_ne!(a, b);
+    }
 }
