@@ -139,10 +139,20 @@ pub fn upstream_headers(inbound: &[(&str, &[u8])], extra: &[String]) -> Vec<(Str
     };
     inbound
         .iter()
-        .map(|(n, v)| (n.to_ascii_lowercase(), *v))
+        .map(|(n, v)| (lowercase(n), *v))
         .filter(|(n, _)| allowed(n) && keep(n, &NEVER_UPSTREAM, &listed))
-        .map(|(n, v)| (n, v.to_vec()))
+        .map(|(n, v)| (n.into_owned(), v.to_vec()))
         .collect()
+}
+
+/// `name` in lowercase, copied only when it is not already (names parsed by the `http`
+/// crate always are): headers that are dropped cost no allocation.
+fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 /// Upstream (OpenAI → keygate) headers to pass to the app.
@@ -155,9 +165,9 @@ pub fn downstream_headers(upstream: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> 
     );
     let mut out: Vec<(String, Vec<u8>)> = upstream
         .iter()
-        .map(|(n, v)| (n.to_ascii_lowercase(), *v))
+        .map(|(n, v)| (lowercase(n), *v))
         .filter(|(n, _)| keep(n, &NEVER_DOWNSTREAM, &listed) && !n.starts_with("access-control-"))
-        .map(|(n, v)| (n, v.to_vec()))
+        .map(|(n, v)| (n.into_owned(), v.to_vec()))
         .collect();
     if let Some((_, v)) = upstream
         .iter()
@@ -174,6 +184,30 @@ mod tests {
 
     fn names(h: Vec<(String, Vec<u8>)>) -> Vec<String> {
         h.into_iter().map(|(n, _)| n).collect()
+    }
+
+    #[test]
+    fn names_are_judged_the_same_in_any_case() {
+        let mixed: Vec<(&str, &[u8])> = vec![
+            ("Authorization", b"Bearer kg_x"),
+            ("Content-Type", b"application/json"),
+            ("X-Stainless-Lang", b"js"),
+            ("Set-Cookie", b"a=b"),
+            ("X-Request-Id", b"up-1"),
+            ("Connection", b"X-Private"),
+            ("X-Private", b"1"),
+        ];
+        let lower: Vec<(String, &[u8])> = mixed
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), *v))
+            .collect();
+        let lower: Vec<(&str, &[u8])> = lower.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        assert_eq!(upstream_headers(&mixed, &[]), upstream_headers(&lower, &[]));
+        assert_eq!(downstream_headers(&mixed), downstream_headers(&lower));
+        assert_eq!(
+            names(upstream_headers(&lower, &[])),
+            vec!["content-type", "x-stainless-lang"]
+        );
     }
 
     #[test]
