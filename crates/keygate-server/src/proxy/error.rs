@@ -86,8 +86,6 @@ pub enum ProxyError {
     KeyNotEnrolled,
     #[error("unsupported method")]
     UnsupportedMethod,
-    #[error("path does not make an upstream URL")]
-    UnroutablePath,
     /// OpenAI does not accept the person's stored key at all (`invalid_api_key`,
     /// `account_deactivated`); the record is marked rejected.
     #[error("OpenAI refused the owner's key")]

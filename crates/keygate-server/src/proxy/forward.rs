@@ -112,11 +112,7 @@ pub fn never_sent(e: &ServerError) -> bool {
     matches!(
         e,
         ServerError::Upstream(UpstreamError::Connect | UpstreamError::ConnectTimeout(_))
-            | ServerError::Proxy(
-                ProxyError::TooLarge { .. }
-                    | ProxyError::UnsupportedMethod
-                    | ProxyError::UnroutablePath
-            )
+            | ServerError::Proxy(ProxyError::TooLarge { .. } | ProxyError::UnsupportedMethod)
     )
 }
 
