@@ -40,7 +40,8 @@ SYSCALL = re.compile(r"^__(?:x64|se|do)_sys_(\w+)|^(?:__sys|ksys)_(\w+)")
 
 
 def is_kernel(ip):
-    return ip.startswith("ffff")
+    # ffffffffffffffff is where perf's DWARF unwinder marks the end of a user stack
+    return ip.startswith("ffff") and ip != "ffffffffffffffff"
 
 
 def syscall_of(frames):
