@@ -113,9 +113,9 @@ INCL = [
     ("keygate_core::vault (unseal) + crypto", r"keygate_core::vault|aes_gcm|aes::|chacha|sha2::|hmac::|blake|ring::|aws_lc"),
     ("limiter / policy / limits", r"keygate_server::limiter|keygate_core::(?:policy|limits)|keygate_server::throttle"),
     ("accounting / usage", r"keygate_server::accounting|keygate_core::usage|keygate_store::usage"),
-    ("metrics", r"keygate_server::metrics|prometheus|metrics::"),
-    ("tracing / logging", r"tracing::|tracing_core::|tracing_subscriber::|keygate_server::telemetry|log::"),
-    ("request id", r"keygate_server::request_id"),
+    ("metrics (prometheus; the middleware wraps every request, so it is not matched)", r"prometheus::"),
+    ("tracing spans and events (not the Instrumented wrapper)", r"tracing::span|tracing_core::|tracing_subscriber::|keygate_server::telemetry"),
+    ("request id generation", r"RequestId::new"),
     ("serde_json", r"serde_json::"),
     ("http header maps (http::header)", r"http::header::"),
     ("tokenizer (tiktoken / tokens)", r"tiktoken|keygate_core::tokens"),
@@ -146,3 +146,44 @@ print("| group | % |")
 print("| --- | --- |")
 for name, _ in INCL:
     print(f"| {name} | {100 * incl[name] / total:.1f} |")
+
+
+# The parts of a proxied request, as in the profile table of docs/BENCHMARKS.md
+# (issue 12): inclusive shares, matched on any frame of the stack.
+PARTS = [
+("authenticate::identify (grant key → grant: hash + sled read + decode)", r"proxy::authenticate::identify"),
+("unseal path (services::vault::open_record: sled read + decode + vault::open)", r"services::vault::open_record|proxy::unseal::unseal"),
+("  keygate_core::vault::open (JWE decrypt only)", r"keygate_core::vault::open"),
+("keygate_store::store::Store::grant / ::vault (sled + record decode)", r"keygate_store::store::Store::(?:grant|vault)"),
+("  sled (inclusive)", r"^sled::|<sled::"),
+("  store records decode (keygate_store::records)", r"keygate_store::records"),
+("upstream_headers / downstream_headers", r"proxy::headers::(?:upstream|downstream)_headers"),
+("accounting (Account::end, usage::from_json_tail)", r"proxy::account::|keygate_core::usage::"),
+("limiter", r"keygate_server::limiter"),
+("response relay (proxy::stream: Meter, respond, UpstreamBody)", r"proxy::stream::"),
+("prometheus (metrics)", r"prometheus::"),
+("tracing spans/events", r"^tracing::span|^tracing_core::|tracing::span::|<tracing::span|tracing_subscriber"),
+("request id generation", r"RequestId::new"),
+("reqwest: building/sending the request (Client::execute, url)", r"reqwest::async_impl::client::Client::execute|reqwest::async_impl::request::RequestBuilder|url::parser"),
+("hyper client connection task (h1 dispatch, parse/encode)", r"hyper::proto::h1::dispatch"),
+("actix-http h1 (decode request / encode response)", r"actix_http::h1::(?:codec|decoder|encoder)|actix_http::h1::dispatcher::InnerDispatcher<T,S,B,X,U>::poll_(?:request|flush|read)"),
+("serde_json (any)", r"serde_json::"),
+("allocator (malloc/free/realloc)", r"^(?:malloc|free|cfree|realloc|calloc|_int_malloc|_int_free|_int_realloc|malloc_consolidate|unlink_chunk|__libc_malloc|__libc_free|__GI___libc_malloc|__GI___libc_free|__rust_alloc|__rust_dealloc|__rust_realloc)"),
+("memcpy/memmove", r"__mem(?:move|cpy)"),
+("kernel: context switch / wake-up (finish_task_switch, schedule, try_to_wake_up)", r"^(?:finish_task_switch|__schedule|schedule|try_to_wake_up)"),
+("kernel: tcp send (incl. loopback delivery to the peer)", r"^tcp_sendmsg"),
+("kernel: tcp receive (recvmsg)", r"^tcp_recvmsg"),
+("kernel: epoll_wait", r"^do_epoll_wait"),
+("clock_gettime", r"clock_gettime"),
+]
+parts = Counter()
+compiled_parts = [(n, re.compile(p)) for n, p in PARTS]
+for fr in samples:
+    for name, rx in compiled_parts:
+        if any(rx.search(f) for _, f in fr):
+            parts[name] += 1
+print("\nParts of a proxied request (inclusive; rows overlap):\n")
+print("| part | % |")
+print("| --- | --- |")
+for name, _ in PARTS:
+    print(f"| {name} | {100 * parts[name] / total:.1f} |")
