@@ -73,10 +73,14 @@ res = {
         "keygate_limited": load("latency-keygate-limited.json"),
         "direct_alongside_litellm": (load("latency-litellm.json") or {}).get("baseline"),
         "litellm": load("latency-litellm.json"),
+        "direct_alongside_nginx": (load("latency-nginx.json") or {}).get("baseline"),
+        "nginx": load("latency-nginx.json"),
     },
     "stream_ttfb_c1": {
         "direct": (load("ttfb-keygate.json") or {}).get("baseline"),
         "keygate": load("ttfb-keygate.json"),
+        "direct_alongside_nginx": (load("ttfb-nginx.json") or {}).get("baseline"),
+        "nginx": load("ttfb-nginx.json"),
     },
     "throughput": {
         "direct": load("tput-direct.json"),
@@ -84,8 +88,21 @@ res = {
         "keygate_limited": load("tput-keygate-limited.json"),
         "litellm": load("tput-litellm.json"),
         "litellm_nproc_workers": load("tput-litellm-nproc.json"),
+        "nginx": load("tput-nginx.json"),
     },
-    "wrk": {n: wrk(n) for n in ("direct", "keygate", "litellm")},
+    "wrk": {n: wrk(n) for n in ("direct", "keygate", "litellm", "nginx")},
+    # Scaling phase: keygate and nginx restarted with each worker count.
+    "workers": {
+        w: {
+            "latency_keygate": load(f"latency-keygate-w{w}.json"),
+            "tput_keygate": load(f"tput-keygate-w{w}.json"),
+            "latency_nginx": load(f"latency-nginx-w{w}.json"),
+            "tput_nginx": load(f"tput-nginx-w{w}.json"),
+        }
+        for w in ((load("machine.json") or {}).get("workers_list") or "").split()
+    },
+    "nginx_version": load("nginx-version.txt"),
+    "nginx_skipped": load("nginx-skipped.txt"),
     "memory": {
         "start": load("mem-start.json"),
         "idle": load("mem-idle.json"),
@@ -141,6 +158,41 @@ derived = {
         else None
     ),
 }
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def per_core(us_per_req):
+    return 1e6 / us_per_req if us_per_req else None
+
+
+ng_rps = get(tp, "nginx", "rps")
+kg_cpu = get(tp, "keygate", "cpu", "keygate", "us_per_req")
+ng_cpu = get(tp, "nginx", "cpu", "nginx", "us_per_req")
+derived.update({
+    "nginx_added_p50_us": sub(get(lat, "nginx", "total_us", "p50"), get(lat, "direct_alongside_nginx", "total_us", "p50")),
+    "nginx_added_p99_us": sub(get(lat, "nginx", "total_us", "p99"), get(lat, "direct_alongside_nginx", "total_us", "p99")),
+    "nginx_ttfb_added_p50_us": sub(get(ttfb, "nginx", "ttfb_us", "p50"), get(ttfb, "direct_alongside_nginx", "ttfb_us", "p50")),
+    "nginx_ttfb_added_p99_us": sub(get(ttfb, "nginx", "ttfb_us", "p99"), get(ttfb, "direct_alongside_nginx", "ttfb_us", "p99")),
+    "keygate_cpu_us_per_req": kg_cpu,
+    "nginx_cpu_us_per_req": ng_cpu,
+    "keygate_rps_per_core_est": per_core(kg_cpu),
+    "nginx_rps_per_core_est": per_core(ng_cpu),
+})
+# Issue 12's targets, keygate ÷ nginx in one run.
+derived.update({
+    "over_nginx_added_p50": ratio(derived["added_p50_us"], derived["nginx_added_p50_us"]),
+    "over_nginx_added_p99": ratio(derived["added_p99_us"], derived["nginx_added_p99_us"]),
+    "over_nginx_total_p99": ratio(get(lat, "keygate", "total_us", "p99"), get(lat, "nginx", "total_us", "p99")),
+    "over_nginx_total_p50": ratio(get(lat, "keygate", "total_us", "p50"), get(lat, "nginx", "total_us", "p50")),
+    "over_nginx_rps": ratio(kg_rps, ng_rps),
+    "over_nginx_rps_wrk": ratio(get(res, "wrk", "keygate", "rps"), get(res, "wrk", "nginx", "rps")),
+    "over_nginx_ttfb_added_p50": ratio(derived["ttfb_added_p50_us"], derived["nginx_ttfb_added_p50_us"]),
+    "over_nginx_ttfb_added_p99": ratio(derived["ttfb_added_p99_us"], derived["nginx_ttfb_added_p99_us"]),
+    "over_nginx_cpu_per_req": ratio(kg_cpu, ng_cpu),
+})
 res["derived"] = derived
 
 
@@ -162,6 +214,18 @@ targets = [
     ("RSS idle (after start + a little traffic)", idle_mb, "≤ 20 MiB", verdict(idle_mb, 20), "MiB"),
     (f"RSS per idle open stream ({get(mem, 'hold', 'open') or 0:,} held)", derived["per_stream_kb"], "≤ 64 KiB", verdict(derived["per_stream_kb"], 64), "KiB"),
     ("Unseal (vault::open) mean", unseal_us, "≤ 5 µs", verdict(unseal_us, 5), "µs"),
+    ("Issue 12: added p50, c=1, keygate ÷ nginx", derived["over_nginx_added_p50"], "≤ 1.5×", verdict(derived["over_nginx_added_p50"], 1.5), "×"),
+    ("Issue 12: total p99, c=1, keygate ÷ nginx", derived["over_nginx_total_p99"], "≤ 1.3×", verdict(derived["over_nginx_total_p99"], 1.3), "×"),
+    ("Issue 12: throughput c=64, keygate ÷ nginx", derived["over_nginx_rps"], "≥ 0.8×", verdict(derived["over_nginx_rps"], 0.8, True), "×"),
+    ("Issue 12: added SSE TTFB p99, c=1, keygate ÷ nginx", derived["over_nginx_ttfb_added_p99"], "≤ 1.5×", verdict(derived["over_nginx_ttfb_added_p99"], 1.5), "×"),
+    (
+        "Issue 12: open streams held without error",
+        get(mem, "hold", "open"),
+        "10,000, none failed",
+        "not measured" if get(mem, "hold", "open") is None
+        else ("met" if get(mem, "hold", "open") >= 10000 and not get(mem, "hold", "failures_sample") else "NOT met"),
+        "streams",
+    ),
 ]
 res["targets"] = [
     {"what": w, "value": v, "unit": u, "target": t, "result": r} for (w, v, t, r, u) in targets
@@ -195,7 +259,7 @@ print("\n## Targets\n")
 print("| What | Measured | Target | Result |")
 print("| --- | --- | --- | --- |")
 for w, v, t, r, u in targets:
-    digits = 2 if u in ("µs",) and w.startswith("Unseal") else (0 if u == "×" else 1)
+    digits = 2 if (u in ("µs",) and w.startswith("Unseal")) or (u == "×" and "nginx" in w) else (0 if u in ("×", "streams") else 1)
     print(f"| {w} | {fmt(v, ' ' + u, digits)} | {t} | {r} |")
 
 print(f"\n## Latency at concurrency 1 (µs; sequential requests, alternating direct/proxied, in {get(lat, 'keygate', 'rounds') or 1} rounds on new keep-alive connections)\n")
@@ -208,6 +272,8 @@ for name, label, base in (
     ("keygate_limited", "via keygate, grant with limits", "direct_alongside_limited"),
     ("direct_alongside_litellm", "direct → upstream (alternating with LiteLLM)", None),
     ("litellm", "via LiteLLM", "direct_alongside_litellm"),
+    ("direct_alongside_nginx", "direct → upstream (alternating with nginx)", None),
+    ("nginx", "via nginx", "direct_alongside_nginx"),
 ):
     d = lat.get(name)
     s = get(d, "total_us")
@@ -221,14 +287,19 @@ for name, label, base in (
 print("\n## Streaming time to first SSE body byte, concurrency 1 (µs)\n")
 print("| Path | n | p50 | p90 | p99 | p99.9 | whole stream p50 | added p50 | added p99 | other processes, cores (attempts) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for name, label in (("direct", "direct → upstream (alternating with keygate)"), ("keygate", "via keygate")):
+for name, label, base in (
+    ("direct", "direct → upstream (alternating with keygate)", None),
+    ("keygate", "via keygate", "direct"),
+    ("direct_alongside_nginx", "direct → upstream (alternating with nginx)", None),
+    ("nginx", "via nginx", "direct_alongside_nginx"),
+):
     d = ttfb.get(name)
     s = get(d, "ttfb_us")
     if not s:
         print(f"| {label} | — | — | — | — | — | — | — | — | — |")
         continue
-    ap50 = sub(s["p50"], get(ttfb, "direct", "ttfb_us", "p50")) if name != "direct" else None
-    ap99 = sub(s["p99"], get(ttfb, "direct", "ttfb_us", "p99")) if name != "direct" else None
+    ap50 = sub(s["p50"], get(ttfb, base, "ttfb_us", "p50")) if base else None
+    ap99 = sub(s["p99"], get(ttfb, base, "ttfb_us", "p99")) if base else None
     print(f"| {label} | {s['n']:,} | {fmt(s['p50'])} | {fmt(s['p90'])} | {fmt(s['p99'])} | {fmt(s['p999'])} | {fmt(get(d, 'total_us', 'p50'))} | {fmt(ap50)} | {fmt(ap99)} | {disturbance(d)} |")
 
 print(f"\n## Throughput, {get(res, 'machine', 'concurrency')} connections, closed loop ({get(res, 'machine', 'secs')} s after {get(res, 'machine', 'warmup_secs')} s warmup)\n")
@@ -241,6 +312,7 @@ for name, label, proxy in (
     ("keygate_limited", "via keygate, grant with limits", "keygate"),
     ("litellm", "via LiteLLM (1 worker)", "litellm"),
     ("litellm_nproc_workers", f"via LiteLLM ({nproc} workers)", "litellm"),
+    ("nginx", f"via nginx ({get(res, 'machine', 'keygate_workers')} workers)", "nginx"),
 ):
     d = tp.get(name)
     w = get(res, "wrk", name)
@@ -258,6 +330,52 @@ print(
     f"\nkeygate ÷ LiteLLM (1 worker): {fmt(derived['keygate_over_litellm'], '×', 0)} (keygate-bench), {fmt(derived['wrk_keygate_over_litellm'], '×', 0)} (wrk); "
     f"keygate ÷ LiteLLM ({nproc} workers): {fmt(derived['keygate_over_litellm_nproc_workers'], '×', 0)}; keygate ÷ direct: {fmt(derived['keygate_over_direct'], '', 2)}"
 )
+
+print(f"\n## Against nginx (issue 12; nginx {res['nginx_version'] or '—'}, {get(res, 'machine', 'keygate_workers')} workers each, same run, same upstream)\n")
+if res["nginx_skipped"]:
+    print(f"nginx: {res['nginx_skipped']}\n")
+print("| Figure | keygate | nginx | keygate ÷ nginx | Target | Result |")
+print("| --- | --- | --- | --- | --- | --- |")
+
+
+def r2(v):
+    return fmt(v, "×", 2)
+
+
+for label, k, n, rt, target, res_ in (
+    ("added p50, c=1 (µs)", derived["added_p50_us"], derived["nginx_added_p50_us"], derived["over_nginx_added_p50"], "≤ 1.5×", verdict(derived["over_nginx_added_p50"], 1.5)),
+    ("added p99, c=1 (µs)", derived["added_p99_us"], derived["nginx_added_p99_us"], derived["over_nginx_added_p99"], "—", ""),
+    ("total p50, c=1 (µs)", get(lat, "keygate", "total_us", "p50"), get(lat, "nginx", "total_us", "p50"), derived["over_nginx_total_p50"], "—", ""),
+    ("total p99, c=1 (µs)", get(lat, "keygate", "total_us", "p99"), get(lat, "nginx", "total_us", "p99"), derived["over_nginx_total_p99"], "≤ 1.3×", verdict(derived["over_nginx_total_p99"], 1.3)),
+    ("throughput c=64, keygate-bench (req/s)", kg_rps, ng_rps, derived["over_nginx_rps"], "≥ 0.8×", verdict(derived["over_nginx_rps"], 0.8, True)),
+    ("throughput c=64, wrk (req/s)", get(res, "wrk", "keygate", "rps"), get(res, "wrk", "nginx", "rps"), derived["over_nginx_rps_wrk"], "(cross-check)", ""),
+    ("SSE TTFB added p50, c=1 (µs)", derived["ttfb_added_p50_us"], derived["nginx_ttfb_added_p50_us"], derived["over_nginx_ttfb_added_p50"], "—", ""),
+    ("SSE TTFB added p99, c=1 (µs)", derived["ttfb_added_p99_us"], derived["nginx_ttfb_added_p99_us"], derived["over_nginx_ttfb_added_p99"], "≤ 1.5×", verdict(derived["over_nginx_ttfb_added_p99"], 1.5)),
+    ("proxy CPU per request, c=64 (µs)", kg_cpu, ng_cpu, derived["over_nginx_cpu_per_req"], "printed", ""),
+    ("→ req/s per core (1e6 ÷ CPU µs/req)", derived["keygate_rps_per_core_est"], derived["nginx_rps_per_core_est"], None, "", ""),
+):
+    print(f"| {label} | {fmt(k, '', 1)} | {fmt(n, '', 1)} | {r2(rt)} | {target} | {res_} |")
+
+if res["workers"]:
+    print(f"\n## Scaling with workers (keygate and nginx restarted with each count; c=1: {get(res, 'machine', 'workers_n')} requests per path; c={get(res, 'machine', 'concurrency')}: {get(res, 'machine', 'secs')} s)\n")
+    print("| Workers | Proxy | added p50 µs | added p99 µs | total p99 µs | req/s c=64 | proxy cores | CPU µs/req | req/s per core (est.) | ÷ nginx req/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for w, d in res["workers"].items():
+        ng_w = get(d, "tput_nginx", "rps")
+        for proxy in ("keygate", "nginx"):
+            L = d.get(f"latency_{proxy}")
+            T = d.get(f"tput_{proxy}")
+            cu = get(T, "cpu", proxy, "us_per_req")
+            print(
+                f"| {w} | {proxy} | {fmt(sub(get(L, 'total_us', 'p50'), get(L, 'baseline', 'total_us', 'p50')))} "
+                f"| {fmt(sub(get(L, 'total_us', 'p99'), get(L, 'baseline', 'total_us', 'p99')))} | {fmt(get(L, 'total_us', 'p99'))} "
+                f"| {fmt(get(T, 'rps'), '', 0)} | {fmt(get(T, 'cpu', proxy, 'cores'), '', 2)} | {fmt(cu, '', 1)} | {fmt(per_core(cu), '', 0)} "
+                f"| {r2(ratio(get(T, 'rps'), ng_w)) if proxy == 'keygate' else ''} |"
+            )
+    print(
+        "\nreq/s per core (est.) = 1e6 ÷ the proxy's CPU µs per request at c=64: what one more core "
+        "would add if the load generator and upstream were elsewhere (here they share the cores)."
+    )
 
 h = mem.get("hold") or {}
 print("\n## Memory (keygate, KiB from /proc/PID/status)\n")

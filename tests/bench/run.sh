@@ -10,6 +10,11 @@
 # What runs, all on this machine's loopback, sharing its cores:
 #   - keygate-bench upstream: a zero-work OpenAI upstream (tests/bench/src/upstream.rs)
 #   - keygate (cargo build --release -p keygate, RUST_LOG=warn) in front of it
+#   - nginx (Debian's nginx-light, apt-get installed when missing and run as root) as a
+#     plain reverse proxy in front of the same upstream: proxy_pass over an upstream
+#     keep-alive pool, HTTP/1.1, no buffering, as many worker processes as keygate has
+#     workers; config, pid, logs and temp dirs in tests/.artifacts/bench-run/nginx. The
+#     speed reference (issue 12): every keygate figure is also a ratio to nginx's.
 #   - LiteLLM's proxy (PyPI litellm[proxy], venv in tests/.artifacts/bench-venv) in
 #     front of the same upstream, as the reference peer
 #   - keygate-bench latency/throughput/hold (the load generator), and wrk as a
@@ -20,9 +25,15 @@
 # per path, in KG_BENCH_ROUNDS (10) rounds on new connections;
 # KG_BENCH_LITELLM_N (2000) and KG_BENCH_LITELLM_WARMUP (200) for LiteLLM, which is
 # ~100x slower; KG_BENCH_SECS (10) and KG_BENCH_WARMUP_SECS (3) per throughput run;
-# KG_BENCH_CONC (64); KG_BENCH_HOLD (1000) idle streams; KG_BENCH_PORT (18080: keygate,
-# +1 upstream, +2 LiteLLM); KG_BENCH_SKIP_LITELLM=1, KG_BENCH_SKIP_WRK=1,
-# KG_BENCH_SKIP_UNSEAL=1, KG_BENCH_SKIP_LITELLM_2W=1 to leave a part out;
+# KG_BENCH_CONC (64); KG_BENCH_HOLD (1000) idle streams (10,000 is issue 12's target:
+# keygate holds two descriptors per stream, so that needs `ulimit -Hn` above ~20,100);
+# KG_BENCH_PORT (18080: keygate, +1 upstream, +2 LiteLLM, +3 nginx); KEYGATE_WORKERS
+# (nproc): keygate's workers and nginx's worker_processes in the main figures;
+# KG_BENCH_WORKERS_LIST ("1 2"): the worker counts of the scaling phase (keygate and
+# nginx restarted with each; KG_BENCH_WORKERS_N (5000) requests at c=1 per path there);
+# KG_BENCH_SKIP_LITELLM=1, KG_BENCH_SKIP_WRK=1, KG_BENCH_SKIP_NGINX=1,
+# KG_BENCH_SKIP_WORKERS=1, KG_BENCH_SKIP_UNSEAL=1, KG_BENCH_SKIP_LITELLM_2W=1 to leave a
+# part out;
 # KG_BENCH_LITELLM_SPEC (the pip spec); KG_BENCH_GIT_REV=HEAD to build keygate from a
 # commit (a clean `git archive`) instead of the working tree; KG_BENCH_QUIET_WAIT (300)
 # and KG_BENCH_QUIET_BUSY (15): before each measuring phase, wait up to that many
@@ -52,12 +63,17 @@ HOLD=${KG_BENCH_HOLD:-1000}
 KG_PORT=${KG_BENCH_PORT:-18080}
 UP_PORT=$((KG_PORT + 1))
 LL_PORT=$((KG_PORT + 2))
+NG_PORT=$((KG_PORT + 3))
+KG_WORKERS=${KEYGATE_WORKERS:-$(nproc)}
+WORKERS_LIST=${KG_BENCH_WORKERS_LIST:-"1 2"}
+WORKERS_N=${KG_BENCH_WORKERS_N:-5000}
 LL_SPEC=${KG_BENCH_LITELLM_SPEC:-"litellm[proxy]==1.106.2"}
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 UP_URL=http://127.0.0.1:$UP_PORT/v1/chat/completions
 KG_URL=http://127.0.0.1:$KG_PORT/v1/chat/completions
 LL_URL=http://127.0.0.1:$LL_PORT/v1/chat/completions
+NG_URL=http://127.0.0.1:$NG_PORT/v1/chat/completions
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }
@@ -152,13 +168,15 @@ port_free() {
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# 1000 held streams need ~2 descriptors each in keygate and one in each peer.
+# Held streams need 2 descriptors each in keygate (client + upstream socket) and one in
+# the load generator and the upstream: raise the soft limit to the hard one (raising
+# the hard limit needs CAP_SYS_RESOURCE, which a container may not have).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if (($(ulimit -n) < 4 * HOLD + 256)); then
-  note "ulimit -n is $(ulimit -n): fewer than $((4 * HOLD + 256)); the hold test may fail"
+if (($(ulimit -n) < 2 * HOLD + 128)); then
+  note "ulimit -n is $(ulimit -n): fewer than $((2 * HOLD + 128)) for $HOLD held streams; the hold test will fail part-way"
 fi
 
-for p in "$KG_PORT" "$UP_PORT" "$LL_PORT"; do
+for p in "$KG_PORT" "$UP_PORT" "$LL_PORT" "$NG_PORT"; do
   if ! port_free "$p"; then
     echo "port $p is in use; set KG_BENCH_PORT to another base" >&2
     exit 1
@@ -184,6 +202,7 @@ step "machine"
   echo "  \"keygate_source\": \"$KG_SOURCE_DESC\","
   echo "  \"rustc\": \"$(rustc --version)\","
   echo "  \"ulimit_n\": $(ulimit -n),"
+  echo "  \"keygate_workers\": $KG_WORKERS, \"workers_list\": \"$WORKERS_LIST\", \"workers_n\": $WORKERS_N,"
   echo "  \"n\": $N, \"warmup\": $WARMUP, \"litellm_n\": $LL_N, \"litellm_warmup\": $LL_WARMUP,"
   echo "  \"secs\": $SECS, \"warmup_secs\": $WARMUP_SECS, \"concurrency\": $CONC, \"hold\": $HOLD"
   echo "}"
@@ -221,6 +240,24 @@ if [[ "${KG_BENCH_SKIP_WRK:-}" != "1" ]]; then
     (apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null 2>&1; }) || true
   fi
   command -v wrk >/dev/null && USE_WRK=1 || note "wrk not available: no cross-check"
+fi
+
+USE_NGINX=0
+if [[ "${KG_BENCH_SKIP_NGINX:-}" != "1" ]]; then
+  if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]] && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    step "apt-get install -y nginx-light (the reverse-proxy reference)"
+    (apt-get install -y nginx-light >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y nginx-light >/dev/null 2>&1; }) || true
+  fi
+  NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+  if [[ -x $NGINX_BIN ]]; then
+    USE_NGINX=1
+    "$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //' >"$RUN/nginx-version.txt"
+  else
+    echo "nginx not available (apt-get install nginx-light)" >"$RUN/nginx-skipped.txt"
+    note "nginx not available: no nginx figures"
+  fi
+else
+  echo "skipped (KG_BENCH_SKIP_NGINX=1)" >"$RUN/nginx-skipped.txt"
 fi
 
 USE_LITELLM=0
@@ -267,10 +304,71 @@ UP_PID=$!
 PIDS+=("$UP_PID")
 wait_http "http://127.0.0.1:$UP_PORT/bench/stats" 10 || { echo "upstream did not start" >&2; exit 1; }
 
-step "keygate serve on :$KG_PORT (RUST_LOG=warn)"
+# nginx as a plain reverse proxy over the same upstream, run in the foreground as this
+# user (`user` only matters when started as root: then its workers stay this user too),
+# with everything it writes under $RUN/nginx.
+NG_DIR=$RUN/nginx
+start_nginx() { # worker_processes
+  mkdir -p "$NG_DIR/tmp"
+  cat >"$NG_DIR/nginx.conf" <<NGINX
+daemon off;
+master_process on;
+worker_processes $1;
+user $(id -un) $(id -gn);
+pid $NG_DIR/nginx.pid;
+error_log $NG_DIR/error.log warn;
+events {
+  worker_connections 16384;
+}
+http {
+  access_log off;
+  client_body_temp_path $NG_DIR/tmp/body;
+  proxy_temp_path $NG_DIR/tmp/proxy;
+  fastcgi_temp_path $NG_DIR/tmp/fastcgi;
+  uwsgi_temp_path $NG_DIR/tmp/uwsgi;
+  scgi_temp_path $NG_DIR/tmp/scgi;
+  tcp_nodelay on;
+  keepalive_timeout 75s;
+  keepalive_requests 10000000;
+  upstream bench_upstream {
+    server 127.0.0.1:$UP_PORT;
+    keepalive 256;
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+  }
+  server {
+    listen 127.0.0.1:$NG_PORT;
+    location / {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }
+  }
+}
+NGINX
+  "$NGINX_BIN" -p "$NG_DIR" -c "$NG_DIR/nginx.conf" -e "$NG_DIR/error.log" 2>>"$NG_DIR/stderr.log" &
+  NG_PID=$!
+  PIDS+=("$NG_PID")
+  wait_http "http://127.0.0.1:$NG_PORT/bench/stats" 10 || { echo "nginx did not start; see $NG_DIR" >&2; cat "$NG_DIR/error.log" "$NG_DIR/stderr.log" >&2; exit 1; }
+  note "nginx pid $NG_PID, worker_processes $1"
+}
+stop_nginx() {
+  kill "$NG_PID" 2>/dev/null || true
+  wait "$NG_PID" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do port_free "$NG_PORT" && break; sleep 0.1; done
+}
+if ((USE_NGINX)); then
+  step "nginx $(cat "$RUN/nginx-version.txt") reverse proxy on :$NG_PORT"
+  start_nginx "$KG_WORKERS"
+fi
+
+step "keygate serve on :$KG_PORT (RUST_LOG=warn, $KG_WORKERS workers)"
 ADMIN_KEY="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-start_keygate() { # log name
+start_keygate() { # log-name [workers]
   env KEYGATE_DATA_DIR="$RUN/keygate-data" \
+    KEYGATE_WORKERS="${2:-$KG_WORKERS}" \
     KEYGATE_LISTEN="127.0.0.1:$KG_PORT" \
     KEYGATE_UPSTREAM_URL="http://127.0.0.1:$UP_PORT/v1" \
     KEYGATE_ADMIN_KEY="$ADMIN_KEY" \
@@ -335,10 +433,22 @@ measure "$RUN/latency-keygate.json" "$BENCH" latency --url "$KG_URL" --key "$GRA
   --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$N" --rounds "$ROUNDS" \
   --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
 
+if ((USE_NGINX)); then
+  step "latency, concurrency 1: the same through nginx, direct and via nginx alternating"
+  measure "$RUN/latency-nginx.json" "$BENCH" latency --url "$NG_URL" \
+    --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$N" --rounds "$ROUNDS" \
+    --clk-tck "$CLK_TCK" --watch "nginx=$NG_PID" --watch "upstream=$UP_PID"
+fi
+
 step "streaming time to first byte: $WARMUP warmup + $N sequential streams per path, alternating"
 measure "$RUN/ttfb-keygate.json" "$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" \
   --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$N" --rounds "$ROUNDS" --stream \
   --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
+if ((USE_NGINX)); then
+  measure "$RUN/ttfb-nginx.json" "$BENCH" latency --url "$NG_URL" \
+    --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$N" --rounds "$ROUNDS" --stream \
+    --clk-tck "$CLK_TCK" --watch "nginx=$NG_PID" --watch "upstream=$UP_PID"
+fi
 
 if [[ -n $LIMITED_KEY ]]; then
   step "latency, concurrency 1, grant with limits: direct and via keygate alternating"
@@ -360,6 +470,11 @@ if [[ -n $LIMITED_KEY ]]; then
     --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
     --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
 fi
+if ((USE_NGINX)); then
+  measure "$RUN/tput-nginx.json" "$BENCH" throughput --url "$NG_URL" --concurrency "$CONC" \
+    --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+    --clk-tck "$CLK_TCK" --watch "nginx=$NG_PID" --watch "upstream=$UP_PID"
+fi
 mem_json "$KG_PID" >"$RUN/mem-after-load.json"
 
 cat >"$RUN/post.lua" <<'LUA'
@@ -376,10 +491,40 @@ if ((USE_WRK)); then
   step "wrk cross-check (1 thread, $CONC connections, ${SECS}s)"
   run_wrk direct "$UP_URL" sk-bench
   run_wrk keygate "$KG_URL" "$GRANT_KEY"
+  if ((USE_NGINX)); then run_wrk nginx "$NG_URL" sk-bench; fi
 fi
 
-# keygate is done: stop it so it does not share the cores with LiteLLM.
+# ----------------------------------------------------------- scaling with workers
+# keygate and nginx restarted with each worker count: c=1 latency (shorter) and c=64
+# throughput with the CPU each used per request, for sizing a machine (issue 12, 4).
+if [[ "${KG_BENCH_SKIP_WORKERS:-}" != "1" ]]; then
+  for w in $WORKERS_LIST; do
+    step "$w worker(s): keygate and nginx restarted"
+    stop_keygate
+    start_keygate "keygate-w$w.log" "$w"
+    "$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" --warmup 0 --n 200 >/dev/null
+    if ((USE_NGINX)); then stop_nginx; start_nginx "$w"; fi
+    wait_quiet "$w worker(s)"
+    measure "$RUN/latency-keygate-w$w.json" "$BENCH" latency --url "$KG_URL" --key "$GRANT_KEY" \
+      --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$WORKERS_N" --rounds "$ROUNDS" \
+      --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
+    measure "$RUN/tput-keygate-w$w.json" "$BENCH" throughput --url "$KG_URL" --key "$GRANT_KEY" --concurrency "$CONC" \
+      --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+      --clk-tck "$CLK_TCK" --watch "keygate=$KG_PID" --watch "upstream=$UP_PID"
+    if ((USE_NGINX)); then
+      measure "$RUN/latency-nginx-w$w.json" "$BENCH" latency --url "$NG_URL" \
+        --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$WORKERS_N" --rounds "$ROUNDS" \
+        --clk-tck "$CLK_TCK" --watch "nginx=$NG_PID" --watch "upstream=$UP_PID"
+      measure "$RUN/tput-nginx-w$w.json" "$BENCH" throughput --url "$NG_URL" --concurrency "$CONC" \
+        --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+        --clk-tck "$CLK_TCK" --watch "nginx=$NG_PID" --watch "upstream=$UP_PID"
+    fi
+  done
+fi
+
+# keygate and nginx are done: stop them so they do not share the cores with LiteLLM.
 stop_keygate
+if ((USE_NGINX)); then stop_nginx; fi
 
 # ------------------------------------------------------------------------ LiteLLM
 if ((USE_LITELLM)); then
