@@ -2,6 +2,7 @@
 //! proxy enforces first-byte and idle timeouts itself so each has its own error). One
 //! is built at start (checked there) and one per actix worker (`AppState::for_worker`).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use url::Url;
@@ -9,7 +10,11 @@ use url::Url;
 use crate::config::Config;
 
 pub fn client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    let builder = match shared_tls() {
+        Some(tls) => reqwest::Client::builder().tls_backend_preconfigured(tls),
+        None => reqwest::Client::builder(),
+    };
+    builder
         .connect_timeout(config.upstream.connect)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
@@ -18,6 +23,22 @@ pub fn client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// One TLS setup (OpenSSL context with the system's root certificates) for every
+/// upstream client of the process: each actix worker has its own client, and each
+/// client building its own would load the root store again (≈2 MiB per worker). The
+/// settings are reqwest's defaults for native-tls (verification on, SNI, built-in
+/// roots, no ALPN). `None` if it cannot be built: each client then builds its own.
+fn shared_tls() -> Option<native_tls::TlsConnector> {
+    static TLS: OnceLock<Option<native_tls::TlsConnector>> = OnceLock::new();
+    TLS.get_or_init(|| {
+        native_tls::TlsConnector::builder()
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "shared TLS setup failed; one per client"))
+            .ok()
+    })
+    .clone()
 }
 
 /// The upstream URL of a request: the configured base (parsed and checked once, at
