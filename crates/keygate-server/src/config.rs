@@ -920,6 +920,12 @@ impl Config {
         self.public_url.origin().ascii_serialization()
     }
 
+    /// The configured plan a grant names (`None`: it names none, or one this
+    /// configuration no longer has).
+    pub fn plan_named(&self, name: Option<&str>) -> Option<&Plan> {
+        name.and_then(|n| self.plans.get(n))
+    }
+
     /// `public_url + "/v1"`: what apps configure as their OpenAI `baseURL`.
     pub fn base_url(&self) -> String {
         format!("{}/v1", self.public_url.as_str().trim_end_matches('/'))

@@ -6,7 +6,7 @@
 
 use actix_web::HttpRequest;
 use keygate_core::calendar;
-use keygate_core::limits::{Budget, Limits};
+use keygate_core::limits::{Budget, Limits, Plan};
 use keygate_core::policy::{BudgetLimit, Deny, Estimate, Rules};
 use keygate_core::scope::{self, CanonicalPath, ModelUse};
 
@@ -101,10 +101,11 @@ pub fn needs_tokens(limits: &Limits) -> bool {
 /// The limits step: the request's worst case (prompt tokens + the output it allows, or
 /// the plan's `default_max_tokens`, priced for its model) decided by
 /// `keygate_core::policy` through the limiter, which hands back the lease the answer
-/// will settle.
+/// will settle. `plan`: the grant's plan as configured now.
 pub fn limits(
     st: &AppState,
     grant: &AuthenticatedGrant,
+    plan: Option<&Plan>,
     req: &HttpRequest,
     ctx: &ProxyCtx,
 ) -> Result<Lease, ServerError> {
@@ -116,11 +117,7 @@ pub fn limits(
         let output = ctx
             .max_output
             .or_else(|| {
-                record
-                    .plan
-                    .as_ref()
-                    .and_then(|p| st.config.plans.get(p))
-                    .and_then(|p| p.default_max_tokens)
+                plan.and_then(|p| p.default_max_tokens)
                     .map(|t| t.saturating_mul(ctx.choices))
             })
             .unwrap_or(0);

@@ -153,11 +153,7 @@ async fn run(
     grant: std::sync::Arc<keygate_store::GrantRecord>,
 ) -> Result<HttpResponse, ServerError> {
     let grant = authenticate::usable(grant, req, st.clock.now())?;
-    let plan = grant
-        .record()
-        .plan
-        .as_ref()
-        .and_then(|p| st.config.plans.get(p));
+    let plan = st.config.plan_named(grant.record().plan.as_deref());
     let own_key = own_key::read(req, plan)?;
     let path = authorize::endpoint(&grant, req)?;
     let mut ctx = ProxyCtx::new(req, path);
@@ -176,7 +172,7 @@ async fn run(
     st.metrics
         .note_model(&st.config.prices, req, ctx.model.as_deref());
     authorize::authorize(st, &grant, req, &ctx)?;
-    let lease = authorize::limits(st, &grant, req, &ctx)?;
+    let lease = authorize::limits(st, &grant, plan, req, &ctx)?;
     let key = unseal::unseal(st, &grant, own_key, plan)?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, key = key.source.label(), "forwarding");
     let runs_model = scope::model_use(req.method().as_str(), &ctx.path) != ModelUse::None;

@@ -593,7 +593,7 @@ pub async fn patch(
         }
         plan = new_plan.clone();
         if limits.is_none()
-            && let Some(p) = new_plan.as_ref().and_then(|n| config.plans.get(n))
+            && let Some(p) = config.plan_named(new_plan.as_deref())
         {
             limits = Some(Some(p.limits()));
         }

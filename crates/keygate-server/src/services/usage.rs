@@ -220,10 +220,9 @@ pub fn key_info(st: &AppState, grant: &GrantRecord) -> Result<KeyInfo, ServerErr
         limits: grant.limits.clone(),
         expires_at: grant.expires_at.map(calendar::to_rfc3339),
         plan: grant.plan.clone(),
-        own_key: grant
-            .plan
-            .as_ref()
-            .and_then(|name| st.config.plans.get(name))
+        own_key: st
+            .config
+            .plan_named(grant.plan.as_deref())
             .map_or(OwnKey::Allowed, Plan::own_key),
         usage,
         remaining,
