@@ -55,6 +55,20 @@ impl Add for Usd {
     }
 }
 
+impl Usd {
+    /// The exact amount as a decimal number of dollars, trailing zeros dropped
+    /// (`0.0000126`, `5`): never rounded, never in exponent form (`1.26e-5`, which a
+    /// spreadsheet may read as text).
+    pub fn exact(self) -> String {
+        let (whole, frac) = (self.0 / NANOS_PER_DOLLAR, self.0 % NANOS_PER_DOLLAR);
+        if frac == 0 {
+            return whole.to_string();
+        }
+        let frac = format!("{frac:09}");
+        format!("{whole}.{}", frac.trim_end_matches('0'))
+    }
+}
+
 impl AddAssign for Usd {
     fn add_assign(&mut self, rhs: Usd) {
         *self = self.saturating_add(rhs);
@@ -86,6 +100,15 @@ impl<'de> Deserialize<'de> for Usd {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exact_decimals_drop_trailing_zeros_and_never_round() {
+        use super::Usd;
+        assert_eq!(Usd::from_nanos(0).exact(), "0");
+        assert_eq!(Usd::from_nanos(12_600).exact(), "0.0000126");
+        assert_eq!(Usd::from_nanos(5_000_000_000).exact(), "5");
+        assert_eq!(Usd::from_nanos(1_500_000_001).exact(), "1.500000001");
+    }
+
     use super::*;
 
     #[test]

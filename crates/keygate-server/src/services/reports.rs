@@ -209,7 +209,7 @@ impl Counters {
             c.prompt_tokens.to_string(),
             c.cached_tokens.to_string(),
             c.completion_tokens.to_string(),
-            dollars(c.usd_nanos),
+            Usd::from_nanos(c.usd_nanos).exact(),
             c.estimated.to_string(),
         ]
     }
@@ -232,16 +232,6 @@ impl Serialize for SummaryRow {
         self.counts.write(&mut map)?;
         map.end()
     }
-}
-
-/// Nanodollars as a decimal number of dollars, trailing zeros dropped (`0.0000126`).
-fn dollars(nanos: u64) -> String {
-    let (whole, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let frac = format!("{frac:09}");
-    format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
 /// `GET /admin/usage`: every grant's usage, removed grants' included.
@@ -498,10 +488,6 @@ mod tests {
         assert_eq!(csv_cell("a,\"b\""), "\"a,\"\"b\"\"\"");
         assert_eq!(csv_cell("=a,b"), "\"'=a,b\"");
         assert_eq!(csv_cell(""), "");
-        assert_eq!(dollars(0), "0");
-        assert_eq!(dollars(12_600), "0.0000126");
-        assert_eq!(dollars(5_000_000_000), "5");
-        assert_eq!(dollars(1_500_000_001), "1.500000001");
     }
 
     #[test]
