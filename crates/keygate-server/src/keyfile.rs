@@ -62,6 +62,15 @@ pub enum KeySource {
     Given,
 }
 
+/// The keyring for the offline commands (`keys list|rotate|set-operator|…`): from the
+/// environment, else the existing key file; never creates one.
+pub fn load_existing(config: &Config) -> Result<Keyring, KeyFileError> {
+    match &config.master_keys {
+        Some(text) => Keyring::parse(text.expose_secret()).map_err(KeyFileError::Env),
+        None => read(&key_file_path(&config.data_dir)),
+    }
+}
+
 /// The keyring for `serve`: from the environment, the key file, or a new key file when
 /// the data directory is fresh.
 pub fn load_or_create(config: &Config) -> Result<(Keyring, KeySource), KeyFileError> {

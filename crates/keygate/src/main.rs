@@ -378,11 +378,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn keyring(config: &keygate_server::Config) -> anyhow::Result<keygate_core::keyring::Keyring> {
-    use secrecy::ExposeSecret;
-    match &config.master_keys {
-        Some(text) => Ok(keygate_core::keyring::Keyring::parse(text.expose_secret())?),
-        None => Ok(keyfile::read(&keyfile::key_file_path(&config.data_dir))?),
-    }
+    Ok(keyfile::load_existing(config)?)
 }
 
 fn out(line: &str) -> anyhow::Result<()> {

@@ -181,7 +181,7 @@ pub struct OfflineStore {
 /// Opens the keyring (from `KEYGATE_MASTER_KEYS` or the key file, never creating one),
 /// then the store (running pending migrations, as `keygate migrate` does).
 pub fn open_offline(config: &Config) -> Result<OfflineStore, OfflineError> {
-    let keyring = offline_keyring(config)?;
+    let keyring = keyfile::load_existing(config)?;
     let store = offline_store(&config.data_dir)?;
     Ok(OfflineStore { store, keyring })
 }
@@ -207,14 +207,6 @@ impl OfflineStore {
 /// `keygate keys set-operator|clear-operator` act as the system: no request, no key.
 fn offline_actor() -> Audit {
     Audit::system(Clock::system())
-}
-
-fn offline_keyring(config: &Config) -> Result<Keyring, OfflineError> {
-    match &config.master_keys {
-        Some(text) => Keyring::parse(text.expose_secret())
-            .map_err(|e| OfflineError::KeyFile(KeyFileError::Env(e))),
-        None => Ok(keyfile::read(&keyfile::key_file_path(&config.data_dir))?),
-    }
 }
 
 fn offline_store(data_dir: &Path) -> Result<Store, OfflineError> {
