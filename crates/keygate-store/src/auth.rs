@@ -424,9 +424,10 @@ impl Store {
             let plan = self.deletion_plan(user)?;
             let done = plan.is_empty();
             let applied = self.apply(&plan);
-            // Its grants are gone (or, on an error, may be): none may be served from
-            // the grant cache.
+            // Its grants and sealed key are gone (or, on an error, may be): none may be
+            // served from a cache.
             self.grant_cache.clear();
+            self.vault_cache.evict(user);
             applied?;
             if done {
                 break;

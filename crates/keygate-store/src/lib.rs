@@ -6,8 +6,8 @@
 
 mod audit;
 mod auth;
+mod cache;
 mod error;
-mod grant_cache;
 pub mod records;
 mod store;
 mod sweep;

@@ -9,7 +9,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionResult};
 
 use crate::StoreError;
-use crate::grant_cache::GrantCache;
+use crate::cache::RecordCache;
 use crate::records::{
     AdminKeyRecord, AuditRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
     OperatorKeyRecord, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
@@ -27,6 +27,8 @@ pub struct StoreOptions {
     pub cache_capacity: u64,
     /// How many decoded grant records the grant cache keeps (0: none).
     pub grant_cache_entries: usize,
+    /// How many sealed vault records the vault cache keeps (0: none).
+    pub vault_cache_entries: usize,
 }
 
 impl Default for StoreOptions {
@@ -34,6 +36,7 @@ impl Default for StoreOptions {
         Self {
             cache_capacity: 16 * 1024 * 1024,
             grant_cache_entries: 4096,
+            vault_cache_entries: 4096,
         }
     }
 }
@@ -63,11 +66,14 @@ impl GrantFilter {
 pub struct Store {
     pub(crate) db: sled::Db,
     pub(crate) users: Table<UserRecord>,
+    /// Every function that writes this tree evicts what it wrote from `vault_cache`
+    /// afterwards (`put_vault`, `replace_vault`, `delete_vault`, `delete_user`).
     pub(crate) vault: Table<VaultRecord>,
+    pub(crate) vault_cache: Arc<RecordCache<UserId, VaultRecord>>,
     /// Every function that writes this tree evicts what it wrote from `grant_cache`
     /// afterwards (`update_grant`, `insert_grant`, `delete_grant`, `delete_user`).
     pub(crate) grants: Table<GrantRecord>,
-    pub(crate) grant_cache: Arc<GrantCache>,
+    pub(crate) grant_cache: Arc<RecordCache<GrantId, GrantRecord>>,
     pub(crate) grants_by_user: Index,
     pub(crate) passkeys: Table<PasskeyRecord>,
     pub(crate) passkeys_by_user: Index,
@@ -119,8 +125,9 @@ impl Store {
         Ok(Self {
             users: Table::open(&db, trees::USERS)?,
             vault: Table::open(&db, trees::VAULT)?,
+            vault_cache: Arc::new(RecordCache::new(options.vault_cache_entries)),
             grants: Table::open(&db, trees::GRANTS)?,
-            grant_cache: Arc::new(GrantCache::new(options.grant_cache_entries)),
+            grant_cache: Arc::new(RecordCache::new(options.grant_cache_entries)),
             grants_by_user: Index::open(&db, trees::GRANTS_BY_USER)?,
             passkeys: Table::open(&db, trees::PASSKEYS)?,
             passkeys_by_user: Index::open(&db, trees::PASSKEYS_BY_USER)?,
@@ -231,11 +238,21 @@ impl Store {
     /// Stores (or replaces) `user`'s sealed key. The record is filed under `user`, the
     /// id it will be looked up by (and bound to when opened), whatever its own fields say.
     pub fn put_vault(&self, user: &UserId, record: &VaultRecord) -> Result<(), StoreError> {
-        self.vault.put(user.as_str(), record)
+        let written = self.vault.put(user.as_str(), record);
+        self.vault_cache.evict(user);
+        written
     }
 
     pub fn vault(&self, user: &UserId) -> Result<Option<VaultRecord>, StoreError> {
         self.vault.get(user.as_str())
+    }
+
+    /// The same record as [`Store::vault`], still sealed, through the vault cache
+    /// (`cache.rs`): the proxy's lookup. Coherent with every vault write made through
+    /// this store.
+    pub fn vault_cached(&self, user: &UserId) -> Result<Option<Arc<VaultRecord>>, StoreError> {
+        self.vault_cache
+            .read_through(user, || self.vault.get(user.as_str()))
     }
 
     /// Compare-and-swap: replaces `user`'s record with `new` only if it is still
@@ -246,11 +263,15 @@ impl Store {
         old: &VaultRecord,
         new: &VaultRecord,
     ) -> Result<bool, StoreError> {
-        self.vault.compare_and_swap(user.as_str(), old, new)
+        let swapped = self.vault.compare_and_swap(user.as_str(), old, new);
+        self.vault_cache.evict(user);
+        swapped
     }
 
     pub fn delete_vault(&self, user: &UserId) -> Result<bool, StoreError> {
-        self.vault.remove(user.as_str())
+        let removed = self.vault.remove(user.as_str());
+        self.vault_cache.evict(user);
+        removed
     }
 
     /// Every vault record with the user id it is filed under (for the re-seal loop).
@@ -331,20 +352,12 @@ impl Store {
         self.grants.get(id.as_str())
     }
 
-    /// The same record as [`Store::grant`], through the grant cache (`grant_cache.rs`):
+    /// The same record as [`Store::grant`], through the grant cache (`cache.rs`):
     /// the proxy's lookup. Coherent with every grant write made through this store; the
     /// caller still checks state, expiry and grace against the clock every time.
     pub fn grant_cached(&self, id: &GrantId) -> Result<Option<Arc<GrantRecord>>, StoreError> {
-        if let Some(hit) = self.grant_cache.get(id) {
-            return Ok(Some(hit));
-        }
-        let generation = self.grant_cache.generation();
-        let Some(record) = self.grants.get(id.as_str())? else {
-            return Ok(None);
-        };
-        let record = Arc::new(record);
-        self.grant_cache.insert(generation, record.clone());
-        Ok(Some(record))
+        self.grant_cache
+            .read_through(id, || self.grants.get(id.as_str()))
     }
 
     /// One page of grants in id order that `filter` picks, starting after the grant id

@@ -76,7 +76,9 @@ pub fn unseal(
         });
     }
     let user = &grant.record().user_id;
-    if let Some(record) = st.store.vault(user)? {
+    // Through the store's cache of sealed records (evicted by every vault write): the
+    // JWE itself is opened here, for this request only.
+    if let Some(record) = st.store.vault_cached(user)? {
         let key = vault::open_record(&st.keyring, user, &record)
             .inspect_err(|_| st.metrics.unsealed(UnsealSource::Vault, false))?;
         st.metrics.unsealed(UnsealSource::Vault, true);
@@ -84,7 +86,7 @@ pub fn unseal(
             key,
             source: Source::Stored(Stored {
                 user_id: user.clone(),
-                key_id: record.key_id,
+                key_id: record.key_id.clone(),
                 unconfirmed: record.last_validated_at.is_none() || record.rejected_at.is_some(),
             }),
         });

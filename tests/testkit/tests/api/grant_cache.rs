@@ -1,5 +1,6 @@
-//! Issue 12: the proxy reads grants through the store's grant cache. Every way a grant
-//! changes — through the admin API and through the person's `/api` alike — is seen by
+//! Issue 12: the proxy reads grants (and sealed vault records) through the store's
+//! caches. Every way a grant changes — through the admin API and through the person's
+//! `/api` alike — is seen by
 //! the VERY NEXT proxied request: each test first makes a request that succeeds (so the
 //! grant is cached), changes the grant, and the next request is refused (or, for a
 //! change that widens, served). Expiry and a rotation's grace are read from the clock
@@ -279,4 +280,60 @@ async fn account_deletion_takes_effect_on_the_next_request() {
     .await;
     assert!(res.status().is_success(), "{}", res.status());
     refused(&app, &g.api_key, 401, "invalid_api_key").await;
+}
+
+/// The `Authorization` the mock OpenAI saw on its most recent request.
+fn last_upstream_key(app: &TestApp) -> Option<String> {
+    app.mock
+        .requests()
+        .last()
+        .and_then(|r| r.header("authorization").map(str::to_owned))
+}
+
+/// The proxy reads the person's sealed key through the store's vault cache too (still
+/// sealed; opened per request). A key replaced or deleted through `/api` — and the
+/// person's deletion — is seen by the very next proxied request.
+#[tokio::test]
+async fn a_replaced_or_deleted_openai_key_is_used_or_refused_on_the_next_request() {
+    const SECOND_KEY: &str = "sk-test-keygate-second-key-00000000000000ABCD";
+    let app = spawn_app_with_clock(manual_clock(), |_| {}).await;
+    let (b, _id, key) = person_with_grant(&app).await;
+    served(&app, &key).await;
+    served(&app, &key).await;
+    assert_eq!(
+        last_upstream_key(&app),
+        Some(format!("Bearer {}", keygate_testkit::FAKE_OPENAI_KEY))
+    );
+
+    assert_eq!(
+        b.send(Method::PUT, "/api/key", json!({"api_key": SECOND_KEY}))
+            .await
+            .status(),
+        204
+    );
+    served(&app, &key).await;
+    assert_eq!(
+        last_upstream_key(&app),
+        Some(format!("Bearer {SECOND_KEY}"))
+    );
+
+    assert_eq!(
+        b.send(Method::DELETE, "/api/key", json!({})).await.status(),
+        204
+    );
+    let seen = app.mock.request_count();
+    refused(&app, &key, 409, "key_not_enrolled").await;
+    assert_eq!(app.mock.request_count(), seen, "nothing went upstream");
+
+    // Stored again, then the person deletes their account: the grant and the key go.
+    assert_eq!(
+        b.send(Method::PUT, "/api/key", json!({"api_key": SECOND_KEY}))
+            .await
+            .status(),
+        204
+    );
+    served(&app, &key).await;
+    let res = b.send(Method::DELETE, "/api/account", json!({})).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    refused(&app, &key, 401, "invalid_api_key").await;
 }
