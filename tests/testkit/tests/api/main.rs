@@ -15,6 +15,8 @@ mod grant_cache;
 mod grant_lifecycle;
 mod health;
 mod helpers;
+mod hostile_http;
+mod hostile_slow;
 mod key_info;
 mod limits;
 mod metrics;
