@@ -17,6 +17,8 @@ mod health;
 mod helpers;
 mod hostile_http;
 mod hostile_slow;
+mod hostile_upstream;
+mod hostile_vault;
 mod key_info;
 mod limits;
 mod metrics;
