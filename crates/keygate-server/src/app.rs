@@ -205,9 +205,14 @@ fn serve(
     let addr = listener.local_addr()?;
     let host = addr.to_string();
     let head = state.config.client.head;
-    let mut builder = actix_server::Server::build()
-        .shutdown_timeout(shutdown.as_secs().max(1))
-        .listen("keygate", listener, move || {
+    let builder = actix_server::Server::build();
+    // Tells each connection when a graceful stop begins, so idle kept-alive connections
+    // close at once instead of holding the stop up (as `HttpServer` does).
+    let stopping = builder.graceful_shutdown_signal();
+    let mut builder = builder.shutdown_timeout(shutdown.as_secs().max(1)).listen(
+        "keygate",
+        listener,
+        move || {
             // Runs once on each worker thread: the worker gets its own upstream client,
             // so the pooled connections it opens are driven by its own runtime and a
             // request never hops to another worker for its upstream I/O (hyper runs a
@@ -225,7 +230,12 @@ fn serve(
                     .map_err(|err: actix_web::Error| err.error_response()),
                 move |()| actix_web::dev::AppConfig::__priv_test_new(false, host.clone(), addr),
             );
+            let stopping = stopping.clone();
             let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
                 // The first request's head: actix's own timer (it answers 408);
                 // later ones: `GuardedIo`.
                 .client_request_timeout(head)
@@ -248,7 +258,8 @@ fn serve(
                 Ok::<_, actix_http::error::DispatchError>((io, actix_http::Protocol::Http1, peer))
             })
             .and_then(http)
-        })?;
+        },
+    )?;
     if let Some(n) = workers {
         builder = builder.workers(n);
     }

@@ -55,6 +55,15 @@ impl RawConn {
         self.closed
     }
 
+    /// Closes the connection with a TCP reset (linger 0) instead of a FIN: a client
+    /// that vanishes.
+    pub fn reset(self) {
+        if let Ok(std) = self.sock.into_std() {
+            let sock = socket2::Socket::from(std);
+            let _ = sock.set_linger(Some(Duration::ZERO));
+        }
+    }
+
     /// Everything read so far, as text (lossy).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.read).into_owned()

@@ -306,13 +306,20 @@ async fn invalid_utf8_and_deeply_nested_json_are_400_or_openais_to_refuse() {
         "invalid_request",
     )
     .await;
-    let before = app.mock.request_count();
     let res = post(&plain.api_key, nested("x")).await.unwrap();
     // Passed on whole: OpenAI decides (the mock, like OpenAI, refuses what it cannot parse).
     assert_eq!(res.status(), 400);
-    assert_eq!(app.mock.request_count(), before + 1);
-    let sent = app.mock.requests().last().unwrap().body.len();
-    assert_eq!(sent, nested("x").len());
+    let whole = nested("x").len();
+    let forwarded = app
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.body.len() == whole)
+        .count();
+    assert_eq!(
+        forwarded, 1,
+        "only the plain grant's call went upstream, whole"
+    );
 
     // keygate's own API: the same, OpenAI-shaped (10,000 levels: within its 64 KiB).
     let admin_nested = format!(r#"{{"name":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
@@ -447,5 +454,56 @@ async fn no_target_sends_the_key_to_another_host() {
             r.path
         );
     }
+    bystander.finish(&app, 5).await;
+}
+
+/// Clients that vanish mid-stream — some dropping the response, some resetting the
+/// socket — cancel their upstream requests, each is counted for what was streamed,
+/// and the bystander never notices.
+#[tokio::test]
+async fn clients_that_vanish_mid_stream_cancel_the_upstream_and_are_counted() {
+    let app = spawn_app().await;
+    let g = app.enrolled_grant(None).await;
+    let bystander = app.bystander().await;
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    for _ in 0..4 {
+        let mut res = app
+            .v1(Method::POST, "/chat/completions", &g.api_key)
+            .header("x-mock-scenario", "long-stream")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.chunk().await.unwrap().is_some());
+        drop(res);
+    }
+    let raw = serde_json::to_string(&body).unwrap();
+    for _ in 0..4 {
+        let mut conn = RawConn::connect(app.port).await;
+        conn.send(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+                 x-mock-scenario: long-stream\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{raw}",
+                g.api_key,
+                raw.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+        conn.read_for(Duration::from_millis(300)).await;
+        assert_eq!(conn.status(), Some(200), "{}", conn.text());
+        conn.reset();
+    }
+    assert!(
+        app.mock
+            .wait_for_cancelled(8, Duration::from_secs(10))
+            .await,
+        "upstream streams left running: {} cancelled",
+        app.mock.cancelled_streams()
+    );
+    crate::limits::usage_when(&app, &g.grant_id, |r| crate::limits::requests_in(r) == 8).await;
     bystander.finish(&app, 5).await;
 }
