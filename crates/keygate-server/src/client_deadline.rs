@@ -45,6 +45,16 @@ use tokio::time::{Instant, Sleep};
 
 use crate::state::AppState;
 
+/// A deadline noticed this long after it passed was not the client's doing: keygate
+/// itself was not running (the process was paused, the machine stalled). The client then
+/// gets [`GRACE`] more instead of being cut for keygate's absence.
+const STALL: Duration = Duration::from_millis(500);
+const GRACE: Duration = Duration::from_secs(1);
+
+fn stalled(now: Instant, deadline: Instant) -> bool {
+    now.saturating_duration_since(deadline) > STALL
+}
+
 /// The configured deadlines (`Config::client`).
 #[derive(Clone, Copy, Debug)]
 pub struct ClientDeadlines {
@@ -160,17 +170,27 @@ impl GuardedIo {
     /// `true` when the head deadline has passed (and the timer is armed otherwise, so
     /// a client that goes silent mid-head is noticed too).
     fn overdue(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.state.head_deadline(self.head) else {
+        let Some(mut deadline) = self.state.head_deadline(self.head) else {
             return false;
         };
-        if Instant::now() >= deadline {
-            return true;
+        let now = Instant::now();
+        if now >= deadline {
+            if !stalled(now, deadline) {
+                return true;
+            }
+            // keygate itself was not running: the client gets a fresh grace.
+            self.state.0.head_started.set(Some(now + GRACE - self.head));
+            deadline = now + GRACE;
         }
         if self.armed_for != Some(deadline) {
             self.timer.as_mut().reset(deadline);
             self.armed_for = Some(deadline);
         }
-        self.timer.as_mut().poll(cx).is_ready()
+        // Ready only if the deadline passed meanwhile; judged again on the next poll.
+        if self.timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        false
     }
 }
 
@@ -181,20 +201,22 @@ impl AsyncRead for GuardedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.overdue(cx) {
-            // EOF, not an error: actix then writes out what it has and closes.
-            return Poll::Ready(Ok(()));
-        }
         let before = buf.filled().len();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(())))
-            && buf.filled().len() > before
-            && this.state.bytes_arrived()
-        {
-            // Arms the timer (and registers this task with it).
-            let _ = this.overdue(cx);
+        // Read first, judge only when nothing has come: bytes that did arrive are never
+        // thrown away (after a pause of the whole process, say), and a client that
+        // dribbles is still caught by the next read that finds nothing.
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && this.state.bytes_arrived() {
+                    // Arms the timer (and registers this task with it).
+                    let _ = this.overdue(cx);
+                }
+                Poll::Ready(Ok(()))
+            }
+            // EOF, not an error: actix then writes out what it has and closes.
+            Poll::Pending if this.overdue(cx) => Poll::Ready(Ok(())),
+            other => other,
         }
-        read
     }
 }
 
@@ -294,7 +316,20 @@ impl Stream for TimedPayload {
             }
             Poll::Pending => {}
         }
-        if this.idle.as_mut().poll(cx).is_ready() || this.whole.as_mut().poll(cx).is_ready() {
+        let now = Instant::now();
+        let mut fired = false;
+        for mut sleep in [this.idle.as_mut(), this.whole.as_mut()] {
+            if sleep.as_mut().poll(cx).is_ready() {
+                if stalled(now, sleep.deadline()) {
+                    // keygate itself was not running: the client gets a fresh grace.
+                    sleep.as_mut().reset(now + GRACE);
+                    let _ = sleep.as_mut().poll(cx);
+                } else {
+                    fired = true;
+                }
+            }
+        }
+        if fired {
             *this.done = true;
             this.timed_out.set(true);
             return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
