@@ -220,6 +220,17 @@ impl OpenAiError {
         e
     }
 
+    /// A request body that stopped arriving (a slow or stuck client): 408, the
+    /// connection is closed.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            408,
+            INVALID_REQUEST,
+            "request_timeout",
+            "The request body did not arrive in time; send it again without pausing.",
+        )
+    }
+
     pub fn key_not_enrolled() -> Self {
         let mut e = Self::new(
             409,

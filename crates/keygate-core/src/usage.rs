@@ -23,12 +23,23 @@ impl Usage {
     }
 }
 
+/// The most tokens of each kind one answer is believed to have used: far more than any
+/// can (a 2M-token context times OpenAI's most choices, 128, is under 2^28), so a
+/// broken or hostile upstream's absurd count cannot saturate the u64 counters, after
+/// which every later count would be lost.
+pub const MAX_TOKENS_PER_ANSWER: u64 = 1 << 30;
+
 /// Usage from a parsed `usage` object: Chat Completions, legacy Completions and
 /// Embeddings (`prompt_tokens`, `completion_tokens`, `prompt_tokens_details.
 /// cached_tokens`) or the Responses API (`input_tokens`, `output_tokens`,
 /// `input_tokens_details.cached_tokens`).
 pub fn from_value(usage: &Value) -> Option<Usage> {
-    let n = |p: &str| usage.pointer(p).and_then(Value::as_u64);
+    let n = |p: &str| {
+        usage
+            .pointer(p)
+            .and_then(Value::as_u64)
+            .map(|v| v.min(MAX_TOKENS_PER_ANSWER))
+    };
     let prompt = n("/prompt_tokens").or_else(|| n("/input_tokens"))?;
     Some(Usage {
         prompt_tokens: prompt,
@@ -1151,5 +1162,20 @@ data: {"type":"response.function_call_arguments.delta","delta":"\"Paris\"}"}
         ] {
             assert_eq!(ask_for_usage(unchanged), None);
         }
+    }
+
+    #[test]
+    fn absurd_counts_are_capped_per_answer() {
+        let v: Value = serde_json::from_str(
+            r#"{"prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551615,
+                "prompt_tokens_details":{"cached_tokens":18446744073709551615}}"#,
+        )
+        .unwrap();
+        let u = from_value(&v).unwrap();
+        assert_eq!(u.prompt_tokens, MAX_TOKENS_PER_ANSWER);
+        assert_eq!(u.completion_tokens, MAX_TOKENS_PER_ANSWER);
+        assert_eq!(u.cached_tokens, MAX_TOKENS_PER_ANSWER);
+        // Many such answers still add up without saturating.
+        assert!(u.total().checked_mul(1 << 32).is_some());
     }
 }

@@ -4,13 +4,15 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
+use actix_service::ServiceFactoryExt as _;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use keygate_core::keyring::Keyring;
 use keygate_store::{Store, StoreOptions};
 use thiserror::Error;
 
+use crate::client_deadline::{self, GuardedIo};
 use crate::config::Config;
 use crate::keyfile::{self, KeyFileError, KeySource};
 use crate::state::AppState;
@@ -114,41 +116,14 @@ impl Application {
         if let Some(why) = state.passkeys.unavailable_reason() {
             tracing::warn!("passkeys are disabled: {why}");
         }
-        let shared = state.clone();
-        let mut server = HttpServer::new(move || {
-            // Runs once on each worker thread: the worker gets its own upstream client, so
-            // the pooled connections it opens are driven by its own runtime and a request
-            // never hops to another worker for its upstream I/O (hyper runs a connection on
-            // the runtime that opened it). Everything else in the state is shared.
-            let data = web::Data::new(shared.for_worker());
-            App::new()
-                .wrap(from_fn(metrics::middleware))
-                .wrap(from_fn(request_id::middleware))
-                .app_data(data)
-                .configure(|cfg| routes::configure(cfg, MAX_API_JSON_BYTES))
-        })
-        .on_connect(|conn, _ext| {
-            // Small SSE events must leave as soon as they are written.
-            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = tcp.set_nodelay(true);
-            }
-        })
-        // A client that closes its side has gone away: drop its response, and with it
-        // the upstream request, even while the upstream is silent (nothing to write
-        // would otherwise reveal the disconnect until the idle timeout).
-        .h1_allow_half_closed(false)
-        .shutdown_timeout(shutdown.as_secs().max(1))
-        .listen(listener)
-        .map_err(|source| StartError::Bind {
-            addr: format!("port {port}"),
-            source,
-        })?;
-        if let Some(n) = workers {
-            server = server.workers(n);
-        }
+        let server =
+            serve(listener, &state, shutdown, workers).map_err(|source| StartError::Bind {
+                addr: format!("port {port}"),
+                source,
+            })?;
         Ok(Self {
             port,
-            server: server.run(),
+            server,
             state,
             key_source,
         })
@@ -214,6 +189,81 @@ impl Application {
         tracing::info!("keygate stopped");
         result
     }
+}
+
+/// The HTTP server on `listener`: actix-web's `App` on actix-http's service, as
+/// `HttpServer` would build it, except that each accepted connection is wrapped in a
+/// [`GuardedIo`] so a request head that dribbles in is cut off on every request of a
+/// keep-alive connection, not only the first (`client_deadline`).
+fn serve(
+    listener: TcpListener,
+    state: &AppState,
+    shutdown: Duration,
+    workers: Option<usize>,
+) -> std::io::Result<Server> {
+    let shared = state.clone();
+    let addr = listener.local_addr()?;
+    let host = addr.to_string();
+    let head = state.config.client.head;
+    let builder = actix_server::Server::build();
+    // Tells each connection when a graceful stop begins, so idle kept-alive connections
+    // close at once instead of holding the stop up (as `HttpServer` does).
+    let stopping = builder.graceful_shutdown_signal();
+    let mut builder = builder.shutdown_timeout(shutdown.as_secs().max(1)).listen(
+        "keygate",
+        listener,
+        move || {
+            // Runs once on each worker thread: the worker gets its own upstream client,
+            // so the pooled connections it opens are driven by its own runtime and a
+            // request never hops to another worker for its upstream I/O (hyper runs a
+            // connection on the runtime that opened it). Everything else is shared.
+            let data = web::Data::new(shared.for_worker());
+            let app = App::new()
+                .wrap(from_fn(metrics::middleware))
+                .wrap(from_fn(request_id::middleware))
+                .wrap(from_fn(client_deadline::middleware))
+                .app_data(data)
+                .configure(|cfg| routes::configure(cfg, MAX_API_JSON_BYTES));
+            let host = host.clone();
+            let app = actix_service::map_config(
+                actix_service::IntoServiceFactory::into_factory(app)
+                    .map_err(|err: actix_web::Error| err.error_response()),
+                move |()| actix_web::dev::AppConfig::__priv_test_new(false, host.clone(), addr),
+            );
+            let stopping = stopping.clone();
+            let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
+                // The first request's head: actix's own timer (it answers 408);
+                // later ones: `GuardedIo`.
+                .client_request_timeout(head)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                // A client that closes its side has gone away: drop its response, and
+                // with it the upstream request, even while the upstream is silent
+                // (nothing to write would otherwise reveal the disconnect until the
+                // idle timeout).
+                .h1_allow_half_closed(false)
+                .local_addr(addr)
+                .on_connect_ext(|io: &GuardedIo, ext: &mut actix_web::dev::Extensions| {
+                    ext.insert(io.state());
+                })
+                .finish(app);
+            actix_service::fn_service(move |io: actix_web::rt::net::TcpStream| async move {
+                let io = GuardedIo::new(io, head);
+                // Small SSE events must leave as soon as they are written.
+                io.set_nodelay();
+                let peer = io.peer_addr();
+                Ok::<_, actix_http::error::DispatchError>((io, actix_http::Protocol::Http1, peer))
+            })
+            .and_then(http)
+        },
+    )?;
+    if let Some(n) = workers {
+        builder = builder.workers(n);
+    }
+    Ok(builder.run())
 }
 
 /// Binds the listening socket: the first thing a start does.

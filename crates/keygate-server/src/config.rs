@@ -37,6 +37,9 @@ pub struct RawConfig {
     pub upstream_connect_timeout_ms: Option<u64>,
     pub upstream_first_byte_timeout_ms: Option<u64>,
     pub upstream_idle_timeout_ms: Option<u64>,
+    pub client_head_timeout_ms: Option<u64>,
+    pub client_body_idle_timeout_ms: Option<u64>,
+    pub client_body_timeout_secs: Option<u64>,
     pub shutdown_timeout_secs: Option<u64>,
     pub workers: Option<usize>,
     pub store_cache_bytes: Option<u64>,
@@ -86,6 +89,8 @@ pub struct Config {
     pub master_keys: Option<SecretString>,
     pub max_body_bytes: u64,
     pub upstream: UpstreamTimeouts,
+    /// How long a client may take to send a request head and body (slow clients).
+    pub client: crate::client_deadline::ClientDeadlines,
     pub shutdown_timeout: Duration,
     /// HTTP worker threads; `None` = one per core.
     pub workers: Option<usize>,
@@ -330,6 +335,27 @@ impl RawConfig {
                 &mut problem,
             ),
         };
+        let client = crate::client_deadline::ClientDeadlines {
+            head: ms(
+                self.client_head_timeout_ms,
+                10_000,
+                "client_head_timeout_ms",
+                &mut problem,
+            ),
+            body_idle: ms(
+                self.client_body_idle_timeout_ms,
+                30_000,
+                "client_body_idle_timeout_ms",
+                &mut problem,
+            ),
+            body: ms(
+                self.client_body_timeout_secs
+                    .map(|s| s.saturating_mul(1000)),
+                600_000,
+                "client_body_timeout_secs",
+                &mut problem,
+            ),
+        };
         if self.workers == Some(0) {
             problem("workers", "must be at least 1".into());
         }
@@ -469,6 +495,7 @@ impl RawConfig {
                     master_keys,
                     max_body_bytes,
                     upstream,
+                    client,
                     shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(30)),
                     workers: self.workers,
                     store_cache_bytes: self.store_cache_bytes.unwrap_or(16 * 1024 * 1024),
@@ -729,6 +756,24 @@ pub const SETTINGS: &[Setting] = &[
         Kind::Number,
         "300000",
         "silence between response chunks",
+    ),
+    setting(
+        "client_head_timeout_ms",
+        Kind::Number,
+        "10000",
+        "a client's request head, from connecting or its previous answer",
+    ),
+    setting(
+        "client_body_idle_timeout_ms",
+        Kind::Number,
+        "30000",
+        "silence inside a client's request body (408)",
+    ),
+    setting(
+        "client_body_timeout_secs",
+        Kind::Number,
+        "600",
+        "a client's whole request body (408)",
     ),
     setting(
         "shutdown_timeout_secs",

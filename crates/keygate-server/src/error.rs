@@ -128,6 +128,7 @@ fn service(e: &ServiceError) -> OpenAiError {
             Unreadable::Query(why) => format!("The query string is not valid: {why}"),
         }),
         S::TooLarge { limit } => OpenAiError::request_too_large(*limit),
+        S::BodyTimeout => OpenAiError::request_timeout(),
         S::NotSignedIn => OpenAiError::not_signed_in(),
         S::FreshPasskeyRequired => OpenAiError::fresh_passkey_required(),
         S::CsrfFailed => OpenAiError::csrf_failed(),
@@ -191,6 +192,7 @@ fn proxy(e: &ProxyError) -> OpenAiError {
         P::InvalidPath(why) => OpenAiError::invalid_path(why),
         P::EndpointNotAllowed(path) => OpenAiError::endpoint_not_allowed(path),
         P::TooLarge { limit } => OpenAiError::request_too_large(*limit),
+        P::BodyTimeout => OpenAiError::request_timeout(),
         P::Body(problem) => body(*problem),
         P::ModelNotAllowed(model) => OpenAiError::model_not_allowed(model),
         P::ModelRequired => OpenAiError::model_required(),
@@ -270,6 +272,10 @@ fn body(problem: BodyProblem) -> OpenAiError {
         ),
         B::JsonNotAnObject => (
             "We could not parse the JSON body of your request. The body must be a JSON object.",
+            None,
+        ),
+        B::NotUtf8 => (
+            "We could not parse the JSON body of your request: it is not valid UTF-8.",
             None,
         ),
         B::ModelNotAString => ("`model` must be a string", Some("model")),
@@ -451,6 +457,7 @@ mod tests {
                 "invalid_request",
             ),
             (S::TooLarge { limit: 0 }.into(), 413, "request_too_large"),
+            (S::BodyTimeout.into(), 408, "request_timeout"),
             (S::NotSignedIn.into(), 401, "not_signed_in"),
             (
                 S::FreshPasskeyRequired.into(),
@@ -515,6 +522,7 @@ mod tests {
                 413,
                 "request_too_large",
             ),
+            (ProxyError::BodyTimeout.into(), 408, "request_timeout"),
             (
                 ProxyError::ModelNotAllowed("m".into()).into(),
                 403,
@@ -663,6 +671,7 @@ mod tests {
             BodyProblem::ContentLengthNotANumber,
             BodyProblem::Compressed,
             BodyProblem::JsonNotAnObject,
+            BodyProblem::NotUtf8,
             BodyProblem::ModelNotAString,
             BodyProblem::ModelTooLong,
             BodyProblem::Unreadable,
@@ -692,7 +701,7 @@ mod tests {
 
     /// How many variants [`variant`] names. A new variant does not compile there until
     /// it gets a name; then this count and the table above must grow with it.
-    const VARIANTS: usize = 58;
+    const VARIANTS: usize = 60;
 
     /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
     /// fails to compile here until it is named, and then the table test fails until it
@@ -711,6 +720,7 @@ mod tests {
                     Unreadable::Query(_) => "Unreadable::Query",
                 },
                 S::TooLarge { .. } => "TooLarge",
+                S::BodyTimeout => "BodyTimeout",
                 S::NotSignedIn => "NotSignedIn",
                 S::FreshPasskeyRequired => "FreshPasskeyRequired",
                 S::CsrfFailed => "CsrfFailed",
@@ -735,6 +745,7 @@ mod tests {
                 ProxyError::InvalidPath(_) => "InvalidPath",
                 ProxyError::EndpointNotAllowed(_) => "EndpointNotAllowed",
                 ProxyError::TooLarge { .. } => "Proxy::TooLarge",
+                ProxyError::BodyTimeout => "Proxy::BodyTimeout",
                 ProxyError::Body(_) => "Body",
                 ProxyError::ModelNotAllowed(_) => "ModelNotAllowed",
                 ProxyError::ModelRequired => "ModelRequired",

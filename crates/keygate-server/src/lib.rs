@@ -6,6 +6,7 @@
 pub mod accounting;
 pub mod app;
 pub mod auth;
+pub mod client_deadline;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -6,8 +6,10 @@
 
 mod app;
 pub mod browser;
+pub mod bystander;
 pub mod clock_control;
 pub mod mock_openai;
+pub mod raw;
 pub mod soft_passkey;
 
 pub use app::{

@@ -48,6 +48,8 @@ pub enum RequestBody {
         content_length: Option<u64>,
         /// Set by the pump when the body outgrew the limit mid-stream.
         too_large: Arc<AtomicBool>,
+        /// Set by the pump when the body stopped arriving (`client_deadline`).
+        timed_out: Arc<AtomicBool>,
     },
 }
 
@@ -131,6 +133,11 @@ pub async fn read(
 
     if is_json {
         let bytes = buffer(&mut payload, limit, content_length).await?;
+        // JSON is UTF-8 (RFC 8259). serde_json skips the fields keygate does not read
+        // without checking their bytes, so a body OpenAI refuses could otherwise pass.
+        if std::str::from_utf8(&bytes).is_err() {
+            return Err(ProxyError::Body(BodyProblem::NotUtf8).into());
+        }
         let peek: Peek = serde_json::from_slice(&bytes).map_err(|e| {
             // serde's own wording for a field it met twice (`duplicate field `n``).
             if e.is_data() && e.to_string().starts_with("duplicate field") {
@@ -206,7 +213,13 @@ async fn buffer(
 ) -> Result<Bytes, ServerError> {
     let mut buf = BytesMut::with_capacity(hint.unwrap_or(8 * 1024).min(1024 * 1024) as usize);
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ProxyError::Body(BodyProblem::Unreadable))?;
+        let chunk = chunk.map_err(|e| {
+            if crate::client_deadline::is_body_timeout(&e) {
+                ProxyError::BodyTimeout
+            } else {
+                ProxyError::Body(BodyProblem::Unreadable)
+            }
+        })?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(ProxyError::TooLarge { limit }.into());
         }
@@ -221,6 +234,8 @@ fn pump(mut payload: web::Payload, limit: u64, content_length: Option<u64>) -> R
     let (tx, rx) = mpsc::channel(8);
     let too_large = Arc::new(AtomicBool::new(false));
     let flag = too_large.clone();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let late = timed_out.clone();
     actix_web::rt::spawn(async move {
         let mut seen: u64 = 0;
         while let Some(chunk) = payload.next().await {
@@ -234,7 +249,12 @@ fn pump(mut payload: web::Payload, limit: u64, content_length: Option<u64>) -> R
                         Ok(bytes)
                     }
                 }
-                Err(_) => Err(std::io::Error::other("client body read failed")),
+                Err(e) => {
+                    if crate::client_deadline::is_body_timeout(&e) {
+                        late.store(true, Ordering::SeqCst);
+                    }
+                    Err(std::io::Error::other("client body read failed"))
+                }
             };
             let stop = item.is_err();
             if tx.send(item).await.is_err() || stop {
@@ -246,5 +266,6 @@ fn pump(mut payload: web::Payload, limit: u64, content_length: Option<u64>) -> R
         chunks: rx,
         content_length,
         too_large,
+        timed_out,
     }
 }

@@ -31,6 +31,9 @@ pub enum ProxyError {
     // --- body and models -------------------------------------------------------
     #[error("body larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The body stopped arriving before its deadline (`client_deadline`).
+    #[error("request body timed out")]
+    BodyTimeout,
     #[error("bad body: {0:?}")]
     Body(BodyProblem),
     #[error("model {0} not allowed")]
@@ -120,6 +123,8 @@ pub enum BodyProblem {
     ContentLengthNotANumber,
     Compressed,
     JsonNotAnObject,
+    /// A JSON body that is not UTF-8.
+    NotUtf8,
     ModelNotAString,
     /// A `model` longer than any model id (it would be logged and counted).
     ModelTooLong,

@@ -61,6 +61,7 @@ pub async fn forward(
     }
 
     let mut too_large = None;
+    let mut timed_out = None;
     let body = match body {
         RequestBody::Empty => None,
         RequestBody::Buffered(bytes) => Some(reqwest::Body::from(bytes)),
@@ -68,11 +69,13 @@ pub async fn forward(
             chunks,
             content_length,
             too_large: flag,
+            timed_out: late,
         } => {
             if let Some(len) = content_length {
                 headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(len));
             }
             too_large = Some(flag);
+            timed_out = Some(late);
             Some(reqwest::Body::wrap_stream(ReceiverStream::new(chunks)))
         }
     };
@@ -83,7 +86,10 @@ pub async fn forward(
     let timeouts = st.config.upstream;
     let sent = tokio::time::timeout(timeouts.first_byte, builder.send()).await;
     let over_limit = || too_large.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
+    let body_late = || timed_out.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
     match sent {
+        // The app's body stopped coming: its fault, not the upstream's.
+        _ if body_late() => Err(ProxyError::BodyTimeout.into()),
         Err(_) => Err(UpstreamError::FirstByteTimeout(timeouts.first_byte).into()),
         Ok(Ok(res)) if over_limit() => {
             drop(res);
@@ -112,7 +118,11 @@ pub fn never_sent(e: &ServerError) -> bool {
     matches!(
         e,
         ServerError::Upstream(UpstreamError::Connect | UpstreamError::ConnectTimeout(_))
-            | ServerError::Proxy(ProxyError::TooLarge { .. } | ProxyError::UnsupportedMethod)
+            | ServerError::Proxy(
+                ProxyError::TooLarge { .. }
+                    | ProxyError::BodyTimeout
+                    | ProxyError::UnsupportedMethod
+            )
     )
 }
 

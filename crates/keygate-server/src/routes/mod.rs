@@ -17,7 +17,7 @@ use actix_web::{HttpRequest, HttpResponse, error, guard, web};
 use crate::auth::csrf;
 use crate::error::{ServerError, respond};
 use crate::services::error::{Missing, ServiceError, Unreadable};
-use crate::{proxy, throttle};
+use crate::{client_deadline, proxy, throttle};
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
     cfg.app_data(json_config(max_json_bytes))
@@ -34,6 +34,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
         .app_data(web::FormConfig::default().error_handler(|err, req| {
             let e = ServerError::from(match &err {
                 error::UrlencodedError::Overflow { .. } => ServiceError::TooLarge { limit: 0 },
+                error::UrlencodedError::Payload(p) if client_deadline::is_body_timeout(p) => {
+                    ServiceError::BodyTimeout
+                }
                 error::UrlencodedError::ContentType => {
                     ServiceError::Unreadable(Unreadable::FormContentType)
                 }
@@ -197,6 +200,9 @@ fn json_config(limit: usize) -> web::JsonConfig {
             let e = ServerError::from(match &err {
                 error::JsonPayloadError::OverflowKnownLength { .. }
                 | error::JsonPayloadError::Overflow { .. } => ServiceError::TooLarge { limit: 0 },
+                error::JsonPayloadError::Payload(p) if client_deadline::is_body_timeout(p) => {
+                    ServiceError::BodyTimeout
+                }
                 error::JsonPayloadError::ContentType => {
                     ServiceError::Unreadable(Unreadable::JsonContentType)
                 }

@@ -25,6 +25,9 @@ pub enum ServiceError {
     /// A body larger than the API accepts (the JSON and form extractors' limits).
     #[error("body larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The body stopped arriving before its deadline (`client_deadline`).
+    #[error("request body timed out")]
+    BodyTimeout,
     #[error("not signed in")]
     NotSignedIn,
     #[error("no fresh passkey check")]

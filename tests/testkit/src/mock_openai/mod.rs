@@ -32,7 +32,6 @@ mod routes;
 pub mod scenario;
 mod sse;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,7 +47,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 pub use fixtures::{REPLY_PIECES, REPLY_TEXT};
-pub use routes::REJECTED_KEY_PREFIX;
+pub use routes::{HUGE_ERROR_LEN, REJECTED_KEY_PREFIX, garbage_sse_events};
 
 use body::MockBody;
 
@@ -354,10 +353,22 @@ async fn read_body(mut body: Incoming) -> (Bytes, Option<hyper::Error>) {
     }
 }
 
+/// The `reset-before-head` scenario's "error": the connection is closed unanswered.
+#[derive(Debug)]
+struct ResetBeforeHead;
+
+impl std::fmt::Display for ResetBeforeHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mock: reset-before-head")
+    }
+}
+
+impl std::error::Error for ResetBeforeHead {}
+
 async fn serve(
     req: Request<Incoming>,
     shared: Arc<Shared>,
-) -> Result<Response<MockBody>, Infallible> {
+) -> Result<Response<MockBody>, ResetBeforeHead> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let (body, body_err) = read_body(body).await;
@@ -397,6 +408,14 @@ async fn serve(
         );
         routes::add_openai_headers(&mut resp, started);
         return Ok(resp);
+    }
+
+    if matches!(
+        scenario::Knobs::from_headers(&parts.headers).map(|k| k.scenario),
+        Ok(scenario::Scenario::ResetBeforeHead)
+    ) {
+        // hyper closes the connection when the service fails: no response at all.
+        return Err(ResetBeforeHead);
     }
 
     let ctx = routes::Ctx {

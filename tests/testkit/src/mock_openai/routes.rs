@@ -93,6 +93,20 @@ async fn respond(ctx: &Ctx) -> Resp {
         Scenario::Error { status, quota } => scenario_error(ctx, status, quota),
         Scenario::EchoHeaders => echo_headers(ctx),
         Scenario::BigResponse => big_response(),
+        // Answered by closing the connection (`super::serve`), never here.
+        Scenario::ResetBeforeHead => internal_error("mock: reset-before-head"),
+        Scenario::GarbageSse => sse_response(garbage_sse(), &ctx.shared),
+        Scenario::HugeError { status } => huge_error(status),
+        Scenario::Redirect { port } => {
+            let mut resp = Response::new(MockBody::full(Bytes::new()));
+            *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+            append_header(
+                &mut resp,
+                "location",
+                &format!("http://127.0.0.1:{port}{}", ctx.path),
+            );
+            resp
+        }
         Scenario::ResetMidStream => stream_scenario(ctx, Pacing::FailAfter(2)),
         Scenario::StallMidStream => stream_scenario(ctx, Pacing::StallAfter(2, delay)),
         Scenario::LongStream => long_stream(ctx, delay),
@@ -612,6 +626,63 @@ fn big_response() -> Resp {
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// The size of a `huge-error-<status>` body.
+pub const HUGE_ERROR_LEN: usize = 10 * 1024 * 1024;
+
+/// `huge-error-<status>`: an OpenAI-shaped error whose message makes it 10 MiB.
+fn huge_error(status: u16) -> Resp {
+    let Ok(status) = StatusCode::from_u16(status) else {
+        return internal_error("mock: invalid status");
+    };
+    const PREFIX: &[u8] = br#"{"error":{"message":""#;
+    const SUFFIX: &[u8] = br#"","type":"server_error","param":null,"code":null}}"#;
+    let mut body = Vec::with_capacity(HUGE_ERROR_LEN);
+    body.extend_from_slice(PREFIX);
+    body.resize(HUGE_ERROR_LEN - SUFFIX.len(), b'e');
+    body.extend_from_slice(SUFFIX);
+    let body = Bytes::from(body);
+    let chunks: Vec<Step> = (0..HUGE_ERROR_LEN)
+        .step_by(BIG_RESPONSE_CHUNK)
+        .map(|start| Step::Send(body.slice(start..(start + BIG_RESPONSE_CHUNK).min(body.len()))))
+        .collect();
+    let mut resp = Response::new(MockBody::paced(Box::new(chunks.into_iter()), None));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// The events of `garbage-sse`, each its own body frame: what a broken or hostile
+/// upstream could send on a 200 `text/event-stream`.
+pub fn garbage_sse_events() -> Vec<Bytes> {
+    let mut long = b"data: ".to_vec();
+    long.resize(2 * 1024 * 1024, b'a');
+    long.extend_from_slice(b"\n\n");
+    vec![
+        Bytes::from_static(b": a comment\n\n"),
+        Bytes::from_static(b"data: {not json\n\n"),
+        Bytes::from_static(b"data: \xff\xfe\x00 not utf-8\n\n"),
+        Bytes::from_static(b"event: x\nid: 1\nretry: soon\nno-colon\n\n"),
+        Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\r\n\r\n"),
+        Bytes::from(long),
+        Bytes::from_static(b"data: {\"choices\":[],\"usage\":\"not an object\"}\n\n"),
+        Bytes::from_static(
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":18446744073709551615,\
+              \"completion_tokens\":18446744073709551615,\"total_tokens\":-1}}\n\n",
+        ),
+        Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1e309}}\n\n"),
+        Bytes::from_static(b"data: [DONE]\n\n"),
+    ]
+}
+
+fn garbage_sse() -> super::body::Steps {
+    let steps: Vec<Step> = garbage_sse_events()
+        .into_iter()
+        .flat_map(|e| [Step::Send(e), Step::Flush])
+        .collect();
+    Box::new(steps.into_iter())
 }
 
 /// `reset-mid-stream` / `stall-mid-stream`: always a stream, chat or Responses framing by path.

@@ -12,6 +12,10 @@
 //! | `set-cookie`        | normal answer plus `set-cookie` and hop-by-hop response headers, and `x-upstream-extra: kept` |
 //! | `echo-headers`      | 200 `{"headers":{...}}` with every received header |
 //! | `big-response`      | 200 JSON body of exactly 5 MiB, streamed in 64 KiB chunks |
+//! | `reset-before-head` | the request is read, then the connection is closed without any response |
+//! | `garbage-sse`       | SSE 200 of hostile events (`garbage_sse_events`): not JSON, not UTF-8, a 2 MiB line, absurd `usage` numbers; then `[DONE]` |
+//! | `huge-error-<status>` | that status with a 10 MiB OpenAI-shaped error body, in 64 KiB chunks |
+//! | `redirect-<port>`   | 307 to `http://127.0.0.1:<port>` + the request's path (another host) |
 //!
 //!
 //! Independent of the scenario, `x-mock-completion-tokens: N` makes chat (JSON and
@@ -42,6 +46,10 @@ pub enum Scenario {
     SetCookie,
     EchoHeaders,
     BigResponse,
+    ResetBeforeHead,
+    GarbageSse,
+    HugeError { status: u16 },
+    Redirect { port: u16 },
 }
 
 impl Scenario {
@@ -56,6 +64,18 @@ impl Scenario {
             "set-cookie" => Scenario::SetCookie,
             "echo-headers" => Scenario::EchoHeaders,
             "big-response" => Scenario::BigResponse,
+            "reset-before-head" => Scenario::ResetBeforeHead,
+            "garbage-sse" => Scenario::GarbageSse,
+            _ if value.starts_with("huge-error-") => {
+                let status: u16 = value["huge-error-".len()..].parse().ok()?;
+                if !(400..=599).contains(&status) {
+                    return None;
+                }
+                Scenario::HugeError { status }
+            }
+            _ if value.starts_with("redirect-") => Scenario::Redirect {
+                port: value["redirect-".len()..].parse().ok()?,
+            },
             _ => {
                 let rest = value.strip_prefix("error-")?;
                 let (status, quota) = match rest.strip_suffix("-quota") {
@@ -135,6 +155,15 @@ mod tests {
         assert_eq!(Scenario::parse("error-200"), None);
         assert_eq!(Scenario::parse("error-500-quota"), None);
         assert_eq!(Scenario::parse("nonsense"), None);
+        assert_eq!(
+            Scenario::parse("huge-error-500"),
+            Some(Scenario::HugeError { status: 500 })
+        );
+        assert_eq!(Scenario::parse("huge-error-200"), None);
+        assert_eq!(
+            Scenario::parse("redirect-8080"),
+            Some(Scenario::Redirect { port: 8080 })
+        );
         assert_eq!(
             Scenario::parse("long-stream").map(|s| s.default_delay()),
             Some(Duration::from_millis(50))
