@@ -123,10 +123,10 @@ impl Keygate {
                     log_tail(&self.log, 40)
                 );
             }
-            if let Ok(res) = client.get(format!("{}/readyz", self.base)).send().await {
-                if res.status() == 200 {
-                    return Ok(());
-                }
+            if let Ok(res) = client.get(format!("{}/readyz", self.base)).send().await
+                && res.status() == 200
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
@@ -136,6 +136,11 @@ impl Keygate {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Whether the process has exited (by itself: before any kill).
+    pub fn exited(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_some())
     }
 
     /// SIGKILL, and reap it.
