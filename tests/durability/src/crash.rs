@@ -48,6 +48,7 @@ struct Figures {
     shown_then_lost_total: u64,
     lost: u64,
     unprovoked: u64,
+    audit_entries_checked: u64,
 }
 
 const USAGE_FLUSHES: &str = "keygate_store_flush_seconds_count{writer=\"usage\"}";
@@ -132,6 +133,9 @@ struct Shard {
     expect: Vec<(String, String)>,
     /// OpenAI keys replaced or deleted (acknowledged) since the last merge.
     newly_dead: Vec<String>,
+    /// The audit entry each acknowledged write must have left: action, and the id of
+    /// its target or of the person it concerns.
+    audit: Vec<(&'static str, String)>,
     counter: u64,
     acked: u64,
     in_doubt: u64,
@@ -238,6 +242,7 @@ pub async fn run(opts: Opts) -> Result<()> {
             usage: HashMap::new(),
             expect: Vec::new(),
             newly_dead: Vec::new(),
+            audit: Vec::new(),
             counter: 0,
             acked: 0,
             in_doubt: 0,
@@ -249,6 +254,7 @@ pub async fn run(opts: Opts) -> Result<()> {
     let mut dead: HashSet<String> = HashSet::new();
     let mut prev_graceful = false;
     let mut last_shown: HashMap<String, u64> = HashMap::new();
+    let mut audit_since = keygate_core::time::now().saturating_sub(2);
 
     let result: Result<()> = async {
         for cycle in 0..=opts.cycles {
@@ -272,7 +278,12 @@ pub async fn run(opts: Opts) -> Result<()> {
             check_usage(&ctx, &mut shards, prev_graceful, &last_shown, &mut fig)
                 .await
                 .with_context(|| format!("cycle {cycle}: usage"))?;
-            last_shown.clear();
+                        last_shown.clear();
+            check_audit(&ctx, &mut shards, audit_since, &mut fig)
+                .await
+                .with_context(|| format!("cycle {cycle}: audit log"))?;
+            // This start's own writes (probe grants) are checked at the next one.
+            audit_since = keygate_core::time::now().saturating_sub(2);
 
             // 2. Every acknowledged write so far, as the model says.
             let acked_before: u64 = shards.iter().map(|s| s.acked).sum();
@@ -383,7 +394,7 @@ pub async fn run(opts: Opts) -> Result<()> {
     println!(
         "durability: cycles {} (SIGKILL under load {}, SIGKILL while starting {}, graceful {}), \
          acked writes {}, acked writes checked {}, in doubt resolved {}, proxied requests {}, \
-         entity checks {}, dead keys never seen again {}, usage checks {}, durable usage \
+         entity checks {}, audit entries checked {}, dead keys never seen again {}, usage checks {}, durable usage \
          snapshots {}, usage shown but lost at a kill: max {} / total {} requests, lost {}, \
          {:.0}s",
         fig.cycles,
@@ -395,6 +406,7 @@ pub async fn run(opts: Opts) -> Result<()> {
         fig.in_doubt,
         fig.proxied,
         fig.entities_checked,
+        fig.audit_entries_checked,
         fig.dead_keys,
         fig.usage_checks,
         fig.durable_snapshots,
@@ -728,6 +740,7 @@ async fn create_person(ctx: &Ctx, s: &mut Shard) -> Result<Flow> {
         s.in_doubt += 1;
         return Ok(Flow::Stop);
     };
+    s.audit.push(("user.created", id.to_owned()));
     s.people.push(Person {
         id: id.to_owned(),
         name,
@@ -765,6 +778,7 @@ async fn sign_up(ctx: &Ctx, s: &mut Shard) -> Result<Flow> {
         s.in_doubt += 1;
         return Ok(Flow::Stop);
     };
+    s.audit.push(("user.signed_up", id.to_owned()));
     s.people.push(Person {
         id: id.to_owned(),
         name,
@@ -793,6 +807,7 @@ async fn create_grant(ctx: &Ctx, s: &mut Shard, pi: usize, probe: bool) -> Resul
         s.in_doubt += 1;
         return Ok(Flow::Stop);
     };
+    s.audit.push(("grant.created", id.to_owned()));
     s.usage.entry(id.to_owned()).or_default();
     s.people[pi].grants.push(Grant {
         id: id.to_owned(),
@@ -839,6 +854,12 @@ async fn put_key(ctx: &Ctx, s: &mut Shard, pi: usize) -> Result<Flow> {
     };
     ensure!(status == 204, "store a key: {status}");
     s.acked += 1;
+    let action = if old.is_some() {
+        "key.replaced"
+    } else {
+        "key.stored"
+    };
+    s.audit.push((action, s.people[pi].id.clone()));
     if let Some(old) = old {
         s.newly_dead.push(old);
     }
@@ -861,6 +882,7 @@ async fn delete_key(ctx: &Ctx, s: &mut Shard, pi: usize) -> Result<Flow> {
         Call::Answered(status) => {
             ensure!(status == 204, "delete the key: {status}");
             s.acked += 1;
+            s.audit.push(("key.deleted", s.people[pi].id.clone()));
             if let Some(old) = old {
                 s.newly_dead.push(old);
             }
@@ -923,6 +945,8 @@ async fn rotate(ctx: &Ctx, s: &mut Shard, pi: usize, gi: usize) -> Result<Flow> 
     };
     ensure!(status == 200, "rotate: {status} {v}");
     s.acked += 1;
+    s.audit
+        .push(("grant.rotated", s.people[pi].grants[gi].id.clone()));
     let g = &mut s.people[pi].grants[gi];
     if let Some(old) = g.key.take() {
         g.dead_keys.push(old);
@@ -954,6 +978,13 @@ async fn set_state(ctx: &Ctx, s: &mut Shard, pi: usize, gi: usize, to: GState) -
     };
     ensure!(status.as_u16() == want, "{path}: {status} {v}");
     s.acked += 1;
+    let action = match to {
+        GState::Active => "grant.enabled",
+        GState::Disabled => "grant.disabled",
+        GState::Revoked => "grant.revoked",
+        GState::Removed => "grant.removed",
+    };
+    s.audit.push((action, s.people[pi].grants[gi].id.clone()));
     let g = &mut s.people[pi].grants[gi];
     g.state = to;
     if to == GState::Removed {
@@ -977,6 +1008,8 @@ async fn rename(ctx: &Ctx, s: &mut Shard, pi: usize, gi: usize) -> Result<Flow> 
     };
     ensure!(status == 200, "rename: {status} {v}");
     s.acked += 1;
+    s.audit
+        .push(("grant.changed", s.people[pi].grants[gi].id.clone()));
     s.people[pi].grants[gi].name = name;
     Ok(Flow::Go)
 }
@@ -990,6 +1023,7 @@ async fn delete_person(ctx: &Ctx, s: &mut Shard, pi: usize) -> Result<Flow> {
     };
     ensure!(status == 204, "delete person: {status} {v}");
     s.acked += 1;
+    s.audit.push(("account.deleted", s.people[pi].id.clone()));
     s.people[pi].deleted = true;
     s.newly_dead.extend(s.people[pi].key.take());
     Ok(Flow::Go)
@@ -1457,6 +1491,59 @@ async fn check_usage(
             *u == 0 || known.contains(g.as_str()),
             "usage of {u} requests for grant {g}, which no request of the harness used"
         );
+    }
+    Ok(())
+}
+
+/// Every acknowledged write since `since` (Unix seconds) left its audit entry, flushed
+/// with it (`GET /admin/audit?from=`, all pages).
+async fn check_audit(ctx: &Ctx, shards: &mut [Shard], since: u64, fig: &mut Figures) -> Result<()> {
+    let from = keygate_core::calendar::to_rfc3339(since);
+    let mut found: HashMap<(String, String), u64> = HashMap::new();
+    let mut cursor = String::new();
+    loop {
+        let res = ctx
+            .client
+            .get(format!(
+                "{}/admin/audit?from={from}&limit=1000&cursor={cursor}",
+                ctx.base
+            ))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await?;
+        ensure!(res.status() == 200, "audit log: {}", res.status());
+        let next = res
+            .headers()
+            .get("x-next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let entries: Vec<Value> = res.json().await?;
+        for e in &entries {
+            let action = e["action"].as_str().unwrap_or_default();
+            let mut ids: Vec<&str> = [e["target"]["id"].as_str(), e["user"].as_str()]
+                .into_iter()
+                .flatten()
+                .collect();
+            ids.dedup();
+            for id in ids {
+                *found.entry((action.to_owned(), id.to_owned())).or_default() += 1;
+            }
+        }
+        match next {
+            Some(c) if !entries.is_empty() => cursor = c,
+            _ => break,
+        }
+    }
+    for s in shards.iter_mut() {
+        for (action, id) in s.audit.drain(..) {
+            let n = found.entry((action.to_owned(), id.clone())).or_default();
+            if *n == 0 {
+                fig.lost += 1;
+                bail!("an acknowledged {action} of {id} left no audit entry");
+            }
+            *n -= 1;
+            fig.audit_entries_checked += 1;
+        }
     }
     Ok(())
 }
