@@ -8,17 +8,15 @@
 # Modes: crash, soak, or both (default). Knobs: KG_DURA_CYCLES (30), KG_DURA_WORKERS (3),
 # KG_DURA_SEED (random; printed, replays the choice of operations), KG_SOAK_REQUESTS
 # (5000 here, 20000 in the harness itself), KG_SOAK_CONCURRENCY (8).
+#
+# The harness runs as an ignored test of the keygate-durability binary, built like the
+# suite's own `cargo test --workspace` (same features: nothing is compiled again after
+# it); `--test cli` makes cargo build the keygate binary it starts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-mode="${1:-both}"
-# The harness finds keygate next to itself: build both into the same target directory.
-cargo build --locked -q -p keygate --bin keygate -p keygate-durability
-harness() { cargo run --locked -q -p keygate-durability -- "$@"; }
-
-if [[ "$mode" == "crash" || "$mode" == "both" ]]; then
-  KG_DURA_CYCLES="${KG_DURA_CYCLES:-30}" harness crash
-fi
-if [[ "$mode" == "soak" || "$mode" == "both" ]]; then
-  KG_SOAK_REQUESTS="${KG_SOAK_REQUESTS:-5000}" harness soak
-fi
+export KG_DURA_MODE="${1:-both}"
+export KG_DURA_CYCLES="${KG_DURA_CYCLES:-30}"
+export KG_SOAK_REQUESTS="${KG_SOAK_REQUESTS:-5000}"
+cargo test --workspace --locked -q --no-run --test cli --bin keygate-durability
+cargo test --workspace --locked -q --bin keygate-durability -- --ignored --nocapture run_sh::harness

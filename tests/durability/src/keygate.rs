@@ -11,16 +11,18 @@ use anyhow::{Context, Result, bail};
 pub const ADMIN_KEY: &str = "durability-admin-key-0123456789-abcdef";
 
 /// The `keygate` executable: `KG_KEYGATE_BIN`, else the one cargo built next to this
-/// harness (same target directory and profile).
+/// harness (same target directory and profile; one level up when the harness runs as
+/// a test from `deps/`).
 pub fn binary() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("KG_KEYGATE_BIN") {
         return Ok(PathBuf::from(bin));
     }
     let me = std::env::current_exe().context("where is this harness")?;
-    let bin = me
-        .parent()
-        .context("the harness has no directory")?
-        .join("keygate");
+    let dir = me.parent().context("the harness has no directory")?;
+    let bin = [dir.join("keygate"), dir.join("../keygate")]
+        .into_iter()
+        .find(|b| b.is_file())
+        .unwrap_or_else(|| dir.join("keygate"));
     if !bin.is_file() {
         bail!(
             "no keygate binary at {}: build it first (cargo build -p keygate) or set KG_KEYGATE_BIN",

@@ -51,8 +51,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<()> {
-    let mode = std::env::args().nth(1).unwrap_or_default();
-    match mode.as_str() {
+    run_mode(&std::env::args().nth(1).unwrap_or_default()).await
+}
+
+async fn run_mode(mode: &str) -> Result<()> {
+    match mode {
         "crash" => {
             crash::run(crash::Opts {
                 cycles: env_u64("KG_DURA_CYCLES", 30)?,
@@ -76,5 +79,33 @@ async fn run() -> Result<()> {
              soak: KG_SOAK_REQUESTS=20000 mixed requests with a canary OpenAI key \
              (KG_SOAK_CONCURRENCY=8)"
         ),
+    }
+}
+
+/// How `tests/durability/run.sh` runs the harness: as an ignored test of this binary,
+/// built by `cargo test --workspace` with the suite's own feature set, so after the
+/// suite nothing is compiled again (a plain `cargo build -p keygate -p
+/// keygate-durability` unifies features differently and rebuilds most of keygate).
+#[cfg(test)]
+mod run_sh {
+    #[test]
+    #[ignore = "minutes long, needs the keygate binary: run by tests/durability/run.sh"]
+    fn harness() {
+        let modes = std::env::var("KG_DURA_MODE").unwrap_or_else(|_| "both".into());
+        let modes: &[&str] = match modes.as_str() {
+            "crash" => &["crash"],
+            "soak" => &["soak"],
+            _ => &["crash", "soak"],
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        for mode in modes {
+            if let Err(e) = runtime.block_on(super::run_mode(mode)) {
+                panic!("{mode}: {e:#}");
+            }
+        }
     }
 }
