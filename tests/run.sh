@@ -5,6 +5,7 @@
 #
 #   bash tests/run.sh            # everything
 #   KG_SKIP_SDK=1 KG_SKIP_BROWSER=1 bash tests/run.sh   # Rust only (a quick local loop)
+#   KG_SKIP_DURABILITY=1 ...     # without the crash/soak harness (tests/durability/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,11 @@ fi
 if [[ "${KG_SKIP_BROWSER:-}" != "1" ]]; then
   step "browser end-to-end tests (Chromium, virtual passkey authenticator)"
   bash tests/browser/run.sh
+fi
+
+if [[ "${KG_SKIP_DURABILITY:-}" != "1" ]]; then
+  step "crash durability (SIGKILL under load, 30 restarts) and soak (5,000 requests, a canary key)"
+  bash tests/durability/run.sh
 fi
 
 step "all suites passed"

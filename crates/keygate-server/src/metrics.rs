@@ -305,10 +305,15 @@ impl Metrics {
     pub fn time_flush<T>(&self, writer: &str, write: impl FnOnce() -> T) -> T {
         let start = Instant::now();
         let out = write();
+        self.observe_flush(writer, start.elapsed());
+        out
+    }
+
+    /// One batch of `writer` took `took` (for writers that await the disk).
+    pub fn observe_flush(&self, writer: &str, took: Duration) {
         self.flush
             .with_label_values(&[writer])
-            .observe(start.elapsed().as_secs_f64());
-        out
+            .observe(took.as_secs_f64());
     }
 
     fn render(&self) -> Result<Vec<u8>, prometheus::Error> {

@@ -75,20 +75,41 @@ impl Browser {
         res.json().await.expect("json")
     }
 
+    /// A ceremony start that reports instead of panicking (see [`Browser::try_register`]).
+    async fn try_start(&self, path: &str, body: Value) -> Result<Value, String> {
+        let res = self
+            .request(Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        if res.status() != 200 {
+            return Err(format!("{path}: status {}", res.status()));
+        }
+        res.json().await.map_err(|e| format!("{path}: {e}"))
+    }
+
     /// Registers a new person with this browser's passkey; returns the finish response.
     pub async fn register(&mut self, name: &str) -> Response {
+        self.try_register(name).await.expect("register")
+    }
+
+    /// Like [`Browser::register`], but an unreachable keygate or a refused start is an
+    /// `Err` instead of a panic: for harnesses that kill keygate mid-request
+    /// (tests/durability) and must tell "not acknowledged" from a failure.
+    pub async fn try_register(&mut self, name: &str) -> Result<Response, String> {
         let started = self
-            .start("/api/auth/register/start", json!({ "name": name }))
-            .await;
+            .try_start("/api/auth/register/start", json!({ "name": name }))
+            .await?;
         let credential = self
             .passkey
             .create(&started["options"])
-            .expect("authenticator create");
-        self.post(
-            "/api/auth/register/finish",
-            json!({"ceremony": started["ceremony"], "credential": credential}),
-        )
-        .await
+            .map_err(|e| format!("authenticator create: {e}"))?;
+        self.request(Method::POST, "/api/auth/register/finish")
+            .json(&json!({"ceremony": started["ceremony"], "credential": credential}))
+            .send()
+            .await
+            .map_err(|e| format!("/api/auth/register/finish: {e}"))
     }
 
     /// Registers and asserts success; returns the user JSON.
@@ -115,16 +136,21 @@ impl Browser {
 
     /// A fresh passkey assertion for the signed-in person (step-up).
     pub async fn reauth(&mut self) -> Response {
-        let started = self.start("/api/auth/reauth/start", json!({})).await;
+        self.try_reauth().await.expect("reauth")
+    }
+
+    /// Like [`Browser::reauth`], with failures as `Err` (see [`Browser::try_register`]).
+    pub async fn try_reauth(&mut self) -> Result<Response, String> {
+        let started = self.try_start("/api/auth/reauth/start", json!({})).await?;
         let credential = self
             .passkey
             .get(&started["options"])
-            .expect("authenticator get");
-        self.post(
-            "/api/auth/reauth/finish",
-            json!({"ceremony": started["ceremony"], "credential": credential}),
-        )
-        .await
+            .map_err(|e| format!("authenticator get: {e}"))?;
+        self.request(Method::POST, "/api/auth/reauth/finish")
+            .json(&json!({"ceremony": started["ceremony"], "credential": credential}))
+            .send()
+            .await
+            .map_err(|e| format!("/api/auth/reauth/finish: {e}"))
     }
 
     /// Adds a passkey from `device` to the signed-in person.
