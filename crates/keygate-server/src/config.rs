@@ -198,7 +198,14 @@ impl RawConfig {
                             .map(|p| p.display().to_string());
                         // Nested keys (`[plans.free]`, `[prices."gpt-4o"]`) are named
                         // by their whole dotted path: `plans.free.budget.usd`.
-                        let key = (!e.path.is_empty()).then(|| e.path.join("."));
+                        // An empty key (`"" = 1`) is named as written, not as nothing.
+                        let key = (!e.path.is_empty()).then(|| {
+                            e.path
+                                .iter()
+                                .map(|k| if k.is_empty() { "\"\"" } else { k.as_str() })
+                                .collect::<Vec<_>>()
+                                .join(".")
+                        });
                         let secret = e
                             .path
                             .first()
@@ -1188,6 +1195,13 @@ mod tests {
         );
         fails_naming(&format!("admin_key = {SECRET}\n"), "`admin_key` in ");
         fails_naming(&format!("admin_key = {SECRET}\n"), "must be text");
+    }
+
+    /// Found by the fuzz target `config`: an empty key was named "``".
+    #[test]
+    fn an_empty_key_is_named_as_written() {
+        fails_naming("'' = 'a'\n", "`\"\"` in ");
+        fails_naming("[plans.free]\n\"\" = 1\n", "`plans.free.\"\"` in ");
     }
 
     fn fails_naming(toml: &str, needle: &str) {
