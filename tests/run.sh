@@ -35,4 +35,7 @@ if [[ "${KG_SKIP_DURABILITY:-}" != "1" ]]; then
   bash tests/durability/run.sh
 fi
 
+step "short fuzz run (stable; the long cargo-fuzz runs are in docs/FUZZING.md)"
+KG_FUZZ_CASES="${KG_FUZZ_CASES:-5000}" cargo test -p keygate-fuzz --locked --test short
+
 step "all suites passed"

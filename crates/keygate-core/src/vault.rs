@@ -147,6 +147,7 @@ pub fn open(
     sealed: &SealedKey,
     binding: &impl Bound,
 ) -> Result<UnsealedKey, CoreError> {
+    check_lengths(&sealed.compact)?;
     let selector = |header: &JweHeader| -> Result<Option<&dyn JweDecrypter>, josekit::JoseError> {
         match check_header(keyring, header) {
             Ok(d) => Ok(Some(d)),
@@ -230,6 +231,19 @@ fn check_header<'k>(
             _ => CoreError::Unseal("unexpected header parameter"),
         });
     }
+    // The key wrap's iv and tag: like the content's, exactly what we write (a short
+    // GCM tag would be checked only as far as it goes).
+    for (name, len) in [("iv", IV_LEN), ("tag", TAG_LEN)] {
+        let exact = header
+            .claim(name)
+            .and_then(|v| v.as_str())
+            .is_some_and(|v| b64_len_is(v, len));
+        if !exact {
+            return Err(CoreError::Unseal(
+                "the key wrap's iv or tag has the wrong length",
+            ));
+        }
+    }
     if header.algorithm() != Some(ALG) {
         return Err(CoreError::Unseal("algorithm is not A256GCMKW"));
     }
@@ -243,6 +257,32 @@ fn check_header<'k>(
         .decrypter(kid)
         .map(|d| d as &dyn JweDecrypter)
         .ok_or_else(|| CoreError::UnknownKid(kid.to_owned()))
+}
+
+/// AES-GCM's iv and tag, and the wrapped content key, in bytes.
+const IV_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const CEK_LEN: usize = 32;
+
+/// Every fixed-size part of the compact form has exactly its size: the wrapped key,
+/// the content iv and the content tag. OpenSSL's GCM checks as many tag bytes as it
+/// is handed, so a tag cut short would be verified only as far as it goes (and a
+/// short tag can be forged by trying): refused here, before any decryption.
+fn check_lengths(compact: &str) -> Result<(), CoreError> {
+    let parts: Vec<&str> = compact.split('.').collect();
+    let [_, wrapped, iv, _, tag] = parts.as_slice() else {
+        return Err(CoreError::Unseal("not a compact JWE"));
+    };
+    // The wrapped key is the content key's size: AES-GCM key wrap adds no bytes.
+    if !(b64_len_is(wrapped, CEK_LEN) && b64_len_is(iv, IV_LEN) && b64_len_is(tag, TAG_LEN)) {
+        return Err(CoreError::Unseal("a part of the JWE has the wrong length"));
+    }
+    Ok(())
+}
+
+/// Whether unpadded base64url `s` is exactly the encoding length of `bytes` bytes.
+fn b64_len_is(s: &str, bytes: usize) -> bool {
+    s.len() == (bytes * 4).div_ceil(3)
 }
 
 fn peek_header(compact: &str) -> Result<JweHeader, CoreError> {

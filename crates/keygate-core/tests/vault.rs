@@ -313,3 +313,48 @@ proptest! {
         prop_assert!(opened.is_err());
     }
 }
+
+/// Found by the fuzz target `jwe` (tests/fuzz): OpenSSL's AES-GCM checks as many tag
+/// bytes as it is given, so a JWE whose tag was cut to 12 or 6 bytes used to open —
+/// and a short tag can be forged by trying (1 in 2^48 for 6 bytes, in fewer tries
+/// the shorter it is). Every part now has its exact length before anything is decrypted.
+#[test]
+fn a_truncated_or_padded_part_fails_before_decrypting() {
+    let ring = Keyring::generate().unwrap();
+    let b = binding();
+    let sealed = vault::seal(&ring, &b, &key(), None, None, 1).unwrap();
+    let c = sealed.as_compact();
+    let parts: Vec<&str> = c.split('.').collect();
+    let with_part = |i: usize, part: &str| {
+        let mut p = parts.clone();
+        p[i] = part;
+        SealedKey::from_compact(p.join(".")).unwrap()
+    };
+    // The content tag (16 bytes), cut to 12, 8, 6 and 4 bytes, or grown to 17.
+    for n in [16usize, 11, 8, 6] {
+        let cut = &parts[4][..n];
+        let err = vault::open(&ring, &with_part(4, cut), &b).unwrap_err();
+        assert!(matches!(err, CoreError::Unseal(_)), "{n}: {err:?}");
+    }
+    let longer = URL_SAFE_NO_PAD.encode([0u8; 17]);
+    assert!(vault::open(&ring, &with_part(4, &longer), &b).is_err());
+    // The content iv (12 bytes) and the wrapped key (32 bytes), cut or grown.
+    for (i, len) in [(2usize, 12usize), (1, 32)] {
+        for wrong in [len - 4, len + 4] {
+            let part = URL_SAFE_NO_PAD.encode(vec![7u8; wrong]);
+            assert!(vault::open(&ring, &with_part(i, &part), &b).is_err());
+        }
+    }
+    // The key wrap's own iv and tag in the header.
+    let h: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    for (name, cut) in [("tag", 16usize), ("tag", 8), ("iv", 8)] {
+        let short = h[name].as_str().unwrap()[..cut].to_owned();
+        let s = with_header(c, |m| {
+            m.insert(name.into(), short.clone().into());
+        });
+        assert!(vault::open(&ring, &s, &b).is_err(), "{name} cut to {cut}");
+    }
+    // Untouched, it opens.
+    assert!(vault::open(&ring, &sealed, &b).is_ok());
+}

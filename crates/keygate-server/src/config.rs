@@ -203,7 +203,19 @@ impl RawConfig {
                             .map(|p| p.display().to_string());
                         // Nested keys (`[plans.free]`, `[prices."gpt-4o"]`) are named
                         // by their whole dotted path: `plans.free.budget.usd`.
-                        let key = (!e.path.is_empty()).then(|| e.path.join("."));
+                        // An empty key (`"" = 1`) is named as written, not as nothing.
+                        let key = (!e.path.is_empty()).then(|| {
+                            e.path
+                                .iter()
+                                .map(|k| if k.is_empty() { "\"\"" } else { k.as_str() })
+                                .collect::<Vec<_>>()
+                                .join(".")
+                        });
+                        let secret = e
+                            .path
+                            .first()
+                            .and_then(|k| setting_for(k))
+                            .is_some_and(|s| s.kind == Kind::Secret);
                         let name = match (key, file) {
                             (Some(k), Some(f)) => format!("`{k}` in {f}"),
                             (Some(k), None) => format!("KEYGATE_{}", k.to_ascii_uppercase()),
@@ -220,6 +232,11 @@ impl RawConfig {
                                     .map(|s| format!("; did you mean `{}`?", s.key))
                                     .unwrap_or_default()
                             ),
+                            // A wrong type would be reported with the value in it.
+                            _ if secret => "must be text (its value is not repeated here: \
+                                             it is a secret)"
+                                .to_owned(),
+                            figment::error::Kind::Message(m) => without_source_lines(m),
                             other => other.to_string(),
                         };
                         format!("{name}: {what}")
@@ -577,6 +594,25 @@ fn plan_problems(plans: &BTreeMap<String, Plan>, default_plan: Option<&str>) -> 
         ));
     }
     out
+}
+
+/// A TOML syntax error without the lines of the file it quotes: the line at fault
+/// may hold a secret (an unterminated `admin_key = "…` or `master_keys`), and the
+/// error goes to the terminal and the service's logs. The position and the reason stay:
+/// `TOML parse error at line 4, column 34: invalid basic string`.
+fn without_source_lines(message: &str) -> String {
+    let quoted = |line: &str| {
+        let t = line.trim_start();
+        t.starts_with('|')
+            || t.split_once(" |")
+                .is_some_and(|(n, _)| n.parse::<u64>().is_ok())
+    };
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !quoted(l))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// A plan name as apps send it (`plan` in the connect flow): 1–64 of `[A-Za-z0-9._-]`.
@@ -1178,6 +1214,39 @@ mod tests {
         RawConfig::load(Some(&path))
             .and_then(RawConfig::validate)
             .map_err(|e| e.to_string())
+    }
+
+    /// Found by the fuzz target `config` (tests/fuzz): a TOML syntax error quoted the
+    /// line at fault, and a wrong type quoted the value — an admin or master key in
+    /// the terminal and the service's logs.
+    #[test]
+    fn errors_never_repeat_a_secret() {
+        // Digits only, and small enough for a TOML integer.
+        const SECRET: &str = "739146281055293746";
+        for toml in [
+            format!("admin_key = \"{SECRET}\nlisten = \"x\"\n"),
+            format!("master_keys = \"{SECRET}\n"),
+            format!("admin_key = {SECRET}\n"),
+            format!("metrics_token = [\"{SECRET}\"]\n"),
+            format!("master_keys = {{ k = \"{SECRET}\" }}\n"),
+        ] {
+            let e = from_toml(&toml).expect_err("refused");
+            assert!(!e.contains(SECRET), "{e}");
+        }
+        // What is left still says where and why.
+        fails_naming(
+            &format!("admin_key = \"{SECRET}\n"),
+            "TOML parse error at line 1, column",
+        );
+        fails_naming(&format!("admin_key = {SECRET}\n"), "`admin_key` in ");
+        fails_naming(&format!("admin_key = {SECRET}\n"), "must be text");
+    }
+
+    /// Found by the fuzz target `config`: an empty key was named "``".
+    #[test]
+    fn an_empty_key_is_named_as_written() {
+        fails_naming("'' = 'a'\n", "`\"\"` in ");
+        fails_naming("[plans.free]\n\"\" = 1\n", "`plans.free.\"\"` in ");
     }
 
     fn fails_naming(toml: &str, needle: &str) {

@@ -790,6 +790,24 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_new_addresses_is_pruned_without_waiting_for_the_sweeper() {
+        // One cell per 10 µs: an address's state is fresh again almost at once.
+        let t = RateThrottle::new(NonZeroU32::new(6_000_000).unwrap(), NonZeroU32::MIN);
+        let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(i));
+        for i in 0..=MAX_TRACKED as u32 {
+            let _ = t.check(ip(i));
+        }
+        assert_eq!(t.len(), MAX_TRACKED + 1);
+        std::thread::sleep(Duration::from_millis(20));
+        // The next new address finds the table past MAX_TRACKED and prunes it inline:
+        // only states that are not fresh yet (none here) stay.
+        for i in 0..1_000u32 {
+            let _ = t.check(ip(u32::MAX - i));
+        }
+        assert!(t.len() <= 1_000, "{} tracked", t.len());
+    }
+
+    #[test]
     fn retain_recent_forgets_fresh_addresses() {
         let t = RateThrottle::new(NonZeroU32::new(6_000_000).unwrap(), NonZeroU32::MIN);
         for i in 0..1000u32 {

@@ -37,17 +37,29 @@ async fn api_post(
 }
 
 async fn start(app: &TestApp, client: &reqwest::Client, i: usize) -> reqwest::Response {
-    if i.is_multiple_of(2) {
-        api_post(
-            app,
-            client,
-            "/api/auth/register/start",
-            json!({"name": format!("n{i}")}),
-        )
-        .await
+    start_as(app, client, i, None).await
+}
+
+/// [`start`], through a proxy that says the client is `forwarded_for` when given.
+async fn start_as(
+    app: &TestApp,
+    client: &reqwest::Client,
+    i: usize,
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
+    let (path, body) = if i.is_multiple_of(2) {
+        ("/api/auth/register/start", json!({"name": format!("n{i}")}))
     } else {
-        api_post(app, client, "/api/auth/login/start", json!({})).await
+        ("/api/auth/login/start", json!({}))
+    };
+    let mut req = client
+        .post(format!("{}{path}", app.local_address))
+        .header("origin", &app.address)
+        .json(&body);
+    if let Some(xff) = forwarded_for {
+        req = req.header("x-forwarded-for", xff);
     }
+    req.send().await.unwrap()
 }
 
 /// A 429 `rate_limit_exceeded` with a usable `Retry-After`.
@@ -669,4 +681,175 @@ async fn pages_send_no_referrer_and_post_forms_only_to_keygate() {
         csp.contains("form-action 'self'") && !csp.contains("javascript"),
         "{csp}"
     );
+}
+
+/// The forged client of request `i`: every one a different address, half IPv4 and half
+/// IPv6 (each in a /56 of its own, so only its own budgets apply).
+fn forged(i: usize) -> String {
+    if i.is_multiple_of(2) {
+        format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
+    } else {
+        format!("2001:db8:{:x}:{:x}00::1", i >> 8, i & 0xff)
+    }
+}
+
+/// What an operator sees of anonymous traffic: (people, audit entries).
+async fn people_and_audit(app: &TestApp) -> (usize, usize) {
+    let people = app.state.store.users().unwrap().len();
+    let audit: Vec<Value> = app
+        .client
+        .get(format!("{}/admin/audit?limit=1000", app.local_address))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (people, audit.len())
+}
+
+#[tokio::test]
+async fn ten_thousand_starts_from_as_many_forged_addresses_leave_at_most_the_cap() {
+    const CAP: usize = 500;
+    let app = keygate_testkit::spawn_app_with_clock(keygate_testkit::manual_clock(), |c| {
+        // Every forged client is believed (they come through a trusted proxy), and each
+        // has a budget of its own that one request never empties: only the cap bites.
+        c.trusted_proxies = Some("127.0.0.1".into());
+        c.max_ceremonies = Some(CAP as u64);
+        // A cell refills in a millisecond: a client's state is fresh again at once.
+        c.auth_rate_per_minute = Some(60_000);
+    })
+    .await;
+    let _alone = FLOODS.lock().await;
+    let proxy = client_from("127.0.0.1");
+    let answers: Vec<(u16, Value, bool)> = futures::stream::iter(0..STARTS)
+        .map(|i| {
+            let (app, proxy) = (&app, &proxy);
+            async move {
+                let res = start_as(app, proxy, i, Some(&forged(i))).await;
+                let status = res.status().as_u16();
+                let retry = res.headers().contains_key("retry-after");
+                (status, res.json().await.unwrap_or(Value::Null), retry)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    // Exactly the cap: every forged client was believed and had budget left, so
+    // nothing but the cap refused them.
+    assert_eq!(ok, CAP, "{ok} ceremonies started (cap {CAP})");
+    for (status, body, retry) in answers.iter().filter(|(s, _, _)| *s != 200) {
+        // The refusal is OpenAI's shape, with a time to come back.
+        assert_eq!(*status, 429, "{body}");
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+        assert_eq!(body["error"]["type"], "requests", "{body}");
+        assert!(retry, "no Retry-After");
+    }
+    let live = app.state.store.ceremony_count();
+    assert_eq!(
+        live, ok,
+        "every 200 is one stored ceremony, nothing else is"
+    );
+    // Anonymous starts make no account and write no audit entry.
+    assert_eq!(people_and_audit(&app).await, (0, 0));
+
+    // The per-address state of 10,000 clients (IPv6 also per /56) is forgotten by the
+    // sweeper once their budgets are full again.
+    assert!(app.state.throttles.tracked() <= STARTS + STARTS / 2);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Past the ceremony TTL: the sweeper removes them all and the cap is free again.
+    app.clock.advance(301);
+    let swept = keygate_server::app::sweep_once(&app.state);
+    assert_eq!(swept.ceremonies, live);
+    assert_eq!(app.state.store.ceremony_count(), 0);
+    assert_eq!(app.state.throttles.tracked(), 0);
+    assert_eq!(
+        start_as(&app, &proxy, 1, Some("10.99.0.1")).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn failed_sign_ins_from_many_addresses_store_nothing() {
+    let app = spawn_app_with(|c| {
+        c.trusted_proxies = Some("127.0.0.1".into());
+        c.auth_rate_per_minute = Some(1);
+        c.auth_burst = Some(1);
+    })
+    .await;
+    let proxy = client_from("127.0.0.1");
+    const CLIENTS: usize = 1_000;
+    let statuses: Vec<u16> = futures::stream::iter(0..2 * CLIENTS)
+        .map(|i| {
+            let proxy = &proxy;
+            let app = &app;
+            async move {
+                // Each client fails twice: its burst of one, then the block.
+                proxy
+                    .post(format!("{}/api/auth/login/finish", app.local_address))
+                    .header("origin", &app.address)
+                    .header("x-forwarded-for", forged(i % CLIENTS))
+                    .json(&json!({"ceremony": format!("forged-{i}"), "credential": {}}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        refused, CLIENTS,
+        "each client's second failure is throttled"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 429 || *s == 400),
+        "{statuses:?}"
+    );
+    // Nothing of it reached the store: no ceremony, no account, no audit entry.
+    assert_eq!(app.state.store.ceremony_count(), 0);
+    assert_eq!(people_and_audit(&app).await, (0, 0));
+    // In memory: at most the failure budget and the block of each client (the blocked
+    // map never holds more than throttle::MAX_TRACKED, see the unit tests).
+    assert!(app.state.throttles.tracked() <= 2 * CLIENTS);
+}
+
+#[tokio::test]
+async fn unknown_grant_keys_hold_nothing() {
+    let app = spawn_app().await;
+    // Well-formed keys with right checksums (anyone can compute one) for grants that
+    // do not exist.
+    let statuses: Vec<(u16, Value)> = futures::stream::iter(0..2_000)
+        .map(|_| {
+            let app = &app;
+            let key = keygate_core::token::issue(&keygate_core::ids::GrantId::generate());
+            async move {
+                let res = app
+                    .client
+                    .post(format!("{}/v1/chat/completions", app.local_address))
+                    .bearer_auth(key.expose_secret())
+                    .json(&json!({"model": "gpt-4o-mini", "messages": []}))
+                    .send()
+                    .await
+                    .unwrap();
+                (res.status().as_u16(), res.json().await.unwrap())
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for (status, body) in &statuses {
+        assert_eq!(*status, 401);
+        assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+    }
+    // Nothing was forwarded, no limiter window or usage row was made for them (the
+    // grant cache holds only grants that exist: keygate-store's grant_cache tests).
+    assert_eq!(app.mock.request_count(), 0);
+    assert_eq!(app.state.limiter.forget_idle(), 0);
+    assert_eq!(people_and_audit(&app).await, (0, 0));
 }
