@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod backup;
 mod error;
 mod grant_cache;
 pub mod records;
@@ -15,6 +16,7 @@ mod table;
 mod usage;
 
 pub use audit::AuditQuery;
+pub use backup::{BackupError, Snapshot, SnapshotSummary};
 pub use auth::{
     DeletePasskey, PasskeyInsert, SessionInsert, is_person_ceremony_id, person_ceremony_id,
     person_ceremony_prefix,
