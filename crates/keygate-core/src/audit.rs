@@ -61,6 +61,13 @@ actions! {
     AccountDeleted => "account.deleted",
     OperatorKeySet => "operator_key.set",
     OperatorKeyDeleted => "operator_key.deleted",
+    /// A new active master key was added (`POST /admin/master-keys`, or
+    /// `keygate keys rotate` offline).
+    MasterKeyRotated => "master_key.rotated",
+    /// A master key no record uses any more was removed from the keyring.
+    MasterKeyRetired => "master_key.retired",
+    /// A backup of the store was taken (`GET /admin/backup`).
+    StoreBackedUp => "store.backed_up",
 }
 
 impl Action {

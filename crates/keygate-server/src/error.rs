@@ -16,7 +16,9 @@ use keygate_store::StoreError;
 use thiserror::Error;
 
 use crate::proxy::error::{BodyProblem, ProxyError, RateKind};
-use crate::services::error::{CodeProblem, Limit, Missing, ServiceError, Unreadable};
+use crate::services::error::{
+    CodeProblem, Limit, MasterKeyRefusal, Missing, ServiceError, Unreadable,
+};
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -106,6 +108,7 @@ fn service(e: &ServiceError) -> OpenAiError {
             Missing::Connection => "No such connection for this app.".to_owned(),
             Missing::ActiveConnection => "No such active connection.".to_owned(),
             Missing::Plan => "No such plan.".to_owned(),
+            Missing::MasterKey => "No such master key in the keyring.".to_owned(),
             Missing::Page => "Not found.".to_owned(),
             Missing::Route { method, path } => format!("No route for {method} {path}."),
         }),
@@ -162,6 +165,13 @@ fn service(e: &ServiceError) -> OpenAiError {
         ),
         S::NotAdminKey => OpenAiError::invalid_api_key("this is not the admin key"),
         S::InsufficientScope { needed } => OpenAiError::insufficient_scope(needed.as_str()),
+        S::MasterKey(why) => match why {
+            MasterKeyRefusal::FromEnvironment => OpenAiError::keyring_from_environment(),
+            MasterKeyRefusal::Active(kid) => OpenAiError::master_key_active(kid),
+            MasterKeyRefusal::InUse { kid, records } => {
+                OpenAiError::master_key_in_use(kid, *records)
+            }
+        },
         S::RateLimited { limit, retry_after } => {
             let secs = *retry_after;
             let message = match limit {

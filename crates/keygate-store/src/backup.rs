@@ -175,7 +175,10 @@ impl Snapshot {
         let Some(body) = bytes.strip_prefix(MAGIC) else {
             return Err(BackupError::NotABackup);
         };
-        let Some(split) = bytes.len().checked_sub(DIGEST_LEN).filter(|n| *n >= MAGIC.len())
+        let Some(split) = bytes
+            .len()
+            .checked_sub(DIGEST_LEN)
+            .filter(|n| *n >= MAGIC.len())
         else {
             return Err(BackupError::Damaged);
         };
@@ -376,7 +379,10 @@ mod tests {
         assert_eq!(restored.vault(&ada.id).unwrap().unwrap().kid, "mk-old");
         // Ids go on above every id the source had handed out.
         let next = restored.next_id().unwrap();
-        assert!(handed_out.iter().all(|id| next > *id), "{next} {handed_out:?}");
+        assert!(
+            handed_out.iter().all(|id| next > *id),
+            "{next} {handed_out:?}"
+        );
     }
 
     #[test]
@@ -428,7 +434,10 @@ mod tests {
             tx.send(snap.summary().entries()).unwrap();
         });
         // The snapshot cannot start while a write holds the gate.
-        assert!(rx.recv_timeout(std::time::Duration::from_millis(200)).is_err());
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err()
+        );
         drop(held);
         rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         t.join().unwrap();

@@ -16,11 +16,11 @@ mod table;
 mod usage;
 
 pub use audit::AuditQuery;
-pub use backup::{BackupError, Snapshot, SnapshotSummary};
 pub use auth::{
     DeletePasskey, PasskeyInsert, SessionInsert, is_person_ceremony_id, person_ceremony_id,
     person_ceremony_prefix,
 };
+pub use backup::{BackupError, Snapshot, SnapshotSummary};
 pub use error::StoreError;
 pub use records::{
     AdminKeyRecord, AuditRecord, AuditTarget, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
