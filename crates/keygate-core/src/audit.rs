@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_are_unique() {
-        assert_eq!(Action::ALL.len(), 22);
+        assert_eq!(Action::ALL.len(), 25);
         for a in Action::ALL {
             assert_eq!(Action::parse(a.as_str()), Some(*a));
             assert_eq!(

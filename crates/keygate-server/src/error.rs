@@ -658,6 +658,22 @@ mod tests {
         ] {
             table.push((S::CodeInvalid(problem).into(), 400, "invalid_grant"));
         }
+        for (why, code) in [
+            (
+                MasterKeyRefusal::FromEnvironment,
+                "keyring_from_environment",
+            ),
+            (MasterKeyRefusal::Active("mk-a".into()), "master_key_active"),
+            (
+                MasterKeyRefusal::InUse {
+                    kid: "mk-a".into(),
+                    records: 2,
+                },
+                "master_key_in_use",
+            ),
+        ] {
+            table.push((S::MasterKey(why).into(), 409, code));
+        }
         for limit in [Limit::AdminKeys, Limit::Passkeys, Limit::Ceremonies] {
             table.push((
                 S::RateLimited {
@@ -702,7 +718,7 @@ mod tests {
 
     /// How many variants [`variant`] names. A new variant does not compile there until
     /// it gets a name; then this count and the table above must grow with it.
-    const VARIANTS: usize = 58;
+    const VARIANTS: usize = 61;
 
     /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
     /// fails to compile here until it is named, and then the table test fails until it
@@ -735,6 +751,11 @@ mod tests {
                 S::NotAdminKey => "NotAdminKey",
                 S::InsufficientScope { .. } => "InsufficientScope",
                 S::RateLimited { .. } => "RateLimited",
+                S::MasterKey(m) => match m {
+                    MasterKeyRefusal::FromEnvironment => "MasterKey::FromEnvironment",
+                    MasterKeyRefusal::Active(_) => "MasterKey::Active",
+                    MasterKeyRefusal::InUse { .. } => "MasterKey::InUse",
+                },
             },
             ServerError::Proxy(p) => match p {
                 ProxyError::MissingApiKey => "MissingApiKey",

@@ -52,20 +52,33 @@ impl Online {
     }
 }
 
-/// The store of this data directory, or `None` when a running keygate holds it.
-fn open_store_if_free(config: &Config) -> anyhow::Result<Option<Store>> {
+/// The data directory's store as a command finds it.
+enum StoreAt {
+    /// Opened here: no keygate runs on it.
+    Free(Box<Store>),
+    /// A running keygate holds it (sled's lock).
+    Held,
+    /// There is none yet (`keygate init` made only the key file): nothing is sealed.
+    Missing,
+}
+
+fn open_store(config: &Config) -> anyhow::Result<StoreAt> {
     let dir = keyfile::store_path(&config.data_dir);
     if !dir.exists() {
-        bail!(
-            "no store in {} (set KEYGATE_DATA_DIR to the data directory, or run `keygate serve` once)",
-            config.data_dir.display()
-        );
+        return Ok(StoreAt::Missing);
     }
     match Store::open(&dir, &StoreOptions::default()) {
-        Ok(store) => Ok(Some(store)),
-        Err(StoreError::Locked { .. }) => Ok(None),
+        Ok(store) => Ok(StoreAt::Free(Box::new(store))),
+        Err(StoreError::Locked { .. }) => Ok(StoreAt::Held),
         Err(e) => Err(e.into()),
     }
+}
+
+fn no_store(config: &Config) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no store in {} (set KEYGATE_DATA_DIR to the data directory)",
+        config.data_dir.display()
+    )
 }
 
 fn say(line: &str) -> anyhow::Result<()> {
@@ -90,12 +103,14 @@ pub fn backup(file: &Path, offline: Option<&Config>, online: &Online) -> anyhow:
     }
     let bytes = match offline {
         Some(config) => {
-            let Some(store) = open_store_if_free(config)? else {
-                bail!(
+            let store = match open_store(config)? {
+                StoreAt::Free(store) => store,
+                StoreAt::Missing => return Err(no_store(config)),
+                StoreAt::Held => bail!(
                     "a running keygate holds the store in {}; back up through it: \
                      `keygate backup FILE` without --offline (admin key of scope admin)",
                     config.data_dir.display()
-                );
+                ),
             };
             let snapshot = store.snapshot(keygate_core::time::now())?;
             let bytes = snapshot.to_bytes()?;
@@ -208,10 +223,11 @@ pub fn restore(
     ))
 }
 
-// --- keys rotate / retire -------------------------------------------------------------
+// --- keys rotate / retire / status ------------------------------------------------------
 
-/// `keygate keys rotate`: offline (key file + a re-seal pass now) or through the running
-/// keygate (`POST /admin/master-keys`; it re-seals in the background).
+/// `keygate keys rotate`: through the running keygate when one holds the store
+/// (`POST /admin/master-keys`; it re-seals in the background), else the key file and a
+/// re-seal pass right now.
 pub fn rotate(config: &Config, online: &Online) -> anyhow::Result<()> {
     if config.master_keys.is_some() {
         bail!(
@@ -219,17 +235,21 @@ pub fn rotate(config: &Config, online: &Online) -> anyhow::Result<()> {
              and restarting keygate (the re-seal runs at start)"
         );
     }
-    let Some(store) = open_store_if_free(config)? else {
-        let reply =
-            online
-                .client(Some(config))?
-                .send(Method::POST, "/admin/master-keys", &[], None)?;
-        let view: KeyringView = parse_view(&reply.body)?;
-        return say(&format!(
-            "new active master key {} (in the running keygate and its key file); {} sealed \
-             records are being re-sealed in the background (`keygate keys status`)",
-            view.active, view.reseal_remaining
-        ));
+    let store = match open_store(config)? {
+        StoreAt::Free(store) => Some(*store),
+        StoreAt::Missing => None,
+        StoreAt::Held => {
+            let reply =
+                online
+                    .client(Some(config))?
+                    .send(Method::POST, "/admin/master-keys", &[], None)?;
+            let view = parse_view(&reply.body)?;
+            return say(&format!(
+                "new active master key {} (in the running keygate and its key file); {} sealed \
+                 records are being re-sealed in the background (`keygate keys status`)",
+                view.active, view.reseal_remaining
+            ));
+        }
     };
     let file = keyfile::key_file_path(&config.data_dir);
     let ring = keyfile::read(&file)?;
@@ -238,6 +258,9 @@ pub fn rotate(config: &Config, online: &Online) -> anyhow::Result<()> {
     say(&format!(
         "new active master key {kid}; older keys are kept so existing records still open"
     ))?;
+    let Some(store) = store else {
+        return Ok(());
+    };
     actix_web::rt::System::new().block_on(async {
         let report = |p: Progress| {
             if p.total > 0 {
@@ -248,8 +271,7 @@ pub fn rotate(config: &Config, online: &Online) -> anyhow::Result<()> {
             }
         };
         master_keys::reseal_pass(&store, &next, &report).await?;
-        let audit = Audit::system(keygate_core::time::Clock::system());
-        audit
+        Audit::system(keygate_core::time::Clock::system())
             .record(
                 &store,
                 Action::MasterKeyRotated,
@@ -267,12 +289,16 @@ pub fn retire(config: &Config, kid: &str, online: &Online) -> anyhow::Result<()>
     if config.master_keys.is_some() {
         bail!("KEYGATE_MASTER_KEYS is set: retire a key by removing its entry from that variable");
     }
-    let Some(store) = open_store_if_free(config)? else {
-        let path = format!("/admin/master-keys/{}", kid_segment(kid)?);
-        online
-            .client(Some(config))?
-            .send(Method::DELETE, &path, &[], None)?;
-        return say(&format!("master key {kid} retired"));
+    let store = match open_store(config)? {
+        StoreAt::Free(store) => store,
+        StoreAt::Missing => return Err(no_store(config)),
+        StoreAt::Held => {
+            let path = format!("/admin/master-keys/{}", kid_segment(kid)?);
+            online
+                .client(Some(config))?
+                .send(Method::DELETE, &path, &[], None)?;
+            return say(&format!("master key {kid} retired"));
+        }
     };
     let file = keyfile::key_file_path(&config.data_dir);
     let ring = keyfile::read(&file)?;
@@ -291,12 +317,13 @@ pub fn retire(config: &Config, kid: &str, online: &Online) -> anyhow::Result<()>
 
 /// `keygate keys status`: kids, records per kid, what the re-seal has left.
 pub fn status(config: &Config, online: &Online) -> anyhow::Result<()> {
-    let view = match open_store_if_free(config)? {
-        Some(store) => {
+    let view = match open_store(config)? {
+        StoreAt::Free(store) => {
             let ring = keyfile::load_existing(config)?;
             master_keys::view(&store, &ring, config.master_keys.is_none())?
         }
-        None => parse_view(
+        StoreAt::Missing => return Err(no_store(config)),
+        StoreAt::Held => parse_view(
             &online
                 .client(Some(config))?
                 .send(Method::GET, "/admin/master-keys", &[], None)?
