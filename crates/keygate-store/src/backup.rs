@@ -423,6 +423,31 @@ mod tests {
         assert_eq!(std::fs::read(target.join("x")).unwrap(), b"keep me");
     }
 
+    /// The figures in docs/OPERATIONS.md ("Backup"): how long writes wait while a
+    /// snapshot copies the trees, for stores of 10,000 and 100,000 entries.
+    /// `cargo test -p keygate-store snapshot_figures -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn snapshot_figures() {
+        for n in [10_000usize, 100_000] {
+            let (_dir, store) = store();
+            let mut batch = sled::Batch::default();
+            for i in 0..n {
+                batch.insert(format!("{i:016}").as_bytes(), vec![b'x'; 120]);
+            }
+            store.usage.apply_batch(batch).unwrap();
+            let started = std::time::Instant::now();
+            let snap = store.snapshot(1).unwrap();
+            let copied = started.elapsed();
+            let bytes = snap.to_bytes().unwrap();
+            println!(
+                "{n} entries: copied (writes held) in {copied:?}; encoded {} bytes in {:?} more",
+                bytes.len(),
+                started.elapsed() - copied
+            );
+        }
+    }
+
     #[test]
     fn a_snapshot_waits_for_a_write_in_progress_and_writes_wait_for_it() {
         let (_dir, store) = store();

@@ -375,12 +375,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             online,
         } => {
-            let config = if offline {
-                Some(load(config.as_ref())?)
-            } else {
-                None
-            };
-            store_cmds::backup(&file, config.as_ref(), &online)
+            let config = load(config.as_ref())?;
+            store_cmds::backup(&file, &config, offline, &online)
         }
         Command::Restore {
             file,

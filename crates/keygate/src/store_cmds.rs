@@ -94,7 +94,7 @@ fn note(line: &str) {
 
 /// `keygate backup FILE`: through the running keygate (`GET /admin/backup`), or with
 /// `--offline` from the data directory's store when no keygate runs.
-pub fn backup(file: &Path, offline: Option<&Config>, online: &Online) -> anyhow::Result<()> {
+pub fn backup(file: &Path, config: &Config, offline: bool, online: &Online) -> anyhow::Result<()> {
     if file.exists() {
         bail!(
             "{} already exists; a backup never overwrites a file",
@@ -102,7 +102,7 @@ pub fn backup(file: &Path, offline: Option<&Config>, online: &Online) -> anyhow:
         );
     }
     let bytes = match offline {
-        Some(config) => {
+        true => {
             let store = match open_store(config)? {
                 StoreAt::Free(store) => store,
                 StoreAt::Missing => return Err(no_store(config)),
@@ -128,9 +128,9 @@ pub fn backup(file: &Path, offline: Option<&Config>, online: &Online) -> anyhow:
             })?;
             bytes
         }
-        None => {
+        false => {
             online
-                .client(None)?
+                .client(Some(config))?
                 .send(Method::GET, "/admin/backup", &[], None)?
                 .body
         }

@@ -185,7 +185,16 @@ async fn a_backup_taken_under_load_restores_every_write_acked_before_it() {
 
     // The restored directory serves: a grant acked before the backup proxies with its
     // person's key; one revoked before it stays revoked.
-    let (live, dead) = pick_grants(&acked_before, &revoked_before);
+    // Live: never revoked at all (a revoke acked after `before` may still be in the
+    // backup, which is taken a moment later).
+    let revoked_ever: Vec<&String> = acks
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Ack::Revoked(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    let (live, dead) = pick_grants(&acked_before, &revoked_ever, &revoked_before);
     let again = spawn_app_with(|c| c.data_dir = Some(data.clone())).await;
     let res = again.chat_completions(&live.1, &chat("gpt-4o")).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
@@ -206,7 +215,11 @@ async fn a_backup_taken_under_load_restores_every_write_acked_before_it() {
 
 /// A grant acked (and not revoked) before the backup, as (grant id, api key, its
 /// person's OpenAI key); and a revoked one's api key.
-fn pick_grants(acked: &[&Ack], revoked: &[&String]) -> ((String, String, String), Option<String>) {
+fn pick_grants(
+    acked: &[&Ack],
+    revoked_ever: &[&String],
+    revoked_before: &[&String],
+) -> ((String, String, String), Option<String>) {
     let key_of = |user: &str| {
         acked.iter().find_map(|a| match a {
             Ack::Key { user: u, key } if u == user => Some(key.clone()),
@@ -217,8 +230,10 @@ fn pick_grants(acked: &[&Ack], revoked: &[&String]) -> ((String, String, String)
     let mut dead = None;
     for a in acked {
         if let Ack::Grant { id, user, api_key } = a {
-            if revoked.contains(&id) {
+            if revoked_before.contains(&id) {
                 dead = Some(api_key.clone());
+            } else if revoked_ever.contains(&id) {
+                continue;
             } else if let Some(key) = key_of(user) {
                 live = Some((id.clone(), api_key.clone(), key));
             }
