@@ -360,7 +360,17 @@ impl Snapshot {
                 .map_err(StoreError::from)?;
             db.flush().map_err(StoreError::from)?;
         }
-        let store = Store::open(dir, &StoreOptions::default())?;
+        // sled releases its file lock when its background flusher has let go of the
+        // handle just dropped, which can be a moment later: wait for it (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let store = loop {
+            match Store::open(dir, &StoreOptions::default()) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         store.db.flush().map_err(StoreError::from)?;
         Ok(())
     }
