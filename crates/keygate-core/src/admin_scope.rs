@@ -3,7 +3,8 @@
 //! - `read`: only `GET` requests under `/admin`;
 //! - `write`: also changes people and grants;
 //! - `admin`: also creates, lists and revokes admin keys, and sets, shows and deletes
-//!   the operator's OpenAI key (the bootstrap `KEYGATE_ADMIN_KEY` is `admin`).
+//!   the operator's OpenAI key, takes backups and rotates or retires master keys (the
+//!   bootstrap `KEYGATE_ADMIN_KEY` is `admin`).
 
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +47,13 @@ impl AdminScope {
 
 /// Paths only scope `admin` may use: admin keys (creating one is handing out access)
 /// and the operator's OpenAI key (a credential that spends the operator's money).
-const ADMIN_ONLY: [&str; 2] = ["/admin/keys", "/admin/operator-key"];
+const ADMIN_ONLY: [&str; 4] = [
+    "/admin/keys",
+    "/admin/operator-key",
+    // The whole store (hashes, the audit log, sealed keys), and the master keyring.
+    "/admin/backup",
+    "/admin/master-keys",
+];
 
 fn is_at_or_under(path: &str, prefix: &str) -> bool {
     path.strip_prefix(prefix)
@@ -78,6 +85,9 @@ mod tests {
             (false, "/admin/keys", Admin),
             (false, "/admin/keys/abc", Admin),
             (true, "/admin/operator-key", Admin),
+            (true, "/admin/backup", Admin),
+            (true, "/admin/master-keys", Admin),
+            (false, "/admin/master-keys/mk-abc", Admin),
             (false, "/admin/operator-key", Admin),
             (false, "/admin/operator-key/x", Admin),
             // Only whole segments: a path that merely starts with the same letters is not.

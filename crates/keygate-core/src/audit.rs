@@ -61,6 +61,13 @@ actions! {
     AccountDeleted => "account.deleted",
     OperatorKeySet => "operator_key.set",
     OperatorKeyDeleted => "operator_key.deleted",
+    /// A new active master key was added (`POST /admin/master-keys`, or
+    /// `keygate keys rotate` offline).
+    MasterKeyRotated => "master_key.rotated",
+    /// A master key no record uses any more was removed from the keyring.
+    MasterKeyRetired => "master_key.retired",
+    /// A backup of the store was taken (`GET /admin/backup`).
+    StoreBackedUp => "store.backed_up",
 }
 
 impl Action {
@@ -118,7 +125,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_are_unique() {
-        assert_eq!(Action::ALL.len(), 22);
+        assert_eq!(Action::ALL.len(), 25);
         for a in Action::ALL {
             assert_eq!(Action::parse(a.as_str()), Some(*a));
             assert_eq!(

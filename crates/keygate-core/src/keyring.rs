@@ -121,6 +121,21 @@ impl Keyring {
         Ok(&self.active)
     }
 
+    /// Removes a key that is not the active one (it can no longer open anything sealed
+    /// under it); returns whether it was there. The active key is never removed.
+    pub fn remove(&mut self, kid: &str) -> bool {
+        if kid == self.active {
+            return false;
+        }
+        self.order.retain(|k| k != kid);
+        self.keys.remove(kid).is_some()
+    }
+
+    /// A copy to change (a rotation builds the next keyring beside the one in use).
+    pub fn duplicate(&self) -> Result<Self, CoreError> {
+        Self::parse(&self.to_text())
+    }
+
     pub fn active_kid(&self) -> &str {
         &self.active
     }
@@ -240,6 +255,19 @@ mod tests {
         assert!(ring.contains(&old));
         let again = Keyring::parse(&ring.to_text()).unwrap();
         assert_eq!(again.active_kid(), new);
+    }
+
+    #[test]
+    fn only_an_inactive_key_is_removed() {
+        let mut ring = Keyring::generate().unwrap();
+        let old = ring.active_kid().to_owned();
+        let new = ring.add_generated().unwrap().to_owned();
+        let mut copy = ring.duplicate().unwrap();
+        assert!(!copy.remove(&new));
+        assert!(copy.remove(&old));
+        assert!(!copy.remove(&old));
+        assert_eq!(copy.kids().collect::<Vec<_>>(), [new.as_str()]);
+        assert!(ring.contains(&old), "the original is untouched");
     }
 
     #[test]

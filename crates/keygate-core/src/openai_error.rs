@@ -499,6 +499,46 @@ impl OpenAiError {
         )
     }
 
+    /// A rotation asked of a keygate whose keyring comes from `KEYGATE_MASTER_KEYS`.
+    pub fn keyring_from_environment() -> Self {
+        Self::new(
+            409,
+            INVALID_REQUEST,
+            "keyring_from_environment",
+            "The master keyring comes from KEYGATE_MASTER_KEYS, which keygate cannot change: \
+             put a new kid:key first in it and restart keygate (the re-seal runs at start).",
+        )
+    }
+
+    pub fn master_key_active(kid: &str) -> Self {
+        Self::new(
+            409,
+            INVALID_REQUEST,
+            "master_key_active",
+            format!(
+                "{kid} is the active master key and cannot be retired; rotate first, then \
+                 retire it once no record uses it."
+            ),
+        )
+    }
+
+    pub fn master_key_in_use(kid: &str, records: usize) -> Self {
+        let what = if records == 1 {
+            "1 sealed record still uses".to_owned()
+        } else {
+            format!("{records} sealed records still use")
+        };
+        Self::new(
+            409,
+            INVALID_REQUEST,
+            "master_key_in_use",
+            format!(
+                "{what} master key {kid}; wait for the re-seal to finish \
+                 (GET /admin/master-keys shows what remains), then retire it."
+            ),
+        )
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, INVALID_REQUEST, "not_found", message)
     }

@@ -15,6 +15,7 @@ use thiserror::Error;
 use crate::client_deadline::{self, GuardedIo};
 use crate::config::Config;
 use crate::keyfile::{self, KeyFileError, KeySource};
+use crate::master_keys::MasterKeys;
 use crate::state::AppState;
 use crate::{metrics, request_id, routes, upstream};
 
@@ -104,10 +105,10 @@ impl Application {
         let client = upstream::client(&config)?;
         let shutdown = config.shutdown_timeout;
         let workers = config.workers;
-        let state = AppState::new(config, store, keyring, client)?;
+        let state = AppState::new(config, store, MasterKeys::new(keyring, &key_source), client)?;
         tracing::info!(
             port,
-            kids = ?state.keyring.kids().collect::<Vec<_>>(),
+            kids = ?state.keyring.current().kids().collect::<Vec<_>>(),
             base_url = %state.config.base_url(),
             upstream = %state.config.upstream_url,
             admin_api = state.admin_enabled(),
@@ -161,23 +162,18 @@ impl Application {
             self.state.metrics.clone(),
         );
         let sweeper = spawn_sweeper(&self.state);
-        let resealer = {
-            let (store, keyring) = (self.state.store.clone(), self.state.keyring.clone());
-            tokio::spawn(async move {
-                if let Err(e) = crate::services::vault::reseal_all(&store, &keyring).await {
-                    tracing::error!(error = %e, "re-sealing vault records failed");
-                }
-            })
-        };
+        // A pass at start (records left under an older key by a rotation made while
+        // keygate was stopped), then one after each rotation made through the admin API.
+        let resealer = crate::services::master_keys::spawn_resealer(self.state.clone());
         let result = self.server.await;
         // Abort the background tasks and wait until they are gone: each holds a store
         // handle, and sled's lock is released only when the last handle drops.
-        for task in [flusher, usage_flusher, sweeper] {
+        // The re-seal task stops between two records (each is swapped atomically);
+        // what it did not reach is re-sealed at the next start.
+        for task in [flusher, usage_flusher, sweeper, resealer] {
             task.abort();
             let _ = task.await;
         }
-        // The re-seal pass is short and bounded: let it finish rather than stop halfway.
-        let _ = resealer.await;
         self.state.last_used.write_to(&self.state.store);
         // Streams drained by the shutdown have settled their usage by now.
         if let Err(e) = self.state.accounting.write_to(&self.state.store) {

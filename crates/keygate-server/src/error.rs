@@ -16,7 +16,9 @@ use keygate_store::StoreError;
 use thiserror::Error;
 
 use crate::proxy::error::{BodyProblem, ProxyError, RateKind};
-use crate::services::error::{CodeProblem, Limit, Missing, ServiceError, Unreadable};
+use crate::services::error::{
+    CodeProblem, Limit, MasterKeyRefusal, Missing, ServiceError, Unreadable,
+};
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -106,6 +108,7 @@ fn service(e: &ServiceError) -> OpenAiError {
             Missing::Connection => "No such connection for this app.".to_owned(),
             Missing::ActiveConnection => "No such active connection.".to_owned(),
             Missing::Plan => "No such plan.".to_owned(),
+            Missing::MasterKey => "No such master key in the keyring.".to_owned(),
             Missing::Page => "Not found.".to_owned(),
             Missing::Route { method, path } => format!("No route for {method} {path}."),
         }),
@@ -163,6 +166,13 @@ fn service(e: &ServiceError) -> OpenAiError {
         ),
         S::NotAdminKey => OpenAiError::invalid_api_key("this is not the admin key"),
         S::InsufficientScope { needed } => OpenAiError::insufficient_scope(needed.as_str()),
+        S::MasterKey(why) => match why {
+            MasterKeyRefusal::FromEnvironment => OpenAiError::keyring_from_environment(),
+            MasterKeyRefusal::Active(kid) => OpenAiError::master_key_active(kid),
+            MasterKeyRefusal::InUse { kid, records } => {
+                OpenAiError::master_key_in_use(kid, *records)
+            }
+        },
         S::RateLimited { limit, retry_after } => {
             let secs = *retry_after;
             let message = match limit {
@@ -656,6 +666,22 @@ mod tests {
         ] {
             table.push((S::CodeInvalid(problem).into(), 400, "invalid_grant"));
         }
+        for (why, code) in [
+            (
+                MasterKeyRefusal::FromEnvironment,
+                "keyring_from_environment",
+            ),
+            (MasterKeyRefusal::Active("mk-a".into()), "master_key_active"),
+            (
+                MasterKeyRefusal::InUse {
+                    kid: "mk-a".into(),
+                    records: 2,
+                },
+                "master_key_in_use",
+            ),
+        ] {
+            table.push((S::MasterKey(why).into(), 409, code));
+        }
         for limit in [Limit::AdminKeys, Limit::Passkeys, Limit::Ceremonies] {
             table.push((
                 S::RateLimited {
@@ -701,7 +727,7 @@ mod tests {
 
     /// How many variants [`variant`] names. A new variant does not compile there until
     /// it gets a name; then this count and the table above must grow with it.
-    const VARIANTS: usize = 60;
+    const VARIANTS: usize = 63;
 
     /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
     /// fails to compile here until it is named, and then the table test fails until it
@@ -735,6 +761,11 @@ mod tests {
                 S::NotAdminKey => "NotAdminKey",
                 S::InsufficientScope { .. } => "InsufficientScope",
                 S::RateLimited { .. } => "RateLimited",
+                S::MasterKey(m) => match m {
+                    MasterKeyRefusal::FromEnvironment => "MasterKey::FromEnvironment",
+                    MasterKeyRefusal::Active(_) => "MasterKey::Active",
+                    MasterKeyRefusal::InUse { .. } => "MasterKey::InUse",
+                },
             },
             ServerError::Proxy(p) => match p {
                 ProxyError::MissingApiKey => "MissingApiKey",

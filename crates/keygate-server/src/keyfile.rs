@@ -161,6 +161,28 @@ pub fn write_new(file: &Path, ring: &Keyring) -> Result<(), KeyFileError> {
     Ok(())
 }
 
+/// Replaces the key file with `ring`, atomically and durably: a new file (0600, synced)
+/// beside it, renamed over it, and the directory synced, so a crash leaves either the
+/// old keyring or the new one, never a mix or nothing. Used by rotation and retirement.
+pub fn replace(file: &Path, ring: &Keyring) -> Result<(), KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: file.display().to_string(),
+        source,
+    };
+    let tmp = file.with_extension("keys.new");
+    // A leftover from a crash mid-rotation was never used: its key sealed nothing.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    write_new(&tmp, ring)?;
+    fs::rename(&tmp, file).map_err(io)?;
+    if let Some(dir) = file.parent() {
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// The store's directory, private to its owner: created 0700 (with the data directory
 /// when that is missing too) before sled opens it, and tightened to 0700 if an existing
 /// one is open to group or others.

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod keyfile;
 pub mod limiter;
+pub mod master_keys;
 pub mod metrics;
 pub mod proxy;
 pub mod request_id;

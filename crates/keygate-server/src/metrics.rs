@@ -16,8 +16,8 @@ use keygate_core::policy::Deny;
 use keygate_core::price::PriceTable;
 use keygate_store::UsageCounts;
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
@@ -56,6 +56,8 @@ pub struct Metrics {
     unseals: IntCounterVec,
     operator_key_refusals: IntCounterVec,
     flush: HistogramVec,
+    reseal_remaining: IntGauge,
+    resealed: IntCounter,
     /// The price table's names, sorted, then `other`: what a model label can be.
     models: Vec<String>,
 }
@@ -148,6 +150,17 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["writer"],
         )?;
+        let reseal_remaining = IntGauge::new(
+            "keygate_reseal_remaining",
+            "Sealed records (people's keys and the operator's) still under an older master key, \
+             as of the re-seal task's last report",
+        )?;
+        let resealed = IntCounter::new(
+            "keygate_resealed_records_total",
+            "Sealed records re-sealed under the active master key since start",
+        )?;
+        registry.register(Box::new(reseal_remaining.clone()))?;
+        registry.register(Box::new(resealed.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(added.clone()))?;
         registry.register(Box::new(upstream_first_byte.clone()))?;
@@ -172,6 +185,8 @@ impl Metrics {
             unseals,
             operator_key_refusals,
             flush,
+            reseal_remaining,
+            resealed,
             models: prices
                 .names()
                 .chain([OTHER_MODEL])
@@ -245,6 +260,16 @@ impl Metrics {
         self.added
             .with_label_values(&[group])
             .observe(took.as_secs_f64());
+    }
+
+    /// The re-seal task's progress (`services::master_keys`).
+    pub fn reseal_remaining(&self, remaining: usize) {
+        self.reseal_remaining
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+    }
+
+    pub fn resealed(&self, records: usize) {
+        self.resealed.inc_by(records as u64);
     }
 
     pub fn stream_opened(&self) {

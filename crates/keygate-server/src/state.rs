@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keygate_core::ids::GrantId;
-use keygate_core::keyring::Keyring;
 use keygate_core::time::{Clock, UnixTime};
 use keygate_store::Store;
 use secrecy::ExposeSecret;
@@ -16,6 +15,7 @@ use crate::accounting::Accounting;
 use crate::auth::Passkeys;
 use crate::config::Config;
 use crate::limiter::Limiter;
+use crate::master_keys::MasterKeys;
 use crate::metrics::Metrics;
 use crate::throttle::Throttles;
 use crate::upstream;
@@ -24,7 +24,8 @@ use crate::upstream;
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
-    pub keyring: Arc<Keyring>,
+    /// The master keyring in use (`master_keys.rs`): `keyring.current()` per record.
+    pub keyring: Arc<MasterKeys>,
     /// The pooled client for upstream calls: one per actix worker (see
     /// [`AppState::for_worker`]), so a worker drives its own upstream connections.
     pub upstream: reqwest::Client,
@@ -47,7 +48,7 @@ impl AppState {
     pub fn new(
         config: Config,
         store: Store,
-        keyring: Keyring,
+        keyring: MasterKeys,
         upstream: reqwest::Client,
     ) -> Result<Self, prometheus::Error> {
         let admin_key_hash = config

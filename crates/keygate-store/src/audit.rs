@@ -33,10 +33,11 @@ impl Store {
     /// transaction; the store numbers it (`seq`, increasing across restarts). Returns
     /// the entry as stored. Not flushed: the caller flushes before answering.
     pub fn append_audit(&self, mut record: AuditRecord) -> Result<AuditRecord, StoreError> {
-        record.seq = self.db.generate_id()?;
+        record.seq = self.next_id()?;
         let key = record.key();
         let bytes = self.audit.encode(&record)?;
         let copy = record.user.as_ref().map(|u| user_key(u, &key));
+        let _w = self.gate.write();
         let result: TransactionResult<(), ()> = (self.audit.tree(), self.audit_by_user.tree())
             .transaction(|(log, by_user)| {
                 log.insert(&key[..], bytes.clone())?;
@@ -81,7 +82,9 @@ impl Store {
             let (key, value) = item?;
             // An entry that does not read back is swept all the same (its copy, if
             // any, cannot be found without it and stays).
-            if let Ok(Some(user)) = self.audit.decode(&value).map(|r| r.user) {
+            let owner = self.audit.decode(&value).map(|r| r.user);
+            let _w = self.gate.write();
+            if let Ok(Some(user)) = owner {
                 self.audit_by_user.tree().remove(user_key(&user, &key))?;
             }
             self.audit.tree().remove(key)?;

@@ -65,6 +65,7 @@ impl Store {
         let user_bytes = self.users.encode(user)?;
         let pk_bytes = self.passkeys.encode(pk)?;
         let index = pair_key(pk.user_id.as_str(), pk.id.as_str());
+        let _w = self.gate.write();
         let result = (
             self.users.tree(),
             self.passkeys.tree(),
@@ -89,6 +90,7 @@ impl Store {
     pub fn insert_passkey(&self, pk: &PasskeyRecord) -> Result<PasskeyInsert, StoreError> {
         let pk_bytes = self.passkeys.encode(pk)?;
         let index = pair_key(pk.user_id.as_str(), pk.id.as_str());
+        let _w = self.gate.write();
         let result = (
             self.users.tree(),
             self.passkeys.tree(),
@@ -169,6 +171,7 @@ impl Store {
             .into_iter()
             .filter(|k| *k != own)
             .collect();
+        let _w = self.gate.write();
         let result = (
             self.passkeys.tree(),
             self.passkeys_by_user.tree(),
@@ -209,7 +212,7 @@ impl Store {
         cap: usize,
     ) -> Result<SessionInsert, StoreError> {
         let mut record = s.clone();
-        record.seq = self.db.generate_id()?;
+        record.seq = self.next_id()?;
         let bytes = self.sessions.encode(&record)?;
         let index = pair_key(s.user_id.as_str(), hash);
         let existing: Vec<String> = self
@@ -217,6 +220,7 @@ impl Store {
             .into_iter()
             .map(|(h, _)| h)
             .collect();
+        let _w = self.gate.write();
         let result = (
             self.users.tree(),
             self.sessions.tree(),
@@ -276,6 +280,7 @@ impl Store {
 
     pub fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
         let user = self.session(hash)?.map(|s| s.user_id);
+        let _w = self.gate.write();
         let result: TransactionResult<(), ()> =
             (self.sessions.tree(), self.sessions_by_user.tree()).transaction(|(sessions, idx)| {
                 sessions.remove(hash)?;
@@ -298,6 +303,7 @@ impl Store {
             .into_iter()
             .filter(|h| Some(h.as_str()) != keep)
             .collect();
+        let _w = self.gate.write();
         let result: TransactionResult<usize, ()> =
             (self.sessions.tree(), self.sessions_by_user.tree()).transaction(|(sessions, idx)| {
                 let mut n = 0;
@@ -501,6 +507,7 @@ impl Store {
             (self.connect_codes.name(), self.connect_codes.tree()),
         ];
         let (names, trees): (Vec<&'static str>, Vec<&Tree>) = trees.into_iter().unzip();
+        let _w = self.gate.write();
         let result: TransactionResult<(), ()> = trees[..].transaction(|view| {
             for r in plan {
                 let Some(tree) = names

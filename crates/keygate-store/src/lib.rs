@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod backup;
 mod cache;
 mod error;
 pub mod records;
@@ -19,6 +20,7 @@ pub use auth::{
     DeletePasskey, PasskeyInsert, SessionInsert, is_person_ceremony_id, person_ceremony_id,
     person_ceremony_prefix,
 };
+pub use backup::{BackupError, Snapshot, SnapshotSummary};
 pub use error::StoreError;
 pub use records::{
     AdminKeyRecord, AuditRecord, AuditTarget, CeremonyRecord, CodeRecord, GrantRecord, GrantState,

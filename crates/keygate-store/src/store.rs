@@ -14,7 +14,7 @@ use crate::records::{
     AdminKeyRecord, AuditRecord, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
     OperatorKeyRecord, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
 };
-use crate::table::{Index, Table, pair_key};
+use crate::table::{Gate, Index, Table, pair_key};
 
 /// The one key of the operator key's tree.
 const OPERATOR_KEY_KEY: &str = "operator";
@@ -93,6 +93,11 @@ pub struct Store {
     pub(crate) audit: Table<AuditRecord>,
     pub(crate) audit_by_user: Table<AuditRecord>,
     pub(crate) operator_key: Table<OperatorKeyRecord>,
+    /// Held by every write, frozen by a snapshot (`table.rs`, `backup.rs`).
+    pub(crate) gate: Gate,
+    /// Added to sled's id generator (`next_id`): a restored store starts above every id
+    /// its backup had handed out (`backup.rs`).
+    pub(crate) id_floor: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -122,28 +127,38 @@ impl Store {
                 other => StoreError::Sled(other),
             })?;
         keygate_migrations::run(&db)?;
+        let gate = Gate::default();
+        let id_floor = crate::backup::id_floor(&db)?;
         Ok(Self {
-            users: Table::open(&db, trees::USERS)?,
-            vault: Table::open(&db, trees::VAULT)?,
+            users: Table::open(&db, trees::USERS, &gate)?,
+            vault: Table::open(&db, trees::VAULT, &gate)?,
             vault_cache: Arc::new(RecordCache::new(options.vault_cache_entries)),
-            grants: Table::open(&db, trees::GRANTS)?,
+            grants: Table::open(&db, trees::GRANTS, &gate)?,
             grant_cache: Arc::new(RecordCache::new(options.grant_cache_entries)),
             grants_by_user: Index::open(&db, trees::GRANTS_BY_USER)?,
-            passkeys: Table::open(&db, trees::PASSKEYS)?,
+            passkeys: Table::open(&db, trees::PASSKEYS, &gate)?,
             passkeys_by_user: Index::open(&db, trees::PASSKEYS_BY_USER)?,
             credential_ids: Index::open(&db, trees::CREDENTIAL_IDS)?,
-            sessions: Table::open(&db, trees::SESSIONS)?,
+            sessions: Table::open(&db, trees::SESSIONS, &gate)?,
             sessions_by_user: Index::open(&db, trees::SESSIONS_BY_USER)?,
-            ceremonies: Table::open(&db, trees::CEREMONIES)?,
-            connect_codes: Table::open(&db, trees::CONNECT_CODES)?,
+            ceremonies: Table::open(&db, trees::CEREMONIES, &gate)?,
+            connect_codes: Table::open(&db, trees::CONNECT_CODES, &gate)?,
             usage: db.open_tree(trees::USAGE)?,
-            admin_keys: Table::open(&db, trees::ADMIN_KEYS)?,
+            admin_keys: Table::open(&db, trees::ADMIN_KEYS, &gate)?,
             grant_owners: Index::open(&db, trees::GRANT_OWNERS)?,
-            audit: Table::open(&db, trees::AUDIT)?,
-            audit_by_user: Table::open(&db, trees::AUDIT_BY_USER)?,
-            operator_key: Table::open(&db, trees::OPERATOR_KEY)?,
+            audit: Table::open(&db, trees::AUDIT, &gate)?,
+            audit_by_user: Table::open(&db, trees::AUDIT_BY_USER, &gate)?,
+            operator_key: Table::open(&db, trees::OPERATOR_KEY, &gate)?,
+            gate,
+            id_floor,
             db,
         })
+    }
+
+    /// A number never handed out before by this store, nor by the store it was restored
+    /// from: orders sessions and audit entries across restarts and restores.
+    pub(crate) fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?.saturating_add(self.id_floor))
     }
 
     pub fn schema_version(&self) -> Result<u32, StoreError> {
@@ -325,6 +340,7 @@ impl Store {
     pub fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
         let bytes = self.grants.encode(grant)?;
         let index = pair_key(grant.user_id.as_str(), grant.id.as_str());
+        let _w = self.gate.write();
         let result: TransactionResult<(), ()> = (
             self.users.tree(),
             self.grants.tree(),
@@ -480,6 +496,7 @@ impl Store {
     /// Removes a grant record and its per-user index entry in one transaction (a
     /// revoked grant the person clears from their list). Returns whether it existed.
     pub fn delete_grant(&self, id: &GrantId) -> Result<bool, StoreError> {
+        let _w = self.gate.write();
         let result: TransactionResult<bool, ()> = (self.grants.tree(), self.grants_by_user.tree())
             .transaction(|(grants, idx)| {
                 let Some(bytes) = grants.get(id.as_str())? else {

@@ -11,6 +11,7 @@
 //! helper is needed inside a transaction.
 
 use std::marker::PhantomData;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use keygate_core::ids::UserId;
 use serde::Serialize;
@@ -31,10 +32,31 @@ pub(crate) trait Versioned: Clone {
     fn from_stored(stored: Self::Stored) -> Self;
 }
 
+/// The store's write gate, so a backup sees one point in time across every tree
+/// (`backup.rs`): each write — one record, or one multi-tree transaction — holds it
+/// shared while it runs; [`Gate::freeze`] holds it exclusively while a snapshot copies
+/// the trees, so no write is half in it. Taken only around single sled calls and
+/// transactions, never nested (a nested shared hold could wait on a queued freeze).
+#[derive(Clone, Default)]
+pub(crate) struct Gate(Arc<RwLock<()>>);
+
+impl Gate {
+    /// Held (shared) by a write for its duration.
+    pub(crate) fn write(&self) -> RwLockReadGuard<'_, ()> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held (exclusively) by a snapshot: writes wait, reads go on.
+    pub(crate) fn freeze(&self) -> RwLockWriteGuard<'_, ()> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// A tree of `key → R` records.
 pub(crate) struct Table<R> {
     tree: Tree,
     name: &'static str,
+    gate: Gate,
     record: PhantomData<fn() -> R>,
 }
 
@@ -44,16 +66,18 @@ impl<R> Clone for Table<R> {
         Self {
             tree: self.tree.clone(),
             name: self.name,
+            gate: self.gate.clone(),
             record: PhantomData,
         }
     }
 }
 
 impl<R: Versioned> Table<R> {
-    pub(crate) fn open(db: &sled::Db, name: &'static str) -> Result<Self, StoreError> {
+    pub(crate) fn open(db: &sled::Db, name: &'static str, gate: &Gate) -> Result<Self, StoreError> {
         Ok(Self {
             tree: db.open_tree(name)?,
             name,
+            gate: gate.clone(),
             record: PhantomData,
         })
     }
@@ -76,9 +100,7 @@ impl<R: Versioned> Table<R> {
 
     /// A stored value read back; `Corrupt` (naming this tree) when it does not parse.
     pub(crate) fn decode(&self, bytes: &[u8]) -> Result<R, StoreError> {
-        serde_json::from_slice(bytes)
-            .map(R::from_stored)
-            .map_err(|e| self.corrupt(e.to_string()))
+        decode(self.name, bytes)
     }
 
     /// A `Corrupt` error naming this tree.
@@ -99,7 +121,9 @@ impl<R: Versioned> Table<R> {
 
     /// Stores (or replaces) the record under `key`.
     pub(crate) fn put(&self, key: impl AsRef<[u8]>, record: &R) -> Result<(), StoreError> {
-        self.tree.insert(key, self.encode(record)?)?;
+        let bytes = self.encode(record)?;
+        let _w = self.gate.write();
+        self.tree.insert(key, bytes)?;
         Ok(())
     }
 
@@ -107,6 +131,7 @@ impl<R: Versioned> Table<R> {
     /// record removed meanwhile.
     pub(crate) fn put_existing(&self, key: impl AsRef<[u8]>, record: &R) -> Result<(), StoreError> {
         let new = self.encode(record)?;
+        let _w = self.gate.write();
         self.tree
             .fetch_and_update(key, |old| old.map(|_| new.clone()))?;
         Ok(())
@@ -115,11 +140,16 @@ impl<R: Versioned> Table<R> {
     /// Removes and returns the record under `key`, in one step: of two concurrent
     /// takes, one gets the record and the other `None`.
     pub(crate) fn take(&self, key: impl AsRef<[u8]>) -> Result<Option<R>, StoreError> {
-        self.tree.remove(key)?.map(|v| self.decode(&v)).transpose()
+        let taken = {
+            let _w = self.gate.write();
+            self.tree.remove(key)?
+        };
+        taken.map(|v| self.decode(&v)).transpose()
     }
 
     /// Removes the record under `key`; returns whether there was one.
     pub(crate) fn remove(&self, key: impl AsRef<[u8]>) -> Result<bool, StoreError> {
+        let _w = self.gate.write();
         Ok(self.tree.remove(key)?.is_some())
     }
 
@@ -131,9 +161,9 @@ impl<R: Versioned> Table<R> {
         old: &R,
         new: &R,
     ) -> Result<bool, StoreError> {
-        let swapped =
-            self.tree
-                .compare_and_swap(key, Some(self.encode(old)?), Some(self.encode(new)?))?;
+        let (old, new) = (self.encode(old)?, self.encode(new)?);
+        let _w = self.gate.write();
+        let swapped = self.tree.compare_and_swap(key, Some(old), Some(new))?;
         Ok(swapped.is_ok())
     }
 
@@ -146,6 +176,7 @@ impl<R: Versioned> Table<R> {
         change: impl Fn(&mut R),
     ) -> Result<Option<R>, StoreError> {
         let mut failure = None;
+        let _w = self.gate.write();
         let updated = self.tree.update_and_fetch(key, |old| {
             // sled re-runs this when another writer got in first; only the last run counts.
             failure = None;
@@ -278,6 +309,7 @@ impl<R: Versioned> Table<R> {
         for item in self.tree.iter() {
             let (key, value) = item?;
             if self.decode(&value).map(|r| expired(&r)).unwrap_or(true) {
+                let _w = self.gate.write();
                 self.tree.remove(key)?;
                 n += 1;
             }
@@ -290,6 +322,17 @@ impl<R: Versioned> Table<R> {
     pub(crate) fn count(&self) -> usize {
         self.tree.len()
     }
+}
+
+/// A stored value of tree `tree` read back as its latest shape; `Corrupt` (naming the
+/// tree) when it does not parse. Also reads a backup's records (`backup.rs`).
+pub(crate) fn decode<R: Versioned>(tree: &'static str, bytes: &[u8]) -> Result<R, StoreError> {
+    serde_json::from_slice(bytes)
+        .map(R::from_stored)
+        .map_err(|e| StoreError::Corrupt {
+            tree,
+            reason: e.to_string(),
+        })
 }
 
 /// A tree of keys that point elsewhere: a per-person index (`user id ‖ id → ()`) or a
@@ -426,7 +469,7 @@ mod tests {
 
     fn table() -> (sled::Db, Table<Note>) {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let table = Table::open(&db, "notes").unwrap();
+        let table = Table::open(&db, "notes", &Gate::default()).unwrap();
         (db, table)
     }
 

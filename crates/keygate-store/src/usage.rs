@@ -114,6 +114,7 @@ impl Store {
             return Ok(());
         }
         let tree = &self.usage;
+        let _w = self.gate.write();
         let result = (tree,).transaction(|(t,)| {
             for d in deltas {
                 let k = key(&d.grant_id, d.day, &d.model);

@@ -14,6 +14,7 @@ use keygate_server::keyfile::{KeyFileError, KeySource};
 use keygate_server::{Application, keyfile};
 
 mod secret_input;
+mod store_cmds;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +60,42 @@ enum Command {
     /// Manage a running keygate through its admin API: people, grants, admin keys,
     /// usage, the audit log and the operator key.
     Admin(Box<admin::AdminArgs>),
+    /// Write a backup of the store to FILE (mode 0600): a consistent snapshot, taken
+    /// through the running keygate (admin key of scope `admin`), or with --offline from
+    /// the data directory when none runs. Sealed keys stay sealed; the master keyring is
+    /// not in it.
+    #[command(after_help = "Examples:\n  \
+        KEYGATE_ADMIN_KEY=... keygate backup /backups/keygate-$(date +%F).kgbackup\n  \
+        keygate backup --offline --config keygate.toml keygate.kgbackup")]
+    Backup {
+        /// Where to write the backup; never overwritten.
+        file: PathBuf,
+        /// Read the data directory's store directly (no keygate may be running on it).
+        #[arg(long)]
+        offline: bool,
+        #[arg(long, short, env = "KEYGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        online: store_cmds::Online,
+    },
+    /// Restore a backup into a new, empty data directory. The master keyring (from
+    /// --master-keys FILE, copied into DIR, or KEYGATE_MASTER_KEYS) must open every
+    /// sealed key of the backup, checked before anything is written.
+    #[command(after_help = "Example:\n  \
+        keygate restore keygate-2026-11-30.kgbackup --data-dir /var/lib/keygate-new --master-keys master.keys.backup")]
+    Restore {
+        /// The backup file (`keygate backup`).
+        file: PathBuf,
+        /// The new data directory: missing or empty.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The master key file the backup's keys were sealed with (your copy of
+        /// master.keys); written to DIR/master.keys (0600).
+        #[arg(long, value_name = "FILE")]
+        master_keys: Option<PathBuf>,
+        #[arg(long, short, env = "KEYGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Inspect or rotate the master keyring.
     Keys {
         #[command(subcommand)]
@@ -73,10 +110,37 @@ enum KeysAction {
         #[arg(long, short, env = "KEYGATE_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Add a new active master key to the key file; older keys stay to open old records.
+    /// Add a new active master key; older keys stay to open old records, which are
+    /// re-sealed under the new one. With a keygate running on the data directory this
+    /// goes through it (admin key of scope `admin`) and it re-seals in the background;
+    /// otherwise the key file is changed and the records re-sealed now.
+    #[command(after_help = "Examples:\n  \
+        KEYGATE_ADMIN_KEY=... keygate keys rotate        # a keygate is running\n  \
+        keygate keys rotate --config keygate.toml        # none is")]
     Rotate {
         #[arg(long, short, env = "KEYGATE_CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        online: store_cmds::Online,
+    },
+    /// Remove an old master key once no sealed record uses it (refused, naming how many
+    /// still do); never the active key. Through the running keygate when there is one.
+    #[command(after_help = "Example:\n  keygate keys status\n  keygate keys retire mk-abcde")]
+    Retire {
+        /// The key id (`keygate keys list`).
+        kid: String,
+        #[arg(long, short, env = "KEYGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        online: store_cmds::Online,
+    },
+    /// How many sealed records use each master key, and how many wait for the re-seal.
+    #[command(after_help = "Example:\n  keygate keys status")]
+    Status {
+        #[arg(long, short, env = "KEYGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        online: store_cmds::Online,
     },
     /// Set the operator's OpenAI key, which plans with `use_operator_key = true` lend to
     /// people who stored none. Read from standard input (not echoed on a terminal), never
@@ -305,6 +369,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Admin(args) => admin::run(*args),
+        Command::Backup {
+            file,
+            offline,
+            config,
+            online,
+        } => {
+            let config = load(config.as_ref())?;
+            store_cmds::backup(&file, &config, offline, &online)
+        }
+        Command::Restore {
+            file,
+            data_dir,
+            master_keys,
+            config,
+        } => store_cmds::restore(
+            &file,
+            &data_dir,
+            master_keys.as_deref(),
+            &load(config.as_ref())?,
+        ),
         Command::Keys { action } => match action {
             KeysAction::List { config } => {
                 let config = load(config.as_ref())?;
@@ -319,23 +403,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            KeysAction::Rotate { config } => {
-                let config = load(config.as_ref())?;
-                if config.master_keys.is_some() {
-                    anyhow::bail!(
-                        "KEYGATE_MASTER_KEYS is set: rotate by putting a new `kid:key` first in that variable"
-                    );
-                }
-                let file = keyfile::key_file_path(&config.data_dir);
-                let mut ring = keyfile::read(&file)?;
-                let kid = ring.add_generated()?.to_owned();
-                let tmp = file.with_extension("keys.new");
-                keyfile::write_new(&tmp, &ring)?;
-                std::fs::rename(&tmp, &file)
-                    .with_context(|| format!("replacing {}", file.display()))?;
-                out(&format!(
-                    "new active master key {kid}; older keys are kept so existing records still open"
-                ))
+            KeysAction::Rotate { config, online } => {
+                store_cmds::rotate(&load(config.as_ref())?, &online)
+            }
+            KeysAction::Retire {
+                kid,
+                config,
+                online,
+            } => store_cmds::retire(&load(config.as_ref())?, &kid, &online),
+            KeysAction::Status { config, online } => {
+                store_cmds::status(&load(config.as_ref())?, &online)
             }
             KeysAction::SetOperator {
                 config,

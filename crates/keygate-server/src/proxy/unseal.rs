@@ -79,7 +79,7 @@ pub fn unseal(
     // Through the store's cache of sealed records (evicted by every vault write): the
     // JWE itself is opened here, for this request only.
     if let Some(record) = st.store.vault_cached(user)? {
-        let key = vault::open_record(&st.keyring, user, &record)
+        let key = vault::open_record(&st.keyring.current(), user, &record)
             .inspect_err(|_| st.metrics.unsealed(UnsealSource::Vault, false))?;
         st.metrics.unsealed(UnsealSource::Vault, true);
         return Ok(Unsealed {
@@ -94,7 +94,7 @@ pub fn unseal(
     if plan.is_some_and(|p| p.use_operator_key)
         && let Some(record) = st.store.operator_key()?
     {
-        let key = operator_key::open(&st.keyring, &record)
+        let key = operator_key::open(&st.keyring.current(), &record)
             .inspect_err(|_| st.metrics.unsealed(UnsealSource::Operator, false))?;
         st.metrics.unsealed(UnsealSource::Operator, true);
         return Ok(Unsealed {

@@ -18,7 +18,7 @@ use crate::services::admin_keys::{self, AdminCaller};
 use crate::services::audit::{self, RequestMeta};
 use crate::services::error::{Limit, ServiceError};
 use crate::services::grants::{self, Caller, GrantPatch};
-use crate::services::{admin, operator_key, reports, users};
+use crate::services::{admin, backup, master_keys, operator_key, reports, users};
 use crate::state::AppState;
 
 /// Proof that the request carried an admin key whose scope covers it: the bootstrap
@@ -116,6 +116,56 @@ pub async fn revoke_key(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// `GET /admin/backup`: the whole store at one instant, as a `keygate-backup` file
+/// (sealed keys stay sealed; the master keyring is not in it).
+pub async fn backup(
+    Admin(a): Admin,
+    meta: RequestMeta,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ServerError> {
+    let taken = backup::take(&st, &meta.admin(&a)).await?;
+    let day = keygate_core::calendar::day_string(keygate_core::calendar::day_number(
+        taken.summary.created_at,
+    ));
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((
+            "content-disposition",
+            format!("attachment; filename=\"keygate-{day}.kgbackup\""),
+        ))
+        .insert_header((
+            "x-keygate-backup-entries",
+            taken.summary.entries().to_string(),
+        ))
+        .body(taken.bytes))
+}
+
+/// `GET /admin/master-keys`: kids, records per kid, what the re-seal has left.
+pub async fn master_keys(_: Admin, st: web::Data<AppState>) -> Result<HttpResponse, ServerError> {
+    Ok(HttpResponse::Ok().json(master_keys::show(&st)?))
+}
+
+/// `POST /admin/master-keys`: a new active master key; re-sealing runs in the background.
+pub async fn rotate_master_key(
+    Admin(a): Admin,
+    meta: RequestMeta,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ServerError> {
+    let view = master_keys::rotate(&st, &meta.admin(&a)).await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// `DELETE /admin/master-keys/{kid}`: 204, or 409 while records use it / it is active.
+pub async fn retire_master_key(
+    Admin(a): Admin,
+    meta: RequestMeta,
+    st: web::Data<AppState>,
+    kid: web::Path<String>,
+) -> Result<HttpResponse, ServerError> {
+    master_keys::retire(&st, &kid, &meta.admin(&a)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// `PUT /admin/operator-key {"api_key"}`: sealed and flushed; never echoed.
 pub async fn put_operator_key(
     Admin(a): Admin,
@@ -124,7 +174,14 @@ pub async fn put_operator_key(
     body: web::Json<PutKey>,
 ) -> Result<HttpResponse, ServerError> {
     let by = meta.admin(&a);
-    operator_key::set(&st.store, &st.keyring, &body.api_key, st.clock.now(), &by).await?;
+    operator_key::set(
+        &st.store,
+        &st.keyring.current(),
+        &body.api_key,
+        st.clock.now(),
+        &by,
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -194,7 +251,15 @@ pub async fn put_openai_key(
     body: web::Json<PutKey>,
 ) -> Result<HttpResponse, ServerError> {
     let (now, by) = (st.clock.now(), meta.admin(&a));
-    admin::put_key(&st.store, &st.keyring, &id, &body.api_key, now, &by).await?;
+    admin::put_key(
+        &st.store,
+        &st.keyring.current(),
+        &id,
+        &body.api_key,
+        now,
+        &by,
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -54,6 +54,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_json_bytes: usize) {
                 .route("/keys", web::post().to(admin::create_key))
                 .route("/keys", web::get().to(admin::list_keys))
                 .route("/keys/{id}", web::delete().to(admin::revoke_key))
+                .route("/backup", web::get().to(admin::backup))
+                .route("/master-keys", web::get().to(admin::master_keys))
+                .route("/master-keys", web::post().to(admin::rotate_master_key))
+                .route(
+                    "/master-keys/{kid}",
+                    web::delete().to(admin::retire_master_key),
+                )
                 .route("/operator-key", web::put().to(admin::put_operator_key))
                 .route("/operator-key", web::get().to(admin::get_operator_key))
                 .route(

@@ -77,6 +77,8 @@ pub enum Target<'a> {
     AdminKey(&'a AdminKeyId),
     /// The operator's shared OpenAI key (there is one: its target id is `operator`).
     OperatorKey,
+    /// A master key, by its kid (never the key).
+    MasterKey(&'a str),
 }
 
 impl Target<'_> {
@@ -88,6 +90,7 @@ impl Target<'_> {
             Target::OpenAiKey(id) => ("openai_key", id.as_str()),
             Target::AdminKey(id) => ("admin_key", id.as_str()),
             Target::OperatorKey => ("operator_key", "operator"),
+            Target::MasterKey(kid) => ("master_key", kid),
         };
         AuditTarget {
             kind: kind.into(),

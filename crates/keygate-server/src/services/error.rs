@@ -63,9 +63,24 @@ pub enum ServiceError {
     InsufficientScope {
         needed: keygate_core::admin_scope::AdminScope,
     },
+    /// A master key change that cannot be made (rotation, retirement).
+    #[error("master key change refused: {0:?}")]
+    MasterKey(MasterKeyRefusal),
     /// A per-address throttle or the live-ceremony cap.
     #[error("rate limited ({limit:?}), retry after {retry_after} s")]
     RateLimited { limit: Limit, retry_after: u64 },
+}
+
+/// Why a master key cannot be rotated or retired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeyRefusal {
+    /// The keyring comes from `KEYGATE_MASTER_KEYS` (or the caller): keygate has no file
+    /// to write a new key to that a restart would read.
+    FromEnvironment,
+    /// The active key cannot be retired.
+    Active(String),
+    /// Sealed records still use this key.
+    InUse { kid: String, records: usize },
 }
 
 /// What was not found.
@@ -80,6 +95,8 @@ pub enum Missing {
     Connection,
     /// An active connection to re-key.
     ActiveConnection,
+    /// A master key id the keyring does not have.
+    MasterKey,
     /// A plan named in the configuration (`GET /api/connect/plan?name=`).
     Plan,
     /// A page or asset, or a malformed id in a path.

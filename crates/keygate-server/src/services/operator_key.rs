@@ -111,6 +111,13 @@ pub fn open(keyring: &Keyring, record: &OperatorKeyRecord) -> Result<UnsealedKey
     })
 }
 
+/// Whether the operator's record is sealed under a key other than the active one.
+pub fn needs_reseal(store: &Store, keyring: &Keyring) -> Result<bool, ServerError> {
+    Ok(store
+        .operator_key()?
+        .is_some_and(|r| SealedKey::from_compact(r.sealed).is_ok_and(|s| s.needs_reseal(keyring))))
+}
+
 /// Re-seals the operator's record under the active master key when it was sealed under
 /// an older one (part of `vault::reseal_all`, which flushes). A record that does not
 /// open is left as it is and logged; one replaced meanwhile keeps the newer record.

@@ -162,7 +162,16 @@ pub async fn store_key(
         false
     };
     let now = st.clock.now();
-    put_key_validated(&st.store, &st.keyring, user, raw, validated, now, audit).await
+    put_key_validated(
+        &st.store,
+        &st.keyring.current(),
+        user,
+        raw,
+        validated,
+        now,
+        audit,
+    )
+    .await
 }
 
 /// Deletes the person's stored key; durable before returning. (Deleting none is no
@@ -314,60 +323,55 @@ fn update_same_key(
     Ok(false)
 }
 
-/// Re-seals every vault record made under an older master key with the active one
-/// (after `keygate keys rotate`), the operator's key included. Online: each record is
-/// replaced atomically, and a
-/// record that does not open (for the id it is filed under) is left as it is and
-/// logged. Returns how many changed.
+/// Re-seals every record made under an older master key with the active one, the
+/// operator's key included, in one pass (`master_keys::reseal_pass`, which the running
+/// server's re-seal task drives with progress). Returns how many changed.
 pub async fn reseal_all(store: &Store, keyring: &Keyring) -> Result<usize, ServerError> {
-    let mut changed = 0;
-    for (user, record) in store.vault_entries()? {
-        let Ok(sealed) = SealedKey::from_compact(record.sealed.clone()) else {
-            tracing::error!(user_id = %user, "vault record is not a JWE; left as is");
-            continue;
-        };
-        if !sealed.needs_reseal(keyring) {
-            continue;
-        }
-        let Ok(opened) = open_record(keyring, &user, &record) else {
-            tracing::error!(user_id = %user, "vault record left as is");
-            continue;
-        };
-        let binding = Binding {
-            user_id: user.clone(),
-            key_id: record.key_id.clone(),
-        };
-        let resealed = vault::seal(
-            keyring,
-            &binding,
-            &opened.key,
-            opened.org.as_deref(),
-            opened.project.as_deref(),
-            opened.issued_at,
-        )
-        .map_err(|e| ServerError::Internal(e.to_string()))?;
-        let updated = VaultRecord {
-            sealed: resealed.as_compact().to_owned(),
-            kid: resealed.kid().to_owned(),
-            ..record.clone()
-        };
-        // Only replace what we read: a key replaced meanwhile keeps the newer record.
-        if store.replace_vault(&user, &record, &updated)? {
-            changed += 1;
-        }
+    let done = crate::services::master_keys::reseal_pass(store, keyring, &|_| {}).await?;
+    Ok(done.done)
+}
+
+/// Re-seals one vault record under the active key, if it was sealed under another.
+/// Online: the record is replaced atomically, and only if it is still the one read (a
+/// key replaced meanwhile keeps the newer record); a record that does not open (for the
+/// id it is filed under) is left as it is and logged. Not flushed. Returns whether it
+/// changed.
+pub fn reseal_record(
+    store: &Store,
+    keyring: &Keyring,
+    user: &UserId,
+    record: &VaultRecord,
+) -> Result<bool, ServerError> {
+    let Ok(sealed) = SealedKey::from_compact(record.sealed.clone()) else {
+        tracing::error!(user_id = %user, "vault record is not a JWE; left as is");
+        return Ok(false);
+    };
+    if !sealed.needs_reseal(keyring) {
+        return Ok(false);
     }
-    if crate::services::operator_key::reseal(store, keyring)? {
-        changed += 1;
-    }
-    if changed > 0 {
-        store.flush().await?;
-        tracing::info!(
-            records = changed,
-            kid = keyring.active_kid(),
-            "re-sealed vault records under the active master key"
-        );
-    }
-    Ok(changed)
+    let Ok(opened) = open_record(keyring, user, record) else {
+        tracing::error!(user_id = %user, "vault record left as is");
+        return Ok(false);
+    };
+    let binding = Binding {
+        user_id: user.clone(),
+        key_id: record.key_id.clone(),
+    };
+    let resealed = vault::seal(
+        keyring,
+        &binding,
+        &opened.key,
+        opened.org.as_deref(),
+        opened.project.as_deref(),
+        opened.issued_at,
+    )
+    .map_err(|e| ServerError::Internal(e.to_string()))?;
+    let updated = VaultRecord {
+        sealed: resealed.as_compact().to_owned(),
+        kid: resealed.kid().to_owned(),
+        ..record.clone()
+    };
+    Ok(store.replace_vault(user, record, &updated)?)
 }
 
 #[cfg(test)]

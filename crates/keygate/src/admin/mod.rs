@@ -3,7 +3,7 @@
 //! page's items in one array). The admin key comes from `--key-file` or
 //! `KEYGATE_ADMIN_KEY`, never from the command line, and is never printed.
 
-mod client;
+pub(crate) mod client;
 mod table;
 
 use std::io::{Read, Write};
@@ -686,7 +686,7 @@ fn parse_limit(s: &str) -> Result<usize, String> {
 /// The admin key: `--key-file` when given (an explicit choice wins over the
 /// environment), else `KEYGATE_ADMIN_KEY`. Errors name where it was looked for,
 /// never what was found.
-fn admin_key(file: Option<&Path>) -> anyhow::Result<SecretString> {
+pub(crate) fn admin_key(file: Option<&Path>) -> anyhow::Result<SecretString> {
     let text = match file {
         Some(path) => read_key_file(path)?,
         None => match std::env::var(KEY_VAR) {

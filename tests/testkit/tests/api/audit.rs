@@ -519,7 +519,8 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
     let entries = whole_log(&app, ADMIN_KEY, "").await;
     check(&entries, &log);
 
-    // Every listed action left its entry (operator_key.* belong to the operator key).
+    // Every listed action left its entry (operator_key.* belong to the operator key's
+    // tests, master_key.* and store.backed_up to master_keys.rs and backup.rs).
     let seen: std::collections::BTreeSet<&str> = entries
         .iter()
         .map(|e| e["action"].as_str().unwrap())
@@ -527,7 +528,10 @@ async fn every_action_is_recorded_in_order_with_its_actor_and_no_secret() {
     for action in keygate_core::audit::Action::ALL {
         let name = action.as_str();
         assert!(
-            seen.contains(name) || name.starts_with("operator_key."),
+            seen.contains(name)
+                || name.starts_with("operator_key.")
+                || name.starts_with("master_key.")
+                || name == "store.backed_up",
             "no {name} entry"
         );
     }

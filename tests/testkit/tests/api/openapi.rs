@@ -331,7 +331,8 @@ async fn every_described_operation_reaches_a_route() {
         let concrete = path
             .replace("{file}", "index.js")
             .replace("{path}", "models")
-            .replace("{id}", "aaaaaaaaaaaaaaaa");
+            .replace("{id}", "aaaaaaaaaaaaaaaa")
+            .replace("{kid}", "mk-aaaaa");
         assert!(!concrete.contains('{'), "a path parameter to fill: {path}");
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let res = b.request(m, &concrete).send().await.unwrap();

@@ -129,7 +129,7 @@ async fn set_shown_without_the_key_and_deleted_with_the_admin_scope_only() {
     );
     let view: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(view["set"], true);
-    assert_eq!(view["kid"], app.state.keyring.active_kid());
+    assert_eq!(view["kid"], app.state.keyring.current().active_kid());
     let updated = view["updated_at"].as_str().unwrap();
     assert!(
         updated.ends_with('Z') && updated.len() == 20,
