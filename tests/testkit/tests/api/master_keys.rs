@@ -254,12 +254,9 @@ async fn rotation_while_16_clients_stream_fails_no_request_and_moves_every_recor
     );
 }
 
-#[tokio::test]
-async fn retire_refuses_while_records_use_the_key_and_names_how_many() {
-    let app = spawn_app().await;
-    app.enrolled_grant(None).await;
-    let first = app.state.keyring.current();
-    let first_kid = first.active_kid().to_owned();
+/// Rotates through the admin API and waits for the re-seal pass to finish; the new
+/// active kid.
+async fn rotate_and_reseal(app: &TestApp) -> String {
     let rotated = json_of(
         app.admin(Method::POST, "/admin/master-keys")
             .send()
@@ -268,12 +265,21 @@ async fn retire_refuses_while_records_use_the_key_and_names_how_many() {
         201,
     )
     .await;
-    let second_kid = rotated["active"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while keys_view(&app).await["reseal_remaining"] != 0 {
+    while keys_view(app).await["reseal_remaining"] != 0 {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    rotated["active"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn retire_refuses_while_records_use_the_key_and_names_how_many() {
+    let app = spawn_app().await;
+    app.enrolled_grant(None).await;
+    let first = app.state.keyring.current();
+    let first_kid = first.active_kid().to_owned();
+    let second_kid = rotate_and_reseal(&app).await;
     // Two keys sealed under the first kid after the pass (as a restore could bring
     // back): the first kid is in use again.
     seal_straight_in(&app, &first, 1);
@@ -301,20 +307,7 @@ async fn retire_refuses_while_records_use_the_key_and_names_how_many() {
     assert_openai_error(res, 404, "not_found").await;
 
     // The next rotation's pass takes them too; then both older keys retire.
-    let third = json_of(
-        app.admin(Method::POST, "/admin/master-keys")
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let third_kid = third["active"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while keys_view(&app).await["reseal_remaining"] != 0 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let third_kid = rotate_and_reseal(&app).await;
     for kid in [&first_kid, &second_kid] {
         let res = app
             .admin(Method::DELETE, &format!("/admin/master-keys/{kid}"))

@@ -1,11 +1,14 @@
-//! The grant cache (`Store::grant_cached`): every grant write through the store is seen
-//! by the very next cached read, on every clone of the store.
+//! The store's read-through caches (`Store::grant_cached`, `Store::vault_cached`): every
+//! write through the store — to a grant; to a vault record: stored, replaced, re-sealed
+//! or marked, deleted; a person deleted — is seen by the very next cached read, on every
+//! clone of the store. (Both are the same `RecordCache`: its race rule is tested once,
+//! on grants.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use keygate_core::ids::{GrantId, UserId};
+use keygate_core::ids::{GrantId, KeyId, UserId};
 use keygate_core::scope::Scope;
-use keygate_store::{GrantRecord, GrantState, Store, StoreOptions, UserRecord};
+use keygate_store::{GrantRecord, GrantState, Store, StoreOptions, UserRecord, VaultRecord};
 
 fn open(entries: usize) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -13,6 +16,7 @@ fn open(entries: usize) -> (tempfile::TempDir, Store) {
         dir.path(),
         &StoreOptions {
             grant_cache_entries: entries,
+            vault_cache_entries: entries,
             ..StoreOptions::default()
         },
     )
@@ -166,5 +170,91 @@ fn a_read_that_raced_a_write_never_caches_the_old_record() {
             r.join().unwrap();
         }
         assert_eq!(coherent(&store, &g.id).unwrap().name, format!("{round}-49"));
+    }
+}
+
+// --- the vault cache ---------------------------------------------------------------
+
+fn record(user: &UserId, sealed: &str) -> VaultRecord {
+    VaultRecord {
+        user_id: user.clone(),
+        key_id: KeyId::generate(),
+        sealed: sealed.into(),
+        kid: "mk-1".into(),
+        last4: "WXYZ".into(),
+        created_at: 11,
+        last_validated_at: None,
+        rejected_at: None,
+    }
+}
+
+/// The cached read, after checking it agrees with the uncached one.
+fn cached(store: &Store, user: &UserId) -> Option<VaultRecord> {
+    let hit = store.vault_cached(user).unwrap().map(|r| (*r).clone());
+    assert_eq!(hit, store.vault(user).unwrap(), "cache and store disagree");
+    hit
+}
+
+#[test]
+fn every_vault_write_is_seen_by_the_next_cached_read() {
+    let (_dir, store) = open(16);
+    // Another clone, as another worker holds it: the cache is shared.
+    let worker = store.clone();
+    let ada = user(&store);
+    assert_eq!(cached(&worker, &ada), None);
+
+    let first = record(&ada, "a.b.c.d.e");
+    store.put_vault(&ada, &first).unwrap();
+    assert_eq!(cached(&worker, &ada), Some(first.clone()));
+
+    // Replaced by a new key (the person pasted another one).
+    let second = record(&ada, "f.g.h.i.j");
+    store.put_vault(&ada, &second).unwrap();
+    assert_eq!(cached(&worker, &ada), Some(second.clone()));
+
+    // Re-sealed or marked (compare-and-swap), and a swap that lost changes nothing.
+    let resealed = VaultRecord {
+        sealed: "k.l.m.n.o".into(),
+        kid: "mk-2".into(),
+        ..second.clone()
+    };
+    assert!(store.replace_vault(&ada, &second, &resealed).unwrap());
+    assert_eq!(cached(&worker, &ada), Some(resealed.clone()));
+    assert!(!store.replace_vault(&ada, &second, &first).unwrap());
+    assert_eq!(cached(&worker, &ada), Some(resealed.clone()));
+
+    // Deleted.
+    assert!(store.delete_vault(&ada).unwrap());
+    assert_eq!(cached(&worker, &ada), None);
+
+    // Stored again, then the person deleted.
+    store.put_vault(&ada, &first).unwrap();
+    assert_eq!(cached(&worker, &ada), Some(first));
+    assert!(store.delete_user(&ada).unwrap());
+    assert_eq!(cached(&worker, &ada), None);
+}
+
+#[test]
+fn a_full_or_disabled_cache_still_reads_right() {
+    for entries in [0, 2] {
+        let (_dir, store) = open(entries);
+        let people: Vec<UserId> = (0..6).map(|_| user(&store)).collect();
+        for (i, u) in people.iter().enumerate() {
+            store
+                .put_vault(u, &record(u, &format!("s.{i}.c.d.e")))
+                .unwrap();
+        }
+        for _ in 0..3 {
+            for (i, u) in people.iter().enumerate() {
+                let hit = cached(&store, u).unwrap();
+                assert_eq!(hit.sealed, format!("s.{i}.c.d.e"));
+            }
+        }
+        // Someone with no key is a miss every time, never cached as absent.
+        let nobody = user(&store);
+        assert_eq!(cached(&store, &nobody), None);
+        let r = record(&nobody, "z.y.x.w.v");
+        store.put_vault(&nobody, &r).unwrap();
+        assert_eq!(cached(&store, &nobody), Some(r));
     }
 }
