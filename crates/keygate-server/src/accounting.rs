@@ -115,15 +115,19 @@ impl Accounting {
             loop {
                 interval.tick().await;
                 let started = std::time::Instant::now();
-                let written = match this.write_to(&store) {
-                    Ok(true) => store.flush().await,
-                    Ok(false) => Ok(()),
-                    Err(e) => Err(e),
-                };
-                metrics.observe_flush("usage", started.elapsed());
-                if let Err(e) = written {
-                    tracing::warn!(error = %e, "could not write usage counters; kept for the next try");
+                match this.write_to(&store) {
+                    Ok(true) => {
+                        if let Err(e) = store.flush().await {
+                            // Written, not yet synced: sled's own flush retries it.
+                            tracing::warn!(error = %e, "usage counters written but not synced to disk");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not write usage counters; kept for the next try");
+                    }
                 }
+                metrics.observe_flush("usage", started.elapsed());
             }
         })
     }

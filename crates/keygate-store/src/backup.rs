@@ -1,16 +1,14 @@
 //! Backups: a point-in-time copy of every tree, and a new store made from one.
 //!
 //! **Consistency.** Every write — one record, or one multi-tree transaction — holds the
-//! store's write gate (`table.rs`) while it runs. [`Store::snapshot`] watches every tree
-//! (sled's subscribers report each key written), waits once for the writes under way to
-//! finish (a brief freeze of the gate), copies the trees while writes go on, then
-//! freezes the gate again and reads back, in place, every key written during the copy.
-//! The result is the store as it stood at that second freeze, across all trees: each
-//! write that finished before it, none that started after it, and no half of a
-//! transaction (a grant without its index entry, an audit entry without its per-person
-//! copy). Writes wait only for that second step — proportional to the keys written
-//! during the copy, not to the size of the store; reads, the proxy included, never
-//! wait. The copy is encoded outside the gate. (docs/OPERATIONS.md has figures.)
+//! store's write gate (`table.rs`) while it runs. [`Store::snapshot`] freezes the gate
+//! (waiting for the writes under way to finish) and copies every tree while it is
+//! frozen. The result is the store at that instant, across all trees: each write that
+//! finished before it, none that started after it, and no half of a transaction (a
+//! grant without its index entry, an audit entry without its per-person copy). Writes
+//! wait for the copy — proportional to the size of the store; reads, the proxy
+//! included, never wait. The copy is encoded outside the gate. (docs/OPERATIONS.md has
+//! figures.)
 //!
 //! **What is in it.** Every tree's keys and values as stored: the vault's sealed JWEs
 //! (never a plaintext key), hashes of grant secrets and session ids, the audit log.
@@ -22,10 +20,8 @@
 //! (u32 length, key, u32 length, value); then the SHA-256 of everything before it, so
 //! a truncated or altered file is refused before anything is restored.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use keygate_core::ids::UserId;
@@ -140,24 +136,17 @@ impl Store {
             .iter()
             .map(|n| self.db.open_tree(n))
             .collect::<Result<Vec<_>, _>>()?;
-        // Watched before the copy; the freeze lets every write that began before the
-        // watch finish, so any later change is in the copy or reported, or both.
-        let watch = Watch::start(&trees);
-        drop(self.gate.freeze());
-        let mut copies = trees
+        // The gate frozen for the whole copy: every write that began before it has
+        // finished, none starts until the copy is made. (An incremental copy that
+        // watched the trees with sled subscribers let writes go on meanwhile, but a
+        // subscriber stops reporting after a write that changes nothing, which could
+        // leave written keys out of the copy and fill its queue until writers blocked
+        // under the gate: docs/DECISIONS.md, "Issue 13 — backup".)
+        let frozen = self.gate.freeze();
+        let copies = trees
             .iter()
             .map(|t| t.iter().collect::<Result<BTreeMap<IVec, IVec>, _>>())
             .collect::<Result<Vec<_>, _>>()?;
-        let frozen = self.gate.freeze();
-        let touched = watch.finish()?;
-        for ((tree, copy), keys) in trees.iter().zip(&mut copies).zip(touched) {
-            for key in keys {
-                match tree.get(&key)? {
-                    Some(value) => copy.insert(key, value),
-                    None => copy.remove(&key),
-                };
-            }
-        }
         let id_floor = self.next_id()?;
         drop(frozen);
         let copied = names
@@ -166,54 +155,6 @@ impl Store {
             .map(|(name, copy)| (name, copy.into_iter().collect()))
             .collect();
         Ok((copied, id_floor))
-    }
-}
-
-/// The keys written to each watched tree, collected on a thread of its own so that
-/// writers never wait on a full subscriber channel.
-struct Watch {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<HashSet<IVec>>>,
-}
-
-impl Watch {
-    fn start(trees: &[sled::Tree]) -> Self {
-        let mut subscribers: Vec<sled::Subscriber> = trees
-            .iter()
-            .map(|t| t.watch_prefix(Vec::<u8>::new()))
-            .collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut touched = vec![HashSet::new(); subscribers.len()];
-            loop {
-                // Read before the last drain: once it says stop, the writes are frozen
-                // and every event they sent is already in the channels.
-                let last = stopping.load(Ordering::Acquire);
-                let mut idle = true;
-                for (sub, keys) in subscribers.iter_mut().zip(&mut touched) {
-                    while let Ok(event) = sub.next_timeout(Duration::ZERO) {
-                        keys.insert(event.key().clone());
-                        idle = false;
-                    }
-                }
-                if last {
-                    return touched;
-                }
-                if idle {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        });
-        Self { stop, thread }
-    }
-
-    /// Every key written since [`Watch::start`], per tree; call with the gate frozen.
-    fn finish(self) -> Result<Vec<HashSet<IVec>>, StoreError> {
-        self.stop.store(true, Ordering::Release);
-        self.thread
-            .join()
-            .map_err(|_| StoreError::Transaction("the backup's watch of the trees failed".into()))
     }
 }
 
@@ -417,6 +358,9 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use keygate_core::ids::KeyId;
 

@@ -30,12 +30,15 @@ pub async fn take(st: &AppState, by: &Audit) -> Result<Backup, ServerError> {
     let store = st.store.clone();
     let now = st.clock.now();
     let started = std::time::Instant::now();
-    let snapshot = tokio::task::spawn_blocking(move || store.snapshot(now))
-        .await
-        .map_err(|e| ServerError::Internal(format!("backup task: {e}")))??;
-    let summary = snapshot.summary();
-    let copied = started.elapsed();
-    let bytes = snapshot.to_bytes()?;
+    // Copying and encoding (a SHA-256 over the whole store) are long, blocking work:
+    // off the worker thread, which serves other connections meanwhile.
+    let (summary, copied, bytes) = tokio::task::spawn_blocking(move || {
+        let snapshot = store.snapshot(now)?;
+        let copied = started.elapsed();
+        Ok::<_, ServerError>((snapshot.summary(), copied, snapshot.to_bytes()?))
+    })
+    .await
+    .map_err(|e| ServerError::Internal(format!("backup task: {e}")))??;
     tracing::info!(
         entries = summary.entries(),
         bytes = bytes.len(),

@@ -261,6 +261,11 @@ pub fn spawn_resealer(st: AppState) -> tokio::task::JoinHandle<()> {
 
 async fn run_passes(st: &AppState) {
     for _ in 0..MAX_PASSES {
+        // Held for the pass: a retirement counts the records under a kid only once no
+        // pass is sealing with an older snapshot of the keyring (else a record sealed
+        // by this pass under a kid retired meanwhile could never be opened again), and
+        // a rotation waits for the pass under way.
+        let _no_change_meanwhile = st.keyring.lock_changes().await;
         let keyring = st.keyring.current();
         let kid = keyring.active_kid().to_owned();
         let metrics = st.metrics.clone();
