@@ -611,14 +611,23 @@ fn scenario_error(ctx: &Ctx, status: u16, quota: bool) -> Resp {
 }
 
 fn big_response() -> Resp {
-    const PREFIX: &[u8] = br#"{"object":"mock.big","data":""#;
-    const SUFFIX: &[u8] = br#""}"#;
-    let mut body = Vec::with_capacity(BIG_RESPONSE_LEN);
-    body.extend_from_slice(PREFIX);
-    body.resize(BIG_RESPONSE_LEN - SUFFIX.len(), b'x');
-    body.extend_from_slice(SUFFIX);
+    padded_json(
+        br#"{"object":"mock.big","data":""#,
+        b'x',
+        br#""}"#,
+        BIG_RESPONSE_LEN,
+    )
+}
+
+/// A JSON body of exactly `len` bytes (`prefix`, `fill` repeated, `suffix`), sent in
+/// `BIG_RESPONSE_CHUNK`-sized frames.
+fn padded_json(prefix: &[u8], fill: u8, suffix: &[u8], len: usize) -> Resp {
+    let mut body = Vec::with_capacity(len);
+    body.extend_from_slice(prefix);
+    body.resize(len - suffix.len(), fill);
+    body.extend_from_slice(suffix);
     let body = Bytes::from(body);
-    let chunks: Vec<Step> = (0..BIG_RESPONSE_LEN)
+    let chunks: Vec<Step> = (0..len)
         .step_by(BIG_RESPONSE_CHUNK)
         .map(|start| Step::Send(body.slice(start..(start + BIG_RESPONSE_CHUNK).min(body.len()))))
         .collect();
@@ -636,21 +645,13 @@ fn huge_error(status: u16) -> Resp {
     let Ok(status) = StatusCode::from_u16(status) else {
         return internal_error("mock: invalid status");
     };
-    const PREFIX: &[u8] = br#"{"error":{"message":""#;
-    const SUFFIX: &[u8] = br#"","type":"server_error","param":null,"code":null}}"#;
-    let mut body = Vec::with_capacity(HUGE_ERROR_LEN);
-    body.extend_from_slice(PREFIX);
-    body.resize(HUGE_ERROR_LEN - SUFFIX.len(), b'e');
-    body.extend_from_slice(SUFFIX);
-    let body = Bytes::from(body);
-    let chunks: Vec<Step> = (0..HUGE_ERROR_LEN)
-        .step_by(BIG_RESPONSE_CHUNK)
-        .map(|start| Step::Send(body.slice(start..(start + BIG_RESPONSE_CHUNK).min(body.len()))))
-        .collect();
-    let mut resp = Response::new(MockBody::paced(Box::new(chunks.into_iter()), None));
+    let mut resp = padded_json(
+        br#"{"error":{"message":""#,
+        b'e',
+        br#"","type":"server_error","param":null,"code":null}}"#,
+        HUGE_ERROR_LEN,
+    );
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
