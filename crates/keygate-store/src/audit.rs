@@ -2,7 +2,7 @@
 //! sequence) and, for entries that concern a person, a copy under that person (tree
 //! `audit_by_user`, keyed user id ‖ nanoseconds ‖ sequence), so "this person's
 //! entries" is one range scan too. Nothing here changes or removes an entry, except
-//! [`Store::sweep_audit_before`], which a configured retention runs.
+//! [`SledStore::sweep_audit_before`], which a configured retention runs.
 
 use keygate_core::audit::Action;
 use keygate_core::ids::UserId;
@@ -11,7 +11,7 @@ use sled::transaction::TransactionResult;
 
 use crate::StoreError;
 use crate::records::AuditRecord;
-use crate::store::Store;
+use crate::store::SledStore;
 
 /// Which entries a page of the log holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct AuditQuery {
 /// Above every key of the log (keys are 16 bytes).
 const END: [u8; 17] = [0xff; 17];
 
-impl Store {
+impl SledStore {
     /// Appends an entry (and its copy under the person it concerns) in one
     /// transaction; the store numbers it (`seq`, increasing across restarts). Returns
     /// the entry as stored. Not flushed: the caller flushes before answering.
@@ -48,6 +48,20 @@ impl Store {
             });
         result.map_err(|e| StoreError::Transaction(format!("{e:?}")))?;
         Ok(record)
+    }
+
+    /// Writes an entry exactly as given (`seq` included) with its per-person copy: an
+    /// import, where the entry was numbered by the store it came from.
+    pub(crate) fn put_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let key = record.key();
+        let bytes = self.audit.encode(record)?;
+        self.audit.tree().insert(&key[..], bytes.clone())?;
+        if let Some(user) = &record.user {
+            self.audit_by_user
+                .tree()
+                .insert(user_key(user, &key), bytes)?;
+        }
+        Ok(())
     }
 
     /// One page of the log, newest first, starting before the store key `after` (a
@@ -138,7 +152,7 @@ mod tests {
     #[test]
     fn the_log_pages_newest_first_per_person_and_by_filter() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
         let (ann, bob) = (UserId::generate(), UserId::generate());
         let mut seqs = Vec::new();
         for (at, action, user) in [
@@ -238,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let user = UserId::generate();
         let first = {
-            let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
             store
                 .append_audit(entry(5, Action::UserSignedUp, Some(&user)))
                 .unwrap()
@@ -247,7 +261,7 @@ mod tests {
         // drop (as in tests/store.rs).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let store = loop {
-            match Store::open(dir.path(), &StoreOptions::default()) {
+            match SledStore::open(dir.path(), &StoreOptions::default()) {
                 Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }

@@ -18,10 +18,10 @@ use sled::{Transactional, Tree};
 
 use crate::StoreError;
 use crate::records::{CeremonyRecord, CodeRecord, PasskeyRecord, SessionRecord, UserRecord};
-use crate::store::Store;
+use crate::store::SledStore;
 use crate::table::pair_key;
 
-/// What [`Store::insert_passkey`] and [`Store::insert_user_with_passkey`] did.
+/// What [`SledStore::insert_passkey`] and [`SledStore::insert_user_with_passkey`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum PasskeyInsert {
@@ -32,7 +32,7 @@ pub enum PasskeyInsert {
     NoSuchUser,
 }
 
-/// What [`Store::delete_passkey_unless_last`] did.
+/// What [`SledStore::delete_passkey_unless_last`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeletePasskey {
     Deleted,
@@ -41,7 +41,7 @@ pub enum DeletePasskey {
     Gone,
 }
 
-/// What [`Store::insert_session`] did.
+/// What [`SledStore::insert_session`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum SessionInsert {
@@ -51,7 +51,7 @@ pub enum SessionInsert {
     NoSuchUser,
 }
 
-impl Store {
+impl SledStore {
     // --- passkeys ----------------------------------------------------------------
 
     /// Registers a new person with their first passkey, atomically: either both exist
@@ -380,13 +380,14 @@ impl Store {
     /// Anonymous ceremonies in the store (live or expired-but-not-yet-swept): the ones
     /// the live-ceremony cap counts. A full scan of the keys; callers limit how often.
     /// A key that cannot be read counts (an over-estimate, never under).
-    pub fn anonymous_ceremony_count(&self) -> usize {
-        self.ceremonies
+    pub fn anonymous_ceremony_count(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .ceremonies
             .tree()
             .iter()
             .keys()
             .filter(|k| k.as_ref().map_or(true, |k| !is_person_ceremony_key(k)))
-            .count()
+            .count())
     }
 
     /// Removes and returns a ceremony: whatever happens next, it cannot be used twice.
@@ -537,7 +538,7 @@ impl Store {
 /// The store id of a signed-in person's ceremony of `kind` (step-up, adding a passkey,
 /// approving a connection) started by their session with public id `session`:
 /// `<user id>~<kind>~<session public id>`, one per person, kind and session (see
-/// [`Store::put_ceremony`]). It is not a secret: only the session that started it can
+/// [`SledStore::put_ceremony`]). It is not a secret: only the session that started it can
 /// finish it (the server rebuilds the id from the calling session before taking the
 /// ceremony and refuses any other).
 pub fn person_ceremony_id(user: &UserId, kind: &str, session: &str) -> String {

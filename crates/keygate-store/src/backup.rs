@@ -1,7 +1,7 @@
 //! Backups: a point-in-time copy of every tree, and a new store made from one.
 //!
 //! **Consistency.** Every write — one record, or one multi-tree transaction — holds the
-//! store's write gate (`table.rs`) while it runs. [`Store::snapshot`] freezes the gate
+//! store's write gate (`table.rs`) while it runs. [`SledStore::snapshot`] freezes the gate
 //! (waiting for the writes under way to finish) and copies every tree while it is
 //! frozen. The result is the store at that instant, across all trees: each write that
 //! finished before it, none that started after it, and no half of a transaction (a
@@ -34,11 +34,11 @@ use thiserror::Error;
 
 use crate::records::{OperatorKeyRecord, VaultRecord};
 use crate::table::decode;
-use crate::{Store, StoreError, StoreOptions};
+use crate::{SledStore, StoreError, StoreOptions};
 
 const MAGIC: &[u8] = b"keygate-backup 1\n";
 const DIGEST_LEN: usize = 32;
-/// The key in the `meta` tree holding the id floor (see [`Store::next_id`]).
+/// The key in the `meta` tree holding the id floor (see [`SledStore::next_id`]).
 const ID_FLOOR_KEY: &str = "id_floor";
 
 #[derive(Debug, Error)]
@@ -103,7 +103,7 @@ impl SnapshotSummary {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Copies every tree as it stands at one instant (see the module docs). `now` is
     /// recorded as the backup's time.
     pub fn snapshot(&self, now: UnixTime) -> Result<Snapshot, StoreError> {
@@ -127,8 +127,8 @@ impl Store {
     }
 }
 
-impl Store {
-    /// The copy behind [`Store::snapshot`]: every tree, sorted by name, and an id floor.
+impl SledStore {
+    /// The copy behind [`SledStore::snapshot`]: every tree, sorted by name, and an id floor.
     fn copy_at_one_instant(&self) -> Result<(Trees, u64), StoreError> {
         let mut names = self.db.tree_names();
         names.sort();
@@ -305,7 +305,7 @@ impl Snapshot {
         // handle just dropped, which can be a moment later: wait for it (bounded).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let store = loop {
-            match Store::open(dir, &StoreOptions::default()) {
+            match SledStore::open(dir, &StoreOptions::default()) {
                 Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -313,6 +313,19 @@ impl Snapshot {
             }
         };
         store.db.flush().map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// Makes the id floor at least `floor` from the next open on (an import). The
+    /// open store keeps numbering from the floor it opened with; the importer opens
+    /// the store only to import.
+    pub(crate) fn raise_id_floor(&self, floor: u64) -> Result<(), StoreError> {
+        let meta = self.db.open_tree(trees::META)?;
+        if id_floor(&self.db)? < floor {
+            meta.insert(ID_FLOOR_KEY, &floor.to_be_bytes())?;
+        }
         Ok(())
     }
 }
@@ -367,9 +380,9 @@ mod tests {
     use super::*;
     use crate::records::UserRecord;
 
-    fn store() -> (tempfile::TempDir, Store) {
+    fn store() -> (tempfile::TempDir, SledStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s"), &StoreOptions::default()).unwrap();
+        let store = SledStore::open(&dir.path().join("s"), &StoreOptions::default()).unwrap();
         (dir, store)
     }
 
@@ -413,7 +426,7 @@ mod tests {
 
         let target = dir.path().join("restored");
         back.restore_into(&target).unwrap();
-        let restored = Store::open(&target, &StoreOptions::default()).unwrap();
+        let restored = SledStore::open(&target, &StoreOptions::default()).unwrap();
         assert_eq!(restored.user(&ada.id).unwrap(), Some(ada.clone()));
         assert_eq!(restored.users_page(None, 10).unwrap().0.len(), 1);
         assert_eq!(restored.vault(&ada.id).unwrap().unwrap().kid, "mk-old");

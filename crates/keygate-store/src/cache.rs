@@ -1,7 +1,7 @@
 //! Read-through caches of decoded records for the proxy's per-request lookups, so a
 //! request costs no sled read and no JSON decode for a record seen recently: grants by
-//! id ([`Store::grant_cached`](crate::Store::grant_cached)) and sealed vault records by
-//! person ([`Store::vault_cached`](crate::Store::vault_cached)).
+//! id ([`SledStore::grant_cached`](crate::SledStore::grant_cached)) and sealed vault records by
+//! person ([`SledStore::vault_cached`](crate::SledStore::vault_cached)).
 //!
 //! Each is kept coherent by the store itself: every store function that writes the
 //! cached tree evicts what it wrote after writing it (or clears the cache), so no

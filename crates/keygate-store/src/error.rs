@@ -18,4 +18,10 @@ pub enum StoreError {
     NotFound { what: &'static str },
     #[error("ST0007 store transaction failed: {0}")]
     Transaction(String),
+    /// A PostgreSQL error, as text that never holds a parameter's value (statements
+    /// carry records only as bind parameters, and the text is the server's message).
+    #[error("ST0008 PostgreSQL error: {0}")]
+    Postgres(String),
+    #[error("ST0009 {0} is not available on this backend")]
+    Unsupported(&'static str),
 }

@@ -1,20 +1,27 @@
-//! keygate's embedded store on sled.
+//! keygate's store: one async interface ([`StoreBackend`], `api.rs`) with two
+//! backends — sled embedded in the data dir (the default) and PostgreSQL shared by
+//! several nodes. The server holds a [`Store`] and never knows which one it has.
 //!
-//! Typed trees hold versioned records ([`records`]); opening the store runs the
-//! migrations in `keygate-migrations`. The store never sees a plaintext OpenAI key or
-//! grant secret: vault records carry a sealed JWE, grants the SHA-256 of their secret.
+//! The store never sees a plaintext OpenAI key or grant secret: vault records carry a
+//! sealed JWE, grants the SHA-256 of their secret, in either backend.
 
+mod api;
 mod audit;
 mod auth;
 mod backup;
 mod cache;
 mod error;
+mod export;
+mod handle;
+mod postgres;
 pub mod records;
+mod sled_backend;
 mod store;
 mod sweep;
 mod table;
 mod usage;
 
+pub use api::{BackendKind, Entry, EntryCounts, GrantChange, Page, StoreBackend};
 pub use audit::AuditQuery;
 pub use auth::{
     DeletePasskey, PasskeyInsert, SessionInsert, is_person_ceremony_id, person_ceremony_id,
@@ -22,10 +29,11 @@ pub use auth::{
 };
 pub use backup::{BackupError, Snapshot, SnapshotSummary};
 pub use error::StoreError;
+pub use handle::Store;
 pub use records::{
     AdminKeyRecord, AuditRecord, AuditTarget, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
     OperatorKeyRecord, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
 };
-pub use store::{GrantFilter, Store, StoreOptions};
+pub use store::{GrantFilter, SledStore, StoreOptions};
 pub use sweep::Swept;
 pub use usage::{UsageCounts, UsageDelta, UsageRow};

@@ -161,7 +161,7 @@ pub struct SessionRecord {
     /// The browser's `User-Agent` when the session began, trimmed (shown in the list).
     #[serde(default)]
     pub user_agent: Option<String>,
-    /// Creation order within the store (set by `Store::insert_session`), so "the oldest
+    /// Creation order within the store (set by `StoreBackend::insert_session`), so "the oldest
     /// session" is well defined within one second too.
     #[serde(default)]
     pub seq: u64,
@@ -364,7 +364,7 @@ impl Versioned for OperatorKeyRecord {
 pub struct AuditRecord {
     /// Nanoseconds since the Unix epoch.
     pub at_ns: u64,
-    /// Set by [`crate::Store::append_audit`]: orders entries of the same nanosecond.
+    /// Set by [`crate::StoreBackend::append_audit`]: orders entries of the same nanosecond.
     pub seq: u64,
     pub action: Action,
     pub actor: Actor,

@@ -17,7 +17,7 @@ use crate::records::{
 use crate::table::{Gate, Index, Table, pair_key};
 
 /// The one key of the operator key's tree.
-const OPERATOR_KEY_KEY: &str = "operator";
+pub(crate) const OPERATOR_KEY_KEY: &str = "operator";
 
 /// Tuning for the embedded store.
 #[derive(Clone, Debug)]
@@ -63,7 +63,7 @@ impl GrantFilter {
 
 /// The open store. Cheap to clone (sled handles are reference counted).
 #[derive(Clone)]
-pub struct Store {
+pub struct SledStore {
     pub(crate) db: sled::Db,
     pub(crate) users: Table<UserRecord>,
     /// Every function that writes this tree evicts what it wrote from `vault_cache`
@@ -100,13 +100,13 @@ pub struct Store {
     pub(crate) id_floor: u64,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
+        f.write_str("SledStore")
     }
 }
 
-impl Store {
+impl SledStore {
     /// Opens (creating if needed) the store in `dir` and runs pending migrations.
     /// sled allows one open per process and directory; a second one reports `Locked`.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
@@ -262,7 +262,7 @@ impl Store {
         self.vault.get(user.as_str())
     }
 
-    /// The same record as [`Store::vault`], still sealed, through the vault cache
+    /// The same record as [`SledStore::vault`], still sealed, through the vault cache
     /// (`cache.rs`): the proxy's lookup. Coherent with every vault write made through
     /// this store.
     pub fn vault_cached(&self, user: &UserId) -> Result<Option<Arc<VaultRecord>>, StoreError> {
@@ -368,7 +368,7 @@ impl Store {
         self.grants.get(id.as_str())
     }
 
-    /// The same record as [`Store::grant`], through the grant cache (`cache.rs`):
+    /// The same record as [`SledStore::grant`], through the grant cache (`cache.rs`):
     /// the proxy's lookup. Coherent with every grant write made through this store; the
     /// caller still checks state, expiry and grace against the clock every time.
     pub fn grant_cached(&self, id: &GrantId) -> Result<Option<Arc<GrantRecord>>, StoreError> {

@@ -4,9 +4,9 @@
 use keygate_core::time::UnixTime;
 
 use crate::StoreError;
-use crate::store::Store;
+use crate::store::SledStore;
 
-/// What one [`Store::sweep_expired`] removed.
+/// What one [`SledStore::sweep_expired`] removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
     pub sessions: usize,
@@ -14,16 +14,16 @@ pub struct Swept {
     pub codes: usize,
 }
 
-impl Store {
+impl SledStore {
     /// WebAuthn ceremonies in the store, live or expired-but-not-yet-swept. A full scan
     /// of one small tree (sled keeps no count); callers limit how often they ask.
-    pub fn ceremony_count(&self) -> usize {
-        self.ceremonies.count()
+    pub fn ceremony_count(&self) -> Result<usize, StoreError> {
+        Ok(self.ceremonies.count())
     }
 
     /// Connect codes waiting to be exchanged (or to be swept).
-    pub fn code_count(&self) -> usize {
-        self.connect_codes.count()
+    pub fn code_count(&self) -> Result<usize, StoreError> {
+        Ok(self.connect_codes.count())
     }
 
     /// Removes every session, ceremony and connect code that has expired at `now`.
@@ -80,16 +80,22 @@ mod tests {
     #[test]
     fn expired_codes_and_ceremonies_are_swept_live_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
         store.put_code("old", &code(100)).unwrap();
         store.put_code("new", &code(300)).unwrap();
         store.put_ceremony("old", &ceremony(100)).unwrap();
         store.put_ceremony("new", &ceremony(300)).unwrap();
-        assert_eq!((store.code_count(), store.ceremony_count()), (2, 2));
+        assert_eq!(
+            (store.code_count().unwrap(), store.ceremony_count().unwrap()),
+            (2, 2)
+        );
 
         let swept = store.sweep_expired(200, 3600, 3600).unwrap();
         assert_eq!((swept.codes, swept.ceremonies), (1, 1));
-        assert_eq!((store.code_count(), store.ceremony_count()), (1, 1));
+        assert_eq!(
+            (store.code_count().unwrap(), store.ceremony_count().unwrap()),
+            (1, 1)
+        );
         assert!(store.take_code("new").unwrap().is_some());
         assert!(store.take_ceremony("new").unwrap().is_some());
     }
@@ -97,7 +103,7 @@ mod tests {
     #[test]
     fn an_unreadable_session_is_swept_and_does_not_stop_the_other_sweeps() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
         store
             .sessions
             .tree()

@@ -12,7 +12,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::StoreError;
-use crate::store::Store;
+use crate::store::SledStore;
 
 /// The counters of one row (or a sum of rows, or a delta to add).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +97,7 @@ fn key(grant: &GrantId, day: u32, model: &str) -> Vec<u8> {
     k
 }
 
-impl Store {
+impl SledStore {
     fn decode_usage(&self, bytes: &[u8]) -> Result<UsageCounts, StoreError> {
         match serde_json::from_slice::<StoredUsage>(bytes) {
             Ok(StoredUsage::V1(c)) => Ok(c),
@@ -137,6 +137,16 @@ impl Store {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+
+    /// Sets one row to exactly `row.counts` (an import: idempotent, unlike
+    /// [`SledStore::add_usage`]).
+    pub(crate) fn set_usage(&self, row: &UsageDelta) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(&StoredUsage::V1(row.counts))
+            .map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.usage
+            .insert(key(&row.grant_id, row.day, &row.model), bytes)?;
+        Ok(())
     }
 
     /// A grant's rows from `from_day` to `to_day` (both included), by day then model.
@@ -229,7 +239,7 @@ mod tests {
     #[test]
     fn deltas_add_up_and_ranges_scan_one_grant() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
         let (a, b) = (GrantId::generate(), GrantId::generate());
         let delta = |g: &GrantId, day, model: &str, n| UsageDelta {
             grant_id: g.clone(),

@@ -1,4 +1,4 @@
-//! The store's read-through caches (`Store::grant_cached`, `Store::vault_cached`): every
+//! The store's read-through caches (`SledStore::grant_cached`, `SledStore::vault_cached`): every
 //! write through the store — to a grant; to a vault record: stored, replaced, re-sealed
 //! or marked, deleted; a person deleted — is seen by the very next cached read, on every
 //! clone of the store. (Both are the same `RecordCache`: its race rule is tested once,
@@ -8,11 +8,11 @@
 
 use keygate_core::ids::{GrantId, KeyId, UserId};
 use keygate_core::scope::Scope;
-use keygate_store::{GrantRecord, GrantState, Store, StoreOptions, UserRecord, VaultRecord};
+use keygate_store::{GrantRecord, GrantState, SledStore, StoreOptions, UserRecord, VaultRecord};
 
-fn open(entries: usize) -> (tempfile::TempDir, Store) {
+fn open(entries: usize) -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
+    let store = SledStore::open(
         dir.path(),
         &StoreOptions {
             grant_cache_entries: entries,
@@ -24,7 +24,7 @@ fn open(entries: usize) -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-fn user(store: &Store) -> UserId {
+fn user(store: &SledStore) -> UserId {
     let u = UserRecord {
         id: UserId::generate(),
         name: "Ada".into(),
@@ -34,7 +34,7 @@ fn user(store: &Store) -> UserId {
     u.id
 }
 
-fn grant(store: &Store, user: &UserId) -> GrantRecord {
+fn grant(store: &SledStore, user: &UserId) -> GrantRecord {
     let g = GrantRecord {
         id: GrantId::generate(),
         user_id: user.clone(),
@@ -58,7 +58,7 @@ fn grant(store: &Store, user: &UserId) -> GrantRecord {
 }
 
 /// The cached read agrees with the uncached one.
-fn coherent(store: &Store, id: &GrantId) -> Option<GrantRecord> {
+fn coherent(store: &SledStore, id: &GrantId) -> Option<GrantRecord> {
     let cached = store.grant_cached(id).unwrap().map(|g| (*g).clone());
     assert_eq!(cached, store.grant(id).unwrap(), "cache and store disagree");
     cached
@@ -189,7 +189,7 @@ fn record(user: &UserId, sealed: &str) -> VaultRecord {
 }
 
 /// The cached read, after checking it agrees with the uncached one.
-fn cached(store: &Store, user: &UserId) -> Option<VaultRecord> {
+fn cached(store: &SledStore, user: &UserId) -> Option<VaultRecord> {
     let hit = store.vault_cached(user).unwrap().map(|r| (*r).clone());
     assert_eq!(hit, store.vault(user).unwrap(), "cache and store disagree");
     hit

@@ -6,15 +6,16 @@
 use keygate_core::ids::{GrantId, KeyId, UserId};
 use keygate_core::scope::Scope;
 use keygate_store::{
-    GrantFilter, GrantRecord, GrantState, Store, StoreError, StoreOptions, UserRecord, VaultRecord,
+    GrantFilter, GrantRecord, GrantState, SledStore, StoreError, StoreOptions, UserRecord,
+    VaultRecord,
 };
 
 /// Reopens a directory whose previous handle was just dropped: sled's background
 /// flusher can hold the directory lock for a moment after the drop.
-fn reopen(dir: &std::path::Path) -> Store {
+fn reopen(dir: &std::path::Path) -> SledStore {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match Store::open(dir, &StoreOptions::default()) {
+        match SledStore::open(dir, &StoreOptions::default()) {
             Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -69,7 +70,7 @@ async fn everything_survives_a_reopen() {
         rejected_at: Some(12),
     };
     {
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
         store.insert_user(&u).unwrap();
         store.put_vault(&u.id, &v).unwrap();
         store.insert_grant(&g1).unwrap();
@@ -105,7 +106,7 @@ async fn everything_survives_a_reopen() {
 #[test]
 fn unknown_records_are_none_and_updates_of_them_too() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
     assert!(store.user(&UserId::generate()).unwrap().is_none());
     assert!(store.grant(&GrantId::generate()).unwrap().is_none());
     assert!(
@@ -120,7 +121,7 @@ fn unknown_records_are_none_and_updates_of_them_too() {
 #[test]
 fn touch_never_moves_last_used_backwards() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
     let u = user();
     // A grant is stored only for a person who exists (see insert_grant).
     store.insert_user(&u).unwrap();
@@ -134,7 +135,7 @@ fn touch_never_moves_last_used_backwards() {
 #[test]
 fn deleting_a_grant_removes_it_and_its_index_entry_only() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
     let u = user();
     store.insert_user(&u).unwrap();
     let (gone, kept) = (grant(&u.id, 1), grant(&u.id, 2));
@@ -160,7 +161,7 @@ fn deleting_a_grant_removes_it_and_its_index_entry_only() {
 #[test]
 fn grant_pages_filter_and_walk_in_id_order() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
     let (ada, bob) = (user(), user());
     store.insert_user(&ada).unwrap();
     store.insert_user(&bob).unwrap();
@@ -226,8 +227,8 @@ fn grant_pages_filter_and_walk_in_id_order() {
 #[test]
 fn a_second_open_in_the_same_process_is_reported_as_locked() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-    match Store::open(dir.path(), &StoreOptions::default()) {
+    let _first = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
+    match SledStore::open(dir.path(), &StoreOptions::default()) {
         Err(StoreError::Locked { .. }) => {}
         other => panic!("expected Locked, got {other:?}"),
     }
@@ -266,7 +267,7 @@ async fn admin_keys_are_stored_listed_removed_and_survive_a_reopen() {
         expires_at: Some(99),
     };
     {
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
         assert!(store.admin_key(&key.id).unwrap().is_none());
         store.insert_admin_key(&key).unwrap();
         store.flush().await.unwrap();
