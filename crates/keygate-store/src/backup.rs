@@ -318,14 +318,16 @@ impl Snapshot {
 }
 
 impl SledStore {
-    /// Makes the id floor at least `floor` from the next open on (an import). The
-    /// open store keeps numbering from the floor it opened with; the importer opens
-    /// the store only to import.
+    /// Makes the id floor at least `floor` (an import), now and from the next open
+    /// on: the next number handed out is above `floor`, whether the store goes on
+    /// serving or is reopened.
     pub(crate) fn raise_id_floor(&self, floor: u64) -> Result<(), StoreError> {
         let meta = self.db.open_tree(trees::META)?;
         if id_floor(&self.db)? < floor {
             meta.insert(ID_FLOOR_KEY, &floor.to_be_bytes())?;
         }
+        self.id_floor
+            .fetch_max(floor, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }

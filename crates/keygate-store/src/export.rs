@@ -69,7 +69,8 @@ impl SledStore {
     /// Writes every entry with its index entries (see the module docs). Entries are
     /// written one by one: an import that fails part-way is finished by running it
     /// again. Raises the id floor above every sequence number imported, so sessions
-    /// and audit entries made after the next open sort after the imported ones.
+    /// and audit entries made afterwards (now, or after the next open) sort after the
+    /// imported ones.
     pub fn import(&self, entries: &[Entry]) -> Result<(), StoreError> {
         let mut max_seq = 0u64;
         for entry in entries {

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use keygate_core::ids::{AdminKeyId, GrantId, ID_LEN, UserId};
 use keygate_core::time::UnixTime;
@@ -96,8 +97,9 @@ pub struct SledStore {
     /// Held by every write, frozen by a snapshot (`table.rs`, `backup.rs`).
     pub(crate) gate: Gate,
     /// Added to sled's id generator (`next_id`): a restored store starts above every id
-    /// its backup had handed out (`backup.rs`).
-    pub(crate) id_floor: u64,
+    /// its backup had handed out (`backup.rs`), an imported one above every number it
+    /// imported (`export.rs`, raised while open: numbers only ever grow).
+    pub(crate) id_floor: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -150,7 +152,7 @@ impl SledStore {
             audit_by_user: Table::open(&db, trees::AUDIT_BY_USER, &gate)?,
             operator_key: Table::open(&db, trees::OPERATOR_KEY, &gate)?,
             gate,
-            id_floor,
+            id_floor: Arc::new(AtomicU64::new(id_floor)),
             db,
         })
     }
@@ -158,7 +160,8 @@ impl SledStore {
     /// A number never handed out before by this store, nor by the store it was restored
     /// from: orders sessions and audit entries across restarts and restores.
     pub(crate) fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?.saturating_add(self.id_floor))
+        let generated = self.db.generate_id()?;
+        Ok(generated.saturating_add(self.id_floor.load(Ordering::SeqCst)))
     }
 
     pub fn schema_version(&self) -> Result<u32, StoreError> {

@@ -1,4 +1,6 @@
-//! The store on a real sled directory.
+//! What only the sled backend does: reopening a directory, its lock, records corrupted
+//! on disk. Every behaviour of the store interface is in the conformance suite
+//! (`tests/conformance/`), run against sled and PostgreSQL.
 
 // Integration-test helpers are test code too; clippy only exempts #[test] fns.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -6,8 +8,7 @@
 use keygate_core::ids::{GrantId, KeyId, UserId};
 use keygate_core::scope::Scope;
 use keygate_store::{
-    GrantFilter, GrantRecord, GrantState, SledStore, StoreError, StoreOptions, UserRecord,
-    VaultRecord,
+    GrantRecord, GrantState, SledStore, StoreError, StoreOptions, UserRecord, VaultRecord,
 };
 
 /// Reopens a directory whose previous handle was just dropped: sled's background
@@ -100,127 +101,6 @@ async fn everything_survives_a_reopen() {
             .grants_for_user(&UserId::generate())
             .unwrap()
             .is_empty()
-    );
-}
-
-#[test]
-fn unknown_records_are_none_and_updates_of_them_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
-    assert!(store.user(&UserId::generate()).unwrap().is_none());
-    assert!(store.grant(&GrantId::generate()).unwrap().is_none());
-    assert!(
-        store
-            .revoke_grant(&GrantId::generate(), 1)
-            .unwrap()
-            .is_none()
-    );
-    assert!(!store.delete_vault(&UserId::generate()).unwrap());
-}
-
-#[test]
-fn touch_never_moves_last_used_backwards() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
-    let u = user();
-    // A grant is stored only for a person who exists (see insert_grant).
-    store.insert_user(&u).unwrap();
-    let g = grant(&u.id, 1);
-    store.insert_grant(&g).unwrap();
-    store.touch_grants(&[(g.id.clone(), 20)]).unwrap();
-    store.touch_grants(&[(g.id.clone(), 10)]).unwrap();
-    assert_eq!(store.grant(&g.id).unwrap().unwrap().last_used_at, Some(20));
-}
-
-#[test]
-fn deleting_a_grant_removes_it_and_its_index_entry_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
-    let u = user();
-    store.insert_user(&u).unwrap();
-    let (gone, kept) = (grant(&u.id, 1), grant(&u.id, 2));
-    store.insert_grant(&gone).unwrap();
-    store.insert_grant(&kept).unwrap();
-    assert!(store.delete_grant(&gone.id).unwrap());
-    assert!(store.grant(&gone.id).unwrap().is_none());
-    let left: Vec<_> = store
-        .grants_for_user(&u.id)
-        .unwrap()
-        .into_iter()
-        .map(|g| g.id)
-        .collect();
-    assert_eq!(left, vec![kept.id.clone()]);
-    assert!(!store.delete_grant(&gone.id).unwrap(), "already gone");
-    // Its owner record stays: its usage rows are still the person's.
-    let mut ever = vec![gone.id.clone(), kept.id.clone()];
-    ever.sort();
-    assert_eq!(store.grant_ids_ever(&u.id).unwrap(), ever);
-    assert_eq!(store.grant_owners().unwrap().get(&gone.id), Some(&u.id));
-}
-
-#[test]
-fn grant_pages_filter_and_walk_in_id_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
-    let (ada, bob) = (user(), user());
-    store.insert_user(&ada).unwrap();
-    store.insert_user(&bob).unwrap();
-    let mut all = Vec::new();
-    for i in 0..7u64 {
-        let owner = if i % 2 == 0 { &ada.id } else { &bob.id };
-        let mut g = grant(owner, i);
-        g.origin = (i < 3).then(|| "https://app.example".to_owned());
-        store.insert_grant(&g).unwrap();
-        if i == 4 {
-            store.revoke_grant(&g.id, 9).unwrap();
-        }
-        all.push(g.id);
-    }
-    all.sort();
-    let walk = |filter: &GrantFilter, limit: usize| {
-        let (mut seen, mut after) = (Vec::new(), None::<Vec<u8>>);
-        loop {
-            let (page, next) = store.grants_page(filter, after.as_deref(), limit).unwrap();
-            assert!(page.len() <= limit);
-            seen.extend(page.into_iter().map(|g| g.id));
-            match next {
-                Some(n) => after = Some(n),
-                None => return seen,
-            }
-        }
-    };
-    assert_eq!(walk(&GrantFilter::default(), 3), all);
-    let ada_only = GrantFilter {
-        user: Some(ada.id.clone()),
-        ..GrantFilter::default()
-    };
-    let mut adas: Vec<_> = store
-        .grants_for_user(&ada.id)
-        .unwrap()
-        .into_iter()
-        .map(|g| g.id)
-        .collect();
-    adas.sort();
-    assert_eq!(walk(&ada_only, 1), adas);
-    assert_eq!(adas.len(), 4);
-    let revoked = GrantFilter {
-        user: Some(ada.id.clone()),
-        state: Some(GrantState::Revoked),
-        ..GrantFilter::default()
-    };
-    assert_eq!(walk(&revoked, 2).len(), 1);
-    let origin = GrantFilter {
-        origin: Some("https://app.example".into()),
-        ..GrantFilter::default()
-    };
-    assert_eq!(walk(&origin, 2).len(), 3);
-    // A cursor taken without the user filter continues the same order with it.
-    let (first, _) = store.grants_page(&GrantFilter::default(), None, 1).unwrap();
-    let after = first[0].id.as_str().as_bytes().to_vec();
-    let rest = store.grants_page(&ada_only, Some(&after), 10).unwrap().0;
-    assert!(
-        rest.iter()
-            .all(|g| g.id > first[0].id && g.user_id == ada.id)
     );
 }
 

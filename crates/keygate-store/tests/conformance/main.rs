@@ -1,0 +1,92 @@
+//! The store conformance suite: every behaviour of the [`StoreBackend`] interface,
+//! written once as `async fn case(store: Store)` and run against each backend by
+//! [`conformance!`]: `sled` on a fresh temp dir, `postgres` on a fresh database of the
+//! server named by `KEYGATE_TEST_PG_URL` (tests/lib/postgres.sh starts one). A
+//! behaviour the server relies on is a behaviour of the interface, so both backends
+//! must pass every case; what only one backend does (sled's reopen and lock, sled's
+//! cache sizes, PostgreSQL's migrations) is tested beside that backend instead.
+//!
+//! Without `KEYGATE_TEST_PG_URL` the `postgres` instantiations print a line and pass,
+//! unless `KG_REQUIRE_PG=1` (set by tests/run.sh), where they fail.
+//!
+//! `cargo test -p keygate-store --test conformance -- sled` runs one backend.
+
+// Integration-test helpers are test code too; clippy only exempts #[test] fns.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+mod fixtures;
+mod harness;
+
+mod audit;
+mod caches;
+mod ceremonies;
+mod copy;
+mod deletion;
+mod grants;
+mod pages;
+mod passkeys;
+mod records;
+mod sessions;
+mod usage;
+
+/// `conformance!(case_a, case_b)`: for each `async fn case(store: Store)` in the
+/// calling module, a module `case` with two tests, `sled` and `postgres`, each handing
+/// the case a fresh, empty store of its backend.
+#[macro_export]
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+                async fn sled() {
+                    let backend = $crate::harness::sled();
+                    super::$case(backend.store()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+                async fn postgres() {
+                    let Some(backend) = $crate::harness::postgres().await else {
+                        return;
+                    };
+                    super::$case(backend.store()).await;
+                    backend.drop_database().await;
+                }
+            }
+        )*
+    };
+}
+
+/// `conformance_pair!(case)`: like [`conformance!`] for `async fn case(a: Store, b:
+/// Store)`, two fresh, empty stores of the same backend (what moves data between them).
+#[macro_export]
+macro_rules! conformance_pair {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+                async fn sled() {
+                    let (a, b) = ($crate::harness::sled(), $crate::harness::sled());
+                    super::$case(a.store(), b.store()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+                async fn postgres() {
+                    let Some(a) = $crate::harness::postgres().await else {
+                        return;
+                    };
+                    let Some(b) = $crate::harness::postgres().await else {
+                        return;
+                    };
+                    super::$case(a.store(), b.store()).await;
+                    a.drop_database().await;
+                    b.drop_database().await;
+                }
+            }
+        )*
+    };
+}
