@@ -7,7 +7,10 @@ use keygate_store::{AuditQuery, PasskeyInsert, SessionInsert, Store, StoreError}
 
 use crate::fixtures::*;
 
-crate::conformance!(deleting_a_person_removes_everything_of_theirs_but_usage_owners_and_audit,);
+crate::conformance!(
+    deleting_a_person_removes_everything_of_theirs_but_usage_owners_and_audit,
+    nothing_attached_while_a_person_is_deleted_outlives_them,
+);
 
 async fn deleting_a_person_removes_everything_of_theirs_but_usage_owners_and_audit(store: Store) {
     let (a, a_pk) = registered(&store, "cred-a").await;
@@ -172,4 +175,69 @@ async fn deleting_a_person_removes_everything_of_theirs_but_usage_owners_and_aud
             .requests,
         2
     );
+}
+
+/// Another node attaching grants, passkeys and sessions while the person is deleted:
+/// whatever each insert answered, nothing of the person is left afterwards.
+async fn nothing_attached_while_a_person_is_deleted_outlives_them(store: Store) {
+    for round in 0..5 {
+        let (a, first) = registered(&store, &format!("cred-{round}")).await;
+        let grants: Vec<_> = (0..8).map(|i| grant_record(&a.id, i)).collect();
+        let passkeys: Vec<_> = (0..4)
+            .map(|i| passkey_record(&a.id, &format!("cred-{round}-{i}")))
+            .collect();
+        let sessions: Vec<String> = (0..4).map(|i| format!("s-{round}-{i}")).collect();
+        race(17, |i| {
+            let store = store.clone();
+            let (a, grants, passkeys, sessions) = (
+                a.clone(),
+                grants.clone(),
+                passkeys.clone(),
+                sessions.clone(),
+            );
+            async move {
+                match i {
+                    0 => assert!(store.delete_user(&a.id).await.unwrap()),
+                    1..=8 => match store.insert_grant(&grants[i - 1]).await {
+                        Ok(()) | Err(StoreError::NotFound { what: "user" }) => {}
+                        Err(e) => panic!("insert_grant: {e}"),
+                    },
+                    9..=12 => {
+                        let _ = store.insert_passkey(&passkeys[i - 9]).await.unwrap();
+                    }
+                    _ => {
+                        let _ = store
+                            .insert_session(&sessions[i - 13], &session_record(&a.id, 1), 20)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(store.user(&a.id).await.unwrap().is_none());
+        assert!(store.grants_for_user(&a.id).await.unwrap().is_empty());
+        for g in &grants {
+            assert!(store.grant(&g.id).await.unwrap().is_none(), "round {round}");
+            assert!(store.grant_cached(&g.id).await.unwrap().is_none());
+        }
+        assert!(store.passkeys_for_user(&a.id).await.unwrap().is_empty());
+        for pk in passkeys.iter().chain([&first]) {
+            assert!(
+                store.passkey(&pk.id).await.unwrap().is_none(),
+                "round {round}"
+            );
+            assert!(
+                store
+                    .passkey_by_credential(&pk.credential_id)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        assert!(store.sessions_for_user(&a.id).await.unwrap().is_empty());
+        for h in &sessions {
+            assert!(store.session(h).await.unwrap().is_none(), "round {round}");
+        }
+    }
 }

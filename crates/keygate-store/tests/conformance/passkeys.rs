@@ -238,34 +238,47 @@ async fn the_last_passkey_stays_whatever_the_order(store: Store) {
 }
 
 async fn racing_removals_never_leave_a_person_without_a_passkey(store: Store) {
-    for round in 0..10 {
-        let (a, first) = registered(&store, &format!("cred-1-{round}")).await;
-        let second = passkey_record(&a.id, &format!("cred-2-{round}"));
-        assert_eq!(
-            store.insert_passkey(&second).await.unwrap(),
-            PasskeyInsert::Inserted
-        );
-        let both = [first, second];
-        let results = race(2, |i| {
-            let (store, pk) = (store.clone(), both[i].clone());
+    // Two removals (the dashboard's case), then every passkey of a person removed at
+    // once: one always stays, and it is the one whose removal was refused.
+    for (round, n) in [2usize, 2, 2, 2, 2, 8, 8, 8, 8, 8].into_iter().enumerate() {
+        let (a, first) = registered(&store, &format!("cred-{round}-0")).await;
+        let mut all = vec![first];
+        for i in 1..n {
+            let pk = passkey_record(&a.id, &format!("cred-{round}-{i}"));
+            assert_eq!(
+                store.insert_passkey(&pk).await.unwrap(),
+                PasskeyInsert::Inserted
+            );
+            all.push(pk);
+        }
+        let results = race(n, |i| {
+            let (store, pk) = (store.clone(), all[i].clone());
             async move { store.delete_passkey_unless_last(&pk).await.unwrap() }
         })
         .await;
         let left = store.passkeys_for_user(&a.id).await.unwrap();
         assert_eq!(left.len(), 1, "{results:?}");
-        assert!(results.contains(&DeletePasskey::Last), "{results:?}");
-        // The one left is the one whose removal was refused, and still signs in.
-        let kept = results
-            .iter()
-            .position(|r| *r == DeletePasskey::Last)
-            .unwrap();
-        assert_eq!(left[0], both[kept]);
+        let refused: Vec<usize> = (0..n)
+            .filter(|i| results[*i] == DeletePasskey::Last)
+            .collect();
+        assert_eq!(refused.len(), 1, "{results:?}");
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| **r == DeletePasskey::Deleted)
+                .count(),
+            n - 1
+        );
+        // The one left still signs in.
+        let kept = &all[refused[0]];
+        assert_eq!(left[0], *kept);
         assert_eq!(
             store
-                .passkey_by_credential(&both[kept].credential_id)
+                .passkey_by_credential(&kept.credential_id)
                 .await
-                .unwrap(),
-            Some(both[kept].clone())
+                .unwrap()
+                .as_ref(),
+            Some(kept)
         );
     }
 }
