@@ -15,6 +15,7 @@ enum Place {
     Postgres {
         admin: tokio_postgres::Client,
         database: String,
+        url: String,
     },
 }
 
@@ -23,13 +24,29 @@ impl Backend {
         self.store.clone()
     }
 
+    /// Another node on the same database (its own pool), as a second keygate process
+    /// would connect. `None` for sled, which one process holds alone.
+    pub async fn another_node(&self) -> Option<Store> {
+        match &self.place {
+            Place::Sled { .. } => None,
+            Place::Postgres { url, .. } => Some(
+                Store::connect(url, &StoreOptions::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("a second Store::connect: {e}")),
+            ),
+        }
+    }
+
     /// Drops the test's database (PostgreSQL; nothing for sled, whose temp dir goes
     /// with `self`). `FORCE` ends the store's pooled connections, which may outlive
     /// the last handle for a moment.
     pub async fn drop_database(self) {
         let Backend { store, place } = self;
         drop(store);
-        if let Place::Postgres { admin, database } = place {
+        if let Place::Postgres {
+            admin, database, ..
+        } = place
+        {
             admin
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
                 .await
@@ -93,6 +110,10 @@ pub async fn postgres() -> Option<Backend> {
     assert_eq!(store.kind(), BackendKind::Postgres);
     Some(Backend {
         store,
-        place: Place::Postgres { admin, database },
+        place: Place::Postgres {
+            admin,
+            database,
+            url: db_url.to_string(),
+        },
     })
 }

@@ -28,11 +28,54 @@ mod ceremonies;
 mod copy;
 mod deletion;
 mod grants;
+mod nodes;
 mod pages;
 mod passkeys;
 mod records;
 mod sessions;
 mod usage;
+
+/// Every method of the interface is called by this suite: a method added to
+/// `StoreBackend` fails this test until a case exercises it.
+#[test]
+fn every_interface_method_is_exercised() {
+    let api = include_str!("../../src/api.rs");
+    let suite = [
+        include_str!("audit.rs"),
+        include_str!("caches.rs"),
+        include_str!("ceremonies.rs"),
+        include_str!("copy.rs"),
+        include_str!("deletion.rs"),
+        include_str!("grants.rs"),
+        include_str!("harness.rs"),
+        include_str!("nodes.rs"),
+        include_str!("pages.rs"),
+        include_str!("passkeys.rs"),
+        include_str!("records.rs"),
+        include_str!("sessions.rs"),
+        include_str!("usage.rs"),
+    ]
+    .concat();
+    let interface = api
+        .split("pub trait StoreBackend")
+        .nth(1)
+        .expect("the trait in api.rs");
+    let methods: Vec<&str> = interface
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("async fn ")
+                .or_else(|| l.strip_prefix("fn "))
+        })
+        .filter_map(|rest| rest.split(['(', '<']).next())
+        .collect();
+    assert!(methods.len() > 60, "read {} methods", methods.len());
+    let missing: Vec<&&str> = methods
+        .iter()
+        .filter(|m| !suite.contains(&format!(".{m}(")))
+        .collect();
+    assert!(missing.is_empty(), "methods no case calls: {missing:?}");
+}
 
 /// `conformance!(case_a, case_b)`: for each `async fn case(store: Store)` in the
 /// calling module, a module `case` with two tests, `sled` and `postgres`, each handing
