@@ -22,8 +22,12 @@ async fn two_nodes() -> Option<(Backend, Store, Store)> {
 }
 
 /// The node task `i` of a race runs on: every other one.
-fn node<'a>(i: usize, a: &'a Store, b: &'a Store) -> Store {
-    if i % 2 == 0 { a.clone() } else { b.clone() }
+fn node(i: usize, a: &Store, b: &Store) -> Store {
+    if i.is_multiple_of(2) {
+        a.clone()
+    } else {
+        b.clone()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
