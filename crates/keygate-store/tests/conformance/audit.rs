@@ -26,6 +26,11 @@ pub async fn walk(store: &Store, q: &AuditQuery, limit: usize) -> Vec<AuditRecor
     loop {
         let (page, next) = store.audit_page(q, after.as_deref(), limit).await.unwrap();
         assert!(page.len() <= limit);
+        // A cursor is given only when more records follow: no empty last page.
+        assert!(
+            after.is_none() || !page.is_empty(),
+            "an empty page after a cursor"
+        );
         seen.extend(page);
         match next {
             Some(n) => after = Some(n),

@@ -45,6 +45,11 @@ async fn walk_grants(store: &Store, filter: &GrantFilter, limit: usize) -> Vec<G
             .await
             .unwrap();
         assert!(page.len() <= limit);
+        // A cursor is given only when more records follow: no empty last page.
+        assert!(
+            after.is_none() || !page.is_empty(),
+            "an empty page after a cursor"
+        );
         assert!(page.iter().all(|g| filter.matches(g)), "{filter:?}");
         seen.extend(page.into_iter().map(|g| g.id));
         match next {
@@ -227,6 +232,11 @@ async fn people_pages_walk_in_id_order(store: Store) {
         loop {
             let (page, next) = store.users_page(after.as_deref(), limit).await.unwrap();
             assert!(page.len() <= limit);
+            // A cursor is given only when more records follow: no empty last page.
+            assert!(
+                after.is_none() || !page.is_empty(),
+                "an empty page after a cursor"
+            );
             seen.extend(page);
             match next {
                 Some(n) => after = Some(n),
@@ -261,6 +271,11 @@ async fn admin_key_pages_walk_oldest_first(store: Store) {
                 .await
                 .unwrap();
             assert!(page.len() <= limit);
+            // A cursor is given only when more records follow: no empty last page.
+            assert!(
+                after.is_none() || !page.is_empty(),
+                "an empty page after a cursor"
+            );
             seen.extend(page);
             match next {
                 Some(n) => after = Some(n),
