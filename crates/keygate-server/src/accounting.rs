@@ -6,7 +6,9 @@
 //!
 //! Readers that need "everything so far" (the limiter loading a budget period, the
 //! usage reports) read the store and the pending deltas under the flush lock, so a
-//! batch being written is never missed nor seen twice.
+//! batch being written is never missed nor seen twice. That lock is held across the
+//! store's await, so it is an async (tokio) mutex; the pending counters' lock is a
+//! plain one, never held across an await (a request records without waiting).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,7 +52,7 @@ pub struct Accounting(Arc<Inner>);
 struct Inner {
     pending: Mutex<Pending>,
     /// Held while a batch travels from `pending` to the store.
-    flush: Mutex<()>,
+    flush: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,8 +68,8 @@ impl Accounting {
 
     /// Writes the pending deltas; called by the flusher and at shutdown. Returns whether
     /// there were any (so the flusher knows whether there is something to make durable).
-    pub fn write_to(&self, store: &Store) -> Result<bool, StoreError> {
-        let _writing = lock(&self.0.flush);
+    pub async fn write_to(&self, store: &Store) -> Result<bool, StoreError> {
+        let _writing = self.0.flush.lock().await;
         let batch = std::mem::take(&mut *lock(&self.0.pending));
         if batch.0.is_empty() {
             return Ok(false);
@@ -86,7 +88,7 @@ impl Accounting {
                 })
             })
             .collect();
-        if let Err(e) = store.add_usage(&deltas) {
+        if let Err(e) = store.add_usage(&deltas).await {
             // Not written: back into the pending counters, for the next attempt.
             let mut pending = lock(&self.0.pending);
             for d in &deltas {
@@ -115,7 +117,7 @@ impl Accounting {
             loop {
                 interval.tick().await;
                 let started = std::time::Instant::now();
-                match this.write_to(&store) {
+                match this.write_to(&store).await {
                     Ok(true) => {
                         if let Err(e) = store.flush().await {
                             // Written, not yet synced: sled's own flush retries it.
@@ -134,7 +136,7 @@ impl Accounting {
 
     /// A grant's usage from `from_day` to `to_day` (stored and pending), of one model
     /// or all.
-    pub fn total(
+    pub async fn total(
         &self,
         store: &Store,
         grant: &GrantId,
@@ -142,8 +144,8 @@ impl Accounting {
         to_day: u32,
         model: Option<&str>,
     ) -> Result<UsageCounts, StoreError> {
-        let _consistent = lock(&self.0.flush);
-        let mut total = store.usage_total(grant, from_day, to_day, model)?;
+        let _consistent = self.0.flush.lock().await;
+        let mut total = store.usage_total(grant, from_day, to_day, model).await?;
         for (day, m, counts) in lock(&self.0.pending).of(grant) {
             if (from_day..=to_day).contains(&day) && model.is_none_or(|x| x == m) {
                 total.add(counts);
@@ -153,18 +155,19 @@ impl Accounting {
     }
 
     /// A grant's rows from `from_day` to `to_day` (stored and pending), by day, model.
-    pub fn rows(
+    pub async fn rows(
         &self,
         store: &Store,
         grant: &GrantId,
         from_day: u32,
         to_day: u32,
     ) -> Result<Vec<UsageRow>, StoreError> {
-        let _consistent = lock(&self.0.flush);
+        let _consistent = self.0.flush.lock().await;
         // Merged in a map: a grant may have many rows (one per model name it sent), and
         // a search per pending counter would make a report quadratic.
         let mut merged: std::collections::BTreeMap<(u32, String), UsageCounts> = store
-            .usage_rows(grant, from_day, to_day)?
+            .usage_rows(grant, from_day, to_day)
+            .await?
             .into_iter()
             .map(|r| ((r.day, r.model), r.counts))
             .collect();
@@ -184,15 +187,16 @@ impl Accounting {
 
     /// Every grant's rows from `from_day` to `to_day` (stored and pending), by grant,
     /// day, model: what the usage summaries add up.
-    pub fn rows_all(
+    pub async fn rows_all(
         &self,
         store: &Store,
         from_day: u32,
         to_day: u32,
     ) -> Result<Vec<(GrantId, UsageRow)>, StoreError> {
-        let _consistent = lock(&self.0.flush);
+        let _consistent = self.0.flush.lock().await;
         let mut merged: std::collections::BTreeMap<(GrantId, u32, String), UsageCounts> = store
-            .usage_rows_all(from_day, to_day)?
+            .usage_rows_all(from_day, to_day)
+            .await?
             .into_iter()
             .map(|(g, r)| ((g, r.day, r.model), r.counts))
             .collect();
@@ -230,34 +234,40 @@ mod tests {
 
     /// A row both stored and pending is reported once, with both parts; a failed or
     /// repeated flush counts nothing twice.
-    #[test]
-    fn rows_and_totals_merge_stored_and_pending_once() {
+    #[tokio::test]
+    async fn rows_and_totals_merge_stored_and_pending_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let acc = Accounting::default();
         let g = GrantId::generate();
         acc.record(&g, 5, "m", &one());
-        assert!(acc.write_to(&store).unwrap());
+        assert!(acc.write_to(&store).await.unwrap());
         assert!(
-            !acc.write_to(&store).unwrap(),
+            !acc.write_to(&store).await.unwrap(),
             "an empty batch writes nothing"
         );
         acc.record(&g, 5, "m", &one());
         acc.record(&g, 5, "a", &one());
         acc.record(&g, 7, "m", &one());
         acc.record(&GrantId::generate(), 5, "m", &one());
-        let rows = acc.rows(&store, &g, 0, 6).unwrap();
+        let rows = acc.rows(&store, &g, 0, 6).await.unwrap();
         let got: Vec<(u32, &str, u64)> = rows
             .iter()
             .map(|r| (r.day, r.model.as_str(), r.counts.requests))
             .collect();
         assert_eq!(got, [(5, "a", 1), (5, "m", 2)]);
-        assert_eq!(acc.total(&store, &g, 0, 7, None).unwrap().requests, 4);
-        assert_eq!(acc.total(&store, &g, 0, 7, Some("m")).unwrap().requests, 3);
-        let all = acc.rows_all(&store, 0, 6).unwrap();
+        assert_eq!(acc.total(&store, &g, 0, 7, None).await.unwrap().requests, 4);
+        assert_eq!(
+            acc.total(&store, &g, 0, 7, Some("m"))
+                .await
+                .unwrap()
+                .requests,
+            3
+        );
+        let all = acc.rows_all(&store, 0, 6).await.unwrap();
         assert_eq!(all.iter().map(|(_, r)| r.counts.requests).sum::<u64>(), 4);
-        acc.write_to(&store).unwrap();
-        assert_eq!(acc.total(&store, &g, 0, 7, None).unwrap().requests, 4);
-        assert_eq!(acc.rows_all(&store, 0, 7).unwrap().len(), 4);
+        acc.write_to(&store).await.unwrap();
+        assert_eq!(acc.total(&store, &g, 0, 7, None).await.unwrap().requests, 4);
+        assert_eq!(acc.rows_all(&store, 0, 7).await.unwrap().len(), 4);
     }
 }

@@ -33,6 +33,12 @@ pub enum StartError {
     KeyFile(#[from] KeyFileError),
     #[error("store")]
     Store(#[from] keygate_store::StoreError),
+    /// `at` is the URL without its user or password (`StoreUrl::redacted`).
+    #[error("PostgreSQL store at {at}")]
+    PostgresStore {
+        at: String,
+        source: keygate_store::StoreError,
+    },
     #[error("could not listen on {addr}")]
     Bind {
         addr: String,
@@ -53,41 +59,31 @@ pub struct Application {
 
 impl Application {
     /// Binds the port, then (and only then, so a taken port leaves nothing behind)
-    /// creates the data directory, loads or generates the keyring, and opens the store.
-    /// Nothing is served until [`Application::run_until_stopped`].
-    pub fn build(config: Config) -> Result<Self, StartError> {
+    /// creates the data directory, loads or generates the keyring, and opens the store
+    /// (sled in the data dir, or PostgreSQL at `store_url`). Nothing is served until
+    /// [`Application::run_until_stopped`].
+    pub async fn build(config: Config) -> Result<Self, StartError> {
         let listener = bind(&config)?;
         keyfile::create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
         let (keyring, source) = keyfile::load_or_create(&config)?;
-        Self::start(config, listener, keyring, source)
+        Self::start(config, listener, keyring, source).await
     }
 
-    pub fn build_with_keyring(config: Config, keyring: Keyring) -> Result<Self, StartError> {
+    pub async fn build_with_keyring(config: Config, keyring: Keyring) -> Result<Self, StartError> {
         let listener = bind(&config)?;
-        Self::start(config, listener, keyring, KeySource::Given)
+        Self::start(config, listener, keyring, KeySource::Given).await
     }
 
-    fn start(
+    async fn start(
         mut config: Config,
         listener: TcpListener,
         keyring: Keyring,
         key_source: KeySource,
     ) -> Result<Self, StartError> {
-        let store_dir =
-            keyfile::prepare_store_dir(&config.data_dir).map_err(|source| StartError::DataDir {
-                path: keyfile::store_path(&config.data_dir).display().to_string(),
-                source,
-            })?;
-        let store = Store::open(
-            &store_dir,
-            &StoreOptions {
-                cache_capacity: config.store_cache_bytes,
-                ..StoreOptions::default()
-            },
-        )?;
+        let store = open_store(&config).await?;
         let port = listener
             .local_addr()
             .map_err(|source| StartError::Bind {
@@ -105,11 +101,13 @@ impl Application {
         let client = upstream::client(&config)?;
         let shutdown = config.shutdown_timeout;
         let workers = config.workers;
-        let state = AppState::new(config, store, MasterKeys::new(keyring, &key_source), client)?;
+        let state =
+            AppState::new(config, store, MasterKeys::new(keyring, &key_source), client).await?;
         tracing::info!(
             port,
             kids = ?state.keyring.current().kids().collect::<Vec<_>>(),
             base_url = %state.config.base_url(),
+            store = ?state.store.kind(),
             upstream = %state.config.upstream_url,
             admin_api = state.admin_enabled(),
             "keygate ready"
@@ -174,9 +172,9 @@ impl Application {
             task.abort();
             let _ = task.await;
         }
-        self.state.last_used.write_to(&self.state.store);
+        self.state.last_used.write_to(&self.state.store).await;
         // Streams drained by the shutdown have settled their usage by now.
-        if let Err(e) = self.state.accounting.write_to(&self.state.store) {
+        if let Err(e) = self.state.accounting.write_to(&self.state.store).await {
             tracing::error!(error = %e, "could not write the last usage counters");
         }
         if let Err(e) = self.state.store.flush().await {
@@ -262,6 +260,31 @@ fn serve(
     Ok(builder.run())
 }
 
+/// The store the configuration names: PostgreSQL at `store_url` (shared by every node;
+/// the data dir still holds the master key file), else sled in `data_dir/store`.
+async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let options = StoreOptions {
+        cache_capacity: config.store_cache_bytes,
+        ..StoreOptions::default()
+    };
+    if let Some(url) = &config.store_url {
+        // The host and database only: the URL may hold a password.
+        tracing::info!(store = %url.redacted(), "connecting to the PostgreSQL store");
+        return Store::connect(url.expose(), &options)
+            .await
+            .map_err(|source| StartError::PostgresStore {
+                at: url.redacted(),
+                source,
+            });
+    }
+    let store_dir =
+        keyfile::prepare_store_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: keyfile::store_path(&config.data_dir).display().to_string(),
+            source,
+        })?;
+    Ok(Store::open(&store_dir, &options)?)
+}
+
 /// Binds the listening socket: the first thing a start does.
 fn bind(config: &Config) -> Result<TcpListener, StartError> {
     TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
@@ -281,20 +304,20 @@ fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            sweep_once(&state);
+            sweep_once(&state).await;
         }
     })
 }
 
 /// The audit log's retention (`audit_retention_days`): entries older than it go.
 /// Kept forever when it is not set.
-fn sweep_audit(state: &AppState) {
+async fn sweep_audit(state: &AppState) {
     let Some(keep) = state.config.audit_retention else {
         return;
     };
     let keep_ns = u64::try_from(keep.as_nanos()).unwrap_or(u64::MAX);
     let cutoff = state.clock.now_nanos().saturating_sub(keep_ns);
-    match state.store.sweep_audit_before(cutoff) {
+    match state.store.sweep_audit_before(cutoff).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "audit entries past their retention removed"),
         Err(e) => tracing::warn!(error = %e, "sweeping the audit log failed"),
@@ -307,7 +330,7 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// One pass of the background sweeper: drops expired sessions, ceremonies and connect
 /// codes, resets the live-ceremony count from the store, forgets throttled addresses
 /// whose state is back to fresh, and the limiter state of idle grants.
-pub fn sweep_once(state: &AppState) -> keygate_store::Swept {
+pub async fn sweep_once(state: &AppState) -> keygate_store::Swept {
     let swept = state
         .store
         .sweep_expired(
@@ -315,12 +338,13 @@ pub fn sweep_once(state: &AppState) -> keygate_store::Swept {
             state.config.session_idle_timeout.as_secs(),
             state.config.session_absolute_timeout.as_secs(),
         )
+        .await
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "sweeping expired records failed");
             keygate_store::Swept::default()
         });
-    sweep_audit(state);
-    state.throttles.ceremonies.recount(&state.store);
+    sweep_audit(state).await;
+    state.throttles.ceremonies.recount(&state.store).await;
     state.throttles.retain_recent();
     state.limiter.forget_idle();
     if swept != keygate_store::Swept::default() {

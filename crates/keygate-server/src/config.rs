@@ -43,6 +43,9 @@ pub struct RawConfig {
     pub shutdown_timeout_secs: Option<u64>,
     pub workers: Option<usize>,
     pub store_cache_bytes: Option<u64>,
+    /// `postgres://…`: the shared PostgreSQL store (unset: sled in `data_dir`). A
+    /// secret: the URL may hold a password.
+    pub store_url: Option<SecretString>,
     pub log_format: Option<String>,
     pub rp_id: Option<String>,
     pub rp_origin: Option<String>,
@@ -95,6 +98,8 @@ pub struct Config {
     /// HTTP worker threads; `None` = one per core.
     pub workers: Option<usize>,
     pub store_cache_bytes: u64,
+    /// The PostgreSQL store several nodes share; `None`: sled in `data_dir`.
+    pub store_url: Option<StoreUrl>,
     pub log_format: LogFormat,
     /// WebAuthn relying party id; `None` = the public URL's host.
     pub rp_id: Option<String>,
@@ -320,6 +325,13 @@ impl RawConfig {
             None => None,
         };
 
+        let store_url = match &self.store_url {
+            Some(raw) => StoreUrl::parse(raw.expose_secret())
+                .map_err(|m| problem("store_url", m))
+                .ok(),
+            None => None,
+        };
+
         let max_body_bytes = self.max_body_bytes.unwrap_or(32 * 1024 * 1024);
         if max_body_bytes == 0 {
             problem("max_body_bytes", "must be greater than 0".into());
@@ -516,6 +528,7 @@ impl RawConfig {
                     shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(30)),
                     workers: self.workers,
                     store_cache_bytes: self.store_cache_bytes.unwrap_or(16 * 1024 * 1024),
+                    store_url,
                     log_format,
                     rp_id: self.rp_id,
                     rp_origin,
@@ -830,6 +843,12 @@ pub const SETTINGS: &[Setting] = &[
         "sled's page cache",
     ),
     setting(
+        "store_url",
+        Kind::Secret,
+        "unset: sled in data_dir",
+        "postgres://user:password@host:port/db — a PostgreSQL store shared by several nodes",
+    ),
+    setting(
         "log_format",
         Kind::Text,
         "text",
@@ -1031,9 +1050,61 @@ impl fmt::Debug for Config {
             )
             .field("master_keys", &self.master_keys.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("store_url", &self.store_url)
             .field("upstream", &self.upstream)
             .field("throttle", &self.throttle)
             .finish_non_exhaustive()
+    }
+}
+
+/// The PostgreSQL store's URL. It may carry a password (in its user part or a
+/// `password=` parameter), so it is a secret: `Debug` and [`StoreUrl::redacted`] show
+/// only the host, port and database, and a bad value is never repeated in an error.
+#[derive(Clone)]
+pub struct StoreUrl(SecretString);
+
+impl StoreUrl {
+    /// A `postgres://` (or `postgresql://`) URL with a host. The message names what is
+    /// wrong without quoting the value.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        const NOT_REPEATED: &str = "(the value is not repeated here: it may hold a password)";
+        let raw = raw.trim();
+        let url = Url::parse(raw).map_err(|_| {
+            format!("must be a URL like postgres://user:password@host:5432/keygate {NOT_REPEATED}")
+        })?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "must start with postgres:// (unset it to use sled in data_dir) {NOT_REPEATED}"
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("has no host {NOT_REPEATED}"));
+        }
+        Ok(Self(SecretString::from(raw)))
+    }
+
+    /// The URL to connect with (password included): for `Store::connect` only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// `host:port/database`, for logs and messages.
+    pub fn redacted(&self) -> String {
+        match Url::parse(self.0.expose_secret()) {
+            Ok(url) => format!(
+                "{}:{}{}",
+                url.host_str().unwrap_or("?"),
+                url.port().unwrap_or(5432),
+                url.path()
+            ),
+            Err(_) => "?".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl(postgres://{})", self.redacted())
     }
 }
 
@@ -1203,6 +1274,51 @@ mod tests {
         assert_eq!(c.throttle.trusted_proxies.len(), 2);
         assert_eq!(c.throttle.auth_per_minute, 30);
         assert_eq!(c.throttle.max_ceremonies, 10_000);
+    }
+
+    #[test]
+    fn a_store_url_is_checked_and_never_shown() {
+        const PASSWORD: &str = "pw-2b1e9c7d";
+        let cfg = |url: &str| {
+            RawConfig {
+                store_url: Some(url.into()),
+                ..RawConfig::default()
+            }
+            .validate()
+        };
+        let c = cfg(&format!(
+            "postgres://kg:{PASSWORD}@db.internal:6543/keygate?sslmode=require"
+        ))
+        .unwrap();
+        let url = c.store_url.as_ref().unwrap();
+        assert_eq!(url.redacted(), "db.internal:6543/keygate");
+        assert!(url.expose().contains(PASSWORD));
+        let shown = format!("{c:?}");
+        assert!(shown.contains("db.internal:6543/keygate"), "{shown}");
+        assert!(!shown.contains(PASSWORD), "{shown}");
+        // A password as a parameter is hidden too.
+        let c = cfg(&format!("postgresql://db/keygate?password={PASSWORD}")).unwrap();
+        assert!(!format!("{c:?}").contains(PASSWORD));
+        assert_eq!(c.store_url.unwrap().redacted(), "db:5432/keygate");
+        for bad in [
+            format!("mysql://kg:{PASSWORD}@db/keygate"),
+            format!("kg:{PASSWORD}@db/keygate"),
+            format!("postgres://kg:{PASSWORD}@/keygate"),
+            format!("host=db password={PASSWORD}"),
+        ] {
+            let err = cfg(&bad).unwrap_err().to_string();
+            assert!(err.contains("KEYGATE_STORE_URL"), "{err}");
+            assert!(!err.contains(PASSWORD), "{bad}: {err}");
+        }
+        // Written in the file with a wrong type: the value is not echoed either.
+        let err = from_toml(&format!(
+            "store_url = [\"postgres://kg:{PASSWORD}@db/x\"]\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("store_url"), "{err}");
+        assert!(!err.contains(PASSWORD), "{err}");
+        assert!(cfg("").is_err());
+        assert!(RawConfig::default().validate().unwrap().store_url.is_none());
     }
 
     /// Reads `toml` as a config file (plus any `KEYGATE_*` of the test process, none

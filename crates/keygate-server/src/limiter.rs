@@ -8,7 +8,9 @@
 //! budget spent in its current period = settled usage (loaded once per period from
 //! the usage rows, stored and pending, then kept in memory) + reservations in flight.
 //! Deciding and applying a lease happen under one lock per grant, so concurrent
-//! requests cannot overspend a budget together. Limits are read from the grant record
+//! requests cannot overspend a budget together; a period's total is read from the
+//! store before that, with no lock held across the await (`acquire` says how a
+//! settlement racing that read is still counted). Limits are read from the grant record
 //! on every request, so an edit applies to the very next one.
 //!
 //! A [`Lease`] is settled by the proxy's account phase, which takes it over as the
@@ -44,6 +46,12 @@ struct Inner {
 struct Slot {
     grant: Window,
     models: HashMap<String, Window>,
+    /// Settlements of this grant so far (wrapping): a budget total read from the store
+    /// while none landed is exact (see [`Limiter::acquire`]).
+    settles: u64,
+    /// What every settlement of this grant added, ever: what a total read while some
+    /// landed adds back (those may or may not be in what it read).
+    settled_ever: Spend,
 }
 
 /// A [`UsageWindow`] and the budget period its `settled` belongs to.
@@ -52,6 +60,30 @@ struct Window {
     usage: UsageWindow,
     period: Option<(Period, u64)>,
 }
+
+/// A budget window whose settled usage must be read from the store before deciding.
+struct Stale {
+    /// `None`: the grant's own window; else the model's (its overrides' budget).
+    model: Option<String>,
+    period: (Period, u64),
+    end: u64,
+}
+
+/// A total read for a [`Stale`] window, and the slot's settlement count and sum when
+/// the read began.
+struct Loaded {
+    stale: Stale,
+    total: Spend,
+    settles: u64,
+    settled_ever: Spend,
+}
+
+/// Rounds of reading budget totals [`Limiter::acquire`] makes before it accepts a read
+/// that settlements raced (then counting those settlements twice rather than missing
+/// them: it may refuse a little early, never overspend).
+const EXACT_READS: usize = 3;
+/// Rounds after which an acquire gives up (a period that keeps moving: not expected).
+const MAX_READS: usize = 8;
 
 /// Why [`Limiter::acquire`] said no.
 #[derive(Debug)]
@@ -72,6 +104,61 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct RateSnapshot {
     pub requests: Option<(u64, u64, u64)>,
     pub tokens: Option<(u64, u64, u64)>,
+}
+
+impl Slot {
+    /// The budget windows `limits` (and the model's overrides) need that do not hold
+    /// the current period's settled usage yet.
+    fn stale(&self, limits: &Limits, model: Option<&str>, now: u64) -> Vec<Stale> {
+        let mut out = Vec::new();
+        let mut check = |w: Option<&Window>, budget: Option<&Budget>, model: Option<&str>| {
+            if let Some(b) = budget {
+                let period = (b.period, b.period.start(now));
+                if w.and_then(|w| w.period) != Some(period) {
+                    out.push(Stale {
+                        model: model.map(str::to_owned),
+                        period,
+                        end: b.period.next_start(now),
+                    });
+                }
+            }
+        };
+        check(Some(&self.grant), limits.budget.as_ref(), None);
+        if let Some(m) = model
+            && let Some(o) = limits.for_model(m)
+        {
+            check(self.models.get(m), o.budget.as_ref(), Some(m));
+        }
+        out
+    }
+
+    /// Puts a total read from the store into its window: as read when no settlement
+    /// landed since the read began; with those settlements added when `force` (they
+    /// may be in the total too: an over-count, never an under-count); else not at all
+    /// (false: read again).
+    fn load(&mut self, l: Loaded, force: bool) -> bool {
+        let exact = self.settles == l.settles;
+        if !exact && !force {
+            return false;
+        }
+        let raced = if exact {
+            Spend::default()
+        } else {
+            self.settled_ever.minus(l.settled_ever)
+        };
+        let w = match &l.stale.model {
+            None => &mut self.grant,
+            Some(m) => self.models.entry(m.clone()).or_default(),
+        };
+        // Another request loaded it meanwhile: its total is as good, and what settled
+        // since is in it.
+        if w.period != Some(l.stale.period) {
+            w.usage.settled = l.total.plus(raced);
+            w.usage.resets_at = l.stale.end;
+            w.period = Some(l.stale.period);
+        }
+        true
+    }
 }
 
 impl Limiter {
@@ -96,59 +183,89 @@ impl Limiter {
     /// Decides a request under the grant's limits (and its model's overrides) and, if
     /// it may go ahead, takes its lease — atomically per grant. `model` is the model the
     /// request named (its usage row's model).
-    pub fn acquire(
+    ///
+    /// A budget's settled usage is read from the store once per period, with no lock
+    /// held (the read awaits the store); the decision and the taking happen afterwards
+    /// under the grant's lock, in one step, so two requests can never both take what
+    /// only one fits. A settlement landing while the total was read makes the read
+    /// uncertain (is it in there?): it is read again, and after a few rounds that
+    /// settlement is counted on top (see [`Slot::load`]).
+    pub async fn acquire(
         &self,
         grant: &GrantId,
         limits: &Limits,
         model: Option<&str>,
         estimate: Estimate,
     ) -> Result<Lease, Refusal> {
-        let (now, now_ms) = (self.0.clock.now(), self.0.clock.now_ms());
         let slot = self.slot(grant);
-        let mut s = lock(&slot);
+        let mut loaded: Vec<Loaded> = Vec::new();
+        for round in 0..=MAX_READS {
+            let now = self.0.clock.now();
+            let (stale, settles, settled_ever) = {
+                let mut s = lock(&slot);
+                for l in loaded.drain(..) {
+                    s.load(l, round > EXACT_READS);
+                }
+                let stale = s.stale(limits, model, now);
+                if stale.is_empty() {
+                    return self.decide(&mut s, grant, limits, model, estimate);
+                }
+                (stale, s.settles, s.settled_ever)
+            };
+            for st in stale {
+                let total = self
+                    .0
+                    .accounting
+                    .total(
+                        &self.0.store,
+                        grant,
+                        calendar::day_number(st.period.1),
+                        calendar::day_number(st.end).saturating_sub(1),
+                        // The rows' name (cut like every row's), so a long override
+                        // name still matches.
+                        st.model.as_deref().map(row_model),
+                    )
+                    .await
+                    .map_err(Refusal::Store)?;
+                loaded.push(Loaded {
+                    stale: st,
+                    total: Spend {
+                        usd: Usd::from_nanos(total.usd_nanos),
+                        tokens: total.tokens(),
+                    },
+                    settles,
+                    settled_ever,
+                });
+            }
+        }
+        Err(Refusal::Store(StoreError::Transaction(
+            "a budget's period kept changing while its usage was read".into(),
+        )))
+    }
+
+    /// The decision and the taking, under the grant's lock, every budget window loaded.
+    fn decide(
+        &self,
+        s: &mut Slot,
+        grant: &GrantId,
+        limits: &Limits,
+        model: Option<&str>,
+        estimate: Estimate,
+    ) -> Result<Lease, Refusal> {
+        let now_ms = self.0.clock.now_ms();
         let rules = Rules::of(limits);
-        self.prepare(
-            &mut s.grant,
-            grant,
-            None,
-            &rules,
-            limits.budget.as_ref(),
-            now,
-            now_ms,
-        )
-        .map_err(Refusal::Store)?;
+        prepare(&mut s.grant, &rules, limits.budget.as_ref(), now_ms);
         let lease = policy::decide_rules(&rules, &s.grant.usage, &estimate, now_ms)
             .map_err(Refusal::Deny)?;
         let mut model_lease = None;
         if let Some((name, overrides)) = model.and_then(|m| limits.for_model(m).map(|o| (m, o))) {
             let rules = Rules::of_model(overrides);
-            let mut w = s.models.remove(name).unwrap_or_default();
-            let decided = self
-                .prepare(
-                    &mut w,
-                    grant,
-                    Some(name),
-                    &rules,
-                    overrides.budget.as_ref(),
-                    now,
-                    now_ms,
-                )
-                .map_err(Refusal::Store)
-                .and_then(|()| {
-                    policy::decide_rules(&rules, &w.usage, &estimate, now_ms)
-                        .map_err(Refusal::Model)
-                });
-            match decided {
-                Ok(l) => {
-                    w.usage.apply(&l, now_ms);
-                    model_lease = Some(l);
-                    s.models.insert(name.to_owned(), w);
-                }
-                Err(e) => {
-                    s.models.insert(name.to_owned(), w);
-                    return Err(e);
-                }
-            }
+            let w = s.models.entry(name.to_owned()).or_default();
+            prepare(w, &rules, overrides.budget.as_ref(), now_ms);
+            let l = policy::decide_rules(&rules, &w.usage, &estimate, now_ms)
+                .map_err(Refusal::Model)?;
+            w.usage.apply(&l, now_ms);
+            model_lease = Some(l);
         } else if let Some(m) = model
             && let Some(w) = s.models.get_mut(m)
         {
@@ -179,28 +296,6 @@ impl Limiter {
         })
     }
 
-    /// Brings a window up to date: its buckets to the rules, and its budget's settled
-    /// usage to the current period (loaded when the period changed or was never read).
-    #[allow(clippy::too_many_arguments)]
-    fn prepare(
-        &self,
-        w: &mut Window,
-        grant: &GrantId,
-        model: Option<&str>,
-        rules: &Rules,
-        budget: Option<&Budget>,
-        now: u64,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        w.usage.conform(rules, now_ms);
-        let Some(budget) = budget else {
-            w.period = None;
-            w.usage.settled = Spend::default();
-            return Ok(());
-        };
-        load_period(self, w, grant, model, budget, now)
-    }
-
     /// rpm/tpm now, for the answer's headers (full buckets for a grant not seen yet).
     pub fn snapshot(&self, grant: &GrantId, limits: &Limits) -> RateSnapshot {
         let now_ms = self.0.clock.now_ms();
@@ -224,7 +319,8 @@ impl Limiter {
         let mut slots = lock(&self.0.slots);
         let before = slots.len();
         slots.retain(|_, slot| {
-            // A slot someone holds (a lease being settled, a request deciding) stays.
+            // A slot someone holds (a lease being settled, a request deciding or
+            // reading its budget's total) stays.
             if Arc::strong_count(slot) > 1 {
                 return true;
             }
@@ -257,6 +353,9 @@ impl Limiter {
             .unwrap_or_default()
     }
 
+    /// Ends a lease (synchronously: it runs from `Drop` too, so it never reads the
+    /// store). A budget window whose period ended meanwhile is marked for a reload, which
+    /// the next request makes — and which includes this answer, recorded here first.
     fn settle(&self, lease: &Lease, counts: &UsageCounts) {
         let (now, now_ms) = (self.0.clock.now(), self.0.clock.now_ms());
         let actual = Spend {
@@ -265,16 +364,6 @@ impl Limiter {
         };
         let slot = self.slot(&lease.grant);
         let mut s = lock(&slot);
-        // The answer is charged to the UTC day it ends: roll the windows first, so the
-        // load (if the period changed) does not already include it.
-        roll(
-            self,
-            &mut s.grant,
-            &lease.grant,
-            None,
-            lease.limits_budget.as_ref(),
-            now,
-        );
         self.0.accounting.record(
             &lease.grant,
             calendar::day_number(now),
@@ -287,20 +376,39 @@ impl Limiter {
             },
             counts,
         );
+        // Under the same lock as the record: an acquire reading a total knows whether
+        // this landed during its read.
+        s.settles = s.settles.wrapping_add(1);
+        s.settled_ever = s.settled_ever.plus(actual);
+        // The answer is charged to the UTC day it ends: a window still on an ended
+        // period reloads (the reload counts this answer, recorded above).
+        roll(&mut s.grant, lease.limits_budget.as_ref(), now);
         s.grant.usage.settle(&lease.grant_lease, actual, now_ms);
         if let Some(ml) = &lease.model_lease
             && let Some(w) = s.models.get_mut(&lease.model)
         {
-            roll(
-                self,
-                w,
-                &lease.grant,
-                Some(&lease.model),
-                lease.model_budget.as_ref(),
-                now,
-            );
+            roll(w, lease.model_budget.as_ref(), now);
             w.usage.settle(ml, actual, now_ms);
         }
+    }
+}
+
+/// Brings a window's buckets to the rules; without a budget, forgets its spend.
+fn prepare(w: &mut Window, rules: &Rules, budget: Option<&Budget>, now_ms: u64) {
+    w.usage.conform(rules, now_ms);
+    if budget.is_none() {
+        w.period = None;
+        w.usage.settled = Spend::default();
+    }
+}
+
+/// Marks a budget window for a reload when its period is over.
+fn roll(w: &mut Window, budget: Option<&Budget>, now: u64) {
+    if let Some(b) = budget
+        && w.period
+            .is_some_and(|p| p != (b.period, b.period.start(now)))
+    {
+        w.period = None;
     }
 }
 
@@ -315,55 +423,6 @@ fn row_model(model: &str) -> &str {
         end -= 1;
     }
     &model[..end]
-}
-
-/// Loads a budget window's settled usage when its period changed (or was never read).
-/// Reservations in flight stay: their answers land in the new period.
-fn load_period(
-    limiter: &Limiter,
-    w: &mut Window,
-    grant: &GrantId,
-    model: Option<&str>,
-    budget: &Budget,
-    now: u64,
-) -> Result<(), StoreError> {
-    let start = budget.period.start(now);
-    if w.period == Some((budget.period, start)) {
-        return Ok(());
-    }
-    let end = budget.period.next_start(now);
-    let total = limiter.0.accounting.total(
-        &limiter.0.store,
-        grant,
-        calendar::day_number(start),
-        calendar::day_number(end).saturating_sub(1),
-        // The rows' name (cut like every row's), so a long override name still matches.
-        model.map(row_model),
-    )?;
-    w.usage.settled = Spend {
-        usd: Usd::from_nanos(total.usd_nanos),
-        tokens: total.tokens(),
-    };
-    w.usage.resets_at = end;
-    w.period = Some((budget.period, start));
-    Ok(())
-}
-
-/// [`load_period`] at settle time: a store error keeps the old period (better a stale
-/// total than a lost settlement).
-fn roll(
-    limiter: &Limiter,
-    w: &mut Window,
-    grant: &GrantId,
-    model: Option<&str>,
-    budget: Option<&Budget>,
-    now: u64,
-) {
-    if let Some(budget) = budget
-        && let Err(e) = load_period(limiter, w, grant, model, budget, now)
-    {
-        tracing::warn!(error = %e, "could not load a budget period's usage");
-    }
 }
 
 /// What an accepted request holds: its place in the concurrency count and its
@@ -449,8 +508,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn budget_spend_survives_forgetting_and_counts_pending_usage() {
+    #[tokio::test]
+    async fn budget_spend_survives_forgetting_and_counts_pending_usage() {
         let (_dir, l, _clock) = limiter();
         let g = GrantId::generate();
         let lim = limits(json!({"budget": {"tokens": 100, "period": "day"}}));
@@ -458,10 +517,10 @@ mod tests {
             tokens: 60,
             usd: None,
         };
-        let lease = l.acquire(&g, &lim, Some("m"), est).unwrap();
+        let lease = l.acquire(&g, &lim, Some("m"), est).await.unwrap();
         // In flight: the reservation blocks a second one.
         assert!(matches!(
-            l.acquire(&g, &lim, Some("m"), est),
+            l.acquire(&g, &lim, Some("m"), est).await,
             Err(Refusal::Deny(Deny::Budget { .. }))
         ));
         assert_eq!(l.forget_idle(), 0, "a grant with a request in flight stays");
@@ -470,40 +529,44 @@ mod tests {
         // Forgotten, then reloaded from the (unflushed) accounting: 50 of 100 spent.
         assert_eq!(l.forget_idle(), 1);
         assert!(matches!(
-            l.acquire(&g, &lim, Some("m"), est),
+            l.acquire(&g, &lim, Some("m"), est).await,
             Err(Refusal::Deny(Deny::Budget { .. }))
         ));
         let small = Estimate {
             tokens: 50,
             usd: None,
         };
-        drop(l.acquire(&g, &lim, Some("m"), small).unwrap());
+        drop(l.acquire(&g, &lim, Some("m"), small).await.unwrap());
     }
 
-    #[test]
-    fn a_dropped_lease_is_an_error_and_frees_its_place() {
+    #[tokio::test]
+    async fn a_dropped_lease_is_an_error_and_frees_its_place() {
         let (_dir, l, _clock) = limiter();
         let g = GrantId::generate();
         let lim = limits(json!({"max_concurrency": 1}));
-        let lease = l.acquire(&g, &lim, None, Estimate::default()).unwrap();
+        let lease = l
+            .acquire(&g, &lim, None, Estimate::default())
+            .await
+            .unwrap();
         assert!(matches!(
-            l.acquire(&g, &lim, None, Estimate::default()),
+            l.acquire(&g, &lim, None, Estimate::default()).await,
             Err(Refusal::Deny(Deny::Concurrency { limit: 1 }))
         ));
         drop(lease);
         let total =
             l.0.accounting
                 .total(&l.0.store, &g, 0, u32::MAX, None)
+                .await
                 .unwrap();
         assert_eq!((total.requests, total.errors), (1, 1));
-        assert!(l.acquire(&g, &lim, None, Estimate::default()).is_ok());
+        assert!(l.acquire(&g, &lim, None, Estimate::default()).await.is_ok());
     }
 
     /// Review finding: a model's overrides removed and put back while a request under
     /// them was in flight made a fresh window that forgot its reservation, so a second
     /// request could reserve the same model budget again.
-    #[test]
-    fn overrides_removed_and_restored_mid_flight_keep_their_reservations() {
+    #[tokio::test]
+    async fn overrides_removed_and_restored_mid_flight_keep_their_reservations() {
         let (_dir, l, _clock) = limiter();
         let g = GrantId::generate();
         let with = limits(json!({"models": {"m": {"budget": {"tokens": 100, "period": "day"}}}}));
@@ -512,14 +575,15 @@ mod tests {
             tokens: 60,
             usd: None,
         };
-        let first = l.acquire(&g, &with, Some("m"), est).unwrap();
+        let first = l.acquire(&g, &with, Some("m"), est).await.unwrap();
         // Edited twice while `first` is in flight; a request in between.
         l.acquire(&g, &without, Some("m"), est)
+            .await
             .unwrap()
             .settle(&spent(0, 10));
         assert!(
             matches!(
-                l.acquire(&g, &with, Some("m"), est),
+                l.acquire(&g, &with, Some("m"), est).await,
                 Err(Refusal::Model(Deny::Budget { .. }))
             ),
             "60 of 100 are reserved, 10 spent: 60 more do not fit"
@@ -530,30 +594,36 @@ mod tests {
             tokens: 80,
             usd: None,
         };
-        assert!(l.acquire(&g, &with, Some("m"), big).is_err());
-        assert!(l.acquire(&g, &with, Some("m"), est).is_ok());
+        assert!(l.acquire(&g, &with, Some("m"), big).await.is_err());
+        assert!(l.acquire(&g, &with, Some("m"), est).await.is_ok());
     }
 
     /// Review finding: the usage row's model is the app's string; it is capped.
-    #[test]
-    fn a_huge_model_name_is_cut_in_the_usage_row() {
+    #[tokio::test]
+    async fn a_huge_model_name_is_cut_in_the_usage_row() {
         let (_dir, l, _clock) = limiter();
         let g = GrantId::generate();
         let name = "é".repeat(10_000);
         l.acquire(&g, &Limits::default(), Some(&name), Estimate::default())
+            .await
             .unwrap()
             .settle(&spent(0, 1));
-        let rows = l.0.accounting.rows(&l.0.store, &g, 0, u32::MAX).unwrap();
+        let rows =
+            l.0.accounting
+                .rows(&l.0.store, &g, 0, u32::MAX)
+                .await
+                .unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].model, "é".repeat(ROW_MODEL_MAX / 2));
     }
 
-    #[test]
-    fn idle_grants_are_forgotten_once_their_buckets_are_full() {
+    #[tokio::test]
+    async fn idle_grants_are_forgotten_once_their_buckets_are_full() {
         let (_dir, l, clock) = limiter();
         let g = GrantId::generate();
         let lim = limits(json!({"rpm": 2}));
         l.acquire(&g, &lim, None, Estimate::default())
+            .await
             .unwrap()
             .settle(&spent(0, 0));
         assert_eq!(l.forget_idle(), 0, "a bucket still refilling is kept");

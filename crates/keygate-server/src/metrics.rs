@@ -326,15 +326,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Runs one batching writer's `write`, timing it.
-    pub fn time_flush<T>(&self, writer: &str, write: impl FnOnce() -> T) -> T {
-        let start = Instant::now();
-        let out = write();
-        self.observe_flush(writer, start.elapsed());
-        out
-    }
-
-    /// One batch of `writer` took `took` (for writers that await the disk).
+    /// One batch of `writer` took `took`.
     pub fn observe_flush(&self, writer: &str, took: Duration) {
         self.flush
             .with_label_values(&[writer])

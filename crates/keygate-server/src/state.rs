@@ -45,7 +45,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
+    pub async fn new(
         config: Config,
         store: Store,
         keyring: MasterKeys,
@@ -58,7 +58,7 @@ impl AppState {
         let passkeys = Passkeys::new(&config);
         let throttles = Arc::new(Throttles::new(&config.throttle, config.ceremony_ttl));
         // A restart starts from what the store already holds.
-        throttles.ceremonies.recount(&store);
+        throttles.ceremonies.recount(&store).await;
         let accounting = Accounting::default();
         let limiter = Limiter::new(store.clone(), accounting.clone(), config.clock.clone());
         let metrics = Arc::new(Metrics::new(&config.prices)?);
@@ -128,12 +128,12 @@ impl LastUsed {
     }
 
     /// Writes pending updates; called by the flusher and at shutdown.
-    pub fn write_to(&self, store: &Store) {
+    pub async fn write_to(&self, store: &Store) {
         let batch = self.drain();
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = store.touch_grants(&batch) {
+        if let Err(e) = store.touch_grants(&batch).await {
             tracing::warn!(error = %e, "could not record last-used times");
         }
     }
@@ -145,24 +145,16 @@ impl LastUsed {
         metrics: Arc<Metrics>,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        spawn_every(every, move || {
-            metrics.time_flush("last_used", || this.write_to(&store));
+        tokio::spawn(async move {
+            // Ticks missed while one write ran long are skipped, not bunched up.
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let started = std::time::Instant::now();
+                this.write_to(&store).await;
+                metrics.observe_flush("last_used", started.elapsed());
+            }
         })
     }
-}
-
-/// Runs `tick` every `period` until the task is aborted, skipping ticks missed while
-/// one ran long: the loop of the batching writers (last-used times, usage counters).
-pub fn spawn_every(
-    period: Duration,
-    mut tick: impl FnMut() + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            tick();
-        }
-    })
 }

@@ -407,6 +407,9 @@ struct CapState {
     /// Ceremonies in the store plus starts in flight (an over-estimate, never under).
     live: usize,
     in_flight: usize,
+    /// Starts that stored a ceremony, ever (wrapping): what a recount adds back for
+    /// those made while it read the store.
+    made: u64,
     recounted: Option<Instant>,
     /// Whether this full episode was logged (once, not per refused request).
     warned: bool,
@@ -421,6 +424,7 @@ impl CeremonyCap {
             inner: Mutex::new(CapState {
                 live: 0,
                 in_flight: 0,
+                made: 0,
                 recounted: None,
                 warned: false,
             }),
@@ -435,14 +439,26 @@ impl CeremonyCap {
     /// slot is given back when dropped unless [`Slot::made`] says a ceremony was
     /// stored: a request abandoned halfway (the client went away while its body was
     /// read) cannot leak one.
-    pub fn admit(&self, store: &Store) -> Result<Slot<'_>, u64> {
+    pub async fn admit(&self, store: &Store) -> Result<Slot<'_>, u64> {
+        let recount = {
+            let Ok(mut s) = self.inner.lock() else {
+                return Err(self.retry_after);
+            };
+            let due =
+                s.live >= self.max && s.recounted.is_none_or(|t| t.elapsed() >= RECOUNT_EVERY);
+            if due {
+                // Claimed now: of the requests finding the cap full, one recounts.
+                s.recounted = Some(Instant::now());
+            }
+            due.then_some(s.made)
+        };
+        // The store is read with no lock held (another request may decide meanwhile).
+        if let Some(made_before) = recount {
+            self.apply_count(store, made_before).await;
+        }
         let Ok(mut s) = self.inner.lock() else {
             return Err(self.retry_after);
         };
-        if s.live >= self.max && s.recounted.is_none_or(|t| t.elapsed() >= RECOUNT_EVERY) {
-            s.recounted = Some(Instant::now());
-            s.live = store.anonymous_ceremony_count() + s.in_flight;
-        }
         if s.live >= self.max {
             if !s.warned {
                 s.warned = true;
@@ -462,21 +478,44 @@ impl CeremonyCap {
         })
     }
 
+    /// Sets the count from the store: its anonymous ceremonies, plus the starts in
+    /// flight, plus ceremonies made since `made_before` was read (the store's count may
+    /// have been taken before they were stored: counted twice rather than missed).
+    async fn apply_count(&self, store: &Store, made_before: u64) {
+        let stored = match store.anonymous_ceremony_count().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count live ceremonies; keeping the estimate");
+                return;
+            }
+        };
+        if let Ok(mut s) = self.inner.lock() {
+            let since = usize::try_from(s.made.wrapping_sub(made_before)).unwrap_or(usize::MAX);
+            s.live = stored.saturating_add(s.in_flight).saturating_add(since);
+        }
+    }
+
     fn done(&self, made: bool) {
         if let Ok(mut s) = self.inner.lock() {
             s.in_flight = s.in_flight.saturating_sub(1);
-            if !made {
+            if made {
+                s.made = s.made.wrapping_add(1);
+            } else {
                 s.live = s.live.saturating_sub(1);
             }
         }
     }
 
     /// After a sweep: the store's count is the truth again.
-    pub fn recount(&self, store: &Store) {
-        if let Ok(mut s) = self.inner.lock() {
-            s.live = store.anonymous_ceremony_count() + s.in_flight;
-            s.recounted = Some(Instant::now());
-        }
+    pub async fn recount(&self, store: &Store) {
+        let made_before = match self.inner.lock() {
+            Ok(mut s) => {
+                s.recounted = Some(Instant::now());
+                s.made
+            }
+            Err(_) => return,
+        };
+        self.apply_count(store, made_before).await;
     }
 }
 
@@ -569,7 +608,12 @@ async fn guard<B: MessageBody>(
 
     // Then the global cap, for anything that stores an anonymous ceremony.
     let starts = action == Action::AnonymousStart;
-    let slot = match starts.then(|| t.ceremonies.admit(&st.store)) {
+    let admitted = if starts {
+        Some(t.ceremonies.admit(&st.store).await)
+    } else {
+        None
+    };
+    let slot = match admitted {
         Some(Err(secs)) => {
             return refuse(
                 req,
@@ -759,34 +803,33 @@ mod tests {
         assert!(t.blocked_len() <= 3);
     }
 
-    #[test]
-    fn the_cap_counts_made_ceremonies_and_gets_abandoned_slots_back() {
+    #[tokio::test]
+    async fn the_cap_counts_made_ceremonies_and_gets_abandoned_slots_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &keygate_store::StoreOptions::default()).unwrap();
-        let make = |slot: Slot<'_>, id: &str| {
-            let c: keygate_store::CeremonyRecord = serde_json::from_value(serde_json::json!({
-                "kind": "login", "state": "{}", "user_id": null, "name": null,
-                "expires_at": u64::MAX / 2,
-            }))
-            .unwrap();
-            store.put_ceremony(id, &c).unwrap();
-            slot.made();
-        };
+        let c: keygate_store::CeremonyRecord = serde_json::from_value(serde_json::json!({
+            "kind": "login", "state": "{}", "user_id": null, "name": null,
+            "expires_at": u64::MAX / 2,
+        }))
+        .unwrap();
         let cap = CeremonyCap::new(2, Duration::from_secs(300));
-        make(cap.admit(&store).unwrap(), "a");
+        let slot = cap.admit(&store).await.unwrap();
+        store.put_ceremony("a", &c).await.unwrap();
+        slot.made();
         // Refused, failed or abandoned (the future dropped mid-request): slot returned.
         for _ in 0..10 {
-            drop(cap.admit(&store).unwrap());
+            drop(cap.admit(&store).await.unwrap());
         }
-        let held = cap.admit(&store).unwrap();
+        let held = cap.admit(&store).await.unwrap();
         // Full: one stored, one in flight (a recount sees the same).
-        assert_eq!(cap.admit(&store).err(), Some(60));
-        make(held, "b");
-        assert!(cap.admit(&store).is_err());
+        assert_eq!(cap.admit(&store).await.err(), Some(60));
+        store.put_ceremony("b", &c).await.unwrap();
+        held.made();
+        assert!(cap.admit(&store).await.is_err());
         // A finish takes one out; a full cap notices on its next recount.
-        store.take_ceremony("a").unwrap();
-        cap.recount(&store);
-        assert!(cap.admit(&store).is_ok());
+        store.take_ceremony("a").await.unwrap();
+        cap.recount(&store).await;
+        assert!(cap.admit(&store).await.is_ok());
     }
 
     #[test]

@@ -351,10 +351,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::io::stderr,
                 std::io::stderr().is_terminal(),
             );
-            let dir = keyfile::prepare_store_dir(&config.data_dir)
-                .with_context(|| format!("data directory {}", config.data_dir.display()))?;
-            let store = keygate_store::Store::open(&dir, &keygate_store::StoreOptions::default())?;
-            out(&format!("store schema version {}", store.schema_version()?))
+            let options = keygate_store::StoreOptions::default();
+            let store = match &config.store_url {
+                // Connecting applies the pending SQL migrations (once across nodes).
+                Some(url) => block_on(keygate_store::Store::connect(url.expose(), &options))
+                    .with_context(|| format!("PostgreSQL store at {}", url.redacted()))?,
+                None => {
+                    let dir = keyfile::prepare_store_dir(&config.data_dir)
+                        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
+                    keygate_store::Store::open(&dir, &options)?
+                }
+            };
+            out(&format!(
+                "store schema version {}",
+                block_on(store.schema_version())?
+            ))
         }
         Command::Demo { vault, listen } => {
             let vault =
@@ -454,6 +465,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Runs a store call (or any future) to completion from the CLI's synchronous code.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    actix_web::rt::System::new().block_on(f)
+}
+
 fn keyring(config: &keygate_server::Config) -> anyhow::Result<keygate_core::keyring::Keyring> {
     Ok(keyfile::load_existing(config)?)
 }
@@ -466,7 +482,9 @@ fn out(line: &str) -> anyhow::Result<()> {
 fn serve(config: keygate_server::Config) -> anyhow::Result<()> {
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let app = Application::build(config).context("keygate could not start")?;
+        let app = Application::build(config)
+            .await
+            .context("keygate could not start")?;
         for line in startup_message(&app) {
             out(&line)?;
         }

@@ -63,6 +63,14 @@ enum StoreAt {
 }
 
 fn open_store(config: &Config) -> anyhow::Result<StoreAt> {
+    if let Some(url) = &config.store_url {
+        bail!(
+            "unsupported_on_this_store: this command works on the sled store in the data \
+             directory, and this keygate's store is PostgreSQL ({}). {}",
+            url.redacted(),
+            POSTGRES_INSTEAD
+        );
+    }
     let dir = keyfile::store_path(&config.data_dir);
     if !dir.exists() {
         return Ok(StoreAt::Missing);
@@ -73,6 +81,12 @@ fn open_store(config: &Config) -> anyhow::Result<StoreAt> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// What to do instead of the sled-only commands on a PostgreSQL store.
+const POSTGRES_INSTEAD: &str = "Back it up and restore it with PostgreSQL's own tools (pg_dump \
+     and pg_restore, or your provider's snapshots) and keep the master keyring (key file or \
+     KEYGATE_MASTER_KEYS) beside it; every node must hold the same keyring, so master keys \
+     are rotated by giving every node the new keyring (docs/OPERATIONS.md).";
 
 fn no_store(config: &Config) -> anyhow::Error {
     anyhow::anyhow!(
@@ -112,7 +126,7 @@ pub fn backup(file: &Path, config: &Config, offline: bool, online: &Online) -> a
                     config.data_dir.display()
                 ),
             };
-            let snapshot = store.snapshot(keygate_core::time::now())?;
+            let snapshot = crate::block_on(store.snapshot(keygate_core::time::now()))?;
             let bytes = snapshot.to_bytes()?;
             actix_web::rt::System::new().block_on(async {
                 let audit = Audit::system(keygate_core::time::Clock::system());
@@ -189,6 +203,14 @@ pub fn restore(
     master_keys: Option<&Path>,
     config: &Config,
 ) -> anyhow::Result<()> {
+    if let Some(url) = &config.store_url {
+        bail!(
+            "unsupported_on_this_store: a backup restores into a sled store in a new data \
+             directory, and this keygate's store is PostgreSQL ({}). {}",
+            url.redacted(),
+            POSTGRES_INSTEAD
+        );
+    }
     let (keyring, from_file) = match (master_keys, &config.master_keys) {
         (Some(_), Some(_)) => bail!(
             "both --master-keys and KEYGATE_MASTER_KEYS are set: keep the one keygate will \
@@ -302,7 +324,7 @@ pub fn retire(config: &Config, kid: &str, online: &Online) -> anyhow::Result<()>
     };
     let file = keyfile::key_file_path(&config.data_dir);
     let ring = keyfile::read(&file)?;
-    master_keys::retired(&file, &store, &ring, kid).map_err(explain)?;
+    crate::block_on(master_keys::retired(&file, &store, &ring, kid)).map_err(explain)?;
     actix_web::rt::System::new().block_on(
         Audit::system(keygate_core::time::Clock::system()).record(
             &store,
@@ -320,7 +342,11 @@ pub fn status(config: &Config, online: &Online) -> anyhow::Result<()> {
     let view = match open_store(config)? {
         StoreAt::Free(store) => {
             let ring = keyfile::load_existing(config)?;
-            master_keys::view(&store, &ring, config.master_keys.is_none())?
+            crate::block_on(master_keys::view(
+                &store,
+                &ring,
+                config.master_keys.is_none(),
+            ))?
         }
         StoreAt::Missing => return Err(no_store(config)),
         StoreAt::Held => parse_view(

@@ -132,7 +132,7 @@ async fn build_when_store_free(raw: RawConfig, clock: &Clock) -> Application {
     loop {
         let mut config: Config = raw.clone().validate().expect("valid test config");
         config.clock = clock.clone();
-        match Application::build(config) {
+        match Application::build(config).await {
             Ok(app) => return app,
             Err(keygate_server::app::StartError::Store(keygate_store::StoreError::Locked {
                 ..
@@ -303,17 +303,18 @@ impl TestApp {
 
     /// Sets a grant's limits (and plan) straight in the store, as an operator's edit
     /// would; the proxy reads them on the next request.
-    pub fn set_limits(&self, grant_id: &str, limits: Value, plan: Option<&str>) {
+    pub async fn set_limits(&self, grant_id: &str, limits: Value, plan: Option<&str>) {
         let limits: keygate_core::limits::Limits =
             serde_json::from_value(limits).expect("limits JSON");
         limits.validate().expect("valid limits");
         let id = keygate_core::ids::GrantId::parse(grant_id).expect("grant id");
         self.state
             .store
-            .update_grant(&id, |g| {
+            .update_grant(&id, &|g| {
                 g.limits = limits.clone();
                 g.plan = plan.map(str::to_owned);
             })
+            .await
             .expect("store")
             .expect("grant exists");
     }
@@ -321,7 +322,7 @@ impl TestApp {
     /// A new person with a key and a grant with these limits (all models).
     pub async fn limited_grant(&self, limits: Value) -> TestGrant {
         let g = self.enrolled_grant(None).await;
-        self.set_limits(&g.grant_id, limits, None);
+        self.set_limits(&g.grant_id, limits, None).await;
         g
     }
 

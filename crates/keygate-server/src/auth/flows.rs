@@ -93,6 +93,7 @@ pub async fn confirm(
     credential: Value,
 ) -> Result<(), ServerError> {
     st.passkeys
-        .assertion_finish(&st.store, s.signer(), ceremony, credential, REAUTH)?;
+        .assertion_finish(&st.store, s.signer(), ceremony, credential, REAUTH)
+        .await?;
     s.mark_fresh(st).await
 }

@@ -85,7 +85,7 @@ impl Passkeys {
 
     // --- registration of a new person ------------------------------------------
 
-    pub fn register_start(&self, store: &Store, name: &str) -> Result<Started, ServerError> {
+    pub async fn register_start(&self, store: &Store, name: &str) -> Result<Started, ServerError> {
         let name = parse_name(name, "name")?;
         let user_id = UserId::generate();
         let (ccr, state) = self
@@ -102,6 +102,7 @@ impl Passkeys {
             Some(name),
             options,
         )
+        .await
     }
 
     pub async fn register_finish(
@@ -110,7 +111,7 @@ impl Passkeys {
         ceremony: &str,
         credential: Value,
     ) -> Result<UserRecord, ServerError> {
-        let c = self.take(store, ceremony, REGISTER, None)?;
+        let c = self.take(store, ceremony, REGISTER, None).await?;
         let state: PasskeyRegistration = decode_state(&c.state)?;
         let cred: RegisterPublicKeyCredential = parse_credential(credential)?;
         let passkey = self
@@ -129,7 +130,7 @@ impl Passkeys {
             created_at: now,
         };
         let record = new_record(&user.id, "Passkey 1", &passkey, now)?;
-        match store.insert_user_with_passkey(&user, &record)? {
+        match store.insert_user_with_passkey(&user, &record).await? {
             PasskeyInsert::Inserted => {}
             PasskeyInsert::CredentialTaken | PasskeyInsert::NoSuchUser => {
                 tracing::info!("registration refused: credential id already registered");
@@ -143,7 +144,7 @@ impl Passkeys {
 
     // --- usernameless sign-in ----------------------------------------------------
 
-    pub fn login_start(&self, store: &Store) -> Result<Started, ServerError> {
+    pub async fn login_start(&self, store: &Store) -> Result<Started, ServerError> {
         let (rcr, state) = self
             .webauthn()?
             .start_discoverable_authentication()
@@ -153,6 +154,7 @@ impl Passkeys {
             obj.remove("mediation");
         }
         self.save(store, LOGIN, &state, None, None, None, options)
+            .await
     }
 
     pub async fn login_finish(
@@ -161,7 +163,7 @@ impl Passkeys {
         ceremony: &str,
         credential: Value,
     ) -> Result<(UserRecord, PasskeyRecord), ServerError> {
-        let c = self.take(store, ceremony, LOGIN, None)?;
+        let c = self.take(store, ceremony, LOGIN, None).await?;
         let state: DiscoverableAuthentication = decode_state(&c.state)?;
         let cred: PublicKeyCredential = parse_credential(credential)?;
         let webauthn = self.webauthn()?;
@@ -170,7 +172,8 @@ impl Passkeys {
             .map_err(|e| rejected(Step::SignIn, e))?;
         let unknown = || ServiceError::CeremonyFailed(NOT_REGISTERED.to_owned());
         let mut record = store
-            .passkey_by_credential(&URL_SAFE_NO_PAD.encode(cred_id))?
+            .passkey_by_credential(&URL_SAFE_NO_PAD.encode(cred_id))
+            .await?
             .ok_or_else(unknown)?;
         if user_handle(&record.user_id) != handle {
             return Err(unknown().into());
@@ -180,8 +183,8 @@ impl Passkeys {
             .finish_discoverable_authentication_v2(&cred, state, &passkey)
             .map_err(|e| rejected(Step::SignIn, e))?;
         update_record(&mut record, &mut passkey, &result, self.clock.now())?;
-        store.put_passkey(&record)?;
-        let user = store.user(&record.user_id)?.ok_or_else(unknown)?;
+        store.put_passkey(&record).await?;
+        let user = store.user(&record.user_id).await?.ok_or_else(unknown)?;
         Ok((user, record))
     }
 
@@ -189,13 +192,13 @@ impl Passkeys {
 
     /// A passkey assertion by the signed-in person, for `kind` (step-up, approvals),
     /// started by (and finishable only by) the session `by`.
-    pub fn assertion_start(
+    pub async fn assertion_start(
         &self,
         store: &Store,
         by: Signer<'_>,
         kind: &'static str,
     ) -> Result<Started, ServerError> {
-        let passkeys = user_passkeys(store, by.user)?;
+        let passkeys = user_passkeys(store, by.user).await?;
         let (rcr, state) = self
             .webauthn()?
             .start_passkey_authentication(&passkeys)
@@ -210,9 +213,10 @@ impl Passkeys {
             None,
             options,
         )
+        .await
     }
 
-    pub fn assertion_finish(
+    pub async fn assertion_finish(
         &self,
         store: &Store,
         by: Signer<'_>,
@@ -221,7 +225,7 @@ impl Passkeys {
         kind: &'static str,
     ) -> Result<(), ServerError> {
         let user = by.user;
-        let c = self.take(store, ceremony, kind, Some(by))?;
+        let c = self.take(store, ceremony, kind, Some(by)).await?;
         if c.user_id.as_ref() != Some(user) {
             return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
         }
@@ -232,9 +236,8 @@ impl Passkeys {
             .finish_passkey_authentication(&cred, &state)
             .map_err(|e| rejected(Step::Check, e))?;
         let mut record = store
-            .passkey_by_credential(
-                &URL_SAFE_NO_PAD.encode(AsRef::<[u8]>::as_ref(result.cred_id())),
-            )?
+            .passkey_by_credential(&URL_SAFE_NO_PAD.encode(AsRef::<[u8]>::as_ref(result.cred_id())))
+            .await?
             .filter(|r| &r.user_id == user)
             .ok_or_else(|| {
                 ServiceError::CeremonyFailed(
@@ -244,19 +247,19 @@ impl Passkeys {
             })?;
         let mut passkey: Passkey = decode_state(&record.passkey)?;
         update_record(&mut record, &mut passkey, &result, self.clock.now())?;
-        store.put_passkey(&record)?;
+        store.put_passkey(&record).await?;
         Ok(())
     }
 
     // --- adding another passkey --------------------------------------------------
 
-    pub fn add_start(
+    pub async fn add_start(
         &self,
         store: &Store,
         user: &UserRecord,
         session: &str,
     ) -> Result<Started, ServerError> {
-        let existing = user_passkeys(store, &user.id)?;
+        let existing = user_passkeys(store, &user.id).await?;
         let exclude = existing.iter().map(|p| p.cred_id().clone()).collect();
         let (ccr, state) = self
             .webauthn()?
@@ -277,6 +280,7 @@ impl Passkeys {
             None,
             options,
         )
+        .await
     }
 
     pub async fn add_finish(
@@ -289,7 +293,7 @@ impl Passkeys {
         audit: &Audit,
     ) -> Result<PasskeyRecord, ServerError> {
         let user = by.user;
-        let c = self.take(store, ceremony, ADD, Some(by))?;
+        let c = self.take(store, ceremony, ADD, Some(by)).await?;
         if c.user_id.as_ref() != Some(user) {
             return Err(ServiceError::CeremonyFailed(OTHER_SESSION.to_owned()).into());
         }
@@ -299,13 +303,13 @@ impl Passkeys {
             .webauthn()?
             .finish_passkey_registration(&cred, &state)
             .map_err(|e| rejected(Step::Add, e))?;
-        let count = store.passkeys_for_user(user)?.len();
+        let count = store.passkeys_for_user(user).await?.len();
         let name = match name {
             Some(n) => parse_name(n, "name")?,
             None => format!("Passkey {}", count + 1),
         };
         let record = new_record(user, &name, &passkey, self.clock.now())?;
-        match store.insert_passkey(&record)? {
+        match store.insert_passkey(&record).await? {
             PasskeyInsert::Inserted => {}
             PasskeyInsert::CredentialTaken => {
                 tracing::info!(user_id = %user, "passkey refused: credential id already registered");
@@ -332,7 +336,7 @@ impl Passkeys {
     /// not counted by the anonymous live-ceremony cap. Anonymous ones (sign-up,
     /// sign-in) get a random id.
     #[allow(clippy::too_many_arguments)]
-    fn save<S: serde::Serialize>(
+    async fn save<S: serde::Serialize>(
         &self,
         store: &Store,
         kind: &str,
@@ -360,7 +364,7 @@ impl Passkeys {
             name,
             expires_at: self.clock.now() + self.ceremony_ttl.as_secs(),
         };
-        store.put_ceremony(&id, &record)?;
+        store.put_ceremony(&id, &record).await?;
         Ok(Started {
             ceremony: id,
             options,
@@ -372,7 +376,7 @@ impl Passkeys {
     /// id): any other id — another person's, or another session's of the same person
     /// — is refused before the store is touched, so nobody can spend a ceremony that
     /// another session started. An anonymous kind never takes a person's ceremony.
-    fn take(
+    async fn take(
         &self,
         store: &Store,
         id: &str,
@@ -402,7 +406,7 @@ impl Passkeys {
             (false, _) if is_person_ceremony_id(id) => return Err(gone().into()),
             (false, _) => {}
         }
-        let c = store.take_ceremony(id)?.ok_or_else(gone)?;
+        let c = store.take_ceremony(id).await?.ok_or_else(gone)?;
         if c.kind != kind || c.expires_at <= self.clock.now() {
             return Err(gone().into());
         }
@@ -477,9 +481,10 @@ fn creation_options(ccr: &impl serde::Serialize) -> Result<Value, ServerError> {
     Ok(options)
 }
 
-fn user_passkeys(store: &Store, user: &UserId) -> Result<Vec<Passkey>, ServerError> {
+async fn user_passkeys(store: &Store, user: &UserId) -> Result<Vec<Passkey>, ServerError> {
     store
-        .passkeys_for_user(user)?
+        .passkeys_for_user(user)
+        .await?
         .iter()
         .map(|r| decode_state(&r.passkey))
         .collect()

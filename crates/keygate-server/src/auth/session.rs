@@ -66,7 +66,10 @@ pub async fn create(
         user_agent: user_agent.and_then(clean_user_agent),
         seq: 0,
     };
-    match store.insert_session(&sha256_hex(&id), &record, MAX_SESSIONS_PER_PERSON)? {
+    match store
+        .insert_session(&sha256_hex(&id), &record, MAX_SESSIONS_PER_PERSON)
+        .await?
+    {
         SessionInsert::Inserted { ended } => {
             if ended > 0 {
                 tracing::info!(user_id = %user, ended, "oldest sessions ended (per-person cap)");
@@ -127,17 +130,17 @@ fn expired(record: &SessionRecord, config: &Config, now: UnixTime) -> bool {
 
 /// The signed-in person's live sessions, oldest first, this one marked `current`
 /// (expired ones that wait for the sweep are left out).
-pub fn list(st: &AppState, current: &UserSession) -> Result<Vec<SessionView>, ServerError> {
+pub async fn list(st: &AppState, current: &UserSession) -> Result<Vec<SessionView>, ServerError> {
     let (store, config) = (&st.store, &st.config);
     let now = st.clock.now();
     let mut out = Vec::new();
-    for (hash, mut rec) in store.sessions_for_user(current.user_id())? {
+    for (hash, mut rec) in store.sessions_for_user(current.user_id()).await? {
         if expired(&rec, config, now) {
             continue;
         }
         if rec.public_id.is_empty() {
             rec.public_id = public_id();
-            store.put_session(&hash, &rec)?;
+            store.put_session(&hash, &rec).await?;
         }
         out.push(SessionView {
             id: rec.public_id,
@@ -169,7 +172,8 @@ pub async fn end_one(
     now: UnixTime,
 ) -> Result<Ended, ServerError> {
     let found = store
-        .sessions_for_user(current.user_id())?
+        .sessions_for_user(current.user_id())
+        .await?
         .into_iter()
         .find(|(_, rec)| !rec.public_id.is_empty() && rec.public_id == public_id);
     let Some((hash, _)) = found else {
@@ -178,7 +182,7 @@ pub async fn end_one(
     if hash != current.hash && !current.is_fresh(now) {
         return Err(ServiceError::FreshPasskeyRequired.into());
     }
-    store.delete_session(&hash)?;
+    store.delete_session(&hash).await?;
     store.flush().await?;
     tracing::info!(user_id = %current.user_id(), "session ended by its person");
     Ok(if hash == current.hash {
@@ -191,7 +195,9 @@ pub async fn end_one(
 /// Ends every session of the signed-in person except this one; returns how many.
 /// Routes call it with a [`FreshSession`] only.
 pub async fn end_others(store: &Store, current: &UserSession) -> Result<usize, ServerError> {
-    let ended = store.delete_sessions_for_user(current.user_id(), Some(&current.hash))?;
+    let ended = store
+        .delete_sessions_for_user(current.user_id(), Some(&current.hash))
+        .await?;
     store.flush().await?;
     tracing::info!(user_id = %current.user_id(), ended, "other sessions ended");
     Ok(ended)
@@ -251,20 +257,20 @@ impl UserSession {
     pub async fn mark_fresh(&self, st: &AppState) -> Result<(), ServerError> {
         let mut rec = self.record.clone();
         rec.fresh_until = st.clock.now() + st.config.fresh_window.as_secs();
-        st.store.put_session(&self.hash, &rec)?;
+        st.store.put_session(&self.hash, &rec).await?;
         st.store.flush().await?;
         Ok(())
     }
 
     /// Ends this session (logout).
     pub async fn end(&self, store: &Store) -> Result<(), ServerError> {
-        store.delete_session(&self.hash)?;
+        store.delete_session(&self.hash).await?;
         store.flush().await?;
         Ok(())
     }
 }
 
-fn load(req: &HttpRequest) -> Result<UserSession, ServerError> {
+async fn load(req: &HttpRequest) -> Result<UserSession, ServerError> {
     let st = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ServerError::Internal("app state missing".into()))?;
@@ -273,16 +279,20 @@ fn load(req: &HttpRequest) -> Result<UserSession, ServerError> {
         .filter(|c| !c.value().is_empty() && c.value().len() <= 128)
         .ok_or(ServiceError::NotSignedIn)?;
     let hash = sha256_hex(cookie.value());
-    let mut record = st.store.session(&hash)?.ok_or(ServiceError::NotSignedIn)?;
+    let mut record = st
+        .store
+        .session(&hash)
+        .await?
+        .ok_or(ServiceError::NotSignedIn)?;
     let now = st.clock.now();
     if expired(&record, &st.config, now) {
-        st.store.delete_session(&hash)?;
+        st.store.delete_session(&hash).await?;
         return Err(ServiceError::NotSignedIn.into());
     }
-    let user = match st.store.user(&record.user_id)? {
+    let user = match st.store.user(&record.user_id).await? {
         Some(u) => u,
         None => {
-            st.store.delete_session(&hash)?;
+            st.store.delete_session(&hash).await?;
             return Err(ServiceError::NotSignedIn.into());
         }
     };
@@ -292,7 +302,7 @@ fn load(req: &HttpRequest) -> Result<UserSession, ServerError> {
     }
     if legacy || now >= record.last_seen_at + TOUCH_EVERY_SECS {
         record.last_seen_at = now;
-        st.store.put_session(&hash, &record)?;
+        st.store.put_session(&hash, &record).await?;
     }
     Ok(UserSession { hash, record, user })
 }
@@ -302,8 +312,8 @@ impl FromRequest for UserSession {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ServerError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = load(req);
-        Box::pin(async move { result })
+        let req = req.clone();
+        Box::pin(async move { load(&req).await })
     }
 }
 
@@ -315,13 +325,14 @@ impl FromRequest for FreshSession {
         let now = req
             .app_data::<web::Data<AppState>>()
             .map(|st| st.clock.now());
-        let result = load(req).and_then(|s| {
+        let req = req.clone();
+        Box::pin(async move {
+            let s = load(&req).await?;
             if now.is_some_and(|now| s.is_fresh(now)) {
                 Ok(FreshSession(s))
             } else {
                 Err(ServiceError::FreshPasskeyRequired.into())
             }
-        });
-        Box::pin(async move { result })
+        })
     }
 }

@@ -47,13 +47,14 @@ impl AuthenticatedGrant {
 /// previous_until`. Both hashes are compared, in constant time, on every request (the
 /// current one again when there is no old secret), so the time taken does not
 /// tell which one matched or whether the grant was rotated.
-pub fn identify(st: &AppState, req: &HttpRequest) -> Result<Arc<GrantRecord>, ServerError> {
+pub async fn identify(st: &AppState, req: &HttpRequest) -> Result<Arc<GrantRecord>, ServerError> {
     let presented = bearer_token(req)?;
     let parsed = token::parse(presented).map_err(|e| ProxyError::InvalidApiKey(e.to_string()))?;
     let unknown = || ProxyError::InvalidApiKey("the key is not known to this keygate".into());
     let grant = st
         .store
-        .grant_cached(&parsed.grant_id)?
+        .grant_cached(&parsed.grant_id)
+        .await?
         .ok_or_else(unknown)?;
     let corrupt = || ServerError::Internal(format!("grant {} has a corrupt secret hash", grant.id));
     let stored = SecretHash::from_hex(&grant.secret_hash).ok_or_else(corrupt)?;

@@ -102,7 +102,7 @@ pub fn needs_tokens(limits: &Limits) -> bool {
 /// the plan's `default_max_tokens`, priced for its model) decided by
 /// `keygate_core::policy` through the limiter, which hands back the lease the answer
 /// will settle. `plan`: the grant's plan as configured now.
-pub fn limits(
+pub async fn limits(
     st: &AppState,
     grant: &AuthenticatedGrant,
     plan: Option<&Plan>,
@@ -134,6 +134,7 @@ pub fn limits(
     };
     st.limiter
         .acquire(grant.id(), limits, model, estimate)
+        .await
         .map_err(|why| match why {
             Refusal::Store(e) => ServerError::from(e),
             Refusal::Deny(deny) => {

@@ -12,13 +12,15 @@ use crate::services::usage;
 use crate::state::AppState;
 
 pub async fn key_info(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
-    let grant = match authenticate::identify(&st, &req) {
+    let grant = match authenticate::identify(&st, &req).await {
         Ok(g) => g,
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
     let finish = super::Finish::of(&req, &grant);
-    let answer: Result<_, ServerError> = authenticate::usable(grant, &req, st.clock.now())
-        .and_then(|g| usage::key_info(&st, g.record()));
+    let answer: Result<_, ServerError> = match authenticate::usable(grant, &req, st.clock.now()) {
+        Ok(g) => usage::key_info(&st, g.record()).await,
+        Err(e) => Err(e),
+    };
     let mut res = match answer {
         Ok(info) => HttpResponse::Ok()
             .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))

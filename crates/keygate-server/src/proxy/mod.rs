@@ -108,7 +108,7 @@ pub async fn proxy_v1(
         st.metrics.added("v1", started.elapsed());
         actix_web::ResponseError::error_response(e)
     };
-    let grant = match authenticate::identify(&st, &req) {
+    let grant = match authenticate::identify(&st, &req).await {
         Ok(g) => g,
         Err(e) => return refused(&e),
     };
@@ -172,8 +172,8 @@ async fn run(
     st.metrics
         .note_model(&st.config.prices, req, ctx.model.as_deref());
     authorize::authorize(st, &grant, req, &ctx)?;
-    let lease = authorize::limits(st, &grant, plan, req, &ctx)?;
-    let key = unseal::unseal(st, &grant, own_key, plan)?;
+    let lease = authorize::limits(st, &grant, plan, req, &ctx).await?;
+    let key = unseal::unseal(st, &grant, own_key, plan).await?;
     tracing::debug!(grant_id = %grant.id(), model = ctx.model.as_deref(), stream = ctx.stream, key = key.source.label(), "forwarding");
     let runs_model = scope::model_use(req.method().as_str(), &ctx.path) != ModelUse::None;
     // The account phase holds the lease from the moment the request may be billed.

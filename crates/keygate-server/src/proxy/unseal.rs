@@ -58,7 +58,7 @@ pub struct Stored {
 
 /// `plan`: the grant's plan as configured now (`None`: no plan, or one the
 /// configuration no longer has: no operator key).
-pub fn unseal(
+pub async fn unseal(
     st: &AppState,
     grant: &AuthenticatedGrant,
     own: Option<OpenAiKey>,
@@ -78,7 +78,7 @@ pub fn unseal(
     let user = &grant.record().user_id;
     // Through the store's cache of sealed records (evicted by every vault write): the
     // JWE itself is opened here, for this request only.
-    if let Some(record) = st.store.vault_cached(user)? {
+    if let Some(record) = st.store.vault_cached(user).await? {
         let key = vault::open_record(&st.keyring.current(), user, &record)
             .inspect_err(|_| st.metrics.unsealed(UnsealSource::Vault, false))?;
         st.metrics.unsealed(UnsealSource::Vault, true);
@@ -92,7 +92,7 @@ pub fn unseal(
         });
     }
     if plan.is_some_and(|p| p.use_operator_key)
-        && let Some(record) = st.store.operator_key()?
+        && let Some(record) = st.store.operator_key().await?
     {
         let key = operator_key::open(&st.keyring.current(), &record)
             .inspect_err(|_| st.metrics.unsealed(UnsealSource::Operator, false))?;

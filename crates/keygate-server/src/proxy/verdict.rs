@@ -58,7 +58,7 @@ pub async fn judge(
         if key_verdict::verdict(status, None) == Verdict::Accepted
             && key.unconfirmed
             && let Err(e) =
-                vault::mark_validated(&st.store, &key.user_id, &key.key_id, st.clock.now())
+                vault::mark_validated(&st.store, &key.user_id, &key.key_id, st.clock.now()).await
         {
             tracing::error!(error = %e, "could not record that the stored key works");
         }
@@ -72,7 +72,7 @@ pub async fn judge(
     match key_verdict::verdict(status, code.as_deref()) {
         Verdict::Refused => {
             if let Err(e) =
-                vault::mark_rejected(&st.store, &key.user_id, &key.key_id, st.clock.now())
+                vault::mark_rejected(&st.store, &key.user_id, &key.key_id, st.clock.now()).await
             {
                 tracing::error!(error = %e, "could not mark the stored key rejected");
             }

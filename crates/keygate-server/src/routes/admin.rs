@@ -1,11 +1,10 @@
 //! `/admin/*`: for operators (and tests) holding `KEYGATE_ADMIN_KEY` or an admin key
 //! (`kga_…`) of enough scope.
 
-use std::future::{Ready, ready};
-
 use actix_web::dev::Payload;
 use actix_web::http::Method;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use futures::future::LocalBoxFuture;
 use keygate_core::admin_scope::AdminScope;
 use keygate_core::ids::{AdminKeyId, GrantId, UserId};
 use serde_json::Value;
@@ -27,14 +26,15 @@ pub struct Admin(pub AdminCaller);
 
 impl FromRequest for Admin {
     type Error = ServerError;
-    type Future = Ready<Result<Self, ServerError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ServerError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(check_admin(req))
+        let req = req.clone();
+        Box::pin(async move { check_admin(&req).await })
     }
 }
 
-fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
+async fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
     let st = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ServerError::Internal("app state missing".into()))?;
@@ -54,7 +54,7 @@ fn check_admin(req: &HttpRequest) -> Result<Admin, ServerError> {
             scope: AdminScope::Admin,
         })
     } else {
-        admin_keys::check(&st.store, token, st.clock.now())?
+        admin_keys::check(&st.store, token, st.clock.now()).await?
     };
     if let Some(caller) = caller {
         // A right key of too small a scope is not a guess: 403, never throttled. The
@@ -102,7 +102,7 @@ pub async fn list_keys(
     req: HttpRequest,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ServerError> {
-    let page = admin_keys::list(&st.store, &q.parse()?)?;
+    let page = admin_keys::list(&st.store, &q.parse()?).await?;
     Ok(page::respond(&req, page))
 }
 
@@ -142,7 +142,7 @@ pub async fn backup(
 
 /// `GET /admin/master-keys`: kids, records per kid, what the re-seal has left.
 pub async fn master_keys(_: Admin, st: web::Data<AppState>) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(master_keys::show(&st)?))
+    Ok(HttpResponse::Ok().json(master_keys::show(&st).await?))
 }
 
 /// `POST /admin/master-keys`: a new active master key; re-sealing runs in the background.
@@ -190,7 +190,7 @@ pub async fn get_operator_key(
     _: Admin,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(operator_key::view(&st.store)?))
+    Ok(HttpResponse::Ok().json(operator_key::view(&st.store).await?))
 }
 
 /// `DELETE /admin/operator-key`: 204 whether or not one was set.
@@ -219,7 +219,7 @@ pub async fn list_users(
     req: HttpRequest,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ServerError> {
-    let page = users::list(&st.store, &q.parse()?)?;
+    let page = users::list(&st.store, &q.parse()?).await?;
     Ok(page::respond(&req, page))
 }
 
@@ -228,7 +228,7 @@ pub async fn get_user(
     st: web::Data<AppState>,
     id: web::Path<UserId>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(admin::get_user(&st.store, &id)?))
+    Ok(HttpResponse::Ok().json(admin::get_user(&st.store, &id).await?))
 }
 
 /// `DELETE /admin/users/{id}`: the person and everything of theirs, as their own
@@ -282,7 +282,7 @@ pub async fn list_grants(
     st: web::Data<AppState>,
     id: web::Path<UserId>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(admin::list_grants(&st.store, &id)?))
+    Ok(HttpResponse::Ok().json(admin::list_grants(&st.store, &id).await?))
 }
 
 pub async fn show_grant(
@@ -290,7 +290,7 @@ pub async fn show_grant(
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(grants::show(&st.store, &id, None)?))
+    Ok(HttpResponse::Ok().json(grants::show(&st.store, &id, None).await?))
 }
 
 /// An operator's change: not held to the plan; may move the grant to another plan.
@@ -368,7 +368,7 @@ pub async fn grant_usage(
     q: web::Query<crate::routes::api::UsageQuery>,
 ) -> Result<HttpResponse, ServerError> {
     let report =
-        crate::services::usage::report(&st, None, &id, q.from.as_deref(), q.to.as_deref())?;
+        crate::services::usage::report(&st, None, &id, q.from.as_deref(), q.to.as_deref()).await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -382,7 +382,7 @@ pub async fn list_all_grants(
     q: web::Query<GrantsParams>,
 ) -> Result<HttpResponse, ServerError> {
     let (filter, page) = (q.filter().parse()?, q.page().parse()?);
-    let page = reports::grants_page(&st.store, &filter, &page)?;
+    let page = reports::grants_page(&st.store, &filter, &page).await?;
     Ok(page::respond(&req, page))
 }
 
@@ -393,7 +393,7 @@ pub async fn usage_summary(
     req: HttpRequest,
     q: SummaryParams,
 ) -> Result<HttpResponse, ServerError> {
-    let summary = reports::everyone(&st, &q.0)?;
+    let summary = reports::everyone(&st, &q.0).await?;
     Ok(super::reports::respond(&req, &summary))
 }
 /// `GET /admin/audit?user=&action=&from=&to=&limit=&cursor=`: the audit log, newest first.
@@ -414,6 +414,6 @@ pub async fn audit_log(
 ) -> Result<HttpResponse, ServerError> {
     let (user, action) = (q.user.as_deref(), q.action.as_deref());
     let filter = audit::filter(user, action, q.from.as_deref(), q.to.as_deref())?;
-    let page = audit::list(&st.store, &filter, &p.parse()?)?;
+    let page = audit::list(&st.store, &filter, &p.parse()?).await?;
     Ok(page::respond(&req, page))
 }

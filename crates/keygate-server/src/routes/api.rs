@@ -26,7 +26,9 @@ pub async fn register_start(
     st: web::Data<AppState>,
     body: web::Json<Name>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(started(st.passkeys.register_start(&st.store, &body.name)?))
+    Ok(started(
+        st.passkeys.register_start(&st.store, &body.name).await?,
+    ))
 }
 
 pub async fn register_finish(
@@ -53,7 +55,7 @@ pub async fn login_start(
     st: web::Data<AppState>,
     _: web::Json<Empty>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(started(st.passkeys.login_start(&st.store)?))
+    Ok(started(st.passkeys.login_start(&st.store).await?))
 }
 
 pub async fn login_finish(
@@ -81,11 +83,11 @@ pub async fn reauth_start(
     st: web::Data<AppState>,
     _: web::Json<Empty>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(started(st.passkeys.assertion_start(
-        &st.store,
-        s.signer(),
-        REAUTH,
-    )?))
+    Ok(started(
+        st.passkeys
+            .assertion_start(&st.store, s.signer(), REAUTH)
+            .await?,
+    ))
 }
 
 pub async fn reauth_finish(
@@ -112,7 +114,7 @@ pub async fn me(s: UserSession) -> Result<HttpResponse, ServerError> {
 // --- the OpenAI key --------------------------------------------------------------
 
 pub async fn get_key(s: UserSession, st: web::Data<AppState>) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(vault::key_view(&st.store, s.user_id())?))
+    Ok(HttpResponse::Ok().json(vault::key_view(&st.store, s.user_id()).await?))
 }
 
 /// Storing a key, the first one included, needs a fresh passkey check: a stolen session
@@ -143,7 +145,7 @@ pub async fn list_grants(
     s: UserSession,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(grants::list(&st.store, s.user_id())?))
+    Ok(HttpResponse::Ok().json(grants::list(&st.store, s.user_id()).await?))
 }
 
 /// Minting a grant hands out the person's key's power: a fresh passkey check first.
@@ -173,7 +175,7 @@ pub async fn show_grant(
     st: web::Data<AppState>,
     id: web::Path<GrantId>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(grants::show(&st.store, &id, Some(s.user_id()))?))
+    Ok(HttpResponse::Ok().json(grants::show(&st.store, &id, Some(s.user_id())).await?))
 }
 
 /// Changing limits, models, scopes, name or expiry: a session is enough to tighten a
@@ -258,7 +260,7 @@ pub async fn list_passkeys(
     s: UserSession,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(account::passkeys(&st.store, s.user_id())?))
+    Ok(HttpResponse::Ok().json(account::passkeys(&st.store, s.user_id()).await?))
 }
 
 /// Adding a passkey gives lasting access: a fresh passkey check first (start and finish).
@@ -267,11 +269,11 @@ pub async fn add_passkey_start(
     st: web::Data<AppState>,
     _: web::Json<Empty>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(started(st.passkeys.add_start(
-        &st.store,
-        &s.0.user,
-        &s.0.record.public_id,
-    )?))
+    Ok(started(
+        st.passkeys
+            .add_start(&st.store, &s.0.user, &s.0.record.public_id)
+            .await?,
+    ))
 }
 
 pub async fn add_passkey_finish(
@@ -323,7 +325,7 @@ pub async fn list_sessions(
     s: UserSession,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(HttpResponse::Ok().json(session::list(&st, &s)?))
+    Ok(HttpResponse::Ok().json(session::list(&st, &s).await?))
 }
 
 /// Ends one of the person's sessions; ending this one also drops its cookie. Ending
@@ -383,7 +385,8 @@ pub async fn grant_usage(
         &id,
         q.from.as_deref(),
         q.to.as_deref(),
-    )?;
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -397,7 +400,7 @@ pub async fn usage_summary(
     req: HttpRequest,
     q: super::reports::SummaryParams,
 ) -> Result<HttpResponse, ServerError> {
-    let summary = crate::services::reports::own(&st, s.user_id(), &q.0)?;
+    let summary = crate::services::reports::own(&st, s.user_id(), &q.0).await?;
     Ok(super::reports::respond(&req, &summary))
 }
 
@@ -410,6 +413,6 @@ pub async fn audit(
     req: HttpRequest,
     q: web::Query<super::page::PageQuery>,
 ) -> Result<HttpResponse, ServerError> {
-    let page = crate::services::audit::own(&st.store, s.user_id(), &q.parse()?)?;
+    let page = crate::services::audit::own(&st.store, s.user_id(), &q.parse()?).await?;
     Ok(super::page::respond(&req, page))
 }

@@ -81,12 +81,8 @@ pub async fn existing(
     q: web::Query<ExistingQuery>,
 ) -> Result<HttpResponse, ServerError> {
     let origin = connect::parse_origin(&q.origin)?;
-    Ok(HttpResponse::Ok().json(connect::existing(
-        &st.store,
-        s.user_id(),
-        &origin,
-        st.clock.now(),
-    )?))
+    Ok(HttpResponse::Ok()
+        .json(connect::existing(&st.store, s.user_id(), &origin, st.clock.now()).await?))
 }
 
 #[derive(Deserialize)]
@@ -108,11 +104,11 @@ pub async fn approve_start(
     st: web::Data<AppState>,
     _: web::Json<Empty>,
 ) -> Result<HttpResponse, ServerError> {
-    Ok(started(st.passkeys.assertion_start(
-        &st.store,
-        s.signer(),
-        CONNECT_APPROVE,
-    )?))
+    Ok(started(
+        st.passkeys
+            .assertion_start(&st.store, s.signer(), CONNECT_APPROVE)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]

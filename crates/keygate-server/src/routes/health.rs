@@ -9,7 +9,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: the store answers and a master key is loaded.
 pub async fn readyz(st: web::Data<AppState>) -> HttpResponse {
-    match st.store.ping() {
+    match st.store.ping().await {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
         Err(e) => {
             tracing::error!(error = %e, "store not ready");

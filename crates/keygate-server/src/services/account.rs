@@ -36,9 +36,10 @@ impl From<&PasskeyRecord> for PasskeyView {
     }
 }
 
-pub fn passkeys(store: &Store, user: &UserId) -> Result<Vec<PasskeyView>, ServerError> {
+pub async fn passkeys(store: &Store, user: &UserId) -> Result<Vec<PasskeyView>, ServerError> {
     Ok(store
-        .passkeys_for_user(user)?
+        .passkeys_for_user(user)
+        .await?
         .iter()
         .map(PasskeyView::from)
         .collect())
@@ -50,9 +51,9 @@ pub async fn rename_passkey(
     id: &PasskeyId,
     name: &str,
 ) -> Result<PasskeyView, ServerError> {
-    let mut pk = own_passkey(store, user, id)?;
+    let mut pk = own_passkey(store, user, id).await?;
     pk.name = parse_name(name, "name")?;
-    store.put_passkey(&pk)?;
+    store.put_passkey(&pk).await?;
     store.flush().await?;
     Ok(PasskeyView::from(&pk))
 }
@@ -68,12 +69,14 @@ pub async fn remove_passkey(
     keep_session: &str,
     audit: &Audit,
 ) -> Result<usize, ServerError> {
-    let pk = own_passkey(store, user, id)?;
-    match store.delete_passkey_unless_last(&pk)? {
+    let pk = own_passkey(store, user, id).await?;
+    match store.delete_passkey_unless_last(&pk).await? {
         DeletePasskey::Last => Err(ServiceError::LastPasskey.into()),
         DeletePasskey::Gone => Err(not_found().into()),
         DeletePasskey::Deleted => {
-            let ended = store.delete_sessions_for_user(&pk.user_id, Some(keep_session))?;
+            let ended = store
+                .delete_sessions_for_user(&pk.user_id, Some(keep_session))
+                .await?;
             let detail = serde_json::json!({"name": pk.name, "sessions_ended": ended});
             let target = Some(Target::Passkey(&pk.id));
             audit
@@ -88,7 +91,7 @@ pub async fn remove_passkey(
 /// Deletes the person and everything of theirs (see `Store::delete_user`) but the
 /// audit log's entries about them, which outlive them (docs/DECISIONS.md).
 pub async fn delete(store: &Store, user: &UserId, audit: &Audit) -> Result<(), ServerError> {
-    let existed = store.delete_user(user)?;
+    let existed = store.delete_user(user).await?;
     if existed {
         let target = Some(Target::User(user));
         let detail = serde_json::json!({});
@@ -102,9 +105,14 @@ pub async fn delete(store: &Store, user: &UserId, audit: &Audit) -> Result<(), S
     Ok(())
 }
 
-fn own_passkey(store: &Store, user: &UserId, id: &PasskeyId) -> Result<PasskeyRecord, ServerError> {
+async fn own_passkey(
+    store: &Store,
+    user: &UserId,
+    id: &PasskeyId,
+) -> Result<PasskeyRecord, ServerError> {
     store
-        .passkey(id)?
+        .passkey(id)
+        .await?
         .filter(|p| &p.user_id == user)
         .ok_or_else(|| not_found().into())
 }

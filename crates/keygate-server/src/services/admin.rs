@@ -14,14 +14,14 @@ use crate::services::grants::{self, Caller, GrantSpec, GrantView, NewGrant};
 use crate::services::users::{self, UserView};
 use crate::services::{account, vault};
 
-pub fn get_user(store: &Store, user: &UserId) -> Result<UserView, ServerError> {
-    Ok(UserView::from(&users::get(store, user)?))
+pub async fn get_user(store: &Store, user: &UserId) -> Result<UserView, ServerError> {
+    Ok(UserView::from(&users::get(store, user).await?))
 }
 
 /// Deletes a person the operator names, through the same service as the person's own
 /// `DELETE /api/account`; unlike there, the person may not exist (404).
 pub async fn delete_user(store: &Store, user: &UserId, audit: &Audit) -> Result<(), ServerError> {
-    let user = users::get(store, user)?;
+    let user = users::get(store, user).await?;
     account::delete(store, &user.id, audit).await
 }
 
@@ -34,7 +34,7 @@ pub async fn put_key(
     now: UnixTime,
     audit: &Audit,
 ) -> Result<(), ServerError> {
-    let user = users::get(store, user)?;
+    let user = users::get(store, user).await?;
     vault::put_key(store, keyring, &user.id, key.expose_secret(), now, audit).await?;
     Ok(())
 }
@@ -48,11 +48,11 @@ pub async fn create_grant(
     now: UnixTime,
     audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
-    let user = users::get(store, user)?;
+    let user = users::get(store, user).await?;
     grants::create(store, config, &user.id, spec, Caller::Operator, now, audit).await
 }
 
-pub fn list_grants(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {
-    let user = users::get(store, user)?;
-    grants::list(store, &user.id)
+pub async fn list_grants(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {
+    let user = users::get(store, user).await?;
+    grants::list(store, &user.id).await
 }

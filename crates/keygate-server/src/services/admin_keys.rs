@@ -79,7 +79,7 @@ pub async fn create(
         created_at: now,
         expires_at,
     };
-    store.insert_admin_key(&record)?;
+    store.insert_admin_key(&record).await?;
     let detail = serde_json::json!({"name": record.name, "scope": scope,
         "expires_at": expires_at.map(keygate_core::calendar::to_rfc3339)});
     let target = Some(Target::AdminKey(&record.id));
@@ -94,8 +94,10 @@ pub async fn create(
 }
 
 /// One page of admin keys, oldest first.
-pub fn list(store: &Store, page: &PageRequest) -> Result<Page<AdminKeyView>, ServerError> {
-    let (keys, next) = store.admin_keys_page(page.after.as_deref(), page.limit)?;
+pub async fn list(store: &Store, page: &PageRequest) -> Result<Page<AdminKeyView>, ServerError> {
+    let (keys, next) = store
+        .admin_keys_page(page.after.as_deref(), page.limit)
+        .await?;
     Ok(Page {
         items: keys.iter().map(AdminKeyView::from).collect(),
         next,
@@ -104,10 +106,10 @@ pub fn list(store: &Store, page: &PageRequest) -> Result<Page<AdminKeyView>, Ser
 
 /// Removes the key: the next request with it is refused. Flushed before returning.
 pub async fn revoke(store: &Store, id: &AdminKeyId, audit: &Audit) -> Result<(), ServerError> {
-    let Some(old) = store.admin_key(id)? else {
+    let Some(old) = store.admin_key(id).await? else {
         return Err(ServiceError::NotFound(Missing::AdminKey).into());
     };
-    if !store.delete_admin_key(id)? {
+    if !store.delete_admin_key(id).await? {
         return Err(ServiceError::NotFound(Missing::AdminKey).into());
     }
     let detail = serde_json::json!({"name": old.name, "scope": old.scope});
@@ -127,7 +129,7 @@ pub async fn revoke(store: &Store, id: &AdminKeyId, audit: &Audit) -> Result<(),
 /// The stored key `presented` is, if it is one, unexpired at `now`, with its secret
 /// matching (in constant time). Malformed, unknown, expired and wrong keys are all
 /// `None`: the caller treats them alike.
-pub fn check(
+pub async fn check(
     store: &Store,
     presented: &str,
     now: UnixTime,
@@ -135,7 +137,7 @@ pub fn check(
     let Ok(parsed) = admin::parse(presented) else {
         return Ok(None);
     };
-    let Some(record) = store.admin_key(&parsed.id)? else {
+    let Some(record) = store.admin_key(&parsed.id).await? else {
         return Ok(None);
     };
     let Some(stored) = SecretHash::from_hex(&record.secret_hash) else {

@@ -141,7 +141,7 @@ impl Audit {
                 _ => serde_json::Map::new(),
             },
         };
-        let written = match store.append_audit(record) {
+        let written = match store.append_audit(record).await {
             Ok(_) => store.flush().await,
             Err(e) => Err(e),
         };
@@ -288,18 +288,20 @@ fn instant(raw: &str, param: &'static str, end: bool) -> Result<u64, ServiceErro
 }
 
 /// One page of the log (the operator's view), newest first.
-pub fn list(
+pub async fn list(
     store: &Store,
     q: &AuditQuery,
     page: &PageRequest,
 ) -> Result<Page<AuditView>, ServerError> {
-    let (items, next) = store.audit_page(q, page.after.as_deref(), page.limit)?;
+    let (items, next) = store
+        .audit_page(q, page.after.as_deref(), page.limit)
+        .await?;
     Ok(Page { items, next }.map(AuditView::from))
 }
 
 /// One page of the entries that concern `user`, newest first (the person's own view).
 /// What an operator did to them shows without the operator's address.
-pub fn own(
+pub async fn own(
     store: &Store,
     user: &UserId,
     page: &PageRequest,
@@ -308,7 +310,7 @@ pub fn own(
         user: Some(user.clone()),
         ..AuditQuery::default()
     };
-    Ok(list(store, &q, page)?.map(|mut v| {
+    Ok(list(store, &q, page).await?.map(|mut v| {
         if v.actor.kind != "person" {
             v.source_ip = None;
         }

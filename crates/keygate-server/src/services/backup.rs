@@ -32,8 +32,10 @@ pub async fn take(st: &AppState, by: &Audit) -> Result<Backup, ServerError> {
     let started = std::time::Instant::now();
     // Copying and encoding (a SHA-256 over the whole store) are long, blocking work:
     // off the worker thread, which serves other connections meanwhile.
+    // The backend's future is driven on this blocking thread (sled copies right there).
+    let runtime = tokio::runtime::Handle::current();
     let (summary, copied, bytes) = tokio::task::spawn_blocking(move || {
-        let snapshot = store.snapshot(now)?;
+        let snapshot = runtime.block_on(store.snapshot(now))?;
         let copied = started.elapsed();
         Ok::<_, ServerError>((snapshot.summary(), copied, snapshot.to_bytes()?))
     })

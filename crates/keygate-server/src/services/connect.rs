@@ -182,14 +182,15 @@ pub fn parse_redirect_request(
 }
 
 /// The person's connections bound to `origin` that a re-approval can re-key.
-pub fn existing(
+pub async fn existing(
     store: &Store,
     user: &UserId,
     origin: &AppOrigin,
     now: UnixTime,
 ) -> Result<Vec<GrantView>, ServerError> {
     Ok(store
-        .grants_for_user(user)?
+        .grants_for_user(user)
+        .await?
         .iter()
         .filter(|g| grants::re_keyable(g, now) && g.origin.as_deref() == Some(origin.as_str()))
         .map(GrantView::from)
@@ -206,9 +207,10 @@ pub async fn approve(
     approval: Approval,
     audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
-    check(st, by.user, &approval)?;
+    check(st, by.user, &approval).await?;
     st.passkeys
-        .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
+        .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)
+        .await?;
     let user = by.user;
     let detail = approval_detail(&approval, "popup");
     let new = grant_for(&st.store, &st.config, user, approval, st.clock.now(), audit).await?;
@@ -237,9 +239,10 @@ pub async fn approve_redirect(
     approval: Approval,
     audit: &Audit,
 ) -> Result<String, ServerError> {
-    check(st, by.user, &approval)?;
+    check(st, by.user, &approval).await?;
     st.passkeys
-        .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)?;
+        .assertion_finish(&st.store, by, ceremony, credential, CONNECT_APPROVE)
+        .await?;
     let user = by.user;
     let detail = approval_detail(&approval, "redirect");
     let code = issue_code(
@@ -303,11 +306,11 @@ pub async fn deny(
 /// re-key, a connection of theirs to re-key and limits within its own plan)? Checked
 /// before the passkey assertion is spent, so a bad request can be fixed and approved
 /// again.
-pub fn check(st: &AppState, user: &UserId, approval: &Approval) -> Result<(), ServerError> {
+pub async fn check(st: &AppState, user: &UserId, approval: &Approval) -> Result<(), ServerError> {
     match &approval.reuse_grant_id {
         Some(id) => grants::check_reapproval(
             &st.config,
-            &reusable(&st.store, user, id, &approval.origin)?,
+            &reusable(&st.store, user, id, &approval.origin).await?,
             approval.limits.as_ref(),
         ),
         None => grants::settle(
@@ -322,14 +325,15 @@ pub fn check(st: &AppState, user: &UserId, approval: &Approval) -> Result<(), Se
 
 /// The person's grant bound to `origin` that an approval re-keys. Another person's,
 /// or one bound to another origin, is answered like one that does not exist.
-fn reusable(
+async fn reusable(
     store: &Store,
     user: &UserId,
     id: &GrantId,
     origin: &AppOrigin,
 ) -> Result<GrantRecord, ServerError> {
     store
-        .grant(id)?
+        .grant(id)
+        .await?
         .filter(|g| g.user_id == *user && g.origin.as_deref() == Some(origin.as_str()))
         .ok_or_else(|| ServiceError::NotFound(Missing::Connection).into())
 }
@@ -348,7 +352,7 @@ pub async fn grant_for(
     audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
     if let Some(id) = &approval.reuse_grant_id {
-        let existing = reusable(store, user, id, &approval.origin)?;
+        let existing = reusable(store, user, id, &approval.origin).await?;
         // `approval.plan` is not used: a re-key keeps the grant's plan.
         let again = Reapproval {
             scopes: approval.scopes,
@@ -403,7 +407,7 @@ pub async fn issue_code(
         limits: approval.limits,
         grant_expires_at: approval.expires_at,
     };
-    store.put_code(&sha256_hex(&code), &record)?;
+    store.put_code(&sha256_hex(&code), &record).await?;
     store.flush().await?;
     Ok(code)
 }
@@ -423,7 +427,8 @@ pub async fn exchange(
         return Err(invalid(CodeProblem::Malformed));
     }
     let record = store
-        .take_code(&sha256_hex(code))?
+        .take_code(&sha256_hex(code))
+        .await?
         .ok_or_else(|| invalid(CodeProblem::Unknown))?;
     store.flush().await?;
     if record.expires_at <= now {
@@ -442,7 +447,7 @@ pub async fn exchange(
     {
         return Err(invalid(CodeProblem::RedirectMismatch));
     }
-    if store.user(&record.user_id)?.is_none() {
+    if store.user(&record.user_id).await?.is_none() {
         return Err(invalid(CodeProblem::PersonGone));
     }
     let origin = AppOrigin::parse(&record.origin)

@@ -7,7 +7,7 @@
 //! new grants only.
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use keygate_core::calendar::{parse_rfc3339, to_rfc3339};
 use keygate_core::ids::{GrantId, UserId};
@@ -443,7 +443,7 @@ pub async fn create(
         previous_secret_hash: None,
         previous_until: None,
     };
-    store.insert_grant(&grant)?;
+    store.insert_grant(&grant).await?;
     let detail = json!({"name": grant.name, "origin": grant.origin, "plan": grant.plan,
         "scopes": grant.scopes, "models": grant.models});
     audit
@@ -462,9 +462,10 @@ pub async fn create(
     })
 }
 
-pub fn list(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {
+pub async fn list(store: &Store, user: &UserId) -> Result<Vec<GrantView>, ServerError> {
     Ok(store
-        .grants_for_user(user)?
+        .grants_for_user(user)
+        .await?
         .iter()
         .map(GrantView::from)
         .collect())
@@ -572,7 +573,7 @@ pub async fn patch(
     fresh: bool,
     audit: &Audit,
 ) -> Result<GrantView, ServerError> {
-    let existing = changeable(store, id, owner)?;
+    let existing = changeable(store, id, owner).await?;
     if by == Caller::Person
         && let Some(asked) = &patch.plan
         && *asked != existing.plan
@@ -608,11 +609,12 @@ pub async fn patch(
     // Judged against the record being written, inside the atomic update: a check
     // against the copy read above could be raced by another change (the person's own
     // tightening landing in between would be undone by a stale session's "tightening").
-    let needs_fresh = Cell::new(false);
+    let needs_fresh = AtomicBool::new(false);
     let moved = (plan != existing.plan).then_some(plan);
     let updated = update_unless_revoked(store, id, |g| {
-        needs_fresh.set(by == Caller::Person && !fresh && widens(g, &patch, limits.as_ref()));
-        if needs_fresh.get() {
+        let widening = by == Caller::Person && !fresh && widens(g, &patch, limits.as_ref());
+        needs_fresh.store(widening, Ordering::Relaxed);
+        if widening {
             return;
         }
         if let Some(n) = &patch.name {
@@ -635,8 +637,9 @@ pub async fn patch(
         if let Some(p) = &moved {
             g.plan = p.clone();
         }
-    })?;
-    if needs_fresh.get() {
+    })
+    .await?;
+    if needs_fresh.load(Ordering::Relaxed) {
         return Err(ServiceError::FreshPasskeyRequired.into());
     }
     let detail = json!({"name": updated.name, "fields": patch.fields(), "plan": updated.plan});
@@ -673,8 +676,12 @@ fn widens(g: &GrantRecord, p: &GrantPatch, limits: Option<&Limits>) -> bool {
 }
 
 /// One grant (of `owner`, when given), revoked ones too.
-pub fn show(store: &Store, id: &GrantId, owner: Option<&UserId>) -> Result<GrantView, ServerError> {
-    Ok(GrantView::from(&owned(store, id, owner)?))
+pub async fn show(
+    store: &Store,
+    id: &GrantId,
+    owner: Option<&UserId>,
+) -> Result<GrantView, ServerError> {
+    Ok(GrantView::from(&owned(store, id, owner).await?))
 }
 
 /// Issues a new secret for a grant (of `owner`, when given; active or disabled). With
@@ -688,8 +695,8 @@ pub async fn rotate(
     now: UnixTime,
     audit: &Audit,
 ) -> Result<NewGrant, ServerError> {
-    changeable(store, id, owner)?;
-    let new = rotate_with(store, id, grace_secs, now, |_| {})?;
+    changeable(store, id, owner).await?;
+    let new = rotate_with(store, id, grace_secs, now, |_| {}).await?;
     let g = &new.grant;
     let detail = json!({"name": g.name, "grace_seconds": grace_secs});
     audit
@@ -753,7 +760,7 @@ pub async fn rekey(
 ) -> Result<NewGrant, ServerError> {
     let grace_secs = config.reconnect_grace_secs;
     let not_found = || ServiceError::NotFound(Missing::ActiveConnection);
-    let existing = store.grant(id)?.ok_or_else(not_found)?;
+    let existing = store.grant(id).await?.ok_or_else(not_found)?;
     if existing.user_id != *owner || !re_keyable(&existing, now) {
         return Err(not_found().into());
     }
@@ -770,6 +777,7 @@ pub async fn rekey(
             g.expires_at = again.expires_at;
         }
     })
+    .await
     .map_err(|e| match e {
         ServerError::Service(ServiceError::NotFound(_)) => not_found().into(),
         other => other,
@@ -788,12 +796,12 @@ pub async fn rekey(
     Ok(new)
 }
 
-fn rotate_with(
+async fn rotate_with(
     store: &Store,
     id: &GrantId,
     grace_secs: u64,
     now: UnixTime,
-    also: impl Fn(&mut GrantRecord),
+    also: impl Fn(&mut GrantRecord) + Send + Sync,
 ) -> Result<NewGrant, ServerError> {
     let issued = token::issue(id);
     let hash = issued.hash.to_hex();
@@ -806,7 +814,8 @@ fn rotate_with(
             forget_previous_secret(g);
         }
         also(g);
-    })?;
+    })
+    .await?;
     Ok(NewGrant {
         token: issued.token,
         grant,
@@ -824,7 +833,7 @@ pub async fn set_enabled(
     enabled: bool,
     audit: &Audit,
 ) -> Result<GrantView, ServerError> {
-    changeable(store, id, owner)?;
+    changeable(store, id, owner).await?;
     let state = if enabled {
         GrantState::Active
     } else {
@@ -837,7 +846,8 @@ pub async fn set_enabled(
         if !enabled {
             forget_previous_secret(g);
         }
-    })?;
+    })
+    .await?;
     let action = if enabled {
         Action::GrantEnabled
     } else {
@@ -880,10 +890,10 @@ pub async fn delete(
     now: UnixTime,
     audit: &Audit,
 ) -> Result<Deleted, ServerError> {
-    let existing = owned(store, id, owner)?;
+    let existing = owned(store, id, owner).await?;
     if existing.state == GrantState::Revoked {
         // Only the call that removed it records it (a concurrent one finds it gone).
-        if store.delete_grant(id)? {
+        if store.delete_grant(id).await? {
             let detail = json!({"name": existing.name});
             let target = Some(Target::Grant(id));
             audit
@@ -915,9 +925,10 @@ pub async fn revoke(
     now: UnixTime,
     audit: &Audit,
 ) -> Result<GrantRecord, ServerError> {
-    owned(store, id, owner)?;
+    owned(store, id, owner).await?;
     let revoked = store
-        .revoke_grant(id, now)?
+        .revoke_grant(id, now)
+        .await?
         .ok_or(ServiceError::NotFound(Missing::Grant))?;
     let detail = json!({"name": revoked.name});
     let target = Some(Target::Grant(id));
@@ -936,9 +947,13 @@ pub async fn revoke(
 
 /// The grant, if it exists and (with `owner`) is theirs; 404 otherwise, so another
 /// person's grant ids reveal nothing.
-fn owned(store: &Store, id: &GrantId, owner: Option<&UserId>) -> Result<GrantRecord, ServerError> {
+async fn owned(
+    store: &Store,
+    id: &GrantId,
+    owner: Option<&UserId>,
+) -> Result<GrantRecord, ServerError> {
     let not_found = || ServiceError::NotFound(Missing::Grant);
-    let grant = store.grant(id)?.ok_or_else(not_found)?;
+    let grant = store.grant(id).await?.ok_or_else(not_found)?;
     if owner.is_some_and(|o| *o != grant.user_id) {
         return Err(not_found().into());
     }
@@ -946,12 +961,12 @@ fn owned(store: &Store, id: &GrantId, owner: Option<&UserId>) -> Result<GrantRec
 }
 
 /// [`owned`], and not revoked: a revoked grant cannot be changed (404).
-fn changeable(
+async fn changeable(
     store: &Store,
     id: &GrantId,
     owner: Option<&UserId>,
 ) -> Result<GrantRecord, ServerError> {
-    let grant = owned(store, id, owner)?;
+    let grant = owned(store, id, owner).await?;
     if grant.state == GrantState::Revoked {
         return Err(ServiceError::NotFound(Missing::Grant).into());
     }
@@ -960,20 +975,24 @@ fn changeable(
 
 /// Applies `change` atomically unless the grant is revoked by then (a revocation that
 /// raced this change wins); 404 when it is gone or revoked.
-fn update_unless_revoked(
+async fn update_unless_revoked(
     store: &Store,
     id: &GrantId,
-    change: impl Fn(&mut GrantRecord),
+    change: impl Fn(&mut GrantRecord) + Send + Sync,
 ) -> Result<GrantRecord, ServerError> {
-    let revoked = Cell::new(false);
-    let updated = store.update_grant(id, |g| {
-        revoked.set(g.state == GrantState::Revoked);
-        if !revoked.get() {
-            change(g);
-        }
-    })?;
+    // The change may run more than once (a conflict re-runs it): the last run decides.
+    let revoked = AtomicBool::new(false);
+    let updated = store
+        .update_grant(id, &|g| {
+            let is_revoked = g.state == GrantState::Revoked;
+            revoked.store(is_revoked, Ordering::Relaxed);
+            if !is_revoked {
+                change(g);
+            }
+        })
+        .await?;
     match updated {
-        Some(g) if !revoked.get() => Ok(g),
+        Some(g) if !revoked.load(Ordering::Relaxed) => Ok(g),
         _ => Err(ServiceError::NotFound(Missing::Grant).into()),
     }
 }

@@ -61,13 +61,14 @@ pub struct Progress {
 /// How many sealed records name each kid in their JWE header (the truth the re-seal
 /// goes by), people's keys and the operator's key together. A record that is not a JWE
 /// counts under `?`.
-pub fn records_by_kid(store: &Store) -> Result<BTreeMap<String, usize>, ServerError> {
+pub async fn records_by_kid(store: &Store) -> Result<BTreeMap<String, usize>, ServerError> {
     let mut counts = BTreeMap::new();
     let sealed = store
-        .vault_entries()?
+        .vault_entries()
+        .await?
         .into_iter()
         .map(|(_, r)| r.sealed)
-        .chain(store.operator_key()?.map(|r| r.sealed));
+        .chain(store.operator_key().await?.map(|r| r.sealed));
     for compact in sealed {
         let kid = SealedKey::from_compact(compact)
             .map(|s| s.kid().to_owned())
@@ -77,8 +78,12 @@ pub fn records_by_kid(store: &Store) -> Result<BTreeMap<String, usize>, ServerEr
     Ok(counts)
 }
 
-pub fn view(store: &Store, keyring: &Keyring, from_file: bool) -> Result<KeyringView, ServerError> {
-    let counts = records_by_kid(store)?;
+pub async fn view(
+    store: &Store,
+    keyring: &Keyring,
+    from_file: bool,
+) -> Result<KeyringView, ServerError> {
+    let counts = records_by_kid(store).await?;
     let active = keyring.active_kid().to_owned();
     let reseal_remaining = counts
         .iter()
@@ -101,12 +106,13 @@ pub fn view(store: &Store, keyring: &Keyring, from_file: bool) -> Result<Keyring
 }
 
 /// The running server's view.
-pub fn show(st: &AppState) -> Result<KeyringView, ServerError> {
+pub async fn show(st: &AppState) -> Result<KeyringView, ServerError> {
     view(
         &st.store,
         &st.keyring.current(),
         st.keyring.file().is_some(),
     )
+    .await
 }
 
 /// Adds a new active master key while serving: the key file is replaced (synced)
@@ -137,7 +143,7 @@ pub async fn rotate(st: &AppState, by: &Audit) -> Result<KeyringView, ServerErro
         detail,
     )
     .await?;
-    show(st)
+    show(st).await
 }
 
 /// Removes `kid` from the keyring (and the key file) once no record uses it; never the
@@ -148,7 +154,7 @@ pub async fn retire(st: &AppState, kid: &str, by: &Audit) -> Result<(), ServerEr
         .file()
         .ok_or(ServiceError::MasterKey(MasterKeyRefusal::FromEnvironment))?;
     let _one_at_a_time = st.keyring.lock_changes().await;
-    let next = retired(file, &st.store, &st.keyring.current(), kid)?;
+    let next = retired(file, &st.store, &st.keyring.current(), kid).await?;
     st.keyring.replace(next);
     tracing::info!(kid, "master key retired");
     by.record(
@@ -171,7 +177,7 @@ pub fn rotated(file: &Path, keyring: &Keyring) -> Result<Keyring, ServerError> {
 
 /// `keyring` without `kid`, written to `file` (synced) before it is returned; refused
 /// for the active key, an unknown one, or one that sealed records still use.
-pub fn retired(
+pub async fn retired(
     file: &Path,
     store: &Store,
     keyring: &Keyring,
@@ -183,7 +189,7 @@ pub fn retired(
     if keyring.active_kid() == kid {
         return Err(ServiceError::MasterKey(MasterKeyRefusal::Active(kid.to_owned())).into());
     }
-    let records = records_by_kid(store)?.get(kid).copied().unwrap_or(0);
+    let records = records_by_kid(store).await?.get(kid).copied().unwrap_or(0);
     if records > 0 {
         return Err(ServiceError::MasterKey(MasterKeyRefusal::InUse {
             kid: kid.to_owned(),
@@ -207,13 +213,14 @@ pub async fn reseal_pass(
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Progress, ServerError> {
     let pending: Vec<_> = store
-        .vault_entries()?
+        .vault_entries()
+        .await?
         .into_iter()
         .filter(|(_, r)| {
             SealedKey::from_compact(r.sealed.clone()).is_ok_and(|s| s.needs_reseal(keyring))
         })
         .collect();
-    let operator = crate::services::operator_key::needs_reseal(store, keyring)?;
+    let operator = crate::services::operator_key::needs_reseal(store, keyring).await?;
     let total = pending.len() + usize::from(operator);
     let mut p = Progress {
         total,
@@ -226,7 +233,7 @@ pub async fn reseal_pass(
     }
     let mut said = Instant::now();
     for (i, (user, record)) in pending.iter().enumerate() {
-        if crate::services::vault::reseal_record(store, keyring, user, record)? {
+        if crate::services::vault::reseal_record(store, keyring, user, record).await? {
             p.done += 1;
         }
         p.remaining = total - p.done;
@@ -239,7 +246,7 @@ pub async fn reseal_pass(
         }
     }
     if operator {
-        let changed = crate::services::operator_key::reseal(store, keyring)?;
+        let changed = crate::services::operator_key::reseal(store, keyring).await?;
         p.done += usize::from(changed);
         p.remaining = total - p.done;
     }
@@ -289,7 +296,7 @@ async fn run_passes(st: &AppState) {
             Ok(p) if p.done > 0 => {
                 // A key stored with the previous keyring while this pass ran is seen
                 // by the next one.
-                if pending_under_older(st).unwrap_or(0) > 0 {
+                if pending_under_older(st).await.unwrap_or(0) > 0 {
                     continue;
                 }
                 return;
@@ -303,8 +310,8 @@ async fn run_passes(st: &AppState) {
     }
 }
 
-fn pending_under_older(st: &AppState) -> Result<usize, ServerError> {
-    let remaining = show(st)?.reseal_remaining;
+async fn pending_under_older(st: &AppState) -> Result<usize, ServerError> {
+    let remaining = show(st).await?.reseal_remaining;
     st.metrics.reseal_remaining(remaining);
     Ok(remaining)
 }

@@ -51,8 +51,8 @@ impl OperatorKeyView {
     }
 }
 
-pub fn view(store: &Store) -> Result<OperatorKeyView, ServerError> {
-    Ok(OperatorKeyView::of(store.operator_key()?.as_ref()))
+pub async fn view(store: &Store) -> Result<OperatorKeyView, ServerError> {
+    Ok(OperatorKeyView::of(store.operator_key().await?.as_ref()))
 }
 
 /// Seals and stores (or replaces) the operator's key; durable before returning. Not
@@ -77,7 +77,7 @@ pub async fn set(
         kid: sealed.kid().to_owned(),
         updated_at: now,
     };
-    store.put_operator_key(&record)?;
+    store.put_operator_key(&record).await?;
     // Flushes the record with its audit entry.
     audit::operator_key_set(store, audit, &record.kid).await?;
     tracing::info!(kid = %record.kid, "operator OpenAI key sealed and stored");
@@ -87,7 +87,7 @@ pub async fn set(
 /// Removes the operator's key (nothing to do when none is set); durable before
 /// returning. Returns whether there was one.
 pub async fn delete(store: &Store, audit: &Audit) -> Result<bool, ServerError> {
-    let existed = store.delete_operator_key()?;
+    let existed = store.delete_operator_key().await?;
     if existed {
         audit::operator_key_deleted(store, audit).await?;
         tracing::info!("operator OpenAI key deleted");
@@ -112,9 +112,10 @@ pub fn open(keyring: &Keyring, record: &OperatorKeyRecord) -> Result<UnsealedKey
 }
 
 /// Whether the operator's record is sealed under a key other than the active one.
-pub fn needs_reseal(store: &Store, keyring: &Keyring) -> Result<bool, ServerError> {
+pub async fn needs_reseal(store: &Store, keyring: &Keyring) -> Result<bool, ServerError> {
     Ok(store
-        .operator_key()?
+        .operator_key()
+        .await?
         .is_some_and(|r| SealedKey::from_compact(r.sealed).is_ok_and(|s| s.needs_reseal(keyring))))
 }
 
@@ -122,8 +123,8 @@ pub fn needs_reseal(store: &Store, keyring: &Keyring) -> Result<bool, ServerErro
 /// an older one (part of `vault::reseal_all`, which flushes). A record that does not
 /// open is left as it is and logged; one replaced meanwhile keeps the newer record.
 /// Returns whether it changed.
-pub fn reseal(store: &Store, keyring: &Keyring) -> Result<bool, ServerError> {
-    let Some(record) = store.operator_key()? else {
+pub async fn reseal(store: &Store, keyring: &Keyring) -> Result<bool, ServerError> {
+    let Some(record) = store.operator_key().await? else {
         return Ok(false);
     };
     let Ok(sealed) = SealedKey::from_compact(record.sealed.clone()) else {
@@ -147,7 +148,7 @@ pub fn reseal(store: &Store, keyring: &Keyring) -> Result<bool, ServerError> {
         kid: resealed.kid().to_owned(),
         ..record.clone()
     };
-    Ok(store.replace_operator_key(&record, &updated)?)
+    Ok(store.replace_operator_key(&record, &updated).await?)
 }
 
 // --- offline: `keygate keys set-operator` / `clear-operator` --------------------------
@@ -170,6 +171,14 @@ pub enum OfflineError {
     },
     #[error("store")]
     Store(#[source] StoreError),
+    /// The store is PostgreSQL (`at`: host and database, never the password): shared
+    /// by the running nodes, so the key is set through one of them.
+    #[error(
+        "the store is PostgreSQL ({at}), shared by the running keygate nodes; set the operator \
+         key through one of them: PUT /admin/operator-key with an admin-scope key (keygate admin \
+         operator-key set)"
+    )]
+    Postgres { at: String },
     /// The key itself was refused (not an OpenAI key, an `sk-admin-…` key).
     #[error("{0}")]
     Refused(String),
@@ -188,6 +197,9 @@ pub struct OfflineStore {
 /// Opens the keyring (from `KEYGATE_MASTER_KEYS` or the key file, never creating one),
 /// then the store (running pending migrations, as `keygate migrate` does).
 pub fn open_offline(config: &Config) -> Result<OfflineStore, OfflineError> {
+    if let Some(url) = &config.store_url {
+        return Err(OfflineError::Postgres { at: url.redacted() });
+    }
     let keyring = keyfile::load_existing(config)?;
     let store = offline_store(&config.data_dir)?;
     Ok(OfflineStore { store, keyring })
@@ -254,7 +266,7 @@ mod tests {
         let (_dir, store) = store();
         let keyring = Keyring::generate().unwrap();
         assert_eq!(
-            view(&store).unwrap(),
+            view(&store).await.unwrap(),
             OperatorKeyView {
                 set: false,
                 kid: None,
@@ -272,14 +284,14 @@ mod tests {
         .unwrap();
         assert_eq!(shown.kid.as_deref(), Some(keyring.active_kid()));
         assert_eq!(shown.updated_at.as_deref(), Some("1970-01-02T00:00:00Z"));
-        assert_eq!(view(&store).unwrap(), shown);
-        let record = store.operator_key().unwrap().unwrap();
+        assert_eq!(view(&store).await.unwrap(), shown);
+        let record = store.operator_key().await.unwrap().unwrap();
         assert!(!record.sealed.contains("sk-operator"));
         let opened = open(&keyring, &record).unwrap();
         assert_eq!(opened.key.expose_secret(), "sk-operator-000000000000");
         assert!(delete(&store, &offline_actor()).await.unwrap());
         assert!(!delete(&store, &offline_actor()).await.unwrap());
-        assert!(!view(&store).unwrap().set);
+        assert!(!view(&store).await.unwrap().set);
     }
 
     #[tokio::test]
@@ -296,7 +308,7 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.to_openai().code, Some("admin_key_not_allowed"));
-        assert!(store.operator_key().unwrap().is_none());
+        assert!(store.operator_key().await.unwrap().is_none());
     }
 
     /// A person's record put in the operator's place does not open, and the operator's
@@ -336,7 +348,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let op = store.operator_key().unwrap().unwrap();
+        let op = store.operator_key().await.unwrap().unwrap();
         let as_person = keygate_store::VaultRecord {
             key_id: op.key_id.clone(),
             sealed: op.sealed.clone(),
@@ -376,7 +388,7 @@ mod tests {
                 .unwrap(),
             1
         );
-        let record = store.operator_key().unwrap().unwrap();
+        let record = store.operator_key().await.unwrap().unwrap();
         assert_ne!(record.kid, old_kid);
         assert_eq!(record.kid, keyring.active_kid());
         assert_eq!(record.updated_at, 5, "a re-seal is not a new key");

@@ -81,12 +81,14 @@ impl GrantQuery<'_> {
 
 /// One page of every person's grants (removed ones are gone; revoked ones listed), in
 /// id order, that `filter` picks.
-pub fn grants_page(
+pub async fn grants_page(
     store: &Store,
     filter: &GrantFilter,
     page: &PageRequest,
 ) -> Result<Page<GrantView>, ServerError> {
-    let (grants, next) = store.grants_page(filter, page.after.as_deref(), page.limit)?;
+    let (grants, next) = store
+        .grants_page(filter, page.after.as_deref(), page.limit)
+        .await?;
     Ok(Page {
         items: grants.iter().map(GrantView::from).collect(),
         next,
@@ -235,16 +237,16 @@ impl Serialize for SummaryRow {
 }
 
 /// `GET /admin/usage`: every grant's usage, removed grants' included.
-pub fn everyone(st: &AppState, q: &SummaryQuery) -> Result<UsageSummary, ServerError> {
+pub async fn everyone(st: &AppState, q: &SummaryQuery) -> Result<UsageSummary, ServerError> {
     let (from, to) = day_range(q.from.as_deref(), q.to.as_deref(), st.clock.now())?;
     let group_by = parse_group_by(&q.group_by)?;
     // The owners are read only when asked for (one scan of a small tree).
     let owners = if group_by.contains(&GroupBy::User) {
-        st.store.grant_owners()?
+        st.store.grant_owners().await?
     } else {
         Default::default()
     };
-    let rows = st.accounting.rows_all(&st.store, from, to)?;
+    let rows = st.accounting.rows_all(&st.store, from, to).await?;
     let rows = rows
         .iter()
         .map(|(grant, row)| (owners.get(grant), grant, row));
@@ -253,12 +255,16 @@ pub fn everyone(st: &AppState, q: &SummaryQuery) -> Result<UsageSummary, ServerE
 
 /// `GET /api/usage`: the usage of every grant `user` ever had — revoked and removed
 /// ones too (their rows stay theirs), never anyone else's.
-pub fn own(st: &AppState, user: &UserId, q: &SummaryQuery) -> Result<UsageSummary, ServerError> {
+pub async fn own(
+    st: &AppState,
+    user: &UserId,
+    q: &SummaryQuery,
+) -> Result<UsageSummary, ServerError> {
     let (from, to) = day_range(q.from.as_deref(), q.to.as_deref(), st.clock.now())?;
     let group_by = parse_group_by(&q.group_by)?;
     let mut rows = Vec::new();
-    for grant in st.store.grant_ids_ever(user)? {
-        for row in st.accounting.rows(&st.store, &grant, from, to)? {
+    for grant in st.store.grant_ids_ever(user).await? {
+        for row in st.accounting.rows(&st.store, &grant, from, to).await? {
             rows.push((grant.clone(), row));
         }
     }

@@ -93,7 +93,7 @@ pub struct KeyInfo {
 
 /// The grant's usage in its budget's current period (the month without a budget),
 /// and what is left of the budget after the reservations in flight.
-pub fn period(
+pub async fn period(
     st: &AppState,
     grant: &GrantRecord,
     now: UnixTime,
@@ -101,13 +101,16 @@ pub fn period(
     let budget = grant.limits.budget.as_ref();
     let period = budget.map_or(Period::Month, |b| b.period);
     let (start, end) = (period.start(now), period.next_start(now));
-    let total = st.accounting.total(
-        &st.store,
-        &grant.id,
-        calendar::day_number(start),
-        calendar::day_number(end).saturating_sub(1),
-        None,
-    )?;
+    let total = st
+        .accounting
+        .total(
+            &st.store,
+            &grant.id,
+            calendar::day_number(start),
+            calendar::day_number(end).saturating_sub(1),
+            None,
+        )
+        .await?;
     let usd = Usd::from_nanos(total.usd_nanos);
     let reserved = st.limiter.reserved(&grant.id);
     let remaining = Remaining {
@@ -165,7 +168,7 @@ pub fn day_range(
 /// A grant's per-day usage from `from` to `to` (`YYYY-MM-DD`, both included; default
 /// the last 30 days). `owner`: the person asking, who sees only their own grants
 /// (revoked ones too); `None` for an operator.
-pub fn report(
+pub async fn report(
     st: &AppState,
     owner: Option<&UserId>,
     id: &GrantId,
@@ -174,14 +177,16 @@ pub fn report(
 ) -> Result<UsageReport, ServerError> {
     let grant = st
         .store
-        .grant(id)?
+        .grant(id)
+        .await?
         .filter(|g| owner.is_none_or(|u| *u == g.user_id))
         .ok_or(ServiceError::NotFound(Missing::Grant))?;
     let now = st.clock.now();
     let (from, to) = day_range(from, to, now)?;
     let days = st
         .accounting
-        .rows(&st.store, &grant.id, from, to)?
+        .rows(&st.store, &grant.id, from, to)
+        .await?
         .into_iter()
         .map(|r| DayRow {
             day: calendar::day_string(r.day),
@@ -195,7 +200,7 @@ pub fn report(
             estimated: r.counts.estimated,
         })
         .collect();
-    let (summary, remaining) = period(st, &grant, now)?;
+    let (summary, remaining) = period(st, &grant, now).await?;
     Ok(UsageReport {
         grant_id: grant.id.to_string(),
         from: calendar::day_string(from),
@@ -207,8 +212,8 @@ pub fn report(
 }
 
 /// `GET /v1/key` for an authenticated, usable grant.
-pub fn key_info(st: &AppState, grant: &GrantRecord) -> Result<KeyInfo, ServerError> {
-    let (usage, remaining) = period(st, grant, st.clock.now())?;
+pub async fn key_info(st: &AppState, grant: &GrantRecord) -> Result<KeyInfo, ServerError> {
+    let (usage, remaining) = period(st, grant, st.clock.now()).await?;
     let rate = st.limiter.snapshot(&grant.id, &grant.limits);
     let secs = |ms: u64| ms as f64 / 1000.0;
     Ok(KeyInfo {

@@ -60,7 +60,7 @@ pub async fn create(
         name: parse_name(name, "name")?,
         created_at: now,
     };
-    store.insert_user(&user)?;
+    store.insert_user(&user).await?;
     let target = Some(Target::User(&user.id));
     audit
         .record(
@@ -76,8 +76,8 @@ pub async fn create(
 }
 
 /// One page of everyone, as the admin API lists them.
-pub fn list(store: &Store, page: &PageRequest) -> Result<Page<UserView>, ServerError> {
-    let (users, next) = store.users_page(page.after.as_deref(), page.limit)?;
+pub async fn list(store: &Store, page: &PageRequest) -> Result<Page<UserView>, ServerError> {
+    let (users, next) = store.users_page(page.after.as_deref(), page.limit).await?;
     Ok(Page {
         items: users.iter().map(UserView::from).collect(),
         next,
@@ -85,8 +85,9 @@ pub fn list(store: &Store, page: &PageRequest) -> Result<Page<UserView>, ServerE
 }
 
 /// The person with this id, or "no such user".
-pub fn get(store: &Store, id: &UserId) -> Result<UserRecord, ServerError> {
+pub async fn get(store: &Store, id: &UserId) -> Result<UserRecord, ServerError> {
     store
-        .user(id)?
+        .user(id)
+        .await?
         .ok_or_else(|| ServiceError::NotFound(Missing::User).into())
 }

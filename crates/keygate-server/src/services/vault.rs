@@ -79,8 +79,8 @@ impl KeyView {
 }
 
 /// What the dashboard shows about `user`'s key.
-pub fn key_view(store: &Store, user: &UserId) -> Result<KeyView, ServerError> {
-    Ok(KeyView::of(store.vault(user)?.as_ref()))
+pub async fn key_view(store: &Store, user: &UserId) -> Result<KeyView, ServerError> {
+    Ok(KeyView::of(store.vault(user).await?.as_ref()))
 }
 
 /// Seals and stores (or replaces) a person's OpenAI key; durable before returning.
@@ -177,8 +177,8 @@ pub async fn store_key(
 /// Deletes the person's stored key; durable before returning. (Deleting none is no
 /// action: nothing to record.)
 pub async fn delete_key(store: &Store, user: &UserId, audit: &Audit) -> Result<(), ServerError> {
-    let deleted = match store.vault(user)? {
-        Some(old) if store.delete_vault(user)? => Some(old),
+    let deleted = match store.vault(user).await? {
+        Some(old) if store.delete_vault(user).await? => Some(old),
         _ => None,
     };
     match deleted {
@@ -222,8 +222,8 @@ pub async fn put_key_validated(
         last_validated_at: validated.then_some(now),
         rejected_at: None,
     };
-    let replaced = store.vault(user)?.is_some();
-    store.put_vault(user, &record)?;
+    let replaced = store.vault(user).await?.is_some();
+    store.put_vault(user, &record).await?;
     let action = if replaced {
         Action::KeyReplaced
     } else {
@@ -259,7 +259,7 @@ pub fn open_record(
 
 /// OpenAI refused `user`'s key `key_id` (401 to a proxied request): mark it rejected,
 /// unless the person replaced it meanwhile (compare-and-swap on the record).
-pub fn mark_rejected(
+pub async fn mark_rejected(
     store: &Store,
     user: &UserId,
     key_id: &KeyId,
@@ -271,7 +271,8 @@ pub fn mark_rejected(
         }
         r.rejected_at = Some(now);
         true
-    })?;
+    })
+    .await?;
     if marked {
         tracing::warn!(user_id = %user, "OpenAI refused the stored key; marked rejected");
     }
@@ -281,7 +282,7 @@ pub fn mark_rejected(
 /// OpenAI accepted `user`'s key `key_id` (a 2xx answer): record that it is verified
 /// and no longer rejected. Only the first such answer writes (the proxy calls this only
 /// when the record is unverified or rejected).
-pub fn mark_validated(
+pub async fn mark_validated(
     store: &Store,
     user: &UserId,
     key_id: &KeyId,
@@ -295,18 +296,19 @@ pub fn mark_validated(
         r.rejected_at = None;
         true
     })
+    .await
 }
 
 /// Applies `change` to `user`'s record if it still holds key `key_id`; retried a few
 /// times when another writer (the re-seal pass) got there first.
-fn update_same_key(
+async fn update_same_key(
     store: &Store,
     user: &UserId,
     key_id: &KeyId,
     change: impl Fn(&mut VaultRecord) -> bool,
 ) -> Result<bool, ServerError> {
     for _ in 0..4 {
-        let Some(current) = store.vault(user)? else {
+        let Some(current) = store.vault(user).await? else {
             return Ok(false);
         };
         if current.key_id != *key_id {
@@ -316,7 +318,7 @@ fn update_same_key(
         if !change(&mut next) {
             return Ok(false);
         }
-        if store.replace_vault(user, &current, &next)? {
+        if store.replace_vault(user, &current, &next).await? {
             return Ok(true);
         }
     }
@@ -336,7 +338,7 @@ pub async fn reseal_all(store: &Store, keyring: &Keyring) -> Result<usize, Serve
 /// key replaced meanwhile keeps the newer record); a record that does not open (for the
 /// id it is filed under) is left as it is and logged. Not flushed. Returns whether it
 /// changed.
-pub fn reseal_record(
+pub async fn reseal_record(
     store: &Store,
     keyring: &Keyring,
     user: &UserId,
@@ -371,7 +373,7 @@ pub fn reseal_record(
         kid: resealed.kid().to_owned(),
         ..record.clone()
     };
-    Ok(store.replace_vault(user, record, &updated)?)
+    Ok(store.replace_vault(user, record, &updated).await?)
 }
 
 #[cfg(test)]
@@ -405,7 +407,7 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.to_openai().code, Some("admin_key_not_allowed"));
-        assert!(store.vault(&user).unwrap().is_none());
+        assert!(store.vault(&user).await.unwrap().is_none());
     }
 
     /// Finding 4: a whole record filed under another person's id neither opens nor is
@@ -418,7 +420,7 @@ mod tests {
         let rx = put_key(&store, &keyring, &x, "sk-x-0000000000000000", 10, &audit())
             .await
             .unwrap();
-        store.put_vault(&y, &rx).unwrap();
+        store.put_vault(&y, &rx).await.unwrap();
         assert!(open_record(&keyring, &x, &rx).is_ok());
         assert!(matches!(
             open_record(&keyring, &y, &rx),
@@ -427,10 +429,10 @@ mod tests {
 
         keyring.add_generated().unwrap();
         assert_eq!(reseal_all(&store, &keyring).await.unwrap(), 1);
-        let x_now = store.vault(&x).unwrap().unwrap();
+        let x_now = store.vault(&x).await.unwrap().unwrap();
         assert_eq!(x_now.kid, keyring.active_kid());
         assert!(open_record(&keyring, &x, &x_now).is_ok());
-        let y_now = store.vault(&y).unwrap().unwrap();
+        let y_now = store.vault(&y).await.unwrap().unwrap();
         assert_eq!(y_now, rx, "the misplaced record was re-sealed");
     }
 
@@ -463,12 +465,12 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(!mark_rejected(&store, &user, &old.key_id, 50).unwrap());
-        assert_eq!(store.vault(&user).unwrap().unwrap(), new);
+        assert!(!mark_rejected(&store, &user, &old.key_id, 50).await.unwrap());
+        assert_eq!(store.vault(&user).await.unwrap().unwrap(), new);
 
-        assert!(mark_rejected(&store, &user, &new.key_id, 60).unwrap());
-        assert!(!mark_rejected(&store, &user, &new.key_id, 70).unwrap());
-        let rejected = store.vault(&user).unwrap().unwrap();
+        assert!(mark_rejected(&store, &user, &new.key_id, 60).await.unwrap());
+        assert!(!mark_rejected(&store, &user, &new.key_id, 70).await.unwrap());
+        let rejected = store.vault(&user).await.unwrap().unwrap();
         assert_eq!(rejected.rejected_at, Some(60));
         let view = KeyView::of(Some(&rejected));
         assert_eq!(
@@ -477,15 +479,23 @@ mod tests {
         );
 
         // OpenAI accepts it again: no longer rejected.
-        assert!(mark_validated(&store, &user, &new.key_id, 80).unwrap());
-        let back = store.vault(&user).unwrap().unwrap();
+        assert!(
+            mark_validated(&store, &user, &new.key_id, 80)
+                .await
+                .unwrap()
+        );
+        let back = store.vault(&user).await.unwrap().unwrap();
         assert_eq!((back.rejected_at, back.last_validated_at), (None, Some(80)));
         assert_eq!(KeyView::of(Some(&back)).status, KeyStatus::Verified);
-        assert!(!mark_validated(&store, &user, &new.key_id, 90).unwrap());
+        assert!(
+            !mark_validated(&store, &user, &new.key_id, 90)
+                .await
+                .unwrap()
+        );
         assert_eq!(KeyView::of(None).status, KeyStatus::None);
 
         // A new key starts clean.
-        mark_rejected(&store, &user, &new.key_id, 95).unwrap();
+        mark_rejected(&store, &user, &new.key_id, 95).await.unwrap();
         let fresh = put_key(
             &store,
             &keyring,

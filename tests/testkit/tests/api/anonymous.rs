@@ -139,7 +139,7 @@ async fn ten_thousand_anonymous_ceremony_starts_stop_at_the_ceremony_cap() {
     let before = rss_bytes();
     ok += flood(&app, STARTS - WARM_UP).await;
     assert!(ok <= CAP, "{ok} ceremonies started past the cap of {CAP}");
-    let live = app.state.store.ceremony_count();
+    let live = app.state.store.ceremony_count().await.unwrap();
     assert!(live <= CAP, "{live} ceremonies in the store (cap {CAP})");
     assert_eq!(
         live, ok,
@@ -155,7 +155,7 @@ async fn ten_thousand_anonymous_ceremony_starts_stop_at_the_ceremony_cap() {
     // A refused start stores nothing, and the cap holds for the next ones too.
     let client = client_from("127.0.0.1");
     assert_throttled(start(&app, &client, 0).await).await;
-    assert_eq!(app.state.store.ceremony_count(), live);
+    assert_eq!(app.state.store.ceremony_count().await.unwrap(), live);
 }
 
 #[tokio::test]
@@ -172,7 +172,7 @@ async fn ten_thousand_anonymous_ceremony_starts_stop_at_the_per_address_rate() {
     ok += flood(&app, STARTS - WARM_UP).await;
     // The burst, plus at most one cell refilled while the test runs.
     assert!((5..=6).contains(&ok), "{ok} starts allowed");
-    assert_eq!(app.state.store.ceremony_count(), ok);
+    assert_eq!(app.state.store.ceremony_count().await.unwrap(), ok);
     assert!(app.state.throttles.tracked() <= 2);
     let grown = rss_bytes().saturating_sub(before);
     // Far less in practice (a few MiB): sled keeps the records on disk behind a
@@ -220,7 +220,7 @@ async fn ceremony_starts_are_throttled_per_address_and_forwarded_for_is_not_beli
     // The burst, plus at most one cell refilled at one a minute.
     assert!((5..=6).contains(&ok), "{ok} starts allowed");
     assert_eq!(ok + refused, 200);
-    assert_eq!(app.state.store.ceremony_count(), ok);
+    assert_eq!(app.state.store.ceremony_count().await.unwrap(), ok);
 
     // Another address has its own budget.
     let other = client_from("127.0.0.2");
@@ -350,20 +350,21 @@ async fn expired_ceremonies_and_connect_codes_are_swept_and_free_the_cap() {
     for i in 0..3 {
         store
             .put_ceremony(&format!("old{i}"), &ceremony(1))
+            .await
             .unwrap();
-        store.put_code(&format!("old{i}"), &code(1)).unwrap();
+        store.put_code(&format!("old{i}"), &code(1)).await.unwrap();
     }
-    store.put_code("live", &code(u64::MAX / 2)).unwrap();
+    store.put_code("live", &code(u64::MAX / 2)).await.unwrap();
     // Expired but not yet swept, they still fill the cap.
-    app.state.throttles.ceremonies.recount(store);
+    app.state.throttles.ceremonies.recount(store).await;
     let client = client_from("127.0.0.1");
     assert_throttled(start(&app, &client, 1).await).await;
 
     // One pass of the background sweeper (it runs every minute).
-    let swept = keygate_server::app::sweep_once(&app.state);
+    let swept = keygate_server::app::sweep_once(&app.state).await;
     assert_eq!((swept.ceremonies, swept.codes), (3, 3));
-    assert_eq!(store.ceremony_count(), 0);
-    assert_eq!(store.code_count(), 1, "the live code stays");
+    assert_eq!(store.ceremony_count().await.unwrap(), 0);
+    assert_eq!(store.code_count().await.unwrap(), 1, "the live code stays");
     assert_eq!(start(&app, &client, 1).await.status(), 200);
 }
 
@@ -381,7 +382,7 @@ async fn a_signed_in_flood_neither_fills_the_cap_nor_is_blocked_by_an_anonymous_
     person.signed_up("Flooder").await;
     let mut other = app.browser();
     other.signed_up("Bystander").await;
-    assert_eq!(app.state.store.ceremony_count(), 0);
+    assert_eq!(app.state.store.ceremony_count().await.unwrap(), 0);
 
     // One account, from two sessions, starts far more step-ups, passkey additions and
     // connect approvals than the cap: every start is answered, and each session holds
@@ -408,12 +409,16 @@ async fn a_signed_in_flood_neither_fills_the_cap_nor_is_blocked_by_an_anonymous_
             .await;
         assert!(statuses.iter().all(|s| *s == 200), "{path}: {statuses:?}");
     }
-    assert_eq!(app.state.store.ceremony_count(), 6);
+    assert_eq!(app.state.store.ceremony_count().await.unwrap(), 6);
 
     // Anonymous sign-in still works: the cap is for anonymous ceremonies only. (The two
     // sign-ups' ceremonies are finished, but the in-memory count learns that on its
     // next recount — at most once a second when full, or the sweeper's; do it now.)
-    app.state.throttles.ceremonies.recount(&app.state.store);
+    app.state
+        .throttles
+        .ceremonies
+        .recount(&app.state.store)
+        .await;
     let client = client_from("127.0.0.1");
     let mut anonymous = 0;
     while api_post(&app, &client, "/api/auth/login/start", json!({}))
@@ -695,7 +700,7 @@ fn forged(i: usize) -> String {
 
 /// What an operator sees of anonymous traffic: (people, audit entries).
 async fn people_and_audit(app: &TestApp) -> (usize, usize) {
-    let people = app.state.store.users().unwrap().len();
+    let people = app.state.store.users().await.unwrap().len();
     let audit: Vec<Value> = app
         .client
         .get(format!("{}/admin/audit?limit=1000", app.local_address))
@@ -747,7 +752,7 @@ async fn ten_thousand_starts_from_as_many_forged_addresses_leave_at_most_the_cap
         assert_eq!(body["error"]["type"], "requests", "{body}");
         assert!(retry, "no Retry-After");
     }
-    let live = app.state.store.ceremony_count();
+    let live = app.state.store.ceremony_count().await.unwrap();
     assert_eq!(
         live, ok,
         "every 200 is one stored ceremony, nothing else is"
@@ -761,9 +766,9 @@ async fn ten_thousand_starts_from_as_many_forged_addresses_leave_at_most_the_cap
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     // Past the ceremony TTL: the sweeper removes them all and the cap is free again.
     app.clock.advance(301);
-    let swept = keygate_server::app::sweep_once(&app.state);
+    let swept = keygate_server::app::sweep_once(&app.state).await;
     assert_eq!(swept.ceremonies, live);
-    assert_eq!(app.state.store.ceremony_count(), 0);
+    assert_eq!(app.state.store.ceremony_count().await.unwrap(), 0);
     assert_eq!(app.state.throttles.tracked(), 0);
     assert_eq!(
         start_as(&app, &proxy, 1, Some("10.99.0.1")).await.status(),
@@ -812,7 +817,7 @@ async fn failed_sign_ins_from_many_addresses_store_nothing() {
         "{statuses:?}"
     );
     // Nothing of it reached the store: no ceremony, no account, no audit entry.
-    assert_eq!(app.state.store.ceremony_count(), 0);
+    assert_eq!(app.state.store.ceremony_count().await.unwrap(), 0);
     assert_eq!(people_and_audit(&app).await, (0, 0));
     // In memory: at most the failure budget and the block of each client (the blocked
     // map never holds more than throttle::MAX_TRACKED, see the unit tests).

@@ -810,7 +810,7 @@ async fn a_retention_sweeps_old_entries_only() {
     someone(&app, "Ann").await;
     app.clock.advance(86_400 + 1);
     let (_, bob) = someone(&app, "Bob").await;
-    keygate_server::app::sweep_once(&app.state);
+    keygate_server::app::sweep_once(&app.state).await;
     // Ann's entries are a day and a second old: gone. Bob's stay.
     let left = whole_log(&app, ADMIN_KEY, "").await;
     assert_eq!(left.len(), 3);
@@ -819,7 +819,7 @@ async fn a_retention_sweeps_old_entries_only() {
     let app = spawn_app_with_clock(manual_clock(), |_| {}).await;
     someone(&app, "Ann").await;
     app.clock.advance(3650 * 86_400);
-    keygate_server::app::sweep_once(&app.state);
+    keygate_server::app::sweep_once(&app.state).await;
     assert_eq!(whole_log(&app, ADMIN_KEY, "").await.len(), 3);
 }
 

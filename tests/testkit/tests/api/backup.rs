@@ -147,13 +147,17 @@ async fn a_backup_taken_under_load_restores_every_write_acked_before_it() {
         match a {
             Ack::User(id) => {
                 assert!(
-                    store.user(&UserId::parse(id).unwrap()).unwrap().is_some(),
+                    store
+                        .user(&UserId::parse(id).unwrap())
+                        .await
+                        .unwrap()
+                        .is_some(),
                     "{a:?}"
                 );
             }
             Ack::Key { user, key } => {
                 let user = UserId::parse(user).unwrap();
-                let record = store.vault(&user).unwrap().expect("key restored");
+                let record = store.vault(&user).await.unwrap().expect("key restored");
                 let opened =
                     keygate_server::services::vault::open_record(&keyring, &user, &record).unwrap();
                 assert_eq!(opened.key.expose_secret(), key);
@@ -161,6 +165,7 @@ async fn a_backup_taken_under_load_restores_every_write_acked_before_it() {
             Ack::Grant { id, user, .. } => {
                 let g = store
                     .grant(&GrantId::parse(id).unwrap())
+                    .await
                     .unwrap()
                     .expect("grant restored");
                 assert_eq!(g.user_id.as_str(), user);
@@ -172,7 +177,11 @@ async fn a_backup_taken_under_load_restores_every_write_acked_before_it() {
                 assert_eq!(g.state, want);
             }
             Ack::Revoked(id) => {
-                let g = store.grant(&GrantId::parse(id).unwrap()).unwrap().unwrap();
+                let g = store
+                    .grant(&GrantId::parse(id).unwrap())
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(
                     g.state,
                     GrantState::Revoked,

@@ -68,12 +68,12 @@ async fn tampered_truncated_and_swapped_jwes_never_open_nor_reach_the_upstream()
     let store = &app.state.store;
     let victim_id = UserId::parse(&victim.user_id).unwrap();
     let other_id = UserId::parse(&other.user_id).unwrap();
-    let original = store.vault(&victim_id).unwrap().unwrap();
-    let theirs = store.vault(&other_id).unwrap().unwrap().sealed;
+    let original = store.vault(&victim_id).await.unwrap().unwrap();
+    let theirs = store.vault(&other_id).await.unwrap().unwrap().sealed;
     for (name, sealed) in variants(&original.sealed, &theirs) {
         let mut record = original.clone();
         record.sealed = sealed;
-        store.put_vault(&victim_id, &record).unwrap();
+        store.put_vault(&victim_id, &record).await.unwrap();
         let res = app
             .chat_completions(&victim.api_key, &chat("gpt-4o-mini"))
             .await;
@@ -94,7 +94,7 @@ async fn tampered_truncated_and_swapped_jwes_never_open_nor_reach_the_upstream()
     };
     assert_eq!(victims(&app), 0, "a tampered record was opened and used");
     // Nothing lost: the record put back opens again.
-    store.put_vault(&victim_id, &original).unwrap();
+    store.put_vault(&victim_id, &original).await.unwrap();
     let res = app
         .chat_completions(&victim.api_key, &chat("gpt-4o-mini"))
         .await;

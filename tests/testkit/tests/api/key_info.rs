@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 use crate::helpers::{assert_openai_error, chat};
 
 /// Binds a grant to a browser origin, as the connect flow does.
-fn bind_origin(app: &keygate_testkit::TestApp, grant_id: &str, origin: &str) {
+async fn bind_origin(app: &keygate_testkit::TestApp, grant_id: &str, origin: &str) {
     let id = keygate_core::ids::GrantId::parse(grant_id).unwrap();
     app.state
         .store
-        .update_grant(&id, |g| g.origin = Some(origin.to_owned()))
+        .update_grant(&id, &|g| g.origin = Some(origin.to_owned()))
+        .await
         .unwrap()
         .unwrap();
 }
@@ -88,7 +89,7 @@ async fn the_key_endpoint_authenticates_like_the_proxy_and_answers_its_origin() 
         .unwrap();
     assert_openai_error(res, 401, "missing_api_key").await;
     let g = app.enrolled_grant(None).await;
-    bind_origin(&app, &g.grant_id, "https://app.example");
+    bind_origin(&app, &g.grant_id, "https://app.example").await;
     let key = g.api_key.as_str();
     let res = app
         .v1(Method::GET, "/key", key)
@@ -128,7 +129,7 @@ async fn the_key_endpoint_authenticates_like_the_proxy_and_answers_its_origin() 
 async fn cors_exposes_the_rate_limit_and_retry_headers() {
     let app = spawn_app().await;
     let g = app.limited_grant(json!({"rpm": 1})).await;
-    bind_origin(&app, &g.grant_id, "https://app.example");
+    bind_origin(&app, &g.grant_id, "https://app.example").await;
     let key = g.api_key.as_str();
     let send = || {
         app.v1(Method::POST, "/chat/completions", key)

@@ -412,7 +412,8 @@ async fn limits_changed_in_the_store_apply_to_the_next_request() {
         &g.grant_id,
         json!({"budget": {"usd": 1, "period": "day"}}),
         None,
-    );
+    )
+    .await;
     let res = app.chat_completions(&g.api_key, &chat("unpriced")).await;
     assert_openai_error(res, 403, "model_not_priced").await;
 }

@@ -44,13 +44,13 @@ fn records_of(view: &Value, kid: &str) -> u64 {
 }
 
 /// A person whose key is sealed with `keyring` and written straight into the store.
-fn seal_straight_in(app: &TestApp, keyring: &Keyring, i: usize) -> UserId {
+async fn seal_straight_in(app: &TestApp, keyring: &Keyring, i: usize) -> UserId {
     let user = UserRecord {
         id: UserId::generate(),
         name: format!("extra {i}"),
         created_at: 1,
     };
-    app.state.store.insert_user(&user).unwrap();
+    app.state.store.insert_user(&user).await.unwrap();
     let binding = Binding {
         user_id: user.id.clone(),
         key_id: KeyId::generate(),
@@ -67,7 +67,7 @@ fn seal_straight_in(app: &TestApp, keyring: &Keyring, i: usize) -> UserId {
         last_validated_at: None,
         rejected_at: None,
     };
-    app.state.store.put_vault(&user.id, &record).unwrap();
+    app.state.store.put_vault(&user.id, &record).await.unwrap();
     user.id
 }
 
@@ -119,7 +119,7 @@ async fn rotation_while_16_clients_stream_fails_no_request_and_moves_every_recor
     let old = app.state.keyring.current();
     let old_kid = old.active_kid().to_owned();
     for i in 0..EXTRA_RECORDS {
-        seal_straight_in(&app, &old, i);
+        seal_straight_in(&app, &old, i).await;
     }
     let total = (CLIENTS + EXTRA_RECORDS) as u64;
     let view = keys_view(&app).await;
@@ -282,8 +282,8 @@ async fn retire_refuses_while_records_use_the_key_and_names_how_many() {
     let second_kid = rotate_and_reseal(&app).await;
     // Two keys sealed under the first kid after the pass (as a restore could bring
     // back): the first kid is in use again.
-    seal_straight_in(&app, &first, 1);
-    seal_straight_in(&app, &first, 2);
+    seal_straight_in(&app, &first, 1).await;
+    seal_straight_in(&app, &first, 2).await;
     let res = app
         .admin(Method::DELETE, &format!("/admin/master-keys/{first_kid}"))
         .send()

@@ -401,13 +401,20 @@ async fn an_operator_key_openai_refuses_never_marks_a_persons_vault() {
         assert!(!message.contains("OPRK"));
     }
     let uid = |s: &str| keygate_core::ids::UserId::parse(s).unwrap();
-    assert!(app.state.store.vault(&uid(&keyless)).unwrap().is_none());
+    assert!(
+        app.state
+            .store
+            .vault(&uid(&keyless))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The keyed person on the same plan is unaffected, and not marked.
     let res = app
         .chat_completions(&keyed_lent, &chat("gpt-4o-mini"))
         .await;
     assert_eq!(res.status(), 200);
-    let record = app.state.store.vault(&uid(&keyed)).unwrap().unwrap();
+    let record = app.state.store.vault(&uid(&keyed)).await.unwrap().unwrap();
     assert_eq!(record.rejected_at, None);
     // The keyless person stores a key: it starts clean and works.
     assert_eq!(
@@ -422,7 +429,13 @@ async fn an_operator_key_openai_refuses_never_marks_a_persons_vault() {
             .status(),
         200
     );
-    let record = app.state.store.vault(&uid(&keyless)).unwrap().unwrap();
+    let record = app
+        .state
+        .store
+        .vault(&uid(&keyless))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.rejected_at, None);
     // The operator's record is kept as it was (the operator replaces it).
     assert_eq!(shown(&app).await["set"], true);
@@ -660,7 +673,7 @@ async fn a_rejected_stored_key_is_not_replaced_by_the_operators() {
     let res = app.chat_completions(&lent, &chat("gpt-4o-mini")).await;
     assert_openai_error(res, 424, "owner_key_rejected").await;
     let uid = keygate_core::ids::UserId::parse(&user).unwrap();
-    let record = app.state.store.vault(&uid).unwrap().unwrap();
+    let record = app.state.store.vault(&uid).await.unwrap().unwrap();
     assert!(record.rejected_at.is_some());
     let res = app.chat_completions(&lent, &chat("gpt-4o-mini")).await;
     assert_openai_error(res, 424, "owner_key_rejected").await;
@@ -685,7 +698,7 @@ async fn records_swapped_between_the_vault_and_the_operator_tree_never_open() {
     let victim = app.create_user("Victim Vic").await;
     let victims_key = "sk-proj-victims-own-key-000000000000VICT";
     assert_eq!(app.put_openai_key(&victim, victims_key).await.status(), 204);
-    let person = store.vault(&uid(&victim)).unwrap().unwrap();
+    let person = store.vault(&uid(&victim)).await.unwrap().unwrap();
 
     // The victim's record as the operator's: a keyless person on a lending plan.
     store
@@ -695,6 +708,7 @@ async fn records_swapped_between_the_vault_and_the_operator_tree_never_open() {
             kid: person.kid.clone(),
             updated_at: 1,
         })
+        .await
         .unwrap();
     let keyless = app.create_user("Keyless Kai").await;
     let (_, lent) = grant_on(&app, &keyless, Some("lent")).await;
@@ -705,7 +719,7 @@ async fn records_swapped_between_the_vault_and_the_operator_tree_never_open() {
 
     // The operator's record under the keyless person's id.
     assert_eq!(put_operator_key(&app, OPERATOR_KEY).await.status(), 204);
-    let operator = store.operator_key().unwrap().unwrap();
+    let operator = store.operator_key().await.unwrap().unwrap();
     store
         .put_vault(
             &uid(&keyless),
@@ -716,6 +730,7 @@ async fn records_swapped_between_the_vault_and_the_operator_tree_never_open() {
                 ..person.clone()
             },
         )
+        .await
         .unwrap();
     let (_, plain) = grant_on(&app, &keyless, Some("plain")).await;
     let res = app.chat_completions(&plain, &chat("gpt-4o-mini")).await;

@@ -583,7 +583,8 @@ async fn an_expired_grant_is_401_expired_api_key() {
     let until = app.clock.now() + 60;
     app.state
         .store
-        .update_grant(&id, |grant| grant.expires_at = Some(until))
+        .update_grant(&id, &|grant| grant.expires_at = Some(until))
+        .await
         .unwrap()
         .unwrap();
     app.clock.advance(59);

@@ -77,8 +77,8 @@ async fn a_vault_record_copied_under_another_person_does_not_open() {
         let store = keygate_testkit::open_store_when_free(&path).await;
         let victim_id = keygate_core::ids::UserId::parse(&victim).unwrap();
         let attacker_id = keygate_core::ids::UserId::parse(&attacker.user_id).unwrap();
-        let record = store.vault(&victim_id).unwrap().unwrap();
-        store.put_vault(&attacker_id, &record).unwrap();
+        let record = store.vault(&victim_id).await.unwrap().unwrap();
+        store.put_vault(&attacker_id, &record).await.unwrap();
         store.flush().await.unwrap();
     }
 

@@ -264,7 +264,8 @@ async fn grants_are_listed_across_people_filtered_and_paged() {
         let gid = keygate_core::ids::GrantId::parse(id).unwrap();
         app.state
             .store
-            .update_grant(&gid, |g| g.origin = Some("https://notes.example".into()))
+            .update_grant(&gid, &|g| g.origin = Some("https://notes.example".into()))
+            .await
             .unwrap();
     }
     assert_eq!(app.revoke(&all[1]).await.status(), 204); // revoked

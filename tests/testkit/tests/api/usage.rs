@@ -311,7 +311,7 @@ async fn a_restart_mid_period_keeps_the_count_without_double_counting() {
     {
         let store = keygate_testkit::open_store_when_free(&path).await;
         let id = keygate_core::ids::GrantId::parse(&g.grant_id).unwrap();
-        let total = store.usage_total(&id, 0, u32::MAX, None).unwrap();
+        let total = store.usage_total(&id, 0, u32::MAX, None).await.unwrap();
         assert_eq!((total.requests, total.tokens()), (2, 26));
     }
     let app = spawn_app_with_clock(clock, |c| c.data_dir = Some(path)).await;
