@@ -368,17 +368,32 @@ async fn write_usage<C: GenericClient>(c: &C, sql: &str, d: &UsageDelta) -> Resu
 }
 
 /// The audit log's page cursor, as sled makes it: the person's id (for a person's
-/// page) then the entry's key (`at_ns ‖ seq`, big endian). Parsed back only when it
-/// belongs to the same person and lies inside the query's time range — any other
-/// cursor reaches nothing, as on sled.
+/// page) then the entry's key (`at_ns ‖ seq`, big endian), read back exactly as sled
+/// reads it — as bytes. A cursor outside the query's key range (another person's, or
+/// outside the time range) reaches nothing; one inside it continues before it: the
+/// answer is the exclusive bound `(at_ns, seq)` it stands for (`None`: nothing).
 fn audit_cursor(q: &AuditQuery, after: &[u8]) -> Option<(u64, u64)> {
     let prefix = q.user.as_ref().map_or(&b""[..], |u| u.as_str().as_bytes());
-    let key: [u8; 16] = after.strip_prefix(prefix)?.try_into().ok()?;
-    let (at, seq) = key.split_at(8);
-    let at = u64::from_be_bytes(at.try_into().ok()?);
-    let seq = u64::from_be_bytes(seq.try_into().ok()?);
-    let inside = at >= q.from_ns.unwrap_or(0) && q.until_ns.is_none_or(|u| at < u);
-    inside.then_some((at, seq))
+    let low = [prefix, &q.from_ns.unwrap_or(0).to_be_bytes()].concat();
+    let high = match q.until_ns {
+        Some(u) => [prefix, &u.to_be_bytes()].concat(),
+        None => [prefix, &[0xff; 17]].concat(),
+    };
+    if after < low.as_slice() || after >= high.as_slice() {
+        return None;
+    }
+    // Inside the range, so it starts with the prefix. Keys are 16 bytes: one is below
+    // a shorter cursor iff it is below the cursor padded with zeros, and below a
+    // longer one iff it is at most the cursor's first 16 bytes.
+    let rest = after.get(prefix.len()..)?;
+    let mut key = [0u8; 16];
+    let n = rest.len().min(16);
+    key[..n].copy_from_slice(&rest[..n]);
+    let mut bound = u128::from_be_bytes(key);
+    if rest.len() > 16 {
+        bound = bound.saturating_add(1);
+    }
+    Some(((bound >> 64) as u64, bound as u64))
 }
 
 fn audit_cursor_of(q: &AuditQuery, r: &AuditRecord) -> Vec<u8> {
