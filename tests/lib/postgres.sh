@@ -6,6 +6,8 @@
 #   kg_pg_start                  # installs PostgreSQL if needed, starts it, exports:
 #                                #   KEYGATE_TEST_PG_URL  postgres://kgtest:…@127.0.0.1:PORT/postgres
 #                                #   KG_REQUIRE_PG=1      (tests needing PostgreSQL fail, not skip)
+#                                #   KEYGATE_TEST_PG_CA   the server's self-signed certificate
+#                                #     (TLS is on when the openssl command exists; else unset)
 #   trap kg_pg_stop EXIT         # stops it and removes its dir
 #
 # KEYGATE_TEST_PG_URL is a maintenance URL: each test creates (and drops) its own
@@ -77,13 +79,25 @@ kg_pg_start() {
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-locale >"$KG_PG_DIR/initdb.log" 2>&1 \
     || { kg_pg_log "initdb failed:"; cat "$KG_PG_DIR/initdb.log" >&2; return 1; }
   rm -f "$KG_PG_DIR/pw"
+  # TLS, so the tests can connect with sslmode=require and verify-full: a self-signed
+  # certificate for 127.0.0.1, trusted by nothing but the tests that are handed it.
+  local tls_opts=""
+  unset KEYGATE_TEST_PG_CA
+  if command -v openssl >/dev/null 2>&1 && openssl req -x509 -newkey rsa:2048 -nodes -days 2 \
+    -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -keyout "$KG_PG_DIR/server.key" -out "$KG_PG_DIR/server.crt" >/dev/null 2>&1; then
+    chmod 600 "$KG_PG_DIR/server.key"
+    chmod 644 "$KG_PG_DIR/server.crt"
+    [[ "$(id -u)" == "0" ]] && chown "${KG_PG_USER:-kgpg}" "$KG_PG_DIR/server.key" "$KG_PG_DIR/server.crt"
+    tls_opts="-c ssl=on -c ssl_cert_file=$KG_PG_DIR/server.crt -c ssl_key_file=$KG_PG_DIR/server.key"
+  fi
   local try port
   for try in $(seq 1 20); do
     port=$((20000 + RANDOM % 40000))
     kg_pg_port_free "$port" || continue
     if kg_pg_as "$KG_PG_BIN/pg_ctl" -D "$KG_PG_DIR/data" -l "$KG_PG_DIR/server.log" -w -t 60 \
       -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$KG_PG_DIR \
-          -c max_connections=400 -c fsync=off -c full_page_writes=off" start >/dev/null; then
+          -c max_connections=400 -c fsync=off -c full_page_writes=off $tls_opts" start >/dev/null; then
       KG_PG_PORT="$port"
       break
     fi
@@ -95,6 +109,7 @@ kg_pg_start() {
   fi
   export KEYGATE_TEST_PG_URL="postgres://kgtest:${password}@127.0.0.1:${KG_PG_PORT}/postgres"
   export KG_REQUIRE_PG=1
+  if [[ -n "$tls_opts" ]]; then export KEYGATE_TEST_PG_CA="$KG_PG_DIR/server.crt"; fi
   kg_pg_log "PostgreSQL ($(basename "$(dirname "$KG_PG_BIN")")) on 127.0.0.1:$KG_PG_PORT, dir $KG_PG_DIR"
 }
 

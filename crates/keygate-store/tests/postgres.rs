@@ -1175,3 +1175,79 @@ async fn two_nodes_racing_never_both_win() {
         assert_eq!(a.grants_for_user(&person.id).await.unwrap(), vec![]);
     }
 }
+
+// --- TLS -------------------------------------------------------------------------
+
+/// How many of the test database's connections are encrypted, server side.
+async fn tls_connections(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = current_database() AND s.ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `sslmode=require` encrypts; `verify-full` checks the certificate against
+/// `sslrootcert` (and refuses one it cannot trust); a plain URL stays plain. The
+/// server is the test server with its self-signed certificate (`KEYGATE_TEST_PG_CA`).
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_when_the_url_asks_verified_when_it_says_so() {
+    let Some(db) = TestDb::create("tls").await else {
+        return;
+    };
+    let Ok(ca) = std::env::var("KEYGATE_TEST_PG_CA") else {
+        if std::env::var("KG_REQUIRE_PG").as_deref() == Ok("1") {
+            panic!("KG_REQUIRE_PG=1 but the test server has no TLS (KEYGATE_TEST_PG_CA)");
+        }
+        eprintln!("skipping tls: KEYGATE_TEST_PG_CA is not set");
+        return;
+    };
+    let plain = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    plain.ping().await.unwrap();
+    assert_eq!(tls_connections(&db).await, 0);
+
+    let required = Store::connect(
+        &format!("{}?sslmode=require", db.url),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    required.ping().await.unwrap();
+    assert_eq!(tls_connections(&db).await, 1);
+
+    let verified = Store::connect(
+        &format!("{}?sslmode=verify-full&sslrootcert={ca}", db.url),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    verified.ping().await.unwrap();
+    assert_eq!(tls_connections(&db).await, 2);
+
+    // Not signed by anything the system trusts: refused, and the error does not show
+    // the URL's password.
+    let err = Store::connect(
+        &format!("{}?sslmode=verify-full", db.url),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    let password = db
+        .url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(auth, _)| auth.split_once(':'))
+        .map(|(_, pw)| pw.to_owned())
+        .unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Postgres(_)), "{text}");
+    assert!(!text.contains(&password), "{text}");
+    drop((plain, required, verified));
+}

@@ -16,8 +16,9 @@ mod migrate;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
 use tokio_postgres::NoTls;
@@ -43,6 +44,12 @@ pub async fn postgres_pending_migrations(url: &str) -> Result<Vec<(u32, String)>
     let pool = pool(url, 1)?;
     migrate::pending(&pool).await
 }
+
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a free connection when all are busy, before it fails
+/// (the pool size is `StoreOptions::pg_pool_size`).
+const POOL_WAIT: Duration = Duration::from_secs(30);
 
 /// What a URL asks of TLS beyond what tokio-postgres reads itself: libpq's
 /// `sslmode=verify-ca|verify-full` and `sslrootcert=FILE` (tokio-postgres knows
@@ -90,8 +97,13 @@ fn split_tls_options(url: &str) -> (String, TlsAsk) {
 fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     let (url, ask) = split_tls_options(url);
     // The parse error never echoes the URL (it may hold a password).
-    let config = tokio_postgres::Config::from_str(&url)
+    let mut config = tokio_postgres::Config::from_str(&url)
         .map_err(|e| StoreError::Postgres(format!("bad store URL: {e}")))?;
+    // An unreachable database fails a start (or a request) in seconds, not after the
+    // operating system's TCP timeout; a URL's own `connect_timeout` wins.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
@@ -103,6 +115,10 @@ fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     };
     Pool::builder(manager)
         .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .wait_timeout(Some(POOL_WAIT))
         .build()
         .map_err(|e| StoreError::Postgres(format!("connection pool: {e}")))
 }
