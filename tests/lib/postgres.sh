@@ -25,7 +25,7 @@ kg_pg_log() { printf '[postgres] %s\n' "$*" >&2; }
 # The newest installed PostgreSQL's bin dir, or nothing.
 kg_pg_find_bin() {
   local d
-  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
   if [[ -n "$d" && -x "$d/initdb" ]]; then printf '%s\n' "$d"; fi
 }
 

@@ -154,10 +154,13 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
         return StoreError::Postgres(format!("{} {}", db.code().code(), message));
     }
     // Client-side failures (connection lost, closed, timeouts) carry no values, but
-    // a parameter's conversion error might: name the parameter, not its value.
+    // a conversion error might: name the parameter or column, not what was in it.
     let text = e.to_string();
     match text.split_once(':') {
-        Some((head, _)) if head.starts_with("error serializing parameter") => {
+        Some((head, _))
+            if head.starts_with("error serializing parameter")
+                || head.starts_with("error deserializing column") =>
+        {
             StoreError::Postgres(head.to_owned())
         }
         _ => StoreError::Postgres(text),
