@@ -92,8 +92,9 @@ fn split_tls_options(url: &str) -> (String, TlsAsk) {
 
 /// The pool for `url`. TLS (openssl) when the URL asks for it (`sslmode=require`,
 /// `verify-ca`, `verify-full`); plain otherwise. As with libpq, `require` encrypts
-/// without checking the certificate; `verify-*` check it against `sslrootcert` (or the
-/// system's roots), `verify-full` the host name too.
+/// without checking the certificate (unless `sslrootcert` is given); `verify-*` check
+/// it against `sslrootcert` (or the system's roots), `verify-full` the host name too.
+/// `sslrootcert` is a plain path (not percent-encoded).
 fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     let (url, ask) = split_tls_options(url);
     // The parse error never echoes the URL (it may hold a password).
@@ -107,7 +108,15 @@ fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let manager = if config.get_ssl_mode() == SslMode::Require {
+    let tls = config.get_ssl_mode() == SslMode::Require;
+    if ask.verify_chain && !tls {
+        // `sslmode=verify-full&sslmode=disable`: the last one would win silently and
+        // turn off the verification the first one asked for.
+        return Err(StoreError::Postgres(
+            "bad store URL: sslmode is given twice, and the last one turns TLS off".into(),
+        ));
+    }
+    let manager = if tls {
         let tls = tls_connector(&ask)?;
         Manager::from_config(config, tls, manager_config)
     } else {
@@ -129,7 +138,8 @@ fn tls_connector(ask: &TlsAsk) -> Result<MakeTlsConnector, StoreError> {
     if let Some(file) = &ask.root_cert {
         builder.set_ca_file(file).map_err(tls_err)?;
     }
-    builder.set_verify(if ask.verify_chain {
+    // As libpq: with a root certificate given, `require` verifies the chain too.
+    builder.set_verify(if ask.verify_chain || ask.root_cert.is_some() {
         SslVerifyMode::PEER
     } else {
         SslVerifyMode::NONE
@@ -200,6 +210,14 @@ mod tests {
         assert!(ask.verify_chain && !ask.verify_host);
         let (url, ask) = split_tls_options("postgres://db/kg");
         assert_eq!((url.as_str(), ask), ("postgres://db/kg", TlsAsk::default()));
+    }
+
+    #[test]
+    fn verification_asked_then_turned_off_is_refused() {
+        let err = pool("postgres://db/kg?sslmode=verify-full&sslmode=disable", 1).unwrap_err();
+        assert!(err.to_string().contains("sslmode is given twice"), "{err}");
+        assert!(pool("postgres://db/kg?sslmode=verify-full", 1).is_ok());
+        assert!(pool("postgres://db/kg?sslmode=disable", 1).is_ok());
     }
 
     #[test]
