@@ -77,6 +77,9 @@ CREATE TABLE ceremonies (
     expires_at bigint NOT NULL,
     record jsonb NOT NULL
 );
+-- Deleting a person removes their ceremonies and codes; sweeps remove expired ones.
+CREATE INDEX ceremonies_by_user ON ceremonies (user_id) WHERE user_id IS NOT NULL;
+CREATE INDEX ceremonies_by_expiry ON ceremonies (expires_at);
 
 -- Connect codes under the SHA-256 (hex) of the code.
 CREATE TABLE connect_codes (
@@ -85,6 +88,8 @@ CREATE TABLE connect_codes (
     expires_at bigint NOT NULL,
     record jsonb NOT NULL
 );
+CREATE INDEX connect_codes_by_user ON connect_codes (user_id);
+CREATE INDEX connect_codes_by_expiry ON connect_codes (expires_at);
 
 -- Usage counters per grant, UTC day and model, added to in place
 -- (`INSERT ... ON CONFLICT ... DO UPDATE SET col = col + excluded.col`).
