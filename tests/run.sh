@@ -17,7 +17,13 @@ cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (unit, store, integration, CLI, canary)"
+step "PostgreSQL for the tests (Debian's package, a non-root user, a temp dir; stopped on exit)"
+# shellcheck source=tests/lib/postgres.sh
+source tests/lib/postgres.sh
+kg_pg_start
+trap kg_pg_stop EXIT
+
+step "cargo test (unit, store on sled and PostgreSQL, integration, CLI, canary)"
 cargo test --workspace --locked
 
 if [[ "${KG_SKIP_SDK:-}" != "1" ]]; then

@@ -1,4 +1,5 @@
-//! keygate's ordered schema and data migrations for the sled store.
+//! keygate's ordered schema and data migrations for the sled store, and the
+//! PostgreSQL store's SQL files ([`sql`]).
 //!
 //! Each step lives in its own file (`m0001_initial.rs`, ...), is applied at most once,
 //! and records the schema version it reaches in the `meta` tree. A store written by a
@@ -14,6 +15,7 @@ mod m0005_admin_keys;
 mod m0006_audit;
 mod m0007_grant_owners;
 mod m0008_operator_key;
+pub mod sql;
 pub mod trees;
 
 /// The `meta` tree and the key under which the schema version (u32, big endian) lives.
@@ -38,6 +40,13 @@ pub enum MigrationError {
     TooNew { found: u32, latest: u32 },
     #[error("MG0003 the schema version record is corrupt")]
     CorruptVersion,
+    /// A SQL migration file differs from the one applied to the database: files are
+    /// never edited once released, so this database or this binary is not what it seems.
+    #[error(
+        "MG0004 SQL migration {version} ({name}) differs from the one applied to this \
+         database; refusing to start"
+    )]
+    ChangedSql { version: u32, name: String },
 }
 
 const MIGRATIONS: &[Migration] = &[

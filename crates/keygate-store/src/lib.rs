@@ -30,6 +30,7 @@ pub use auth::{
 pub use backup::{BackupError, Snapshot, SnapshotSummary};
 pub use error::StoreError;
 pub use handle::Store;
+pub use postgres::postgres_pending_migrations;
 pub use records::{
     AdminKeyRecord, AuditRecord, AuditTarget, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
     OperatorKeyRecord, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,

@@ -20,7 +20,7 @@ use crate::table::{Gate, Index, Table, pair_key};
 /// The one key of the operator key's tree.
 pub(crate) const OPERATOR_KEY_KEY: &str = "operator";
 
-/// Tuning for the embedded store.
+/// Tuning for the store (most of it for the embedded one).
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// sled's page cache, in bytes. Small by default: records are tiny and the OS page
@@ -30,6 +30,8 @@ pub struct StoreOptions {
     pub grant_cache_entries: usize,
     /// How many sealed vault records the vault cache keeps (0: none).
     pub vault_cache_entries: usize,
+    /// PostgreSQL only: how many connections the node's pool holds at most.
+    pub pg_pool_size: usize,
 }
 
 impl Default for StoreOptions {
@@ -38,6 +40,7 @@ impl Default for StoreOptions {
             cache_capacity: 16 * 1024 * 1024,
             grant_cache_entries: 4096,
             vault_cache_entries: 4096,
+            pg_pool_size: 16,
         }
     }
 }

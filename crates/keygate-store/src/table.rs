@@ -335,6 +335,26 @@ pub(crate) fn decode<R: Versioned>(tree: &'static str, bytes: &[u8]) -> Result<R
         })
 }
 
+/// A record as the JSON value both backends store: its latest version, tagged `"v"`
+/// (PostgreSQL keeps it as `jsonb`, sled as the same JSON in bytes).
+pub(crate) fn encode_value<R: Versioned>(record: &R) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(record.clone().into_stored())
+        .map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+/// A stored JSON value of table `tree` read back as its latest shape, like [`decode`].
+pub(crate) fn decode_value<R: Versioned>(
+    tree: &'static str,
+    value: serde_json::Value,
+) -> Result<R, StoreError> {
+    serde_json::from_value(value)
+        .map(R::from_stored)
+        .map_err(|e| StoreError::Corrupt {
+            tree,
+            reason: e.to_string(),
+        })
+}
+
 /// A tree of keys that point elsewhere: a per-person index (`user id ‖ id → ()`) or a
 /// unique lookup (`credential id → passkey id`).
 #[derive(Clone)]
