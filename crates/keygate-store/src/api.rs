@@ -91,6 +91,26 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// What the entry is filed under in its kind: two entries with the same kind and
+    /// key are two versions of one item (an import replaces one with the other).
+    pub fn key(&self) -> String {
+        match self {
+            Entry::User(u) => u.id.to_string(),
+            Entry::Vault(user, _) => user.to_string(),
+            Entry::OperatorKey(_) => String::new(),
+            Entry::Grant(g) => g.id.to_string(),
+            Entry::GrantOwner(user, grant) => format!("{user}/{grant}"),
+            Entry::Passkey(pk) => pk.id.to_string(),
+            Entry::Session(hash, _) | Entry::Code(hash, _) => hash.clone(),
+            Entry::Ceremony(id, _) => id.clone(),
+            Entry::Usage(row) => format!("{}/{}/{}", row.grant_id, row.day, row.model),
+            Entry::AdminKey(k) => k.id.to_string(),
+            Entry::Audit(a) => a.id(),
+        }
+    }
+}
+
 /// How many entries of each kind a store holds (kind name → count).
 pub type EntryCounts = HashMap<&'static str, u64>;
 

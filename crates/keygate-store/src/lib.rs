@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod backup;
 mod cache;
+mod copy;
 mod error;
 mod export;
 mod handle;
@@ -28,6 +29,7 @@ pub use auth::{
     person_ceremony_prefix,
 };
 pub use backup::{BackupError, Snapshot, SnapshotSummary};
+pub use copy::{CopyError, CopyReport, copy};
 pub use error::StoreError;
 pub use handle::Store;
 pub use postgres::postgres_pending_migrations;
@@ -35,6 +37,6 @@ pub use records::{
     AdminKeyRecord, AuditRecord, AuditTarget, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
     OperatorKeyRecord, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,
 };
-pub use store::{GrantFilter, SledStore, StoreOptions};
+pub use store::{GrantFilter, SledStore, StoreOptions, sled_pending_migrations};
 pub use sweep::Swept;
 pub use usage::{UsageCounts, UsageDelta, UsageRow};

@@ -111,26 +111,43 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
+/// sled's database in `dir`; `Locked` when another process holds it.
+fn open_db(dir: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_capacity)
+        .mode(sled::Mode::LowSpace)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                StoreError::Locked {
+                    path: dir.display().to_string(),
+                }
+            }
+            sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked {
+                path: dir.display().to_string(),
+            },
+            other => StoreError::Sled(other),
+        })
+}
+
+/// The sled migrations the store in `dir` has not applied yet, as (version, name),
+/// without applying them (`keygate migrate --check`).
+pub fn sled_pending_migrations(dir: &Path) -> Result<Vec<(u32, String)>, StoreError> {
+    let db = open_db(dir, StoreOptions::default().cache_capacity)?;
+    let at = keygate_migrations::current_version(&db)?;
+    Ok(keygate_migrations::all()
+        .iter()
+        .filter(|m| m.version > at)
+        .map(|m| (m.version, m.name.to_owned()))
+        .collect())
+}
+
 impl SledStore {
     /// Opens (creating if needed) the store in `dir` and runs pending migrations.
     /// sled allows one open per process and directory; a second one reports `Locked`.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_capacity)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Locked {
-                        path: dir.display().to_string(),
-                    }
-                }
-                sled::Error::Io(ref io) if io.to_string().contains("lock") => StoreError::Locked {
-                    path: dir.display().to_string(),
-                },
-                other => StoreError::Sled(other),
-            })?;
+        let db = open_db(dir, options.cache_capacity)?;
         keygate_migrations::run(&db)?;
         let gate = Gate::default();
         let id_floor = crate::backup::id_floor(&db)?;

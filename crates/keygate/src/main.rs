@@ -43,10 +43,22 @@ enum Command {
         #[arg(long, short, env = "KEYGATE_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Open the store and apply pending schema migrations, then exit.
+    /// Open the store and apply pending schema migrations, then exit. With --check,
+    /// only list the pending ones (exit status 1 when there are any), applying nothing.
+    #[command(after_help = "Examples:\n  \
+        keygate migrate --check && echo up to date   # in a deploy pipeline\n  \
+        KEYGATE_STORE_URL=postgres://keygate@db/keygate keygate migrate")]
     Migrate {
         #[arg(long, short, env = "KEYGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// List pending migrations without applying them; exit 1 when there are any.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Move a store between backends.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
     },
     /// Serve the demo chat app on its own origin, next to a running keygate.
     Demo {
@@ -100,6 +112,27 @@ enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Copy everything from one store into another (sled to PostgreSQL and back),
+    /// still sealed, then check the target holds exactly the source's entries. Safe
+    /// to run again: an interrupted or repeated copy ends the same. Stop the keygate
+    /// using the source first; start the target's with the same master keyring.
+    #[command(after_help = "Examples:\n  \
+        keygate store copy --from sled:/var/lib/keygate --to postgres://keygate@db.internal/keygate\n  \
+        KEYGATE_STORE_URL=postgres://… keygate store copy --from sled:/var/lib/keygate --to postgres\n  \
+        keygate store copy --from postgres --to sled:/var/lib/keygate-back")]
+    Copy {
+        /// sled:DATA_DIR, postgres://…, or `postgres` (the URL in KEYGATE_STORE_URL,
+        /// which keeps a password off the command line).
+        #[arg(long, value_parser = store_cmds::Location::parse)]
+        from: store_cmds::Location,
+        /// Same forms; a sled target is created if missing.
+        #[arg(long, value_parser = store_cmds::Location::parse)]
+        to: store_cmds::Location,
     },
 }
 
@@ -344,7 +377,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ring.active_kid()
             ))
         }
-        Command::Migrate { config } => {
+        Command::Migrate {
+            config,
+            check: true,
+        } => {
+            let config = load(config.as_ref())?;
+            if block_on(store_cmds::migrations_pending(&config))? {
+                Ok(())
+            } else {
+                anyhow::bail!("migrations are pending (`keygate migrate` applies them)")
+            }
+        }
+        Command::Store {
+            action: StoreAction::Copy { from, to },
+        } => block_on(store_cmds::copy(&from, &to)),
+        Command::Migrate {
+            config,
+            check: false,
+        } => {
             let config = load(config.as_ref())?;
             keygate_server::telemetry::init(
                 config.log_format,

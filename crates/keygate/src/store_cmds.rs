@@ -389,3 +389,139 @@ fn explain(e: keygate_server::error::ServerError) -> anyhow::Error {
     let wire = e.to_openai();
     anyhow::anyhow!("{}: {}", wire.code.unwrap_or("error"), wire.message)
 }
+
+// --- store copy ----------------------------------------------------------------------
+
+/// One side of `keygate store copy`.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// A data directory; its sled store is `DIR/store`.
+    Sled(PathBuf),
+    /// A PostgreSQL database (the URL may hold a password: shown redacted).
+    Postgres(keygate_server::config::StoreUrl),
+}
+
+impl Location {
+    /// `sled:DIR`, `postgres://…` / `postgresql://…`, or `postgres` for the configured
+    /// `store_url` (`KEYGATE_STORE_URL`: keeps a password off the command line).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if let Some(dir) = raw.strip_prefix("sled:") {
+            if dir.is_empty() {
+                return Err("sled: needs the data directory, e.g. sled:/var/lib/keygate".into());
+            }
+            return Ok(Self::Sled(PathBuf::from(dir)));
+        }
+        if raw == "postgres" {
+            let url = std::env::var("KEYGATE_STORE_URL")
+                .map_err(|_| "`postgres` takes the URL from KEYGATE_STORE_URL, which is unset")?;
+            return keygate_server::config::StoreUrl::parse(&url)
+                .map(Self::Postgres)
+                .map_err(|e| format!("KEYGATE_STORE_URL {e}"));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return keygate_server::config::StoreUrl::parse(raw).map(Self::Postgres);
+        }
+        Err("must be sled:DIR, postgres://… or postgres (the URL in KEYGATE_STORE_URL)".into())
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Sled(dir) => format!("sled:{}", dir.display()),
+            Self::Postgres(url) => format!("postgres://{}", url.redacted()),
+        }
+    }
+
+    /// Opens this side: the source must exist; a sled target is created if missing.
+    async fn open(&self, create: bool) -> anyhow::Result<Store> {
+        let options = StoreOptions::default();
+        match self {
+            Self::Sled(data_dir) => {
+                let dir = if create {
+                    keyfile::prepare_store_dir(data_dir)
+                        .with_context(|| format!("data directory {}", data_dir.display()))?
+                } else {
+                    let dir = keyfile::store_path(data_dir);
+                    if !dir.exists() {
+                        bail!(
+                            "no sled store in {} (no {})",
+                            data_dir.display(),
+                            dir.display()
+                        );
+                    }
+                    dir
+                };
+                match Store::open(&dir, &options) {
+                    Err(StoreError::Locked { .. }) => bail!(
+                        "a keygate is running on {}: stop it first (the copy must see a store \
+                         nobody changes)",
+                        data_dir.display()
+                    ),
+                    other => Ok(other?),
+                }
+            }
+            Self::Postgres(url) => Store::connect(url.expose(), &options)
+                .await
+                .with_context(|| format!("PostgreSQL store at {}", url.redacted())),
+        }
+    }
+}
+
+/// `keygate store copy --from A --to B`: every entry of A written into B, still
+/// sealed, then B read back and checked (`keygate_store::copy`).
+pub async fn copy(from: &Location, to: &Location) -> anyhow::Result<()> {
+    if from.describe() == to.describe() {
+        bail!("--from and --to are the same store");
+    }
+    let source = from.open(false).await?;
+    let target = to.open(true).await?;
+    let report = keygate_store::copy(&source, &target)
+        .await
+        .with_context(|| format!("copy {} → {}", from.describe(), to.describe()))?;
+    for (kind, n) in &report.counts {
+        say(&format!("{kind:>14} {n}"))?;
+    }
+    let total: u64 = report.counts.values().sum();
+    say(&format!(
+        "copied {total} entries from {} to {} ({} already there unchanged); the target \
+         holds exactly the source's entries (verified). Start keygate on the target with \
+         the same master keyring.",
+        from.describe(),
+        to.describe(),
+        report.unchanged
+    ))
+}
+
+/// `keygate migrate --check`: the migrations the configured store has not applied yet,
+/// without applying any. `Ok(true)` when none are pending.
+pub async fn migrations_pending(config: &Config) -> anyhow::Result<bool> {
+    let pending: Vec<(u32, String)> = match &config.store_url {
+        Some(url) => keygate_store::postgres_pending_migrations(url.expose())
+            .await
+            .with_context(|| format!("PostgreSQL store at {}", url.redacted()))?,
+        None => {
+            let dir = keyfile::store_path(&config.data_dir);
+            if !dir.exists() {
+                bail!(
+                    "no store in {} yet (keygate creates it at its first start)",
+                    dir.display()
+                );
+            }
+            match keygate_store::sled_pending_migrations(&dir) {
+                Err(StoreError::Locked { .. }) => bail!(
+                    "a keygate is running on {}: it applied every migration it knows when it \
+                     started",
+                    config.data_dir.display()
+                ),
+                other => other?,
+            }
+        }
+    };
+    if pending.is_empty() {
+        say("no pending migrations")?;
+        return Ok(true);
+    }
+    for (version, name) in &pending {
+        say(&format!("pending {version:04} {name}"))?;
+    }
+    Ok(false)
+}

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod bystander;
 pub mod clock_control;
 pub mod mock_openai;
+pub mod postgres;
 pub mod raw;
 pub mod soft_passkey;
 

@@ -5,7 +5,7 @@
 
 use keygate_core::audit::Action;
 use keygate_core::ids::UserId;
-use keygate_store::{AuditQuery, Entry, PasskeyInsert, SessionInsert, Store};
+use keygate_store::{AuditQuery, CopyError, Entry, PasskeyInsert, SessionInsert, Store};
 
 use crate::fixtures::*;
 use crate::harness;
@@ -14,6 +14,7 @@ crate::conformance!(an_empty_store_exports_nothing);
 crate::conformance_pair!(
     export_then_import_into_an_empty_store_gives_the_same_store,
     importing_twice_changes_nothing,
+    copy_verifies_is_idempotent_follows_the_source_and_refuses_another_store,
 );
 
 /// What `populate` made, to check the imported store by.
@@ -122,7 +123,7 @@ pub async fn sorted_export(store: &Store) -> Vec<Entry> {
 }
 
 /// What a populated store exports, by kind.
-fn kinds(entries: &[Entry]) -> std::collections::BTreeMap<&'static str, usize> {
+fn kinds(entries: &[Entry]) -> std::collections::BTreeMap<&'static str, u64> {
     let mut counts = std::collections::BTreeMap::new();
     for e in entries {
         *counts.entry(e.kind()).or_default() += 1;
@@ -280,4 +281,43 @@ async fn postgres_to_sled_is_equal() {
     assert_eq!(sorted_export(&sled.store()).await, exported);
     check_imported(&sled.store(), &p).await;
     pg.drop_database().await;
+}
+
+/// `keygate_store::copy` (what `keygate store copy` runs): the counts it reports are
+/// the source's and the target's; run again it changes nothing; after the source
+/// changed, a second run makes the target follow (a replaced record, a new one); a
+/// target holding what the source never had is refused before anything is written.
+async fn copy_verifies_is_idempotent_follows_the_source_and_refuses_another_store(
+    from: Store,
+    to: Store,
+) {
+    let p = populate(&from).await;
+    let report = keygate_store::copy(&from, &to).await.unwrap();
+    let exported = sorted_export(&from).await;
+    assert_eq!(report.counts, kinds(&exported));
+    assert_eq!(report.unchanged, 0);
+    assert_eq!(sorted_export(&to).await, exported);
+
+    let again = keygate_store::copy(&from, &to).await.unwrap();
+    assert_eq!(again.unchanged, exported.len() as u64);
+    assert_eq!(sorted_export(&to).await, exported);
+
+    // The source moves on: a renamed person, one more person.
+    let mut ada = from.user(&p.ada).await.unwrap().unwrap();
+    ada.name = "Ada L.".into();
+    from.insert_user(&ada).await.unwrap();
+    user(&from).await;
+    keygate_store::copy(&from, &to).await.unwrap();
+    assert_eq!(sorted_export(&to).await, sorted_export(&from).await);
+    assert_eq!(to.user(&p.ada).await.unwrap().unwrap().name, "Ada L.");
+
+    // The target gains what the source never had: another store, refused, untouched.
+    user(&to).await;
+    let before = sorted_export(&to).await;
+    user(&from).await;
+    match keygate_store::copy(&from, &to).await {
+        Err(CopyError::ForeignTarget { foreign }) if foreign == "1 users" => {}
+        other => panic!("expected a refused foreign target, got {other:?}"),
+    }
+    assert_eq!(sorted_export(&to).await, before);
 }
