@@ -539,6 +539,24 @@ impl OpenAiError {
         )
     }
 
+    /// A sled-only operation (a backup through keygate, a restore) asked of a keygate
+    /// whose store is PostgreSQL: 501, not retried (it never will be available there).
+    pub fn unsupported_on_this_store(what: &str) -> Self {
+        let mut e = Self::new(
+            501,
+            "server_error",
+            "unsupported_on_this_store",
+            format!(
+                "{what} is not available on this keygate's store. A PostgreSQL store is backed \
+                 up and restored with PostgreSQL's own tools (pg_dump and pg_restore, or your \
+                 provider's snapshots); keep the master keyring beside it (the key file or \
+                 KEYGATE_MASTER_KEYS), as the database never holds it."
+            ),
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, INVALID_REQUEST, "not_found", message)
     }
@@ -634,6 +652,11 @@ mod tests {
                 OpenAiError::too_many_requests(7),
                 429,
                 "rate_limit_exceeded",
+            ),
+            (
+                OpenAiError::unsupported_on_this_store("backup"),
+                501,
+                "unsupported_on_this_store",
             ),
         ];
         for (e, status, code) in table {

@@ -80,6 +80,9 @@ impl ServerError {
                     "The upstream sent nothing for {idle:?} mid-response."
                 )),
             },
+            ServerError::Store(StoreError::Unsupported(what)) => {
+                OpenAiError::unsupported_on_this_store(what)
+            }
             ServerError::Store(_) | ServerError::Internal(_) => {
                 OpenAiError::internal("keygate had an internal error; it has been logged.")
             }
@@ -648,6 +651,11 @@ mod tests {
                 "upstream_timeout",
             ),
             (StoreError::Encode("x".into()).into(), 500, "internal_error"),
+            (
+                StoreError::Unsupported("backup (use pg_dump)").into(),
+                501,
+                "unsupported_on_this_store",
+            ),
             (ServerError::Internal("x".into()), 500, "internal_error"),
             (
                 ServerError::Vault(CoreError::Unseal("x")),
@@ -727,7 +735,7 @@ mod tests {
 
     /// How many variants [`variant`] names. A new variant does not compile there until
     /// it gets a name; then this count and the table above must grow with it.
-    const VARIANTS: usize = 63;
+    const VARIANTS: usize = 64;
 
     /// Every leaf variant by name: an exhaustive match (no `_`), so a new error variant
     /// fails to compile here until it is named, and then the table test fails until it
@@ -805,6 +813,7 @@ mod tests {
                 UpstreamError::BrokeMidStream => "BrokeMidStream",
                 UpstreamError::IdleMidStream(_) => "IdleMidStream",
             },
+            ServerError::Store(StoreError::Unsupported(_)) => "Store::Unsupported",
             ServerError::Store(_) => "Store",
             ServerError::Vault(_) => "Vault",
             ServerError::Internal(_) => "Internal",
@@ -840,6 +849,28 @@ mod tests {
         assert_eq!(e.headers().get(RETRY_AFTER).unwrap(), "7");
         let e = ServerError::from(ProxyError::KeyNotEnrolled).error_response();
         assert_eq!(e.headers().get("x-should-retry").unwrap(), "false");
+    }
+
+    /// A sled-only operation on a PostgreSQL store: 501 with a code the operator can
+    /// act on, a message naming what to use instead, and no retry by the SDKs.
+    #[test]
+    fn an_operation_the_store_lacks_is_501_and_says_what_to_use() {
+        let err = ServerError::from(StoreError::Unsupported("backup (use pg_dump)"));
+        let res = err.error_response();
+        assert_eq!(res.status().as_u16(), 501);
+        assert_eq!(res.headers().get("x-should-retry").unwrap(), "false");
+        let e = err.to_openai();
+        assert_eq!(e.code, Some("unsupported_on_this_store"));
+        assert!(
+            e.message
+                .starts_with("backup (use pg_dump) is not available")
+        );
+        assert!(e.message.contains("pg_dump") && e.message.contains("pg_restore"));
+        assert!(e.message.contains("master keyring"), "{}", e.message);
+        // Any other store failure stays a bare 500.
+        let e = ServerError::from(StoreError::Postgres("connection refused".into())).to_openai();
+        assert_eq!((e.status, e.code), (500, Some("internal_error")));
+        assert!(!e.message.contains("connection refused"));
     }
 
     #[test]

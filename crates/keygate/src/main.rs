@@ -559,11 +559,19 @@ fn startup_message(app: &Application) -> Vec<String> {
         format!("keygate is listening on {listening}"),
         format!("  Open:       {public}/login"),
         format!("  baseURL:    {}", config.base_url()),
-        format!(
-            "  Data:       {} (store in {})",
-            shown(&config.data_dir),
-            shown(&keyfile::store_path(&config.data_dir))
-        ),
+        match &config.store_url {
+            // Host and database only: the URL may hold a password.
+            Some(url) => format!(
+                "  Data:       {} (store: PostgreSQL at {})",
+                shown(&config.data_dir),
+                url.redacted()
+            ),
+            None => format!(
+                "  Data:       {} (store in {})",
+                shown(&config.data_dir),
+                shown(&keyfile::store_path(&config.data_dir))
+            ),
+        },
     ];
     match app.key_source() {
         KeySource::Env => lines.push("  Master key: from KEYGATE_MASTER_KEYS".into()),
