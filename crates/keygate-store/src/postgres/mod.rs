@@ -24,6 +24,8 @@ use postgres_openssl::MakeTlsConnector;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
 
+pub(crate) mod limits;
+
 use crate::{Store, StoreError, StoreOptions};
 
 pub(crate) use backend::PgStore;

@@ -1,0 +1,383 @@
+-- Issue 14 (limits exact across nodes): the limiter's per-grant windows, shared by
+-- every node, and the two functions each request with a limit calls — one statement
+-- to acquire, one to settle. The math is keygate-core's `policy` (Bucket,
+-- decide_rules, UsageWindow::{conform, apply, settle}) and the server limiter's
+-- period roll-over (`load_period`), statement for statement; the test
+-- crates/keygate-store/tests/pg_limits.rs drives both with the same random steps and
+-- compares every answer and the state.
+--
+-- Reads the `usage` table (migration 0001) only when a budget window is first seen
+-- in a period: columns grant_id, day, model, usd_nanos, prompt_tokens,
+-- completion_tokens. PL/pgSQL resolves it at call time, not here.
+
+CREATE TABLE IF NOT EXISTS limit_windows (
+    grant_id        text    NOT NULL,
+    -- '' for the grant-wide limits, else the model name of an override.
+    scope           text    NOT NULL,
+    -- Token buckets as policy::Bucket: levels in tokens × 60 000 (debt allowed, so
+    -- possibly negative), times in milliseconds. NULL limit: no bucket.
+    rpm_limit       bigint,
+    rpm_level       numeric,
+    rpm_at          bigint,
+    tpm_limit       bigint,
+    tpm_level       numeric,
+    tpm_at          bigint,
+    in_flight       bigint  NOT NULL DEFAULT 0,
+    reserved_usd    numeric NOT NULL DEFAULT 0,
+    reserved_tokens numeric NOT NULL DEFAULT 0,
+    settled_usd     numeric NOT NULL DEFAULT 0,
+    settled_tokens  numeric NOT NULL DEFAULT 0,
+    -- The budget period `settled_*` belongs to (NULL: never read / no budget) and
+    -- when it ends (unix seconds).
+    period_kind     text,
+    period_start    bigint,
+    resets_at       bigint  NOT NULL DEFAULT 0,
+    PRIMARY KEY (grant_id, scope)
+);
+
+-- --- policy::Bucket ----------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION keygate_bucket_level_at(lvl numeric, at_ms bigint, lim bigint, now_ms bigint)
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT least(lvl + greatest(now_ms - at_ms, 0)::numeric * lim, lim::numeric * 60000)
+$$;
+
+-- Milliseconds until n tokens are available; NULL: never (more than the capacity).
+CREATE OR REPLACE FUNCTION keygate_bucket_wait_ms(lvl numeric, at_ms bigint, lim bigint, n bigint, now_ms bigint)
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN n > lim THEN NULL
+        WHEN n::numeric * 60000 - keygate_bucket_level_at(lvl, at_ms, lim, now_ms) <= 0 THEN 0
+        ELSE div(n::numeric * 60000 - keygate_bucket_level_at(lvl, at_ms, lim, now_ms)
+                 + greatest(lim, 1) - 1, greatest(lim, 1))
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION keygate_bucket_available(lvl numeric, at_ms bigint, lim bigint, now_ms bigint)
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT greatest(div(keygate_bucket_level_at(lvl, at_ms, lim, now_ms), 60000), 0)
+$$;
+
+CREATE OR REPLACE FUNCTION keygate_bucket_reset_ms(lvl numeric, at_ms bigint, lim bigint, now_ms bigint)
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT greatest(div(lim::numeric * 60000 - keygate_bucket_level_at(lvl, at_ms, lim, now_ms)
+                        + greatest(lim, 1) - 1, greatest(lim, 1)), 0)
+$$;
+
+-- --- the windows -------------------------------------------------------------------
+
+-- UsageWindow::conform for one bucket: created full, resized (Bucket::set_limit: keep
+-- what was used, within the new cap), or dropped.
+CREATE OR REPLACE FUNCTION keygate_bucket_conform(
+    INOUT lim bigint, INOUT lvl numeric, INOUT at_ms bigint, new_lim bigint, now_ms bigint)
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    used numeric;
+BEGIN
+    IF new_lim IS NULL THEN
+        lim := NULL; lvl := NULL; at_ms := NULL;
+    ELSIF lim IS NULL THEN
+        lim := new_lim; lvl := new_lim::numeric * 60000; at_ms := now_ms;
+    ELSIF lim <> new_lim THEN
+        lvl := keygate_bucket_level_at(lvl, at_ms, lim, now_ms);
+        at_ms := greatest(at_ms, now_ms);
+        used := lim::numeric * 60000 - lvl;
+        lim := new_lim;
+        lvl := least(new_lim::numeric * 60000 - used, new_lim::numeric * 60000);
+    END IF;
+END
+$$;
+
+-- The limiter's load_period: when the budget's period changed (or was never read),
+-- settled := the period's usage rows (of the override's model, for a model window).
+-- Without a budget, nothing is settled and no period is kept.
+CREATE OR REPLACE FUNCTION keygate_limits_load_period(
+    INOUT w limit_windows, p_row_model text, p_kind text, p_start bigint, p_end bigint,
+    p_first_day integer, p_last_day integer)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_kind IS NULL THEN
+        w.period_kind := NULL; w.period_start := NULL;
+        w.settled_usd := 0; w.settled_tokens := 0;
+        RETURN;
+    END IF;
+    IF w.period_kind IS NOT DISTINCT FROM p_kind AND w.period_start IS NOT DISTINCT FROM p_start THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(u.usd_nanos), 0),
+           coalesce(sum(u.prompt_tokens), 0) + coalesce(sum(u.completion_tokens), 0)
+      INTO w.settled_usd, w.settled_tokens
+      FROM usage u
+     WHERE u.grant_id = w.grant_id AND u.day BETWEEN p_first_day AND p_last_day
+       AND (p_row_model IS NULL OR u.model = p_row_model);
+    w.resets_at := p_end;
+    w.period_kind := p_kind;
+    w.period_start := p_start;
+END
+$$;
+
+-- policy::decide_rules on a window. Returns NULL deny when accepted (with the lease in
+-- l_*), else the refusal: deny in ('model_not_priced', 'budget_usd', 'budget_tokens',
+-- 'tokens_never_fit', 'concurrency', 'requests', 'tokens'), its limit, retry-after ms,
+-- the tokens requested, the period end.
+CREATE OR REPLACE FUNCTION keygate_limits_decide(
+    w limit_windows, r_rpm bigint, r_tpm bigint, r_conc bigint, r_usd bigint, r_tokens bigint,
+    est_tokens bigint, est_usd bigint, now_ms bigint,
+    OUT deny text, OUT deny_limit bigint, OUT retry_after_ms bigint,
+    OUT l_request boolean, OUT l_tokens bigint, OUT l_usd bigint, OUT l_res_tokens bigint)
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    wait numeric;
+BEGIN
+    l_request := r_rpm IS NOT NULL; l_tokens := 0; l_usd := 0; l_res_tokens := 0;
+    IF r_usd IS NOT NULL THEN
+        IF est_usd IS NULL THEN
+            deny := 'model_not_priced'; RETURN;
+        END IF;
+        IF w.settled_usd + w.reserved_usd >= r_usd
+           OR w.settled_usd + w.reserved_usd + est_usd > r_usd THEN
+            deny := 'budget_usd'; deny_limit := r_usd; RETURN;
+        END IF;
+        l_usd := est_usd;
+    END IF;
+    IF r_tokens IS NOT NULL THEN
+        IF w.settled_tokens + w.reserved_tokens >= r_tokens
+           OR w.settled_tokens + w.reserved_tokens + est_tokens > r_tokens THEN
+            deny := 'budget_tokens'; deny_limit := r_tokens; RETURN;
+        END IF;
+        l_res_tokens := est_tokens;
+    END IF;
+    IF r_tpm IS NOT NULL AND est_tokens > r_tpm THEN
+        deny := 'tokens_never_fit'; deny_limit := r_tpm; RETURN;
+    END IF;
+    IF r_conc IS NOT NULL AND w.in_flight >= r_conc THEN
+        deny := 'concurrency'; deny_limit := r_conc; RETURN;
+    END IF;
+    IF r_rpm IS NOT NULL AND w.rpm_limit IS NOT NULL THEN
+        wait := coalesce(keygate_bucket_wait_ms(w.rpm_level, w.rpm_at, w.rpm_limit, 1, now_ms), 60000);
+        IF wait > 0 THEN
+            deny := 'requests'; deny_limit := r_rpm; retry_after_ms := wait; RETURN;
+        END IF;
+    END IF;
+    IF r_tpm IS NOT NULL AND w.tpm_limit IS NOT NULL THEN
+        wait := keygate_bucket_wait_ms(w.tpm_level, w.tpm_at, w.tpm_limit, est_tokens, now_ms);
+        IF wait IS NULL THEN
+            deny := 'tokens_never_fit'; deny_limit := r_tpm; RETURN;
+        ELSIF wait > 0 THEN
+            deny := 'tokens'; deny_limit := r_tpm; retry_after_ms := wait; RETURN;
+        END IF;
+        l_tokens := est_tokens;
+    END IF;
+END
+$$;
+
+-- UsageWindow::apply.
+CREATE OR REPLACE FUNCTION keygate_limits_apply(
+    INOUT w limit_windows, l_request boolean, l_tokens bigint, l_usd bigint, l_res_tokens bigint,
+    now_ms bigint)
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF l_request AND w.rpm_limit IS NOT NULL THEN
+        w.rpm_level := keygate_bucket_level_at(w.rpm_level, w.rpm_at, w.rpm_limit, now_ms) - 60000;
+        w.rpm_at := greatest(w.rpm_at, now_ms);
+    END IF;
+    IF l_tokens > 0 AND w.tpm_limit IS NOT NULL THEN
+        w.tpm_level := keygate_bucket_level_at(w.tpm_level, w.tpm_at, w.tpm_limit, now_ms)
+                       - l_tokens::numeric * 60000;
+        w.tpm_at := greatest(w.tpm_at, now_ms);
+    END IF;
+    w.in_flight := w.in_flight + 1;
+    w.reserved_usd := w.reserved_usd + l_usd;
+    w.reserved_tokens := w.reserved_tokens + l_res_tokens;
+END
+$$;
+
+-- UsageWindow::settle.
+CREATE OR REPLACE FUNCTION keygate_limits_settle_window(
+    INOUT w limit_windows, l_tokens bigint, l_usd bigint, l_res_tokens bigint,
+    a_usd bigint, a_tokens bigint, now_ms bigint)
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    w.in_flight := greatest(w.in_flight - 1, 0);
+    w.reserved_usd := greatest(w.reserved_usd - l_usd, 0);
+    w.reserved_tokens := greatest(w.reserved_tokens - l_res_tokens, 0);
+    w.settled_usd := w.settled_usd + a_usd;
+    w.settled_tokens := w.settled_tokens + a_tokens;
+    IF w.tpm_limit IS NOT NULL THEN
+        w.tpm_level := keygate_bucket_level_at(w.tpm_level, w.tpm_at, w.tpm_limit, now_ms);
+        w.tpm_at := greatest(w.tpm_at, now_ms);
+        IF a_tokens < l_tokens THEN
+            w.tpm_level := least(w.tpm_level + (l_tokens - a_tokens)::numeric * 60000,
+                                 w.tpm_limit::numeric * 60000);
+        ELSE
+            w.tpm_level := w.tpm_level - (a_tokens - l_tokens)::numeric * 60000;
+        END IF;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION keygate_limits_store(w limit_windows)
+RETURNS void LANGUAGE sql AS $$
+    UPDATE limit_windows SET
+        rpm_limit = w.rpm_limit, rpm_level = w.rpm_level, rpm_at = w.rpm_at,
+        tpm_limit = w.tpm_limit, tpm_level = w.tpm_level, tpm_at = w.tpm_at,
+        in_flight = w.in_flight, reserved_usd = w.reserved_usd,
+        reserved_tokens = w.reserved_tokens, settled_usd = w.settled_usd,
+        settled_tokens = w.settled_tokens, period_kind = w.period_kind,
+        period_start = w.period_start, resets_at = w.resets_at
+    WHERE grant_id = w.grant_id AND scope = w.scope
+$$;
+
+-- The window (grant_id, scope), created empty if new, locked FOR UPDATE. Every caller
+-- locks the grant-wide row ('') first, so two calls for one grant serialise on it and
+-- never deadlock on the model row.
+CREATE OR REPLACE FUNCTION keygate_limits_lock(p_grant text, p_scope text)
+RETURNS limit_windows LANGUAGE plpgsql AS $$
+DECLARE
+    w limit_windows;
+BEGIN
+    SELECT * INTO w FROM limit_windows WHERE grant_id = p_grant AND scope = p_scope FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO limit_windows (grant_id, scope) VALUES (p_grant, p_scope)
+            ON CONFLICT DO NOTHING;
+        SELECT * INTO w FROM limit_windows WHERE grant_id = p_grant AND scope = p_scope FOR UPDATE;
+    END IF;
+    RETURN w;
+END
+$$;
+
+-- Brings a window up to date for a request (Limiter::prepare): buckets conformed to
+-- the rules, the budget's period loaded.
+CREATE OR REPLACE FUNCTION keygate_limits_prepare(
+    INOUT w limit_windows, r_rpm bigint, r_tpm bigint, p_row_model text,
+    p_kind text, p_start bigint, p_end bigint, p_first_day integer, p_last_day integer,
+    now_ms bigint)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    SELECT c.lim, c.lvl, c.at_ms INTO w.rpm_limit, w.rpm_level, w.rpm_at
+      FROM keygate_bucket_conform(w.rpm_limit, w.rpm_level, w.rpm_at, r_rpm, now_ms) c;
+    SELECT c.lim, c.lvl, c.at_ms INTO w.tpm_limit, w.tpm_level, w.tpm_at
+      FROM keygate_bucket_conform(w.tpm_limit, w.tpm_level, w.tpm_at, r_tpm, now_ms) c;
+    w := keygate_limits_load_period(w, p_row_model, p_kind, p_start, p_end, p_first_day, p_last_day);
+END
+$$;
+
+-- One request's acquire (Limiter::acquire): the grant-wide window, then — when the
+-- request's model has overrides — the model's, both taken or neither. `p_model` is
+-- the request's model (NULL: none; never ''), `p_row_model` its usage rows' name;
+-- `m_has` whether it has overrides (then m_* are its rules and budget period). A
+-- refusal still keeps the windows brought up to date (buckets conformed, period
+-- loaded), as the in-memory limiter does. Answers the refusal (deny NULL: accepted),
+-- the leases, and the grant-wide rpm/tpm state after it (limit, remaining, ms to full).
+CREATE OR REPLACE FUNCTION keygate_limits_acquire(
+    p_grant text, p_now_ms bigint, est_tokens bigint, est_usd bigint,
+    g_rpm bigint, g_tpm bigint, g_conc bigint, g_usd bigint, g_tokens bigint,
+    g_kind text, g_start bigint, g_end bigint, g_first_day integer, g_last_day integer,
+    p_model text, p_row_model text, m_has boolean,
+    m_rpm bigint, m_tpm bigint, m_usd bigint, m_tokens bigint,
+    m_kind text, m_start bigint, m_end bigint, m_first_day integer, m_last_day integer,
+    OUT deny text, OUT deny_model boolean, OUT deny_limit bigint, OUT retry_after_ms bigint,
+    OUT resets_at bigint,
+    OUT g_request boolean, OUT g_lease_tokens bigint, OUT g_res_usd bigint, OUT g_res_tokens bigint,
+    OUT m_request boolean, OUT m_lease_tokens bigint, OUT m_res_usd bigint, OUT m_res_tokens bigint,
+    OUT rpm_limit bigint, OUT rpm_remaining bigint, OUT rpm_reset_ms bigint,
+    OUT tpm_limit bigint, OUT tpm_remaining bigint, OUT tpm_reset_ms bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    g limit_windows;
+    m limit_windows;
+    gd record;
+    md record;
+BEGIN
+    deny_model := false;
+    g := keygate_limits_lock(p_grant, '');
+    g := keygate_limits_prepare(g, g_rpm, g_tpm, NULL, g_kind, g_start, g_end,
+                                g_first_day, g_last_day, p_now_ms);
+    SELECT * INTO gd FROM keygate_limits_decide(g, g_rpm, g_tpm, g_conc, g_usd, g_tokens,
+                                                est_tokens, est_usd, p_now_ms);
+    IF gd.deny IS NOT NULL THEN
+        deny := gd.deny; deny_limit := gd.deny_limit; retry_after_ms := gd.retry_after_ms;
+        resets_at := g.resets_at;
+    ELSIF m_has AND p_model IS NOT NULL AND p_model <> '' THEN
+        m := keygate_limits_lock(p_grant, p_model);
+        m := keygate_limits_prepare(m, m_rpm, m_tpm, p_row_model, m_kind, m_start, m_end,
+                                    m_first_day, m_last_day, p_now_ms);
+        SELECT * INTO md FROM keygate_limits_decide(m, m_rpm, m_tpm, NULL, m_usd, m_tokens,
+                                                    est_tokens, est_usd, p_now_ms);
+        IF md.deny IS NOT NULL THEN
+            deny := md.deny; deny_model := true; deny_limit := md.deny_limit;
+            retry_after_ms := md.retry_after_ms; resets_at := m.resets_at;
+        ELSE
+            m := keygate_limits_apply(m, md.l_request, md.l_tokens, md.l_usd, md.l_res_tokens, p_now_ms);
+            m_request := md.l_request; m_lease_tokens := md.l_tokens;
+            m_res_usd := md.l_usd; m_res_tokens := md.l_res_tokens;
+        END IF;
+        PERFORM keygate_limits_store(m);
+    ELSIF p_model IS NOT NULL AND p_model <> '' THEN
+        -- Overrides removed since the last request: forget their window unless leases
+        -- are still out in it (their settlement comes back to it, and should the
+        -- overrides return it must still know those reservations); its spend is
+        -- reloaded then, as requests in between were not counted in it.
+        DELETE FROM limit_windows
+         WHERE grant_id = p_grant AND scope = p_model AND in_flight = 0;
+        UPDATE limit_windows SET period_kind = NULL, period_start = NULL
+         WHERE grant_id = p_grant AND scope = p_model;
+    END IF;
+    IF deny IS NULL THEN
+        g := keygate_limits_apply(g, gd.l_request, gd.l_tokens, gd.l_usd, gd.l_res_tokens, p_now_ms);
+        g_request := gd.l_request; g_lease_tokens := gd.l_tokens;
+        g_res_usd := gd.l_usd; g_res_tokens := gd.l_res_tokens;
+    END IF;
+    PERFORM keygate_limits_store(g);
+    IF g.rpm_limit IS NOT NULL THEN
+        rpm_limit := g.rpm_limit;
+        rpm_remaining := keygate_bucket_available(g.rpm_level, g.rpm_at, g.rpm_limit, p_now_ms);
+        rpm_reset_ms := keygate_bucket_reset_ms(g.rpm_level, g.rpm_at, g.rpm_limit, p_now_ms);
+    END IF;
+    IF g.tpm_limit IS NOT NULL THEN
+        tpm_limit := g.tpm_limit;
+        tpm_remaining := keygate_bucket_available(g.tpm_level, g.tpm_at, g.tpm_limit, p_now_ms);
+        tpm_reset_ms := keygate_bucket_reset_ms(g.tpm_level, g.tpm_at, g.tpm_limit, p_now_ms);
+    END IF;
+END
+$$;
+
+-- One lease's settlement (Limiter::settle): each window it holds rolls to the current
+-- budget period (when it has a budget), then releases the lease's place and
+-- reservations, adds the actual spend, and gives back (or charges) tpm tokens.
+-- p_model NULL: the lease holds no model window.
+CREATE OR REPLACE FUNCTION keygate_limits_settle(
+    p_grant text, p_now_ms bigint, a_usd bigint, a_tokens bigint,
+    g_lease_tokens bigint, g_res_usd bigint, g_res_tokens bigint,
+    g_kind text, g_start bigint, g_end bigint, g_first_day integer, g_last_day integer,
+    p_model text, p_row_model text,
+    m_lease_tokens bigint, m_res_usd bigint, m_res_tokens bigint,
+    m_kind text, m_start bigint, m_end bigint, m_first_day integer, m_last_day integer)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    g limit_windows;
+    m limit_windows;
+BEGIN
+    SELECT * INTO g FROM limit_windows WHERE grant_id = p_grant AND scope = '' FOR UPDATE;
+    IF FOUND THEN
+        IF g_kind IS NOT NULL THEN
+            g := keygate_limits_load_period(g, NULL, g_kind, g_start, g_end, g_first_day, g_last_day);
+        END IF;
+        g := keygate_limits_settle_window(g, g_lease_tokens, g_res_usd, g_res_tokens,
+                                          a_usd, a_tokens, p_now_ms);
+        PERFORM keygate_limits_store(g);
+    END IF;
+    IF p_model IS NOT NULL AND p_model <> '' THEN
+        SELECT * INTO m FROM limit_windows WHERE grant_id = p_grant AND scope = p_model FOR UPDATE;
+        IF FOUND THEN
+            IF m_kind IS NOT NULL THEN
+                m := keygate_limits_load_period(m, p_row_model, m_kind, m_start, m_end,
+                                                m_first_day, m_last_day);
+            END IF;
+            m := keygate_limits_settle_window(m, m_lease_tokens, m_res_usd, m_res_tokens,
+                                              a_usd, a_tokens, p_now_ms);
+            PERFORM keygate_limits_store(m);
+        END IF;
+    END IF;
+END
+$$;
