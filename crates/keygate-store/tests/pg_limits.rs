@@ -26,7 +26,8 @@ use keygate_core::limits::{Budget, Limits, ModelLimits};
 use keygate_core::money::Usd;
 use keygate_core::policy::{self, Deny, Estimate, Rules, Spend, UsageWindow};
 use keygate_store::{
-    LimitAsk, LimitLease, LimitRefusal, ModelAsk, pg_limits_acquire, pg_limits_settle,
+    LimitAsk, LimitLease, LimitRefusal, ModelAsk, pg_limits_acquire, pg_limits_forget,
+    pg_limits_settle,
 };
 use proptest::prelude::*;
 use tokio_postgres::{Client, NoTls};
@@ -812,6 +813,81 @@ async fn a_grant_without_limits_touches_no_row() {
         .unwrap();
     assert!(lease.is_held());
     assert_eq!(window_rows(&c).await, 1);
+    db.drop_db().await;
+}
+
+/// A budget removed (no limit left: requests make no statement) and put back: after
+/// the edit's `pg_limits_forget`, the window counts what was spent meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_reloads_spend_made_while_unlimited() {
+    let Some(url) = maintenance_url("an_edit_reloads_spend_made_while_unlimited") else {
+        return;
+    };
+    let db = TestDb::new(&url).await;
+    let c = db.client().await;
+    let grant = GrantId::generate();
+    let now_ms = 1_795_996_800_000 + 3_600_000;
+    let budget = Limits {
+        budget: Some(Budget {
+            usd: None,
+            tokens: Some(100),
+            period: Period::Day,
+        }),
+        ..Limits::default()
+    };
+    let est = |tokens| Estimate { tokens, usd: None };
+    let lease = pg_limits_acquire(&c, &ask(&grant, &budget, None, est(40), now_ms))
+        .await
+        .unwrap()
+        .unwrap();
+    pg_limits_settle(
+        &c,
+        &lease,
+        Spend {
+            usd: Usd::ZERO,
+            tokens: 40,
+        },
+        now_ms,
+    )
+    .await
+    .unwrap();
+    // Unlimited for a while: 50 tokens spent, counted in the usage rows only.
+    let none = Limits::default();
+    let free = pg_limits_acquire(&c, &ask(&grant, &none, None, est(50), now_ms))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!free.is_held());
+    c.execute(
+        "INSERT INTO usage (grant_id, day, model, prompt_tokens) VALUES ($1, $2, '', 90)",
+        &[
+            &grant.as_str(),
+            &(calendar::day_number(now_ms / 1000) as i32),
+        ],
+    )
+    .await
+    .unwrap();
+    // Without the reload, 40 of 100 would look spent and 50 more would fit.
+    pg_limits_forget(&c, &grant).await.unwrap();
+    let refused = pg_limits_acquire(&c, &ask(&grant, &budget, None, est(50), now_ms))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &refused,
+            Err(LimitRefusal {
+                deny: Deny::Budget { .. },
+                model: false
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        pg_limits_acquire(&c, &ask(&grant, &budget, None, est(10), now_ms))
+            .await
+            .unwrap()
+            .is_ok()
+    );
     db.drop_db().await;
 }
 

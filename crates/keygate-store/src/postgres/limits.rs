@@ -411,6 +411,17 @@ pub async fn settle(
     Ok(())
 }
 
+/// After an edit of the grant's limits: each of its windows reloads its budget's spend
+/// from the usage rows at its next request (requests made under no limit made no
+/// statement, so no window counted them). One statement per edit.
+pub async fn forget(client: &impl GenericClient, grant: &GrantId) -> Result<(), StoreError> {
+    client
+        .execute("SELECT keygate_limits_forget($1)", &[&grant.as_str()])
+        .await
+        .map_err(|e| pg_error(&e))?;
+    Ok(())
+}
+
 fn has_budget(r: &Rules) -> bool {
     r.budget_usd.is_some() || r.budget_tokens.is_some()
 }
