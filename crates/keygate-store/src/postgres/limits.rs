@@ -11,6 +11,11 @@
 //! is the pure policy's; `tests/pg_limits.rs` proves the two give the same answers.
 //!
 //! A grant without any limit makes no statement at all ([`LimitAsk::has_limits`]).
+//!
+//! Call them on a pooled client (autocommit) or in a READ COMMITTED transaction: a new
+//! window's row is created with `INSERT … ON CONFLICT DO NOTHING` and then locked, which
+//! under REPEATABLE READ would fail with a serialisation error when two nodes create it
+//! at once.
 
 use keygate_core::calendar::{self, Period};
 use keygate_core::ids::GrantId;
