@@ -381,3 +381,13 @@ BEGIN
     END IF;
 END
 $$;
+
+-- A grant's limits were edited: every window of it reloads its budget's spend from the
+-- usage rows at its next request. Requests made while the grant (or a model) had no
+-- limit made no statement and are not in its window; the in-memory limiter saw them,
+-- this reload does (up to the usage counters' batching, ≤ 1 s). One statement per
+-- edit, none per request.
+CREATE OR REPLACE FUNCTION keygate_limits_forget(p_grant text)
+RETURNS void LANGUAGE sql AS $$
+    UPDATE limit_windows SET period_kind = NULL, period_start = NULL WHERE grant_id = p_grant
+$$;

@@ -13,11 +13,18 @@ pub struct SqlMigration {
 }
 
 /// Every SQL migration, in the order they apply (versions 1, 2, 3, ... without gaps).
-pub const MIGRATIONS: &[SqlMigration] = &[SqlMigration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[SqlMigration] = &[
+    SqlMigration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../0001_initial.sql"),
+    },
+    SqlMigration {
+        version: 2,
+        name: "limits",
+        sql: include_str!("../0002_limits.sql"),
+    },
+];
 
 /// The version the last file brings the database to.
 pub fn latest() -> u32 {
@@ -35,5 +42,22 @@ mod tests {
             assert!(!m.sql.trim().is_empty(), "{}", m.name);
         }
         assert_eq!(latest() as usize, MIGRATIONS.len());
+    }
+
+    /// A file added to `migrations/` and not listed here would never be applied.
+    #[test]
+    fn every_sql_file_in_migrations_is_listed() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| format!("{:04}_{}.sql", m.version, m.name))
+            .collect();
+        assert_eq!(files, listed);
     }
 }

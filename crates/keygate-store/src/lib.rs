@@ -37,7 +37,7 @@ pub use postgres::postgres_pending_migrations;
 /// settle, atomic per grant across nodes.
 pub use postgres::limits::{
     LimitAsk, LimitLease, LimitRefusal, ModelAsk, RateState, acquire as pg_limits_acquire,
-    settle as pg_limits_settle,
+    forget as pg_limits_forget, settle as pg_limits_settle,
 };
 pub use records::{
     AdminKeyRecord, AuditRecord, AuditTarget, CeremonyRecord, CodeRecord, GrantRecord, GrantState,

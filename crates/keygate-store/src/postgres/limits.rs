@@ -11,6 +11,11 @@
 //! is the pure policy's; `tests/pg_limits.rs` proves the two give the same answers.
 //!
 //! A grant without any limit makes no statement at all ([`LimitAsk::has_limits`]).
+//!
+//! Call them on a pooled client (autocommit) or in a READ COMMITTED transaction: a new
+//! window's row is created with `INSERT … ON CONFLICT DO NOTHING` and then locked, which
+//! under REPEATABLE READ would fail with a serialisation error when two nodes create it
+//! at once.
 
 use keygate_core::calendar::{self, Period};
 use keygate_core::ids::GrantId;
@@ -406,6 +411,17 @@ pub async fn settle(
     ];
     client
         .execute(SETTLE, &params)
+        .await
+        .map_err(|e| pg_error(&e))?;
+    Ok(())
+}
+
+/// After an edit of the grant's limits: each of its windows reloads its budget's spend
+/// from the usage rows at its next request (requests made under no limit made no
+/// statement, so no window counted them). One statement per edit.
+pub async fn forget(client: &impl GenericClient, grant: &GrantId) -> Result<(), StoreError> {
+    client
+        .execute("SELECT keygate_limits_forget($1)", &[&grant.as_str()])
         .await
         .map_err(|e| pg_error(&e))?;
     Ok(())
