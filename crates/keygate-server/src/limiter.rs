@@ -1,7 +1,13 @@
 //! THE limiter: every piece of per-grant limit state lives here, behind [`Limiter`]'s
-//! few methods (`acquire`, the [`Lease`] it hands out, `snapshot`, `reserved`), so a
-//! later issue can move it to a shared database for several nodes without touching
-//! the proxy.
+//! few methods (`acquire`, the [`Lease`] it hands out, `snapshot`, `reserved`).
+//!
+//! Where the state lives depends on the store. On sled (one node) it is this process's
+//! memory, as described below. On PostgreSQL (several nodes) it is the store's shared
+//! `limit_windows` (`StoreBackend::limits_*`): a limited request makes one statement
+//! to acquire and, once answered, one to settle — spawned, so the answer never waits
+//! on it — and a grant without limits makes none; the decision is the same pure policy,
+//! run by PL/pgSQL under the grant's row locks. Only the rpm/tpm figures for headers
+//! are kept here then (the last acquire's on this node).
 //!
 //! Per grant (and per grant + model for a model with overrides in `limits.models`): a
 //! `keygate_core::policy::UsageWindow` — rpm/tpm buckets, requests in flight, and the
@@ -27,7 +33,9 @@ use keygate_core::limits::{Budget, Limits};
 use keygate_core::money::Usd;
 use keygate_core::policy::{self, Deny, Estimate, Rules, Spend, UsageWindow};
 use keygate_core::time::Clock;
-use keygate_store::{Store, StoreError, UsageCounts};
+use keygate_store::{
+    BackendKind, LimitAsk, LimitLease, ModelAsk, RateState, Store, StoreError, UsageCounts,
+};
 
 use crate::accounting::Accounting;
 
@@ -39,6 +47,10 @@ struct Inner {
     accounting: Accounting,
     store: Store,
     clock: Clock,
+    /// The store keeps the windows, shared by every node (PostgreSQL).
+    shared: bool,
+    /// Shared windows: the rpm/tpm state the last acquire on this node saw, per grant.
+    rates: Mutex<HashMap<GrantId, RateState>>,
 }
 
 /// One grant's state.
@@ -166,8 +178,10 @@ impl Limiter {
         Self(Arc::new(Inner {
             slots: Mutex::new(HashMap::new()),
             accounting,
+            shared: store.kind() == BackendKind::Postgres,
             store,
             clock,
+            rates: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -197,6 +211,9 @@ impl Limiter {
         model: Option<&str>,
         estimate: Estimate,
     ) -> Result<Lease, Refusal> {
+        if self.0.shared {
+            return self.acquire_shared(grant, limits, model, estimate).await;
+        }
         let slot = self.slot(grant);
         let mut loaded: Vec<Loaded> = Vec::new();
         for round in 0..=MAX_READS {
@@ -293,11 +310,68 @@ impl Limiter {
             model_lease,
             anonymous_row: false,
             settled: false,
+            shared: None,
+        })
+    }
+
+    /// [`Limiter::acquire`] on the store's shared windows: one statement, which
+    /// decides and takes atomically per grant across every node.
+    async fn acquire_shared(
+        &self,
+        grant: &GrantId,
+        limits: &Limits,
+        model: Option<&str>,
+        estimate: Estimate,
+    ) -> Result<Lease, Refusal> {
+        let ask = LimitAsk {
+            grant,
+            now_ms: self.0.clock.now_ms(),
+            rules: Rules::of(limits),
+            budget_period: limits.budget.as_ref().map(|b| b.period),
+            estimate,
+            model: model.map(|m| ModelAsk {
+                name: m,
+                row_name: row_model(m),
+                overrides: limits
+                    .for_model(m)
+                    .map(|o| (Rules::of_model(o), o.budget.as_ref().map(|b| b.period))),
+            }),
+        };
+        let held = match self.0.store.limits_acquire(&ask).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(r)) if r.model => return Err(Refusal::Model(r.deny)),
+            Ok(Err(r)) => return Err(Refusal::Deny(r.deny)),
+            Err(e) => return Err(Refusal::Store(e)),
+        };
+        if held.is_held() {
+            lock(&self.0.rates).insert(grant.clone(), held.rate());
+        }
+        Ok(Lease {
+            limiter: self.clone(),
+            grant: grant.clone(),
+            model: model.unwrap_or_default().to_owned(),
+            limits_budget: limits.budget.clone(),
+            model_budget: model
+                .and_then(|m| limits.for_model(m))
+                .and_then(|o| o.budget.clone()),
+            grant_lease: *held.grant_lease(),
+            model_lease: held.model_lease().copied(),
+            anonymous_row: false,
+            settled: false,
+            shared: Some(held),
         })
     }
 
     /// rpm/tpm now, for the answer's headers (full buckets for a grant not seen yet).
+    /// Shared windows: as the last acquire on this node left them.
     pub fn snapshot(&self, grant: &GrantId, limits: &Limits) -> RateSnapshot {
+        if self.0.shared {
+            let rate = lock(&self.0.rates).get(grant).copied().unwrap_or_default();
+            return RateSnapshot {
+                requests: rate.requests,
+                tokens: rate.tokens,
+            };
+        }
         let now_ms = self.0.clock.now_ms();
         let slot = self.slot(grant);
         let mut s = lock(&slot);
@@ -315,6 +389,12 @@ impl Limiter {
     /// start would rebuild: the budget is reloaded from the usage rows); returns how
     /// many were dropped. Run by the background sweeper, so idle grants cost no memory.
     pub fn forget_idle(&self) -> usize {
+        if self.0.shared {
+            let mut rates = lock(&self.0.rates);
+            let n = rates.len();
+            rates.clear();
+            return n;
+        }
         let now_ms = self.0.clock.now_ms();
         let mut slots = lock(&self.0.slots);
         let before = slots.len();
@@ -335,13 +415,17 @@ impl Limiter {
         before - slots.len()
     }
 
-    /// What the grant's requests in flight have reserved against its budget.
-    pub fn reserved(&self, grant: &GrantId) -> Spend {
+    /// What the grant's requests in flight have reserved against its budget (on every
+    /// node, for shared windows).
+    pub async fn reserved(&self, grant: &GrantId) -> Result<Spend, StoreError> {
+        if self.0.shared {
+            return Ok(self.0.store.limits_held(grant).await?.1);
+        }
         let slots = lock(&self.0.slots);
-        slots
+        Ok(slots
             .get(grant)
             .map(|slot| lock(slot).grant.usage.reserved)
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// Requests of the grant in flight.
@@ -362,20 +446,16 @@ impl Limiter {
             usd: Usd::from_nanos(counts.usd_nanos),
             tokens: counts.tokens(),
         };
+        if let Some(held) = &lease.shared {
+            self.record(lease, counts, now);
+            if held.is_held() {
+                self.settle_shared(held.clone(), actual, now_ms);
+            }
+            return;
+        }
         let slot = self.slot(&lease.grant);
         let mut s = lock(&slot);
-        self.0.accounting.record(
-            &lease.grant,
-            calendar::day_number(now),
-            // A model with overrides keeps its name: its window reloads its spend
-            // from the rows of that name.
-            if lease.anonymous_row && lease.model_lease.is_none() {
-                ""
-            } else {
-                row_model(&lease.model)
-            },
-            counts,
-        );
+        self.record(lease, counts, now);
         // Under the same lock as the record: an acquire reading a total knows whether
         // this landed during its read.
         s.settles = s.settles.wrapping_add(1);
@@ -389,6 +469,49 @@ impl Limiter {
         {
             roll(w, lease.model_budget.as_ref(), now);
             w.usage.settle(ml, actual, now_ms);
+        }
+    }
+
+    /// Counts the answer in the usage rows (batched by `accounting`).
+    fn record(&self, lease: &Lease, counts: &UsageCounts, now: u64) {
+        self.0.accounting.record(
+            &lease.grant,
+            calendar::day_number(now),
+            // A model with overrides keeps its name: its window reloads its spend
+            // from the rows of that name.
+            if lease.anonymous_row && lease.model_lease.is_none() {
+                ""
+            } else {
+                row_model(&lease.model)
+            },
+            counts,
+        );
+    }
+
+    /// Settles a shared lease in the background: the answer is already out, and
+    /// `Lease::drop` cannot wait. Until it lands the request still counts as in flight
+    /// (a request deciding meanwhile sees one more: refused a little early, never
+    /// late). A failed statement leaves the lease held in the store: logged as an
+    /// error, since the grant's concurrency and budget then stay taken.
+    fn settle_shared(&self, held: LimitLease, actual: Spend, now_ms: u64) {
+        let store = self.0.store.clone();
+        let settle = async move {
+            if let Err(e) = store.limits_settle(&held, actual, now_ms).await {
+                tracing::error!(
+                    error = %e,
+                    "could not settle a request in the shared limits: its place and \
+                     reservation stay taken"
+                );
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(settle);
+            }
+            Err(_) => tracing::error!(
+                "no runtime to settle a request in the shared limits: its place and \
+                 reservation stay taken"
+            ),
         }
     }
 }
@@ -439,6 +562,8 @@ pub struct Lease {
     /// Count the usage row under no model (see [`Lease::count_without_model`]).
     anonymous_row: bool,
     settled: bool,
+    /// The lease in the store's shared windows (PostgreSQL), else `None`.
+    shared: Option<LimitLease>,
 }
 
 impl std::fmt::Debug for Lease {

@@ -34,6 +34,8 @@ use crate::records::{
 use crate::store::GrantFilter;
 use crate::sweep::Swept;
 use crate::usage::{UsageCounts, UsageDelta, UsageRow};
+use crate::{LimitAsk, LimitLease, LimitRefusal};
+use keygate_core::policy::Spend;
 
 /// A page of records and the cursor of the next page (`None`: this was the last).
 pub type Page<T> = (Vec<T>, Option<Vec<u8>>);
@@ -340,4 +342,29 @@ pub trait StoreBackend: Send + Sync + 'static {
     ) -> Result<Page<AuditRecord>, StoreError>;
     /// Removes entries older than `cutoff_ns` (a configured retention); how many.
     async fn sweep_audit_before(&self, cutoff_ns: u64) -> Result<usize, StoreError>;
+
+    // --- limits shared by every node ---------------------------------------------
+    // PostgreSQL keeps every limited grant's windows (rpm/tpm buckets, requests in
+    // flight, budget reservations and spend: `limit_windows`) so that all nodes share
+    // them, one statement per acquire and per settle. A sled store has one node, whose
+    // limiter keeps them in memory (keygate-server's `limiter.rs`): there these answer
+    // `Unsupported`.
+
+    /// Decides a request under its limits and takes its lease, both windows (the
+    /// grant's and its model's overrides) or neither; `Ok(Err(_))` is a refusal. (An
+    /// `update_grant` that changes a grant's limits makes its windows reload their
+    /// spend: spend made while a budget was absent was in no window.)
+    async fn limits_acquire(
+        &self,
+        ask: &LimitAsk<'_>,
+    ) -> Result<Result<LimitLease, LimitRefusal>, StoreError>;
+    /// Ends a lease with what the answer really used.
+    async fn limits_settle(
+        &self,
+        lease: &LimitLease,
+        actual: Spend,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// The grant's requests in flight and what they reserve against its own budget.
+    async fn limits_held(&self, grant: &GrantId) -> Result<(u32, Spend), StoreError>;
 }

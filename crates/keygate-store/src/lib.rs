@@ -32,13 +32,13 @@ pub use backup::{BackupError, Snapshot, SnapshotSummary};
 pub use copy::{CopyError, CopyReport, copy};
 pub use error::StoreError;
 pub use handle::Store;
-pub use postgres::postgres_pending_migrations;
 /// The limiter's windows in PostgreSQL (issue 14): one statement to acquire, one to
 /// settle, atomic per grant across nodes.
 pub use postgres::limits::{
     LimitAsk, LimitLease, LimitRefusal, ModelAsk, RateState, acquire as pg_limits_acquire,
     forget as pg_limits_forget, settle as pg_limits_settle,
 };
+pub use postgres::postgres_pending_migrations;
 pub use records::{
     AdminKeyRecord, AuditRecord, AuditTarget, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
     OperatorKeyRecord, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,

@@ -11,7 +11,11 @@ use async_trait::async_trait;
 use keygate_core::ids::{AdminKeyId, GrantId, PasskeyId, UserId};
 use keygate_core::time::UnixTime;
 
-use crate::StoreError;
+use crate::{LimitAsk, LimitLease, LimitRefusal, StoreError};
+use keygate_core::policy::Spend;
+
+/// What sled does not do (one node's limits live in its memory).
+const SHARED_LIMITS: &str = "limits shared across nodes";
 use crate::api::{BackendKind, Entry, GrantChange, Page, StoreBackend};
 use crate::audit::AuditQuery;
 use crate::auth::{DeletePasskey, PasskeyInsert, SessionInsert};
@@ -36,6 +40,27 @@ macro_rules! forward {
 
             async fn flush(&self) -> Result<(), StoreError> {
                 SledStore::flush(self).await
+            }
+
+            // One node: its limiter keeps the windows in memory (see api.rs).
+            async fn limits_acquire(
+                &self,
+                _ask: &LimitAsk<'_>,
+            ) -> Result<Result<LimitLease, LimitRefusal>, StoreError> {
+                Err(StoreError::Unsupported(SHARED_LIMITS))
+            }
+
+            async fn limits_settle(
+                &self,
+                _lease: &LimitLease,
+                _actual: Spend,
+                _now_ms: u64,
+            ) -> Result<(), StoreError> {
+                Err(StoreError::Unsupported(SHARED_LIMITS))
+            }
+
+            async fn limits_held(&self, _grant: &GrantId) -> Result<(u32, Spend), StoreError> {
+                Err(StoreError::Unsupported(SHARED_LIMITS))
             }
 
             $( async fn $name(&self $(, $arg: $ty)*) -> $ret {

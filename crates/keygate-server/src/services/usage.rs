@@ -112,7 +112,7 @@ pub async fn period(
         )
         .await?;
     let usd = Usd::from_nanos(total.usd_nanos);
-    let reserved = st.limiter.reserved(&grant.id);
+    let reserved = st.limiter.reserved(&grant.id).await?;
     let remaining = Remaining {
         usd: budget
             .and_then(|b| b.usd)

@@ -32,6 +32,8 @@ use crate::store::{GrantFilter, OPERATOR_KEY_KEY};
 use crate::sweep::Swept;
 use crate::table::{Versioned, decode_value, encode_value};
 use crate::usage::{UsageCounts, UsageDelta, UsageRow};
+use crate::{LimitAsk, LimitLease, LimitRefusal};
+use keygate_core::policy::Spend;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -698,6 +700,8 @@ impl StoreBackend for PgStore {
         for sql in [
             "DELETE FROM vault WHERE user_id = $1",
             "DELETE FROM sessions WHERE user_id = $1",
+            "DELETE FROM limit_windows WHERE grant_id IN \
+             (SELECT id FROM grants WHERE user_id = $1)",
             "DELETE FROM grants WHERE user_id = $1",
             "DELETE FROM passkeys WHERE user_id = $1",
             "DELETE FROM ceremonies WHERE user_id = $1",
@@ -917,7 +921,14 @@ impl StoreBackend for PgStore {
             return Ok(None);
         };
         let mut grant: GrantRecord = record(trees::GRANTS, row, 0)?;
+        let limits_before = grant.limits.clone();
         change(&mut grant);
+        if grant.limits != limits_before {
+            // Spend made while a budget was absent was in no window: the windows
+            // reload it from the usage rows at the next request (they keep what is in
+            // flight).
+            exec(&tx, "SELECT keygate_limits_forget($1)", &[&id.as_str()]).await?;
+        }
         let state = state_text(grant.state)?;
         exec(
             &tx,
@@ -952,10 +963,18 @@ impl StoreBackend for PgStore {
     }
 
     async fn delete_grant(&self, id: &GrantId) -> Result<bool, StoreError> {
-        Ok(self
-            .exec("DELETE FROM grants WHERE id = $1", &[&id.as_str()])
-            .await?
-            > 0)
+        // Its limit windows go with it (a removed grant serves no request).
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        exec(
+            &tx,
+            "DELETE FROM limit_windows WHERE grant_id = $1",
+            &[&id.as_str()],
+        )
+        .await?;
+        let existed = exec(&tx, "DELETE FROM grants WHERE id = $1", &[&id.as_str()]).await? > 0;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(existed)
     }
 
     async fn touch_grants(&self, used: &[(GrantId, UnixTime)]) -> Result<(), StoreError> {
@@ -1439,6 +1458,53 @@ impl StoreBackend for PgStore {
             .exec("DELETE FROM audit WHERE at_ns < $1", &[&int(cutoff_ns)])
             .await?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    async fn limits_acquire(
+        &self,
+        ask: &LimitAsk<'_>,
+    ) -> Result<Result<LimitLease, LimitRefusal>, StoreError> {
+        if !ask.has_limits() {
+            // No statement, no pooled connection: a grant without limits costs nothing.
+            return super::limits::acquire_unlimited(ask);
+        }
+        super::limits::acquire(&**self.client().await?, ask).await
+    }
+
+    async fn limits_settle(
+        &self,
+        lease: &LimitLease,
+        actual: Spend,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        if !lease.is_held() {
+            return Ok(());
+        }
+        super::limits::settle(&**self.client().await?, lease, actual, now_ms).await
+    }
+
+    async fn limits_held(&self, grant: &GrantId) -> Result<(u32, Spend), StoreError> {
+        let rows = self
+            .rows(
+                "SELECT in_flight, reserved_usd::bigint, reserved_tokens::bigint \
+                 FROM limit_windows WHERE grant_id = $1 AND scope = ''",
+                &[&grant.as_str()],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok((0, Spend::default()));
+        };
+        let get = |i: usize| -> Result<u64, StoreError> {
+            let v: i64 = row.try_get(i).map_err(pg_error)?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        };
+        Ok((
+            u32::try_from(get(0)?).unwrap_or(u32::MAX),
+            Spend {
+                usd: keygate_core::money::Usd::from_nanos(get(1)?),
+                tokens: get(2)?,
+            },
+        ))
     }
 }
 

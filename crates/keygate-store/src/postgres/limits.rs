@@ -174,6 +174,20 @@ const ACQUIRE: &str = "SELECT deny, deny_model, deny_limit, retry_after_ms, rese
 const SETTLE: &str = "SELECT keygate_limits_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
      $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
 
+/// The lease of a request under no limit: nothing held, nothing to settle.
+pub fn acquire_unlimited(
+    ask: &LimitAsk<'_>,
+) -> Result<Result<LimitLease, LimitRefusal>, StoreError> {
+    Ok(Ok(LimitLease {
+        grant: ask.grant.clone(),
+        held: false,
+        grant_lease: policy::Lease::default(),
+        budget_period: None,
+        model: None,
+        rate: RateState::default(),
+    }))
+}
+
 /// Decides a request under its grant's limits and its model's overrides and, when it
 /// may go ahead, takes its lease in both windows (both or neither) — in one statement,
 /// atomic per grant across every node. `Ok(Err(_))` is a refusal.
@@ -183,14 +197,7 @@ pub async fn acquire(
 ) -> Result<Result<LimitLease, LimitRefusal>, StoreError> {
     let model_name = ask.model.as_ref().map(|m| m.name).filter(|n| !n.is_empty());
     if !ask.has_limits() {
-        return Ok(Ok(LimitLease {
-            grant: ask.grant.clone(),
-            held: false,
-            grant_lease: policy::Lease::default(),
-            budget_period: None,
-            model: None,
-            rate: RateState::default(),
-        }));
+        return acquire_unlimited(ask);
     }
     let now = big(ask.now_ms);
     let g = bounds(

@@ -28,6 +28,7 @@ mod ceremonies;
 mod copy;
 mod deletion;
 mod grants;
+mod limits;
 mod nodes;
 mod pages;
 mod passkeys;
@@ -48,6 +49,7 @@ fn every_interface_method_is_exercised() {
         include_str!("deletion.rs"),
         include_str!("grants.rs"),
         include_str!("harness.rs"),
+        include_str!("limits.rs"),
         include_str!("nodes.rs"),
         include_str!("pages.rs"),
         include_str!("passkeys.rs"),
