@@ -104,18 +104,28 @@ impl Accounting {
     /// 500 ms). A flush counted in `keygate_store_flush_seconds{writer="usage"}` has
     /// therefore reached the disk: what the usage reports showed before it started
     /// survives a crash (docs/OPERATIONS.md, "Durability and soak").
+    ///
+    /// It ends when `stop` changes, between two writes — never by being aborted: a batch
+    /// is drained from the pending counters before it is written, so a write cut off
+    /// halfway (an await into a database) would lose it.
     pub fn spawn_flusher(
         &self,
         store: Store,
         every: Duration,
         metrics: Arc<crate::metrics::Metrics>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                interval.tick().await;
+                tokio::select! {
+                    // A stop asked while a write ran wins over the tick due meanwhile.
+                    biased;
+                    _ = stop.changed() => return,
+                    _ = interval.tick() => {}
+                }
                 let started = std::time::Instant::now();
                 match this.write_to(&store).await {
                     Ok(true) => {

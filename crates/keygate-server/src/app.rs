@@ -149,27 +149,36 @@ impl Application {
     /// the shutdown timeout) or until the handle stops it; then writes pending
     /// last-used times and usage counters and flushes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let flusher = self.state.last_used.spawn_flusher(
             self.state.store.clone(),
             Duration::from_secs(1),
             self.state.metrics.clone(),
+            stopping.clone(),
         );
         let usage_flusher = self.state.accounting.spawn_flusher(
             self.state.store.clone(),
             Duration::from_secs(1),
             self.state.metrics.clone(),
+            stopping,
         );
         let sweeper = spawn_sweeper(&self.state);
         // A pass at start (records left under an older key by a rotation made while
         // keygate was stopped), then one after each rotation made through the admin API.
         let resealer = crate::services::master_keys::spawn_resealer(self.state.clone());
         let result = self.server.await;
-        // Abort the background tasks and wait until they are gone: each holds a store
-        // handle, and sled's lock is released only when the last handle drops.
-        // The re-seal task stops between two records (each is swapped atomically);
-        // what it did not reach is re-sealed at the next start.
-        for task in [flusher, usage_flusher, sweeper, resealer] {
+        // Stop the background tasks and wait until they are gone: each holds a store
+        // handle, and sled's lock is released only when the last handle drops. The
+        // flushers are told to stop and finish the write they are in (a batch is
+        // drained before it is written: aborted mid-write on a database, it would be
+        // lost). The re-seal task is aborted between two records (each is swapped
+        // atomically); what it did not reach is re-sealed at the next start.
+        let _ = stop.send(true);
+        for task in [sweeper, resealer] {
             task.abort();
+            let _ = task.await;
+        }
+        for task in [flusher, usage_flusher] {
             let _ = task.await;
         }
         self.state.last_used.write_to(&self.state.store).await;

@@ -138,11 +138,14 @@ impl LastUsed {
         }
     }
 
+    /// Ends when `stop` changes, between two writes (never aborted mid-write, as the
+    /// usage flusher: a drained batch must not be cut off).
     pub fn spawn_flusher(
         &self,
         store: Store,
         every: Duration,
         metrics: Arc<Metrics>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
@@ -150,7 +153,12 @@ impl LastUsed {
             let mut interval = tokio::time::interval(every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                interval.tick().await;
+                tokio::select! {
+                    // A stop asked while a write ran wins over the tick due meanwhile.
+                    biased;
+                    _ = stop.changed() => return,
+                    _ = interval.tick() => {}
+                }
                 let started = std::time::Instant::now();
                 this.write_to(&store).await;
                 metrics.observe_flush("last_used", started.elapsed());

@@ -1,12 +1,16 @@
-//! The server over a store that lacks the sled-only operations, as a PostgreSQL store
-//! does: `GET /admin/backup` answers 501 `unsupported_on_this_store` through the real
-//! routes, extractors and error mapping, and everything else keeps working. The store
-//! is sled behind a wrapper that says it is PostgreSQL and refuses `snapshot` exactly
-//! as the PostgreSQL backend does (`StoreError::Unsupported`).
+//! The server over sled behind a wrapper that behaves as a PostgreSQL store would where
+//! the two differ: it says it is PostgreSQL and refuses `snapshot` as that backend
+//! does (`StoreError::Unsupported`), and its usage writes can take time (a network
+//! round trip, an await a task can be stopped at).
+//!
+//! - `GET /admin/backup` answers 501 `unsupported_on_this_store` through the real
+//!   routes, extractors and error mapping, and everything else keeps working;
+//! - stopping the usage flusher while it writes loses no counter.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{App, test, web};
 use async_trait::async_trait;
@@ -25,11 +29,12 @@ use keygate_store::{
 
 const ADMIN_KEY: &str = "unsupported-store-test-admin-key-0123456789";
 
-/// sled, answering as a store without snapshots.
-struct NoSnapshots(Store);
+/// sled, answering as a store without snapshots, whose `add_usage` waits `slow_usage`
+/// before writing.
+struct Wrapped(Store, Duration);
 
 #[async_trait]
-impl StoreBackend for NoSnapshots {
+impl StoreBackend for Wrapped {
     fn kind(&self) -> BackendKind {
         BackendKind::Postgres
     }
@@ -324,6 +329,7 @@ impl StoreBackend for NoSnapshots {
     }
 
     async fn add_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
+        tokio::time::sleep(self.1).await;
         self.0.add_usage(deltas).await
     }
 
@@ -376,7 +382,7 @@ impl StoreBackend for NoSnapshots {
 async fn a_backup_of_a_store_without_snapshots_is_501_and_the_rest_works() {
     let dir = tempfile::tempdir().unwrap();
     let sled = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-    let store = Store::from_backend(Arc::new(NoSnapshots(sled)));
+    let store = Store::from_backend(Arc::new(Wrapped(sled, Duration::ZERO)));
     let config = Config::for_tests(dir.path(), "http://127.0.0.1:9/v1", ADMIN_KEY).unwrap();
     let client = keygate_server::upstream::client(&config).unwrap();
     let keyring = MasterKeys::new(Keyring::generate().unwrap(), &KeySource::Given);
@@ -416,4 +422,46 @@ async fn a_backup_of_a_store_without_snapshots_is_501_and_the_rest_works() {
         !audit.to_string().contains("store.backed_up"),
         "a refused backup was audited: {audit}"
     );
+}
+
+/// The flusher is stopped while a batch is on its way to the store (drained from the
+/// pending counters, the write awaiting): the batch still lands, and what was recorded
+/// meanwhile is written by the last write at shutdown. Aborting the flusher there would
+/// drop the batch.
+#[tokio::test]
+async fn stopping_the_usage_flusher_mid_write_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let store = Store::from_backend(Arc::new(Wrapped(sled, Duration::from_millis(300))));
+    let metrics = Arc::new(
+        keygate_server::metrics::Metrics::new(&keygate_core::price::PriceTable::builtin()).unwrap(),
+    );
+    let acc = keygate_server::accounting::Accounting::default();
+    let g = GrantId::generate();
+    let one = UsageCounts {
+        requests: 1,
+        prompt_tokens: 10,
+        ..UsageCounts::default()
+    };
+    acc.record(&g, 7, "m", &one);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let flusher = acc.spawn_flusher(store.clone(), Duration::from_millis(10), metrics, stopping);
+    // The first tick is at once: the batch is drained and its write is waiting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    acc.record(&g, 7, "m", &one);
+    stop.send(true).unwrap();
+    flusher.await.unwrap();
+    assert_eq!(
+        store
+            .usage_total(&g, 0, u32::MAX, None)
+            .await
+            .unwrap()
+            .requests,
+        1,
+        "the batch in flight was written"
+    );
+    // Shutdown's last write takes the rest.
+    assert!(acc.write_to(&store).await.unwrap());
+    let total = store.usage_total(&g, 0, u32::MAX, None).await.unwrap();
+    assert_eq!((total.requests, total.prompt_tokens), (2, 20));
 }
