@@ -546,12 +546,7 @@ impl OpenAiError {
             501,
             "server_error",
             "unsupported_on_this_store",
-            format!(
-                "{what} is not available on this keygate's store. A PostgreSQL store is backed \
-                 up and restored with PostgreSQL's own tools (pg_dump and pg_restore, or your \
-                 provider's snapshots); keep the master keyring beside it (the key file or \
-                 KEYGATE_MASTER_KEYS), as the database never holds it."
-            ),
+            format!("{what}: not available on this keygate's store."),
         );
         e.should_retry = Some(false);
         e

@@ -652,7 +652,7 @@ mod tests {
             ),
             (StoreError::Encode("x".into()).into(), 500, "internal_error"),
             (
-                StoreError::Unsupported("backup (use pg_dump)").into(),
+                StoreError::Unsupported(keygate_store::PG_BACKUP).into(),
                 501,
                 "unsupported_on_this_store",
             ),
@@ -855,7 +855,7 @@ mod tests {
     /// act on, a message naming what to use instead, and no retry by the SDKs.
     #[test]
     fn an_operation_the_store_lacks_is_501_and_says_what_to_use() {
-        let err = ServerError::from(StoreError::Unsupported("backup (use pg_dump)"));
+        let err = ServerError::from(StoreError::Unsupported(keygate_store::PG_BACKUP));
         let res = err.error_response();
         assert_eq!(res.status().as_u16(), 501);
         assert_eq!(res.headers().get("x-should-retry").unwrap(), "false");
@@ -863,7 +863,7 @@ mod tests {
         assert_eq!(e.code, Some("unsupported_on_this_store"));
         assert!(
             e.message
-                .starts_with("backup (use pg_dump) is not available")
+                .starts_with("a backup through keygate (a PostgreSQL store")
         );
         assert!(e.message.contains("pg_dump") && e.message.contains("pg_restore"));
         assert!(e.message.contains("master keyring"), "{}", e.message);

@@ -16,15 +16,17 @@ use actix_web::{App, test, web};
 use async_trait::async_trait;
 use keygate_core::ids::{AdminKeyId, GrantId, PasskeyId, UserId};
 use keygate_core::keyring::Keyring;
+use keygate_core::policy::Spend;
 use keygate_core::time::UnixTime;
 use keygate_server::master_keys::MasterKeys;
 use keygate_server::state::AppState;
 use keygate_server::{Config, keyfile::KeySource};
 use keygate_store::{
     AdminKeyRecord, AuditQuery, AuditRecord, BackendKind, CeremonyRecord, CodeRecord,
-    DeletePasskey, Entry, GrantChange, GrantFilter, GrantRecord, OperatorKeyRecord, Page,
-    PasskeyInsert, PasskeyRecord, SessionInsert, SessionRecord, Snapshot, Store, StoreBackend,
-    StoreError, StoreOptions, Swept, UsageCounts, UsageDelta, UsageRow, UserRecord, VaultRecord,
+    DeletePasskey, Entry, GrantChange, GrantFilter, GrantRecord, LimitAsk, LimitLease,
+    LimitRefusal, OperatorKeyRecord, Page, PasskeyInsert, PasskeyRecord, SessionInsert,
+    SessionRecord, Snapshot, Store, StoreBackend, StoreError, StoreOptions, Swept, UsageCounts,
+    UsageDelta, UsageRow, UserRecord, VaultRecord,
 };
 
 const ADMIN_KEY: &str = "unsupported-store-test-admin-key-0123456789";
@@ -40,7 +42,7 @@ impl StoreBackend for Wrapped {
     }
 
     async fn snapshot(&self, _now: UnixTime) -> Result<Snapshot, StoreError> {
-        Err(StoreError::Unsupported("backup (use pg_dump)"))
+        Err(StoreError::Unsupported(keygate_store::PG_BACKUP))
     }
 
     async fn schema_version(&self) -> Result<u32, StoreError> {
@@ -375,6 +377,26 @@ impl StoreBackend for Wrapped {
 
     async fn sweep_audit_before(&self, cutoff_ns: u64) -> Result<usize, StoreError> {
         self.0.sweep_audit_before(cutoff_ns).await
+    }
+
+    async fn limits_acquire(
+        &self,
+        ask: &LimitAsk<'_>,
+    ) -> Result<Result<LimitLease, LimitRefusal>, StoreError> {
+        self.0.limits_acquire(ask).await
+    }
+
+    async fn limits_settle(
+        &self,
+        lease: &LimitLease,
+        actual: Spend,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.0.limits_settle(lease, actual, now_ms).await
+    }
+
+    async fn limits_held(&self, grant: &GrantId) -> Result<(u32, Spend), StoreError> {
+        self.0.limits_held(grant).await
     }
 }
 

@@ -38,7 +38,7 @@ pub use postgres::limits::{
     LimitAsk, LimitLease, LimitRefusal, ModelAsk, RateState, acquire as pg_limits_acquire,
     forget as pg_limits_forget, settle as pg_limits_settle,
 };
-pub use postgres::postgres_pending_migrations;
+pub use postgres::{PG_BACKUP, postgres_pending_migrations};
 pub use records::{
     AdminKeyRecord, AuditRecord, AuditTarget, CeremonyRecord, CodeRecord, GrantRecord, GrantState,
     OperatorKeyRecord, PasskeyRecord, SessionRecord, UserRecord, VaultRecord,

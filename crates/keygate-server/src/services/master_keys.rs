@@ -29,6 +29,21 @@ const YIELD_EVERY: usize = 64;
 /// keyring while the pass ran). Records that do not open stay and are logged.
 const MAX_PASSES: usize = 5;
 
+/// Rotating or retiring through the API changes this node's key file only. With a
+/// shared store the other nodes would then meet records sealed under a key they do
+/// not have (or keep one this node dropped): refused there — every node is given the
+/// new keyring instead (docs/OPERATIONS.md, "Scale-out").
+fn one_node_keyring(store: &Store) -> Result<(), ServerError> {
+    if store.kind() == keygate_store::BackendKind::Postgres {
+        return Err(keygate_store::StoreError::Unsupported(
+            "changing the master keyring through one node of a shared store (give every \
+             node the new keyring: docs/OPERATIONS.md, Scale-out)",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// `GET /admin/master-keys`: the kids (never the keys), how many sealed records
 /// (people's keys and the operator's) use each, and how many still wait for the re-seal.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -119,6 +134,7 @@ pub async fn show(st: &AppState) -> Result<KeyringView, ServerError> {
 /// first, then the new keyring is used for every seal from the next one on, and the
 /// re-seal task is woken. Older keys stay, so every record keeps opening throughout.
 pub async fn rotate(st: &AppState, by: &Audit) -> Result<KeyringView, ServerError> {
+    one_node_keyring(&st.store)?;
     let file = st
         .keyring
         .file()
@@ -149,6 +165,7 @@ pub async fn rotate(st: &AppState, by: &Audit) -> Result<KeyringView, ServerErro
 /// Removes `kid` from the keyring (and the key file) once no record uses it; never the
 /// active key.
 pub async fn retire(st: &AppState, kid: &str, by: &Audit) -> Result<(), ServerError> {
+    one_node_keyring(&st.store)?;
     let file = st
         .keyring
         .file()

@@ -437,7 +437,7 @@ impl StoreBackend for PgStore {
     }
 
     async fn snapshot(&self, _now: UnixTime) -> Result<Snapshot, StoreError> {
-        Err(StoreError::Unsupported("backup (use pg_dump)"))
+        Err(StoreError::Unsupported(super::PG_BACKUP))
     }
 
     async fn export(&self) -> Result<Vec<Entry>, StoreError> {

@@ -230,3 +230,9 @@ mod tests {
         assert!(!text.contains("s3cret-pw"), "{text}");
     }
 }
+
+/// What `snapshot` answers on PostgreSQL, as `StoreError::Unsupported`: what to do
+/// instead, for the operator who asked for a backup.
+pub const PG_BACKUP: &str = "a backup through keygate (a PostgreSQL store is backed up and \
+     restored with pg_dump and pg_restore, or your provider's snapshots, with the master \
+     keyring kept beside it: the database never holds it)";
