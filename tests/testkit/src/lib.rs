@@ -8,6 +8,7 @@ mod app;
 pub mod browser;
 pub mod bystander;
 pub mod clock_control;
+pub mod cluster;
 pub mod mock_openai;
 pub mod raw;
 pub mod soft_passkey;
