@@ -32,8 +32,61 @@ pub struct TestCluster {
     pub mock: MockOpenAi,
     /// The cluster's own database URL (`KEYGATE_TEST_PG_URL` with its database).
     pub store_url: String,
-    database: String,
+    database: TestDatabase,
+}
+
+/// A new, empty database on the test PostgreSQL server, for one test or harness run.
+pub struct TestDatabase {
+    /// `KEYGATE_TEST_PG_URL` with this database: what `store_url` takes.
+    pub url: String,
+    name: String,
     maintenance: tokio_postgres::Client,
+}
+
+impl TestDatabase {
+    /// `CREATE DATABASE <prefix>_<random>` with the maintenance URL; `None` when there
+    /// is no test server (see [`pg_url`]). `prefix`: lowercase letters and `_`.
+    pub async fn create(prefix: &str) -> Option<TestDatabase> {
+        assert!(
+            prefix.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "a database prefix is lowercase letters and _"
+        );
+        let maintenance_url = pg_url()?;
+        let (maintenance, connection) =
+            tokio_postgres::connect(&maintenance_url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to KEYGATE_TEST_PG_URL: {e}"));
+        tokio::spawn(connection);
+        // An identifier cannot be a bound parameter: this one is made here from a
+        // checked prefix and a random id (lowercase base32), never from input.
+        let name = format!(
+            "{prefix}_{}",
+            keygate_core::ids::UserId::generate().as_str()
+        );
+        maintenance
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("CREATE DATABASE");
+        let mut url = url::Url::parse(&maintenance_url).expect("KEYGATE_TEST_PG_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        Some(TestDatabase {
+            url: url.to_string(),
+            name,
+            maintenance,
+        })
+    }
+
+    /// Drops the database. `FORCE`: stopped nodes' pooled connections may outlive
+    /// them by a moment.
+    pub async fn drop_database(self) {
+        let _ = self
+            .maintenance
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
 }
 
 /// The maintenance URL of the test PostgreSQL server; `None` (after a printed line)
@@ -74,25 +127,8 @@ impl TestCluster {
         clock: Clock,
         adjust: impl Fn(&mut RawConfig),
     ) -> Option<TestCluster> {
-        let maintenance_url = pg_url()?;
-        let (maintenance, connection) =
-            tokio_postgres::connect(&maintenance_url, tokio_postgres::NoTls)
-                .await
-                .unwrap_or_else(|e| panic!("connecting to KEYGATE_TEST_PG_URL: {e}"));
-        tokio::spawn(connection);
-        // An identifier cannot be a bound parameter: this one is made here from a
-        // random id (lowercase base32), never from input.
-        let database = format!(
-            "kg_cluster_{}",
-            keygate_core::ids::UserId::generate().as_str()
-        );
-        maintenance
-            .batch_execute(&format!("CREATE DATABASE {database}"))
-            .await
-            .expect("CREATE DATABASE for the cluster");
-        let mut url = url::Url::parse(&maintenance_url).expect("KEYGATE_TEST_PG_URL is a URL");
-        url.set_path(&format!("/{database}"));
-        let store_url = url.to_string();
+        let database = TestDatabase::create("kg_cluster").await?;
+        let store_url = database.url.clone();
 
         let mock = MockOpenAi::start().await;
         // The load balancer's address: a port reserved and released, so nothing else
@@ -130,7 +166,6 @@ impl TestCluster {
             mock,
             store_url,
             database,
-            maintenance,
         })
     }
 
@@ -145,18 +180,12 @@ impl TestCluster {
     /// Stops every node and drops the cluster's database.
     pub async fn stop(self) {
         let TestCluster {
-            nodes,
-            maintenance,
-            database,
-            ..
+            nodes, database, ..
         } = self;
         for node in nodes {
             node.stop().await;
         }
-        // FORCE: the nodes' pooled connections may outlive their servers by a moment.
-        let _ = maintenance
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-            .await;
+        database.drop_database().await;
     }
 }
 
