@@ -6,6 +6,7 @@
 #   bash tests/run.sh            # everything
 #   KG_SKIP_SDK=1 KG_SKIP_BROWSER=1 bash tests/run.sh   # Rust only (a quick local loop)
 #   KG_SKIP_DURABILITY=1 ...     # without the crash/soak harness (tests/durability/run.sh)
+#   KG_SKIP_CLUSTER=1 ...        # without 3 real nodes on PostgreSQL (tests/cluster/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,11 @@ fi
 if [[ "${KG_SKIP_DURABILITY:-}" != "1" ]]; then
   step "crash durability (SIGKILL under load, 30 restarts) and soak (5,000 requests, a canary key)"
   bash tests/durability/run.sh
+fi
+
+if [[ "${KG_SKIP_CLUSTER:-}" != "1" ]]; then
+  step "cluster: 3 real keygate nodes on PostgreSQL, hand-off smoke, one node SIGKILLed under load per cycle"
+  bash tests/cluster/run.sh
 fi
 
 step "short fuzz run (stable; the long cargo-fuzz runs are in docs/FUZZING.md)"

@@ -11,7 +11,7 @@ use std::process::Output;
 
 use common::{ADMIN_KEY, run, serve};
 use keygate_testkit::mock_openai::MockOpenAi;
-use keygate_testkit::postgres::fresh_database;
+use keygate_testkit::cluster::TestDatabase;
 use serde_json::{Value, json};
 
 const OPENAI_KEY: &str = "sk-proj-store-copy-person-key-0123456789abcdCOPY";
@@ -91,7 +91,7 @@ fn data_dir_with_keyring(from: &Path, to: &Path) {
 
 #[tokio::test]
 async fn sled_to_postgres_and_back_serves_the_same_people_and_keys() {
-    let Some(db) = fresh_database("store_cli").await else {
+    let Some(db) = TestDatabase::create("store_cli").await else {
         return;
     };
     let mock = MockOpenAi::start().await;

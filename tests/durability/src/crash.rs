@@ -23,10 +23,25 @@ use serde_json::{Value, json};
 use crate::keygate::{self, ADMIN_KEY, Launch};
 use crate::util::{Rng, metric};
 
+mod cluster;
+
 pub struct Opts {
     pub cycles: u64,
     pub seed: u64,
     pub workers: usize,
+    /// Cluster mode: this many nodes on one PostgreSQL database; `None`: one node on
+    /// sled in its data directory.
+    pub cluster: Option<Cluster>,
+}
+
+/// Several nodes sharing one PostgreSQL store, master keyring and public URL. Workers
+/// are spread over the nodes; each kill (or graceful stop) hits ONE node at random; the
+/// acknowledged writes are then checked through the surviving nodes, the node is
+/// restarted and serves the next cycle's load (and checks).
+pub struct Cluster {
+    pub nodes: usize,
+    /// The database every node uses (`KEYGATE_STORE_URL`).
+    pub store_url: String,
 }
 
 /// The counters printed at the end (docs/OPERATIONS.md quotes a run's).
@@ -143,22 +158,48 @@ struct Shard {
     checked: u64,
 }
 
-/// What the harness shares with its workers.
+/// What the harness shares with its workers. In cluster mode each worker gets a copy
+/// pointed at its node ([`Ctx::on`]); the flags stay shared (`dying` per node).
+#[derive(Clone)]
 struct Ctx {
     client: reqwest::Client,
     base: String,
     public: String,
+    /// The node as `http://localhost:PORT`, where browsers send (their `Origin` stays
+    /// `public`). The same as `public` for one node.
+    node: String,
     mock: Arc<MockOpenAi>,
     seed: u64,
     /// Set just before the SIGKILL: from then on a failed request is "not acknowledged".
-    dying: AtomicBool,
+    dying: Arc<AtomicBool>,
     /// Set when the workers should stop after their current operation.
-    stop: AtomicBool,
+    stop: Arc<AtomicBool>,
     /// Usage flushes seen (for the durability barrier).
-    flushes_seen: AtomicU64,
+    flushes_seen: Arc<AtomicU64>,
     /// Requests that got no answer while nobody was killing keygate (a starved machine:
     /// actix's 408 or a closed keep-alive connection). Treated as in doubt, and counted.
-    unprovoked: AtomicU64,
+    unprovoked: Arc<AtomicU64>,
+}
+
+impl Ctx {
+    /// This context aimed at another node (cluster mode), with that node's `dying` flag.
+    fn on(&self, launch: &Launch, dying: &Arc<AtomicBool>) -> Ctx {
+        Ctx {
+            base: launch.local_url(),
+            node: launch.node_url(),
+            dying: Arc::clone(dying),
+            ..self.clone()
+        }
+    }
+}
+
+/// Points every browser of the shard at `ctx`'s node.
+fn route(ctx: &Ctx, s: &mut Shard) {
+    for p in &mut s.people {
+        if let Some(b) = p.browser.as_mut() {
+            b.via(&ctx.node);
+        }
+    }
 }
 
 #[derive(PartialEq, Eq)]
@@ -188,6 +229,9 @@ enum Kind {
 }
 
 pub async fn run(opts: Opts) -> Result<()> {
+    if opts.cluster.is_some() {
+        return cluster::run(opts).await;
+    }
     let started = Instant::now();
     let mock = Arc::new(MockOpenAi::try_start().context("start the mock OpenAI")?);
     let dir = tempfile::Builder::new()
@@ -206,6 +250,7 @@ pub async fn run(opts: Opts) -> Result<()> {
             // Every person signs up from 127.0.0.1.
             ("KEYGATE_AUTH_RATE_PER_MINUTE".into(), "10000".into()),
         ],
+        public: None,
     };
     println!(
         "durability: {} cycles, {} workers, seed {} (KG_DURA_SEED), keygate {}, data {}",
@@ -225,31 +270,16 @@ pub async fn run(opts: Opts) -> Result<()> {
             .build()?,
         base: launch.local_url(),
         public: launch.public_url(),
+        node: launch.node_url(),
         mock,
         seed: opts.seed,
-        dying: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-        flushes_seen: AtomicU64::new(0),
-        unprovoked: AtomicU64::new(0),
+        dying: Arc::new(AtomicBool::new(false)),
+        stop: Arc::new(AtomicBool::new(false)),
+        flushes_seen: Arc::new(AtomicU64::new(0)),
+        unprovoked: Arc::new(AtomicU64::new(0)),
     });
     let mut rng = Rng::new(opts.seed);
-    let mut shards: Vec<Shard> = (0..opts.workers)
-        .map(|idx| Shard {
-            idx,
-            rng: Rng::new(opts.seed ^ ((idx as u64 + 1) << 32)),
-            people: Vec::new(),
-            graveyard: Vec::new(),
-            usage: HashMap::new(),
-            expect: Vec::new(),
-            newly_dead: Vec::new(),
-            audit: Vec::new(),
-            counter: 0,
-            acked: 0,
-            in_doubt: 0,
-            proxied: 0,
-            checked: 0,
-        })
-        .collect();
+    let mut shards = new_shards(&opts);
     let mut fig = Figures::default();
     let mut dead: HashSet<String> = HashSet::new();
     let mut prev_graceful = false;
@@ -416,6 +446,27 @@ pub async fn run(opts: Opts) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// One shard per worker, each with its own seeded random source.
+fn new_shards(opts: &Opts) -> Vec<Shard> {
+    (0..opts.workers)
+        .map(|idx| Shard {
+            idx,
+            rng: Rng::new(opts.seed ^ ((idx as u64 + 1) << 32)),
+            people: Vec::new(),
+            graveyard: Vec::new(),
+            usage: HashMap::new(),
+            expect: Vec::new(),
+            newly_dead: Vec::new(),
+            audit: Vec::new(),
+            counter: 0,
+            acked: 0,
+            in_doubt: 0,
+            proxied: 0,
+            checked: 0,
+        })
+        .collect()
 }
 
 async fn join_workers(workers: Vec<tokio::task::JoinHandle<Result<Shard>>>) -> Result<Vec<Shard>> {
@@ -759,6 +810,7 @@ async fn create_person(ctx: &Ctx, s: &mut Shard) -> Result<Flow> {
 async fn sign_up(ctx: &Ctx, s: &mut Shard) -> Result<Flow> {
     let name = unique(ctx, s, "passkey-person");
     let mut browser = Browser::new(&ctx.public);
+    browser.via(&ctx.node);
     let res = match browser.try_register(&name).await {
         Ok(res) if res.status() != StatusCode::REQUEST_TIMEOUT => res,
         Ok(_) => {

@@ -50,11 +50,20 @@ pub struct Launch {
     /// stdout and stderr of every start go here (appended).
     pub log: PathBuf,
     pub env: Vec<(String, String)>,
+    /// The public URL, when it is not the node's own `http://localhost:PORT`: several
+    /// nodes behind one (load balancer's) address share it (cluster mode).
+    pub public: Option<String>,
 }
 
 impl Launch {
     /// `http://localhost:PORT`: keygate's public URL (WebAuthn needs a host name).
     pub fn public_url(&self) -> String {
+        self.public.clone().unwrap_or_else(|| self.node_url())
+    }
+
+    /// `http://localhost:PORT`: the node itself, by a host name its browsers' cookies
+    /// go to (the public URL's host, whatever its port).
+    pub fn node_url(&self) -> String {
         format!("http://localhost:{}", self.port)
     }
 

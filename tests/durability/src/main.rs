@@ -3,6 +3,8 @@
 //! ```text
 //! keygate-durability crash   # KG_DURA_CYCLES (default 30), KG_DURA_WORKERS (3), KG_DURA_SEED
 //! keygate-durability soak    # KG_SOAK_REQUESTS (default 20000), KG_SOAK_CONCURRENCY (8)
+//! keygate-durability cluster # KG_DURA_NODES (3) on PostgreSQL (KEYGATE_TEST_PG_URL),
+//!                            # KG_DURA_CYCLES (10), KG_DURA_WORKERS (6), KG_DURA_SEED
 //! ```
 //!
 //! Both print their figures on stdout and exit non-zero on the first broken promise
@@ -61,8 +63,30 @@ async fn run_mode(mode: &str) -> Result<()> {
                 cycles: env_u64("KG_DURA_CYCLES", 30)?,
                 seed: env_u64("KG_DURA_SEED", util::time_seed())?,
                 workers: env_u64("KG_DURA_WORKERS", 3)?.max(1) as usize,
+                cluster: None,
             })
             .await
+        }
+        "cluster" => {
+            // Its own database on the test server, dropped after a pass (kept after a
+            // failure, for a post-mortem).
+            let Some(db) = keygate_testkit::cluster::TestDatabase::create("kg_dura").await else {
+                bail!(
+                    "cluster mode needs PostgreSQL: set KEYGATE_TEST_PG_URL (tests/cluster/run.sh does)"
+                );
+            };
+            crash::run(crash::Opts {
+                cycles: env_u64("KG_DURA_CYCLES", 10)?,
+                seed: env_u64("KG_DURA_SEED", util::time_seed())?,
+                workers: env_u64("KG_DURA_WORKERS", 6)?.max(1) as usize,
+                cluster: Some(crash::Cluster {
+                    nodes: env_u64("KG_DURA_NODES", 3)?.max(2) as usize,
+                    store_url: db.url.clone(),
+                }),
+            })
+            .await?;
+            db.drop_database().await;
+            Ok(())
         }
         "soak" => {
             soak::run(soak::Opts {
@@ -73,11 +97,13 @@ async fn run_mode(mode: &str) -> Result<()> {
             .await
         }
         _ => bail!(
-            "usage: keygate-durability crash|soak\n  \
+            "usage: keygate-durability crash|soak|cluster\n  \
              crash: SIGKILL keygate under load and check every acknowledged write \
              (KG_DURA_CYCLES=30, KG_DURA_WORKERS=3, KG_DURA_SEED)\n  \
              soak: KG_SOAK_REQUESTS=20000 mixed requests with a canary OpenAI key \
-             (KG_SOAK_CONCURRENCY=8)"
+             (KG_SOAK_CONCURRENCY=8)\n  \
+             cluster: KG_DURA_NODES=3 nodes on PostgreSQL (KEYGATE_TEST_PG_URL), one SIGKILLed \
+             per cycle, acknowledged writes checked through the others (KG_DURA_CYCLES=10)"
         ),
     }
 }
@@ -95,6 +121,7 @@ mod run_sh {
         let modes: &[&str] = match modes.as_str() {
             "crash" => &["crash"],
             "soak" => &["soak"],
+            "cluster" => &["cluster"],
             _ => &["crash", "soak"],
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -73,6 +73,7 @@ pub async fn run(opts: Opts) -> Result<()> {
             ("KEYGATE_WORKERS".into(), "2".into()),
             ("KEYGATE_SHUTDOWN_TIMEOUT_SECS".into(), "5".into()),
         ],
+        public: None,
     };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))

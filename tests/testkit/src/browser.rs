@@ -10,6 +10,9 @@ pub struct Browser {
     pub client: reqwest::Client,
     /// keygate's public URL, also this browser's `Origin`.
     pub origin: String,
+    /// Where requests go: `origin`, unless [`Browser::via`] points the browser at one
+    /// node of a cluster (behind a load balancer, the public URL and the node differ).
+    pub base: String,
     pub passkey: SoftPasskey,
     /// The `User-Agent` this browser sends (none by default).
     pub user_agent: Option<String>,
@@ -24,6 +27,7 @@ impl Browser {
                 .build()
                 .expect("client"),
             origin: origin.to_owned(),
+            base: origin.to_owned(),
             passkey: SoftPasskey::new(origin),
             user_agent: None,
         }
@@ -32,14 +36,24 @@ impl Browser {
     /// Another browser (new cookie jar) carrying the same authenticator.
     pub fn with_same_passkey(&self) -> Self {
         let mut b = Self::new(&self.origin);
+        b.base.clone_from(&self.base);
         b.passkey = self.passkey.clone();
         b
+    }
+
+    /// Sends the next requests to `base` (a node's `http://localhost:PORT`), keeping
+    /// this browser's `Origin`, cookie jar and passkey: as a load balancer would route
+    /// them. Cookies are per host, not per port, so they follow to every `localhost`
+    /// node.
+    pub fn via(&mut self, base: &str) -> &mut Self {
+        base.clone_into(&mut self.base);
+        self
     }
 
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self
             .client
-            .request(method.clone(), format!("{}{}", self.origin, path));
+            .request(method.clone(), format!("{}{}", self.base, path));
         if let Some(ua) = &self.user_agent {
             req = req.header("user-agent", ua);
         }

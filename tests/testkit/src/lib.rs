@@ -8,8 +8,8 @@ mod app;
 pub mod browser;
 pub mod bystander;
 pub mod clock_control;
+pub mod cluster;
 pub mod mock_openai;
-pub mod postgres;
 pub mod raw;
 pub mod soft_passkey;
 

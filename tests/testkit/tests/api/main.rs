@@ -9,6 +9,7 @@ mod anonymous;
 mod audit;
 mod backup;
 mod byok;
+mod cluster;
 mod connect;
 mod extractors;
 mod grant_attacks;

@@ -1,0 +1,558 @@
+//! Stateless nodes (issue 14, point 3): three real keygate servers on one PostgreSQL
+//! database, the same keys and public URL, as behind a load balancer that is not sticky.
+//! Every step of a flow may land on any node: a passkey ceremony started on one node
+//! finishes on another, a session made on one is valid on all, a connect code issued by
+//! one is redeemed on another (once), and a change made on one node is seen by every
+//! other on its very next request.
+//!
+//! Propagation is measured, not just asserted: from the answer of the change to the
+//! first request of each other node that shows it. keygate reads grants and vault
+//! records from PostgreSQL per request (no cache there), so the expected figure is one
+//! request, a few milliseconds. The only timed assertion is the issue's own bound (1 s),
+//! which a per-request read meets with a wide margin even on a loaded CI machine;
+//! anything slower would mean a cache crept in.
+//!
+//! Needs PostgreSQL (`KEYGATE_TEST_PG_URL`); skipped with a printed line without it,
+//! unless `KG_REQUIRE_PG=1`.
+// The propagation figures are this module's report (docs/_issue14/cluster.md quotes
+// them): printed, never asserted beyond the bound.
+#![allow(clippy::print_stdout)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use keygate_testkit::browser::Browser;
+use keygate_testkit::cluster::TestCluster;
+use keygate_testkit::{FAKE_OPENAI_KEY, TestApp, manual_clock};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::connect::{VERIFIER, approve_redirect, code_from, connect_url, good_params, popup};
+use crate::helpers::{assert_openai_error, chat, json_of};
+
+/// The issue's bound for a change to reach every node.
+const BOUND: Duration = Duration::from_secs(1);
+
+const A: usize = 0;
+const B: usize = 1;
+const C: usize = 2;
+
+async fn cluster() -> Option<TestCluster> {
+    TestCluster::spawn(3, |_| {}).await
+}
+
+/// Register start on one node, finish on another (the ceremony state is in the store).
+async fn sign_up_across(c: &TestCluster, b: &mut Browser, start: usize, finish: usize) -> Value {
+    let started = json_of(
+        b.via(&c.urls[start])
+            .post("/api/auth/register/start", json!({"name": "Roaming"}))
+            .await,
+        200,
+    )
+    .await;
+    let credential = b.passkey.create(&started["options"]).unwrap();
+    let res = b
+        .via(&c.urls[finish])
+        .post(
+            "/api/auth/register/finish",
+            json!({"ceremony": started["ceremony"], "credential": credential}),
+        )
+        .await;
+    json_of(res, 201).await["user"].clone()
+}
+
+/// Sign-in start on one node, finish on another.
+async fn sign_in_across(c: &TestCluster, b: &mut Browser, start: usize, finish: usize) {
+    let started = json_of(
+        b.via(&c.urls[start])
+            .post("/api/auth/login/start", json!({}))
+            .await,
+        200,
+    )
+    .await;
+    let credential = b.passkey.get(&started["options"]).unwrap();
+    let res = b
+        .via(&c.urls[finish])
+        .post(
+            "/api/auth/login/finish",
+            json!({"ceremony": started["ceremony"], "credential": credential}),
+        )
+        .await;
+    json_of(res, 200).await;
+}
+
+/// Step-up: reauth start on one node, finish on another.
+async fn reauth_across(c: &TestCluster, b: &mut Browser, start: usize, finish: usize) {
+    let started = json_of(
+        b.via(&c.urls[start])
+            .post("/api/auth/reauth/start", json!({}))
+            .await,
+        200,
+    )
+    .await;
+    let credential = b.passkey.get(&started["options"]).unwrap();
+    let res = b
+        .via(&c.urls[finish])
+        .post(
+            "/api/auth/reauth/finish",
+            json!({"ceremony": started["ceremony"], "credential": credential}),
+        )
+        .await;
+    let status = res.status();
+    assert!(
+        status.is_success(),
+        "reauth finish: {status} {:?}",
+        res.text().await
+    );
+}
+
+async fn me_status(c: &TestCluster, b: &mut Browser, node: usize) -> StatusCode {
+    b.via(&c.urls[node]).get("/api/me").await.status()
+}
+
+/// After a change answered at `t0`, polls each node in `nodes` with `shows` until it
+/// shows the change; prints how long that took and how many requests it needed, and
+/// asserts the issue's bound. `shows(i)` makes ONE request to node `i`.
+async fn seen_everywhere<F, Fut>(what: &str, nodes: &[usize], t0: Instant, shows: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for &i in nodes {
+        let mut requests = 0u32;
+        loop {
+            requests += 1;
+            if shows(i).await {
+                break;
+            }
+            assert!(
+                t0.elapsed() < BOUND,
+                "{what}: node {i} still did not show it {:?} after the change ({requests} requests)",
+                t0.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = t0.elapsed();
+        println!(
+            "cluster propagation: {what}: node {i} showed it {:.1} ms after the answer, on request {requests}",
+            took.as_secs_f64() * 1000.0
+        );
+        assert!(took < BOUND, "{what}: node {i} took {took:?}");
+    }
+}
+
+/// A proxied chat request with `key` to node `i`: its status.
+async fn chat_status(node: &TestApp, key: &str, model: &str) -> StatusCode {
+    node.chat_completions(key, &chat(model)).await.status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ceremonies_and_sessions_hand_off_across_nodes() {
+    let Some(c) = cluster().await else { return };
+    // Sign-up started on A, finished on B; the session works on C.
+    let mut b = c.browser();
+    let user = sign_up_across(&c, &mut b, A, B).await;
+    for node in [A, B, C] {
+        let me = json_of(b.via(&c.urls[node]).get("/api/me").await, 200).await;
+        assert_eq!(me["id"], user["id"], "node {node}");
+    }
+    // Sign-in on another device: started on B, finished on C; valid on A.
+    let mut laptop = b.with_same_passkey();
+    sign_in_across(&c, &mut laptop, B, C).await;
+    let me = json_of(laptop.via(&c.urls[A]).get("/api/me").await, 200).await;
+    assert_eq!(me["id"], user["id"]);
+    // A ceremony finishes once, whichever node is asked the second time.
+    let started = json_of(
+        laptop
+            .via(&c.urls[A])
+            .post("/api/auth/login/start", json!({}))
+            .await,
+        200,
+    )
+    .await;
+    let credential = laptop.passkey.get(&started["options"]).unwrap();
+    let body = json!({"ceremony": started["ceremony"], "credential": credential});
+    let first = laptop
+        .via(&c.urls[B])
+        .post("/api/auth/login/finish", body.clone())
+        .await;
+    assert_eq!(first.status(), 200);
+    let again = laptop
+        .via(&c.urls[C])
+        .post("/api/auth/login/finish", body)
+        .await;
+    assert_openai_error(again, 400, "ceremony_failed").await;
+
+    // Step-up started on A, finished on B; the sensitive action on C is allowed. (On
+    // the laptop, whose copy of the passkey signed last: the other copy's use counter
+    // is behind now, and every node refuses it — the counter is shared too.)
+    reauth_across(&c, &mut laptop, A, B).await;
+    let res = laptop
+        .via(&c.urls[C])
+        .send(Method::PUT, "/api/key", json!({"api_key": FAKE_OPENAI_KEY}))
+        .await;
+    assert_eq!(res.status(), 204, "a fresh session made on B, used on C");
+
+    // Signing out on C ends that session on every node at once.
+    let res = laptop
+        .via(&c.urls[C])
+        .post("/api/auth/logout", json!({}))
+        .await;
+    assert!(res.status().is_success(), "logout: {}", res.status());
+    let t0 = Instant::now();
+    let laptop = std::sync::Arc::new(tokio::sync::Mutex::new(laptop));
+    seen_everywhere("sign-out", &[A, B], t0, |i| {
+        let laptop = laptop.clone();
+        let url = c.urls[i].clone();
+        async move {
+            let mut l = laptop.lock().await;
+            l.via(&url).get("/api/me").await.status() == 401
+        }
+    })
+    .await;
+    // The other device's session is untouched.
+    assert_eq!(me_status(&c, &mut b, A).await, 200);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_codes_hand_off_across_nodes_and_redeem_once() {
+    let Some(c) = cluster().await else { return };
+    let mut b = c.browser();
+    sign_up_across(&c, &mut b, A, A).await;
+    let res = b
+        .send(Method::PUT, "/api/key", json!({"api_key": FAKE_OPENAI_KEY}))
+        .await;
+    assert_eq!(res.status(), 204);
+
+    // Redirect + PKCE: the page and the approval on A, the code exchanged on B, the
+    // grant used on C.
+    let ch = crate::connect::challenge(VERIFIER);
+    let params = good_params(&ch);
+    let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        b.via(&c.urls[A]).get(&connect_url(&refs)).await.status(),
+        200
+    );
+    let code = code_from(&approve_redirect(&mut b, &[]).await);
+    let exchange = |node: usize| {
+        c.nodes[node]
+            .client
+            .post(format!("{}/api/connect/token", c.urls[node]))
+            .json(&json!({"code": code, "code_verifier": VERIFIER}))
+            .send()
+    };
+    let got = json_of(exchange(B).await.unwrap(), 200).await;
+    assert_eq!(got["base_url"], format!("{}/v1", c.public_url));
+    let key = got["api_key"].as_str().unwrap();
+    assert_eq!(chat_status(&c.nodes[C], key, "gpt-4o-mini").await, 200);
+    // A second exchange of the same code, on another node: refused.
+    assert_openai_error(exchange(C).await.unwrap(), 400, "invalid_grant").await;
+    assert_openai_error(exchange(A).await.unwrap(), 400, "invalid_grant").await;
+
+    // Popup: the ceremony started and finished on B (the helper's one node), the key
+    // used on A and C.
+    b.via(&c.urls[B]);
+    let res = popup(&mut b, json!({})).await;
+    let approved = json_of(res, 201).await;
+    let key = approved["api_key"].as_str().unwrap();
+    for node in [A, C] {
+        assert_eq!(
+            chat_status(&c.nodes[node], key, "gpt-4o-mini").await,
+            200,
+            "node {node}"
+        );
+    }
+    c.stop().await;
+}
+
+/// A grant (all models) of a person signed up through node A, with a key stored.
+async fn person_with_grant(c: &TestCluster) -> (Browser, String, String) {
+    let mut b = c.browser();
+    sign_up_across(c, &mut b, A, B).await;
+    let res = b
+        .via(&c.urls[A])
+        .send(Method::PUT, "/api/key", json!({"api_key": FAKE_OPENAI_KEY}))
+        .await;
+    assert_eq!(res.status(), 204);
+    let created = json_of(b.post("/api/grants", json!({"name": "app"})).await, 201).await;
+    let id = created["grant"]["id"].as_str().unwrap().to_owned();
+    let key = created["api_key"].as_str().unwrap().to_owned();
+    for node in [A, B, C] {
+        assert_eq!(chat_status(&c.nodes[node], &key, "gpt-4o").await, 200);
+    }
+    (b, id, key)
+}
+
+/// `shows` for a proxied request that must now be refused with `status` and `code`.
+fn refused<'a>(
+    c: &'a TestCluster,
+    key: &'a str,
+    model: &'a str,
+    status: u16,
+    code: &'a str,
+) -> impl Fn(usize) -> std::pin::Pin<Box<dyn Future<Output = bool> + 'a>> {
+    move |i| {
+        Box::pin(async move {
+            let res = c.nodes[i].chat_completions(key, &chat(model)).await;
+            if res.status().as_u16() != status {
+                return false;
+            }
+            let body: Value = res.json().await.unwrap_or(Value::Null);
+            body["error"]["code"] == code
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_is_seen_by_every_other_on_its_next_request() {
+    // One manual clock for every node: a rotation's grace ends everywhere at once.
+    let Some(c) = TestCluster::spawn_with_clock(3, manual_clock(), |_| {}).await else {
+        return;
+    };
+    let admin = |node: usize, method: Method, path: &str| {
+        c.nodes[node]
+            .admin(method, path)
+            .header("content-type", "application/json")
+    };
+
+    // Revoke on A (the person, from the dashboard): refused on B and C.
+    let (mut b, id, key) = person_with_grant(&c).await;
+    let res = b
+        .via(&c.urls[A])
+        .send(Method::DELETE, &format!("/api/grants/{id}"), json!({}))
+        .await;
+    assert!(res.status().is_success(), "revoke: {}", res.status());
+    let t0 = Instant::now();
+    seen_everywhere(
+        "revoke",
+        &[B, C],
+        t0,
+        refused(&c, &key, "gpt-4o", 401, "revoked_api_key"),
+    )
+    .await;
+
+    // Disable on B (the operator): refused on A and C; enable on C: works on A and B.
+    let (_b2, id, key) = person_with_grant(&c).await;
+    let res = admin(B, Method::POST, &format!("/admin/grants/{id}/disable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let t0 = Instant::now();
+    seen_everywhere(
+        "disable",
+        &[A, C],
+        t0,
+        refused(&c, &key, "gpt-4o", 401, "invalid_api_key"),
+    )
+    .await;
+    let res = admin(C, Method::POST, &format!("/admin/grants/{id}/enable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let t0 = Instant::now();
+    seen_everywhere("enable", &[A, B], t0, |i| {
+        let key = key.clone();
+        let node = &c.nodes[i];
+        async move { chat_status(node, &key, "gpt-4o").await == 200 }
+    })
+    .await;
+
+    // PATCH narrowing models on C: the dropped model refused on A and B.
+    let res = admin(C, Method::PATCH, &format!("/admin/grants/{id}"))
+        .json(&json!({"models": ["gpt-4o-mini"]}))
+        .send()
+        .await
+        .unwrap();
+    json_of(res, 200).await;
+    let t0 = Instant::now();
+    seen_everywhere(
+        "PATCH models",
+        &[A, B],
+        t0,
+        refused(&c, &key, "gpt-4o", 403, "model_not_allowed"),
+    )
+    .await;
+
+    // Rotate without grace on A: the old secret refused on B and C at once, the new
+    // one works there.
+    let rotated = json_of(
+        admin(A, Method::POST, &format!("/admin/grants/{id}/rotate"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let t0 = Instant::now();
+    seen_everywhere(
+        "rotate (no grace)",
+        &[B, C],
+        t0,
+        refused(&c, &key, "gpt-4o-mini", 401, "invalid_api_key"),
+    )
+    .await;
+    let key = rotated["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(chat_status(&c.nodes[C], &key, "gpt-4o-mini").await, 200);
+
+    // Rotate with a grace on B: the old secret keeps working on every node until the
+    // grace ends, then it is refused on every node.
+    let rotated = json_of(
+        admin(B, Method::POST, &format!("/admin/grants/{id}/rotate"))
+            .json(&json!({"grace_seconds": 60}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let new_key = rotated["api_key"].as_str().unwrap().to_owned();
+    for node in [A, B, C] {
+        assert_eq!(chat_status(&c.nodes[node], &key, "gpt-4o-mini").await, 200);
+        assert_eq!(
+            chat_status(&c.nodes[node], &new_key, "gpt-4o-mini").await,
+            200
+        );
+    }
+    c.nodes[A].clock.advance(60);
+    let t0 = Instant::now();
+    seen_everywhere(
+        "rotation grace over",
+        &[A, B, C],
+        t0,
+        refused(&c, &key, "gpt-4o-mini", 401, "invalid_api_key"),
+    )
+    .await;
+
+    // Replacing the OpenAI key on A (the person, after a step-up on B): the very next
+    // request on B and C carries the new key upstream.
+    let (mut b, _id, key) = person_with_grant(&c).await;
+    reauth_across(&c, &mut b, B, B).await;
+    let replacement = "sk-test-keygate-replacement-00000000000000QRST";
+    let res = b
+        .via(&c.urls[A])
+        .send(Method::PUT, "/api/key", json!({"api_key": replacement}))
+        .await;
+    assert_eq!(res.status(), 204);
+    let t0 = Instant::now();
+    seen_everywhere("replace the OpenAI key", &[B, C], t0, |i| {
+        let key = key.clone();
+        let c = &c;
+        async move {
+            assert_eq!(chat_status(&c.nodes[i], &key, "gpt-4o").await, 200);
+            let last = c.mock.requests().pop().unwrap();
+            last.header("authorization") == Some(format!("Bearer {replacement}").as_str())
+        }
+    })
+    .await;
+
+    // Deleting the OpenAI key on C: 409 key_not_enrolled on A and B.
+    let res = b
+        .via(&c.urls[C])
+        .send(Method::DELETE, "/api/key", json!({}))
+        .await;
+    assert_eq!(res.status(), 204);
+    let t0 = Instant::now();
+    seen_everywhere(
+        "delete the OpenAI key",
+        &[A, B],
+        t0,
+        refused(&c, &key, "gpt-4o", 409, "key_not_enrolled"),
+    )
+    .await;
+
+    // Deleting the account on B: its grants refused and its sessions ended on A and C.
+    let (b, _id, key) = person_with_grant(&c).await;
+    let mut b = b;
+    let res = b
+        .via(&c.urls[B])
+        .send(Method::DELETE, "/api/account", json!({}))
+        .await;
+    assert_eq!(res.status(), 204);
+    let t0 = Instant::now();
+    seen_everywhere(
+        "delete the account (grant)",
+        &[A, C],
+        t0,
+        refused(&c, &key, "gpt-4o", 401, "invalid_api_key"),
+    )
+    .await;
+    for node in [A, C] {
+        assert_eq!(me_status(&c, &mut b, node).await, 401, "node {node}");
+    }
+    c.stop().await;
+}
+
+/// Issue 14, point 4 over HTTP: 64 clients spread over 3 nodes, one grant with a USD
+/// budget and a concurrency cap, a slow upstream. Until the shared PostgreSQL limiter
+/// is wired into the server, each node limits alone (an in-memory limiter per node),
+/// so three nodes together overspend and exceed the cap: this test fails by design.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the shared PostgreSQL limiter"]
+async fn limits_hold_across_three_nodes() {
+    const CLIENTS: usize = 64;
+    const CAP: usize = 4;
+    let Some(c) = cluster().await else { return };
+    // gpt-4o: a priced model; max_tokens makes each reservation known in advance.
+    // Budget: a handful of reserved requests' worth, far fewer than 64.
+    let (_b, id, key) = person_with_grant(&c).await;
+    c.nodes[A]
+        .set_limits(
+            &id,
+            json!({"max_concurrency": CAP, "budget": {"usd": 0.05, "period": "month"}}),
+            None,
+        )
+        .await;
+    c.mock.reset();
+    let body = json!({
+        "model": "gpt-4o", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "Hi"}],
+    });
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let node = &c.nodes[i % 3];
+            let req = node
+                .v1(Method::POST, "/chat/completions", &key)
+                // The mock holds each answer's head 200 ms, counted as in flight.
+                .header("x-mock-scenario", "slow-first-byte")
+                .header("x-mock-delay-ms", "200")
+                // Each answer spends what it reserved: an overspend shows in dollars.
+                .header("x-mock-completion-tokens", "1000")
+                .json(&body);
+            async move {
+                let res = req.send().await.unwrap();
+                let status = res.status().as_u16();
+                let v: Value = res.json().await.unwrap_or(Value::Null);
+                (status, v["error"]["code"].as_str().map(str::to_owned))
+            }
+        })
+        .collect();
+    let answers = futures::future::join_all(tasks).await;
+    let mut ok = 0;
+    for (status, code) in &answers {
+        match (status, code.as_deref()) {
+            (200, _) => ok += 1,
+            (429, Some("concurrency_limit_exceeded" | "insufficient_quota")) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(ok > 0, "nothing got through");
+    assert!(
+        c.mock.max_concurrent() <= CAP,
+        "the mock saw {} concurrent requests, cap {CAP}",
+        c.mock.max_concurrent()
+    );
+    // Usage is batched per node (≤ 1 s): wait for every node's flush.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let usage = c.nodes[B].usage(&id, "").await;
+    let usd = usage["summary"]["usd"].as_f64().unwrap();
+    println!(
+        "cluster limits: {ok} of {CLIENTS} answered, mock max concurrency {}, spent ${usd}",
+        c.mock.max_concurrent()
+    );
+    assert!(usd <= 0.05 + 1e-9, "spent ${usd} of a $0.05 budget");
+    c.stop().await;
+}
