@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Output;
 
 use common::{ADMIN_KEY, run, serve};
-use keygate_testkit::mock_openai::MockOpenAi;
 use keygate_testkit::cluster::TestDatabase;
+use keygate_testkit::mock_openai::MockOpenAi;
 use serde_json::{Value, json};
 
 const OPENAI_KEY: &str = "sk-proj-store-copy-person-key-0123456789abcdCOPY";

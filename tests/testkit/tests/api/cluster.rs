@@ -487,11 +487,11 @@ async fn a_change_on_one_node_is_seen_by_every_other_on_its_next_request() {
 }
 
 /// Issue 14, point 4 over HTTP: 64 clients spread over 3 nodes, one grant with a USD
-/// budget and a concurrency cap, a slow upstream. Until the shared PostgreSQL limiter
-/// is wired into the server, each node limits alone (an in-memory limiter per node),
-/// so three nodes together overspend and exceed the cap: this test fails by design.
+/// budget and a concurrency cap, a slow upstream. The nodes share the limits through
+/// PostgreSQL (`limit_windows`): with a limiter per node (as on sled) three nodes
+/// together overspend and exceed the cap, which is how this test was first seen to
+/// fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the shared PostgreSQL limiter"]
 async fn limits_hold_across_three_nodes() {
     const CLIENTS: usize = 64;
     const CAP: usize = 4;
@@ -554,5 +554,63 @@ async fn limits_hold_across_three_nodes() {
         c.mock.max_concurrent()
     );
     assert!(usd <= 0.05 + 1e-9, "spent ${usd} of a $0.05 budget");
+    c.stop().await;
+}
+
+/// A master key rotated or retired through one node would change that node's keyring
+/// only: the others would meet records sealed under a key they lack. Refused on a
+/// shared store, naming what to do instead; the keyring and the records are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_keyring_is_not_changed_through_one_node() {
+    let Some(c) = cluster().await else { return };
+    let (_b, _id, key) = person_with_grant(&c).await;
+    let before: Value = json_of(
+        c.nodes[A]
+            .admin(Method::GET, "/admin/master-keys")
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let res = c.nodes[A]
+        .admin(Method::POST, "/admin/master-keys")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 501);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unsupported_on_this_store");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("give every node the new keyring"),
+        "{v}"
+    );
+    let kid = before["active"].as_str().unwrap();
+    let res = c.nodes[B]
+        .admin(Method::DELETE, &format!("/admin/master-keys/{kid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 501);
+    let after: Value = json_of(
+        c.nodes[A]
+            .admin(Method::GET, "/admin/master-keys")
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(after, before);
+    for node in [A, B, C] {
+        assert_eq!(
+            chat_status(&c.nodes[node], &key, "gpt-4o").await,
+            200,
+            "node {node}"
+        );
+    }
     c.stop().await;
 }
