@@ -47,6 +47,12 @@ pub async fn postgres_pending_migrations(url: &str) -> Result<Vec<(u32, String)>
     migrate::pending(&pool).await
 }
 
+/// What `snapshot` answers on PostgreSQL, as `StoreError::Unsupported`: what to do
+/// instead, for the operator who asked for a backup.
+pub const PG_BACKUP: &str = "a backup through keygate (a PostgreSQL store is backed up and \
+     restored with pg_dump and pg_restore, or your provider's snapshots, with the master \
+     keyring kept beside it: the database never holds it)";
+
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request waits for a free connection when all are busy, before it fails
@@ -230,9 +236,3 @@ mod tests {
         assert!(!text.contains("s3cret-pw"), "{text}");
     }
 }
-
-/// What `snapshot` answers on PostgreSQL, as `StoreError::Unsupported`: what to do
-/// instead, for the operator who asked for a backup.
-pub const PG_BACKUP: &str = "a backup through keygate (a PostgreSQL store is backed up and \
-     restored with pg_dump and pg_restore, or your provider's snapshots, with the master \
-     keyring kept beside it: the database never holds it)";
