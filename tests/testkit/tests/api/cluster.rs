@@ -19,6 +19,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use keygate_testkit::browser::Browser;
@@ -110,34 +111,42 @@ async fn me_status(c: &TestCluster, b: &mut Browser, node: usize) -> StatusCode 
     b.via(&c.urls[node]).get("/api/me").await.status()
 }
 
-/// After a change answered at `t0`, polls each node in `nodes` with `shows` until it
-/// shows the change; prints how long that took and how many requests it needed, and
-/// asserts the issue's bound. `shows(i)` makes ONE request to node `i`.
+/// After a change answered at `t0`, polls every node in `nodes` (all at once) with
+/// `shows` until it shows the change; prints when the showing request was sent and
+/// answered and how many requests it took, and asserts the issue's bound on the SEND
+/// time: a request sent within 1 s of the change already got the new state. (The
+/// answer's own latency is the machine's, not propagation: on a starved CI machine one
+/// request may take long, and that must not fail the test.) `shows(i)` makes ONE
+/// request to node `i`.
 async fn seen_everywhere<F, Fut>(what: &str, nodes: &[usize], t0: Instant, shows: F)
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = bool>,
 {
-    for &i in nodes {
+    let shows = &shows;
+    let polls = nodes.iter().map(|&i| async move {
         let mut requests = 0u32;
         loop {
             requests += 1;
-            if shows(i).await {
-                break;
-            }
+            let sent = t0.elapsed();
             assert!(
-                t0.elapsed() < BOUND,
-                "{what}: node {i} still did not show it {:?} after the change ({requests} requests)",
-                t0.elapsed()
+                sent < BOUND,
+                "{what}: node {i} still did not show it {sent:?} after the change ({} requests)",
+                requests - 1
             );
+            if shows(i).await {
+                return (i, sent, t0.elapsed(), requests);
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let took = t0.elapsed();
+    });
+    for (i, sent, answered, requests) in futures::future::join_all(polls).await {
         println!(
-            "cluster propagation: {what}: node {i} showed it {:.1} ms after the answer, on request {requests}",
-            took.as_secs_f64() * 1000.0
+            "cluster propagation: {what}: node {i} showed it on request {requests}, sent {:.1} ms \
+             and answered {:.1} ms after the change's answer",
+            sent.as_secs_f64() * 1000.0,
+            answered.as_secs_f64() * 1000.0
         );
-        assert!(took < BOUND, "{what}: node {i} took {took:?}");
     }
 }
 
@@ -438,13 +447,29 @@ async fn a_change_on_one_node_is_seen_by_every_other_on_its_next_request() {
         .await;
     assert_eq!(res.status(), 204);
     let t0 = Instant::now();
+    let probes = std::sync::atomic::AtomicU32::new(0);
     seen_everywhere("replace the OpenAI key", &[B, C], t0, |i| {
         let key = key.clone();
-        let c = &c;
+        let (c, probes) = (&c, &probes);
         async move {
-            assert_eq!(chat_status(&c.nodes[i], &key, "gpt-4o").await, 200);
-            let last = c.mock.requests().pop().unwrap();
-            last.header("authorization") == Some(format!("Bearer {replacement}").as_str())
+            // The nodes are polled at once: each request is found in the mock by its
+            // own id, not as "the last one".
+            let id = format!("probe-{i}-{}", probes.fetch_add(1, Ordering::SeqCst));
+            let res = c.nodes[i]
+                .v1(Method::POST, "/chat/completions", &key)
+                .header("x-client-request-id", &id)
+                .json(&chat("gpt-4o"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let seen = c
+                .mock
+                .requests()
+                .into_iter()
+                .find(|r| r.header("x-client-request-id") == Some(id.as_str()))
+                .expect("the probe reached the mock");
+            seen.header("authorization") == Some(format!("Bearer {replacement}").as_str())
         }
     })
     .await;
