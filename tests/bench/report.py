@@ -115,6 +115,17 @@ res = {
     "quiet_checks": (load("quiet.txt") or "").splitlines(),
     "litellm_version": load("litellm-version.txt"),
     "litellm_skipped": load("litellm-skipped.txt"),
+    # Issue 14: one node on sled beside one on PostgreSQL, then nginx over 1 and 3
+    # PostgreSQL nodes sharing one database.
+    "stores": {
+        name: {
+            "latency": load(f"stores-latency-{name}.json"),
+            "throughput": load(f"stores-tput-{name}.json"),
+        }
+        for name in ("sled", "pg", "lb1", "lb3")
+    },
+    "pg_version": load("pg-version.txt"),
+    "pg_settings": load("pg-settings.txt"),
 }
 
 
@@ -401,6 +412,84 @@ print(
     f"upstream requests cancelled after the clients left: "
     + (f"within {rel:.2f} s" if rel is not None else f"NO — still open {get(h, 'release_wait_s')} s after the clients closed")
 )
+
+STORE_ROWS = (
+    ("sled", "1 node, sled"),
+    ("pg", "1 node, PostgreSQL"),
+    ("lb1", "nginx → 1 node, PostgreSQL"),
+    ("lb3", "nginx → 3 nodes, one PostgreSQL"),
+)
+
+
+def cpu_of(d, prefix):
+    """Summed cores and µs/request of the watched processes whose name starts with prefix."""
+    cpu = get(d, "cpu") or {}
+    xs = [v for k, v in cpu.items() if k.startswith(prefix)]
+    if not xs:
+        return None, None
+    cores = sum(v.get("cores") or 0 for v in xs)
+    us = [v.get("us_per_req") for v in xs]
+    return cores, (sum(us) if all(u is not None for u in us) else None)
+
+
+stores = res["stores"]
+st_derived = {}
+for name, _ in STORE_ROWS:
+    L = get(stores, name, "latency")
+    T = get(stores, name, "throughput")
+    parts = {p: cpu_of(T, p) for p in ("keygate", "postgres", "nginx", "upstream", "loadgen")}
+    served = [parts[p][1] for p in ("keygate", "postgres", "nginx") if parts[p][1] is not None]
+    st_derived[name] = {
+        "added_p50_us": sub(get(L, "total_us", "p50"), get(L, "baseline", "total_us", "p50")),
+        "added_p99_us": sub(get(L, "total_us", "p99"), get(L, "baseline", "total_us", "p99")),
+        "rps": get(T, "rps"),
+        "cpu_us_per_req": {p: parts[p][1] for p in parts},
+        "cores": {p: parts[p][0] for p in parts},
+        # What serving one request costs in total, wherever it runs: keygate node(s) +
+        # PostgreSQL + nginx (the load generator and the upstream are left out).
+        "serving_cpu_us_per_req": sum(served) if served else None,
+    }
+st_derived["pg_over_sled_rps"] = ratio(get(st_derived, "pg", "rps"), get(st_derived, "sled", "rps"))
+st_derived["lb3_over_lb1_rps"] = ratio(get(st_derived, "lb3", "rps"), get(st_derived, "lb1", "rps"))
+res["stores_derived"] = st_derived
+with open(out_path, "w") as f:
+    json.dump(res, f, indent=2, sort_keys=False)
+
+if any(get(stores, n, "throughput") for n, _ in STORE_ROWS):
+    m = res["machine"] or {}
+    print(
+        f"\n## Issue 14: PostgreSQL and several nodes ({m.get('nproc')} cores shared by the load generator, "
+        f"the upstream, nginx, every keygate node and PostgreSQL; {m.get('node_workers')} workers per node)\n"
+    )
+    print(f"PostgreSQL: {(res['pg_version'] or '—').split(' on ')[0]}; settings: {', '.join((res['pg_settings'] or '').splitlines()) or '—'}\n")
+    print(f"c=1: {m.get('stores_n')} sequential requests per path alternating with direct ones; c={m.get('concurrency')}: {m.get('secs')} s after {m.get('warmup_secs')} s warmup.\n")
+    print("| Setup | added p50 µs, c=1 | added p99 µs, c=1 | total p99 µs, c=1 | req/s, c=64 | p99 ms, c=64 | errors | keygate cores (µs/req) | PostgreSQL cores (µs/req) | nginx cores (µs/req) | serving CPU µs/req | upstream + load gen cores | machine busy | other processes, cores |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, label in STORE_ROWS:
+        L = get(stores, name, "latency")
+        T = get(stores, name, "throughput")
+        d = st_derived[name]
+        if not T and not L:
+            print(f"| {label} | — | — | — | — | — | — | — | — | — | — | — | — | — |")
+            continue
+
+        def cu(p):
+            c, u = d["cores"][p], d["cpu_us_per_req"][p]
+            return "—" if c is None else f"{c:.2f} ({fmt(u, '', 1)})"
+
+        ul = (d["cores"]["upstream"] or 0) + (d["cores"]["loadgen"] or 0)
+        errors = f"{get(L, 'errors') or 0} / {get(T, 'errors') or 0}"
+        print(
+            f"| {label} | {fmt(d['added_p50_us'])} | {fmt(d['added_p99_us'])} | {fmt(get(L, 'total_us', 'p99'))} "
+            f"| {fmt(d['rps'], '', 0)} | {fmt((get(T, 'latency_us', 'p99') or 0) / 1000, '', 2)} | {errors} "
+            f"| {cu('keygate')} | {cu('postgres')} | {cu('nginx')} | {fmt(d['serving_cpu_us_per_req'], '', 1)} "
+            f"| {ul:.2f} | {fmt((get(T, 'machine_busy') or 0) * 100, '%', 0)} | {disturbance(L)} / {disturbance(T)} |"
+        )
+    print(
+        f"\nPostgreSQL ÷ sled req/s: {fmt(st_derived['pg_over_sled_rps'], '×', 2)}; "
+        f"3 nodes ÷ 1 node behind nginx: {fmt(st_derived['lb3_over_lb1_rps'], '×', 2)}. "
+        "keygate cores sum every node; errors are c=1 / c=64; serving CPU = keygate + PostgreSQL + nginx per request."
+    )
 
 u = res["unseal"]
 print("\n## Vault JWE (criterion, keygate-core)\n")

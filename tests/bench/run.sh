@@ -32,14 +32,30 @@
 # KG_BENCH_WORKERS_LIST ("1 2"): the worker counts of the scaling phase (keygate and
 # nginx restarted with each; KG_BENCH_WORKERS_N (5000) requests at c=1 per path there);
 # KG_BENCH_SKIP_LITELLM=1, KG_BENCH_SKIP_WRK=1, KG_BENCH_SKIP_NGINX=1,
-# KG_BENCH_SKIP_WORKERS=1, KG_BENCH_SKIP_UNSEAL=1, KG_BENCH_SKIP_LITELLM_2W=1 to leave a
-# part out;
+# KG_BENCH_SKIP_WORKERS=1, KG_BENCH_SKIP_UNSEAL=1, KG_BENCH_SKIP_LITELLM_2W=1,
+# KG_BENCH_SKIP_STORES=1 to leave a part out; KG_BENCH_ONLY_STORES=1 to run only the
+# issue-14 phase (below);
 # KG_BENCH_LITELLM_SPEC (the pip spec); KG_BENCH_GIT_REV=HEAD to build keygate from a
 # commit (a clean `git archive`) instead of the working tree; KG_BENCH_QUIET_WAIT (300)
 # and KG_BENCH_QUIET_BUSY (15): before each measuring phase, wait up to that many
 # seconds for the machine to be less than that % busy (0 to skip the wait);
 # KG_BENCH_FOREIGN_MAX (0.3) and KG_BENCH_ATTEMPTS (3): a measurement during which
 # other processes used more than that many cores is taken again (see measure()).
+#
+# Issue 14 phase ("stores and nodes"; KG_BENCH_SKIP_STORES=1 leaves it out): a
+# PostgreSQL started with tests/lib/postgres.sh as a non-root user in a temp dir, with
+# fsync, full_page_writes and synchronous_commit ON (KG_PG_DURABLE=1: a real server's
+# settings, not the test suite's fsync=off), then, on the same upstream, with the same
+# kind of grant (no limits) made through the admin API of each store:
+#   - one keygate node on sled, then one on PostgreSQL (`KEYGATE_STORE_URL`): c=1
+#     latency alternating with direct requests (KG_BENCH_STORES_N, default 5000) and
+#     c=64 throughput, with the CPU of keygate, PostgreSQL (its whole process tree)
+#     and the upstream;
+#   - nginx (a second instance, on KG_BENCH_PORT+4) over an upstream block of keygate
+#     nodes (HTTP/1.1 keep-alive pool): 1 node, then 3 nodes on the same PostgreSQL
+#     (ports KG_BENCH_PORT+10..12, same KEYGATE_MASTER_KEYS, admin key and public URL,
+#     each its own data dir), c=64 throughput and c=1 latency.
+# KG_BENCH_NODE_WORKERS (KEYGATE_WORKERS): actix workers of each node in this phase.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -69,6 +85,16 @@ WORKERS_LIST=${KG_BENCH_WORKERS_LIST:-"1 2"}
 WORKERS_N=${KG_BENCH_WORKERS_N:-5000}
 LL_SPEC=${KG_BENCH_LITELLM_SPEC:-"litellm[proxy]==1.106.2"}
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+ONLY_STORES=${KG_BENCH_ONLY_STORES:-0}
+if [[ $ONLY_STORES == 1 ]]; then
+  KG_BENCH_SKIP_LITELLM=1 KG_BENCH_SKIP_UNSEAL=1 KG_BENCH_SKIP_WORKERS=1 KG_BENCH_SKIP_WRK=1
+  KG_BENCH_SKIP_STORES=0
+fi
+STORES_N=${KG_BENCH_STORES_N:-5000}
+NODE_WORKERS=${KG_BENCH_NODE_WORKERS:-$KG_WORKERS}
+LB_PORT=$((KG_PORT + 4))
+NODE_PORTS=("$((KG_PORT + 10))" "$((KG_PORT + 11))" "$((KG_PORT + 12))")
+LB_URL=http://127.0.0.1:$LB_PORT/v1/chat/completions
 
 UP_URL=http://127.0.0.1:$UP_PORT/v1/chat/completions
 KG_URL=http://127.0.0.1:$KG_PORT/v1/chat/completions
@@ -81,8 +107,12 @@ note() { printf '    %s\n' "$*" >&2; }
 rm -rf "$RUN"
 mkdir -p "$RUN"
 
-# Every process this script starts, stopped by pid on exit.
+# Every process this script starts, stopped by pid on exit (and the PostgreSQL server
+# of the issue-14 phase, through tests/lib/postgres.sh, which started it).
 PIDS=()
+KG_PID=""
+NG_PID=""
+PG_STARTED=0
 cleanup() {
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
@@ -90,6 +120,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
+  if ((PG_STARTED)); then kg_pg_stop; fi
 }
 trap cleanup EXIT
 
@@ -101,6 +132,8 @@ wait_http() { # url seconds
   done
   return 1
 }
+
+jget() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 
 mem_json() { # pid -> {"VmRSS":..,"RssAnon":..,"RssFile":..,"VmHWM":..} in KiB
   awk 'BEGIN { printf "{"; n = 0 }
@@ -176,7 +209,7 @@ if (($(ulimit -n) < 2 * HOLD + 128)); then
   note "ulimit -n is $(ulimit -n): fewer than $((2 * HOLD + 128)) for $HOLD held streams; the hold test will fail part-way"
 fi
 
-for p in "$KG_PORT" "$UP_PORT" "$LL_PORT" "$NG_PORT"; do
+for p in "$KG_PORT" "$UP_PORT" "$LL_PORT" "$NG_PORT" "$LB_PORT" "${NODE_PORTS[@]}"; do
   if ! port_free "$p"; then
     echo "port $p is in use; set KG_BENCH_PORT to another base" >&2
     exit 1
@@ -204,7 +237,8 @@ step "machine"
   echo "  \"ulimit_n\": $(ulimit -n),"
   echo "  \"keygate_workers\": $KG_WORKERS, \"workers_list\": \"$WORKERS_LIST\", \"workers_n\": $WORKERS_N,"
   echo "  \"n\": $N, \"warmup\": $WARMUP, \"litellm_n\": $LL_N, \"litellm_warmup\": $LL_WARMUP,"
-  echo "  \"secs\": $SECS, \"warmup_secs\": $WARMUP_SECS, \"concurrency\": $CONC, \"hold\": $HOLD"
+  echo "  \"secs\": $SECS, \"warmup_secs\": $WARMUP_SECS, \"concurrency\": $CONC, \"hold\": $HOLD,"
+  echo "  \"stores_n\": $STORES_N, \"node_workers\": $NODE_WORKERS, \"only_stores\": $ONLY_STORES"
   echo "}"
 } >"$RUN/machine.json"
 note "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -308,36 +342,38 @@ wait_http "http://127.0.0.1:$UP_PORT/bench/stats" 10 || { echo "upstream did not
 # user (`user` only matters when started as root: then its workers stay this user too),
 # with everything it writes under $RUN/nginx.
 NG_DIR=$RUN/nginx
-start_nginx() { # worker_processes
-  mkdir -p "$NG_DIR/tmp"
-  cat >"$NG_DIR/nginx.conf" <<NGINX
+nginx_conf() { # dir listen-port worker_processes server... -> dir/nginx.conf
+  local dir=$1 port=$2 workers=$3 servers="" s
+  shift 3
+  for s in "$@"; do servers+="    server $s;"$'\n'; done
+  mkdir -p "$dir/tmp"
+  cat >"$dir/nginx.conf" <<NGINX
 daemon off;
 master_process on;
-worker_processes $1;
+worker_processes $workers;
 user $(id -un) $(id -gn);
-pid $NG_DIR/nginx.pid;
-error_log $NG_DIR/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
 events {
   worker_connections 16384;
 }
 http {
   access_log off;
-  client_body_temp_path $NG_DIR/tmp/body;
-  proxy_temp_path $NG_DIR/tmp/proxy;
-  fastcgi_temp_path $NG_DIR/tmp/fastcgi;
-  uwsgi_temp_path $NG_DIR/tmp/uwsgi;
-  scgi_temp_path $NG_DIR/tmp/scgi;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
   tcp_nodelay on;
   keepalive_timeout 75s;
   keepalive_requests 10000000;
   upstream bench_upstream {
-    server 127.0.0.1:$UP_PORT;
-    keepalive 256;
+$servers    keepalive 256;
     keepalive_requests 10000000;
     keepalive_timeout 75s;
   }
   server {
-    listen 127.0.0.1:$NG_PORT;
+    listen 127.0.0.1:$port;
     location / {
       proxy_pass http://bench_upstream;
       proxy_http_version 1.1;
@@ -348,6 +384,9 @@ http {
   }
 }
 NGINX
+}
+start_nginx() { # worker_processes
+  nginx_conf "$NG_DIR" "$NG_PORT" "$1" "127.0.0.1:$UP_PORT"
   "$NGINX_BIN" -p "$NG_DIR" -c "$NG_DIR/nginx.conf" -e "$NG_DIR/error.log" 2>>"$NG_DIR/stderr.log" &
   NG_PID=$!
   PIDS+=("$NG_PID")
@@ -359,6 +398,9 @@ stop_nginx() {
   wait "$NG_PID" 2>/dev/null || true
   for ((i = 0; i < 100; i++)); do port_free "$NG_PORT" && break; sleep 0.1; done
 }
+# The main phases (everything up to the LiteLLM runs but the issue-14 phase); left
+# out with KG_BENCH_ONLY_STORES=1. Not indented, to keep the history readable.
+if [[ $ONLY_STORES != 1 ]]; then
 if ((USE_NGINX)); then
   step "nginx $(cat "$RUN/nginx-version.txt") reverse proxy on :$NG_PORT"
   start_nginx "$KG_WORKERS"
@@ -391,7 +433,6 @@ admin() { # method path json
   curl -sf -X "$1" "http://127.0.0.1:$KG_PORT$2" -H "Authorization: Bearer $ADMIN_KEY" \
     -H 'Content-Type: application/json' -d "$3"
 }
-jget() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 USER_ID=$(admin POST /admin/users '{"name":"bench"}' | jget id)
 admin PUT "/admin/users/$USER_ID/openai-key" '{"api_key":"sk-proj-bench-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"}' >/dev/null
 GRANT_KEY=$(admin POST "/admin/users/$USER_ID/grants" '{"name":"bench"}' | jget api_key)
@@ -525,6 +566,146 @@ fi
 # keygate and nginx are done: stop them so they do not share the cores with LiteLLM.
 stop_keygate
 if ((USE_NGINX)); then stop_nginx; fi
+fi # the main phases
+
+# ------------------------------------------------- issue 14: stores and nodes
+# One keygate node on sled beside one on PostgreSQL, then 1 and 3 PostgreSQL nodes
+# behind nginx (see the header). Every node gets the same environment but its port,
+# data dir and store; the PostgreSQL nodes share one database, master keyring, admin
+# key and public URL, as behind a real load balancer.
+if [[ "${KG_BENCH_SKIP_STORES:-}" != "1" ]]; then
+  step "issue 14: PostgreSQL (tests/lib/postgres.sh, KG_PG_DURABLE=1: fsync on)"
+  # shellcheck source=tests/lib/postgres.sh
+  source "$ROOT/tests/lib/postgres.sh"
+  KG_PG_DURABLE=1 kg_pg_start
+  PG_STARTED=1
+  PG_PID=$(head -n 1 "$KG_PG_DIR/data/postmaster.pid")
+  # keygate refuses unknown KEYGATE_* variables, so the test ones leave the
+  # environment; the URL's password is only ever in these variables, never printed.
+  PG_ADMIN_URL=$KEYGATE_TEST_PG_URL
+  unset KEYGATE_TEST_PG_URL KEYGATE_TEST_PG_CA KG_REQUIRE_PG
+  PSQL=("$KG_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1)
+  "${PSQL[@]}" "$PG_ADMIN_URL" -c "CREATE DATABASE kg_bench"
+  PG_URL="${PG_ADMIN_URL%/postgres}/kg_bench"
+  "${PSQL[@]}" -At "$PG_ADMIN_URL" -c "SELECT version()" >"$RUN/pg-version.txt"
+  "${PSQL[@]}" -At -F= "$PG_ADMIN_URL" -c "SELECT name, setting FROM pg_settings
+    WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method',
+                   'shared_buffers', 'max_connections', 'ssl') ORDER BY name" >"$RUN/pg-settings.txt"
+  note "$(head -c 60 "$RUN/pg-version.txt"); $(tr '\n' ' ' <"$RUN/pg-settings.txt")"
+
+  ST_ADMIN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  ST_MASTER="bench1:$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  NODE_PIDS=("" "" "")
+  start_node() { # index log-name data-dir [store-url]
+    local i=$1 port=${NODE_PORTS[$1]}
+    env KEYGATE_DATA_DIR="$3" \
+      KEYGATE_WORKERS="$NODE_WORKERS" \
+      KEYGATE_LISTEN="127.0.0.1:$port" \
+      KEYGATE_UPSTREAM_URL="http://127.0.0.1:$UP_PORT/v1" \
+      KEYGATE_ADMIN_KEY="$ST_ADMIN" \
+      KEYGATE_MASTER_KEYS="$ST_MASTER" \
+      KEYGATE_PUBLIC_URL="http://127.0.0.1:$LB_PORT" \
+      ${4:+KEYGATE_STORE_URL="$4"} \
+      RUST_LOG=warn \
+      "$KEYGATE" serve 2>"$RUN/$2" &
+    NODE_PIDS[i]=$!
+    PIDS+=("$!")
+    wait_http "http://127.0.0.1:$port/readyz" 60 || { echo "keygate node $i did not start; see $RUN/$2" >&2; cat "$RUN/$2" >&2; exit 1; }
+    note "node $i (pid ${NODE_PIDS[i]}) on :$port, $([[ -n ${4:-} ]] && echo PostgreSQL || echo sled), $NODE_WORKERS workers"
+  }
+  stop_node() { # index
+    local i=$1
+    kill "${NODE_PIDS[i]}" 2>/dev/null || true
+    wait "${NODE_PIDS[i]}" 2>/dev/null || true
+    for ((j = 0; j < 100; j++)); do port_free "${NODE_PORTS[i]}" && break; sleep 0.1; done
+  }
+  make_grant() { # index -> the grant key on stdout
+    local base=http://127.0.0.1:${NODE_PORTS[$1]} user key
+    user=$(curl -sf -X POST "$base/admin/users" -H "Authorization: Bearer $ST_ADMIN" \
+      -H 'Content-Type: application/json' -d '{"name":"bench"}' | jget id)
+    curl -sf -X PUT "$base/admin/users/$user/openai-key" -H "Authorization: Bearer $ST_ADMIN" \
+      -H 'Content-Type: application/json' \
+      -d '{"api_key":"sk-proj-bench-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"}' >/dev/null
+    key=$(curl -sf -X POST "$base/admin/users/$user/grants" -H "Authorization: Bearer $ST_ADMIN" \
+      -H 'Content-Type: application/json' -d '{"name":"bench"}' | jget api_key)
+    [[ $key == kg_* ]] || { echo "no grant key from node $1" >&2; exit 1; }
+    printf '%s\n' "$key"
+  }
+  node_url() { echo "http://127.0.0.1:${NODE_PORTS[$1]}/v1/chat/completions"; }
+  warm() { # url key
+    "$BENCH" latency --url "$1" --key "$2" --warmup 0 --n 500 >/dev/null
+  }
+  # c=1 latency alternating with direct requests, then c=64 throughput; extra args:
+  # more --watch name=pid.
+  measure_pair() { # name url key watch-args...
+    local name=$1 url=$2 key=$3
+    shift 3
+    measure "$RUN/stores-latency-$name.json" "$BENCH" latency --url "$url" --key "$key" \
+      --baseline-url "$UP_URL" --warmup "$WARMUP" --n "$STORES_N" --rounds "$ROUNDS" \
+      --clk-tck "$CLK_TCK" --watch "upstream=$UP_PID" "$@"
+    measure "$RUN/stores-tput-$name.json" "$BENCH" throughput --url "$url" --key "$key" --concurrency "$CONC" \
+      --warmup-secs "$WARMUP_SECS" --secs "$SECS" \
+      --clk-tck "$CLK_TCK" --watch "upstream=$UP_PID" "$@"
+  }
+
+  step "issue 14: one node on sled"
+  start_node 0 stores-sled.log "$RUN/stores/sled"
+  ST_KEY=$(make_grant 0)
+  warm "$(node_url 0)" "$ST_KEY"
+  wait_quiet "stores: sled"
+  measure_pair sled "$(node_url 0)" "$ST_KEY" --watch "keygate=${NODE_PIDS[0]}"
+  stop_node 0
+
+  step "issue 14: one node on PostgreSQL"
+  start_node 0 stores-pg0.log "$RUN/stores/pg0" "$PG_URL"
+  ST_KEY=$(make_grant 0)
+  warm "$(node_url 0)" "$ST_KEY"
+  wait_quiet "stores: PostgreSQL"
+  measure_pair pg "$(node_url 0)" "$ST_KEY" --watch "keygate=${NODE_PIDS[0]}" --watch "postgres=$PG_PID"
+
+  if ((USE_NGINX)); then
+    LB_DIR=$RUN/nginx-lb
+    start_lb() { # node indexes...
+      local servers=() i
+      for i in "$@"; do servers+=("127.0.0.1:${NODE_PORTS[i]}"); done
+      nginx_conf "$LB_DIR" "$LB_PORT" "$KG_WORKERS" "${servers[@]}"
+      "$NGINX_BIN" -p "$LB_DIR" -c "$LB_DIR/nginx.conf" -e "$LB_DIR/error.log" 2>>"$LB_DIR/stderr.log" &
+      LB_PID=$!
+      PIDS+=("$LB_PID")
+      wait_http "http://127.0.0.1:$LB_PORT/readyz" 10 || { echo "nginx (load balancer) did not start; see $LB_DIR" >&2; cat "$LB_DIR/error.log" >&2; exit 1; }
+      note "nginx (pid $LB_PID) on :$LB_PORT over ${#servers[@]} node(s): ${servers[*]}"
+    }
+    stop_lb() {
+      kill "$LB_PID" 2>/dev/null || true
+      wait "$LB_PID" 2>/dev/null || true
+      for ((j = 0; j < 100; j++)); do port_free "$LB_PORT" && break; sleep 0.1; done
+    }
+    step "issue 14: nginx over 1 PostgreSQL node"
+    start_lb 0
+    warm "$LB_URL" "$ST_KEY"
+    wait_quiet "stores: nginx + 1 node"
+    measure_pair lb1 "$LB_URL" "$ST_KEY" --watch "keygate=${NODE_PIDS[0]}" --watch "nginx=$LB_PID" \
+      --watch "postgres=$PG_PID"
+    stop_lb
+
+    step "issue 14: nginx over 3 PostgreSQL nodes (one database)"
+    start_node 1 stores-pg1.log "$RUN/stores/pg1" "$PG_URL"
+    start_node 2 stores-pg2.log "$RUN/stores/pg2" "$PG_URL"
+    start_lb 0 1 2
+    warm "$LB_URL" "$ST_KEY"
+    wait_quiet "stores: nginx + 3 nodes"
+    measure_pair lb3 "$LB_URL" "$ST_KEY" --watch "keygate=${NODE_PIDS[0]}" --watch "keygate1=${NODE_PIDS[1]}" \
+      --watch "keygate2=${NODE_PIDS[2]}" --watch "nginx=$LB_PID" --watch "postgres=$PG_PID"
+    stop_lb
+    stop_node 1
+    stop_node 2
+  else
+    note "nginx not available: no load-balanced figures"
+  fi
+  stop_node 0
+  kg_pg_stop
+  PG_STARTED=0
+fi
 
 # ------------------------------------------------------------------------ LiteLLM
 if ((USE_LITELLM)); then

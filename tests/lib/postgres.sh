@@ -12,9 +12,11 @@
 #
 # KEYGATE_TEST_PG_URL is a maintenance URL: each test creates (and drops) its own
 # database with it. The password is random per run and only ever in that variable.
-# Knobs: KG_PG_USER (the OS user the server runs as when we are root; default kgpg).
-# The server runs with fsync off: it is a test fixture (keygate nodes are killed in
-# the tests, PostgreSQL never is), and the suite's budget is tight.
+# Knobs: KG_PG_USER (the OS user the server runs as when we are root; default kgpg);
+# KG_PG_DURABLE=1: fsync and full_page_writes on (PostgreSQL's defaults), for the
+# benchmark (tests/bench/run.sh), whose figures must be those of a real server.
+# Otherwise the server runs with fsync off: it is a test fixture (keygate nodes are
+# killed in the tests, PostgreSQL never is), and the suite's budget is tight.
 
 KG_PG_DIR=""
 KG_PG_PORT=""
@@ -91,13 +93,15 @@ kg_pg_start() {
     [[ "$(id -u)" == "0" ]] && chown "${KG_PG_USER:-kgpg}" "$KG_PG_DIR/server.key" "$KG_PG_DIR/server.crt"
     tls_opts="-c ssl=on -c ssl_cert_file=$KG_PG_DIR/server.crt -c ssl_key_file=$KG_PG_DIR/server.key"
   fi
+  local durability="-c fsync=off -c full_page_writes=off"
+  [[ "${KG_PG_DURABLE:-}" == "1" ]] && durability="-c fsync=on -c full_page_writes=on -c synchronous_commit=on"
   local try port
   for try in $(seq 1 20); do
     port=$((20000 + RANDOM % 40000))
     kg_pg_port_free "$port" || continue
     if kg_pg_as "$KG_PG_BIN/pg_ctl" -D "$KG_PG_DIR/data" -l "$KG_PG_DIR/server.log" -w -t 60 \
       -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$KG_PG_DIR \
-          -c max_connections=400 -c fsync=off -c full_page_writes=off $tls_opts" start >/dev/null; then
+          -c max_connections=400 $durability $tls_opts" start >/dev/null; then
       KG_PG_PORT="$port"
       break
     fi
