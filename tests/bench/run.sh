@@ -582,8 +582,8 @@ if [[ "${KG_BENCH_SKIP_STORES:-}" != "1" ]]; then
   PG_PID=$(head -n 1 "$KG_PG_DIR/data/postmaster.pid")
   # keygate refuses unknown KEYGATE_* variables, so the test ones leave the
   # environment; the URL's password is only ever in these variables, never printed.
-  PG_ADMIN_URL=$KEYGATE_TEST_PG_URL
-  unset KEYGATE_TEST_PG_URL KEYGATE_TEST_PG_CA KG_REQUIRE_PG
+  PG_ADMIN_URL=$KG_TEST_PG_URL
+  unset KG_TEST_PG_URL KG_TEST_PG_CA KG_REQUIRE_PG
   PSQL=("$KG_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1)
   "${PSQL[@]}" "$PG_ADMIN_URL" -c "CREATE DATABASE kg_bench"
   PG_URL="${PG_ADMIN_URL%/postgres}/kg_bench"

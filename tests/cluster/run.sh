@@ -3,7 +3,7 @@
 #
 #   - a PostgreSQL server: Debian's package, run as a non-root user from a temp dir,
 #     started here and stopped on exit (tests/lib/postgres.sh) — or the one the caller
-#     already runs, when KEYGATE_TEST_PG_URL is set (tests/run.sh does);
+#     already runs, when KG_TEST_PG_URL is set (tests/run.sh does);
 #   - KG_DURA_NODES (3) real `keygate serve` processes on loopback ports, each with its
 #     own data dir and the same KEYGATE_STORE_URL (a fresh database), KEYGATE_MASTER_KEYS
 #     and KEYGATE_PUBLIC_URL, in front of an in-process mock OpenAI;
@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if [[ -z "${KEYGATE_TEST_PG_URL:-}" ]]; then
+if [[ -z "${KG_TEST_PG_URL:-}" ]]; then
   # shellcheck source=tests/lib/postgres.sh
   source tests/lib/postgres.sh
   kg_pg_start

@@ -4,14 +4,15 @@
 #
 #   source tests/lib/postgres.sh
 #   kg_pg_start                  # installs PostgreSQL if needed, starts it, exports:
-#                                #   KEYGATE_TEST_PG_URL  postgres://kgtest:…@127.0.0.1:PORT/postgres
+#                                #   KG_TEST_PG_URL  postgres://kgtest:…@127.0.0.1:PORT/postgres
 #                                #   KG_REQUIRE_PG=1      (tests needing PostgreSQL fail, not skip)
-#                                #   KEYGATE_TEST_PG_CA   the server's self-signed certificate
+#                                #   KG_TEST_PG_CA   the server's self-signed certificate
 #                                #     (TLS is on when the openssl command exists; else unset)
 #   trap kg_pg_stop EXIT         # stops it and removes its dir
 #
-# KEYGATE_TEST_PG_URL is a maintenance URL: each test creates (and drops) its own
-# database with it. The password is random per run and only ever in that variable.
+# KG_TEST_PG_URL is a maintenance URL: each test creates (and drops) its own
+# database with it. (KG_, not KEYGATE_: keygate refuses to start beside an unknown
+# KEYGATE_* variable, and every keygate the tests start inherits these.) The password is random per run and only ever in that variable.
 # Knobs: KG_PG_USER (the OS user the server runs as when we are root; default kgpg);
 # KG_PG_DURABLE=1: fsync and full_page_writes on (PostgreSQL's defaults), for the
 # benchmark (tests/bench/run.sh), whose figures must be those of a real server.
@@ -84,7 +85,7 @@ kg_pg_start() {
   # TLS, so the tests can connect with sslmode=require and verify-full: a self-signed
   # certificate for 127.0.0.1, trusted by nothing but the tests that are handed it.
   local tls_opts=""
-  unset KEYGATE_TEST_PG_CA
+  unset KG_TEST_PG_CA
   if command -v openssl >/dev/null 2>&1 && openssl req -x509 -newkey rsa:2048 -nodes -days 2 \
     -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
     -keyout "$KG_PG_DIR/server.key" -out "$KG_PG_DIR/server.crt" >/dev/null 2>&1; then
@@ -111,9 +112,9 @@ kg_pg_start() {
     tail -n 20 "$KG_PG_DIR/server.log" >&2 || true
     return 1
   fi
-  export KEYGATE_TEST_PG_URL="postgres://kgtest:${password}@127.0.0.1:${KG_PG_PORT}/postgres"
+  export KG_TEST_PG_URL="postgres://kgtest:${password}@127.0.0.1:${KG_PG_PORT}/postgres"
   export KG_REQUIRE_PG=1
-  if [[ -n "$tls_opts" ]]; then export KEYGATE_TEST_PG_CA="$KG_PG_DIR/server.crt"; fi
+  if [[ -n "$tls_opts" ]]; then export KG_TEST_PG_CA="$KG_PG_DIR/server.crt"; fi
   kg_pg_log "PostgreSQL ($(basename "$(dirname "$KG_PG_BIN")")) on 127.0.0.1:$KG_PG_PORT, dir $KG_PG_DIR"
 }
 

@@ -3,7 +3,7 @@
 //! policy and the in-memory limiter do, hold a budget and a concurrency cap under many
 //! concurrent connections, and leave a grant without limits alone.
 //!
-//! Needs `KEYGATE_TEST_PG_URL` (a maintenance URL: each test creates its own database);
+//! Needs `KG_TEST_PG_URL` (a maintenance URL: each test creates its own database);
 //! without it the tests skip with a printed line, unless `KG_REQUIRE_PG=1`.
 
 // Integration-test helpers are test code too; clippy only exempts #[test] fns. The
@@ -43,14 +43,14 @@ const USAGE_SQL: &str = "CREATE TABLE IF NOT EXISTS usage (grant_id text NOT NUL
 // --- a database per test -------------------------------------------------------------
 
 fn maintenance_url(test: &str) -> Option<String> {
-    match std::env::var("KEYGATE_TEST_PG_URL") {
+    match std::env::var("KG_TEST_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             assert!(
                 std::env::var("KG_REQUIRE_PG").as_deref() != Ok("1"),
-                "KG_REQUIRE_PG=1 but KEYGATE_TEST_PG_URL is not set"
+                "KG_REQUIRE_PG=1 but KG_TEST_PG_URL is not set"
             );
-            println!("skipped {test}: KEYGATE_TEST_PG_URL is not set (no PostgreSQL)");
+            println!("skipped {test}: KG_TEST_PG_URL is not set (no PostgreSQL)");
             None
         }
     }

@@ -3,7 +3,7 @@
 //! table; errors that never carry a bound value. (Every interface method's behaviour
 //! is the conformance suite's, run against both backends.)
 //!
-//! Needs a server: `KEYGATE_TEST_PG_URL` (a maintenance URL; `tests/lib/postgres.sh`
+//! Needs a server: `KG_TEST_PG_URL` (a maintenance URL; `tests/lib/postgres.sh`
 //! starts one and sets it). Each test makes its own database. Without the variable the
 //! tests skip with a line, unless `KG_REQUIRE_PG=1`: then they fail.
 
@@ -40,11 +40,11 @@ struct TestDb {
 impl TestDb {
     /// `None` (after printing why) when no server is configured and none is required.
     async fn create(test: &str) -> Option<TestDb> {
-        let Ok(admin_url) = std::env::var("KEYGATE_TEST_PG_URL") else {
+        let Ok(admin_url) = std::env::var("KG_TEST_PG_URL") else {
             if std::env::var("KG_REQUIRE_PG").as_deref() == Ok("1") {
-                panic!("KG_REQUIRE_PG=1 but KEYGATE_TEST_PG_URL is not set");
+                panic!("KG_REQUIRE_PG=1 but KG_TEST_PG_URL is not set");
             }
-            eprintln!("skipping {test}: KEYGATE_TEST_PG_URL is not set (tests/lib/postgres.sh)");
+            eprintln!("skipping {test}: KG_TEST_PG_URL is not set (tests/lib/postgres.sh)");
             return None;
         };
         static N: AtomicU32 = AtomicU32::new(0);
@@ -1194,17 +1194,17 @@ async fn tls_connections(db: &TestDb) -> i64 {
 
 /// `sslmode=require` encrypts; `verify-full` checks the certificate against
 /// `sslrootcert` (and refuses one it cannot trust); a plain URL stays plain. The
-/// server is the test server with its self-signed certificate (`KEYGATE_TEST_PG_CA`).
+/// server is the test server with its self-signed certificate (`KG_TEST_PG_CA`).
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_when_the_url_asks_verified_when_it_says_so() {
     let Some(db) = TestDb::create("tls").await else {
         return;
     };
-    let Ok(ca) = std::env::var("KEYGATE_TEST_PG_CA") else {
+    let Ok(ca) = std::env::var("KG_TEST_PG_CA") else {
         if std::env::var("KG_REQUIRE_PG").as_deref() == Ok("1") {
-            panic!("KG_REQUIRE_PG=1 but the test server has no TLS (KEYGATE_TEST_PG_CA)");
+            panic!("KG_REQUIRE_PG=1 but the test server has no TLS (KG_TEST_PG_CA)");
         }
-        eprintln!("skipping tls: KEYGATE_TEST_PG_CA is not set");
+        eprintln!("skipping tls: KG_TEST_PG_CA is not set");
         return;
     };
     let plain = Store::connect(&db.url, &StoreOptions::default())

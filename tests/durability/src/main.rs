@@ -3,7 +3,7 @@
 //! ```text
 //! keygate-durability crash   # KG_DURA_CYCLES (default 30), KG_DURA_WORKERS (3), KG_DURA_SEED
 //! keygate-durability soak    # KG_SOAK_REQUESTS (default 20000), KG_SOAK_CONCURRENCY (8)
-//! keygate-durability cluster # KG_DURA_NODES (3) on PostgreSQL (KEYGATE_TEST_PG_URL),
+//! keygate-durability cluster # KG_DURA_NODES (3) on PostgreSQL (KG_TEST_PG_URL),
 //!                            # KG_DURA_CYCLES (10), KG_DURA_WORKERS (6), KG_DURA_SEED
 //! ```
 //!
@@ -72,7 +72,7 @@ async fn run_mode(mode: &str) -> Result<()> {
             // failure, for a post-mortem).
             let Some(db) = keygate_testkit::cluster::TestDatabase::create("kg_dura").await else {
                 bail!(
-                    "cluster mode needs PostgreSQL: set KEYGATE_TEST_PG_URL (tests/cluster/run.sh does)"
+                    "cluster mode needs PostgreSQL: set KG_TEST_PG_URL (tests/cluster/run.sh does)"
                 );
             };
             crash::run(crash::Opts {
@@ -102,7 +102,7 @@ async fn run_mode(mode: &str) -> Result<()> {
              (KG_DURA_CYCLES=30, KG_DURA_WORKERS=3, KG_DURA_SEED)\n  \
              soak: KG_SOAK_REQUESTS=20000 mixed requests with a canary OpenAI key \
              (KG_SOAK_CONCURRENCY=8)\n  \
-             cluster: KG_DURA_NODES=3 nodes on PostgreSQL (KEYGATE_TEST_PG_URL), one SIGKILLed \
+             cluster: KG_DURA_NODES=3 nodes on PostgreSQL (KG_TEST_PG_URL), one SIGKILLed \
              per cycle, acknowledged writes checked through the others (KG_DURA_CYCLES=10)"
         ),
     }

@@ -5,7 +5,7 @@
 //! and keeps its public `Origin` and its cookie jar (cookies are per host, not per port,
 //! so a session cookie set by one `localhost` node is sent to every other).
 //!
-//! Needs `KEYGATE_TEST_PG_URL` (a maintenance URL: the cluster creates its own database
+//! Needs `KG_TEST_PG_URL` (a maintenance URL: the cluster creates its own database
 //! with it; tests/lib/postgres.sh starts a server). Unset, [`TestCluster::spawn`] prints
 //! a line and answers `None` — unless `KG_REQUIRE_PG=1`, then it fails.
 
@@ -30,14 +30,14 @@ pub struct TestCluster {
     pub urls: Vec<String>,
     /// The one upstream every node forwards to.
     pub mock: MockOpenAi,
-    /// The cluster's own database URL (`KEYGATE_TEST_PG_URL` with its database).
+    /// The cluster's own database URL (`KG_TEST_PG_URL` with its database).
     pub store_url: String,
     database: TestDatabase,
 }
 
 /// A new, empty database on the test PostgreSQL server, for one test or harness run.
 pub struct TestDatabase {
-    /// `KEYGATE_TEST_PG_URL` with this database: what `store_url` takes.
+    /// `KG_TEST_PG_URL` with this database: what `store_url` takes.
     pub url: String,
     name: String,
     maintenance: tokio_postgres::Client,
@@ -55,7 +55,7 @@ impl TestDatabase {
         let (maintenance, connection) =
             tokio_postgres::connect(&maintenance_url, tokio_postgres::NoTls)
                 .await
-                .unwrap_or_else(|e| panic!("connecting to KEYGATE_TEST_PG_URL: {e}"));
+                .unwrap_or_else(|e| panic!("connecting to KG_TEST_PG_URL: {e}"));
         tokio::spawn(connection);
         // An identifier cannot be a bound parameter: this one is made here from a
         // checked prefix and a random id (lowercase base32), never from input.
@@ -67,7 +67,7 @@ impl TestDatabase {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("CREATE DATABASE");
-        let mut url = url::Url::parse(&maintenance_url).expect("KEYGATE_TEST_PG_URL is a URL");
+        let mut url = url::Url::parse(&maintenance_url).expect("KG_TEST_PG_URL is a URL");
         url.set_path(&format!("/{name}"));
         Some(TestDatabase {
             url: url.to_string(),
@@ -93,18 +93,18 @@ impl TestDatabase {
 /// when none is configured and none is required.
 #[allow(clippy::print_stderr)]
 pub fn pg_url() -> Option<String> {
-    match std::env::var("KEYGATE_TEST_PG_URL") {
+    match std::env::var("KG_TEST_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             // The skip is reported where a test's output goes: a silent skip would
             // read as a pass.
             assert!(
                 std::env::var("KG_REQUIRE_PG").as_deref() != Ok("1"),
-                "KG_REQUIRE_PG=1 but KEYGATE_TEST_PG_URL is unset: start PostgreSQL with \
+                "KG_REQUIRE_PG=1 but KG_TEST_PG_URL is unset: start PostgreSQL with \
                  tests/lib/postgres.sh (kg_pg_start)"
             );
             eprintln!(
-                "skipped (cluster, PostgreSQL): KEYGATE_TEST_PG_URL is unset \
+                "skipped (cluster, PostgreSQL): KG_TEST_PG_URL is unset \
                  (tests/lib/postgres.sh starts a server)"
             );
             None

@@ -69,16 +69,16 @@ pub fn sled() -> Backend {
 /// The maintenance URL of the test PostgreSQL server; `None` (after a printed line)
 /// when there is none and none is required.
 pub fn pg_url() -> Option<String> {
-    match std::env::var("KEYGATE_TEST_PG_URL") {
+    match std::env::var("KG_TEST_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             assert!(
                 std::env::var("KG_REQUIRE_PG").as_deref() != Ok("1"),
-                "KG_REQUIRE_PG=1 but KEYGATE_TEST_PG_URL is unset: start PostgreSQL with \
+                "KG_REQUIRE_PG=1 but KG_TEST_PG_URL is unset: start PostgreSQL with \
                  tests/lib/postgres.sh (kg_pg_start)"
             );
             eprintln!(
-                "skipped (PostgreSQL): KEYGATE_TEST_PG_URL is unset \
+                "skipped (PostgreSQL): KG_TEST_PG_URL is unset \
                  (tests/lib/postgres.sh starts a server)"
             );
             None
@@ -93,7 +93,7 @@ pub async fn postgres() -> Option<Backend> {
     let url = pg_url()?;
     let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
-        .unwrap_or_else(|e| panic!("connecting to KEYGATE_TEST_PG_URL: {e}"));
+        .unwrap_or_else(|e| panic!("connecting to KG_TEST_PG_URL: {e}"));
     tokio::spawn(connection);
     // An identifier cannot be a bound parameter; this one is made here from a random
     // id (lowercase base32), never from input.

@@ -1,12 +1,12 @@
 //! The store conformance suite: every behaviour of the [`StoreBackend`] interface,
 //! written once as `async fn case(store: Store)` and run against each backend by
 //! [`conformance!`]: `sled` on a fresh temp dir, `postgres` on a fresh database of the
-//! server named by `KEYGATE_TEST_PG_URL` (tests/lib/postgres.sh starts one). A
+//! server named by `KG_TEST_PG_URL` (tests/lib/postgres.sh starts one). A
 //! behaviour the server relies on is a behaviour of the interface, so both backends
 //! must pass every case; what only one backend does (sled's reopen and lock, sled's
 //! cache sizes, PostgreSQL's migrations) is tested beside that backend instead.
 //!
-//! Without `KEYGATE_TEST_PG_URL` the `postgres` instantiations print a line and pass,
+//! Without `KG_TEST_PG_URL` the `postgres` instantiations print a line and pass,
 //! unless `KG_REQUIRE_PG=1` (set by tests/run.sh), where they fail.
 //!
 //! `cargo test -p keygate-store --test conformance -- sled` runs one backend.

@@ -12,7 +12,7 @@
 //! which a per-request read meets with a wide margin even on a loaded CI machine;
 //! anything slower would mean a cache crept in.
 //!
-//! Needs PostgreSQL (`KEYGATE_TEST_PG_URL`); skipped with a printed line without it,
+//! Needs PostgreSQL (`KG_TEST_PG_URL`); skipped with a printed line without it,
 //! unless `KG_REQUIRE_PG=1`.
 // The propagation figures are this module's report (docs/_issue14/cluster.md quotes
 // them): printed, never asserted beyond the bound.
