@@ -95,6 +95,9 @@ CREATE OR REPLACE FUNCTION keygate_limits_load_period(
     INOUT w limit_windows, p_row_model text, p_kind text, p_start bigint, p_end bigint,
     p_first_day integer, p_last_day integer)
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_usd numeric;
+    v_tokens numeric;
 BEGIN
     IF p_kind IS NULL THEN
         w.period_kind := NULL; w.period_start := NULL;
@@ -106,10 +109,20 @@ BEGIN
     END IF;
     SELECT coalesce(sum(u.usd_nanos), 0),
            coalesce(sum(u.prompt_tokens), 0) + coalesce(sum(u.completion_tokens), 0)
-      INTO w.settled_usd, w.settled_tokens
+      INTO v_usd, v_tokens
       FROM usage u
      WHERE u.grant_id = w.grant_id AND u.day BETWEEN p_first_day AND p_last_day
        AND (p_row_model IS NULL OR u.model = p_row_model);
+    -- Forgotten (the grant's limits were edited) within the same period: the window
+    -- already counts answers the nodes have not flushed to `usage` yet (up to a second
+    -- each), so it keeps the larger of the two — an edit must never un-spend a budget.
+    IF w.period_kind IS NULL AND w.period_start IS NOT DISTINCT FROM p_start THEN
+        w.settled_usd := greatest(w.settled_usd, v_usd);
+        w.settled_tokens := greatest(w.settled_tokens, v_tokens);
+    ELSE
+        w.settled_usd := v_usd;
+        w.settled_tokens := v_tokens;
+    END IF;
     w.resets_at := p_end;
     w.period_kind := p_kind;
     w.period_start := p_start;
@@ -389,5 +402,7 @@ $$;
 -- edit, none per request.
 CREATE OR REPLACE FUNCTION keygate_limits_forget(p_grant text)
 RETURNS void LANGUAGE sql AS $$
-    UPDATE limit_windows SET period_kind = NULL, period_start = NULL WHERE grant_id = p_grant
+    -- The period's start stays: a reload in the same period keeps what the window
+    -- counted (see keygate_limits_load_period).
+    UPDATE limit_windows SET period_kind = NULL WHERE grant_id = p_grant
 $$;

@@ -323,21 +323,46 @@ impl Limiter {
         model: Option<&str>,
         estimate: Estimate,
     ) -> Result<Lease, Refusal> {
-        let ask = LimitAsk {
-            grant,
-            now_ms: self.0.clock.now_ms(),
-            rules: Rules::of(limits),
-            budget_period: limits.budget.as_ref().map(|b| b.period),
-            estimate,
-            model: model.map(|m| ModelAsk {
-                name: m,
-                row_name: row_model(m),
-                overrides: limits
-                    .for_model(m)
-                    .map(|o| (Rules::of_model(o), o.budget.as_ref().map(|b| b.period))),
-            }),
-        };
-        let held = match self.0.store.limits_acquire(&ask).await {
+        let now_ms = self.0.clock.now_ms();
+        let rules = Rules::of(limits);
+        let budget_period = limits.budget.as_ref().map(|b| b.period);
+        let overrides = model
+            .and_then(|m| limits.for_model(m))
+            .map(|o| (Rules::of_model(o), o.budget.as_ref().map(|b| b.period)));
+        let (store, owned_grant, owned_model) = (
+            self.0.store.clone(),
+            grant.clone(),
+            model.map(str::to_owned),
+        );
+        // The statement runs in a task of its own: were it awaited here, a client going
+        // away would drop this future after PostgreSQL committed the lease but before
+        // a `Lease` existed to give it back — a place and a reservation taken for good.
+        // The task always ends what it took: handed over, or settled as unused.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let ask = LimitAsk {
+                grant: &owned_grant,
+                now_ms,
+                rules,
+                budget_period,
+                estimate,
+                model: owned_model.as_deref().map(|m| ModelAsk {
+                    name: m,
+                    row_name: row_model(m),
+                    overrides,
+                }),
+            };
+            let decided = store.limits_acquire(&ask).await;
+            if let Err(Ok(Ok(held))) = tx.send(decided) {
+                settle_in_store(&store, &held, Spend::default(), now_ms).await;
+            }
+        });
+        let decided = rx.await.map_err(|_| {
+            Refusal::Store(StoreError::Transaction(
+                "the shared limits' acquire task ended without an answer".into(),
+            ))
+        })?;
+        let held = match decided {
             Ok(Ok(held)) => held,
             Ok(Err(r)) if r.model => return Err(Refusal::Model(r.deny)),
             Ok(Err(r)) => return Err(Refusal::Deny(r.deny)),
@@ -491,19 +516,10 @@ impl Limiter {
     /// Settles a shared lease in the background: the answer is already out, and
     /// `Lease::drop` cannot wait. Until it lands the request still counts as in flight
     /// (a request deciding meanwhile sees one more: refused a little early, never
-    /// late). A failed statement leaves the lease held in the store: logged as an
-    /// error, since the grant's concurrency and budget then stay taken.
+    /// late). See [`settle_in_store`] for failures.
     fn settle_shared(&self, held: LimitLease, actual: Spend, now_ms: u64) {
         let store = self.0.store.clone();
-        let settle = async move {
-            if let Err(e) = store.limits_settle(&held, actual, now_ms).await {
-                tracing::error!(
-                    error = %e,
-                    "could not settle a request in the shared limits: its place and \
-                     reservation stay taken"
-                );
-            }
-        };
+        let settle = async move { settle_in_store(&store, &held, actual, now_ms).await };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(settle);
@@ -513,6 +529,30 @@ impl Limiter {
                  reservation stay taken"
             ),
         }
+    }
+}
+
+/// Settles a shared lease, retrying a failed statement a few times (a dropped
+/// connection, a failover): a lease never settled keeps its place and reservation
+/// for good. The price: a settle whose commit succeeded but whose answer was lost is
+/// applied again, counting one request fewer in flight (and a reservation less) until
+/// the window empties — rarer, and bounded, where the leak is neither.
+async fn settle_in_store(store: &Store, held: &LimitLease, actual: Spend, now_ms: u64) {
+    const BACKOFF_MS: [u64; 4] = [0, 100, 1_000, 5_000];
+    let mut last = None;
+    for wait in BACKOFF_MS {
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        match store.limits_settle(held, actual, now_ms).await {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        tracing::error!(
+            error = %e,
+            "could not settle a request in the shared limits: its place and reservation \
+             stay taken"
+        );
     }
 }
 

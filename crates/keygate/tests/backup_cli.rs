@@ -7,9 +7,9 @@ mod common;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, run, serve};
+use common::{ADMIN_KEY, person, run, serve};
 use keygate_testkit::mock_openai::MockOpenAi;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const OPENAI_KEY: &str = "sk-proj-backup-cli-person-key-0123456789abcdBKUP";
 
@@ -31,42 +31,6 @@ fn fails(out: Output) -> String {
     assert!(!out.status.success(), "succeeded: {stdout}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     stderr
-}
-
-/// A person with a key and a grant, through the admin API; returns the grant's key.
-async fn person(address: &str) -> String {
-    let http = reqwest::Client::new();
-    let admin = |m: reqwest::Method, p: &str| {
-        http.request(m, format!("{address}{p}"))
-            .bearer_auth(ADMIN_KEY)
-    };
-    let user: Value = admin(reqwest::Method::POST, "/admin/users")
-        .json(&json!({"name": "Ada"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = user["id"].as_str().unwrap();
-    let res = admin(
-        reqwest::Method::PUT,
-        &format!("/admin/users/{id}/openai-key"),
-    )
-    .json(&json!({"api_key": OPENAI_KEY}))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 204);
-    let grant: Value = admin(reqwest::Method::POST, &format!("/admin/users/{id}/grants"))
-        .json(&json!({"name": "app"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    grant["api_key"].as_str().unwrap().to_owned()
 }
 
 async fn chat_ok(address: &str, api_key: &str) {
@@ -92,7 +56,7 @@ async fn backup_rotate_retire_and_restore_through_a_running_keygate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server = serve(&data, &mock.base_url(), dir.path().join("log"), &[]).await;
-    let api_key = person(&server.address).await;
+    let api_key = person(&server.address, OPENAI_KEY).await;
     let d = data.to_str().unwrap();
     let online = [
         ("KEYGATE_DATA_DIR", d),

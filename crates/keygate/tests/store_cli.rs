@@ -9,10 +9,10 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{ADMIN_KEY, run, serve};
+use common::{ADMIN_KEY, person, run, serve};
 use keygate_testkit::cluster::TestDatabase;
 use keygate_testkit::mock_openai::MockOpenAi;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const OPENAI_KEY: &str = "sk-proj-store-copy-person-key-0123456789abcdCOPY";
 
@@ -28,42 +28,6 @@ fn fails(out: Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "succeeded: {stdout}");
     stdout + &stderr
-}
-
-/// A person with a key and a grant, through the admin API; returns the grant's key.
-async fn person(address: &str) -> String {
-    let http = reqwest::Client::new();
-    let admin = |m: reqwest::Method, p: &str| {
-        http.request(m, format!("{address}{p}"))
-            .bearer_auth(ADMIN_KEY)
-    };
-    let user: Value = admin(reqwest::Method::POST, "/admin/users")
-        .json(&json!({"name": "Ada"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = user["id"].as_str().unwrap();
-    let res = admin(
-        reqwest::Method::PUT,
-        &format!("/admin/users/{id}/openai-key"),
-    )
-    .json(&json!({"api_key": OPENAI_KEY}))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 204);
-    let grant: Value = admin(reqwest::Method::POST, &format!("/admin/users/{id}/grants"))
-        .json(&json!({"name": "app"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    grant["api_key"].as_str().unwrap().to_owned()
 }
 
 /// A chat completion through keygate reaches the mock with the person's own key.
@@ -104,7 +68,7 @@ async fn sled_to_postgres_and_back_serves_the_same_people_and_keys() {
 
     // A real keygate writes the sled store.
     let mut server = serve(&sled_a, &mock.base_url(), dir.path().join("log-a"), &[]).await;
-    let api_key = person(&server.address).await;
+    let api_key = person(&server.address, OPENAI_KEY).await;
     chat_reaches_openai_with_the_key(&server.address, &api_key, &mock).await;
     let from_a = format!("sled:{}", sled_a.display());
     // Not while it runs: the copy must see a store nobody changes.

@@ -3,7 +3,9 @@
 //! says `Unsupported` and holds nothing. The decision itself is proved equal to the
 //! pure policy in `tests/pg_limits.rs`; here, the interface's contract.
 
+use keygate_core::calendar::Period;
 use keygate_core::limits::Limits;
+use keygate_core::money::Usd;
 use keygate_core::policy::{Deny, Estimate, Rules, Spend};
 use keygate_store::{BackendKind, LimitAsk, Store, StoreError};
 
@@ -89,6 +91,50 @@ async fn limits_are_held_shared_and_released_where_the_backend_shares_them(store
         .unwrap()
         .unwrap();
     assert_eq!(store.limits_held(&g.id).await.unwrap().0, 1);
+    store
+        .limits_settle(&again, Spend::default(), 1_004)
+        .await
+        .unwrap();
+
+    // Spend settled in the window but not yet in `usage` (a node's unflushed batch)
+    // survives an edit of the limits: the reload keeps the larger figure.
+    let budget = Rules {
+        budget_usd: Some(Usd::from_nanos(100)),
+        ..Rules::default()
+    };
+    let priced = |usd: u64, now_ms: u64| LimitAsk {
+        budget_period: Some(Period::Month),
+        estimate: Estimate {
+            tokens: 1,
+            usd: Some(Usd::from_nanos(usd)),
+        },
+        ..ask(&g.id, budget, now_ms)
+    };
+    let spent = store
+        .limits_acquire(&priced(60, 2_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let used = Spend {
+        usd: Usd::from_nanos(60),
+        tokens: 1,
+    };
+    store.limits_settle(&spent, used, 2_001).await.unwrap();
+    store
+        .update_grant(&g.id, &|g| g.limits.rpm = Some(99))
+        .await
+        .unwrap();
+    let refused = store
+        .limits_acquire(&priced(60, 2_002))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(refused.deny, Deny::Budget { .. }),
+        "60 of 100 spent before the edit: 60 more must not fit ({:?})",
+        refused.deny
+    );
+
     // A removed grant's windows go with it.
     assert!(store.delete_grant(&g.id).await.unwrap());
     assert_eq!(

@@ -164,3 +164,41 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A person with `openai_key` stored and a grant, through the admin API of the keygate
+/// at `address`; returns the grant's API key.
+pub async fn person(address: &str, openai_key: &str) -> String {
+    use serde_json::{Value, json};
+    let http = reqwest::Client::new();
+    let admin = |m: reqwest::Method, p: &str| {
+        http.request(m, format!("{address}{p}"))
+            .bearer_auth(ADMIN_KEY)
+    };
+    let user: Value = admin(reqwest::Method::POST, "/admin/users")
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = user["id"].as_str().unwrap();
+    let res = admin(
+        reqwest::Method::PUT,
+        &format!("/admin/users/{id}/openai-key"),
+    )
+    .json(&json!({"api_key": openai_key}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 204);
+    let grant: Value = admin(reqwest::Method::POST, &format!("/admin/users/{id}/grants"))
+        .json(&json!({"name": "app"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    grant["api_key"].as_str().unwrap().to_owned()
+}

@@ -639,3 +639,85 @@ async fn the_master_keyring_is_not_changed_through_one_node() {
     }
     c.stop().await;
 }
+
+/// Review finding (issue 14): a shared-limits acquire is a statement PostgreSQL commits
+/// even when the client that caused it is gone; awaited in the request's own future, a
+/// client giving up while it waited left its place in `max_concurrency` taken for good.
+/// Here the grant's window is held locked (as a busy grant's would be) while 12 clients
+/// over the 3 nodes give up; once the lock goes, their acquires commit — and nothing
+/// may stay held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_giving_up_mid_acquire_leave_nothing_held() {
+    let Some(c) = cluster().await else { return };
+    let (_b, id, key) = person_with_grant(&c).await;
+    c.nodes[A]
+        .set_limits(&id, json!({"max_concurrency": 1}), None)
+        .await;
+    // One request makes the grant's window row.
+    assert_eq!(chat_status(&c.nodes[A], &key, "gpt-4o").await, 200);
+    let grant = keygate_core::ids::GrantId::parse(&id).unwrap();
+    let held = |node: usize| {
+        let store = c.nodes[node].state.store.clone();
+        let grant = grant.clone();
+        async move { store.limits_held(&grant).await.unwrap() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held(A).await.0 > 0 {
+        assert!(Instant::now() < deadline, "the first request never settled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let (mut locker, connection) = tokio_postgres::connect(&c.store_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM limit_windows WHERE grant_id = $1 FOR UPDATE",
+        &[&id.as_str()],
+    )
+    .await
+    .unwrap();
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]});
+    let gave_up: Vec<_> = (0..12usize)
+        .map(|i| {
+            c.nodes[i % 3]
+                .v1(Method::POST, "/chat/completions", &key)
+                .timeout(Duration::from_millis(300))
+                .json(&body)
+                .send()
+        })
+        .collect();
+    for r in futures::future::join_all(gave_up).await {
+        assert!(
+            r.unwrap_err().is_timeout(),
+            "a client got an answer through the lock"
+        );
+    }
+    tx.rollback().await.unwrap();
+
+    // The waiting statements run now; every one must end with nothing held.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        held(B).await,
+        (0, Default::default()),
+        "places still held after every client went away"
+    );
+    for node in [A, B, C] {
+        assert_eq!(
+            chat_status(&c.nodes[node], &key, "gpt-4o").await,
+            200,
+            "node {node}"
+        );
+        // The settle is spawned after the answer: wait for it before the next one.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while held(node).await.0 > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "node {node}'s request never settled"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    c.stop().await;
+}
