@@ -128,11 +128,12 @@ enum StoreAction {
     Copy {
         /// sled:DATA_DIR, postgres://…, or `postgres` (the URL in KEYGATE_STORE_URL,
         /// which keeps a password off the command line).
-        #[arg(long, value_parser = store_cmds::Location::parse)]
-        from: store_cmds::Location,
+        /// (Parsed after clap, whose refusal would quote the value: a password.)
+        #[arg(long)]
+        from: String,
         /// Same forms; a sled target is created if missing.
-        #[arg(long, value_parser = store_cmds::Location::parse)]
-        to: store_cmds::Location,
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -390,7 +391,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Store {
             action: StoreAction::Copy { from, to },
-        } => block_on(store_cmds::copy(&from, &to)),
+        } => {
+            let side = |flag: &str, raw: &str| {
+                store_cmds::Location::parse(raw).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+            };
+            block_on(store_cmds::copy(
+                &side("--from", &from)?,
+                &side("--to", &to)?,
+            ))
+        }
         Command::Migrate {
             config,
             check: false,

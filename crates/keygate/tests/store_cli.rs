@@ -190,6 +190,22 @@ fn bad_locations_are_refused_in_one_line_without_the_password() {
     ));
     assert!(said.contains("127.0.0.1:1/x"), "{said}");
     assert!(!said.contains("hunter2-secret"), "{said}");
+    // A URL clap would have quoted in its refusal (no host): not repeated either.
+    let said = fails(run(
+        &[
+            "store",
+            "copy",
+            "--from",
+            &from,
+            "--to",
+            "postgres://u:hunter2-secret@/x",
+        ],
+        &[],
+    ));
+    assert!(
+        said.contains("--to") && !said.contains("hunter2-secret"),
+        "{said}"
+    );
     for (from, to) in [
         ("mysql://db/x", "sled:/tmp/x"),
         ("sled:", "sled:/tmp/x"),

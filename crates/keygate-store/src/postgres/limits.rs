@@ -24,6 +24,7 @@ use keygate_core::policy::{self, BudgetKind, BudgetLimit, Deny, Estimate, Rules,
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
+use super::pg_error;
 use crate::StoreError;
 
 /// What one request asks of the limits.
@@ -155,15 +156,6 @@ fn unsigned(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// A PostgreSQL error as text without any bound value: the server's message and
-/// SQLSTATE only (a `DETAIL` may quote a row's values, so it is left out).
-pub(crate) fn pg_error(e: &tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => StoreError::Postgres(format!("{} ({})", db.message(), db.code().code())),
-        None => StoreError::Postgres(e.to_string()),
-    }
-}
-
 const ACQUIRE: &str = "SELECT deny, deny_model, deny_limit, retry_after_ms, resets_at, \
      g_request, g_lease_tokens, g_res_usd, g_res_tokens, \
      m_request, m_lease_tokens, m_res_usd, m_res_tokens, \
@@ -264,17 +256,14 @@ pub async fn acquire(
         &m_first,
         &m_last,
     ];
-    let row = client
-        .query_one(ACQUIRE, &params)
-        .await
-        .map_err(|e| pg_error(&e))?;
+    let row = client.query_one(ACQUIRE, &params).await.map_err(pg_error)?;
     let get = |i: usize| -> Result<Option<i64>, StoreError> {
-        row.try_get::<_, Option<i64>>(i).map_err(|e| pg_error(&e))
+        row.try_get::<_, Option<i64>>(i).map_err(pg_error)
     };
     let flag = |i: usize| -> Result<Option<bool>, StoreError> {
-        row.try_get::<_, Option<bool>>(i).map_err(|e| pg_error(&e))
+        row.try_get::<_, Option<bool>>(i).map_err(pg_error)
     };
-    let deny: Option<String> = row.try_get(0).map_err(|e| pg_error(&e))?;
+    let deny: Option<String> = row.try_get(0).map_err(pg_error)?;
     if let Some(deny) = deny {
         let limit = unsigned(get(2)?.unwrap_or_default());
         let retry_after_ms = unsigned(get(3)?.unwrap_or_default());
@@ -416,10 +405,7 @@ pub async fn settle(
         &m_first,
         &m_last,
     ];
-    client
-        .execute(SETTLE, &params)
-        .await
-        .map_err(|e| pg_error(&e))?;
+    client.execute(SETTLE, &params).await.map_err(pg_error)?;
     Ok(())
 }
 
@@ -430,7 +416,7 @@ pub async fn forget(client: &impl GenericClient, grant: &GrantId) -> Result<(), 
     client
         .execute("SELECT keygate_limits_forget($1)", &[&grant.as_str()])
         .await
-        .map_err(|e| pg_error(&e))?;
+        .map_err(pg_error)?;
     Ok(())
 }
 
