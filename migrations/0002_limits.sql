@@ -9,6 +9,13 @@
 -- Reads the `usage` table (migration 0001) only when a budget window is first seen
 -- in a period: columns grant_id, day, model, usd_nanos, prompt_tokens,
 -- completion_tokens. PL/pgSQL resolves it at call time, not here.
+--
+-- Every lease an acquire takes is a row of `limit_leases`, owned by the node that took
+-- it; a settle ends it by id (once: settling it again, or after it was reclaimed, does
+-- nothing). Nodes mark themselves alive in `limit_nodes` every few seconds
+-- (`keygate_limits_heartbeat`), and that call also ends the leases of nodes that have
+-- stopped doing so — a node killed with requests in flight gives their places and
+-- reservations back within its time to live, not never.
 
 CREATE TABLE IF NOT EXISTS limit_windows (
     grant_id        text    NOT NULL,
@@ -33,6 +40,31 @@ CREATE TABLE IF NOT EXISTS limit_windows (
     period_start    bigint,
     resets_at       bigint  NOT NULL DEFAULT 0,
     PRIMARY KEY (grant_id, scope)
+);
+
+-- Leases in flight: what each holds in its grant's window and (when `model` is not
+-- NULL) in that model's window — `keygate_limits_apply`'s figures, given back by a
+-- settle or a reclaim.
+CREATE TABLE IF NOT EXISTS limit_leases (
+    id              bigserial PRIMARY KEY,
+    node_id         text        NOT NULL,
+    grant_id        text        NOT NULL,
+    model           text,
+    g_lease_tokens  bigint      NOT NULL DEFAULT 0,
+    g_res_usd       bigint      NOT NULL DEFAULT 0,
+    g_res_tokens    bigint      NOT NULL DEFAULT 0,
+    m_lease_tokens  bigint      NOT NULL DEFAULT 0,
+    m_res_usd       bigint      NOT NULL DEFAULT 0,
+    m_res_tokens    bigint      NOT NULL DEFAULT 0,
+    -- The database's clock, as `limit_nodes`: the nodes' clocks never decide liveness.
+    taken_at        timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- The nodes that take leases, and until when each is known to be alive (its last
+-- heartbeat plus its time to live).
+CREATE TABLE IF NOT EXISTS limit_nodes (
+    node_id     text        PRIMARY KEY,
+    alive_until timestamptz NOT NULL
 );
 
 -- --- policy::Bucket ----------------------------------------------------------------
@@ -283,7 +315,7 @@ $$;
 -- loaded), as the in-memory limiter does. Answers the refusal (deny NULL: accepted),
 -- the leases, and the grant-wide rpm/tpm state after it (limit, remaining, ms to full).
 CREATE OR REPLACE FUNCTION keygate_limits_acquire(
-    p_grant text, p_now_ms bigint, est_tokens bigint, est_usd bigint,
+    p_node text, p_grant text, p_now_ms bigint, est_tokens bigint, est_usd bigint,
     g_rpm bigint, g_tpm bigint, g_conc bigint, g_usd bigint, g_tokens bigint,
     g_kind text, g_start bigint, g_end bigint, g_first_day integer, g_last_day integer,
     p_model text, p_row_model text, m_has boolean,
@@ -294,7 +326,8 @@ CREATE OR REPLACE FUNCTION keygate_limits_acquire(
     OUT g_request boolean, OUT g_lease_tokens bigint, OUT g_res_usd bigint, OUT g_res_tokens bigint,
     OUT m_request boolean, OUT m_lease_tokens bigint, OUT m_res_usd bigint, OUT m_res_tokens bigint,
     OUT rpm_limit bigint, OUT rpm_remaining bigint, OUT rpm_reset_ms bigint,
-    OUT tpm_limit bigint, OUT tpm_remaining bigint, OUT tpm_reset_ms bigint)
+    OUT tpm_limit bigint, OUT tpm_remaining bigint, OUT tpm_reset_ms bigint,
+    OUT lease_id bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     g limit_windows;
@@ -340,6 +373,12 @@ BEGIN
         g := keygate_limits_apply(g, gd.l_request, gd.l_tokens, gd.l_usd, gd.l_res_tokens, p_now_ms);
         g_request := gd.l_request; g_lease_tokens := gd.l_tokens;
         g_res_usd := gd.l_usd; g_res_tokens := gd.l_res_tokens;
+        INSERT INTO limit_leases (node_id, grant_id, model, g_lease_tokens, g_res_usd,
+                                  g_res_tokens, m_lease_tokens, m_res_usd, m_res_tokens)
+        VALUES (p_node, p_grant, CASE WHEN m_request IS NOT NULL THEN p_model END,
+                g_lease_tokens, g_res_usd, g_res_tokens, coalesce(m_lease_tokens, 0),
+                coalesce(m_res_usd, 0), coalesce(m_res_tokens, 0))
+        RETURNING id INTO lease_id;
     END IF;
     PERFORM keygate_limits_store(g);
     IF g.rpm_limit IS NOT NULL THEN
@@ -357,41 +396,120 @@ $$;
 
 -- One lease's settlement (Limiter::settle): each window it holds rolls to the current
 -- budget period (when it has a budget), then releases the lease's place and
--- reservations, adds the actual spend, and gives back (or charges) tpm tokens.
--- p_model NULL: the lease holds no model window.
+-- reservations, adds the actual spend, and gives back (or charges) tpm tokens. The
+-- lease row says what it holds; a lease already ended (settled before, or reclaimed
+-- from a node taken for dead) changes nothing: false.
 CREATE OR REPLACE FUNCTION keygate_limits_settle(
-    p_grant text, p_now_ms bigint, a_usd bigint, a_tokens bigint,
-    g_lease_tokens bigint, g_res_usd bigint, g_res_tokens bigint,
+    p_lease bigint, p_grant text, p_now_ms bigint, a_usd bigint, a_tokens bigint,
     g_kind text, g_start bigint, g_end bigint, g_first_day integer, g_last_day integer,
-    p_model text, p_row_model text,
-    m_lease_tokens bigint, m_res_usd bigint, m_res_tokens bigint,
+    p_row_model text,
     m_kind text, m_start bigint, m_end bigint, m_first_day integer, m_last_day integer)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     g limit_windows;
-    m limit_windows;
+    g_found boolean;
+    l limit_leases;
 BEGIN
+    -- The grant's window first, as every acquire and reclaim: the lease row is only
+    -- ever taken under it, so a settle and a reclaim of one lease never deadlock.
     SELECT * INTO g FROM limit_windows WHERE grant_id = p_grant AND scope = '' FOR UPDATE;
-    IF FOUND THEN
+    g_found := FOUND;
+    DELETE FROM limit_leases WHERE id = p_lease AND grant_id = p_grant RETURNING * INTO l;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF g_found THEN
         IF g_kind IS NOT NULL THEN
             g := keygate_limits_load_period(g, NULL, g_kind, g_start, g_end, g_first_day, g_last_day);
         END IF;
-        g := keygate_limits_settle_window(g, g_lease_tokens, g_res_usd, g_res_tokens,
+        g := keygate_limits_settle_window(g, l.g_lease_tokens, l.g_res_usd, l.g_res_tokens,
                                           a_usd, a_tokens, p_now_ms);
         PERFORM keygate_limits_store(g);
     END IF;
-    IF p_model IS NOT NULL AND p_model <> '' THEN
-        SELECT * INTO m FROM limit_windows WHERE grant_id = p_grant AND scope = p_model FOR UPDATE;
-        IF FOUND THEN
-            IF m_kind IS NOT NULL THEN
-                m := keygate_limits_load_period(m, p_row_model, m_kind, m_start, m_end,
-                                                m_first_day, m_last_day);
-            END IF;
-            m := keygate_limits_settle_window(m, m_lease_tokens, m_res_usd, m_res_tokens,
-                                              a_usd, a_tokens, p_now_ms);
-            PERFORM keygate_limits_store(m);
-        END IF;
+    PERFORM keygate_limits_settle_model(l, a_usd, a_tokens, p_now_ms, p_row_model,
+                                        m_kind, m_start, m_end, m_first_day, m_last_day);
+    RETURN true;
+END
+$$;
+
+-- The model half of a settle or a reclaim (the lease row is already gone): nothing
+-- when the lease holds no model window. A NULL m_kind: no period roll-over.
+CREATE OR REPLACE FUNCTION keygate_limits_settle_model(
+    l limit_leases, a_usd bigint, a_tokens bigint, p_now_ms bigint, p_row_model text,
+    m_kind text, m_start bigint, m_end bigint, m_first_day integer, m_last_day integer)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    m limit_windows;
+BEGIN
+    IF l.model IS NULL THEN
+        RETURN;
     END IF;
+    SELECT * INTO m FROM limit_windows WHERE grant_id = l.grant_id AND scope = l.model FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF m_kind IS NOT NULL THEN
+        m := keygate_limits_load_period(m, p_row_model, m_kind, m_start, m_end,
+                                        m_first_day, m_last_day);
+    END IF;
+    m := keygate_limits_settle_window(m, l.m_lease_tokens, l.m_res_usd, l.m_res_tokens,
+                                      a_usd, a_tokens, p_now_ms);
+    PERFORM keygate_limits_store(m);
+END
+$$;
+
+-- A node's heartbeat: it is alive for `p_ttl_ms` more (the database's clock), and the
+-- leases of nodes that are not — no heartbeat for their time to live, or never one, for
+-- a lease older than that — are reclaimed: settled as if each answer had spent all it
+-- reserved (its upstream may have answered in full; nobody counted it), which frees its
+-- place and keeps a budget on the safe side. At most 1000 per call, grant by grant in
+-- one order (two nodes reclaiming at once take the windows' locks alike). How many.
+CREATE OR REPLACE FUNCTION keygate_limits_heartbeat(p_node text, p_ttl_ms bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    ttl interval := p_ttl_ms * interval '1 millisecond';
+    now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+    x record;
+    g limit_windows;
+    g_found boolean;
+    l limit_leases;
+    spent_usd bigint;
+    spent_tokens bigint;
+    reclaimed bigint := 0;
+BEGIN
+    INSERT INTO limit_nodes (node_id, alive_until) VALUES (p_node, clock_timestamp() + ttl)
+        ON CONFLICT (node_id) DO UPDATE SET alive_until = excluded.alive_until;
+    FOR x IN
+        SELECT ll.id, ll.grant_id FROM limit_leases ll
+         WHERE ll.taken_at < clock_timestamp() - ttl
+           AND NOT EXISTS (SELECT 1 FROM limit_nodes n
+                            WHERE n.node_id = ll.node_id AND n.alive_until >= clock_timestamp())
+         ORDER BY ll.grant_id, ll.id
+         LIMIT 1000
+    LOOP
+        SELECT * INTO g FROM limit_windows WHERE grant_id = x.grant_id AND scope = '' FOR UPDATE;
+        g_found := FOUND;
+        -- Settled meanwhile (its node was slow, not dead) or reclaimed by another node.
+        DELETE FROM limit_leases WHERE id = x.id RETURNING * INTO l;
+        CONTINUE WHEN NOT FOUND;
+        -- One request's reservation is the same estimate in each window that has a
+        -- budget (0 in one without): the larger is what it reserved.
+        spent_usd := greatest(l.g_res_usd, l.m_res_usd);
+        spent_tokens := greatest(l.g_lease_tokens, l.g_res_tokens, l.m_lease_tokens, l.m_res_tokens);
+        IF g_found THEN
+            g := keygate_limits_settle_window(g, l.g_lease_tokens, l.g_res_usd, l.g_res_tokens,
+                                              spent_usd, spent_tokens, now_ms);
+            PERFORM keygate_limits_store(g);
+        END IF;
+        PERFORM keygate_limits_settle_model(l, spent_usd, spent_tokens, now_ms, NULL,
+                                            NULL, NULL, NULL, NULL, NULL);
+        reclaimed := reclaimed + 1;
+    END LOOP;
+    -- Nodes gone for an hour with nothing left: forgotten.
+    DELETE FROM limit_nodes n
+     WHERE n.alive_until < clock_timestamp() - interval '1 hour'
+       AND NOT EXISTS (SELECT 1 FROM limit_leases ll WHERE ll.node_id = n.node_id);
+    RETURN reclaimed;
 END
 $$;
 

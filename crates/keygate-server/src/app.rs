@@ -166,6 +166,7 @@ impl Application {
         // A pass at start (records left under an older key by a rotation made while
         // keygate was stopped), then one after each rotation made through the admin API.
         let resealer = crate::services::master_keys::spawn_resealer(self.state.clone());
+        let heartbeat = self.state.limiter.spawn_heartbeat();
         let result = self.server.await;
         // Stop the background tasks and wait until they are gone: each holds a store
         // handle, and sled's lock is released only when the last handle drops. The
@@ -174,7 +175,10 @@ impl Application {
         // lost). The re-seal task is aborted between two records (each is swapped
         // atomically); what it did not reach is re-sealed at the next start.
         let _ = stop.send(true);
-        for task in [sweeper, resealer] {
+        // The heartbeat stops once the server has drained its streams; a lease still
+        // unsettled when the process exits (its settle retrying) is reclaimed by the
+        // other nodes after `limiter::NODE_TTL`.
+        for task in [sweeper, resealer].into_iter().chain(heartbeat) {
             task.abort();
             let _ = task.await;
         }

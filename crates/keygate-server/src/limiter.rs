@@ -7,7 +7,10 @@
 //! to acquire and, once answered, one to settle — spawned, so the answer never waits
 //! on it — and a grant without limits makes none; the decision is the same pure policy,
 //! run by PL/pgSQL under the grant's row locks. Only the rpm/tpm figures for headers
-//! are kept here then (the last acquire's on this node).
+//! are kept here then (the last acquire's on this node). Each lease there belongs to
+//! this node, which keeps itself alive with a heartbeat ([`Limiter::spawn_heartbeat`]);
+//! the leases of a node that stops (killed with requests in flight) are reclaimed by
+//! the others' heartbeats after [`NODE_TTL`].
 //!
 //! Per grant (and per grant + model for a model with overrides in `limits.models`): a
 //! `keygate_core::policy::UsageWindow` — rpm/tpm buckets, requests in flight, and the
@@ -89,6 +92,14 @@ struct Loaded {
     settles: u64,
     settled_ever: Spend,
 }
+
+/// How long a node's leases in the shared windows outlive its last heartbeat: then
+/// any other node reclaims them. Long against the beat (a few missed beats — a
+/// database failover, a stalled pool — do not lose a live node's leases), short
+/// against a grant's patience (a killed node's places come back in seconds).
+pub const NODE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often a node on shared windows beats.
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Rounds of reading budget totals [`Limiter::acquire`] makes before it accepts a read
 /// that settlements raced (then counting those settlements twice rather than missing
@@ -387,6 +398,36 @@ impl Limiter {
         })
     }
 
+    /// On shared windows: a task that keeps this node's leases alive and reclaims
+    /// those of nodes that stopped, every [`HEARTBEAT_EVERY`] (the first beat at once,
+    /// before the node serves much). `None` on one node's in-memory windows.
+    pub fn spawn_heartbeat(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.0.shared {
+            return None;
+        }
+        let store = self.0.store.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match store.limits_heartbeat(NODE_TTL).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        reclaimed = n,
+                        "reclaimed the shared-limit leases of a node that stopped with \
+                         requests in flight (each counted as having spent its reservation)"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "shared-limits heartbeat failed: unless one succeeds within the \
+                         node TTL, other nodes reclaim this node's leases"
+                    ),
+                }
+            }
+        }))
+    }
+
     /// rpm/tpm now, for the answer's headers (full buckets for a grant not seen yet).
     /// Shared windows: as the last acquire on this node left them.
     pub fn snapshot(&self, grant: &GrantId, limits: &Limits) -> RateSnapshot {
@@ -533,12 +574,12 @@ impl Limiter {
 }
 
 /// Settles a shared lease, retrying a failed statement a few times (a dropped
-/// connection, a failover): a lease never settled keeps its place and reservation
-/// for good. The price: a settle whose commit succeeded but whose answer was lost is
-/// applied again, counting one request fewer in flight (and a reservation less) until
-/// the window empties — rarer, and bounded, where the leak is neither.
+/// connection, a failover). A retry is safe: a settle ends its lease once, so one whose
+/// commit landed but whose answer was lost changes nothing the second time. One that
+/// never lands keeps its place and reservation while this node lives (logged; it
+/// is reclaimed only when the node stops): hence retries for minutes, not seconds.
 async fn settle_in_store(store: &Store, held: &LimitLease, actual: Spend, now_ms: u64) {
-    const BACKOFF_MS: [u64; 4] = [0, 100, 1_000, 5_000];
+    const BACKOFF_MS: [u64; 8] = [0, 100, 1_000, 5_000, 30_000, 60_000, 120_000, 300_000];
     let mut last = None;
     for wait in BACKOFF_MS {
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
@@ -551,7 +592,7 @@ async fn settle_in_store(store: &Store, held: &LimitLease, actual: Spend, now_ms
         tracing::error!(
             error = %e,
             "could not settle a request in the shared limits: its place and reservation \
-             stay taken"
+             stay taken until this node stops"
         );
     }
 }

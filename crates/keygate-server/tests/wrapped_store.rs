@@ -398,6 +398,10 @@ impl StoreBackend for Wrapped {
     async fn limits_held(&self, grant: &GrantId) -> Result<(u32, Spend), StoreError> {
         self.0.limits_held(grant).await
     }
+
+    async fn limits_heartbeat(&self, ttl: std::time::Duration) -> Result<u64, StoreError> {
+        self.0.limits_heartbeat(ttl).await
+    }
 }
 
 #[actix_web::test]

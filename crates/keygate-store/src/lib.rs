@@ -36,7 +36,7 @@ pub use handle::Store;
 /// settle, atomic per grant across nodes.
 pub use postgres::limits::{
     LimitAsk, LimitLease, LimitRefusal, ModelAsk, RateState, acquire as pg_limits_acquire,
-    forget as pg_limits_forget, settle as pg_limits_settle,
+    forget as pg_limits_forget, heartbeat as pg_limits_heartbeat, settle as pg_limits_settle,
 };
 pub use postgres::{PG_BACKUP, postgres_pending_migrations};
 pub use records::{

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use keygate_core::ids::{AdminKeyId, GrantId, PasskeyId, UserId};
@@ -60,6 +61,10 @@ macro_rules! forward {
             }
 
             async fn limits_held(&self, _grant: &GrantId) -> Result<(u32, Spend), StoreError> {
+                Err(StoreError::Unsupported(SHARED_LIMITS))
+            }
+
+            async fn limits_heartbeat(&self, _ttl: Duration) -> Result<u64, StoreError> {
                 Err(StoreError::Unsupported(SHARED_LIMITS))
             }
 

@@ -27,7 +27,7 @@ use keygate_core::money::Usd;
 use keygate_core::policy::{self, Deny, Estimate, Rules, Spend, UsageWindow};
 use keygate_store::{
     LimitAsk, LimitLease, LimitRefusal, ModelAsk, pg_limits_acquire, pg_limits_forget,
-    pg_limits_settle,
+    pg_limits_heartbeat, pg_limits_settle,
 };
 use proptest::prelude::*;
 use tokio_postgres::{Client, NoTls};
@@ -39,6 +39,9 @@ const USAGE_SQL: &str = "CREATE TABLE IF NOT EXISTS usage (grant_id text NOT NUL
      day integer NOT NULL, model text NOT NULL, requests bigint NOT NULL DEFAULT 0, \
      usd_nanos bigint NOT NULL DEFAULT 0, prompt_tokens bigint NOT NULL DEFAULT 0, \
      completion_tokens bigint NOT NULL DEFAULT 0, PRIMARY KEY (grant_id, day, model))";
+
+/// The node that owns the leases these tests take (see the reclaim tests for several).
+const NODE: &str = "node-a";
 
 // --- a database per test -------------------------------------------------------------
 
@@ -506,9 +509,10 @@ async fn run_case(c: &Client, case: Case) -> Result<(), TestCaseError> {
                     tokens,
                     usd: usd.map(Usd::from_nanos),
                 };
-                let sql = pg_limits_acquire(c, &ask(&grant, &limits, model, estimate, now_ms))
-                    .await
-                    .unwrap();
+                let sql =
+                    pg_limits_acquire(c, NODE, &ask(&grant, &limits, model, estimate, now_ms))
+                        .await
+                        .unwrap();
                 let pure = reference.acquire(&limits, model, estimate, now_ms);
                 match (sql, pure) {
                     (Ok(s), Ok(p)) => {
@@ -648,6 +652,7 @@ async fn budget_and_concurrency_hold_across_64_tasks_on_8_connections() {
                 let now_ms = 1_795_996_800_000;
                 match pg_limits_acquire(
                     &*c,
+                    NODE,
                     &ask(&grant, &limits, Some("gpt-4o"), estimate, now_ms),
                 )
                 .await
@@ -743,6 +748,11 @@ async fn budget_and_concurrency_hold_across_64_tasks_on_8_connections() {
     assert!(settled <= budget.nanos() as i64);
     assert_eq!(row.get::<_, String>(1), "0");
     assert_eq!(row.get::<_, i64>(2), 0);
+    assert_eq!(
+        count(&clients[0], "limit_leases").await,
+        0,
+        "every lease ended"
+    );
     // The test reached both limits (else it proved nothing).
     assert!(
         refused_budget.load(Ordering::SeqCst) > 0,
@@ -761,7 +771,11 @@ async fn budget_and_concurrency_hold_across_64_tasks_on_8_connections() {
 // --- (3) a grant without limits touches nothing; figures ----------------------------
 
 async fn window_rows(c: &Client) -> i64 {
-    c.query_one("SELECT count(*) FROM limit_windows", &[])
+    count(c, "limit_windows").await
+}
+
+async fn count(c: &Client, table: &str) -> i64 {
+    c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
         .await
         .unwrap()
         .get(0)
@@ -789,6 +803,7 @@ async fn a_grant_without_limits_touches_no_row() {
         for _ in 0..3 {
             let lease = pg_limits_acquire(
                 &c,
+                NODE,
                 &ask(&free, limits, Some("gpt-4o"), Estimate::default(), 1_000),
             )
             .await
@@ -801,18 +816,24 @@ async fn a_grant_without_limits_touches_no_row() {
         }
     }
     assert_eq!(window_rows(&c).await, 0);
+    assert_eq!(count(&c, "limit_leases").await, 0);
     // The same with a limit makes its rows (so the count above could have failed).
     let limited = GrantId::generate();
     let rpm = Limits {
         rpm: Some(10),
         ..Limits::default()
     };
-    let lease = pg_limits_acquire(&c, &ask(&limited, &rpm, None, Estimate::default(), 1_000))
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = pg_limits_acquire(
+        &c,
+        NODE,
+        &ask(&limited, &rpm, None, Estimate::default(), 1_000),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(lease.is_held());
     assert_eq!(window_rows(&c).await, 1);
+    assert_eq!(count(&c, "limit_leases").await, 1);
     db.drop_db().await;
 }
 
@@ -836,7 +857,7 @@ async fn an_edit_reloads_spend_made_while_unlimited() {
         ..Limits::default()
     };
     let est = |tokens| Estimate { tokens, usd: None };
-    let lease = pg_limits_acquire(&c, &ask(&grant, &budget, None, est(40), now_ms))
+    let lease = pg_limits_acquire(&c, NODE, &ask(&grant, &budget, None, est(40), now_ms))
         .await
         .unwrap()
         .unwrap();
@@ -853,7 +874,7 @@ async fn an_edit_reloads_spend_made_while_unlimited() {
     .unwrap();
     // Unlimited for a while: 50 tokens spent, counted in the usage rows only.
     let none = Limits::default();
-    let free = pg_limits_acquire(&c, &ask(&grant, &none, None, est(50), now_ms))
+    let free = pg_limits_acquire(&c, NODE, &ask(&grant, &none, None, est(50), now_ms))
         .await
         .unwrap()
         .unwrap();
@@ -869,7 +890,7 @@ async fn an_edit_reloads_spend_made_while_unlimited() {
     .unwrap();
     // Without the reload, 40 of 100 would look spent and 50 more would fit.
     pg_limits_forget(&c, &grant).await.unwrap();
-    let refused = pg_limits_acquire(&c, &ask(&grant, &budget, None, est(50), now_ms))
+    let refused = pg_limits_acquire(&c, NODE, &ask(&grant, &budget, None, est(50), now_ms))
         .await
         .unwrap();
     assert!(
@@ -883,7 +904,7 @@ async fn an_edit_reloads_spend_made_while_unlimited() {
         "{refused:?}"
     );
     assert!(
-        pg_limits_acquire(&c, &ask(&grant, &budget, None, est(10), now_ms))
+        pg_limits_acquire(&c, NODE, &ask(&grant, &budget, None, est(10), now_ms))
             .await
             .unwrap()
             .is_ok()
@@ -927,10 +948,14 @@ async fn statement_latency_figures() {
             usd: Some(usd(0.001)),
         };
         let t = Instant::now();
-        let lease = pg_limits_acquire(&c, &ask(&grant, &limits, Some("m1"), estimate, now_ms))
-            .await
-            .unwrap()
-            .unwrap();
+        let lease = pg_limits_acquire(
+            &c,
+            NODE,
+            &ask(&grant, &limits, Some("m1"), estimate, now_ms),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         acq.push(t.elapsed());
         let t = Instant::now();
         pg_limits_settle(
@@ -957,5 +982,168 @@ async fn statement_latency_figures() {
         pct(&mut set, 50),
         pct(&mut set, 99)
     );
+    db.drop_db().await;
+}
+
+// --- (4) leases of a node that stops -------------------------------------------------
+
+/// Each window of the grant: (scope, in flight, reserved USD nanos, settled USD nanos).
+async fn held(c: &Client, grant: &GrantId) -> Vec<(String, i64, i64, i64)> {
+    c.query(
+        "SELECT scope, in_flight, reserved_usd::bigint, settled_usd::bigint \
+         FROM limit_windows WHERE grant_id = $1 ORDER BY scope",
+        &[&grant.as_str()],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+/// A node killed with a request in flight: its lease holds the grant's only place and
+/// a reservation in the grant's and the model's budget. Another node's heartbeat
+/// leaves it while the dead node's time to live runs, then reclaims it — the place
+/// comes back, the reservation counts as spent (nobody counted the answer) — and a
+/// late settle from the "dead" node (it was only slow) changes nothing. Fails without
+/// the lease rows: nothing ever gave the place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_nodes_leases_are_reclaimed_by_another_nodes_heartbeat() {
+    let Some(url) =
+        maintenance_url("a_stopped_nodes_leases_are_reclaimed_by_another_nodes_heartbeat")
+    else {
+        return;
+    };
+    let db = TestDb::new(&url).await;
+    let c = db.client().await;
+    let ttl = Duration::from_millis(400);
+    let grant = GrantId::generate();
+    let limits: Limits = serde_json::from_value(serde_json::json!({
+        "max_concurrency": 1,
+        "budget": {"usd": 1.0, "period": "month"},
+        "models": {"gpt-4o": {"budget": {"usd": 1.0, "period": "month"}}},
+    }))
+    .unwrap();
+    let estimate = Estimate {
+        tokens: 1000,
+        usd: Some(usd(0.30)),
+    };
+    let now_ms = 1_795_996_800_000;
+    let take = |node: &'static str| {
+        let (c, grant, limits) = (&c, &grant, &limits);
+        async move {
+            pg_limits_acquire(
+                c,
+                node,
+                &ask(grant, limits, Some("gpt-4o"), estimate, now_ms),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(pg_limits_heartbeat(&c, "dying", ttl).await.unwrap(), 0);
+    let orphan = take("dying").await.unwrap();
+    let full = |res: Result<LimitLease, LimitRefusal>| {
+        matches!(
+            res,
+            Err(LimitRefusal {
+                deny: Deny::Concurrency { limit: 1 },
+                ..
+            })
+        )
+    };
+    assert!(full(take("alive").await), "the place is taken");
+    // Within the dying node's time to live nothing is reclaimed.
+    assert_eq!(pg_limits_heartbeat(&c, "alive", ttl).await.unwrap(), 0);
+    assert!(full(take("alive").await));
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(pg_limits_heartbeat(&c, "alive", ttl).await.unwrap(), 1);
+    let reserved = usd(0.30).nanos() as i64;
+    assert_eq!(
+        held(&c, &grant).await,
+        vec![
+            (String::new(), 0, 0, reserved),
+            ("gpt-4o".to_owned(), 0, 0, reserved),
+        ],
+        "the place given back; the reservation counted as spent in both windows"
+    );
+    assert_eq!(count(&c, "limit_leases").await, 0);
+    let mine = take("alive").await.unwrap();
+    // The dying node was only slow: its settle comes now and finds its lease gone.
+    let late = Spend {
+        usd: usd(0.01),
+        tokens: 10,
+    };
+    assert!(!pg_limits_settle(&c, &orphan, late, now_ms).await.unwrap());
+    assert_eq!(
+        held(&c, &grant).await[0],
+        (String::new(), 1, reserved, reserved)
+    );
+    // A live node's lease, however old, is never reclaimed: its beat keeps it.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(pg_limits_heartbeat(&c, "alive", ttl).await.unwrap(), 0);
+    assert!(pg_limits_settle(&c, &mine, late, now_ms).await.unwrap());
+    let after = held(&c, &grant).await;
+    assert_eq!(
+        after[0],
+        (String::new(), 0, 0, reserved + usd(0.01).nanos() as i64)
+    );
+    // A lease of a node that never beat at all is reclaimed once it is older than the
+    // time to live — not before.
+    let ghost = take("never-beat").await.unwrap();
+    assert_eq!(pg_limits_heartbeat(&c, "alive", ttl).await.unwrap(), 0);
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(pg_limits_heartbeat(&c, "alive", ttl).await.unwrap(), 1);
+    assert!(!pg_limits_settle(&c, &ghost, late, now_ms).await.unwrap());
+    assert_eq!(held(&c, &grant).await[0].1, 0);
+    db.drop_db().await;
+}
+
+/// A settle retried after its answer was lost (the commit landed) ends its lease once:
+/// the other request in flight still counts. Fails with a settle that only decrements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_retried_ends_its_lease_once() {
+    let Some(url) = maintenance_url("a_settle_retried_ends_its_lease_once") else {
+        return;
+    };
+    let db = TestDb::new(&url).await;
+    let c = db.client().await;
+    let grant = GrantId::generate();
+    let limits = Limits {
+        max_concurrency: Some(2),
+        ..Limits::default()
+    };
+    let now_ms = 1_795_996_800_000;
+    let mut leases = Vec::new();
+    for _ in 0..2 {
+        let a = ask(&grant, &limits, None, Estimate::default(), now_ms);
+        leases.push(pg_limits_acquire(&c, NODE, &a).await.unwrap().unwrap());
+    }
+    for expect in [true, false, false] {
+        let ended = pg_limits_settle(&c, &leases[0], Spend::default(), now_ms)
+            .await
+            .unwrap();
+        assert_eq!(ended, expect);
+    }
+    assert_eq!(
+        held(&c, &grant).await[0].1,
+        1,
+        "the second request still counts"
+    );
+    let a = ask(&grant, &limits, None, Estimate::default(), now_ms);
+    let third = pg_limits_acquire(&c, NODE, &a).await.unwrap().unwrap();
+    let a = ask(&grant, &limits, None, Estimate::default(), now_ms);
+    assert!(
+        pg_limits_acquire(&c, NODE, &a).await.unwrap().is_err(),
+        "two in flight: the cap holds"
+    );
+    for lease in [&leases[1], &third] {
+        assert!(
+            pg_limits_settle(&c, lease, Spend::default(), now_ms)
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(held(&c, &grant).await[0].1, 0);
     db.drop_db().await;
 }

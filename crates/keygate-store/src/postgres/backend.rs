@@ -41,11 +41,20 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// second node could disagree with).
 pub(crate) struct PgStore {
     pool: Pool,
+    /// This handle's name in `limit_leases`/`limit_nodes`: the leases it takes are
+    /// its own, reclaimed by other nodes should it stop calling `limits_heartbeat`.
+    /// Random per process start (a restarted node is a new one; its old leases are
+    /// reclaimed like any dead node's). The pid is there for an operator reading the
+    /// table.
+    node: String,
 }
 
 impl PgStore {
     pub(crate) fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            node: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
+        }
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -702,6 +711,8 @@ impl StoreBackend for PgStore {
             "DELETE FROM sessions WHERE user_id = $1",
             "DELETE FROM limit_windows WHERE grant_id IN \
              (SELECT id FROM grants WHERE user_id = $1)",
+            "DELETE FROM limit_leases WHERE grant_id IN \
+             (SELECT id FROM grants WHERE user_id = $1)",
             "DELETE FROM grants WHERE user_id = $1",
             "DELETE FROM passkeys WHERE user_id = $1",
             "DELETE FROM ceremonies WHERE user_id = $1",
@@ -963,15 +974,16 @@ impl StoreBackend for PgStore {
     }
 
     async fn delete_grant(&self, id: &GrantId) -> Result<bool, StoreError> {
-        // Its limit windows go with it (a removed grant serves no request).
+        // Its limit windows and leases go with it (a removed grant serves no request;
+        // the settle of one still in flight finds its lease gone and does nothing).
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        exec(
-            &tx,
+        for sql in [
             "DELETE FROM limit_windows WHERE grant_id = $1",
-            &[&id.as_str()],
-        )
-        .await?;
+            "DELETE FROM limit_leases WHERE grant_id = $1",
+        ] {
+            exec(&tx, sql, &[&id.as_str()]).await?;
+        }
         let existed = exec(&tx, "DELETE FROM grants WHERE id = $1", &[&id.as_str()]).await? > 0;
         tx.commit().await.map_err(pg_error)?;
         Ok(existed)
@@ -1468,7 +1480,7 @@ impl StoreBackend for PgStore {
             // No statement, no pooled connection: a grant without limits costs nothing.
             return super::limits::acquire_unlimited(ask);
         }
-        super::limits::acquire(&**self.client().await?, ask).await
+        super::limits::acquire(&**self.client().await?, &self.node, ask).await
     }
 
     async fn limits_settle(
@@ -1480,7 +1492,13 @@ impl StoreBackend for PgStore {
         if !lease.is_held() {
             return Ok(());
         }
-        super::limits::settle(&**self.client().await?, lease, actual, now_ms).await
+        super::limits::settle(&**self.client().await?, lease, actual, now_ms)
+            .await
+            .map(drop)
+    }
+
+    async fn limits_heartbeat(&self, ttl: std::time::Duration) -> Result<u64, StoreError> {
+        super::limits::heartbeat(&**self.client().await?, &self.node, ttl).await
     }
 
     async fn limits_held(&self, grant: &GrantId) -> Result<(u32, Spend), StoreError> {

@@ -12,10 +12,19 @@
 //!
 //! A grant without any limit makes no statement at all ([`LimitAsk::has_limits`]).
 //!
+//! Each lease taken is a row of `limit_leases` owned by the node that took it, and a
+//! settle ends it by id — once: a settle retried after a lost answer, or one that
+//! comes after its lease was reclaimed, changes nothing. A node calls [`heartbeat`]
+//! every few seconds; that marks it alive and reclaims the leases of nodes that stopped
+//! (killed, or cut off from the database), so their places and reservations come back
+//! within the time to live instead of staying taken for good.
+//!
 //! Call them on a pooled client (autocommit) or in a READ COMMITTED transaction: a new
 //! window's row is created with `INSERT … ON CONFLICT DO NOTHING` and then locked, which
 //! under REPEATABLE READ would fail with a serialisation error when two nodes create it
 //! at once.
+
+use std::time::Duration;
 
 use keygate_core::calendar::{self, Period};
 use keygate_core::ids::GrantId;
@@ -83,6 +92,8 @@ pub struct RateState {
 /// What an accepted request holds in the windows until [`settle`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitLease {
+    /// Its row in `limit_leases` (0 when not held).
+    id: i64,
     grant: GrantId,
     /// False for a request under no limit: nothing to settle.
     held: bool,
@@ -159,18 +170,20 @@ fn unsigned(v: i64) -> u64 {
 const ACQUIRE: &str = "SELECT deny, deny_model, deny_limit, retry_after_ms, resets_at, \
      g_request, g_lease_tokens, g_res_usd, g_res_tokens, \
      m_request, m_lease_tokens, m_res_usd, m_res_tokens, \
-     rpm_limit, rpm_remaining, rpm_reset_ms, tpm_limit, tpm_remaining, tpm_reset_ms \
+     rpm_limit, rpm_remaining, rpm_reset_ms, tpm_limit, tpm_remaining, tpm_reset_ms, \
+     lease_id \
      FROM keygate_limits_acquire($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-     $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)";
+     $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)";
 
 const SETTLE: &str = "SELECT keygate_limits_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-     $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
+     $11, $12, $13, $14, $15, $16)";
 
 /// The lease of a request under no limit: nothing held, nothing to settle.
 pub fn acquire_unlimited(
     ask: &LimitAsk<'_>,
 ) -> Result<Result<LimitLease, LimitRefusal>, StoreError> {
     Ok(Ok(LimitLease {
+        id: 0,
         grant: ask.grant.clone(),
         held: false,
         grant_lease: policy::Lease::default(),
@@ -182,9 +195,11 @@ pub fn acquire_unlimited(
 
 /// Decides a request under its grant's limits and its model's overrides and, when it
 /// may go ahead, takes its lease in both windows (both or neither) — in one statement,
-/// atomic per grant across every node. `Ok(Err(_))` is a refusal.
+/// atomic per grant across every node. `Ok(Err(_))` is a refusal. `node` owns the
+/// lease: should it stop calling [`heartbeat`], another node reclaims it.
 pub async fn acquire(
     client: &impl GenericClient,
+    node: &str,
     ask: &LimitAsk<'_>,
 ) -> Result<Result<LimitLease, LimitRefusal>, StoreError> {
     let model_name = ask.model.as_ref().map(|m| m.name).filter(|n| !n.is_empty());
@@ -228,7 +243,8 @@ pub async fn acquire(
     let grant_id = ask.grant.as_str();
     let (g_kind, g_start, g_end, g_first, g_last) = split(&g);
     let (m_kind, m_start, m_end, m_first, m_last) = split(&m);
-    let params: [&(dyn ToSql + Sync); 26] = [
+    let params: [&(dyn ToSql + Sync); 27] = [
+        &node,
         &grant_id,
         &now,
         &est_tokens,
@@ -335,7 +351,11 @@ pub async fn acquire(
         }),
         _ => None,
     };
+    let id = get(19)?.ok_or_else(|| {
+        StoreError::Postgres("keygate_limits_acquire accepted without a lease id".to_owned())
+    })?;
     Ok(Ok(LimitLease {
+        id,
         grant: ask.grant.clone(),
         held: true,
         grant_lease,
@@ -350,63 +370,50 @@ pub async fn acquire(
 
 /// Ends a lease with what the answer really used (`actual`), in one statement: each
 /// window it holds releases its place and reservations, adds the spend, and gives back
-/// (or charges) tpm tokens, after rolling to the budget's current period.
+/// (or charges) tpm tokens, after rolling to the budget's current period. False: the
+/// lease had ended already (settled before, or reclaimed by [`heartbeat`]) and nothing
+/// changed — so a settle may be retried safely.
 pub async fn settle(
     client: &impl GenericClient,
     lease: &LimitLease,
     actual: Spend,
     now_ms: u64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     if !lease.held {
-        return Ok(());
+        return Ok(false);
     }
     let g = bounds(lease.budget_period, now_ms);
     let m = bounds(lease.model.as_ref().and_then(|m| m.budget_period), now_ms);
     let (g_kind, g_start, g_end, g_first, g_last) = split(&g);
     let (m_kind, m_start, m_end, m_first, m_last) = split(&m);
-    let gl = &lease.grant_lease;
-    let ml = lease.model.as_ref().map(|m| m.lease).unwrap_or_default();
     let grant_id = lease.grant.as_str();
     let now = big(now_ms);
     let (a_usd, a_tokens) = (big(actual.usd.nanos()), big(actual.tokens));
-    let (g_tokens, g_usd, g_res_tokens) = (
-        big(gl.tokens),
-        big(gl.reserved.usd.nanos()),
-        big(gl.reserved.tokens),
-    );
-    let (m_tokens, m_usd, m_res_tokens) = (
-        big(ml.tokens),
-        big(ml.reserved.usd.nanos()),
-        big(ml.reserved.tokens),
-    );
-    let model = lease.model.as_ref().map(|m| m.name.as_str());
     let row_name = lease.model.as_ref().map(|m| m.row_name.as_str());
-    let params: [&(dyn ToSql + Sync); 22] = [
-        &grant_id,
-        &now,
-        &a_usd,
-        &a_tokens,
-        &g_tokens,
-        &g_usd,
-        &g_res_tokens,
-        &g_kind,
-        &g_start,
-        &g_end,
-        &g_first,
-        &g_last,
-        &model,
-        &row_name,
-        &m_tokens,
-        &m_usd,
-        &m_res_tokens,
-        &m_kind,
-        &m_start,
-        &m_end,
-        &m_first,
-        &m_last,
+    let params: [&(dyn ToSql + Sync); 16] = [
+        &lease.id, &grant_id, &now, &a_usd, &a_tokens, &g_kind, &g_start, &g_end, &g_first,
+        &g_last, &row_name, &m_kind, &m_start, &m_end, &m_first, &m_last,
     ];
-    client.execute(SETTLE, &params).await.map_err(pg_error)?;
-    Ok(())
+    let row = client.query_one(SETTLE, &params).await.map_err(pg_error)?;
+    row.try_get(0).map_err(pg_error)
+}
+
+/// Marks `node` alive for `ttl` more (by the database's clock) and reclaims the leases
+/// of nodes that are not: each settled as if its answer had spent all it reserved
+/// (the upstream may have answered in full, and nobody counted it). How many it
+/// reclaimed (at most 1000 a call).
+pub async fn heartbeat(
+    client: &impl GenericClient,
+    node: &str,
+    ttl: Duration,
+) -> Result<u64, StoreError> {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let row = client
+        .query_one("SELECT keygate_limits_heartbeat($1, $2)", &[&node, &ttl_ms])
+        .await
+        .map_err(pg_error)?;
+    let reclaimed: i64 = row.try_get(0).map_err(pg_error)?;
+    Ok(unsigned(reclaimed))
 }
 
 /// After an edit of the grant's limits: each of its windows reloads its budget's spend

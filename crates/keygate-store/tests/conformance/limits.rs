@@ -1,4 +1,5 @@
-//! Limits shared by every node (`limits_acquire`, `limits_settle`, `limits_held`):
+//! Limits shared by every node (`limits_acquire`, `limits_settle`, `limits_held`,
+//! `limits_heartbeat`):
 //! PostgreSQL keeps them; a sled store (one node, whose limiter keeps them in memory)
 //! says `Unsupported` and holds nothing. The decision itself is proved equal to the
 //! pure policy in `tests/pg_limits.rs`; here, the interface's contract.
@@ -40,8 +41,22 @@ async fn limits_are_held_shared_and_released_where_the_backend_shares_them(store
             store.limits_held(&g.id).await,
             Err(StoreError::Unsupported(_))
         ));
+        assert!(matches!(
+            store
+                .limits_heartbeat(std::time::Duration::from_secs(10))
+                .await,
+            Err(StoreError::Unsupported(_))
+        ));
         return;
     }
+    // This store's node is alive; nobody else's leases to reclaim.
+    assert_eq!(
+        store
+            .limits_heartbeat(std::time::Duration::from_secs(10))
+            .await
+            .unwrap(),
+        0
+    );
     // No limit: nothing held, nothing stored, nothing to settle.
     let free = store
         .limits_acquire(&ask(&g.id, Rules::default(), 1_000))

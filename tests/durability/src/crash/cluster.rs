@@ -3,10 +3,11 @@
 //! balancer. First a smoke of hand-off across the processes (a passkey sign-up started
 //! on one node and finished on another, a grant made on one and used on the others, a
 //! revocation on one refused by the others, a sign-out on one ending the session
-//! everywhere); then crash cycles: the crash harness's workers spread over the nodes,
-//! ONE node killed with SIGKILL at a random moment (every 5th cycle a graceful stop),
-//! every acknowledged write checked through the surviving nodes, the node restarted,
-//! and serving the next cycle.
+//! everywhere); then a node killed with a request in flight on a grant with
+//! `max_concurrency: 1`, whose place the surviving nodes reclaim; then crash cycles:
+//! the crash harness's workers spread over the nodes, ONE node killed with SIGKILL at
+//! a random moment (every 5th cycle a graceful stop), every acknowledged write checked
+//! through the surviving nodes, the node restarted, and serving the next cycle.
 //!
 //! Not checked here, unlike the one-node mode: usage counters. Each node batches its
 //! own (≤ 1 s) and shows its own unflushed ones, so "shown, then lost at a kill" has no
@@ -105,7 +106,10 @@ pub(super) async fn run(opts: Opts) -> Result<()> {
         for p in procs.iter_mut().flatten() {
             p.ready(&base.client, Duration::from_secs(120)).await?;
         }
-        smoke(&ctxs).await.context("hand-off smoke")?;
+        let one_place = smoke(&ctxs).await.context("hand-off smoke")?;
+        killed_nodes_place_comes_back(&ctxs, &launches, &mut procs, &one_place)
+            .await
+            .context("a killed node's leases")?;
         crash_cycles(&opts, &launches, &ctxs, &mut procs).await
     }
     .await;
@@ -151,7 +155,8 @@ pub(super) async fn run(opts: Opts) -> Result<()> {
 
 /// Hand-off across the real processes; prints how long a revocation and a sign-out
 /// took to be seen by the other nodes (per-request reads: expected one request).
-async fn smoke(ctxs: &[Ctx]) -> Result<()> {
+/// Answers the key of a grant with `max_concurrency: 1`, for the next step.
+async fn smoke(ctxs: &[Ctx]) -> Result<String> {
     let (a, b, c) = (&ctxs[0], &ctxs[1], &ctxs[2 % ctxs.len()]);
     let mut browser = Browser::new(&a.public);
     // Sign-up: the ceremony started on A, finished on B.
@@ -201,6 +206,19 @@ async fn smoke(ctxs: &[Ctx]) -> Result<()> {
         .context("grant id")?
         .to_owned();
     let key = created["api_key"].as_str().context("api key")?.to_owned();
+    let one_place: Value = browser
+        .via(&b.node)
+        .post(
+            "/api/grants",
+            json!({"name": "one place", "limits": {"max_concurrency": 1}}),
+        )
+        .await
+        .json()
+        .await?;
+    let one_place = one_place["api_key"]
+        .as_str()
+        .context("api key of the one-place grant")?
+        .to_owned();
     for ctx in ctxs {
         let status = chat(ctx, &key).await?.0;
         ensure!(status == 200, "the grant on node {}: {status}", ctx.base);
@@ -241,6 +259,79 @@ async fn smoke(ctxs: &[Ctx]) -> Result<()> {
          every node on its first request ({revoke_ms:.1} ms for all of them); signed out on \
          node 2, refused everywhere",
         ctxs.len()
+    );
+    Ok(one_place)
+}
+
+/// A node killed (SIGKILL) with a request in flight on a grant with `max_concurrency:
+/// 1`: its lease in PostgreSQL keeps the place taken, so another node refuses the
+/// grant — until the surviving nodes' heartbeats reclaim the dead node's leases (its
+/// time to live, 10 s, after its last beat). Then the grant is served again; the node
+/// is restarted. Prints how long the place stayed taken.
+async fn killed_nodes_place_comes_back(
+    ctxs: &[Ctx],
+    launches: &[Launch],
+    procs: &mut [Option<Keygate>],
+    key: &str,
+) -> Result<()> {
+    let (a, b) = (&ctxs[0], &ctxs[1]);
+    let before = a.mock.request_count();
+    // The mock holds the answer's head for a minute: in flight when node 0 dies.
+    let stuck = a
+        .client
+        .post(format!("{}/v1/chat/completions", a.base))
+        .bearer_auth(key)
+        .header("x-mock-scenario", "slow-first-byte")
+        .header("x-mock-delay-ms", "60000")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send();
+    let stuck = tokio::spawn(stuck);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.mock.request_count() == before {
+        ensure!(
+            Instant::now() < deadline,
+            "the held request never reached the mock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = chat(b, key).await?;
+    ensure!(
+        status == 429 && body.contains("concurrency_limit_exceeded"),
+        "node 1 while node 0 holds the only place: {status} {body}"
+    );
+    procs[0].as_mut().context("node 0 is not running")?.kill()?;
+    let killed = Instant::now();
+    let _ = stuck.await;
+    let (mut refused, deadline) = (0u32, killed + Duration::from_secs(60));
+    loop {
+        let (status, body) = chat(b, key).await?;
+        match status {
+            200 => break,
+            429 if body.contains("concurrency_limit_exceeded") => refused += 1,
+            _ => bail!("node 1 after node 0 was killed: {status} {body}"),
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the killed node's place was never given back ({refused} refusals in 60 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let taken_for = killed.elapsed().as_secs_f64();
+    ensure!(
+        refused > 0,
+        "the place was free right after the kill: was it held?"
+    );
+    let mut again = launches[0].spawn()?;
+    again
+        .ready(&a.client, Duration::from_secs(120))
+        .await
+        .context("node 0 did not come back")?;
+    procs[0] = Some(again);
+    println!(
+        "cluster leases: node 0 killed holding a grant's only place (max_concurrency 1); \
+         node 1 refused the grant {refused} times, then served it {taken_for:.1} s after the \
+         kill (the dead node's lease reclaimed by a surviving node's heartbeat); node 0 \
+         restarted"
     );
     Ok(())
 }
