@@ -586,7 +586,8 @@ if [[ "${KG_BENCH_SKIP_STORES:-}" != "1" ]]; then
   unset KG_TEST_PG_URL KG_TEST_PG_CA KG_REQUIRE_PG
   PSQL=("$KG_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1)
   "${PSQL[@]}" "$PG_ADMIN_URL" -c "CREATE DATABASE kg_bench"
-  PG_URL="${PG_ADMIN_URL%/postgres}/kg_bench"
+  # Plain TCP on loopback, as the recorded figures (a URL without sslmode prefers TLS).
+  PG_URL="${PG_ADMIN_URL%/postgres}/kg_bench?sslmode=disable"
   "${PSQL[@]}" -At "$PG_ADMIN_URL" -c "SELECT version()" >"$RUN/pg-version.txt"
   "${PSQL[@]}" -At -F= "$PG_ADMIN_URL" -c "SELECT name, setting FROM pg_settings
     WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'wal_sync_method',

@@ -1193,7 +1193,8 @@ async fn tls_connections(db: &TestDb) -> i64 {
 }
 
 /// `sslmode=require` encrypts; `verify-full` checks the certificate against
-/// `sslrootcert` (and refuses one it cannot trust); a plain URL stays plain. The
+/// `sslrootcert` (and refuses one it cannot trust); a URL without `sslmode` encrypts
+/// when the server offers TLS (libpq's `prefer`); `sslmode=disable` stays plain. The
 /// server is the test server with its self-signed certificate (`KG_TEST_PG_CA`).
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_when_the_url_asks_verified_when_it_says_so() {
@@ -1207,11 +1208,31 @@ async fn tls_when_the_url_asks_verified_when_it_says_so() {
         eprintln!("skipping tls: KG_TEST_PG_CA is not set");
         return;
     };
-    let plain = Store::connect(&db.url, &StoreOptions::default())
-        .await
-        .unwrap();
+    let plain = Store::connect(
+        &format!("{}?sslmode=disable", db.url),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
     plain.ping().await.unwrap();
     assert_eq!(tls_connections(&db).await, 0);
+
+    // Review finding: no `sslmode` connected in plain text, where libpq prefers TLS.
+    let preferred = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    preferred.ping().await.unwrap();
+    assert_eq!(tls_connections(&db).await, 1);
+    drop(preferred);
+    // Its pooled connection may outlive the handle briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tls_connections(&db).await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let required = Store::connect(
         &format!("{}?sslmode=require", db.url),

@@ -98,10 +98,11 @@ fn split_tls_options(url: &str) -> (String, TlsAsk) {
     }
 }
 
-/// The pool for `url`. TLS (openssl) when the URL asks for it (`sslmode=require`,
-/// `verify-ca`, `verify-full`); plain otherwise. As with libpq, `require` encrypts
-/// without checking the certificate (unless `sslrootcert` is given); `verify-*` check
-/// it against `sslrootcert` (or the system's roots), `verify-full` the host name too.
+/// The pool for `url`. TLS (openssl) as libpq does it: `prefer` (the default) uses it
+/// when the server offers it, `require` insists, `disable` never tries. `prefer` and
+/// `require` encrypt without checking the certificate (unless `sslrootcert` is given);
+/// `verify-*` check it against `sslrootcert` (or the system's roots), `verify-full`
+/// the host name too.
 /// `sslrootcert` is a plain path (not percent-encoded).
 fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     let (url, ask) = split_tls_options(url);
@@ -116,14 +117,17 @@ fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let tls = config.get_ssl_mode() == SslMode::Require;
-    if ask.verify_chain && !tls {
-        // `sslmode=verify-full&sslmode=disable`: the last one would win silently and
-        // turn off the verification the first one asked for.
+    let mode = config.get_ssl_mode();
+    if ask.verify_chain && mode != SslMode::Require {
+        // `sslmode=verify-full&sslmode=disable` (or `prefer`): the last one would win
+        // silently and turn off (or make optional) the verification the first asked for.
         return Err(StoreError::Postgres(
             "bad store URL: sslmode is given twice, and the last one turns TLS off".into(),
         ));
     }
+    // `prefer` (the default, as libpq's) tries TLS and falls back to plain text only
+    // when the server offers none; `disable` never tries.
+    let tls = mode != SslMode::Disable;
     let manager = if tls {
         let tls = tls_connector(&ask)?;
         Manager::from_config(config, tls, manager_config)
