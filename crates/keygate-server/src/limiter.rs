@@ -54,6 +54,9 @@ struct Inner {
     shared: bool,
     /// Shared windows: the rpm/tpm state the last acquire on this node saw, per grant.
     rates: Mutex<HashMap<GrantId, RateState>>,
+    /// Shared windows: per grant, this node's statements on its windows at once (see
+    /// [`GRANT_STATEMENTS`]).
+    gates: Mutex<HashMap<GrantId, Arc<tokio::sync::Semaphore>>>,
 }
 
 /// One grant's state.
@@ -98,6 +101,13 @@ struct Loaded {
 /// database failover, a stalled pool — do not lose a live node's leases), short
 /// against a grant's patience (a killed node's places come back in seconds).
 pub const NODE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Statements on one grant's shared windows a node runs at once; the rest of its
+/// requests for that grant queue here, in memory. They serialise on the grant's row
+/// lock in PostgreSQL anyway, and each one waiting there holds a pooled connection: a
+/// busy (or hostile) grant would otherwise take the node's whole pool and stall every
+/// other request — sign-ins, other grants — behind it. Two, not one, so the next
+/// statement's round trip overlaps the current one's lock.
+const GRANT_STATEMENTS: usize = 2;
 /// How often a node on shared windows beats.
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -193,7 +203,20 @@ impl Limiter {
             store,
             clock,
             rates: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// The grant's gate for statements on its shared windows.
+    fn gate(&self, grant: &GrantId) -> Arc<tokio::sync::Semaphore> {
+        let mut gates = lock(&self.0.gates);
+        if let Some(gate) = gates.get(grant) {
+            return gate.clone();
+        }
+        gates
+            .entry(grant.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(GRANT_STATEMENTS)))
+            .clone()
     }
 
     fn slot(&self, grant: &GrantId) -> Arc<Mutex<Slot>> {
@@ -350,7 +373,10 @@ impl Limiter {
         // a `Lease` existed to give it back — a place and a reservation taken for good.
         // The task always ends what it took: handed over, or settled as unused.
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let gate = self.gate(grant);
         tokio::spawn(async move {
+            // Never closed: a permit always comes.
+            let permit = gate.acquire().await.ok();
             let ask = LimitAsk {
                 grant: &owned_grant,
                 now_ms,
@@ -364,8 +390,9 @@ impl Limiter {
                 }),
             };
             let decided = store.limits_acquire(&ask).await;
+            drop(permit);
             if let Err(Ok(Ok(held))) = tx.send(decided) {
-                settle_in_store(&store, &held, Spend::default(), now_ms).await;
+                settle_in_store(&store, &gate, &held, Spend::default(), now_ms).await;
             }
         });
         let decided = rx.await.map_err(|_| {
@@ -456,6 +483,8 @@ impl Limiter {
     /// many were dropped. Run by the background sweeper, so idle grants cost no memory.
     pub fn forget_idle(&self) -> usize {
         if self.0.shared {
+            // A gate someone holds (a statement queued or running) stays.
+            lock(&self.0.gates).retain(|_, gate| Arc::strong_count(gate) > 1);
             let mut rates = lock(&self.0.rates);
             let n = rates.len();
             rates.clear();
@@ -515,7 +544,7 @@ impl Limiter {
         if let Some(held) = &lease.shared {
             self.record(lease, counts, now);
             if held.is_held() {
-                self.settle_shared(held.clone(), actual, now_ms);
+                self.settle_shared(&lease.grant, held.clone(), actual, now_ms);
             }
             return;
         }
@@ -558,9 +587,9 @@ impl Limiter {
     /// `Lease::drop` cannot wait. Until it lands the request still counts as in flight
     /// (a request deciding meanwhile sees one more: refused a little early, never
     /// late). See [`settle_in_store`] for failures.
-    fn settle_shared(&self, held: LimitLease, actual: Spend, now_ms: u64) {
-        let store = self.0.store.clone();
-        let settle = async move { settle_in_store(&store, &held, actual, now_ms).await };
+    fn settle_shared(&self, grant: &GrantId, held: LimitLease, actual: Spend, now_ms: u64) {
+        let (store, gate) = (self.0.store.clone(), self.gate(grant));
+        let settle = async move { settle_in_store(&store, &gate, &held, actual, now_ms).await };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(settle);
@@ -578,11 +607,18 @@ impl Limiter {
 /// commit landed but whose answer was lost changes nothing the second time. One that
 /// never lands keeps its place and reservation while this node lives (logged; it
 /// is reclaimed only when the node stops): hence retries for minutes, not seconds.
-async fn settle_in_store(store: &Store, held: &LimitLease, actual: Spend, now_ms: u64) {
+async fn settle_in_store(
+    store: &Store,
+    gate: &tokio::sync::Semaphore,
+    held: &LimitLease,
+    actual: Spend,
+    now_ms: u64,
+) {
     const BACKOFF_MS: [u64; 8] = [0, 100, 1_000, 5_000, 30_000, 60_000, 120_000, 300_000];
     let mut last = None;
     for wait in BACKOFF_MS {
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        let _permit = gate.acquire().await.ok();
         match store.limits_settle(held, actual, now_ms).await {
             Ok(()) => return,
             Err(e) => last = Some(e),

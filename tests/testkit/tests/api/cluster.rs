@@ -726,3 +726,65 @@ async fn clients_giving_up_mid_acquire_leave_nothing_held() {
     }
     c.stop().await;
 }
+
+/// Review finding (issue 14): every request of a limited grant waiting on its window's
+/// row lock held one of the node's 16 pooled connections, so one busy (or hostile)
+/// grant could take the whole pool and stall every other request of the node — another
+/// person's grant, a sign-in — for the pool's 30 s wait. Now a node runs at most two
+/// statements per grant at once and queues the rest in memory. Here the grant's row is
+/// held locked while 40 of its requests arrive at node A; another person's grant and
+/// the dashboard on A must still answer (without the fix: timed out, pool exhausted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_grant_does_not_take_the_nodes_pool() {
+    let Some(c) = cluster().await else { return };
+    let (_b, id, key) = person_with_grant(&c).await;
+    c.nodes[A]
+        .set_limits(&id, json!({"max_concurrency": 100}), None)
+        .await;
+    let (mut other, other_id, other_key) = person_with_grant(&c).await;
+    c.nodes[A]
+        .set_limits(&other_id, json!({"max_concurrency": 5}), None)
+        .await;
+    // One request makes the busy grant's window row.
+    assert_eq!(chat_status(&c.nodes[A], &key, "gpt-4o").await, 200);
+
+    let (mut locker, connection) = tokio_postgres::connect(&c.store_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM limit_windows WHERE grant_id = $1 FOR UPDATE",
+        &[&id.as_str()],
+    )
+    .await
+    .unwrap();
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]});
+    let busy: Vec<_> = (0..40)
+        .map(|_| {
+            let req = c.nodes[A]
+                .v1(Method::POST, "/chat/completions", &key)
+                .json(&body)
+                .send();
+            tokio::spawn(req)
+        })
+        .collect();
+    // Let them all arrive and wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other_chat = c.nodes[A]
+        .v1(Method::POST, "/chat/completions", &other_key)
+        .timeout(Duration::from_secs(10))
+        .json(&body)
+        .send()
+        .await
+        .expect("another grant's request on the node answered while one grant was busy");
+    assert_eq!(other_chat.status(), 200);
+    let me = other.via(&c.urls[A]).get("/api/me").await;
+    assert_eq!(me.status(), 200, "the dashboard on the node");
+    tx.rollback().await.unwrap();
+    for r in busy {
+        let res = r.await.unwrap().unwrap();
+        assert_eq!(res.status(), 200, "a queued request of the busy grant");
+    }
+    c.stop().await;
+}
