@@ -11,11 +11,15 @@
 -- completion_tokens. PL/pgSQL resolves it at call time, not here.
 --
 -- Every lease an acquire takes is a row of `limit_leases`, owned by the node that took
--- it; a settle ends it by id (once: settling it again, or after it was reclaimed, does
--- nothing). Nodes mark themselves alive in `limit_nodes` every few seconds
--- (`keygate_limits_heartbeat`), and that call also ends the leases of nodes that have
--- stopped doing so — a node killed with requests in flight gives their places and
--- reservations back within its time to live, not never.
+-- it; a settle ends it by id (once: settling it again does nothing). Nodes mark
+-- themselves alive in `limit_nodes` every few seconds (`keygate_limits_alive`), then
+-- reclaim the leases of nodes that have stopped doing so (`keygate_limits_reclaim`) — a
+-- node killed with requests in flight gives their places and reservations back within
+-- its time to live, not never.
+--
+-- Lock order, everywhere: a grant's windows before its leases, the grant-wide window
+-- ('') before a model's (scopes in order), grants in id order. Whatever locks several
+-- windows takes them in that order first (`keygate_limits_lock_grants`).
 
 CREATE TABLE IF NOT EXISTS limit_windows (
     grant_id        text    NOT NULL,
@@ -57,8 +61,16 @@ CREATE TABLE IF NOT EXISTS limit_leases (
     m_res_usd       bigint      NOT NULL DEFAULT 0,
     m_res_tokens    bigint      NOT NULL DEFAULT 0,
     -- The database's clock, as `limit_nodes`: the nodes' clocks never decide liveness.
-    taken_at        timestamptz NOT NULL DEFAULT clock_timestamp()
+    taken_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- Reclaimed from a node taken for dead: its place and reservation are given back
+    -- and charged_* counted as spent; the row stays (an hour) so that a late settle
+    -- from a node that was only slow adds what its answer cost beyond that.
+    reclaimed_at    timestamptz,
+    charged_usd     bigint      NOT NULL DEFAULT 0,
+    charged_tokens  bigint      NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS limit_leases_grant ON limit_leases (grant_id);
+CREATE INDEX IF NOT EXISTS limit_leases_node ON limit_leases (node_id);
 
 -- The nodes that take leases, and until when each is known to be alive (its last
 -- heartbeat plus its time to live).
@@ -397,8 +409,9 @@ $$;
 -- One lease's settlement (Limiter::settle): each window it holds rolls to the current
 -- budget period (when it has a budget), then releases the lease's place and
 -- reservations, adds the actual spend, and gives back (or charges) tpm tokens. The
--- lease row says what it holds; a lease already ended (settled before, or reclaimed
--- from a node taken for dead) changes nothing: false.
+-- lease row says what it holds. True: the lease was held and is ended. False: it had
+-- ended already — settled before (nothing changes), or reclaimed from a node taken for
+-- dead (then only what the answer cost beyond what the reclaim charged is added).
 CREATE OR REPLACE FUNCTION keygate_limits_settle(
     p_lease bigint, p_grant text, p_now_ms bigint, a_usd bigint, a_tokens bigint,
     g_kind text, g_start bigint, g_end bigint, g_first_day integer, g_last_day integer,
@@ -410,12 +423,28 @@ DECLARE
     g_found boolean;
     l limit_leases;
 BEGIN
-    -- The grant's window first, as every acquire and reclaim: the lease row is only
-    -- ever taken under it, so a settle and a reclaim of one lease never deadlock.
+    -- The grant's window first (the lock order above), so a settle and a reclaim of
+    -- one lease never deadlock.
     SELECT * INTO g FROM limit_windows WHERE grant_id = p_grant AND scope = '' FOR UPDATE;
     g_found := FOUND;
     DELETE FROM limit_leases WHERE id = p_lease AND grant_id = p_grant RETURNING * INTO l;
     IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF l.reclaimed_at IS NOT NULL THEN
+        -- Its place and reservation were given back when it was reclaimed.
+        a_usd := greatest(a_usd - l.charged_usd, 0);
+        a_tokens := greatest(a_tokens - l.charged_tokens, 0);
+        IF g_found THEN
+            g.settled_usd := g.settled_usd + a_usd;
+            g.settled_tokens := g.settled_tokens + a_tokens;
+            PERFORM keygate_limits_store(g);
+        END IF;
+        IF l.model IS NOT NULL THEN
+            UPDATE limit_windows SET settled_usd = settled_usd + a_usd,
+                                     settled_tokens = settled_tokens + a_tokens
+             WHERE grant_id = l.grant_id AND scope = l.model;
+        END IF;
         RETURN false;
     END IF;
     IF g_found THEN
@@ -432,8 +461,9 @@ BEGIN
 END
 $$;
 
--- The model half of a settle or a reclaim (the lease row is already gone): nothing
--- when the lease holds no model window. A NULL m_kind: no period roll-over.
+-- The model half of a settle or a reclaim: nothing when the lease holds no model
+-- window. A NULL m_kind: no period roll-over; a NULL p_now_ms: the window's own tpm
+-- time (a reclaim, which must not move a bucket by the database's clock).
 CREATE OR REPLACE FUNCTION keygate_limits_settle_model(
     l limit_leases, a_usd bigint, a_tokens bigint, p_now_ms bigint, p_row_model text,
     m_kind text, m_start bigint, m_end bigint, m_first_day integer, m_last_day integer)
@@ -453,58 +483,86 @@ BEGIN
                                         m_first_day, m_last_day);
     END IF;
     m := keygate_limits_settle_window(m, l.m_lease_tokens, l.m_res_usd, l.m_res_tokens,
-                                      a_usd, a_tokens, p_now_ms);
+                                      a_usd, a_tokens, coalesce(p_now_ms, m.tpm_at, 0));
     PERFORM keygate_limits_store(m);
 END
 $$;
 
--- A node's heartbeat: it is alive for `p_ttl_ms` more (the database's clock), and the
--- leases of nodes that are not — no heartbeat for their time to live, or never one, for
--- a lease older than that — are reclaimed: settled as if each answer had spent all it
--- reserved (its upstream may have answered in full; nobody counted it), which frees its
--- place and keeps a budget on the safe side. At most 1000 per call, grant by grant in
--- one order (two nodes reclaiming at once take the windows' locks alike). How many.
-CREATE OR REPLACE FUNCTION keygate_limits_heartbeat(p_node text, p_ttl_ms bigint)
+-- Locks every window of the given grants, in the lock order (grant id, then scope:
+-- '' first). For whatever changes several windows outside an acquire or a settle.
+-- (PL/pgSQL: an SQL function's last SELECT would stop at its first row.)
+CREATE OR REPLACE FUNCTION keygate_limits_lock_grants(p_grants text[])
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM limit_windows WHERE grant_id = ANY (p_grants)
+      ORDER BY grant_id, scope FOR UPDATE;
+END
+$$;
+
+-- A node's heartbeat: it is alive for `p_ttl_ms` more, by the database's clock. Its own
+-- statement, committed at once, so that nothing the reclaim waits for can delay it.
+CREATE OR REPLACE FUNCTION keygate_limits_alive(p_node text, p_ttl_ms bigint)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO limit_nodes (node_id, alive_until)
+    VALUES (p_node, clock_timestamp() + p_ttl_ms * interval '1 millisecond')
+    ON CONFLICT (node_id) DO UPDATE SET alive_until = excluded.alive_until
+$$;
+
+-- Reclaims the leases of nodes that are not alive — no heartbeat for their time to
+-- live, or never one, for a lease older than `p_ttl_ms`: each is settled as if its
+-- answer had spent all it reserved (its upstream may have answered in full; nobody
+-- counted it), which frees its place and keeps a budget on the safe side; the row is
+-- kept, marked, for a late settle (see keygate_limits_settle). A window some request
+-- holds right now is skipped (the next call takes it): a heartbeat never queues behind
+-- a busy grant. At most 1000 a call, grant by grant in the lock order. How many.
+CREATE OR REPLACE FUNCTION keygate_limits_reclaim(p_ttl_ms bigint)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     ttl interval := p_ttl_ms * interval '1 millisecond';
-    now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
     x record;
     g limit_windows;
-    g_found boolean;
     l limit_leases;
     spent_usd bigint;
     spent_tokens bigint;
     reclaimed bigint := 0;
 BEGIN
-    INSERT INTO limit_nodes (node_id, alive_until) VALUES (p_node, clock_timestamp() + ttl)
-        ON CONFLICT (node_id) DO UPDATE SET alive_until = excluded.alive_until;
+    -- A model window (or a row the deletes of a grant lock) can still be waited for:
+    -- not for long.
+    PERFORM set_config('lock_timeout', '2s', true);
     FOR x IN
         SELECT ll.id, ll.grant_id FROM limit_leases ll
-         WHERE ll.taken_at < clock_timestamp() - ttl
+         WHERE ll.reclaimed_at IS NULL
+           AND ll.taken_at < clock_timestamp() - ttl
            AND NOT EXISTS (SELECT 1 FROM limit_nodes n
                             WHERE n.node_id = ll.node_id AND n.alive_until >= clock_timestamp())
          ORDER BY ll.grant_id, ll.id
          LIMIT 1000
     LOOP
-        SELECT * INTO g FROM limit_windows WHERE grant_id = x.grant_id AND scope = '' FOR UPDATE;
-        g_found := FOUND;
-        -- Settled meanwhile (its node was slow, not dead) or reclaimed by another node.
-        DELETE FROM limit_leases WHERE id = x.id RETURNING * INTO l;
+        SELECT * INTO g FROM limit_windows
+         WHERE grant_id = x.grant_id AND scope = '' FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            -- Busy (skipped), or gone with its grant (then so is the lease, or soon).
+            CONTINUE;
+        END IF;
+        -- Settled meanwhile: its node was slow, not dead.
+        SELECT * INTO l FROM limit_leases WHERE id = x.id AND reclaimed_at IS NULL FOR UPDATE;
         CONTINUE WHEN NOT FOUND;
         -- One request's reservation is the same estimate in each window that has a
         -- budget (0 in one without): the larger is what it reserved.
         spent_usd := greatest(l.g_res_usd, l.m_res_usd);
         spent_tokens := greatest(l.g_lease_tokens, l.g_res_tokens, l.m_lease_tokens, l.m_res_tokens);
-        IF g_found THEN
-            g := keygate_limits_settle_window(g, l.g_lease_tokens, l.g_res_usd, l.g_res_tokens,
-                                              spent_usd, spent_tokens, now_ms);
-            PERFORM keygate_limits_store(g);
-        END IF;
-        PERFORM keygate_limits_settle_model(l, spent_usd, spent_tokens, now_ms, NULL,
+        g := keygate_limits_settle_window(g, l.g_lease_tokens, l.g_res_usd, l.g_res_tokens,
+                                          spent_usd, spent_tokens, coalesce(g.tpm_at, 0));
+        PERFORM keygate_limits_store(g);
+        PERFORM keygate_limits_settle_model(l, spent_usd, spent_tokens, NULL, NULL,
                                             NULL, NULL, NULL, NULL, NULL);
+        UPDATE limit_leases SET reclaimed_at = clock_timestamp(), charged_usd = spent_usd,
+                                charged_tokens = spent_tokens
+         WHERE id = l.id;
         reclaimed := reclaimed + 1;
     END LOOP;
+    -- Reclaimed an hour ago: no settle is coming any more.
+    DELETE FROM limit_leases WHERE reclaimed_at < clock_timestamp() - interval '1 hour';
     -- Nodes gone for an hour with nothing left: forgotten.
     DELETE FROM limit_nodes n
      WHERE n.alive_until < clock_timestamp() - interval '1 hour'
@@ -519,8 +577,11 @@ $$;
 -- this reload does (up to the usage counters' batching, ≤ 1 s). One statement per
 -- edit, none per request.
 CREATE OR REPLACE FUNCTION keygate_limits_forget(p_grant text)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM keygate_limits_lock_grants(ARRAY[p_grant]);
     -- The period's start stays: a reload in the same period keeps what the window
     -- counted (see keygate_limits_load_period).
-    UPDATE limit_windows SET period_kind = NULL WHERE grant_id = p_grant
+    UPDATE limit_windows SET period_kind = NULL WHERE grant_id = p_grant;
+END
 $$;

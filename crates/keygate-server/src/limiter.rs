@@ -56,7 +56,20 @@ struct Inner {
     rates: Mutex<HashMap<GrantId, RateState>>,
     /// Shared windows: per grant, this node's statements on its windows at once (see
     /// [`GRANT_STATEMENTS`]).
-    gates: Mutex<HashMap<GrantId, Arc<tokio::sync::Semaphore>>>,
+    gates: Mutex<HashMap<GrantId, Arc<Gate>>>,
+    /// Where shared settles run: the runtime the limiter was made on (the server's
+    /// main one, which outlives the workers: a settle spawned on a worker's runtime
+    /// would be dropped with it at a graceful stop). `None` outside a runtime.
+    settle_rt: Option<tokio::runtime::Handle>,
+    /// Shared settles not finished yet, for [`Limiter::settled`].
+    settling: std::sync::atomic::AtomicUsize,
+}
+
+/// A grant's statements on its shared windows from this node: acquires and settles
+/// queue apart, so a crowd of acquires never holds back the settles that free places.
+struct Gate {
+    acquire: tokio::sync::Semaphore,
+    settle: tokio::sync::Semaphore,
 }
 
 /// One grant's state.
@@ -108,6 +121,9 @@ pub const NODE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 /// other request — sign-ins, other grants — behind it. Two, not one, so the next
 /// statement's round trip overlaps the current one's lock.
 const GRANT_STATEMENTS: usize = 2;
+/// How long a request waits for its turn at its grant's gate: the pool's own wait,
+/// which bounded it before there was a gate.
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often a node on shared windows beats.
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -204,19 +220,40 @@ impl Limiter {
             clock,
             rates: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            settle_rt: tokio::runtime::Handle::try_current().ok(),
+            settling: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
     /// The grant's gate for statements on its shared windows.
-    fn gate(&self, grant: &GrantId) -> Arc<tokio::sync::Semaphore> {
+    fn gate(&self, grant: &GrantId) -> Arc<Gate> {
         let mut gates = lock(&self.0.gates);
         if let Some(gate) = gates.get(grant) {
             return gate.clone();
         }
         gates
             .entry(grant.clone())
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(GRANT_STATEMENTS)))
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    acquire: tokio::sync::Semaphore::new(GRANT_STATEMENTS),
+                    settle: tokio::sync::Semaphore::new(1),
+                })
+            })
             .clone()
+    }
+
+    /// Waits (at most `within`) until every shared settle spawned so far has finished;
+    /// whether they all did. For a graceful stop: a lease left unsettled is reclaimed
+    /// by the other nodes only after [`NODE_TTL`], and charged its whole reservation.
+    pub async fn settled(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.0.settling.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
     }
 
     fn slot(&self, grant: &GrantId) -> Arc<Mutex<Slot>> {
@@ -375,8 +412,21 @@ impl Limiter {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let gate = self.gate(grant);
         tokio::spawn(async move {
-            // Never closed: a permit always comes.
-            let permit = gate.acquire().await.ok();
+            let permit = match tokio::time::timeout(GATE_WAIT, gate.acquire.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                // Never closed; a timeout is answered like the pool's.
+                _ => {
+                    let _ = tx.send(Err(StoreError::Transaction(
+                        "timed out waiting for the grant's limits".into(),
+                    )));
+                    return;
+                }
+            };
+            // The client left while this waited: nothing is taken yet, so nothing to
+            // give back — and nothing to do.
+            if tx.is_closed() {
+                return;
+            }
             let ask = LimitAsk {
                 grant: &owned_grant,
                 now_ms,
@@ -392,7 +442,7 @@ impl Limiter {
             let decided = store.limits_acquire(&ask).await;
             drop(permit);
             if let Err(Ok(Ok(held))) = tx.send(decided) {
-                settle_in_store(&store, &gate, &held, Spend::default(), now_ms).await;
+                settle_in_store(&store, &gate.settle, &held, Spend::default(), now_ms).await;
             }
         });
         let decided = rx.await.map_err(|_| {
@@ -436,20 +486,36 @@ impl Limiter {
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut alive_since = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
-                match store.limits_heartbeat(NODE_TTL).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(
-                        reclaimed = n,
-                        "reclaimed the shared-limit leases of a node that stopped with \
-                         requests in flight (each counted as having spent its reservation)"
-                    ),
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "shared-limits heartbeat failed: unless one succeeds within the \
-                         node TTL, other nodes reclaim this node's leases"
-                    ),
+                // A beat stuck on a dead connection must not stay silent past the TTL.
+                let beat =
+                    tokio::time::timeout(HEARTBEAT_EVERY * 2, store.limits_heartbeat(NODE_TTL))
+                        .await;
+                match beat {
+                    Ok(Ok(n)) => {
+                        alive_since = tokio::time::Instant::now();
+                        if n > 0 {
+                            tracing::warn!(
+                                reclaimed = n,
+                                "reclaimed the shared-limit leases of a node that stopped \
+                                 with requests in flight (each counted as having spent its \
+                                 reservation)"
+                            );
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "shared-limits heartbeat failed"),
+                    Err(_) => tracing::warn!("shared-limits heartbeat timed out"),
+                }
+                let silent = alive_since.elapsed();
+                if silent >= NODE_TTL / 2 {
+                    tracing::error!(
+                        silent_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX),
+                        "no shared-limits heartbeat has landed for a while: after the node \
+                         TTL other nodes take this node for dead and reclaim the leases of \
+                         its requests in flight"
+                    );
                 }
             }
         }))
@@ -588,17 +654,47 @@ impl Limiter {
     /// (a request deciding meanwhile sees one more: refused a little early, never
     /// late). See [`settle_in_store`] for failures.
     fn settle_shared(&self, grant: &GrantId, held: LimitLease, actual: Spend, now_ms: u64) {
-        let (store, gate) = (self.0.store.clone(), self.gate(grant));
-        let settle = async move { settle_in_store(&store, &gate, &held, actual, now_ms).await };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(settle);
-            }
-            Err(_) => tracing::error!(
+        let Some(rt) = self
+            .0
+            .settle_rt
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        else {
+            tracing::error!(
                 "no runtime to settle a request in the shared limits: its place and \
-                 reservation stay taken"
-            ),
-        }
+                 reservation stay taken until the other nodes reclaim them"
+            );
+            return;
+        };
+        let (store, gate) = (self.0.store.clone(), self.gate(grant));
+        let counted = Settling::new(self.clone());
+        rt.spawn(async move {
+            settle_in_store(&store, &gate.settle, &held, actual, now_ms).await;
+            drop(counted);
+        });
+    }
+}
+
+/// One shared settle under way, counted in `Inner::settling` until it ends (or its
+/// task is dropped).
+struct Settling(Limiter);
+
+impl Settling {
+    fn new(limiter: Limiter) -> Self {
+        limiter
+            .0
+            .settling
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(limiter)
+    }
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        self.0
+            .0
+            .settling
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -614,6 +710,7 @@ async fn settle_in_store(
     actual: Spend,
     now_ms: u64,
 ) {
+    // (The gate is never closed: a permit always comes.)
     const BACKOFF_MS: [u64; 8] = [0, 100, 1_000, 5_000, 30_000, 60_000, 120_000, 300_000];
     let mut last = None;
     for wait in BACKOFF_MS {

@@ -1005,8 +1005,9 @@ async fn held(c: &Client, grant: &GrantId) -> Vec<(String, i64, i64, i64)> {
 /// a reservation in the grant's and the model's budget. Another node's heartbeat
 /// leaves it while the dead node's time to live runs, then reclaims it — the place
 /// comes back, the reservation counts as spent (nobody counted the answer) — and a
-/// late settle from the "dead" node (it was only slow) changes nothing. Fails without
-/// the lease rows: nothing ever gave the place back.
+/// late settle from the "dead" node (it was only slow) adds only what its answer cost
+/// beyond that. A live node's leases, however old, are never reclaimed by another.
+/// Fails without the lease rows: nothing ever gave the place back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_nodes_leases_are_reclaimed_by_another_nodes_heartbeat() {
     let Some(url) =
@@ -1016,12 +1017,15 @@ async fn a_stopped_nodes_leases_are_reclaimed_by_another_nodes_heartbeat() {
     };
     let db = TestDb::new(&url).await;
     let c = db.client().await;
-    let ttl = Duration::from_millis(400);
+    // Long enough that a loaded machine still makes the beats and statements below
+    // well within it.
+    let ttl = Duration::from_secs(2);
+    let past_ttl = ttl + Duration::from_millis(500);
     let grant = GrantId::generate();
     let limits: Limits = serde_json::from_value(serde_json::json!({
         "max_concurrency": 1,
-        "budget": {"usd": 1.0, "period": "month"},
-        "models": {"gpt-4o": {"budget": {"usd": 1.0, "period": "month"}}},
+        "budget": {"usd": 10.0, "period": "month"},
+        "models": {"gpt-4o": {"budget": {"usd": 10.0, "period": "month"}}},
     }))
     .unwrap();
     let estimate = Estimate {
@@ -1041,8 +1045,6 @@ async fn a_stopped_nodes_leases_are_reclaimed_by_another_nodes_heartbeat() {
             .unwrap()
         }
     };
-    assert_eq!(pg_limits_heartbeat(&c, "dying", ttl).await.unwrap(), 0);
-    let orphan = take("dying").await.unwrap();
     let full = |res: Result<LimitLease, LimitRefusal>| {
         matches!(
             res,
@@ -1052,50 +1054,92 @@ async fn a_stopped_nodes_leases_are_reclaimed_by_another_nodes_heartbeat() {
             })
         )
     };
-    assert!(full(take("alive").await), "the place is taken");
+    let beat = |node: &'static str| {
+        let c = &c;
+        async move { pg_limits_heartbeat(c, node, ttl).await.unwrap() }
+    };
+    let nanos = |d: f64| usd(d).nanos() as i64;
+    let open_leases = || async {
+        c.query_one(
+            "SELECT count(*) FROM limit_leases WHERE reclaimed_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+
+    assert_eq!(beat("dying").await, 0);
+    let orphan = take("dying").await.unwrap();
+    assert!(full(take("other").await), "the place is taken");
     // Within the dying node's time to live nothing is reclaimed.
-    assert_eq!(pg_limits_heartbeat(&c, "alive", ttl).await.unwrap(), 0);
-    assert!(full(take("alive").await));
-    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
-    assert_eq!(pg_limits_heartbeat(&c, "alive", ttl).await.unwrap(), 1);
-    let reserved = usd(0.30).nanos() as i64;
+    assert_eq!(beat("other").await, 0);
+    assert!(full(take("other").await));
+    tokio::time::sleep(past_ttl).await;
+    assert_eq!(beat("other").await, 1);
     assert_eq!(
         held(&c, &grant).await,
         vec![
-            (String::new(), 0, 0, reserved),
-            ("gpt-4o".to_owned(), 0, 0, reserved),
+            (String::new(), 0, 0, nanos(0.30)),
+            ("gpt-4o".to_owned(), 0, 0, nanos(0.30)),
         ],
         "the place given back; the reservation counted as spent in both windows"
     );
-    assert_eq!(count(&c, "limit_leases").await, 0);
-    let mine = take("alive").await.unwrap();
-    // The dying node was only slow: its settle comes now and finds its lease gone.
-    let late = Spend {
-        usd: usd(0.01),
+    assert_eq!(open_leases().await, 0);
+    assert_eq!(beat("other").await, 0, "reclaimed once");
+    // The dying node was only slow: its answer cost less than it reserved — nothing
+    // more to count.
+    let cheap = Spend {
+        usd: usd(0.10),
         tokens: 10,
     };
-    assert!(!pg_limits_settle(&c, &orphan, late, now_ms).await.unwrap());
+    assert!(!pg_limits_settle(&c, &orphan, cheap, now_ms).await.unwrap());
     assert_eq!(
         held(&c, &grant).await[0],
-        (String::new(), 1, reserved, reserved)
+        (String::new(), 0, 0, nanos(0.30))
     );
-    // A live node's lease, however old, is never reclaimed: its beat keeps it.
-    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
-    assert_eq!(pg_limits_heartbeat(&c, "alive", ttl).await.unwrap(), 0);
-    assert!(pg_limits_settle(&c, &mine, late, now_ms).await.unwrap());
-    let after = held(&c, &grant).await;
+
+    // A live node's lease, however old, is never reclaimed by another node.
+    assert_eq!(beat("alive").await, 0);
+    let mine = take("alive").await.unwrap();
+    tokio::time::sleep(past_ttl).await;
+    assert_eq!(beat("alive").await, 0);
+    assert_eq!(beat("other").await, 0, "alive's lease stays alive's");
+    assert!(pg_limits_settle(&c, &mine, cheap, now_ms).await.unwrap());
     assert_eq!(
-        after[0],
-        (String::new(), 0, 0, reserved + usd(0.01).nanos() as i64)
+        held(&c, &grant).await[0],
+        (String::new(), 0, 0, nanos(0.40))
     );
-    // A lease of a node that never beat at all is reclaimed once it is older than the
-    // time to live — not before.
+
+    // A lease of a node that never beat is reclaimed once older than the time to live,
+    // not before; its late settle, dearer than its reservation (no max_tokens), adds
+    // the difference: a reclaim never makes an answer cheaper.
     let ghost = take("never-beat").await.unwrap();
-    assert_eq!(pg_limits_heartbeat(&c, "alive", ttl).await.unwrap(), 0);
-    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
-    assert_eq!(pg_limits_heartbeat(&c, "alive", ttl).await.unwrap(), 1);
-    assert!(!pg_limits_settle(&c, &ghost, late, now_ms).await.unwrap());
-    assert_eq!(held(&c, &grant).await[0].1, 0);
+    assert_eq!(beat("other").await, 0);
+    tokio::time::sleep(past_ttl).await;
+    assert_eq!(beat("other").await, 1);
+    assert_eq!(
+        held(&c, &grant).await[0],
+        (String::new(), 0, 0, nanos(0.70))
+    );
+    let dear = Spend {
+        usd: usd(0.50),
+        tokens: 2000,
+    };
+    assert!(!pg_limits_settle(&c, &ghost, dear, now_ms).await.unwrap());
+    assert_eq!(
+        held(&c, &grant).await,
+        vec![
+            (String::new(), 0, 0, nanos(0.90)),
+            ("gpt-4o".to_owned(), 0, 0, nanos(0.90)),
+        ]
+    );
+    assert!(
+        !pg_limits_settle(&c, &ghost, dear, now_ms).await.unwrap(),
+        "and only once"
+    );
+    assert_eq!(held(&c, &grant).await[0].3, nanos(0.90));
+    assert_eq!(count(&c, "limit_leases").await, 0);
     db.drop_db().await;
 }
 

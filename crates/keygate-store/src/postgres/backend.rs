@@ -41,6 +41,8 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// second node could disagree with).
 pub(crate) struct PgStore {
     pool: Pool,
+    /// One connection for `limits_heartbeat` alone.
+    beat: Pool,
     /// This handle's name in `limit_leases`/`limit_nodes`: the leases it takes are
     /// its own, reclaimed by other nodes should it stop calling `limits_heartbeat`.
     /// Random per process start (a restarted node is a new one; its old leases are
@@ -50,9 +52,10 @@ pub(crate) struct PgStore {
 }
 
 impl PgStore {
-    pub(crate) fn new(pool: Pool) -> Self {
+    pub(crate) fn new(pool: Pool, beat: Pool) -> Self {
         Self {
             pool,
+            beat,
             node: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
         }
     }
@@ -709,6 +712,10 @@ impl StoreBackend for PgStore {
         for sql in [
             "DELETE FROM vault WHERE user_id = $1",
             "DELETE FROM sessions WHERE user_id = $1",
+            // Its windows locked in the limits' lock order first (migrations/0002):
+            // a DELETE alone locks them in scan order, which can deadlock with a
+            // reclaim or an acquire.
+            "SELECT keygate_limits_lock_grants(ARRAY(SELECT id FROM grants WHERE user_id = $1))",
             "DELETE FROM limit_windows WHERE grant_id IN \
              (SELECT id FROM grants WHERE user_id = $1)",
             "DELETE FROM limit_leases WHERE grant_id IN \
@@ -979,6 +986,8 @@ impl StoreBackend for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         for sql in [
+            // In the limits' lock order (migrations/0002), not the DELETE's scan order.
+            "SELECT keygate_limits_lock_grants(ARRAY[$1])",
             "DELETE FROM limit_windows WHERE grant_id = $1",
             "DELETE FROM limit_leases WHERE grant_id = $1",
         ] {
@@ -1498,7 +1507,8 @@ impl StoreBackend for PgStore {
     }
 
     async fn limits_heartbeat(&self, ttl: std::time::Duration) -> Result<u64, StoreError> {
-        super::limits::heartbeat(&**self.client().await?, &self.node, ttl).await
+        let client = self.beat.get().await.map_err(pool_error)?;
+        super::limits::heartbeat(&**client, &self.node, ttl).await
     }
 
     async fn limits_held(&self, grant: &GrantId) -> Result<(u32, Spend), StoreError> {

@@ -398,18 +398,23 @@ pub async fn settle(
     row.try_get(0).map_err(pg_error)
 }
 
-/// Marks `node` alive for `ttl` more (by the database's clock) and reclaims the leases
-/// of nodes that are not: each settled as if its answer had spent all it reserved
-/// (the upstream may have answered in full, and nobody counted it). How many it
-/// reclaimed (at most 1000 a call).
+/// Marks `node` alive for `ttl` more (by the database's clock; committed on its own,
+/// first), then reclaims the leases of nodes that are not: each settled as if its
+/// answer had spent all it reserved (the upstream may have answered in full, and
+/// nobody counted it). How many it reclaimed (at most 1000 a call; a window busy at
+/// that moment waits for the next call).
 pub async fn heartbeat(
     client: &impl GenericClient,
     node: &str,
     ttl: Duration,
 ) -> Result<u64, StoreError> {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    client
+        .execute("SELECT keygate_limits_alive($1, $2)", &[&node, &ttl_ms])
+        .await
+        .map_err(pg_error)?;
     let row = client
-        .query_one("SELECT keygate_limits_heartbeat($1, $2)", &[&node, &ttl_ms])
+        .query_one("SELECT keygate_limits_reclaim($1)", &[&ttl_ms])
         .await
         .map_err(pg_error)?;
     let reclaimed: i64 = row.try_get(0).map_err(pg_error)?;

@@ -36,7 +36,11 @@ pub(crate) use backend::PgStore;
 pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
     let pool = pool(url, options.pg_pool_size.max(1))?;
     migrate::run(&pool).await?;
-    Ok(Store::from_backend(Arc::new(PgStore::new(pool))))
+    // The limits heartbeat's own connection: a node whose pool is busy (or a database
+    // slow to hand out connections) must still say it is alive, or other nodes reclaim
+    // the leases of its requests in flight.
+    let beat = self::pool(url, 1)?;
+    Ok(Store::from_backend(Arc::new(PgStore::new(pool, beat))))
 }
 
 /// The SQL migrations not yet applied to the database at `url`, as (version, name),

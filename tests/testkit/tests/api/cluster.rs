@@ -788,3 +788,56 @@ async fn a_busy_grant_does_not_take_the_nodes_pool() {
     }
     c.stop().await;
 }
+
+/// Review finding (issue 14): a graceful stop drains the streams, whose shared-limit
+/// settles are spawned after the answer — on the worker's runtime, dropped with the
+/// worker, so a stopped node could leave its last requests' places taken until the
+/// other nodes reclaimed them (10 s later, charged their whole reservation). Settles
+/// now run on the server's main runtime and a stop waits for them: right after node A
+/// stopped, the request it drained holds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_settles_the_requests_it_drains() {
+    let Some(mut c) = cluster().await else { return };
+    let (_b, id, key) = person_with_grant(&c).await;
+    c.nodes[A]
+        .set_limits(
+            &id,
+            json!({"max_concurrency": 1, "budget": {"usd": 5, "period": "month"}}),
+            None,
+        )
+        .await;
+    let grant = keygate_core::ids::GrantId::parse(&id).unwrap();
+    let store_b = c.nodes[B].state.store.clone();
+    c.mock.reset();
+    let before = c.mock.request_count();
+    // Held 600 ms by the mock: in flight on A when A is told to stop, answered within
+    // the drain (the tests' shutdown timeout is 1 s).
+    let req = c.nodes[A]
+        .v1(Method::POST, "/chat/completions", &key)
+        .header("x-mock-scenario", "slow-first-byte")
+        .header("x-mock-delay-ms", "600")
+        .json(&json!({"model": "gpt-4o", "max_tokens": 100,
+                      "messages": [{"role": "user", "content": "Hi"}]}))
+        .send();
+    let req = tokio::spawn(req);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.mock.request_count() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the mock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (held, _) = store_b.limits_held(&grant).await.unwrap();
+    assert_eq!(held, 1, "in flight on A");
+    let a = c.nodes.remove(A);
+    a.stop().await;
+    let res = req.await.unwrap().unwrap();
+    assert_eq!(res.status(), 200, "drained, not cut");
+    assert_eq!(
+        store_b.limits_held(&grant).await.unwrap(),
+        (0, Default::default()),
+        "node A stopped with its drained request still holding its place"
+    );
+    c.stop().await;
+}
