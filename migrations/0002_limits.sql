@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS limit_windows (
 -- NULL) in that model's window — `keygate_limits_apply`'s figures, given back by a
 -- settle or a reclaim.
 CREATE TABLE IF NOT EXISTS limit_leases (
-    id              bigserial PRIMARY KEY,
+    -- Chosen by the node (random), so that it knows the id of a lease whose acquire's
+    -- answer it lost, and can end it.
+    id              bigint      PRIMARY KEY,
     node_id         text        NOT NULL,
     grant_id        text        NOT NULL,
     model           text,
@@ -327,7 +329,7 @@ $$;
 -- loaded), as the in-memory limiter does. Answers the refusal (deny NULL: accepted),
 -- the leases, and the grant-wide rpm/tpm state after it (limit, remaining, ms to full).
 CREATE OR REPLACE FUNCTION keygate_limits_acquire(
-    p_node text, p_grant text, p_now_ms bigint, est_tokens bigint, est_usd bigint,
+    p_node text, p_lease bigint, p_grant text, p_now_ms bigint, est_tokens bigint, est_usd bigint,
     g_rpm bigint, g_tpm bigint, g_conc bigint, g_usd bigint, g_tokens bigint,
     g_kind text, g_start bigint, g_end bigint, g_first_day integer, g_last_day integer,
     p_model text, p_row_model text, m_has boolean,
@@ -338,8 +340,7 @@ CREATE OR REPLACE FUNCTION keygate_limits_acquire(
     OUT g_request boolean, OUT g_lease_tokens bigint, OUT g_res_usd bigint, OUT g_res_tokens bigint,
     OUT m_request boolean, OUT m_lease_tokens bigint, OUT m_res_usd bigint, OUT m_res_tokens bigint,
     OUT rpm_limit bigint, OUT rpm_remaining bigint, OUT rpm_reset_ms bigint,
-    OUT tpm_limit bigint, OUT tpm_remaining bigint, OUT tpm_reset_ms bigint,
-    OUT lease_id bigint)
+    OUT tpm_limit bigint, OUT tpm_remaining bigint, OUT tpm_reset_ms bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     g limit_windows;
@@ -385,12 +386,11 @@ BEGIN
         g := keygate_limits_apply(g, gd.l_request, gd.l_tokens, gd.l_usd, gd.l_res_tokens, p_now_ms);
         g_request := gd.l_request; g_lease_tokens := gd.l_tokens;
         g_res_usd := gd.l_usd; g_res_tokens := gd.l_res_tokens;
-        INSERT INTO limit_leases (node_id, grant_id, model, g_lease_tokens, g_res_usd,
+        INSERT INTO limit_leases (id, node_id, grant_id, model, g_lease_tokens, g_res_usd,
                                   g_res_tokens, m_lease_tokens, m_res_usd, m_res_tokens)
-        VALUES (p_node, p_grant, CASE WHEN m_request IS NOT NULL THEN p_model END,
+        VALUES (p_lease, p_node, p_grant, CASE WHEN m_request IS NOT NULL THEN p_model END,
                 g_lease_tokens, g_res_usd, g_res_tokens, coalesce(m_lease_tokens, 0),
-                coalesce(m_res_usd, 0), coalesce(m_res_tokens, 0))
-        RETURNING id INTO lease_id;
+                coalesce(m_res_usd, 0), coalesce(m_res_tokens, 0));
     END IF;
     PERFORM keygate_limits_store(g);
     IF g.rpm_limit IS NOT NULL THEN

@@ -37,7 +37,7 @@ use keygate_core::money::Usd;
 use keygate_core::policy::{self, Deny, Estimate, Rules, Spend, UsageWindow};
 use keygate_core::time::Clock;
 use keygate_store::{
-    BackendKind, LimitAsk, LimitLease, ModelAsk, RateState, Store, StoreError, UsageCounts,
+    BackendKind, LeaseId, LimitAsk, LimitLease, ModelAsk, RateState, Store, StoreError, UsageCounts,
 };
 
 use crate::accounting::Accounting;
@@ -428,6 +428,7 @@ impl Limiter {
                 return;
             }
             let ask = LimitAsk {
+                lease: LeaseId::generate(),
                 grant: &owned_grant,
                 now_ms,
                 rules,
@@ -441,8 +442,23 @@ impl Limiter {
             };
             let decided = store.limits_acquire(&ask).await;
             drop(permit);
-            if let Err(Ok(Ok(held))) = tx.send(decided) {
-                settle_in_store(&store, &gate.settle, &held, Spend::default(), now_ms).await;
+            // A failed statement may still have committed (its answer lost with the
+            // connection): the lease it would have taken is ended by its id, which is
+            // a no-op if it never was taken.
+            let unclear = decided
+                .as_ref()
+                .is_err()
+                .then(|| LimitLease::abandoned(&ask));
+            match tx.send(decided) {
+                Err(Ok(Ok(held))) => {
+                    settle_in_store(&store, &gate.settle, &held, Spend::default(), now_ms).await;
+                }
+                _ => {
+                    if let Some(held) = unclear {
+                        settle_in_store(&store, &gate.settle, &held, Spend::default(), now_ms)
+                            .await;
+                    }
+                }
             }
         });
         let decided = rx.await.map_err(|_| {

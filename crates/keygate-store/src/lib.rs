@@ -35,7 +35,7 @@ pub use handle::Store;
 /// The limiter's windows in PostgreSQL (issue 14): one statement to acquire, one to
 /// settle, atomic per grant across nodes.
 pub use postgres::limits::{
-    LimitAsk, LimitLease, LimitRefusal, ModelAsk, RateState, acquire as pg_limits_acquire,
+    LeaseId, LimitAsk, LimitLease, LimitRefusal, ModelAsk, RateState, acquire as pg_limits_acquire,
     forget as pg_limits_forget, heartbeat as pg_limits_heartbeat, settle as pg_limits_settle,
 };
 pub use postgres::{PG_BACKUP, postgres_pending_migrations};

@@ -26,7 +26,7 @@ use keygate_core::limits::{Budget, Limits, ModelLimits};
 use keygate_core::money::Usd;
 use keygate_core::policy::{self, Deny, Estimate, Rules, Spend, UsageWindow};
 use keygate_store::{
-    LimitAsk, LimitLease, LimitRefusal, ModelAsk, pg_limits_acquire, pg_limits_forget,
+    LeaseId, LimitAsk, LimitLease, LimitRefusal, ModelAsk, pg_limits_acquire, pg_limits_forget,
     pg_limits_heartbeat, pg_limits_settle,
 };
 use proptest::prelude::*;
@@ -120,6 +120,7 @@ fn ask<'a>(
     now_ms: u64,
 ) -> LimitAsk<'a> {
     LimitAsk {
+        lease: LeaseId::generate(),
         grant,
         now_ms,
         rules: Rules::of(limits),
@@ -1189,5 +1190,45 @@ async fn a_settle_retried_ends_its_lease_once() {
         );
     }
     assert_eq!(held(&c, &grant).await[0].1, 0);
+    db.drop_db().await;
+}
+
+/// An acquire whose answer was lost after its commit (the connection dropped): the
+/// node never learnt of the lease, but chose its id, and ends it by that id; the same
+/// for an acquire that never committed changes nothing. Without the node's own id, such
+/// a lease would hold its place for as long as its (live) node runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_answer_was_lost_is_ended_by_its_id() {
+    let Some(url) = maintenance_url("a_lease_whose_answer_was_lost_is_ended_by_its_id") else {
+        return;
+    };
+    let db = TestDb::new(&url).await;
+    let c = db.client().await;
+    let grant = GrantId::generate();
+    let limits = Limits {
+        max_concurrency: Some(1),
+        ..Limits::default()
+    };
+    let now_ms = 1_795_996_800_000;
+    let lost = ask(&grant, &limits, None, Estimate::default(), now_ms);
+    // Committed; its answer "lost": the lease value is dropped unread.
+    drop(pg_limits_acquire(&c, NODE, &lost).await.unwrap().unwrap());
+    let next = ask(&grant, &limits, None, Estimate::default(), now_ms);
+    assert!(pg_limits_acquire(&c, NODE, &next).await.unwrap().is_err());
+    let never = ask(&grant, &limits, None, Estimate::default(), now_ms);
+    assert!(
+        !pg_limits_settle(&c, &LimitLease::abandoned(&never), Spend::default(), now_ms)
+            .await
+            .unwrap(),
+        "no such lease: nothing to end"
+    );
+    assert_eq!(held(&c, &grant).await[0].1, 1);
+    assert!(
+        pg_limits_settle(&c, &LimitLease::abandoned(&lost), Spend::default(), now_ms)
+            .await
+            .unwrap()
+    );
+    assert_eq!(held(&c, &grant).await[0].1, 0);
+    assert!(pg_limits_acquire(&c, NODE, &next).await.unwrap().is_ok());
     db.drop_db().await;
 }

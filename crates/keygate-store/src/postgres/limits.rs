@@ -36,9 +36,25 @@ use tokio_postgres::types::ToSql;
 use super::pg_error;
 use crate::StoreError;
 
+/// A lease's id in `limit_leases`, chosen by the node before it asks: should the
+/// acquire's answer be lost (a connection dropped after the commit), the node still
+/// knows which lease to end ([`LimitLease::abandoned`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseId(i64);
+
+impl LeaseId {
+    /// A random positive id (63 bits: a collision within one grant's leases in flight
+    /// is beyond any real count).
+    pub fn generate() -> Self {
+        Self(i64::try_from(rand::random::<u64>() >> 1).unwrap_or(i64::MAX))
+    }
+}
+
 /// What one request asks of the limits.
 #[derive(Clone, Debug)]
 pub struct LimitAsk<'a> {
+    /// The id its lease takes, if it is accepted.
+    pub lease: LeaseId,
     pub grant: &'a GrantId,
     pub now_ms: u64,
     /// The grant-wide limits (`Rules::of(&grant.limits)`).
@@ -92,8 +108,8 @@ pub struct RateState {
 /// What an accepted request holds in the windows until [`settle`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitLease {
-    /// Its row in `limit_leases` (0 when not held).
-    id: i64,
+    /// Its row in `limit_leases` (unused when not held).
+    id: LeaseId,
     grant: GrantId,
     /// False for a request under no limit: nothing to settle.
     held: bool,
@@ -112,6 +128,21 @@ struct ModelLease {
 }
 
 impl LimitLease {
+    /// The lease `ask` may have taken when its acquire failed without a clear answer
+    /// (the commit may have landed): settling it ends that lease if it exists, and
+    /// does nothing if it does not.
+    pub fn abandoned(ask: &LimitAsk<'_>) -> Self {
+        Self {
+            id: ask.lease,
+            grant: ask.grant.clone(),
+            held: ask.has_limits(),
+            grant_lease: policy::Lease::default(),
+            budget_period: None,
+            model: None,
+            rate: RateState::default(),
+        }
+    }
+
     pub fn grant_lease(&self) -> &policy::Lease {
         &self.grant_lease
     }
@@ -170,10 +201,9 @@ fn unsigned(v: i64) -> u64 {
 const ACQUIRE: &str = "SELECT deny, deny_model, deny_limit, retry_after_ms, resets_at, \
      g_request, g_lease_tokens, g_res_usd, g_res_tokens, \
      m_request, m_lease_tokens, m_res_usd, m_res_tokens, \
-     rpm_limit, rpm_remaining, rpm_reset_ms, tpm_limit, tpm_remaining, tpm_reset_ms, \
-     lease_id \
+     rpm_limit, rpm_remaining, rpm_reset_ms, tpm_limit, tpm_remaining, tpm_reset_ms \
      FROM keygate_limits_acquire($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-     $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)";
+     $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)";
 
 const SETTLE: &str = "SELECT keygate_limits_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
      $11, $12, $13, $14, $15, $16)";
@@ -183,7 +213,7 @@ pub fn acquire_unlimited(
     ask: &LimitAsk<'_>,
 ) -> Result<Result<LimitLease, LimitRefusal>, StoreError> {
     Ok(Ok(LimitLease {
-        id: 0,
+        id: ask.lease,
         grant: ask.grant.clone(),
         held: false,
         grant_lease: policy::Lease::default(),
@@ -243,8 +273,9 @@ pub async fn acquire(
     let grant_id = ask.grant.as_str();
     let (g_kind, g_start, g_end, g_first, g_last) = split(&g);
     let (m_kind, m_start, m_end, m_first, m_last) = split(&m);
-    let params: [&(dyn ToSql + Sync); 27] = [
+    let params: [&(dyn ToSql + Sync); 28] = [
         &node,
+        &ask.lease.0,
         &grant_id,
         &now,
         &est_tokens,
@@ -351,11 +382,8 @@ pub async fn acquire(
         }),
         _ => None,
     };
-    let id = get(19)?.ok_or_else(|| {
-        StoreError::Postgres("keygate_limits_acquire accepted without a lease id".to_owned())
-    })?;
     Ok(Ok(LimitLease {
-        id,
+        id: ask.lease,
         grant: ask.grant.clone(),
         held: true,
         grant_lease,
@@ -391,8 +419,22 @@ pub async fn settle(
     let (a_usd, a_tokens) = (big(actual.usd.nanos()), big(actual.tokens));
     let row_name = lease.model.as_ref().map(|m| m.row_name.as_str());
     let params: [&(dyn ToSql + Sync); 16] = [
-        &lease.id, &grant_id, &now, &a_usd, &a_tokens, &g_kind, &g_start, &g_end, &g_first,
-        &g_last, &row_name, &m_kind, &m_start, &m_end, &m_first, &m_last,
+        &lease.id.0,
+        &grant_id,
+        &now,
+        &a_usd,
+        &a_tokens,
+        &g_kind,
+        &g_start,
+        &g_end,
+        &g_first,
+        &g_last,
+        &row_name,
+        &m_kind,
+        &m_start,
+        &m_end,
+        &m_first,
+        &m_last,
     ];
     let row = client.query_one(SETTLE, &params).await.map_err(pg_error)?;
     row.try_get(0).map_err(pg_error)

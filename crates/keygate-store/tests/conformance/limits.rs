@@ -8,7 +8,7 @@ use keygate_core::calendar::Period;
 use keygate_core::limits::Limits;
 use keygate_core::money::Usd;
 use keygate_core::policy::{Deny, Estimate, Rules, Spend};
-use keygate_store::{BackendKind, LimitAsk, Store, StoreError};
+use keygate_store::{BackendKind, LeaseId, LimitAsk, Store, StoreError};
 
 use crate::fixtures::*;
 
@@ -16,6 +16,7 @@ crate::conformance!(limits_are_held_shared_and_released_where_the_backend_shares
 
 fn ask<'a>(grant: &'a keygate_core::ids::GrantId, rules: Rules, now_ms: u64) -> LimitAsk<'a> {
     LimitAsk {
+        lease: LeaseId::generate(),
         grant,
         now_ms,
         rules,
