@@ -108,6 +108,15 @@ CREATE TABLE usage (
 );
 CREATE INDEX usage_by_day ON usage (day);
 
+-- Every usage batch written, by the id its node gave it, in the batch's own
+-- transaction: a node that lost the answer to its COMMIT asks here whether the batch
+-- landed, instead of writing it again (counted twice) or dropping it. Kept a day.
+CREATE TABLE usage_batches (
+    id text COLLATE "C" PRIMARY KEY,
+    written_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX usage_batches_by_time ON usage_batches (written_at);
+
 -- Admin keys: SHA-256 of the secret only.
 CREATE TABLE admin_keys (
     id text COLLATE "C" PRIMARY KEY,

@@ -1272,3 +1272,204 @@ async fn tls_when_the_url_asks_verified_when_it_says_so() {
     assert!(!text.contains(&password), "{text}");
     drop((plain, required, verified));
 }
+
+// --- a COMMIT whose answer is lost ----------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Cut {
+    /// The COMMIT reaches the server; its answer never reaches the client.
+    AfterCommit,
+    /// The connection breaks before the COMMIT is sent on.
+    BeforeCommit,
+}
+
+/// A TCP proxy in front of the test server that breaks one connection at its next
+/// COMMIT once armed (tokio-postgres commits with a simple query, `Q` "COMMIT").
+/// Speaks just enough of the frontend protocol to find message boundaries; the URL
+/// through it says `sslmode=disable` so the bytes are readable.
+struct CommitCutter {
+    url: String,
+    armed: std::sync::Arc<std::sync::Mutex<Option<Cut>>>,
+    fired: std::sync::Arc<AtomicU32>,
+}
+
+impl CommitCutter {
+    async fn start(target_url: &str) -> CommitCutter {
+        use tokio::net::{TcpListener, TcpStream};
+        let config: tokio_postgres::Config = target_url.parse().unwrap();
+        let host = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[allow(unreachable_patterns)]
+            other => panic!("the test server is not on TCP: {other:?}"),
+        };
+        let target = format!("{host}:{}", config.get_ports()[0]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = std::sync::Arc::new(std::sync::Mutex::new(None::<Cut>));
+        let fired = std::sync::Arc::new(AtomicU32::new(0));
+        let (a, f) = (armed.clone(), fired.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let server = TcpStream::connect(&target).await.unwrap();
+                tokio::spawn(Self::relay(client, server, a.clone(), f.clone()));
+            }
+        });
+        // The same URL with the proxy's address.
+        let (scheme_auth, rest) = target_url.split_once('@').unwrap();
+        let (_, path) = rest.split_once('/').unwrap();
+        let path = path.split('?').next().unwrap();
+        CommitCutter {
+            url: format!("{scheme_auth}@127.0.0.1:{port}/{path}?sslmode=disable"),
+            armed,
+            fired,
+        }
+    }
+
+    fn arm(&self, cut: Cut) {
+        *self.armed.lock().unwrap() = Some(cut);
+    }
+
+    async fn relay(
+        client: tokio::net::TcpStream,
+        server: tokio::net::TcpStream,
+        armed: std::sync::Arc<std::sync::Mutex<Option<Cut>>>,
+        fired: std::sync::Arc<AtomicU32>,
+    ) {
+        use std::sync::atomic::AtomicBool;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client_rd, mut client_wr) = client.into_split();
+        let (mut server_rd, mut server_wr) = server.into_split();
+        let swallow = std::sync::Arc::new(AtomicBool::new(false));
+        let s = swallow.clone();
+        // Server to client, until the server closes — or, after a cut COMMIT, its answer
+        // is read and dropped and the client's connection closed.
+        let back = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = server_rd.read(&mut buf).await.unwrap_or(0);
+                if n == 0 || s.load(Ordering::SeqCst) {
+                    let _ = client_wr.shutdown().await;
+                    return;
+                }
+                if client_wr.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        });
+        // Client to server, message by message (the startup message has no type byte).
+        let mut pending: Vec<u8> = Vec::new();
+        let mut started = false;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = client_rd.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            pending.extend_from_slice(&buf[..n]);
+            loop {
+                let (head, len_at) = if started { (1, 1) } else { (0, 0) };
+                if pending.len() < len_at + 4 {
+                    break;
+                }
+                let len =
+                    u32::from_be_bytes(pending[len_at..len_at + 4].try_into().unwrap()) as usize;
+                let total = head + len;
+                if pending.len() < total {
+                    break;
+                }
+                let message: Vec<u8> = pending.drain(..total).collect();
+                started = true;
+                let commit = head == 1 && message[0] == b'Q' && &message[5..] == b"COMMIT\0";
+                let cut = if commit {
+                    armed.lock().unwrap().take()
+                } else {
+                    None
+                };
+                match cut {
+                    Some(Cut::BeforeCommit) => {
+                        fired.fetch_add(1, Ordering::SeqCst);
+                        let _ = server_wr.shutdown().await;
+                        let _ = back.await;
+                        return;
+                    }
+                    Some(Cut::AfterCommit) => {
+                        fired.fetch_add(1, Ordering::SeqCst);
+                        swallow.store(true, Ordering::SeqCst);
+                        let _ = server_wr.write_all(&message).await;
+                        let _ = back.await;
+                        return;
+                    }
+                    None => {
+                        if server_wr.write_all(&message).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let _ = server_wr.shutdown().await;
+        let _ = back.await;
+    }
+}
+
+/// Review finding (issue 14): a usage batch whose COMMIT landed but whose answer was
+/// lost (the connection broke at that instant) was reported as failed, so the node
+/// wrote it again at its next flush — counted twice in every report and budget load.
+/// Now the batch carries an id and the writer asks whether it landed. Through a proxy
+/// that swallows one COMMIT's answer the write succeeds and counts once (without the
+/// fix it fails); one cut before its COMMIT fails and counts nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_usage_batch_whose_commit_answer_is_lost_counts_once() {
+    use keygate_store::{UsageCounts, UsageDelta};
+    let Some(db) = TestDb::create("usage_commit").await else {
+        return;
+    };
+    let direct = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let cutter = CommitCutter::start(&db.url).await;
+    let store = Store::connect(&cutter.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let g = GrantId::generate();
+    let delta = |requests: u64| UsageDelta {
+        grant_id: g.clone(),
+        day: 20_000,
+        model: "gpt-4o".into(),
+        counts: UsageCounts {
+            requests,
+            ..UsageCounts::default()
+        },
+    };
+    let counted = || async {
+        direct
+            .usage_total(&g, 0, u32::MAX, None)
+            .await
+            .unwrap()
+            .requests
+    };
+
+    cutter.arm(Cut::AfterCommit);
+    store
+        .add_usage(&[delta(1)])
+        .await
+        .expect("the batch landed: its lost answer is no failure");
+    assert_eq!(cutter.fired.load(Ordering::SeqCst), 1, "the cut happened");
+    assert_eq!(counted().await, 1);
+
+    cutter.arm(Cut::BeforeCommit);
+    assert!(store.add_usage(&[delta(10)]).await.is_err());
+    assert_eq!(cutter.fired.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        counted().await,
+        1,
+        "nothing of a batch that never committed"
+    );
+
+    store.add_usage(&[delta(100)]).await.unwrap();
+    assert_eq!(counted().await, 101);
+    drop((store, direct));
+}

@@ -43,8 +43,9 @@ pub(crate) struct PgStore {
     pool: Pool,
     /// One connection for `limits_heartbeat` alone.
     beat: Pool,
-    /// This handle's name in `limit_leases`/`limit_nodes`: the leases it takes are
-    /// its own, reclaimed by other nodes should it stop calling `limits_heartbeat`.
+    /// This handle's name in `limit_leases`/`limit_nodes` (the leases it takes are its
+    /// own, reclaimed by other nodes should it stop calling `limits_heartbeat`) and the
+    /// prefix of its usage batches' ids.
     /// Random per process start (a restarted node is a new one; its old leases are
     /// reclaimed like any dead node's). The pid is there for an operator reading the
     /// table.
@@ -62,6 +63,25 @@ impl PgStore {
 
     async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Whether the usage batch `id` committed, for a writer that lost its COMMIT's
+    /// answer. Inserting the id ourselves settles it for good: a transaction still
+    /// deciding holds the id's index entry, so the insert waits for it (a few seconds at
+    /// most) — a conflict then means it committed; an insert that goes through means it
+    /// did not, and can no longer (its own insert of the id would now fail).
+    async fn usage_batch_landed(&self, id: &str) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        exec(&tx, "SET LOCAL lock_timeout = '5s'", &[]).await?;
+        let inserted = exec(
+            &tx,
+            "INSERT INTO usage_batches (id) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&id],
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(inserted == 0)
     }
 
     async fn rows(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
@@ -1306,6 +1326,12 @@ impl StoreBackend for PgStore {
         let codes = self
             .exec("DELETE FROM connect_codes WHERE expires_at <= $1", &[&now])
             .await?;
+        // No node asks about a batch a day old.
+        self.exec(
+            "DELETE FROM usage_batches WHERE written_at < now() - interval '1 day'",
+            &[],
+        )
+        .await?;
         let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         Ok(Swept {
             sessions: n(sessions),
@@ -1331,12 +1357,25 @@ impl StoreBackend for PgStore {
             ))
         });
         let add = usage_upsert(true);
+        let batch = format!("{}-{:016x}", self.node, rand::random::<u64>());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
+        exec(&tx, "INSERT INTO usage_batches (id) VALUES ($1)", &[&batch]).await?;
         for d in sorted {
             write_usage(&tx, &add, d).await?;
         }
-        tx.commit().await.map_err(pg_error)
+        let Err(e) = tx.commit().await else {
+            return Ok(());
+        };
+        // The COMMIT's answer is lost (the connection broke): the batch may have landed.
+        // Answering an error would have the caller write it again (counted twice),
+        // answering Ok would drop it when it did not: ask.
+        drop(client);
+        if self.usage_batch_landed(&batch).await? {
+            tracing::warn!("a usage batch's commit answer was lost; it had landed");
+            return Ok(());
+        }
+        Err(pg_error(e))
     }
 
     async fn usage_rows(
