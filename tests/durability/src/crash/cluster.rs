@@ -286,14 +286,12 @@ async fn killed_nodes_place_comes_back(
         .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
         .send();
     let stuck = tokio::spawn(stuck);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while a.mock.request_count() == before {
-        ensure!(
-            Instant::now() < deadline,
-            "the held request never reached the mock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ensure!(
+        a.mock
+            .wait_for_more_than(before, Duration::from_secs(20))
+            .await,
+        "the held request never reached the mock"
+    );
     let (status, body) = chat(b, key).await?;
     ensure!(
         status == 429 && body.contains("concurrency_limit_exceeded"),

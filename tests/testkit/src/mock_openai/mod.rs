@@ -217,6 +217,19 @@ impl MockOpenAi {
         self.shared.lock_requests().len()
     }
 
+    /// Waits until more than `seen` requests have arrived (a request the test sent is
+    /// now held by the mock), at most `within`; whether they did.
+    pub async fn wait_for_more_than(&self, seen: usize, within: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while self.request_count() <= seen {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// SSE responses whose body was dropped before it finished (the client went away).
     pub fn cancelled_streams(&self) -> usize {
         self.shared.cancelled_streams.load(Ordering::SeqCst)

@@ -640,6 +640,24 @@ async fn the_master_keyring_is_not_changed_through_one_node() {
     c.stop().await;
 }
 
+/// Holds every window row of the grant locked, as a busy grant's would be, until
+/// `ROLLBACK` is sent on the connection it answers.
+async fn lock_windows(c: &TestCluster, grant: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&c.store_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "SELECT 1 FROM limit_windows WHERE grant_id = $1 FOR UPDATE",
+            &[&grant],
+        )
+        .await
+        .unwrap();
+    client
+}
+
 /// Review finding (issue 14): a shared-limits acquire is a statement PostgreSQL commits
 /// even when the client that caused it is gone; awaited in the request's own future, a
 /// client giving up while it waited left its place in `max_concurrency` taken for good.
@@ -667,17 +685,7 @@ async fn clients_giving_up_mid_acquire_leave_nothing_held() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let (mut locker, connection) = tokio_postgres::connect(&c.store_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let tx = locker.transaction().await.unwrap();
-    tx.execute(
-        "SELECT 1 FROM limit_windows WHERE grant_id = $1 FOR UPDATE",
-        &[&id.as_str()],
-    )
-    .await
-    .unwrap();
+    let locker = lock_windows(&c, &id).await;
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]});
     let gave_up: Vec<_> = (0..12usize)
         .map(|i| {
@@ -694,7 +702,7 @@ async fn clients_giving_up_mid_acquire_leave_nothing_held() {
             "a client got an answer through the lock"
         );
     }
-    tx.rollback().await.unwrap();
+    locker.batch_execute("ROLLBACK").await.unwrap();
 
     // The waiting statements run now, one after another on the row; every one must
     // end with nothing held (without the fix the accepted one's place stays taken for
@@ -748,17 +756,7 @@ async fn a_busy_grant_does_not_take_the_nodes_pool() {
     // One request makes the busy grant's window row.
     assert_eq!(chat_status(&c.nodes[A], &key, "gpt-4o").await, 200);
 
-    let (mut locker, connection) = tokio_postgres::connect(&c.store_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let tx = locker.transaction().await.unwrap();
-    tx.execute(
-        "SELECT 1 FROM limit_windows WHERE grant_id = $1 FOR UPDATE",
-        &[&id.as_str()],
-    )
-    .await
-    .unwrap();
+    let locker = lock_windows(&c, &id).await;
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]});
     let busy: Vec<_> = (0..40)
         .map(|_| {
@@ -781,7 +779,7 @@ async fn a_busy_grant_does_not_take_the_nodes_pool() {
     assert_eq!(other_chat.status(), 200);
     let me = other.via(&c.urls[A]).get("/api/me").await;
     assert_eq!(me.status(), 200, "the dashboard on the node");
-    tx.rollback().await.unwrap();
+    locker.batch_execute("ROLLBACK").await.unwrap();
     for r in busy {
         let res = r.await.unwrap().unwrap();
         assert_eq!(res.status(), 200, "a queued request of the busy grant");
@@ -822,14 +820,12 @@ async fn a_graceful_stop_settles_the_requests_it_drains() {
                       "messages": [{"role": "user", "content": "Hi"}]}))
         .send();
     let req = tokio::spawn(req);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.mock.request_count() == before {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached the mock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        c.mock
+            .wait_for_more_than(before, Duration::from_secs(10))
+            .await,
+        "the request never reached the mock"
+    );
     let (held, _) = store_b.limits_held(&grant).await.unwrap();
     assert_eq!(held, 1, "in flight on A");
     let a = c.nodes.remove(A);
