@@ -17,9 +17,11 @@
 -- node killed with requests in flight gives their places and reservations back within
 -- its time to live, not never.
 --
--- Lock order, everywhere: a grant's windows before its leases, the grant-wide window
--- ('') before a model's (scopes in order), grants in id order. Whatever locks several
--- windows takes them in that order first (`keygate_limits_lock_grants`).
+-- Lock order, everywhere: a grant's row in `grants` (when a writer takes it) before
+-- its windows; its grant-wide window ('') before anything else of its limits — its
+-- lease rows and model windows are only ever locked under it; grants in id order.
+-- Whatever locks several windows takes them in that order first
+-- (`keygate_limits_lock_grants`).
 
 CREATE TABLE IF NOT EXISTS limit_windows (
     grant_id        text    NOT NULL,
@@ -513,8 +515,10 @@ $$;
 -- answer had spent all it reserved (its upstream may have answered in full; nobody
 -- counted it), which frees its place and keeps a budget on the safe side; the row is
 -- kept, marked, for a late settle (see keygate_limits_settle). A window some request
--- holds right now is skipped (the next call takes it): a heartbeat never queues behind
--- a busy grant. At most 1000 a call, grant by grant in the lock order. How many.
+-- holds right now is skipped (a later call takes it) — unless the lease is overdue by
+-- three times the TTL: then it is waited for, up to the lock timeout, so a grant busy
+-- all the time is not skipped forever. At most 1000 a call, grant by grant in the lock
+-- order. How many.
 CREATE OR REPLACE FUNCTION keygate_limits_reclaim(p_ttl_ms bigint)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
@@ -526,11 +530,11 @@ DECLARE
     spent_tokens bigint;
     reclaimed bigint := 0;
 BEGIN
-    -- A model window (or a row the deletes of a grant lock) can still be waited for:
-    -- not for long.
+    -- What it still waits for (a lease row, a model window, an overdue grant's
+    -- window): not for long, each.
     PERFORM set_config('lock_timeout', '2s', true);
     FOR x IN
-        SELECT ll.id, ll.grant_id FROM limit_leases ll
+        SELECT ll.id, ll.grant_id, ll.taken_at FROM limit_leases ll
          WHERE ll.reclaimed_at IS NULL
            AND ll.taken_at < clock_timestamp() - ttl
            AND NOT EXISTS (SELECT 1 FROM limit_nodes n
@@ -538,11 +542,20 @@ BEGIN
          ORDER BY ll.grant_id, ll.id
          LIMIT 1000
     LOOP
-        SELECT * INTO g FROM limit_windows
-         WHERE grant_id = x.grant_id AND scope = '' FOR UPDATE SKIP LOCKED;
-        IF NOT FOUND THEN
+        IF x.taken_at < clock_timestamp() - 3 * ttl THEN
+            BEGIN
+                SELECT * INTO STRICT g FROM limit_windows
+                 WHERE grant_id = x.grant_id AND scope = '' FOR UPDATE;
+            EXCEPTION
+                -- Still busy after the lock timeout; or gone with its grant.
+                WHEN lock_not_available OR no_data_found THEN
+                    CONTINUE;
+            END;
+        ELSE
+            SELECT * INTO g FROM limit_windows
+             WHERE grant_id = x.grant_id AND scope = '' FOR UPDATE SKIP LOCKED;
             -- Busy (skipped), or gone with its grant (then so is the lease, or soon).
-            CONTINUE;
+            CONTINUE WHEN NOT FOUND;
         END IF;
         -- Settled meanwhile: its node was slow, not dead.
         SELECT * INTO l FROM limit_leases WHERE id = x.id AND reclaimed_at IS NULL FOR UPDATE;

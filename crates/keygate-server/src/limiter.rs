@@ -410,7 +410,7 @@ impl Limiter {
         // a `Lease` existed to give it back — a place and a reservation taken for good.
         // The task always ends what it took: handed over, or settled as unused.
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let gate = self.gate(grant);
+        let (gate, limiter) = (self.gate(grant), self.clone());
         tokio::spawn(async move {
             let permit = match tokio::time::timeout(GATE_WAIT, gate.acquire.acquire()).await {
                 Ok(Ok(permit)) => permit,
@@ -450,13 +450,10 @@ impl Limiter {
                 .is_err()
                 .then(|| LimitLease::abandoned(&ask));
             match tx.send(decided) {
-                Err(Ok(Ok(held))) => {
-                    settle_in_store(&store, &gate.settle, &held, Spend::default(), now_ms).await;
-                }
+                Err(Ok(Ok(held))) => limiter.spawn_settle(gate, held, Spend::default(), now_ms),
                 _ => {
                     if let Some(held) = unclear {
-                        settle_in_store(&store, &gate.settle, &held, Spend::default(), now_ms)
-                            .await;
+                        limiter.spawn_settle(gate, held, Spend::default(), now_ms);
                     }
                 }
             }
@@ -505,12 +502,9 @@ impl Limiter {
             let mut alive_since = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
-                // A beat stuck on a dead connection must not stay silent past the TTL.
-                let beat =
-                    tokio::time::timeout(HEARTBEAT_EVERY * 2, store.limits_heartbeat(NODE_TTL))
-                        .await;
-                match beat {
-                    Ok(Ok(n)) => {
+                // (The store bounds each beat well within the TTL.)
+                match store.limits_heartbeat(NODE_TTL).await {
+                    Ok(n) => {
                         alive_since = tokio::time::Instant::now();
                         if n > 0 {
                             tracing::warn!(
@@ -521,8 +515,7 @@ impl Limiter {
                             );
                         }
                     }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "shared-limits heartbeat failed"),
-                    Err(_) => tracing::warn!("shared-limits heartbeat timed out"),
+                    Err(e) => tracing::warn!(error = %e, "shared-limits heartbeat failed"),
                 }
                 let silent = alive_since.elapsed();
                 if silent >= NODE_TTL / 2 {
@@ -670,6 +663,11 @@ impl Limiter {
     /// (a request deciding meanwhile sees one more: refused a little early, never
     /// late). See [`settle_in_store`] for failures.
     fn settle_shared(&self, grant: &GrantId, held: LimitLease, actual: Spend, now_ms: u64) {
+        self.spawn_settle(self.gate(grant), held, actual, now_ms);
+    }
+
+    /// Runs [`settle_in_store`] on the settle runtime, counted for [`Limiter::settled`].
+    fn spawn_settle(&self, gate: Arc<Gate>, held: LimitLease, actual: Spend, now_ms: u64) {
         let Some(rt) = self
             .0
             .settle_rt
@@ -682,7 +680,7 @@ impl Limiter {
             );
             return;
         };
-        let (store, gate) = (self.0.store.clone(), self.gate(grant));
+        let store = self.0.store.clone();
         let counted = Settling::new(self.clone());
         rt.spawn(async move {
             settle_in_store(&store, &gate.settle, &held, actual, now_ms).await;

@@ -1232,3 +1232,57 @@ async fn a_lease_whose_answer_was_lost_is_ended_by_its_id() {
     assert!(pg_limits_acquire(&c, NODE, &next).await.unwrap().is_ok());
     db.drop_db().await;
 }
+
+/// A dead node's lease on a grant whose window some request holds right now is skipped
+/// (the heartbeat never queues behind a busy grant) — until it is overdue by three
+/// times the TTL: then the reclaim waits for the window (up to its lock timeout), so a
+/// grant busy all the time does not keep a dead node's places for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdue_lease_on_a_busy_grant_is_still_reclaimed() {
+    let Some(url) = maintenance_url("an_overdue_lease_on_a_busy_grant_is_still_reclaimed") else {
+        return;
+    };
+    let db = TestDb::new(&url).await;
+    let c = db.client().await;
+    let ttl = Duration::from_secs(1);
+    let grant = GrantId::generate();
+    let limits = Limits {
+        max_concurrency: Some(1),
+        ..Limits::default()
+    };
+    let now_ms = 1_795_996_800_000;
+    let a = ask(&grant, &limits, None, Estimate::default(), now_ms);
+    pg_limits_heartbeat(&c, "dying", ttl).await.unwrap();
+    let taken = Instant::now();
+    drop(pg_limits_acquire(&c, "dying", &a).await.unwrap().unwrap());
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    // The grant is busy: its window locked by a request (here, a held transaction).
+    let busy = db.client().await;
+    busy.batch_execute("BEGIN").await.unwrap();
+    busy.execute(
+        "SELECT 1 FROM limit_windows WHERE grant_id = $1 FOR UPDATE",
+        &[&grant.as_str()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        pg_limits_heartbeat(&c, "other", ttl).await.unwrap(),
+        0,
+        "dead but not overdue: skipped, at once"
+    );
+    assert!(
+        taken.elapsed() < 3 * ttl,
+        "the machine was too slow to test this"
+    );
+    tokio::time::sleep((3 * ttl + Duration::from_millis(300)).saturating_sub(taken.elapsed()))
+        .await;
+    // Overdue: the reclaim waits for the window; the request ends meanwhile.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        busy.batch_execute("ROLLBACK").await.unwrap();
+    });
+    assert_eq!(pg_limits_heartbeat(&c, "other", ttl).await.unwrap(), 1);
+    release.await.unwrap();
+    assert_eq!(held(&c, &grant).await[0].1, 0);
+    db.drop_db().await;
+}

@@ -732,9 +732,11 @@ impl StoreBackend for PgStore {
         for sql in [
             "DELETE FROM vault WHERE user_id = $1",
             "DELETE FROM sessions WHERE user_id = $1",
-            // Its windows locked in the limits' lock order first (migrations/0002):
-            // a DELETE alone locks them in scan order, which can deadlock with a
-            // reclaim or an acquire.
+            // Its grants' rows, then their windows, locked in the order every other
+            // writer takes them (`update_grant`: the grant's row, then its windows;
+            // the limits: migrations/0002's order) — a DELETE alone locks in scan
+            // order, which can deadlock with an edit, a reclaim or an acquire.
+            "SELECT 1 FROM grants WHERE user_id = $1 ORDER BY id FOR UPDATE",
             "SELECT keygate_limits_lock_grants(ARRAY(SELECT id FROM grants WHERE user_id = $1))",
             "DELETE FROM limit_windows WHERE grant_id IN \
              (SELECT id FROM grants WHERE user_id = $1)",
@@ -1006,7 +1008,9 @@ impl StoreBackend for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         for sql in [
-            // In the limits' lock order (migrations/0002), not the DELETE's scan order.
+            // The grant's row, then its windows: the order `update_grant` and the
+            // limits (migrations/0002) take them, not the DELETEs' scan order.
+            "SELECT 1 FROM grants WHERE id = $1 FOR UPDATE",
             "SELECT keygate_limits_lock_grants(ARRAY[$1])",
             "DELETE FROM limit_windows WHERE grant_id = $1",
             "DELETE FROM limit_leases WHERE grant_id = $1",
@@ -1546,8 +1550,40 @@ impl StoreBackend for PgStore {
     }
 
     async fn limits_heartbeat(&self, ttl: std::time::Duration) -> Result<u64, StoreError> {
-        let client = self.beat.get().await.map_err(pool_error)?;
-        super::limits::heartbeat(&**client, &self.node, ttl).await
+        // Each half bounded well within the TTL, and a connection that timed out is
+        // thrown away, not pooled: one hanging without closing (a failover without a
+        // reset) would hold every later beat behind it.
+        let bound = (ttl / 5).max(std::time::Duration::from_millis(100));
+        let timed_out = || StoreError::Postgres("timed out".into());
+        let beat = tokio::time::timeout(bound, self.beat.get())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(pool_error)?;
+        match tokio::time::timeout(bound, super::limits::alive(&**beat, &self.node, ttl)).await {
+            Ok(alive) => alive?,
+            Err(_) => {
+                drop(Object::take(beat));
+                return Err(timed_out());
+            }
+        }
+        drop(beat);
+        // The reclaim on the main pool: however long it takes, the next beat's
+        // "alive" is not queued behind it. Its failure is not this node's: logged,
+        // and the next beat tries again.
+        let reclaim = async {
+            let client = self.client().await?;
+            match tokio::time::timeout(bound, super::limits::reclaim(&**client, ttl)).await {
+                Ok(reclaimed) => reclaimed,
+                Err(_) => {
+                    drop(Object::take(client));
+                    Err(timed_out())
+                }
+            }
+        };
+        Ok(reclaim.await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reclaiming dead nodes' leases failed; next beat retries");
+            0
+        }))
     }
 
     async fn limits_held(&self, grant: &GrantId) -> Result<(u32, Spend), StoreError> {

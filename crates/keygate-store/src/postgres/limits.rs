@@ -440,27 +440,48 @@ pub async fn settle(
     row.try_get(0).map_err(pg_error)
 }
 
-/// Marks `node` alive for `ttl` more (by the database's clock; committed on its own,
-/// first), then reclaims the leases of nodes that are not: each settled as if its
-/// answer had spent all it reserved (the upstream may have answered in full, and
-/// nobody counted it). How many it reclaimed (at most 1000 a call; a window busy at
-/// that moment waits for the next call).
+/// A heartbeat: [`alive`], then [`reclaim`] (on one connection: the store spreads
+/// them over two). How many leases it reclaimed.
 pub async fn heartbeat(
     client: &impl GenericClient,
     node: &str,
     ttl: Duration,
 ) -> Result<u64, StoreError> {
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    alive(client, node, ttl).await?;
+    reclaim(client, ttl).await
+}
+
+/// Marks `node` alive for `ttl` more, by the database's clock (its own statement).
+pub async fn alive(
+    client: &impl GenericClient,
+    node: &str,
+    ttl: Duration,
+) -> Result<(), StoreError> {
     client
-        .execute("SELECT keygate_limits_alive($1, $2)", &[&node, &ttl_ms])
+        .execute(
+            "SELECT keygate_limits_alive($1, $2)",
+            &[&node, &millis(ttl)],
+        )
         .await
         .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Reclaims the leases of nodes not alive for `ttl`: each settled as if its answer had
+/// spent all it reserved (the upstream may have answered in full, and nobody counted
+/// it). How many (at most 1000 a call; a window busy at that moment waits for a later
+/// call, unless its lease is long overdue).
+pub async fn reclaim(client: &impl GenericClient, ttl: Duration) -> Result<u64, StoreError> {
     let row = client
-        .query_one("SELECT keygate_limits_reclaim($1)", &[&ttl_ms])
+        .query_one("SELECT keygate_limits_reclaim($1)", &[&millis(ttl)])
         .await
         .map_err(pg_error)?;
     let reclaimed: i64 = row.try_get(0).map_err(pg_error)?;
     Ok(unsigned(reclaimed))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// After an edit of the grant's limits: each of its windows reloads its budget's spend
