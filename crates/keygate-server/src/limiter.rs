@@ -502,19 +502,10 @@ impl Limiter {
             let mut alive_since = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
-                // (The store bounds each beat well within the TTL.)
+                // (The store bounds each beat well within the TTL, and reclaims dead
+                // nodes' leases beside it, logging what it did.)
                 match store.limits_heartbeat(NODE_TTL).await {
-                    Ok(n) => {
-                        alive_since = tokio::time::Instant::now();
-                        if n > 0 {
-                            tracing::warn!(
-                                reclaimed = n,
-                                "reclaimed the shared-limit leases of a node that stopped \
-                                 with requests in flight (each counted as having spent its \
-                                 reservation)"
-                            );
-                        }
-                    }
+                    Ok(()) => alive_since = tokio::time::Instant::now(),
                     Err(e) => tracing::warn!(error = %e, "shared-limits heartbeat failed"),
                 }
                 let silent = alive_since.elapsed();

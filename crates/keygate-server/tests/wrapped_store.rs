@@ -399,7 +399,7 @@ impl StoreBackend for Wrapped {
         self.0.limits_held(grant).await
     }
 
-    async fn limits_heartbeat(&self, ttl: std::time::Duration) -> Result<u64, StoreError> {
+    async fn limits_heartbeat(&self, ttl: std::time::Duration) -> Result<(), StoreError> {
         self.0.limits_heartbeat(ttl).await
     }
 }

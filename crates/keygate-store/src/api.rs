@@ -367,9 +367,11 @@ pub trait StoreBackend: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The grant's requests in flight and what they reserve against its own budget.
     async fn limits_held(&self, grant: &GrantId) -> Result<(u32, Spend), StoreError>;
-    /// Marks this node (this store handle) alive for `ttl` more and reclaims the leases
-    /// of nodes that are not — killed, or cut off from the database, with requests in
-    /// flight — settled as if each had spent all it reserved; how many. A node calls it
-    /// well within `ttl`, or its own leases are reclaimed while its requests still run.
-    async fn limits_heartbeat(&self, ttl: std::time::Duration) -> Result<u64, StoreError>;
+    /// Marks this node (this store handle) alive for `ttl` more — an error when that
+    /// could not be recorded — and starts, in the background (one at a time, logged),
+    /// the reclaim of the leases of nodes that are not: killed, or cut off from the
+    /// database, with requests in flight; each is settled as if it had spent all it
+    /// reserved. A node calls it well within `ttl`, or its own leases are reclaimed
+    /// while its requests still run.
+    async fn limits_heartbeat(&self, ttl: std::time::Duration) -> Result<(), StoreError>;
 }

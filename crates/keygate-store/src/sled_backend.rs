@@ -64,7 +64,7 @@ macro_rules! forward {
                 Err(StoreError::Unsupported(SHARED_LIMITS))
             }
 
-            async fn limits_heartbeat(&self, _ttl: Duration) -> Result<u64, StoreError> {
+            async fn limits_heartbeat(&self, _ttl: Duration) -> Result<(), StoreError> {
                 Err(StoreError::Unsupported(SHARED_LIMITS))
             }
 

@@ -41,8 +41,10 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// second node could disagree with).
 pub(crate) struct PgStore {
     pool: Pool,
-    /// One connection for `limits_heartbeat` alone.
+    /// One connection for `limits_heartbeat`'s "alive" alone.
     beat: Pool,
+    /// A reclaim of dead nodes' leases is running (at most one per node).
+    reclaiming: Arc<std::sync::atomic::AtomicBool>,
     /// This handle's name in `limit_leases`/`limit_nodes` (the leases it takes are its
     /// own, reclaimed by other nodes should it stop calling `limits_heartbeat`) and the
     /// prefix of its usage batches' ids.
@@ -57,6 +59,7 @@ impl PgStore {
         Self {
             pool,
             beat,
+            reclaiming: Arc::default(),
             node: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
         }
     }
@@ -1549,10 +1552,10 @@ impl StoreBackend for PgStore {
             .map(drop)
     }
 
-    async fn limits_heartbeat(&self, ttl: std::time::Duration) -> Result<u64, StoreError> {
-        // Each half bounded well within the TTL, and a connection that timed out is
-        // thrown away, not pooled: one hanging without closing (a failover without a
-        // reset) would hold every later beat behind it.
+    async fn limits_heartbeat(&self, ttl: std::time::Duration) -> Result<(), StoreError> {
+        // "Alive" bounded well within the TTL, on its own connection, which is thrown
+        // away (not pooled) when it times out: one hanging without closing (a failover
+        // without a reset) would hold every later beat behind it.
         let bound = (ttl / 5).max(std::time::Duration::from_millis(100));
         let timed_out = || StoreError::Postgres("timed out".into());
         let beat = tokio::time::timeout(bound, self.beat.get())
@@ -1567,23 +1570,40 @@ impl StoreBackend for PgStore {
             }
         }
         drop(beat);
-        // The reclaim on the main pool: however long it takes, the next beat's
-        // "alive" is not queued behind it. Its failure is not this node's: logged,
-        // and the next beat tries again.
-        let reclaim = async {
-            let client = self.client().await?;
-            match tokio::time::timeout(bound, super::limits::reclaim(&**client, ttl)).await {
-                Ok(reclaimed) => reclaimed,
-                Err(_) => {
-                    drop(Object::take(client));
-                    Err(timed_out())
+        // The reclaim runs beside the beats, on the main pool, one at a time: however
+        // long it waits (a busy pool, an overdue lease's window), no beat waits for it.
+        if self
+            .reclaiming
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        let (pool, reclaiming) = (self.pool.clone(), self.reclaiming.clone());
+        tokio::spawn(async move {
+            let outcome = async {
+                let client = pool.get().await.map_err(pool_error)?;
+                match tokio::time::timeout(ttl, super::limits::reclaim(&**client, ttl)).await {
+                    Ok(reclaimed) => reclaimed,
+                    Err(_) => {
+                        drop(Object::take(client));
+                        Err(timed_out())
+                    }
+                }
+            };
+            match outcome.await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    reclaimed = n,
+                    "reclaimed the shared-limit leases of a node that stopped with requests \
+                     in flight (each counted as having spent its reservation)"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reclaiming dead nodes' leases failed; next beat retries");
                 }
             }
-        };
-        Ok(reclaim.await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "reclaiming dead nodes' leases failed; next beat retries");
-            0
-        }))
+            reclaiming.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        Ok(())
     }
 
     async fn limits_held(&self, grant: &GrantId) -> Result<(u32, Spend), StoreError> {

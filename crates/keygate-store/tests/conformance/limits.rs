@@ -50,14 +50,11 @@ async fn limits_are_held_shared_and_released_where_the_backend_shares_them(store
         ));
         return;
     }
-    // This store's node is alive; nobody else's leases to reclaim.
-    assert_eq!(
-        store
-            .limits_heartbeat(std::time::Duration::from_secs(10))
-            .await
-            .unwrap(),
-        0
-    );
+    // This store's node is alive (the reclaim it starts finds nobody's leases).
+    store
+        .limits_heartbeat(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
     // No limit: nothing held, nothing stored, nothing to settle.
     let free = store
         .limits_acquire(&ask(&g.id, Rules::default(), 1_000))
