@@ -267,7 +267,7 @@ async fn no_table_holds_a_plaintext_secret() {
     let store = Store::connect(&db.url, &StoreOptions::default())
         .await
         .unwrap();
-    let openai_key = "sk-proj-PLAINTEXTopenaiKEY0123456789abcdefghijklmnopqrstuv";
+    let openai_key = "sk-proj-plaintext-canary-key-0000000000000000PGSQL";
     let grant_secret = "GRANTsecretPLAINTEXT0123456789abcdefghijklmnop";
     let session_id = "SESSIONidPLAINTEXT0123456789abcdefghij";
     let admin_secret = "ADMINsecretPLAINTEXT0123456789abcdefghij";
