@@ -37,7 +37,8 @@ use keygate_core::money::Usd;
 use keygate_core::policy::{self, Deny, Estimate, Rules, Spend, UsageWindow};
 use keygate_core::time::Clock;
 use keygate_store::{
-    BackendKind, LeaseId, LimitAsk, LimitLease, ModelAsk, RateState, Store, StoreError, UsageCounts,
+    BackendKind, LeaseId, LimitAsk, LimitLease, LimitRefusal, ModelAsk, RateState, Store,
+    StoreError, UsageCounts,
 };
 
 use crate::accounting::Accounting;
@@ -70,6 +71,40 @@ struct Inner {
 struct Gate {
     acquire: tokio::sync::Semaphore,
     settle: tokio::sync::Semaphore,
+}
+
+/// What a request asks of the shared windows, but the grant and model names: `Copy`,
+/// so the acquire's task can take it along.
+#[derive(Clone, Copy)]
+struct AskParts {
+    rules: Rules,
+    budget_period: Option<Period>,
+    estimate: Estimate,
+    overrides: Option<(Rules, Option<Period>)>,
+}
+
+impl AskParts {
+    fn ask<'a>(
+        self,
+        lease: LeaseId,
+        grant: &'a GrantId,
+        model: Option<&'a str>,
+        now_ms: u64,
+    ) -> LimitAsk<'a> {
+        LimitAsk {
+            lease,
+            grant,
+            now_ms,
+            rules: self.rules,
+            budget_period: self.budget_period,
+            estimate: self.estimate,
+            model: model.map(|m| ModelAsk {
+                name: m,
+                row_name: row_model(m),
+                overrides: self.overrides,
+            }),
+        }
+    }
 }
 
 /// One grant's state.
@@ -395,74 +430,23 @@ impl Limiter {
         estimate: Estimate,
     ) -> Result<Lease, Refusal> {
         let now_ms = self.0.clock.now_ms();
-        let rules = Rules::of(limits);
-        let budget_period = limits.budget.as_ref().map(|b| b.period);
-        let overrides = model
-            .and_then(|m| limits.for_model(m))
-            .map(|o| (Rules::of_model(o), o.budget.as_ref().map(|b| b.period)));
-        let (store, owned_grant, owned_model) = (
-            self.0.store.clone(),
-            grant.clone(),
-            model.map(str::to_owned),
-        );
-        // The statement runs in a task of its own: were it awaited here, a client going
-        // away would drop this future after PostgreSQL committed the lease but before
-        // a `Lease` existed to give it back — a place and a reservation taken for good.
-        // The task always ends what it took: handed over, or settled as unused.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (gate, limiter) = (self.gate(grant), self.clone());
-        tokio::spawn(async move {
-            let permit = match tokio::time::timeout(GATE_WAIT, gate.acquire.acquire()).await {
-                Ok(Ok(permit)) => permit,
-                // Never closed; a timeout is answered like the pool's.
-                _ => {
-                    let _ = tx.send(Err(StoreError::Transaction(
-                        "timed out waiting for the grant's limits".into(),
-                    )));
-                    return;
-                }
-            };
-            // The client left while this waited: nothing is taken yet, so nothing to
-            // give back — and nothing to do.
-            if tx.is_closed() {
-                return;
-            }
-            let ask = LimitAsk {
-                lease: LeaseId::generate(),
-                grant: &owned_grant,
-                now_ms,
-                rules,
-                budget_period,
-                estimate,
-                model: owned_model.as_deref().map(|m| ModelAsk {
-                    name: m,
-                    row_name: row_model(m),
-                    overrides,
-                }),
-            };
-            let decided = store.limits_acquire(&ask).await;
-            drop(permit);
-            // A failed statement may still have committed (its answer lost with the
-            // connection): the lease it would have taken is ended by its id, which is
-            // a no-op if it never was taken.
-            let unclear = decided
-                .as_ref()
-                .is_err()
-                .then(|| LimitLease::abandoned(&ask));
-            match tx.send(decided) {
-                Err(Ok(Ok(held))) => limiter.spawn_settle(gate, held, Spend::default(), now_ms),
-                _ => {
-                    if let Some(held) = unclear {
-                        limiter.spawn_settle(gate, held, Spend::default(), now_ms);
-                    }
-                }
-            }
-        });
-        let decided = rx.await.map_err(|_| {
-            Refusal::Store(StoreError::Transaction(
-                "the shared limits' acquire task ended without an answer".into(),
-            ))
-        })?;
+        let parts = AskParts {
+            rules: Rules::of(limits),
+            budget_period: limits.budget.as_ref().map(|b| b.period),
+            estimate,
+            overrides: model
+                .and_then(|m| limits.for_model(m))
+                .map(|o| (Rules::of_model(o), o.budget.as_ref().map(|b| b.period))),
+        };
+        let ask = parts.ask(LeaseId::generate(), grant, model, now_ms);
+        let decided = if ask.has_limits() {
+            self.acquire_in_task(ask.lease, grant, model, now_ms, parts)
+                .await?
+        } else {
+            // No statement to run, so nothing a client going away could leave taken:
+            // no task, no gate.
+            self.0.store.limits_acquire(&ask).await
+        };
         let held = match decided {
             Ok(Ok(held)) => held,
             Ok(Err(r)) if r.model => return Err(Refusal::Model(r.deny)),
@@ -485,6 +469,68 @@ impl Limiter {
             anonymous_row: false,
             settled: false,
             shared: Some(held),
+        })
+    }
+
+    /// The acquire statement of a limited request, in a task of its own: were it
+    /// awaited here, a client going away would drop this future after PostgreSQL
+    /// committed the lease but before a `Lease` existed to give it back — a place and a
+    /// reservation taken for good. The task always ends what it took: handed over, or
+    /// settled as unused.
+    async fn acquire_in_task(
+        &self,
+        lease: LeaseId,
+        grant: &GrantId,
+        model: Option<&str>,
+        now_ms: u64,
+        parts: AskParts,
+    ) -> Result<Result<Result<LimitLease, LimitRefusal>, StoreError>, Refusal> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (store, owned_grant, owned_model) = (
+            self.0.store.clone(),
+            grant.clone(),
+            model.map(str::to_owned),
+        );
+        let (gate, limiter) = (self.gate(grant), self.clone());
+        tokio::spawn(async move {
+            let permit = match tokio::time::timeout(GATE_WAIT, gate.acquire.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                // Never closed; a timeout is answered like the pool's.
+                _ => {
+                    let _ = tx.send(Err(StoreError::Transaction(
+                        "timed out waiting for the grant's limits".into(),
+                    )));
+                    return;
+                }
+            };
+            // The client left while this waited: nothing is taken yet, so nothing to
+            // give back — and nothing to do.
+            if tx.is_closed() {
+                return;
+            }
+            let ask = parts.ask(lease, &owned_grant, owned_model.as_deref(), now_ms);
+            let decided = store.limits_acquire(&ask).await;
+            drop(permit);
+            // A failed statement may still have committed (its answer lost with the
+            // connection): the lease it would have taken is ended by its id, which is
+            // a no-op if it never was taken.
+            let unclear = decided
+                .as_ref()
+                .is_err()
+                .then(|| LimitLease::abandoned(&ask));
+            match tx.send(decided) {
+                Err(Ok(Ok(held))) => limiter.spawn_settle(gate, held, Spend::default(), now_ms),
+                _ => {
+                    if let Some(held) = unclear {
+                        limiter.spawn_settle(gate, held, Spend::default(), now_ms);
+                    }
+                }
+            }
+        });
+        rx.await.map_err(|_| {
+            Refusal::Store(StoreError::Transaction(
+                "the shared limits' acquire task ended without an answer".into(),
+            ))
         })
     }
 
