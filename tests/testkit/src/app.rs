@@ -111,6 +111,8 @@ pub async fn spawn_app_with_clock(clock: Clock, adjust: impl FnOnce(&mut RawConf
         address,
         port,
         client: reqwest::Client::builder()
+            // Below keygate's 5 s keep-alive, as `Browser`'s.
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client"),

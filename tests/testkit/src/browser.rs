@@ -23,6 +23,10 @@ impl Browser {
         Self {
             client: reqwest::Client::builder()
                 .cookie_store(true)
+                // Below keygate's 5 s keep-alive: an idle pooled connection is never
+                // reused just as keygate closes it ("connection closed before message
+                // completed" — seen once in the cluster harness).
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
